@@ -1,0 +1,12 @@
+//! The sans-IO PIAS core.
+//!
+//! Pure state machines: no sockets, no clock, no threads, no random source. Time arrives as an argument
+//! (`now: Instant`), randomness as a seed in the configuration, and output is polled. The same seed and the
+//! same sequence of inputs give the same outputs, which is what the simulator, the property tests and the
+//! fuzzers rely on.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod time;
+
+pub use time::Instant;
