@@ -17,7 +17,11 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod addr;
+pub mod auth;
+pub mod control;
 pub mod error;
+pub mod geneve;
+pub mod tunnel;
 
 pub use addr::{FlowKey, IpProtocol, ProxyId, TransportAddr};
 pub use error::{Result, WireError};
