@@ -7,6 +7,10 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod coords;
+pub mod flowhash;
+pub mod hysteresis;
+pub mod ring;
 pub mod time;
 
 pub use time::Instant;
