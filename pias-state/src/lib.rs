@@ -11,6 +11,7 @@ pub mod coords;
 pub mod flowhash;
 pub mod hysteresis;
 pub mod ring;
+pub mod nat;
 pub mod time;
 
 pub use time::Instant;

@@ -1,0 +1,1309 @@
+//! The JAP's NAT table: bindings between client flows and target flows, with port allocation and timeouts.
+//!
+//! # What it does (normative)
+//!
+//! A client's packet reaches the JAP as flow `C = (client ip:port → group ip:port, proto)`. The caller picks a
+//! target `T`; [`NatTable::create`] allocates a NAT source `P` (a pool address and port) and returns the
+//! [`Translation`] to apply: source → `P`, destination → `T`. The forward key is `C`; the translated flow is
+//! `P → T`. The target's reply arrives as `T → P`; [`NatTable::lookup_reverse`] by that key returns the rewrite
+//! source → group ip:port, destination → client ip:port. The address family never changes: a v4 group binds a
+//! v4 target and a v4 pool address. For ICMP echo (`Icmp`/`Icmpv6`) the identifier is the port on both sides:
+//! the caller puts it in both ports of the key, and the target "port" of a binding is its pool identifier.
+//!
+//! - **Port allocation.** A pool `(address, port, protocol class)` is used by at most one live binding (the
+//!   classes are TCP, UDP and ICMP echo), which makes the reverse key unique and the NAT a bijection. The pool
+//!   address is picked by a keyed hash of the client address (so one client keeps one pool address while it
+//!   has free ports — "paired" pooling, RFC 4787 REQ-2), then the next addresses of the family in turn. The
+//!   port starts at a seeded random point of the range and takes the first free port after it (RFC 6056
+//!   spirit), through a two-level bitmap ([`ports`]): O(1), at most 18 word tests per address, exact (it fails
+//!   only when no port of the family and class is free), deterministic for a given seed. Failure is
+//!   [`NatError::PortsExhausted`], counted in [`NatCounters::port_exhausted`].
+//! - **Timeouts** (idle, refreshed by every hit; defaults in [`NatConfig::with_pool`]): UDP 120 s (RFC 4787
+//!   REQ-5), ICMP 60 s, TCP established 7440 s (RFC 5382), TCP transitory 240 s, TCP after RST 10 s. TCP state
+//!   comes from [`NatTable::observe_tcp`] (see [`tcp`] for the table): established once ACKs were seen both
+//!   ways, so a binding created by a non-SYN packet stays transitory until traffic is seen both ways; FIN both
+//!   ways → transitory; RST → closed. A binding is live until `last_seen + timeout(class)`; a lookup of a binding
+//!   past that instant expires it on the spot (and misses), whether or not `handle_timeout` ran.
+//! - **Bound.** At most `max_entries` bindings. Creating one in a full table first removes the binding with the
+//!   earliest deadline: if that deadline has passed it is an expiry, otherwise an eviction counted in
+//!   [`NatCounters::evicted`]. Evicting the earliest deadline rather than the least recently used protects
+//!   long-lived established TCP connections from a flood of short UDP flows, and costs the same (a look at five
+//!   list heads). Creation never fails for lack of space unless `max_entries` is 0.
+//! - **Expiry.** [`NatTable::poll_timeout`] is the earliest deadline (it may lie in the past when the last
+//!   [`NatTable::handle_timeout`] ran out of budget: then call it again). `handle_timeout(now)` removes at most
+//!   `expiry_budget` due bindings per call, and no more than the event queue has room for, so no expiry event is
+//!   ever dropped. Early or repeated calls are harmless.
+//! - **Events.** Every binding created or removed produces a [`NatEvent`] to drain with
+//!   [`NatTable::poll_event`] (drivers mirror them into XDP maps). The queue holds `event_capacity` events;
+//!   drain it after every `handle_*`/`create`/`lookup_*` call. Events that do not fit are dropped and counted
+//!   in [`NatCounters::events_dropped`] (only creation, lookup-time expiry and eviction can overflow it).
+//! - **Dead targets.** [`NatTable::remove_where_target`] starts a background sweep that removes every binding
+//!   of a target, visiting at most `sweep_budget` slots per `handle_timeout`; meanwhile lookups of that target's
+//!   bindings miss (and remove them) and `create` towards it fails with [`NatError::TargetDraining`].
+//!
+//! # Layout and cost
+//!
+//! Bindings live in a slab preallocated to `max_entries` (128 bytes each, u32 indices, a free list). Five
+//! intrusive doubly linked lists, one per [`TimeoutClass`], keep each class in last-seen order; since a class
+//! has one timeout, its head is its next expiry. Two `hashbrown::HashTable<u32>` indexes (forward key → slot,
+//! reverse key → slot) store only the slot and re-hash from the slab, under SipHash-1-3 with a seeded key so
+//! that nobody can choose colliding flows. They are sized for a load of at most one half, so that deletions
+//! leave no tombstones in practice and the tables never grow after construction. Lookups, touches, creation
+//! and removal allocate nothing. At 10^6 bindings the whole table takes about 150 MB ([`NatTable::memory_bytes`]).
+//!
+//! # Drain order
+//!
+//! After any call: `while let Some(ev) = nat.poll_event() { … }`, then re-arm the timer on `poll_timeout()`.
+
+pub mod ports;
+pub mod tcp;
+
+#[cfg(test)]
+mod tests;
+
+use core::hash::Hasher;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::time::Duration;
+use std::collections::VecDeque;
+
+use hashbrown::HashTable;
+use pias_proto::{FlowKey, IpProtocol};
+use siphasher::sip::SipHasher13;
+
+use crate::time::Instant;
+use ports::PortBitmap;
+use tcp::Seen;
+pub use tcp::{TcpFlags, TcpState};
+
+/// No slot.
+const NIL: u32 = u32::MAX;
+/// The `class` of a free slab slot.
+const FREE: u8 = u8::MAX;
+/// Largest accepted `max_entries`.
+pub const MAX_ENTRIES_LIMIT: u32 = 1 << 28;
+/// Largest accepted pool (each address costs 3 × 8.3 KB of port bitmaps).
+pub const MAX_POOL_ADDRS: usize = 256;
+/// Most target sweeps in progress at once.
+pub const MAX_PENDING_SWEEPS: usize = 16;
+
+/// Which way a packet goes through a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Client → target (looked up by the forward key).
+    Forward,
+    /// Target → client (looked up by the reverse key).
+    Reverse,
+}
+
+/// The idle-timeout classes; each has one configured timeout and one expiry list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimeoutClass {
+    Udp = 0,
+    Icmp = 1,
+    TcpEstablished = 2,
+    TcpTransitory = 3,
+    /// After a RST.
+    TcpClosed = 4,
+}
+
+impl TimeoutClass {
+    /// Number of classes.
+    pub const COUNT: usize = 5;
+    /// All classes, in index order.
+    pub const ALL: [TimeoutClass; 5] = [
+        TimeoutClass::Udp,
+        TimeoutClass::Icmp,
+        TimeoutClass::TcpEstablished,
+        TimeoutClass::TcpTransitory,
+        TimeoutClass::TcpClosed,
+    ];
+
+    fn from_index(i: u8) -> TimeoutClass {
+        match i {
+            0 => TimeoutClass::Udp,
+            1 => TimeoutClass::Icmp,
+            2 => TimeoutClass::TcpEstablished,
+            3 => TimeoutClass::TcpTransitory,
+            _ => TimeoutClass::TcpClosed,
+        }
+    }
+}
+
+/// The NAT's configuration. Build it with [`NatConfig::with_pool`] and adjust fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatConfig {
+    /// The NAT source addresses (IPv4 and/or IPv6), at most [`MAX_POOL_ADDRS`].
+    pub pool: Vec<IpAddr>,
+    /// Lowest pool port (and ICMP identifier). Default 1024.
+    pub port_min: u16,
+    /// Highest pool port. Default 65535.
+    pub port_max: u16,
+    /// Hard bound on live bindings, at most [`MAX_ENTRIES_LIMIT`]. Default 1,000,000.
+    pub max_entries: u32,
+    /// UDP idle timeout. Default 120 s (RFC 4787 REQ-5).
+    pub udp_timeout: Duration,
+    /// ICMP echo idle timeout. Default 60 s.
+    pub icmp_timeout: Duration,
+    /// TCP established idle timeout. Default 7440 s (RFC 5382).
+    pub tcp_established_timeout: Duration,
+    /// TCP transitory (opening, or FIN both ways) idle timeout. Default 240 s.
+    pub tcp_transitory_timeout: Duration,
+    /// TCP idle timeout after a RST. Default 10 s.
+    pub tcp_closed_timeout: Duration,
+    /// Most bindings one `handle_timeout` call expires. Default 1024.
+    pub expiry_budget: u32,
+    /// Most slab slots one `handle_timeout` call visits for target sweeps. Default 4096.
+    pub sweep_budget: u32,
+    /// Capacity of the event queue. Default 4096.
+    pub event_capacity: u32,
+}
+
+impl NatConfig {
+    /// The defaults, with the given pool.
+    pub fn with_pool(pool: Vec<IpAddr>) -> NatConfig {
+        NatConfig {
+            pool,
+            port_min: 1024,
+            port_max: 65535,
+            max_entries: 1_000_000,
+            udp_timeout: Duration::from_secs(120),
+            icmp_timeout: Duration::from_secs(60),
+            tcp_established_timeout: Duration::from_secs(7440),
+            tcp_transitory_timeout: Duration::from_secs(240),
+            tcp_closed_timeout: Duration::from_secs(10),
+            expiry_budget: 1024,
+            sweep_budget: 4096,
+            event_capacity: 4096,
+        }
+    }
+
+    /// The timeout of `class`.
+    pub fn timeout(&self, class: TimeoutClass) -> Duration {
+        match class {
+            TimeoutClass::Udp => self.udp_timeout,
+            TimeoutClass::Icmp => self.icmp_timeout,
+            TimeoutClass::TcpEstablished => self.tcp_established_timeout,
+            TimeoutClass::TcpTransitory => self.tcp_transitory_timeout,
+            TimeoutClass::TcpClosed => self.tcp_closed_timeout,
+        }
+    }
+
+    fn validate(&self) -> Result<(), NatConfigError> {
+        if self.pool.is_empty() {
+            return Err(NatConfigError::EmptyPool);
+        }
+        if self.pool.len() > MAX_POOL_ADDRS {
+            return Err(NatConfigError::PoolTooLarge(self.pool.len()));
+        }
+        for (i, a) in self.pool.iter().enumerate() {
+            if a.is_unspecified() || a.is_multicast() {
+                return Err(NatConfigError::BadPoolAddress(*a));
+            }
+            if self.pool[..i].contains(a) {
+                return Err(NatConfigError::DuplicatePoolAddress(*a));
+            }
+        }
+        if self.port_min == 0 || self.port_min > self.port_max {
+            return Err(NatConfigError::PortRange {
+                min: self.port_min,
+                max: self.port_max,
+            });
+        }
+        if self.max_entries > MAX_ENTRIES_LIMIT {
+            return Err(NatConfigError::MaxEntriesTooLarge(self.max_entries));
+        }
+        for (field, d) in [
+            ("nat.udp_timeout", self.udp_timeout),
+            ("nat.icmp_timeout", self.icmp_timeout),
+            ("nat.tcp_established_timeout", self.tcp_established_timeout),
+            ("nat.tcp_transitory_timeout", self.tcp_transitory_timeout),
+            ("nat.tcp_closed_timeout", self.tcp_closed_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(NatConfigError::ZeroTimeout { field });
+            }
+        }
+        for (field, v) in [
+            ("nat.expiry_budget", self.expiry_budget),
+            ("nat.sweep_budget", self.sweep_budget),
+            ("nat.event_capacity", self.event_capacity),
+        ] {
+            if v == 0 {
+                return Err(NatConfigError::ZeroBudget { field });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configuration the NAT refuses; each variant names the field and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NatConfigError {
+    #[error("nat.pool is empty: list at least one IPv4 or IPv6 address routed to this proxy")]
+    EmptyPool,
+    #[error("nat.pool has {0} addresses: use at most 256")]
+    PoolTooLarge(usize),
+    #[error("nat.pool contains {0}: use unicast, specified addresses only")]
+    BadPoolAddress(IpAddr),
+    #[error("nat.pool lists {0} twice: remove the duplicate")]
+    DuplicatePoolAddress(IpAddr),
+    #[error("nat.port_min = {min}, nat.port_max = {max}: need 1 <= port_min <= port_max")]
+    PortRange { min: u16, max: u16 },
+    #[error("nat.max_entries = {0} exceeds 268435456: lower it")]
+    MaxEntriesTooLarge(u32),
+    #[error("{field} is zero: give a positive duration")]
+    ZeroTimeout { field: &'static str },
+    #[error("{field} is zero: give a positive count")]
+    ZeroBudget { field: &'static str },
+    #[error("nat.max_entries = {0}: not enough memory to preallocate the table; lower it")]
+    OutOfMemory(u32),
+}
+
+/// Why `create` refused; in every case the table is unchanged (except that an expired binding with the same
+/// forward key, if any, was removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NatError {
+    /// Only TCP, UDP and ICMP echo are translated.
+    #[error("protocol {0} is not translated")]
+    UnsupportedProtocol(IpProtocol),
+    /// Client, group and target addresses are not all of one family.
+    #[error("address families of client, group and target differ")]
+    FamilyMismatch,
+    /// The pool has no address of the flow's family.
+    #[error("no pool address of this family")]
+    NoPoolAddress,
+    /// Every pool port of the family and protocol is in use (counted in `port_exhausted`).
+    #[error("pool ports exhausted")]
+    PortsExhausted,
+    /// A live binding already has this forward key.
+    #[error("a binding for this flow exists")]
+    AlreadyExists(BindingId),
+    /// `max_entries` is 0.
+    #[error("the table has no capacity (max_entries = 0)")]
+    NoCapacity,
+    /// The target is being swept by `remove_where_target`.
+    #[error("the target's bindings are being removed")]
+    TargetDraining,
+}
+
+/// Why a binding was removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RemoveReason {
+    /// Idle past its class's timeout.
+    Timeout(TimeoutClass),
+    /// Removed to make room in a full table before its timeout.
+    Evicted,
+    /// Removed by [`NatTable::remove`].
+    Removed,
+    /// Removed by a [`NatTable::remove_where_target`] sweep.
+    TargetRemoved,
+}
+
+/// A handle on one binding: slot and generation, so a stale handle is recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BindingId {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// The addresses to write into a packet, and the binding it went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Translation {
+    pub id: BindingId,
+    pub src: IpAddr,
+    pub src_port: u16,
+    pub dst: IpAddr,
+    pub dst_port: u16,
+}
+
+/// What a driver mirrors into its fast path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NatEvent {
+    /// A binding exists: packets keyed `forward` become `reverse.reversed()`, packets keyed `reverse` become
+    /// `forward.reversed()`.
+    Created {
+        id: BindingId,
+        forward: FlowKey,
+        reverse: FlowKey,
+        tag: u32,
+    },
+    /// A binding is gone from both indexes.
+    Removed {
+        id: BindingId,
+        forward: FlowKey,
+        reverse: FlowKey,
+        tag: u32,
+        reason: RemoveReason,
+    },
+}
+
+/// Counters; `created == len + expired total + evicted + removed + removed_target` always holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatCounters {
+    pub created: u64,
+    /// Expiries per [`TimeoutClass`] index.
+    pub expired: [u64; TimeoutClass::COUNT],
+    pub evicted: u64,
+    pub removed: u64,
+    pub removed_target: u64,
+    pub port_exhausted: u64,
+    /// `create` calls refused for any other reason.
+    pub create_rejected: u64,
+    pub forward_hits: u64,
+    pub forward_misses: u64,
+    pub reverse_hits: u64,
+    pub reverse_misses: u64,
+    pub events_dropped: u64,
+    /// Target sweeps refused because [`MAX_PENDING_SWEEPS`] were in progress.
+    pub sweeps_refused: u64,
+}
+
+impl NatCounters {
+    /// All expiries.
+    pub fn expired_total(&self) -> u64 {
+        self.expired.iter().sum()
+    }
+}
+
+/// A binding as the state dump shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    pub id: BindingId,
+    /// Client → group.
+    pub forward: FlowKey,
+    /// Target → pool.
+    pub reverse: FlowKey,
+    pub tag: u32,
+    pub class: TimeoutClass,
+    /// `None` unless TCP.
+    pub tcp: Option<TcpState>,
+    pub created: Instant,
+    pub last_seen: Instant,
+    pub expires: Instant,
+    pub forward_packets: u64,
+    pub forward_bytes: u64,
+    pub reverse_packets: u64,
+    pub reverse_bytes: u64,
+}
+
+/// One slab slot: 128 bytes. Addresses are 16 bytes (IPv4 in the first four, the rest zero).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    client: [u8; 16],
+    group: [u8; 16],
+    target: [u8; 16],
+    created: u64,
+    last_seen: u64,
+    fwd_packets: u64,
+    fwd_bytes: u64,
+    rev_packets: u64,
+    rev_bytes: u64,
+    tag: u32,
+    prev: u32,
+    /// Next in the class list, or next free slot.
+    next: u32,
+    generation: u32,
+    client_port: u16,
+    group_port: u16,
+    target_port: u16,
+    pool_port: u16,
+    pool_idx: u16,
+    proto: u8,
+    v6: bool,
+    tcp: Seen,
+    /// [`TimeoutClass`] index, or [`FREE`].
+    class: u8,
+}
+
+const _: () = assert!(core::mem::size_of::<Entry>() == 128);
+
+/// A target sweep in progress.
+#[derive(Debug, Clone, Copy)]
+struct Sweep {
+    ip: [u8; 16],
+    v6: bool,
+    port: Option<u16>,
+    /// Slots still to visit.
+    left: u32,
+}
+
+/// Keyed hasher state.
+#[derive(Debug, Clone, Copy)]
+struct SipKey(u64, u64);
+
+/// The JAP NAT table. See the [module docs](self) for the contract.
+///
+/// Methods: getters (`len`, `get`, `iter`, `counters`, `memory_bytes`, …); per-packet `lookup_forward`,
+/// `lookup_reverse`, `observe_tcp`, `touch`; mutators `create`, `remove`, `remove_where_target`;
+/// `handle_timeout`; and the polls `poll_event` (drain after every call) and `poll_timeout`.
+#[derive(Debug)]
+pub struct NatTable {
+    cfg: NatConfig,
+    timeouts: [u64; TimeoutClass::COUNT],
+    slab: Vec<Entry>,
+    free_head: u32,
+    heads: [u32; TimeoutClass::COUNT],
+    tails: [u32; TimeoutClass::COUNT],
+    fwd: HashTable<u32>,
+    rev: HashTable<u32>,
+    len: u32,
+    pool_ips: Vec<[u8; 16]>,
+    /// Per pool address: TCP, UDP, ICMP bitmaps.
+    pool_ports: Vec<[PortBitmap; 3]>,
+    v4_pool: Vec<u16>,
+    v6_pool: Vec<u16>,
+    sip: SipKey,
+    rng: u64,
+    now: u64,
+    events: VecDeque<NatEvent>,
+    sweeps: Vec<Sweep>,
+    sweep_cursor: u32,
+    counters: NatCounters,
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn ip_bytes(ip: &IpAddr) -> ([u8; 16], bool) {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (b, false)
+        }
+        IpAddr::V6(a) => (a.octets(), true),
+    }
+}
+
+fn bytes_ip(b: &[u8; 16], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(*b))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    }
+}
+
+/// Keyed hash of a 5-tuple in a canonical byte form (one SipHash write).
+#[inline]
+fn tuple_hash(k: SipKey, proto: u8, v6: bool, a: &[u8; 16], ap: u16, b: &[u8; 16], bp: u16) -> u64 {
+    let mut buf = [0u8; 38];
+    buf[0] = proto;
+    buf[1] = u8::from(v6);
+    buf[2..4].copy_from_slice(&ap.to_ne_bytes());
+    buf[4..6].copy_from_slice(&bp.to_ne_bytes());
+    let n = if v6 { 16 } else { 4 };
+    buf[6..6 + n].copy_from_slice(&a[..n]);
+    buf[6 + n..6 + 2 * n].copy_from_slice(&b[..n]);
+    let mut h = SipHasher13::new_with_keys(k.0, k.1);
+    h.write(&buf[..6 + 2 * n]);
+    h.finish()
+}
+
+fn fwd_hash(k: SipKey, e: &Entry) -> u64 {
+    tuple_hash(k, e.proto, e.v6, &e.client, e.client_port, &e.group, e.group_port)
+}
+
+fn rev_hash(k: SipKey, pool_ips: &[[u8; 16]], e: &Entry) -> u64 {
+    let pool = pool_ips.get(usize::from(e.pool_idx)).copied().unwrap_or([0; 16]);
+    tuple_hash(k, e.proto, e.v6, &e.target, e.target_port, &pool, e.pool_port)
+}
+
+/// Port class of a protocol: TCP 0, UDP 1, ICMP echo 2.
+fn port_class(p: IpProtocol) -> Option<usize> {
+    match p {
+        IpProtocol::Tcp => Some(0),
+        IpProtocol::Udp => Some(1),
+        IpProtocol::Icmp | IpProtocol::Icmpv6 => Some(2),
+        IpProtocol::Other(_) => None,
+    }
+}
+
+/// A key split into canonical bytes; `None` if its two addresses differ in family.
+struct RawKey {
+    proto: u8,
+    v6: bool,
+    src: [u8; 16],
+    dst: [u8; 16],
+    src_port: u16,
+    dst_port: u16,
+}
+
+impl RawKey {
+    #[inline]
+    fn new(key: &FlowKey) -> Option<RawKey> {
+        let (src, v6) = ip_bytes(&key.src);
+        let (dst, v6d) = ip_bytes(&key.dst);
+        (v6 == v6d).then_some(RawKey {
+            proto: key.proto.number(),
+            v6,
+            src,
+            dst,
+            src_port: key.src_port,
+            dst_port: key.dst_port,
+        })
+    }
+
+    #[inline]
+    fn hash(&self, k: SipKey) -> u64 {
+        tuple_hash(
+            k,
+            self.proto,
+            self.v6,
+            &self.src,
+            self.src_port,
+            &self.dst,
+            self.dst_port,
+        )
+    }
+}
+
+impl NatTable {
+    /// A table for `cfg`, with its randomness (hash key, port choice) derived from `seed`. Preallocates
+    /// everything: about 150 bytes per `max_entries`.
+    pub fn new(cfg: NatConfig, seed: u64) -> Result<NatTable, NatConfigError> {
+        cfg.validate()?;
+        let mut rng = seed;
+        let sip = SipKey(splitmix(&mut rng), splitmix(&mut rng));
+        let n = cfg.max_entries as usize;
+        let oom = NatConfigError::OutOfMemory(cfg.max_entries);
+        let mut slab = Vec::new();
+        slab.try_reserve_exact(n).map_err(|_| oom.clone())?;
+        // 1.75 × n items: hashbrown then picks a power of two of at least 2n buckets, so the load stays at most
+        // one half (no tombstone build-up, never a resize) — and for n = 10^6 that is 2^21 buckets, the same
+        // as a plain `with_capacity(n)`.
+        let cap = n.saturating_mul(7) / 4;
+        let mut fwd = HashTable::new();
+        fwd.try_reserve(cap, |_: &u32| 0).map_err(|_| oom.clone())?;
+        let mut rev = HashTable::new();
+        rev.try_reserve(cap, |_: &u32| 0).map_err(|_| oom.clone())?;
+        let mut events = VecDeque::new();
+        events
+            .try_reserve_exact(cfg.event_capacity as usize)
+            .map_err(|_| oom)?;
+        let mut pool_ips = Vec::with_capacity(cfg.pool.len());
+        let mut pool_ports = Vec::with_capacity(cfg.pool.len());
+        let (mut v4_pool, mut v6_pool) = (Vec::new(), Vec::new());
+        for (i, a) in cfg.pool.iter().enumerate() {
+            let (b, v6) = ip_bytes(a);
+            pool_ips.push(b);
+            let bm = PortBitmap::new(cfg.port_min, cfg.port_max);
+            pool_ports.push([bm.clone(), bm.clone(), bm]);
+            if v6 { &mut v6_pool } else { &mut v4_pool }.push(i as u16);
+        }
+        let timeouts =
+            TimeoutClass::ALL.map(|c| u64::try_from(cfg.timeout(c).as_micros()).unwrap_or(u64::MAX));
+        Ok(NatTable {
+            timeouts,
+            slab,
+            free_head: NIL,
+            heads: [NIL; TimeoutClass::COUNT],
+            tails: [NIL; TimeoutClass::COUNT],
+            fwd,
+            rev,
+            len: 0,
+            pool_ips,
+            pool_ports,
+            v4_pool,
+            v6_pool,
+            sip,
+            rng,
+            now: 0,
+            events,
+            sweeps: Vec::with_capacity(MAX_PENDING_SWEEPS),
+            sweep_cursor: 0,
+            counters: NatCounters::default(),
+            cfg,
+        })
+    }
+
+    // ---- getters ----
+
+    /// The configuration.
+    pub fn config(&self) -> &NatConfig {
+        &self.cfg
+    }
+
+    /// Live bindings.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether no binding is live.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &NatCounters {
+        &self.counters
+    }
+
+    /// Bytes of memory the table holds (slab, both indexes, port bitmaps, event queue), all preallocated.
+    pub fn memory_bytes(&self) -> usize {
+        core::mem::size_of::<NatTable>()
+            + self.slab.capacity() * core::mem::size_of::<Entry>()
+            + self.fwd.allocation_size()
+            + self.rev.allocation_size()
+            + self.pool_ips.capacity() * 16
+            + self.pool_ports.capacity() * 3 * PortBitmap::BYTES
+            + self.events.capacity() * core::mem::size_of::<NatEvent>()
+            + self.sweeps.capacity() * core::mem::size_of::<Sweep>()
+    }
+
+    /// The binding `id` names, if it is still live (not looking at its deadline).
+    pub fn get(&self, id: BindingId) -> Option<Binding> {
+        self.live(id).map(|i| self.binding(i))
+    }
+
+    /// The binding of a forward (client → group) key, without touching it.
+    pub fn get_forward(&self, key: &FlowKey) -> Option<Binding> {
+        let k = RawKey::new(key)?;
+        self.find_fwd(&k).map(|i| self.binding(i))
+    }
+
+    /// The binding of a reverse (target → pool) key, without touching it.
+    pub fn get_reverse(&self, key: &FlowKey) -> Option<Binding> {
+        let k = RawKey::new(key)?;
+        self.find_rev(&k).map(|i| self.binding(i))
+    }
+
+    /// Every live binding, in slot order (for a state dump).
+    pub fn iter(&self) -> impl Iterator<Item = Binding> + '_ {
+        (0..self.slab.len() as u32)
+            .filter(|&i| self.slab[i as usize].class != FREE)
+            .map(|i| self.binding(i))
+    }
+
+    /// Whether a sweep of `remove_where_target` for this target (or all its ports) is in progress.
+    pub fn is_draining(&self, ip: IpAddr, port: u16) -> bool {
+        let (b, v6) = ip_bytes(&ip);
+        self.sweeps
+            .iter()
+            .any(|s| s.ip == b && s.v6 == v6 && s.port.is_none_or(|p| p == port))
+    }
+
+    // ---- per-packet ----
+
+    /// Looks up a client's packet (key client → group), counts it (`packet_len` bytes), refreshes the binding's
+    /// idle timer, and returns the rewrite to the target. A binding past its deadline expires here and misses.
+    #[inline]
+    pub fn lookup_forward(&mut self, key: &FlowKey, packet_len: u32, now: Instant) -> Option<Translation> {
+        self.advance(now);
+        let Some(i) = RawKey::new(key)
+            .and_then(|k| self.find_fwd(&k))
+            .and_then(|i| self.check_live(i))
+        else {
+            self.counters.forward_misses += 1;
+            return None;
+        };
+        self.counters.forward_hits += 1;
+        self.touch_slot(i, Direction::Forward, 1, u64::from(packet_len));
+        let e = &self.slab[i as usize];
+        Some(Translation {
+            id: BindingId {
+                slot: i,
+                generation: e.generation,
+            },
+            src: bytes_ip(&self.pool_ips[usize::from(e.pool_idx)], e.v6),
+            src_port: e.pool_port,
+            dst: bytes_ip(&e.target, e.v6),
+            dst_port: e.target_port,
+        })
+    }
+
+    /// Looks up a target's reply (key target → pool), counts and touches like [`lookup_forward`](Self::lookup_forward),
+    /// and returns the rewrite back to the client (source = the group).
+    #[inline]
+    pub fn lookup_reverse(&mut self, key: &FlowKey, packet_len: u32, now: Instant) -> Option<Translation> {
+        self.advance(now);
+        let Some(i) = RawKey::new(key)
+            .and_then(|k| self.find_rev(&k))
+            .and_then(|i| self.check_live(i))
+        else {
+            self.counters.reverse_misses += 1;
+            return None;
+        };
+        self.counters.reverse_hits += 1;
+        self.touch_slot(i, Direction::Reverse, 1, u64::from(packet_len));
+        let e = &self.slab[i as usize];
+        Some(Translation {
+            id: BindingId {
+                slot: i,
+                generation: e.generation,
+            },
+            src: bytes_ip(&e.group, e.v6),
+            src_port: e.group_port,
+            dst: bytes_ip(&e.client, e.v6),
+            dst_port: e.client_port,
+        })
+    }
+
+    /// Feeds one TCP segment's flags (after a lookup returned `id`) to the binding's state machine; moves it to
+    /// the matching timeout class and refreshes its timer. Returns the new state, or `None` if `id` is stale or
+    /// not TCP. Like a lookup, it expires a binding past its deadline (or of a target being swept) on the spot.
+    pub fn observe_tcp(
+        &mut self,
+        id: BindingId,
+        flags: TcpFlags,
+        dir: Direction,
+        now: Instant,
+    ) -> Option<TcpState> {
+        self.advance(now);
+        let i = self.live(id)?;
+        let i = self.check_live(i)?;
+        let e = &mut self.slab[i as usize];
+        if e.proto != IpProtocol::TCP {
+            return None;
+        }
+        e.tcp = e.tcp.observe(flags, dir);
+        let state = e.tcp.state();
+        let class = state.timeout_class() as u8;
+        e.last_seen = self.now;
+        self.unlink(i);
+        self.link_tail(i, class);
+        Some(state)
+    }
+
+    /// Records activity seen elsewhere (the XDP fast path): `packets` and `bytes` in direction `dir`, and a
+    /// refresh of the idle timer to `now`. Returns false if `id` is stale (or the binding was past its
+    /// deadline, and is now removed).
+    pub fn touch(&mut self, id: BindingId, dir: Direction, packets: u64, bytes: u64, now: Instant) -> bool {
+        self.advance(now);
+        match self.live(id).and_then(|i| self.check_live(i)) {
+            Some(i) => {
+                self.touch_slot(i, dir, packets, bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
+    // ---- mutators ----
+
+    /// Creates a binding for the client flow `key` towards `target` (ip, port; ignored port for ICMP echo),
+    /// with a caller-chosen `tag`, and returns the forward rewrite. In a full table, first removes the binding
+    /// with the earliest deadline (evicted, or expired if due). Emits [`NatEvent::Created`].
+    pub fn create(
+        &mut self,
+        key: &FlowKey,
+        target: (IpAddr, u16),
+        tag: u32,
+        now: Instant,
+    ) -> Result<Translation, NatError> {
+        self.advance(now);
+        let r = self.create_inner(key, target, tag);
+        match r {
+            Err(NatError::PortsExhausted) => self.counters.port_exhausted += 1,
+            Err(_) => self.counters.create_rejected += 1,
+            Ok(_) => self.counters.created += 1,
+        }
+        r
+    }
+
+    fn create_inner(
+        &mut self,
+        key: &FlowKey,
+        target: (IpAddr, u16),
+        tag: u32,
+    ) -> Result<Translation, NatError> {
+        let class = port_class(key.proto).ok_or(NatError::UnsupportedProtocol(key.proto))?;
+        let k = RawKey::new(key).ok_or(NatError::FamilyMismatch)?;
+        let (tip, tv6) = ip_bytes(&target.0);
+        if tv6 != k.v6 {
+            return Err(NatError::FamilyMismatch);
+        }
+        if self.cfg.max_entries == 0 {
+            return Err(NatError::NoCapacity);
+        }
+        if let Some(i) = self.find_fwd(&k) {
+            if self.deadline(i) > self.now {
+                return Err(NatError::AlreadyExists(BindingId {
+                    slot: i,
+                    generation: self.slab[i as usize].generation,
+                }));
+            }
+            self.expire(i);
+        }
+        if self.is_draining(target.0, target.1) {
+            return Err(NatError::TargetDraining);
+        }
+        // Pool address: keyed hash of the client, then the next ones of the family.
+        let fam = if k.v6 { &self.v6_pool } else { &self.v4_pool };
+        if fam.is_empty() {
+            return Err(NatError::NoPoolAddress);
+        }
+        let mut h = SipHasher13::new_with_keys(self.sip.1, self.sip.0);
+        h.write(&k.src);
+        let first = (h.finish() % fam.len() as u64) as usize;
+        let span = u32::from(self.cfg.port_max - self.cfg.port_min) + 1;
+        let start = self.cfg.port_min + (splitmix(&mut self.rng) % u64::from(span)) as u16;
+        let mut got = None;
+        for j in 0..fam.len() {
+            let pi = fam[(first + j) % fam.len()];
+            let bm = &mut self.pool_ports[usize::from(pi)][class];
+            if bm.free() > 0
+                && let Some(p) = bm.allocate(start)
+            {
+                got = Some((pi, p));
+                break;
+            }
+        }
+        let (pool_idx, pool_port) = got.ok_or(NatError::PortsExhausted)?;
+        // A slot: free list, fresh slab slot, or the earliest deadline.
+        if self.len >= self.cfg.max_entries {
+            let victim = self.earliest();
+            if let Some((v, deadline)) = victim {
+                if deadline <= self.now {
+                    self.expire(v);
+                } else {
+                    self.remove_slot(v, RemoveReason::Evicted);
+                }
+            }
+        }
+        let i = if self.free_head != NIL {
+            let i = self.free_head;
+            self.free_head = self.slab[i as usize].next;
+            i
+        } else {
+            self.slab.push(Entry {
+                client: [0; 16],
+                group: [0; 16],
+                target: [0; 16],
+                created: 0,
+                last_seen: 0,
+                fwd_packets: 0,
+                fwd_bytes: 0,
+                rev_packets: 0,
+                rev_bytes: 0,
+                tag: 0,
+                prev: NIL,
+                next: NIL,
+                generation: 0,
+                client_port: 0,
+                group_port: 0,
+                target_port: 0,
+                pool_port: 0,
+                pool_idx: 0,
+                proto: 0,
+                v6: false,
+                tcp: Seen::default(),
+                class: FREE,
+            });
+            (self.slab.len() - 1) as u32
+        };
+        let icmp = class == 2;
+        let tclass = match key.proto {
+            IpProtocol::Tcp => TimeoutClass::TcpTransitory,
+            IpProtocol::Udp => TimeoutClass::Udp,
+            _ => TimeoutClass::Icmp,
+        } as u8;
+        let e = &mut self.slab[i as usize];
+        let generation = e.generation;
+        *e = Entry {
+            client: k.src,
+            group: k.dst,
+            target: tip,
+            created: self.now,
+            last_seen: self.now,
+            fwd_packets: 0,
+            fwd_bytes: 0,
+            rev_packets: 0,
+            rev_bytes: 0,
+            tag,
+            prev: NIL,
+            next: NIL,
+            generation,
+            client_port: k.src_port,
+            group_port: k.dst_port,
+            target_port: if icmp { pool_port } else { target.1 },
+            pool_port,
+            pool_idx,
+            proto: k.proto,
+            v6: k.v6,
+            tcp: Seen::default(),
+            class: FREE,
+        };
+        let e = &self.slab[i as usize];
+        let sip = self.sip;
+        let (slab, pool_ips) = (&self.slab, &self.pool_ips);
+        self.fwd
+            .insert_unique(fwd_hash(sip, e), i, |&x| fwd_hash(sip, &slab[x as usize]));
+        self.rev.insert_unique(rev_hash(sip, pool_ips, e), i, |&x| {
+            rev_hash(sip, pool_ips, &slab[x as usize])
+        });
+        self.link_tail(i, tclass);
+        self.len += 1;
+        let id = BindingId { slot: i, generation };
+        let (forward, reverse) = self.keys(i);
+        self.push_event(NatEvent::Created {
+            id,
+            forward,
+            reverse,
+            tag,
+        });
+        Ok(Translation {
+            id,
+            src: reverse.dst,
+            src_port: reverse.dst_port,
+            dst: reverse.src,
+            dst_port: reverse.src_port,
+        })
+    }
+
+    /// Removes the binding of a forward key. Returns whether there was one.
+    pub fn remove(&mut self, key: &FlowKey) -> bool {
+        match RawKey::new(key).and_then(|k| self.find_fwd(&k)) {
+            Some(i) => {
+                self.remove_slot(i, RemoveReason::Removed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts removing every binding towards `ip` (and `port`, or every port when `None`). The sweep runs in
+    /// `handle_timeout`, `sweep_budget` slots per call; until it ends, lookups of those bindings miss and
+    /// `create` towards the target fails. Returns false (counted in `sweeps_refused`) when
+    /// [`MAX_PENDING_SWEEPS`] sweeps are already running; the caller retries after `handle_timeout`.
+    pub fn remove_where_target(&mut self, ip: IpAddr, port: Option<u16>) -> bool {
+        let (b, v6) = ip_bytes(&ip);
+        let left = self.slab.len() as u32;
+        if left == 0 {
+            return true;
+        }
+        if let Some(s) = self
+            .sweeps
+            .iter_mut()
+            .find(|s| s.ip == b && s.v6 == v6 && s.port == port)
+        {
+            s.left = left;
+            return true;
+        }
+        if self.sweeps.len() >= MAX_PENDING_SWEEPS {
+            self.counters.sweeps_refused += 1;
+            return false;
+        }
+        self.sweeps.push(Sweep {
+            ip: b,
+            v6,
+            port,
+            left,
+        });
+        true
+    }
+
+    // ---- timers and polls ----
+
+    /// When `handle_timeout` has work: the earliest binding deadline (possibly already past), or the current
+    /// time while a target sweep runs. `None` when the table is empty and no sweep runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.sweeps.is_empty() {
+            return Some(Instant::from_micros(self.now));
+        }
+        self.earliest().map(|(_, d)| Instant::from_micros(d))
+    }
+
+    /// Expires due bindings (at most `expiry_budget`, and no more than the event queue has room for) and
+    /// advances target sweeps (at most `sweep_budget` slots). Returns the number of bindings removed.
+    pub fn handle_timeout(&mut self, now: Instant) -> usize {
+        self.advance(now);
+        let mut removed = 0;
+        while (removed as u32) < self.cfg.expiry_budget
+            && self.events.len() < self.cfg.event_capacity as usize
+        {
+            match self.earliest() {
+                Some((i, d)) if d <= self.now => {
+                    self.expire(i);
+                    removed += 1;
+                }
+                _ => break,
+            }
+        }
+        let mut visited = 0;
+        while !self.sweeps.is_empty()
+            && visited < self.cfg.sweep_budget
+            && self.events.len() < self.cfg.event_capacity as usize
+        {
+            if self.sweep_cursor as usize >= self.slab.len() {
+                self.sweep_cursor = 0;
+            }
+            let i = self.sweep_cursor;
+            if (i as usize) < self.slab.len() && self.slab[i as usize].class != FREE && self.doomed(i) {
+                self.remove_slot(i, RemoveReason::TargetRemoved);
+                removed += 1;
+            }
+            self.sweep_cursor = i + 1;
+            visited += 1;
+            for s in &mut self.sweeps {
+                s.left = s.left.saturating_sub(1);
+            }
+            self.sweeps.retain(|s| s.left > 0);
+        }
+        removed
+    }
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<NatEvent> {
+        self.events.pop_front()
+    }
+
+    // ---- internals ----
+
+    #[inline]
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now.as_micros());
+    }
+
+    #[inline]
+    fn find_fwd(&self, k: &RawKey) -> Option<u32> {
+        let slab = &self.slab;
+        self.fwd
+            .find(k.hash(self.sip), |&i| {
+                let e = &slab[i as usize];
+                e.client_port == k.src_port
+                    && e.group_port == k.dst_port
+                    && e.proto == k.proto
+                    && e.v6 == k.v6
+                    && e.client == k.src
+                    && e.group == k.dst
+            })
+            .copied()
+    }
+
+    #[inline]
+    fn find_rev(&self, k: &RawKey) -> Option<u32> {
+        let (slab, pool_ips) = (&self.slab, &self.pool_ips);
+        self.rev
+            .find(k.hash(self.sip), |&i| {
+                let e = &slab[i as usize];
+                e.target_port == k.src_port
+                    && e.pool_port == k.dst_port
+                    && e.proto == k.proto
+                    && e.v6 == k.v6
+                    && e.target == k.src
+                    && pool_ips.get(usize::from(e.pool_idx)) == Some(&k.dst)
+            })
+            .copied()
+    }
+
+    /// `Some(i)` if the binding found at `i` may be used now; otherwise removes it (expired, or its target is
+    /// being swept) and returns `None`.
+    #[inline]
+    fn check_live(&mut self, i: u32) -> Option<u32> {
+        if self.deadline(i) <= self.now {
+            self.expire(i);
+            return None;
+        }
+        if !self.sweeps.is_empty() && self.doomed(i) {
+            self.remove_slot(i, RemoveReason::TargetRemoved);
+            return None;
+        }
+        Some(i)
+    }
+
+    fn doomed(&self, i: u32) -> bool {
+        let e = &self.slab[i as usize];
+        self.sweeps
+            .iter()
+            .any(|s| s.ip == e.target && s.v6 == e.v6 && s.port.is_none_or(|p| p == e.target_port))
+    }
+
+    fn live(&self, id: BindingId) -> Option<u32> {
+        let e = self.slab.get(id.slot as usize)?;
+        (e.class != FREE && e.generation == id.generation).then_some(id.slot)
+    }
+
+    #[inline]
+    fn deadline(&self, i: u32) -> u64 {
+        let e = &self.slab[i as usize];
+        e.last_seen.saturating_add(self.timeouts[usize::from(e.class)])
+    }
+
+    /// The class head with the earliest deadline (lowest class index on ties).
+    fn earliest(&self) -> Option<(u32, u64)> {
+        let mut best: Option<(u32, u64)> = None;
+        for &h in &self.heads {
+            if h != NIL {
+                let d = self.deadline(h);
+                if best.is_none_or(|(_, bd)| d < bd) {
+                    best = Some((h, d));
+                }
+            }
+        }
+        best
+    }
+
+    #[inline]
+    fn touch_slot(&mut self, i: u32, dir: Direction, packets: u64, bytes: u64) {
+        let e = &mut self.slab[i as usize];
+        match dir {
+            Direction::Forward => {
+                e.fwd_packets = e.fwd_packets.saturating_add(packets);
+                e.fwd_bytes = e.fwd_bytes.saturating_add(bytes);
+            }
+            Direction::Reverse => {
+                e.rev_packets = e.rev_packets.saturating_add(packets);
+                e.rev_bytes = e.rev_bytes.saturating_add(bytes);
+            }
+        }
+        e.last_seen = self.now;
+        let class = e.class;
+        if self.tails[usize::from(class)] != i {
+            self.unlink(i);
+            self.link_tail(i, class);
+        }
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next, class) = {
+            let e = &self.slab[i as usize];
+            (e.prev, e.next, usize::from(e.class))
+        };
+        if class >= TimeoutClass::COUNT {
+            return;
+        }
+        if prev == NIL {
+            self.heads[class] = next;
+        } else {
+            self.slab[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tails[class] = prev;
+        } else {
+            self.slab[next as usize].prev = prev;
+        }
+        let e = &mut self.slab[i as usize];
+        e.prev = NIL;
+        e.next = NIL;
+    }
+
+    fn link_tail(&mut self, i: u32, class: u8) {
+        let c = usize::from(class);
+        let tail = self.tails[c];
+        {
+            let e = &mut self.slab[i as usize];
+            e.class = class;
+            e.prev = tail;
+            e.next = NIL;
+        }
+        if tail == NIL {
+            self.heads[c] = i;
+        } else {
+            self.slab[tail as usize].next = i;
+        }
+        self.tails[c] = i;
+    }
+
+    fn expire(&mut self, i: u32) {
+        let class = TimeoutClass::from_index(self.slab[i as usize].class);
+        self.remove_slot(i, RemoveReason::Timeout(class));
+    }
+
+    fn keys(&self, i: u32) -> (FlowKey, FlowKey) {
+        let e = &self.slab[i as usize];
+        let proto = IpProtocol::from(e.proto);
+        let forward = FlowKey {
+            proto,
+            src: bytes_ip(&e.client, e.v6),
+            src_port: e.client_port,
+            dst: bytes_ip(&e.group, e.v6),
+            dst_port: e.group_port,
+        };
+        let pool = self
+            .pool_ips
+            .get(usize::from(e.pool_idx))
+            .copied()
+            .unwrap_or([0; 16]);
+        let reverse = FlowKey {
+            proto,
+            src: bytes_ip(&e.target, e.v6),
+            src_port: e.target_port,
+            dst: bytes_ip(&pool, e.v6),
+            dst_port: e.pool_port,
+        };
+        (forward, reverse)
+    }
+
+    fn binding(&self, i: u32) -> Binding {
+        let e = &self.slab[i as usize];
+        let (forward, reverse) = self.keys(i);
+        Binding {
+            id: BindingId {
+                slot: i,
+                generation: e.generation,
+            },
+            forward,
+            reverse,
+            tag: e.tag,
+            class: TimeoutClass::from_index(e.class),
+            tcp: (e.proto == IpProtocol::TCP).then(|| e.tcp.state()),
+            created: Instant::from_micros(e.created),
+            last_seen: Instant::from_micros(e.last_seen),
+            expires: Instant::from_micros(self.deadline(i)),
+            forward_packets: e.fwd_packets,
+            forward_bytes: e.fwd_bytes,
+            reverse_packets: e.rev_packets,
+            reverse_bytes: e.rev_bytes,
+        }
+    }
+
+    fn push_event(&mut self, ev: NatEvent) {
+        if self.events.len() < self.cfg.event_capacity as usize {
+            self.events.push_back(ev);
+        } else {
+            self.counters.events_dropped += 1;
+        }
+    }
+
+    /// Removes live slot `i` from both indexes and its list, frees its port, counts and reports it.
+    fn remove_slot(&mut self, i: u32, reason: RemoveReason) {
+        let e = self.slab[i as usize];
+        if e.class == FREE {
+            return;
+        }
+        let sip = self.sip;
+        if let Ok(o) = self.fwd.find_entry(fwd_hash(sip, &e), |&x| x == i) {
+            o.remove();
+        }
+        if let Ok(o) = self
+            .rev
+            .find_entry(rev_hash(sip, &self.pool_ips, &e), |&x| x == i)
+        {
+            o.remove();
+        }
+        let (forward, reverse) = self.keys(i);
+        self.unlink(i);
+        if let Some(class) = port_class(IpProtocol::from(e.proto))
+            && let Some(b) = self.pool_ports.get_mut(usize::from(e.pool_idx))
+        {
+            b[class].release(e.pool_port);
+        }
+        let s = &mut self.slab[i as usize];
+        s.class = FREE;
+        s.generation = s.generation.wrapping_add(1);
+        s.next = self.free_head;
+        self.free_head = i;
+        self.len -= 1;
+        match reason {
+            RemoveReason::Timeout(c) => self.counters.expired[c as usize] += 1,
+            RemoveReason::Evicted => self.counters.evicted += 1,
+            RemoveReason::Removed => self.counters.removed += 1,
+            RemoveReason::TargetRemoved => self.counters.removed_target += 1,
+        }
+        self.push_event(NatEvent::Removed {
+            id: BindingId {
+                slot: i,
+                generation: e.generation,
+            },
+            forward,
+            reverse,
+            tag: e.tag,
+            reason,
+        });
+    }
+}
