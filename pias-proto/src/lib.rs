@@ -18,10 +18,17 @@
 
 pub mod addr;
 pub mod auth;
+pub mod checksum;
 pub mod control;
 pub mod error;
 pub mod geneve;
+pub mod icmp;
+pub mod ipv4;
+pub mod ipv6;
+pub mod packet;
+pub mod tcp;
 pub mod tunnel;
+pub mod udp;
 
 pub use addr::{FlowKey, IpProtocol, ProxyId, TransportAddr};
 pub use error::{Result, WireError};
