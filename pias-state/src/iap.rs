@@ -1,0 +1,490 @@
+//! The IAP's cache: group → the JAP set a RAP answered, with the slot table that maps a flow to one JAP.
+//!
+//! SPEC.md §9.3. Per packet the IAP does one cache lookup and one table read: the flow hash is computed by the
+//! caller (it is also what XDP computes), `table[hash mod 251]` names the JAP. Because the slot table depends
+//! only on the JAP set and its weights (§13.3), every IAP holding the same answer sends a flow to the same
+//! JAP, which is what keeps a TCP connection alive across a change of IAP under the `affinity` policy.
+//!
+//! Entry states: *resolved* (a JAP set, until `expires`; then *stale* for `stale_grace` while a Resolve is
+//! sent), *negative* (the RAP said no JAP; packets are dropped until `expires`), *pending* (a packet went to
+//! the RAP with WANT_ANSWER; later packets go to the RAP too, asking again at most every `resolve_retry`).
+
+use core::time::Duration;
+
+use pias_proto::control::Answer;
+use pias_proto::{ProxyId, TransportAddr};
+
+use crate::flowhash::{MAX_JAPS, MaglevTable};
+use crate::lru::LruMap;
+use crate::time::Instant;
+use pias_proto::auth::SipKey;
+
+/// IAP settings (SPEC.md §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IapConfig {
+    pub cache_entries: usize,
+    pub stale_grace: Duration,
+    pub resolve_retry: Duration,
+}
+
+impl Default for IapConfig {
+    fn default() -> Self {
+        IapConfig {
+            cache_entries: 65_536,
+            stale_grace: Duration::from_secs(10),
+            resolve_retry: Duration::from_millis(250),
+        }
+    }
+}
+
+// Entries live in a preallocated slab, so the large variant costs no allocation; boxing it would.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+enum State {
+    Resolved {
+        table: MaglevTable,
+        weights: [u32; MAX_JAPS],
+    },
+    Negative,
+    Pending,
+}
+
+/// One cached group.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    state: State,
+    /// End of validity (Resolved, Negative) — for Pending, when the WANT_ANSWER/Resolve was last sent.
+    expires: Instant,
+    last_ask: Option<Instant>,
+}
+
+impl CacheEntry {
+    /// The JAPs of a resolved entry, sorted by id, with their weights.
+    pub fn japs(&self) -> impl Iterator<Item = (ProxyId, u32)> + '_ {
+        let (ids, weights): (&[ProxyId], &[u32]) = match &self.state {
+            State::Resolved { table, weights } => (table.ids(), &weights[..]),
+            _ => (&[], &[]),
+        };
+        ids.iter().copied().zip(weights.iter().copied())
+    }
+
+    /// The slot table of a resolved entry (what XDP maps hold).
+    pub fn table(&self) -> Option<&MaglevTable> {
+        match &self.state {
+            State::Resolved { table, .. } => Some(table),
+            _ => None,
+        }
+    }
+
+    pub fn expires(&self) -> Instant {
+        self.expires
+    }
+
+    pub fn is_negative(&self) -> bool {
+        matches!(self.state, State::Negative)
+    }
+
+    pub fn is_pending(&self) -> bool {
+        matches!(self.state, State::Pending)
+    }
+}
+
+/// What the IAP does with a client's packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Send to this JAP. `resolve`: also send a Resolve to a RAP (the entry is stale).
+    Jap { jap: ProxyId, resolve: bool },
+    /// Send through a RAP; `want_answer`: set WANT_ANSWER on this frame.
+    ViaRap { want_answer: bool },
+    /// The group has no JAP now (negative answer): drop.
+    NoJap,
+}
+
+/// Changes of the cache, for events and XDP map sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheChange {
+    Installed(TransportAddr),
+    Removed(TransportAddr),
+}
+
+/// IAP counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IapCounters {
+    pub hits: u64,
+    pub misses: u64,
+    pub stale_hits: u64,
+    pub negative_drops: u64,
+    pub answers_installed: u64,
+    pub answers_ignored: u64,
+    pub invalidations: u64,
+    pub evictions: u64,
+}
+
+/// The IAP cache.
+#[derive(Debug, Clone)]
+pub struct IapCache {
+    cfg: IapConfig,
+    key: SipKey,
+    map: LruMap<TransportAddr, CacheEntry>,
+    counters: IapCounters,
+}
+
+impl IapCache {
+    pub fn new(cfg: IapConfig, flow_key: SipKey, seed: u64) -> Self {
+        IapCache {
+            cfg,
+            key: flow_key,
+            map: LruMap::new(cfg.cache_entries, seed),
+            counters: IapCounters::default(),
+        }
+    }
+
+    /// Decides where a client's packet for `group` goes (per packet: one lookup, no allocation).
+    pub fn route(&mut self, now: Instant, group: &TransportAddr, flow_hash: u64) -> Route {
+        let retry = self.cfg.resolve_retry;
+        let grace = self.cfg.stale_grace;
+        let Some(e) = self.map.get_mut(group) else {
+            self.counters.misses += 1;
+            let evicted = self.map.insert(
+                *group,
+                CacheEntry {
+                    state: State::Pending,
+                    expires: now,
+                    last_ask: Some(now),
+                },
+            );
+            if evicted.is_some() {
+                self.counters.evictions += 1;
+            }
+            return Route::ViaRap { want_answer: true };
+        };
+        let ask_due = e.last_ask.is_none_or(|t| now.saturating_since(t) >= retry);
+        match &e.state {
+            State::Resolved { table, .. } => {
+                let Some(jap) = table.pick_id(flow_hash) else {
+                    return Route::ViaRap { want_answer: ask_due };
+                };
+                if now < e.expires {
+                    self.counters.hits += 1;
+                    Route::Jap { jap, resolve: false }
+                } else if now < e.expires + grace {
+                    self.counters.stale_hits += 1;
+                    if ask_due {
+                        e.last_ask = Some(now);
+                    }
+                    Route::Jap {
+                        jap,
+                        resolve: ask_due,
+                    }
+                } else {
+                    self.counters.misses += 1;
+                    e.state = State::Pending;
+                    e.last_ask = Some(now);
+                    Route::ViaRap { want_answer: true }
+                }
+            }
+            State::Negative if now < e.expires => {
+                self.counters.negative_drops += 1;
+                Route::NoJap
+            }
+            State::Negative | State::Pending => {
+                self.counters.misses += 1;
+                if !matches!(e.state, State::Pending) {
+                    e.state = State::Pending;
+                }
+                if ask_due {
+                    e.last_ask = Some(now);
+                }
+                Route::ViaRap { want_answer: ask_due }
+            }
+        }
+    }
+
+    /// Installs a RAP's answer. JAPs for which `usable` is false are left out (SPEC.md §9.3). Returns the
+    /// change to report.
+    pub fn install(
+        &mut self,
+        now: Instant,
+        answer: &Answer,
+        usable: impl Fn(ProxyId) -> bool,
+    ) -> CacheChange {
+        let mut list = [(ProxyId::NONE, 0u32); MAX_JAPS];
+        let mut n = 0;
+        for e in answer.japs() {
+            if n < MAX_JAPS && usable(e.jap) && !list[..n].iter().any(|(id, _)| *id == e.jap) {
+                list[n] = (e.jap, e.weight);
+                n += 1;
+            }
+        }
+        let expires = now + Duration::from_millis(u64::from(answer.ttl_ms));
+        let state = if n == 0 {
+            State::Negative
+        } else {
+            resolved(&self.key, &list[..n])
+        };
+        self.counters.answers_installed += 1;
+        if self
+            .map
+            .insert(
+                answer.group,
+                CacheEntry {
+                    state,
+                    expires,
+                    last_ask: None,
+                },
+            )
+            .is_some()
+        {
+            self.counters.evictions += 1;
+        }
+        CacheChange::Installed(answer.group)
+    }
+
+    /// A JAP said it has no target for `group`: drop it from the entry (the whole entry if it was the last).
+    pub fn invalidate(&mut self, group: &TransportAddr, jap: ProxyId) -> Option<CacheChange> {
+        self.counters.invalidations += 1;
+        self.remove_jap_from(group, jap)
+    }
+
+    fn remove_jap_from(&mut self, group: &TransportAddr, jap: ProxyId) -> Option<CacheChange> {
+        let key = self.key;
+        let e = self.map.peek_mut(group)?;
+        let State::Resolved { table, weights } = &e.state else {
+            return None;
+        };
+        if !table.ids().contains(&jap) {
+            return None;
+        }
+        let mut list = [(ProxyId::NONE, 0u32); MAX_JAPS];
+        let mut n = 0;
+        for (id, w) in table.ids().iter().zip(weights.iter()) {
+            if *id != jap {
+                list[n] = (*id, *w);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            self.map.remove(group);
+            return Some(CacheChange::Removed(*group));
+        }
+        e.state = resolved(&key, &list[..n]);
+        Some(CacheChange::Installed(*group))
+    }
+
+    /// A member became unusable: rebuild every entry naming it. Calls `f` for each change. O(entries); runs
+    /// only on membership changes, which are rare (proxies are stable boxes).
+    pub fn remove_jap(&mut self, jap: ProxyId, mut f: impl FnMut(CacheChange)) {
+        let mut groups = smallvec::SmallVec::<[TransportAddr; 16]>::new();
+        loop {
+            groups.clear();
+            for (g, e) in self.map.iter() {
+                if e.table().is_some_and(|t| t.ids().contains(&jap)) {
+                    groups.push(*g);
+                    if groups.len() == groups.inline_size() {
+                        break;
+                    }
+                }
+            }
+            if groups.is_empty() {
+                return;
+            }
+            for g in &groups {
+                if let Some(c) = self.remove_jap_from(g, jap) {
+                    f(c);
+                }
+            }
+        }
+    }
+
+    /// Forgets a group.
+    pub fn remove(&mut self, group: &TransportAddr) -> bool {
+        self.map.remove(group).is_some()
+    }
+
+    pub fn get(&self, group: &TransportAddr) -> Option<&CacheEntry> {
+        self.map.peek(group)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&TransportAddr, &CacheEntry)> + '_ {
+        self.map.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn counters(&self) -> &IapCounters {
+        &self.counters
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.map.memory_bytes()
+    }
+}
+
+fn resolved(key: &SipKey, list: &[(ProxyId, u32)]) -> State {
+    let table = MaglevTable::build(key, list);
+    let mut weights = [0u32; MAX_JAPS];
+    for (i, id) in table.ids().iter().enumerate() {
+        weights[i] = list.iter().find(|(x, _)| x == id).map(|(_, w)| *w).unwrap_or(0);
+    }
+    State::Resolved { table, weights }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pias_proto::IpProtocol;
+    use pias_proto::control::AnswerEntry;
+
+    fn g() -> TransportAddr {
+        TransportAddr::new("10.99.0.1".parse().unwrap(), 53, IpProtocol::Udp)
+    }
+
+    fn key() -> SipKey {
+        SipKey { k0: 1, k1: 2 }
+    }
+
+    fn answer(japs: &[(u32, u32)], ttl_ms: u32) -> Answer {
+        let v: Vec<_> = japs
+            .iter()
+            .map(|&(j, w)| AnswerEntry {
+                jap: ProxyId(j),
+                weight: w,
+            })
+            .collect();
+        Answer::new(g(), ttl_ms, &v)
+    }
+
+    #[test]
+    fn miss_then_hit_then_stale_then_miss() {
+        let mut c = IapCache::new(IapConfig::default(), key(), 1);
+        let t0 = Instant::from_secs(1);
+        assert_eq!(c.route(t0, &g(), 5), Route::ViaRap { want_answer: true });
+        assert_eq!(
+            c.route(t0 + Duration::from_millis(10), &g(), 5),
+            Route::ViaRap { want_answer: false }
+        );
+        assert_eq!(
+            c.route(t0 + Duration::from_millis(300), &g(), 5),
+            Route::ViaRap { want_answer: true }
+        );
+        c.install(t0, &answer(&[(7, 1)], 1000), |_| true);
+        assert_eq!(
+            c.route(t0 + Duration::from_millis(500), &g(), 5),
+            Route::Jap {
+                jap: ProxyId(7),
+                resolve: false
+            }
+        );
+        // Past the TTL: still used, and a Resolve is due once per retry interval.
+        let t1 = t0 + Duration::from_millis(1500);
+        assert_eq!(
+            c.route(t1, &g(), 5),
+            Route::Jap {
+                jap: ProxyId(7),
+                resolve: true
+            }
+        );
+        assert_eq!(
+            c.route(t1 + Duration::from_millis(1), &g(), 5),
+            Route::Jap {
+                jap: ProxyId(7),
+                resolve: false
+            }
+        );
+        // Past the grace: back to the RAP.
+        assert_eq!(
+            c.route(t0 + Duration::from_secs(12), &g(), 5),
+            Route::ViaRap { want_answer: true }
+        );
+        assert_eq!(c.counters().hits, 1);
+    }
+
+    #[test]
+    fn negative_answers_drop_until_expiry() {
+        let mut c = IapCache::new(IapConfig::default(), key(), 1);
+        let t0 = Instant::from_secs(1);
+        c.install(t0, &answer(&[], 2000), |_| true);
+        assert_eq!(c.route(t0 + Duration::from_secs(1), &g(), 1), Route::NoJap);
+        assert_eq!(
+            c.route(t0 + Duration::from_secs(3), &g(), 1),
+            Route::ViaRap { want_answer: true }
+        );
+    }
+
+    #[test]
+    fn unusable_and_invalidated_japs_are_left_out() {
+        let mut c = IapCache::new(IapConfig::default(), key(), 1);
+        let t0 = Instant::from_secs(1);
+        c.install(t0, &answer(&[(1, 1), (2, 1), (3, 1)], 60_000), |id| {
+            id != ProxyId(2)
+        });
+        let ids: Vec<_> = c.get(&g()).unwrap().japs().map(|(id, _)| id.0).collect();
+        assert_eq!(ids, vec![1, 3]);
+        for h in 0..1000u64 {
+            assert_ne!(
+                c.route(t0, &g(), h),
+                Route::Jap {
+                    jap: ProxyId(2),
+                    resolve: false
+                }
+            );
+        }
+        assert_eq!(c.invalidate(&g(), ProxyId(1)), Some(CacheChange::Installed(g())));
+        for h in 0..1000u64 {
+            assert_eq!(
+                c.route(t0, &g(), h),
+                Route::Jap {
+                    jap: ProxyId(3),
+                    resolve: false
+                }
+            );
+        }
+        let mut changes = vec![];
+        c.remove_jap(ProxyId(3), |ch| changes.push(ch));
+        assert_eq!(changes, vec![CacheChange::Removed(g())]);
+        assert!(c.get(&g()).is_none());
+    }
+
+    #[test]
+    fn two_iaps_with_the_same_answer_pick_the_same_jap_per_flow() {
+        let a = answer(&[(11, 3), (12, 1), (13, 2)], 60_000);
+        let mut c1 = IapCache::new(IapConfig::default(), key(), 1);
+        let mut c2 = IapCache::new(IapConfig::default(), key(), 999);
+        let t = Instant::from_secs(1);
+        c1.install(t, &a, |_| true);
+        // Same set in another order.
+        let b = answer(&[(13, 2), (11, 3), (12, 1)], 60_000);
+        c2.install(t, &b, |_| true);
+        for h in 0..5000u64 {
+            assert_eq!(
+                c1.route(t, &g(), h.wrapping_mul(0x9e3779b97f4a7c15)),
+                c2.route(t, &g(), h.wrapping_mul(0x9e3779b97f4a7c15))
+            );
+        }
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let mut c = IapCache::new(
+            IapConfig {
+                cache_entries: 8,
+                ..IapConfig::default()
+            },
+            key(),
+            1,
+        );
+        let t = Instant::from_secs(1);
+        for p in 0..100u16 {
+            let grp = TransportAddr::new("10.99.0.1".parse().unwrap(), p, IpProtocol::Udp);
+            c.route(t, &grp, 1);
+            assert!(c.len() <= 8);
+        }
+        assert_eq!(c.counters().evictions, 92);
+    }
+}

@@ -1,0 +1,417 @@
+//! The RAP's view of its groups: which JAPs have targets, roughly how many, and the choice of JAPs for an IAP.
+//!
+//! SPEC.md §9.1, §9.2, §9.5. State is soft: every entry comes from a JAP's report and expires when reports
+//! stop (`report_expiry`); entries of JAPs that membership marks unusable are skipped at once and swept
+//! away. Each of a group's `k` RAPs receives the same reports, so they converge to the same view.
+
+use core::time::Duration;
+
+use pias_proto::control::{AnswerEntry, MAX_ANSWER_ENTRIES, ReportEntry};
+use pias_proto::{ProxyId, TransportAddr};
+use smallvec::SmallVec;
+
+use crate::lru::LruMap;
+use crate::time::Instant;
+
+/// How a RAP picks the JAP set it answers (SPEC.md §9.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RapPolicy {
+    /// The JAPs nearest to the IAP (within `proximity_slack` × the nearest distance), at most 4, by count.
+    #[default]
+    Proximity,
+    /// Up to 16 JAPs with the largest counts, weighted by count.
+    Load,
+    /// Like `Load` but identical for every IAP, so a flow maps to the same JAP from any IAP.
+    Affinity,
+    /// Up to 16 JAPs, equal weights.
+    Random,
+}
+
+impl core::str::FromStr for RapPolicy {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "proximity" => RapPolicy::Proximity,
+            "load" => RapPolicy::Load,
+            "affinity" => RapPolicy::Affinity,
+            "random" => RapPolicy::Random,
+            _ => return Err("expected one of: proximity, load, affinity, random"),
+        })
+    }
+}
+
+/// What the RAP needs to know about proxies: liveness and distances (from membership and coordinates).
+pub trait Topology {
+    /// Whether data may be sent to `id` (status Alive).
+    fn usable(&self, id: ProxyId) -> bool;
+    /// Estimated RTT in milliseconds between two proxies, if both have coordinates.
+    fn distance_ms(&self, a: ProxyId, b: ProxyId) -> Option<f64>;
+}
+
+/// RAP settings (SPEC.md §14).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RapConfig {
+    pub max_groups: usize,
+    pub max_japs_per_group: usize,
+    pub report_expiry: Duration,
+    pub cache_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub proximity_slack: f64,
+    pub proximity_max: usize,
+}
+
+impl Default for RapConfig {
+    fn default() -> Self {
+        RapConfig {
+            max_groups: 262_144,
+            max_japs_per_group: 1024,
+            report_expiry: Duration::from_secs(90),
+            cache_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(2),
+            proximity_slack: 1.25,
+            proximity_max: 4,
+        }
+    }
+}
+
+/// One JAP as a RAP knows it for one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JapInfo {
+    pub jap: ProxyId,
+    pub count: u32,
+    pub flags: u8,
+    pub last_report: Instant,
+}
+
+type JapList = SmallVec<[JapInfo; 4]>;
+
+/// RAP counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RapCounters {
+    pub reports: u64,
+    pub report_entries: u64,
+    pub groups_refused: u64,
+    pub japs_refused: u64,
+    pub expired: u64,
+    pub answers: u64,
+    pub empty_answers: u64,
+}
+
+/// The RAP table.
+#[derive(Debug, Clone)]
+pub struct RapTable {
+    cfg: RapConfig,
+    groups: LruMap<TransportAddr, JapList>,
+    counters: RapCounters,
+}
+
+impl RapTable {
+    pub fn new(cfg: RapConfig, seed: u64) -> Self {
+        RapTable {
+            cfg,
+            groups: LruMap::new(cfg.max_groups, seed),
+            counters: RapCounters::default(),
+        }
+    }
+
+    /// Applies one report entry from `jap`. A count of 0 removes the JAP from the group.
+    pub fn handle_report(&mut self, now: Instant, jap: ProxyId, e: &ReportEntry) {
+        self.counters.report_entries += 1;
+        if e.count == 0 {
+            let empty = match self.groups.peek_mut(&e.group) {
+                Some(list) => {
+                    list.retain(|j| j.jap != jap);
+                    list.is_empty()
+                }
+                None => false,
+            };
+            if empty {
+                self.groups.remove(&e.group);
+            }
+            return;
+        }
+        let info = JapInfo {
+            jap,
+            count: e.count,
+            flags: e.flags,
+            last_report: now,
+        };
+        if self.groups.peek(&e.group).is_none() {
+            if self.groups.len() >= self.groups.capacity() {
+                // SPEC §14: new groups are refused when the table is full (reports are soft state; the JAP
+                // retries at its next refresh).
+                self.counters.groups_refused += 1;
+                return;
+            }
+            self.groups.insert(e.group, JapList::new());
+        }
+        let max = self.cfg.max_japs_per_group;
+        let Some(list) = self.groups.peek_mut(&e.group) else {
+            return;
+        };
+        if let Some(j) = list.iter_mut().find(|j| j.jap == jap) {
+            *j = info;
+        } else if list.len() < max {
+            list.push(info);
+        } else if let Some((i, smallest)) = list.iter().enumerate().min_by_key(|(_, j)| (j.count, j.jap)) {
+            if smallest.count < info.count {
+                list[i] = info;
+            } else {
+                self.counters.japs_refused += 1;
+            }
+        }
+    }
+
+    /// Counts one received Report message.
+    pub fn note_report_message(&mut self) {
+        self.counters.reports += 1;
+    }
+
+    /// The JAP set for `iap` under `policy`; returns the number of entries written to `out` (0: no JAP).
+    /// Skips unusable and expired JAPs. No allocation.
+    pub fn select(
+        &mut self,
+        now: Instant,
+        group: &TransportAddr,
+        iap: ProxyId,
+        policy: RapPolicy,
+        topo: &impl Topology,
+        out: &mut [AnswerEntry; MAX_ANSWER_ENTRIES],
+    ) -> usize {
+        self.counters.answers += 1;
+        let expiry = self.cfg.report_expiry;
+        let Some(list) = self.groups.peek(group) else {
+            self.counters.empty_answers += 1;
+            return 0;
+        };
+        // Candidates: usable, fresh JAPs, largest count first (ties by id, so every RAP and IAP agrees).
+        let mut cand: SmallVec<[JapInfo; 32]> = SmallVec::new();
+        let rank = |c: &JapInfo| (c.count, core::cmp::Reverse(c.jap));
+        for j in list
+            .iter()
+            .filter(|j| topo.usable(j.jap) && now.saturating_since(j.last_report) < expiry)
+        {
+            if cand.len() < cand.inline_size() {
+                cand.push(*j);
+            } else if let Some((i, m)) = cand.iter().enumerate().min_by_key(|(_, c)| rank(c))
+                && rank(m) < rank(j)
+            {
+                // Keep the 32 largest without spilling to the heap.
+                cand[i] = *j;
+            }
+        }
+        cand.sort_unstable_by(|a, b| b.count.cmp(&a.count).then(a.jap.cmp(&b.jap)));
+        let n = match policy {
+            RapPolicy::Load | RapPolicy::Affinity => {
+                let n = cand.len().min(MAX_ANSWER_ENTRIES);
+                for (o, c) in out.iter_mut().zip(&cand[..n]) {
+                    *o = AnswerEntry {
+                        jap: c.jap,
+                        weight: c.count,
+                    };
+                }
+                n
+            }
+            RapPolicy::Random => {
+                let n = cand.len().min(MAX_ANSWER_ENTRIES);
+                for (o, c) in out.iter_mut().zip(&cand[..n]) {
+                    *o = AnswerEntry {
+                        jap: c.jap,
+                        weight: 1,
+                    };
+                }
+                n
+            }
+            RapPolicy::Proximity => {
+                // Distance to the IAP; JAPs without coordinates count as far (but still serve if alone).
+                let mut with_d: SmallVec<[(f64, JapInfo); 32]> = cand
+                    .iter()
+                    .map(|c| (topo.distance_ms(iap, c.jap).unwrap_or(f64::MAX), *c))
+                    .collect();
+                with_d.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.jap.cmp(&b.1.jap)));
+                let nearest = with_d.first().map(|x| x.0).unwrap_or(0.0);
+                let limit = if nearest == f64::MAX {
+                    f64::MAX
+                } else {
+                    nearest * self.cfg.proximity_slack + 0.5
+                };
+                let mut n = 0;
+                for (d, c) in with_d.iter() {
+                    if n >= self.cfg.proximity_max.min(MAX_ANSWER_ENTRIES) || *d > limit {
+                        break;
+                    }
+                    out[n] = AnswerEntry {
+                        jap: c.jap,
+                        weight: c.count,
+                    };
+                    n += 1;
+                }
+                n
+            }
+        };
+        if n == 0 {
+            self.counters.empty_answers += 1;
+        }
+        n
+    }
+
+    /// The TTL to put in an answer with `n` entries.
+    pub fn ttl_ms(&self, n: usize) -> u32 {
+        let d = if n == 0 {
+            self.cfg.negative_ttl
+        } else {
+            self.cfg.cache_ttl
+        };
+        u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+    }
+
+    /// Drops expired and unusable JAPs, visiting at most `budget` groups (least recently reported first).
+    pub fn sweep(&mut self, now: Instant, budget: usize, topo: &impl Topology) -> usize {
+        let expiry = self.cfg.report_expiry;
+        let mut expired = 0u64;
+        let removed = self.groups.retain_budgeted(budget, |_, list| {
+            let before = list.len();
+            list.retain(|j| topo.usable(j.jap) && now.saturating_since(j.last_report) < expiry);
+            expired += (before - list.len()) as u64;
+            !list.is_empty()
+        });
+        self.counters.expired += expired;
+        removed
+    }
+
+    /// The JAPs known for a group.
+    pub fn japs(&self, group: &TransportAddr) -> &[JapInfo] {
+        self.groups.peek(group).map(|l| &l[..]).unwrap_or(&[])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&TransportAddr, &[JapInfo])> + '_ {
+        self.groups.iter().map(|(g, l)| (g, &l[..]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    pub fn counters(&self) -> &RapCounters {
+        &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pias_proto::IpProtocol;
+
+    struct Line;
+    /// Proxies on a line: distance = |a - b| ms; proxy 99 is down.
+    impl Topology for Line {
+        fn usable(&self, id: ProxyId) -> bool {
+            id.0 != 99
+        }
+        fn distance_ms(&self, a: ProxyId, b: ProxyId) -> Option<f64> {
+            Some((f64::from(a.0) - f64::from(b.0)).abs())
+        }
+    }
+
+    fn g() -> TransportAddr {
+        TransportAddr::new("10.99.0.1".parse().unwrap(), 80, IpProtocol::Tcp)
+    }
+
+    fn rep(count: u32) -> ReportEntry {
+        ReportEntry {
+            group: g(),
+            count,
+            flags: 0,
+        }
+    }
+
+    fn sel(t: &mut RapTable, now: Instant, iap: u32, p: RapPolicy) -> Vec<(u32, u32)> {
+        let mut out = [AnswerEntry::default(); MAX_ANSWER_ENTRIES];
+        let n = t.select(now, &g(), ProxyId(iap), p, &Line, &mut out);
+        out[..n].iter().map(|e| (e.jap.0, e.weight)).collect()
+    }
+
+    #[test]
+    fn policies_pick_as_specified() {
+        let mut t = RapTable::new(RapConfig::default(), 1);
+        let now = Instant::from_secs(10);
+        for (jap, count) in [(10, 5), (20, 50), (12, 7), (99, 100), (40, 1)] {
+            t.handle_report(now, ProxyId(jap), &rep(count));
+        }
+        // Load: by count, the dead JAP 99 skipped.
+        assert_eq!(
+            sel(&mut t, now, 11, RapPolicy::Load),
+            vec![(20, 50), (12, 7), (10, 5), (40, 1)]
+        );
+        assert_eq!(
+            sel(&mut t, now, 30, RapPolicy::Affinity),
+            sel(&mut t, now, 1, RapPolicy::Affinity)
+        );
+        assert!(
+            sel(&mut t, now, 11, RapPolicy::Random)
+                .iter()
+                .all(|(_, w)| *w == 1)
+        );
+        // Proximity from IAP 11: JAPs 10 and 12 at distance 1 (slack keeps both), 20 at 9 is too far.
+        assert_eq!(sel(&mut t, now, 11, RapPolicy::Proximity), vec![(10, 5), (12, 7)]);
+        // From IAP 38: 40 is nearest (2), nothing else within 1.25 × 2 + 0.5.
+        assert_eq!(sel(&mut t, now, 38, RapPolicy::Proximity), vec![(40, 1)]);
+    }
+
+    #[test]
+    fn reports_expire_and_zero_removes() {
+        let mut t = RapTable::new(RapConfig::default(), 1);
+        let t0 = Instant::from_secs(10);
+        t.handle_report(t0, ProxyId(1), &rep(3));
+        t.handle_report(t0, ProxyId(2), &rep(3));
+        t.handle_report(t0, ProxyId(2), &rep(0));
+        assert_eq!(sel(&mut t, t0, 1, RapPolicy::Load), vec![(1, 3)]);
+        let late = t0 + Duration::from_secs(91);
+        assert_eq!(sel(&mut t, late, 1, RapPolicy::Load), vec![]);
+        assert_eq!(t.sweep(late, 100, &Line), 1);
+        assert!(t.is_empty());
+        assert_eq!(t.counters().expired, 1);
+    }
+
+    #[test]
+    fn bounds_hold() {
+        let cfg = RapConfig {
+            max_groups: 2,
+            max_japs_per_group: 2,
+            ..RapConfig::default()
+        };
+        let mut t = RapTable::new(cfg, 1);
+        let now = Instant::from_secs(1);
+        for port in 0..5u16 {
+            let e = ReportEntry {
+                group: TransportAddr::new("10.0.0.1".parse().unwrap(), port, IpProtocol::Udp),
+                count: 1,
+                flags: 0,
+            };
+            t.handle_report(now, ProxyId(1), &e);
+        }
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.counters().groups_refused, 3);
+        t.handle_report(now, ProxyId(5), &rep(1));
+        // Group g() was refused above only if the table was full; use a fresh table for per-group bounds.
+        let mut t = RapTable::new(
+            RapConfig {
+                max_japs_per_group: 2,
+                ..RapConfig::default()
+            },
+            1,
+        );
+        t.handle_report(now, ProxyId(1), &rep(1));
+        t.handle_report(now, ProxyId(2), &rep(5));
+        t.handle_report(now, ProxyId(3), &rep(3)); // replaces JAP 1 (smaller)
+        t.handle_report(now, ProxyId(4), &rep(1)); // refused: not larger than the smallest
+        let mut ids: Vec<u32> = t.japs(&g()).iter().map(|j| j.jap.0).collect();
+        ids.sort();
+        assert_eq!(ids, vec![2, 3]);
+        assert_eq!(t.counters().japs_refused, 1);
+    }
+}
