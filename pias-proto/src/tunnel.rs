@@ -39,8 +39,11 @@ pub mod flags {
     pub const WANT_ANSWER: u8 = 0x02;
     /// The frame goes from a JAP to a tunnel-mode target, which de-encapsulates it itself.
     pub const TO_TARGET: u8 = 0x04;
+    /// The receiver is addressed as the group's RAP: it must relay the frame to a JAP (and answer if
+    /// WANT_ANSWER is set). Without it the receiver is addressed as a JAP and delivers to a target.
+    pub const TO_RAP: u8 = 0x08;
     /// Bits a receiver understands; others are ignored on receipt and sent as zero.
-    pub const KNOWN: u8 = VIA_RAP | WANT_ANSWER | TO_TARGET;
+    pub const KNOWN: u8 = VIA_RAP | WANT_ANSWER | TO_TARGET | TO_RAP;
 }
 
 /// What a data frame's header says, owned.
@@ -374,7 +377,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn data_header_round_trips(vni in 0u32..1 << 24, fl in 0u8..8, hops: u8, ingress: u32, v6: bool) {
+        fn data_header_round_trips(vni in 0u32..1 << 24, fl in 0u8..16, hops: u8, ingress: u32, v6: bool) {
             let h = DataHeader { vni, flags: fl, hops, ingress: ProxyId(ingress) };
             let mut inner = [0u8; 40];
             inner[0] = if v6 { 0x60 } else { 0x45 };
