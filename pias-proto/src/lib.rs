@@ -21,6 +21,8 @@ pub mod auth;
 pub mod checksum;
 pub mod control;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geneve;
 pub mod icmp;
 pub mod ipv4;
