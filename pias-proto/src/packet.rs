@@ -667,7 +667,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IpPacket<T> {
     /// a translated packet back (RFC 5508 §4.2). Updated incrementally: the quoted IPv4 header checksum, the
     /// quoted transport checksum when the quote contains it (it may not verify, the quote being truncated;
     /// it is updated anyway so that it stays right for whoever has the whole packet), and the outer ICMP
-    /// checksum. A zero quoted UDP checksum over IPv4 stays zero. Errors as for
+    /// checksum. A zero quoted UDP checksum over IPv4 stays zero; a quote that ends between the two bytes
+    /// of the TCP checksum keeps its half (it cannot be updated without the other). Errors as for
     /// [`IpPacket::icmp_error_inner_flow`], and `Malformed` for an address of the other family; the packet
     /// is untouched on error.
     pub fn set_icmp_inner_src(&mut self, ip: IpAddr, port: u16) -> Result<()> {
