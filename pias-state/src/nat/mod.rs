@@ -23,10 +23,12 @@
 //!   comes from [`NatTable::observe_tcp`] (see [`tcp`] for the table): established once ACKs were seen both
 //!   ways, so a binding created by a non-SYN packet stays transitory until traffic is seen both ways; FIN both
 //!   ways → transitory; RST → closed. A binding is live until `last_seen + timeout(class)`; a lookup of a binding
-//!   past that instant expires it on the spot (and misses), whether or not `handle_timeout` ran.
+//!   past that instant expires it on the spot (and misses), whether or not `handle_timeout` ran; `handle_timeout`
+//!   removes it at most `touch_granularity` (default 1 s) after that instant (see Layout).
 //! - **Bound.** At most `max_entries` bindings. Creating one in a full table first removes the binding with the
 //!   earliest deadline: if that deadline has passed it is an expiry, otherwise an eviction counted in
-//!   [`NatCounters::evicted`]. Evicting the earliest deadline rather than the least recently used protects
+//!   [`NatCounters::evicted`] (earliest within `touch_granularity`). Evicting the earliest deadline rather than
+//!   the least recently used protects
 //!   long-lived established TCP connections from a flood of short UDP flows, and costs the same (a look at five
 //!   list heads). Creation never fails for lack of space unless `max_entries` is 0.
 //! - **Expiry.** [`NatTable::poll_timeout`] is the earliest deadline (it may lie in the past when the last
@@ -44,8 +46,12 @@
 //! # Layout and cost
 //!
 //! Bindings live in a slab preallocated to `max_entries` (128 bytes each, u32 indices, a free list). Five
-//! intrusive doubly linked lists, one per [`TimeoutClass`], keep each class in last-seen order; since a class
-//! has one timeout, its head is its next expiry. Two `hashbrown::HashTable<u32>` indexes (forward key → slot,
+//! intrusive doubly linked lists, one per [`TimeoutClass`], keep each class in the order its bindings were last
+//! moved to the tail; since a class has one timeout, its head is its next expiry. A hit moves a binding to the
+//! tail only when its last move is `touch_granularity` old or more (otherwise it just records `last_seen`):
+//! unlinking touches two neighbours at random places in memory, which would double the cost of a hit, and a
+//! busy flow needs it at most once a second. The list is then in last-seen order to within that granularity,
+//! which is all the lateness it can cause. Two `hashbrown::HashTable<u32>` indexes (forward key → slot,
 //! reverse key → slot) store only the slot and re-hash from the slab, under SipHash-1-3 with a seeded key so
 //! that nobody can choose colliding flows. They are sized for a load of at most one half, so that deletions
 //! leave no tombstones in practice and the tables never grow after construction. Lookups, touches, creation
@@ -150,6 +156,12 @@ pub struct NatConfig {
     pub tcp_transitory_timeout: Duration,
     /// TCP idle timeout after a RST. Default 10 s.
     pub tcp_closed_timeout: Duration,
+    /// A hit moves a binding to the tail of its expiry list only if its last move is at least this old
+    /// (otherwise it only updates its last-seen time, one write to a line already in cache). So
+    /// `handle_timeout` may expire a binding up to this much after its deadline and eviction picks the earliest
+    /// deadline within this much; lookups still miss exactly at the deadline. Zero keeps exact order. Default
+    /// 1 s, at most 3600 s.
+    pub touch_granularity: Duration,
     /// Most bindings one `handle_timeout` call expires. Default 1024.
     pub expiry_budget: u32,
     /// Most slab slots one `handle_timeout` call visits for target sweeps. Default 4096.
@@ -171,6 +183,7 @@ impl NatConfig {
             tcp_established_timeout: Duration::from_secs(7440),
             tcp_transitory_timeout: Duration::from_secs(240),
             tcp_closed_timeout: Duration::from_secs(10),
+            touch_granularity: Duration::from_secs(1),
             expiry_budget: 1024,
             sweep_budget: 4096,
             event_capacity: 4096,
@@ -223,6 +236,9 @@ impl NatConfig {
                 return Err(NatConfigError::ZeroTimeout { field });
             }
         }
+        if self.touch_granularity > Duration::from_secs(3600) {
+            return Err(NatConfigError::TouchGranularity(self.touch_granularity));
+        }
         for (field, v) in [
             ("nat.expiry_budget", self.expiry_budget),
             ("nat.sweep_budget", self.sweep_budget),
@@ -253,6 +269,8 @@ pub enum NatConfigError {
     MaxEntriesTooLarge(u32),
     #[error("{field} is zero: give a positive duration")]
     ZeroTimeout { field: &'static str },
+    #[error("nat.touch_granularity = {0:?} exceeds 3600 s: lower it (1 s is plenty)")]
+    TouchGranularity(Duration),
     #[error("{field} is zero: give a positive count")]
     ZeroBudget { field: &'static str },
     #[error("nat.max_entries = {0}: not enough memory to preallocate the table; lower it")]
@@ -392,7 +410,6 @@ struct Entry {
     client: [u8; 16],
     group: [u8; 16],
     target: [u8; 16],
-    created: u64,
     last_seen: u64,
     fwd_packets: u64,
     fwd_bytes: u64,
@@ -403,6 +420,11 @@ struct Entry {
     /// Next in the class list, or next free slot.
     next: u32,
     generation: u32,
+    /// Seconds since the origin at creation.
+    created_s: u32,
+    /// `last_seen` minus the instant the binding was last (re)linked at its list's tail, in µs; always below
+    /// `touch_granularity`.
+    lag: u32,
     client_port: u16,
     group_port: u16,
     target_port: u16,
@@ -440,6 +462,8 @@ struct SipKey(u64, u64);
 pub struct NatTable {
     cfg: NatConfig,
     timeouts: [u64; TimeoutClass::COUNT],
+    /// `touch_granularity` in µs.
+    granularity: u64,
     slab: Vec<Entry>,
     free_head: u32,
     heads: [u32; TimeoutClass::COUNT],
@@ -599,6 +623,7 @@ impl NatTable {
             TimeoutClass::ALL.map(|c| u64::try_from(cfg.timeout(c).as_micros()).unwrap_or(u64::MAX));
         Ok(NatTable {
             timeouts,
+            granularity: cfg.touch_granularity.as_micros() as u64,
             slab,
             free_head: NIL,
             heads: [NIL; TimeoutClass::COUNT],
@@ -763,9 +788,13 @@ impl NatTable {
         e.tcp = e.tcp.observe(flags, dir);
         let state = e.tcp.state();
         let class = state.timeout_class() as u8;
-        e.last_seen = self.now;
-        self.unlink(i);
-        self.link_tail(i, class);
+        if class == e.class {
+            self.touch_slot(i, dir, 0, 0);
+        } else {
+            e.last_seen = self.now;
+            self.unlink(i);
+            self.link_tail(i, class);
+        }
         Some(state)
     }
 
@@ -874,7 +903,6 @@ impl NatTable {
                 client: [0; 16],
                 group: [0; 16],
                 target: [0; 16],
-                created: 0,
                 last_seen: 0,
                 fwd_packets: 0,
                 fwd_bytes: 0,
@@ -884,6 +912,8 @@ impl NatTable {
                 prev: NIL,
                 next: NIL,
                 generation: 0,
+                created_s: 0,
+                lag: 0,
                 client_port: 0,
                 group_port: 0,
                 target_port: 0,
@@ -908,7 +938,6 @@ impl NatTable {
             client: k.src,
             group: k.dst,
             target: tip,
-            created: self.now,
             last_seen: self.now,
             fwd_packets: 0,
             fwd_bytes: 0,
@@ -918,6 +947,8 @@ impl NatTable {
             prev: NIL,
             next: NIL,
             generation,
+            created_s: u32::try_from(self.now / 1_000_000).unwrap_or(u32::MAX),
+            lag: 0,
             client_port: k.src_port,
             group_port: k.dst_port,
             target_port: if icmp { pool_port } else { target.1 },
@@ -1151,9 +1182,14 @@ impl NatTable {
                 e.rev_bytes = e.rev_bytes.saturating_add(bytes);
             }
         }
+        let lag = u64::from(e.lag) + self.now.saturating_sub(e.last_seen);
         e.last_seen = self.now;
         let class = e.class;
-        if self.tails[usize::from(class)] != i {
+        if self.tails[usize::from(class)] == i {
+            e.lag = 0;
+        } else if lag < self.granularity {
+            e.lag = lag as u32;
+        } else {
             self.unlink(i);
             self.link_tail(i, class);
         }
@@ -1188,6 +1224,7 @@ impl NatTable {
         {
             let e = &mut self.slab[i as usize];
             e.class = class;
+            e.lag = 0;
             e.prev = tail;
             e.next = NIL;
         }
@@ -1242,7 +1279,7 @@ impl NatTable {
             tag: e.tag,
             class: TimeoutClass::from_index(e.class),
             tcp: (e.proto == IpProtocol::TCP).then(|| e.tcp.state()),
-            created: Instant::from_micros(e.created),
+            created: Instant::from_secs(u64::from(e.created_s)),
             last_seen: Instant::from_micros(e.last_seen),
             expires: Instant::from_micros(self.deadline(i)),
             forward_packets: e.fwd_packets,
