@@ -18,6 +18,7 @@
 
 pub mod addr;
 pub mod auth;
+pub mod build;
 pub mod checksum;
 pub mod control;
 pub mod error;
