@@ -7,10 +7,15 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod agent;
 pub mod coords;
 pub mod flowhash;
 pub mod hysteresis;
+pub mod lru;
+pub mod registry;
+pub mod replay;
 pub mod ring;
+pub mod seal;
 pub mod nat;
 pub mod time;
 

@@ -1,0 +1,583 @@
+//! The target agent (SPEC.md §10.2): registers one service of one group through the registration address,
+//! keeps the registration alive, notices a dead JAP, and deregisters on shutdown.
+//!
+//! The agent is sans-IO like the rest of the core: the driver sends what [`TargetAgent::poll_transmit`]
+//! writes as the payload of a UDP datagram to [`AgentConfig::registration`] (port 6082 of an anycast
+//! address), passes every datagram received from there to [`TargetAgent::handle_datagram`], and calls
+//! [`TargetAgent::handle_timeout`] at [`TargetAgent::poll_timeout`]. In surrogate mode the driver runs the
+//! health check (TCP connect or UDP request, every `refresh_ms`) and reports each result with
+//! [`TargetAgent::set_health`].
+//!
+//! # Behaviour
+//!
+//! - **Register**: Register with a zero cookie; on Challenge, Register with the cookie; on RegisterAck Ok the
+//!   agent is registered with the JAP named in the ack (event [`AgentEvent::Registered`]). With no Ack within
+//!   `refresh_ms` of the second Register, or no Challenge, it starts over, every `refresh_ms`.
+//! - **Refresh** every `refresh_ms` (the JAP's values from its RegisterAck are adopted when sane). Gone
+//!   means the JAP forgot the registration: register again at once. Draining: register again after
+//!   `refresh_ms` (routing will lead elsewhere). Full: back off `full_backoff_ms` (plus up to 25 % seeded
+//!   jitter), event [`AgentEvent::Refused`].
+//! - **Dead JAP**: no RegisterAck for `hold_ms` while registered → event [`AgentEvent::JapLost`] and register
+//!   again through anycast from scratch (fresh cookie exchange), retrying every `refresh_ms`.
+//! - **Surrogate**: Register and Refresh are sent only while the last health check passed; after
+//!   `health_failures` consecutive failures the agent deregisters and waits for a passing check.
+//! - **Shutdown**: Deregister, repeated every `refresh_ms` until Gone or `hold_ms` passed, then
+//!   [`AgentEvent::Deregistered`].
+//!
+//! # Security
+//!
+//! Replies are accepted only from the registration address, for this group and service, with a valid MAC
+//! under the group key and a sequence number fresh for the agent's replay window. The window is reset when a
+//! registration starts from scratch, because the answer may come from another proxy (anycast), whose
+//! sequence numbers are unrelated. Refused datagrams change nothing but counters.
+//!
+//! # Drain order
+//!
+//! After any `handle_*`/`set_health`/`shutdown` call: `while let Some(n) = agent.poll_transmit(now, buf)`,
+//! then `while let Some(ev) = agent.poll_event()`, then re-arm the timer on `poll_timeout()`.
+
+use core::net::SocketAddr;
+use core::time::Duration;
+use std::collections::VecDeque;
+
+use pias_proto::auth::MacKey;
+use pias_proto::control::{
+    COOKIE_LEN, ControlHeader, ControlPacket, DeliveryMode, Message, RegAckStatus, Register, TargetOp,
+};
+use pias_proto::{ProxyId, TransportAddr, WireError};
+
+use crate::replay::{ReplayWindow, SeqCounter};
+use crate::time::Instant;
+
+/// Events kept for [`TargetAgent::poll_event`]; more are dropped (counted).
+const EVENT_QUEUE: usize = 16;
+
+/// Configuration of one agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub group: TransportAddr,
+    /// Where the target listens (its protocol is the group's; in NAT mode, so is its family).
+    pub service: TransportAddr,
+    pub mode: DeliveryMode,
+    /// Share of new flows at the JAP (1–65535; 0 is sent as 1).
+    pub weight: u16,
+    /// The registration address: an anycast IP and port 6082.
+    pub registration: SocketAddr,
+    /// The group's registration key (from `pias key`).
+    pub key: MacKey,
+    /// Refresh interval until a JAP says otherwise (default 200 ms).
+    pub refresh_ms: u32,
+    /// The JAP is dead after this long without a RegisterAck (default 700 ms).
+    pub hold_ms: u32,
+    /// Wait after a Full answer before registering again (default 5 s).
+    pub full_backoff_ms: u32,
+    /// Register only while [`TargetAgent::set_health`] reports a passing check.
+    pub surrogate: bool,
+    /// Consecutive failed checks after which a surrogate deregisters (default 2).
+    pub health_failures: u32,
+    /// The agent's incarnation (SPEC.md §3): larger at every start, so the JAP's windows accept it.
+    pub incarnation: u32,
+    /// Seeds the back-off jitter.
+    pub seed: u64,
+}
+
+/// A configuration value that cannot work: the field and how to fix it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("agent.{field}: {fix}")]
+pub struct AgentConfigError {
+    pub field: &'static str,
+    pub fix: &'static str,
+}
+
+impl AgentConfig {
+    /// A configuration with the defaults of SPEC.md §14.
+    pub fn new(
+        group: TransportAddr,
+        service: TransportAddr,
+        mode: DeliveryMode,
+        registration: SocketAddr,
+        key: MacKey,
+        incarnation: u32,
+        seed: u64,
+    ) -> Self {
+        AgentConfig {
+            group,
+            service,
+            mode,
+            weight: 1,
+            registration,
+            key,
+            refresh_ms: 200,
+            hold_ms: 700,
+            full_backoff_ms: 5000,
+            surrogate: false,
+            health_failures: 2,
+            incarnation,
+            seed,
+        }
+    }
+
+    /// Checks every field; the error names the field and the fix.
+    pub fn validate(&self) -> Result<(), AgentConfigError> {
+        let e = |field, fix| Err(AgentConfigError { field, fix });
+        if self.group.proto != self.service.proto {
+            return e("service", "must use the group's protocol");
+        }
+        if self.mode == DeliveryMode::Nat && self.group.ip.is_ipv4() != self.service.ip.is_ipv4() {
+            return e("service", "in NAT mode must be of the group's address family (or use tunnel mode)");
+        }
+        if self.refresh_ms == 0 {
+            return e("refresh_ms", "must be at least 1 (default 200)");
+        }
+        if self.hold_ms <= self.refresh_ms {
+            return e("hold_ms", "must exceed refresh_ms (default 700)");
+        }
+        if self.health_failures == 0 {
+            return e("health_failures", "must be at least 1 (default 2)");
+        }
+        Ok(())
+    }
+}
+
+/// Why the agent lost its registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LostReason {
+    /// No RegisterAck for `hold_ms`.
+    Silent,
+    /// The JAP answered a Refresh with Gone.
+    Gone,
+    /// The JAP is draining.
+    Draining,
+}
+
+/// What happened, for logs and the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// Registered with (or moved to) this JAP.
+    Registered { jap: ProxyId },
+    /// The registration with this JAP is lost; the agent registers again.
+    JapLost { jap: ProxyId, reason: LostReason },
+    /// Deregistration finished (shutdown, or a surrogate's failed health checks).
+    Deregistered,
+    /// A JAP refused the registration (Full or Draining).
+    Refused { jap: ProxyId, status: RegAckStatus },
+}
+
+/// Why a received datagram was ignored. Nothing changed but the counter of that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    #[error("datagram not from the registration address")]
+    WrongSource,
+    #[error("malformed reply: {0}")]
+    Malformed(WireError),
+    /// A message that is not a Challenge or RegisterAck for this group and service.
+    #[error("not a reply for this registration")]
+    NotForUs,
+    #[error("bad MAC")]
+    BadMac,
+    #[error("replayed sequence number")]
+    Replay,
+    /// A valid reply that makes no sense in the current state (late or duplicated).
+    #[error("reply unexpected in this state")]
+    Unexpected,
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentCounters {
+    pub sent_register: u64,
+    pub sent_refresh: u64,
+    pub sent_deregister: u64,
+    pub challenges: u64,
+    pub acks_ok: u64,
+    pub gone: u64,
+    pub full: u64,
+    pub draining: u64,
+    pub jap_lost: u64,
+    pub wrong_source: u64,
+    pub malformed: u64,
+    pub not_for_us: u64,
+    pub bad_mac: u64,
+    pub replay: u64,
+    pub unexpected: u64,
+    pub events_dropped: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not registering (surrogate waiting for a passing check).
+    Idle,
+    /// Registering: `cookie` from a Challenge, `cookie_sent` once the Register carrying it went out.
+    Registering { cookie: Option<[u8; COOKIE_LEN]>, cookie_sent: bool },
+    Registered { jap: ProxyId, last_ack: Instant },
+    BackingOff { until: Instant },
+    /// Deregistering since `since`; afterwards Idle (surrogate) or Stopped (shutdown).
+    Leaving { since: Instant, then_idle: bool },
+    Stopped,
+}
+
+/// The agent's public state, for status output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    Idle,
+    Registering,
+    Registered { jap: ProxyId },
+    BackingOff,
+    Leaving,
+    Stopped,
+}
+
+/// One target's registration agent. See the module documentation.
+#[derive(Debug)]
+pub struct TargetAgent {
+    cfg: AgentConfig,
+    phase: Phase,
+    next_send: Instant,
+    refresh: Duration,
+    hold: Duration,
+    healthy: bool,
+    failures: u32,
+    seq: SeqCounter,
+    window: ReplayWindow,
+    rng: u64,
+    events: VecDeque<AgentEvent>,
+    counters: AgentCounters,
+}
+
+fn splitmix(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl TargetAgent {
+    /// An agent that starts registering at the first `poll_transmit` (a surrogate: at the first passing
+    /// check).
+    pub fn new(cfg: AgentConfig) -> Result<Self, AgentConfigError> {
+        cfg.validate()?;
+        let phase = if cfg.surrogate {
+            Phase::Idle
+        } else {
+            Phase::Registering { cookie: None, cookie_sent: false }
+        };
+        Ok(TargetAgent {
+            phase,
+            next_send: Instant::ZERO,
+            refresh: Duration::from_millis(u64::from(cfg.refresh_ms)),
+            hold: Duration::from_millis(u64::from(cfg.hold_ms)),
+            healthy: !cfg.surrogate,
+            failures: 0,
+            seq: SeqCounter::new(cfg.incarnation),
+            window: ReplayWindow::default(),
+            rng: cfg.seed,
+            events: VecDeque::with_capacity(EVENT_QUEUE),
+            counters: AgentCounters::default(),
+            cfg,
+        })
+    }
+
+    // ----- getters -----
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    pub fn counters(&self) -> &AgentCounters {
+        &self.counters
+    }
+
+    /// Where the agent stands.
+    pub fn state(&self) -> AgentState {
+        match self.phase {
+            Phase::Idle => AgentState::Idle,
+            Phase::Registering { .. } => AgentState::Registering,
+            Phase::Registered { jap, .. } => AgentState::Registered { jap },
+            Phase::BackingOff { .. } => AgentState::BackingOff,
+            Phase::Leaving { .. } => AgentState::Leaving,
+            Phase::Stopped => AgentState::Stopped,
+        }
+    }
+
+    /// The JAP the agent is registered with, if any.
+    pub fn jap(&self) -> Option<ProxyId> {
+        match self.phase {
+            Phase::Registered { jap, .. } => Some(jap),
+            _ => None,
+        }
+    }
+
+    /// The refresh interval and hold time in use (the JAP's, once it sent sane ones).
+    pub fn timers(&self) -> (Duration, Duration) {
+        (self.refresh, self.hold)
+    }
+
+    // ----- internals -----
+
+    fn push_event(&mut self, ev: AgentEvent) {
+        if self.events.len() >= EVENT_QUEUE {
+            self.counters.events_dropped += 1;
+        } else {
+            self.events.push_back(ev);
+        }
+    }
+
+    /// Starts a registration from scratch at `at`: zero cookie, fresh replay window.
+    fn restart(&mut self, at: Instant) {
+        self.phase = Phase::Registering { cookie: None, cookie_sent: false };
+        self.window = ReplayWindow::default();
+        self.next_send = at;
+    }
+
+    fn finish_leaving(&mut self, then_idle: bool) {
+        self.phase = if then_idle { Phase::Idle } else { Phase::Stopped };
+        self.push_event(AgentEvent::Deregistered);
+    }
+
+    /// Timer-driven transitions (idempotent).
+    fn advance(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Registered { jap, last_ack } if now >= last_ack + self.hold => {
+                if self.healthy {
+                    self.counters.jap_lost += 1;
+                    self.push_event(AgentEvent::JapLost { jap, reason: LostReason::Silent });
+                }
+                self.restart(now);
+            }
+            Phase::BackingOff { until } if now >= until => self.restart(now),
+            Phase::Registering { cookie: Some(_), cookie_sent: true } if now >= self.next_send => {
+                self.restart(now)
+            }
+            Phase::Leaving { since, then_idle } if now >= since + self.hold => self.finish_leaving(then_idle),
+            _ => {}
+        }
+    }
+
+    // ----- input -----
+
+    /// Handles a UDP datagram received from `from` (replies come from the registration address).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> Result<(), AgentError> {
+        let r = self.handle_inner(now, from, payload);
+        if let Err(e) = r {
+            let c = &mut self.counters;
+            match e {
+                AgentError::WrongSource => c.wrong_source += 1,
+                AgentError::Malformed(_) => c.malformed += 1,
+                AgentError::NotForUs => c.not_for_us += 1,
+                AgentError::BadMac => c.bad_mac += 1,
+                AgentError::Replay => c.replay += 1,
+                AgentError::Unexpected => c.unexpected += 1,
+            }
+        }
+        r
+    }
+
+    fn handle_inner(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> Result<(), AgentError> {
+        if from != self.cfg.registration {
+            return Err(AgentError::WrongSource);
+        }
+        let pkt = ControlPacket::new_checked(payload).map_err(AgentError::Malformed)?;
+        let msg = pkt.message().map_err(AgentError::Malformed)?;
+        let ours = match msg {
+            Message::Challenge(c) => c.group == self.cfg.group,
+            Message::RegisterAck(a) => a.group == self.cfg.group && a.service == self.cfg.service,
+            _ => false,
+        };
+        if !ours {
+            return Err(AgentError::NotForUs);
+        }
+        pkt.verify(&self.cfg.key).map_err(|_| AgentError::BadMac)?;
+        let seq = pkt.header().seq;
+        if !self.window.check(seq) {
+            return Err(AgentError::Replay);
+        }
+        self.advance(now);
+        let accepted = match msg {
+            Message::Challenge(c) => match self.phase {
+                Phase::Registering { cookie: None, .. } => {
+                    self.counters.challenges += 1;
+                    self.phase = Phase::Registering { cookie: Some(c.cookie), cookie_sent: false };
+                    self.next_send = now;
+                    true
+                }
+                _ => false,
+            },
+            Message::RegisterAck(a) => self.on_ack(now, a.status, a.jap, a.refresh_ms, a.hold_ms),
+            _ => false,
+        };
+        if !accepted {
+            return Err(AgentError::Unexpected);
+        }
+        self.window.commit(seq);
+        Ok(())
+    }
+
+    fn adopt_timers(&mut self, refresh_ms: u32, hold_ms: u32) {
+        if (10..=60_000).contains(&refresh_ms) && hold_ms > refresh_ms && hold_ms <= 600_000 {
+            self.refresh = Duration::from_millis(u64::from(refresh_ms));
+            self.hold = Duration::from_millis(u64::from(hold_ms));
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, status: RegAckStatus, from_jap: ProxyId, refresh_ms: u32, hold_ms: u32) -> bool {
+        match (status, self.phase) {
+            (RegAckStatus::Ok, Phase::Registering { cookie_sent: true, .. }) => {
+                self.counters.acks_ok += 1;
+                self.adopt_timers(refresh_ms, hold_ms);
+                self.phase = Phase::Registered { jap: from_jap, last_ack: now };
+                self.next_send = now + self.refresh;
+                self.push_event(AgentEvent::Registered { jap: from_jap });
+                true
+            }
+            (RegAckStatus::Ok, Phase::Registered { jap, .. }) => {
+                self.counters.acks_ok += 1;
+                self.adopt_timers(refresh_ms, hold_ms);
+                self.phase = Phase::Registered { jap: from_jap, last_ack: now };
+                if jap != from_jap {
+                    self.push_event(AgentEvent::Registered { jap: from_jap });
+                }
+                true
+            }
+            (RegAckStatus::Gone, Phase::Registered { jap, .. }) => {
+                self.counters.gone += 1;
+                self.counters.jap_lost += 1;
+                self.push_event(AgentEvent::JapLost { jap, reason: LostReason::Gone });
+                self.restart(now);
+                true
+            }
+            (RegAckStatus::Gone, Phase::Leaving { then_idle, .. }) => {
+                self.counters.gone += 1;
+                self.finish_leaving(then_idle);
+                true
+            }
+            (RegAckStatus::Full, Phase::Registering { cookie_sent: true, .. }) => {
+                self.counters.full += 1;
+                self.push_event(AgentEvent::Refused { jap: from_jap, status });
+                let base = u64::from(self.cfg.full_backoff_ms);
+                let jitter = splitmix(&mut self.rng) % (base / 4 + 1);
+                self.phase = Phase::BackingOff { until: now + Duration::from_millis(base + jitter) };
+                true
+            }
+            (RegAckStatus::Draining, Phase::Registering { cookie_sent: true, .. } | Phase::Registered { .. }) => {
+                self.counters.draining += 1;
+                if let Phase::Registered { jap, .. } = self.phase {
+                    self.counters.jap_lost += 1;
+                    self.push_event(AgentEvent::JapLost { jap, reason: LostReason::Draining });
+                } else {
+                    self.push_event(AgentEvent::Refused { jap: from_jap, status });
+                }
+                self.restart(now + self.refresh);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The surrogate's health check result (ignored unless `surrogate`).
+    pub fn set_health(&mut self, now: Instant, ok: bool) {
+        if !self.cfg.surrogate {
+            return;
+        }
+        self.advance(now);
+        if ok {
+            self.failures = 0;
+            self.healthy = true;
+            if self.phase == Phase::Idle {
+                self.restart(now);
+            }
+            return;
+        }
+        self.healthy = false;
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= self.cfg.health_failures {
+            match self.phase {
+                Phase::Registered { .. } | Phase::Registering { cookie_sent: true, .. } => {
+                    self.phase = Phase::Leaving { since: now, then_idle: true };
+                    self.next_send = now;
+                }
+                Phase::Registering { .. } | Phase::BackingOff { .. } => self.phase = Phase::Idle,
+                _ => {}
+            }
+        }
+    }
+
+    /// Timer: call at [`TargetAgent::poll_timeout`]. Early or repeated calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
+    /// Starts deregistration (Deregister until Gone or `hold_ms`), or stops at once if not registered.
+    pub fn shutdown(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Registered { .. } | Phase::Registering { cookie_sent: true, .. } => {
+                self.phase = Phase::Leaving { since: now, then_idle: false };
+                self.next_send = now;
+            }
+            Phase::Leaving { since, .. } => self.phase = Phase::Leaving { since, then_idle: false },
+            Phase::Stopped => {}
+            _ => self.finish_leaving(false),
+        }
+    }
+
+    // ----- output -----
+
+    /// When [`TargetAgent::handle_timeout`] or [`TargetAgent::poll_transmit`] has work. `None` when the
+    /// agent waits only for input (a surrogate's health check) or has stopped.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Idle | Phase::Stopped => None,
+            Phase::Registering { .. } => self.healthy.then_some(self.next_send),
+            Phase::Registered { last_ack, .. } => {
+                let lost = last_ack + self.hold;
+                Some(if self.healthy { lost.min(self.next_send) } else { lost })
+            }
+            Phase::BackingOff { until } => Some(until),
+            Phase::Leaving { since, .. } => Some((since + self.hold).min(self.next_send)),
+        }
+    }
+
+    /// Writes the next message due into `buf` (the payload of a UDP datagram to the registration address)
+    /// and returns its length. `None` if nothing is due or `buf` is too small (then nothing changed).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.advance(now);
+        if now < self.next_send {
+            return None;
+        }
+        let (g, s) = (self.cfg.group, self.cfg.service);
+        let op = TargetOp { group: g, service: s };
+        let msg = match self.phase {
+            Phase::Registering { cookie, .. } if self.healthy => Message::Register(Register {
+                group: g,
+                service: s,
+                mode: self.cfg.mode,
+                weight: self.cfg.weight.max(1),
+                cookie: cookie.unwrap_or([0; COOKIE_LEN]),
+            }),
+            Phase::Registered { .. } if self.healthy => Message::Refresh(op),
+            Phase::Leaving { .. } => Message::Deregister(op),
+            _ => return None,
+        };
+        let mut probe = self.seq;
+        let hdr = ControlHeader { sender: ProxyId::NONE, seq: probe.next_seq() };
+        let n = msg.emit(hdr, &self.cfg.key, buf).ok()?;
+        self.seq = probe;
+        self.next_send = now + self.refresh;
+        match msg {
+            Message::Register(r) => {
+                self.counters.sent_register += 1;
+                if r.cookie != [0; COOKIE_LEN] {
+                    self.phase = Phase::Registering { cookie: Some(r.cookie), cookie_sent: true };
+                }
+            }
+            Message::Refresh(_) => self.counters.sent_refresh += 1,
+            _ => self.counters.sent_deregister += 1,
+        }
+        Some(n)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<AgentEvent> {
+        self.events.pop_front()
+    }
+}
