@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! cargo run -p pias-proto --example gen_corpus [-- OUT_DIR]
+//! cargo run -p pias-proto --example gen_corpus -- --add TARGET FILE...
 //! ```
 //!
 //! Seeds are real, valid inputs built with the crate's own emitters (and, for IP packets, taken from the
 //! pcap fixtures in `pias-proto/tests/fixtures/` when there are any), so libFuzzer starts past every
 //! length and version check. Files are named by the BLAKE3 hash of their content (40 hex digits), so
 //! running the generator again adds nothing new and never removes a file added by hand (a crash
-//! reproducer, for example). Seeds are kept small: libFuzzer mutates small inputs fastest.
+//! reproducer, for example). `--add` puts such files in the corpus under the same naming, once they pass
+//! their target. Seeds are kept small: libFuzzer mutates small inputs fastest.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -29,7 +31,11 @@ type Corpus = BTreeMap<&'static str, Vec<Vec<u8>>>;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().unwrap_or(manifest);
-    let out = match std::env::args_os().nth(1) {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--add") {
+        return add(&root.join("fuzz/corpus"), &args[1..]);
+    }
+    let out = match args.first() {
         Some(p) => PathBuf::from(p),
         None => root.join("fuzz/corpus"),
     };
@@ -60,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Overlay frames: data frames around IPv4 and IPv6 packets, and control frames.
-    let inner = inner_packets();
+    let inner = built_packets();
     let headers = [
         DataHeader {
             vni: 0x00_0102,
@@ -99,8 +105,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     corpus.entry("geneve").or_default().push(g.clone());
     corpus.entry("tunnel_frame").or_default().push(g);
 
-    for p in &inner {
-        corpus.entry("ip_packet").or_default().push(p.clone());
+    for p in inner.into_iter().chain(pcap_fixtures()) {
+        corpus.entry("ip_packet").or_default().push(p);
     }
 
     write(&out, &corpus)
@@ -133,6 +139,29 @@ fn write(out: &Path, corpus: &Corpus) -> Result<(), Box<dyn std::error::Error>> 
             }
         }
         println!("{target}: {} seeds, {new} new, in {}", seeds.len(), dir.display());
+    }
+    Ok(())
+}
+
+/// `--add TARGET FILE…`: copies inputs (a fixed crash reproducer, a find of a long run) into the corpus
+/// of TARGET under their content hash, after checking that they pass the target.
+fn add(corpus: &Path, args: &[std::ffi::OsString]) -> Result<(), Box<dyn std::error::Error>> {
+    let [target, files @ ..] = args else {
+        return Err("usage: gen_corpus --add TARGET FILE...".into());
+    };
+    let target = target.to_string_lossy();
+    let (name, check) = fuzzing::TARGETS
+        .iter()
+        .find(|(t, _)| *t == target)
+        .ok_or_else(|| format!("unknown fuzz target {target}"))?;
+    let dir = corpus.join(name);
+    std::fs::create_dir_all(&dir)?;
+    for f in files {
+        let data = std::fs::read(f)?;
+        check(&data);
+        let path = dir.join(&blake3::hash(&data).to_hex()[..40]);
+        std::fs::write(&path, &data)?;
+        println!("{} -> {}", Path::new(f).display(), path.display());
     }
     Ok(())
 }
@@ -291,13 +320,6 @@ fn messages() -> Vec<Message<'static>> {
 }
 
 /// Client packets as a NAT sees them: IPv4 and IPv6, UDP, TCP (with options) and ICMP echo and errors.
-/// Taken from the pcap fixtures when there are any, plus a few built here so that every kind is present.
-fn inner_packets() -> Vec<Vec<u8>> {
-    let mut v = built_packets();
-    v.extend(pcap_fixtures());
-    v
-}
-
 fn built_packets() -> Vec<Vec<u8>> {
     use etherparse::icmpv4::{DestUnreachableHeader, TimeExceededCode};
     use etherparse::{IcmpEchoHeader, Icmpv4Type, Icmpv6Type, PacketBuilder, TcpOptionElement};
