@@ -12,6 +12,7 @@ pub mod coords;
 pub mod flowhash;
 pub mod hysteresis;
 pub mod lru;
+pub mod membership;
 pub mod registry;
 pub mod replay;
 pub mod ring;

@@ -1,0 +1,410 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pias_proto::ProxyId;
+use pias_proto::auth::MacKey;
+use pias_proto::control::{ControlPacket, MemberStatus, Message, ProxyRecord, Records, kind};
+use pias_proto::tunnel::Frame;
+
+use super::sim::{Net, RING_KEY, addr_of, record};
+use super::*;
+
+fn rec(id: u32, inc: u32, ver: u32, status: MemberStatus) -> ProxyRecord {
+    let mut r = record(id, addr_of(id as usize), inc);
+    r.version = ver;
+    r.status = status;
+    r
+}
+
+fn solo(cfg: MembershipConfig) -> Membership {
+    Membership::new(cfg, record(1, addr_of(1), 5), RING_KEY, 9, Instant::ZERO)
+}
+
+fn sealer(id: u32) -> Sealer {
+    Sealer::new(ProxyId(id), 42, MacKey::from_bytes([7; 32]), 1)
+}
+
+/// Drains every frame, parsed back into (destination, kind, records carried).
+fn drain(m: &mut Membership, now: Instant) -> Vec<(SocketAddr, u8, Vec<ProxyRecord>)> {
+    let mut s = sealer(1);
+    let mut buf = [0u8; 1500];
+    let mut out = Vec::new();
+    while let Some(t) = m.poll_transmit(now, &mut s, &mut buf) {
+        let Dest::Overlay(a) = t.dest else { panic!() };
+        let Ok(Frame::Control(g)) = Frame::parse(&buf[..t.len]) else { panic!() };
+        let p = ControlPacket::new_checked(g.payload()).unwrap();
+        let recs = match p.message().unwrap() {
+            Message::Records(r) => r.iter().collect(),
+            Message::Join(r) => vec![r],
+            _ => Vec::new(),
+        };
+        out.push((a, p.kind(), recs));
+        assert!(out.len() < 100_000, "poll_transmit must run dry");
+    }
+    out
+}
+
+#[test]
+fn precedence() {
+    use MemberStatus::*;
+    assert!(supersedes(&rec(2, 2, 1, Alive), &rec(2, 1, 9, Left)), "incarnation first");
+    assert!(supersedes(&rec(2, 1, 3, Alive), &rec(2, 1, 2, Down)), "then version");
+    assert!(supersedes(&rec(2, 1, 3, Suspect), &rec(2, 1, 3, Alive)));
+    assert!(supersedes(&rec(2, 1, 3, Down), &rec(2, 1, 3, Suspect)));
+    assert!(supersedes(&rec(2, 1, 3, Left), &rec(2, 1, 3, Down)));
+    assert!(!supersedes(&rec(2, 1, 3, Alive), &rec(2, 1, 3, Alive)), "equal does not supersede");
+    assert!(!supersedes(&rec(2, 1, 3, Alive), &rec(2, 1, 3, Suspect)));
+
+    let mut m = solo(MembershipConfig::default());
+    let t = Instant::from_secs(1);
+    m.apply_record_for_test(t, rec(2, 1, 3, Alive));
+    assert_eq!(m.poll_event(), Some(MemberEvent::Up { id: ProxyId(2), addr: addr_of(2) }));
+    m.apply_record_for_test(t, rec(2, 1, 3, Suspect));
+    assert_eq!(m.get(ProxyId(2)).unwrap().status(), Suspect);
+    assert!(!m.is_usable(ProxyId(2)), "Suspect is not usable for data");
+    assert_eq!(m.id_by_addr(addr_of(2)), Some(ProxyId(2)), "but its data frames are accepted");
+    assert_eq!(m.poll_event(), Some(MemberEvent::Suspect { id: ProxyId(2) }));
+    m.apply_record_for_test(t, rec(2, 1, 2, Alive));
+    assert_eq!(m.get(ProxyId(2)).unwrap().status(), Suspect, "an older version is ignored");
+    assert_eq!(m.counters().records_stale, 1);
+    m.apply_record_for_test(t, rec(2, 1, 4, Alive));
+    assert_eq!(m.poll_event(), Some(MemberEvent::Alive { id: ProxyId(2) }));
+    m.apply_record_for_test(t, rec(2, 1, 4, Down));
+    assert_eq!(m.poll_event(), Some(MemberEvent::Down { id: ProxyId(2) }));
+    assert_eq!(m.id_by_addr(addr_of(2)), None);
+    // A tombstone for an id we never knew is not stored (§7.6).
+    m.apply_record_for_test(t, rec(3, 1, 1, Down));
+    assert!(m.get(ProxyId(3)).is_none());
+    assert_eq!(m.counters().tombstones_ignored, 1);
+    m.table.check_invariants();
+}
+
+#[test]
+fn refutes_suspicion_about_self() {
+    let mut m = solo(MembershipConfig::default());
+    let t = Instant::from_secs(1);
+    m.apply_record_for_test(t, rec(2, 1, 1, MemberStatus::Alive));
+    let _ = drain(&mut m, t);
+    let before = m.digest();
+    // Proxy 2 says we are Suspect at version 7 of our incarnation 5.
+    let mut false_news = record(1, addr_of(1), 5);
+    false_news.version = 7;
+    false_news.status = MemberStatus::Suspect;
+    m.handle(t, addr_of(2), ProxyId(2), &Message::Records(Records::Slice(&[false_news])));
+    assert_eq!(m.me().status, MemberStatus::Alive);
+    assert_eq!(m.me().version, 8, "one above the received version");
+    assert_eq!(m.counters().refutations, 1);
+    assert_ne!(m.digest(), before);
+    let sent = drain(&mut m, t + Duration::from_millis(25));
+    assert!(
+        sent.iter().any(|(a, k, r)| *a == addr_of(2) && *k == kind::RECORDS && r.iter().any(|r| r.id.0 == 1 && r.version == 8)),
+        "the refutation goes back to the proxy that spread the suspicion: {sent:?}"
+    );
+    // Down at a higher incarnation (someone remembers a later life): adopt it and refute above it.
+    let mut later = record(1, addr_of(1), 6);
+    later.status = MemberStatus::Down;
+    m.handle(t, addr_of(2), ProxyId(2), &Message::Records(Records::Slice(&[later])));
+    assert_eq!((m.me().incarnation, m.me().version, m.me().status), (6, 2, MemberStatus::Alive));
+    m.table.check_invariants();
+}
+
+#[test]
+fn replay_and_sender_acceptance() {
+    let mut m = solo(MembershipConfig::default());
+    let t = Instant::from_secs(1);
+    let s = |c: u64| (1u64 << 32) | c;
+    assert_eq!(m.accept(ProxyId(0), s(1), kind::JOIN), Err(Reject::BadSender));
+    assert_eq!(m.accept(ProxyId(1), s(1), kind::PROBE), Err(Reject::BadSender), "own id");
+    // A stranger may Join and Probe, nothing else.
+    assert_eq!(m.accept(ProxyId(2), s(1), kind::DIGEST), Err(Reject::UnknownSender));
+    assert_eq!(m.accept(ProxyId(2), s(2), kind::JOIN), Ok(()));
+    assert_eq!(m.accept(ProxyId(2), s(2), kind::JOIN), Err(Reject::Replay));
+    assert_eq!(m.accept(ProxyId(2), s(3), kind::PROBE), Ok(()));
+    // It joins: its stranger window moves into the member table, so old numbers stay refused.
+    m.handle(t, addr_of(2), ProxyId(2), &Message::Join(rec(2, 1, 1, MemberStatus::Alive)));
+    assert!(m.get(ProxyId(2)).is_some());
+    assert_eq!(m.accept(ProxyId(2), s(3), kind::DIGEST), Err(Reject::Replay));
+    assert_eq!(m.accept(ProxyId(2), s(4), kind::DIGEST), Ok(()));
+    assert_eq!(m.accept(ProxyId(2), s(1), kind::DIGEST), Ok(()), "inside the window, unseen");
+    assert_eq!(m.accept(ProxyId(2), s(1), kind::DIGEST), Err(Reject::Replay));
+    // Left members are refused except for a Join (a restart).
+    m.apply_record_for_test(t, rec(2, 1, 2, MemberStatus::Left));
+    assert_eq!(m.accept(ProxyId(2), s(9), kind::PROBE), Err(Reject::LeftSender));
+    assert_eq!(m.accept(ProxyId(2), (2u64 << 32) | 1, kind::JOIN), Ok(()));
+    let c = m.counters();
+    assert_eq!((c.replays, c.unknown_sender, c.left_sender, c.bad_sender), (3, 1, 1, 2));
+}
+
+#[test]
+fn records_accepted_from_strangers_only_while_joining() {
+    let cfg = MembershipConfig { seeds: vec![addr_of(7)], ..MembershipConfig::default() };
+    let mut m = solo(cfg);
+    assert!(!m.joined());
+    assert_eq!(m.accept(ProxyId(7), 1, kind::RECORDS), Ok(()));
+    m.handle(Instant::ZERO, addr_of(7), ProxyId(7), &Message::Records(Records::Slice(&[rec(7, 1, 1, MemberStatus::Alive)])));
+    assert!(m.joined());
+    assert_eq!(m.accept(ProxyId(8), 1, kind::RECORDS), Err(Reject::UnknownSender));
+}
+
+#[test]
+fn stranger_windows_are_bounded_lru() {
+    let mut m = solo(MembershipConfig { stranger_windows: 2, ..MembershipConfig::default() });
+    for id in 10..20 {
+        assert_eq!(m.accept(ProxyId(id), 5, kind::JOIN), Ok(()));
+    }
+    assert_eq!(m.strangers.map.len(), 2);
+    assert_eq!(m.counters().strangers_evicted, 8);
+    // An evicted stranger's window is forgotten (bounded memory beats remembering; the MAC still holds).
+    assert_eq!(m.accept(ProxyId(19), 5, kind::JOIN), Err(Reject::Replay), "recent one still remembered");
+}
+
+#[test]
+fn table_bound_refuses_new_ids() {
+    let mut m = solo(MembershipConfig { max_members: 3, ..MembershipConfig::default() });
+    let t = Instant::ZERO;
+    for id in 2..6 {
+        m.apply_record_for_test(t, rec(id, 1, 1, MemberStatus::Alive));
+    }
+    assert_eq!(m.len(), 3);
+    assert_eq!(m.counters().table_full, 2);
+    // Updates of present ids still apply.
+    m.apply_record_for_test(t, rec(2, 1, 2, MemberStatus::Alive));
+    assert_eq!(m.get(ProxyId(2)).unwrap().record().version, 2);
+    m.table.check_invariants();
+}
+
+#[test]
+fn digest_is_order_independent_and_tree_consistent() {
+    let mut a = solo(MembershipConfig::default());
+    let mut b = solo(MembershipConfig::default());
+    let t = Instant::ZERO;
+    let recs: Vec<_> = (2..3000).map(|i| rec(i, 1, 1 + i % 3, MemberStatus::Alive)).collect();
+    for r in &recs {
+        a.apply_record_for_test(t, *r);
+    }
+    for r in recs.iter().rev() {
+        b.apply_record_for_test(t, *r);
+    }
+    assert_eq!(a.digest(), b.digest());
+    // Tombstones do not change the digest; a changed record does.
+    let d = a.digest();
+    a.apply_record_for_test(t, rec(5, 1, 9, MemberStatus::Down));
+    b.apply_record_for_test(t, rec(5, 1, 9, MemberStatus::Alive));
+    assert_ne!(a.digest(), b.digest());
+    assert_ne!(a.digest(), d);
+    a.table.check_invariants();
+    // Each node's children XOR to the node (kept levels and scanned levels agree).
+    for depth in 0..6u8 {
+        let prefix = table::node_of(a.table.get(77).unwrap().key, depth);
+        let (h, c) = a.table.children(depth, prefix);
+        let (ph, pc) = if depth == 0 {
+            (a.digest(), a.len() as u32 - 1)
+        } else {
+            let (hh, cc) = a.table.children(depth - 1, prefix >> 4);
+            (hh[(prefix & 15) as usize], cc[(prefix & 15) as usize])
+        };
+        assert_eq!(h.iter().fold(0, |x, y| x ^ y), ph, "depth {depth}");
+        assert_eq!(c.iter().sum::<u32>(), pc, "depth {depth}");
+    }
+    // Removing everything leaves an empty tree.
+    for i in 2..3000 {
+        a.table.remove(i);
+    }
+    a.table.check_invariants();
+    assert_eq!(a.len(), 1);
+}
+
+#[test]
+fn suspect_then_down_then_tombstone_expiry() {
+    let cfg = MembershipConfig::default();
+    let mut m = solo(cfg.clone());
+    let mut t = Instant::ZERO;
+    m.apply_record_for_test(t, rec(2, 1, 1, MemberStatus::Alive));
+    assert_eq!(m.neighbours().collect::<Vec<_>>(), vec![ProxyId(2)]);
+    // Proxy 2 never answers.
+    let mut suspected_at = None;
+    let mut down_at = None;
+    while t < Instant::from_secs(5) {
+        m.handle_timeout(t);
+        let _ = drain(&mut m, t);
+        let s = m.get(ProxyId(2)).unwrap().status();
+        if s == MemberStatus::Suspect && suspected_at.is_none() {
+            suspected_at = Some(t);
+        }
+        if s == MemberStatus::Down && down_at.is_none() {
+            down_at = Some(t);
+        }
+        t = m.poll_timeout().unwrap().max(t + Duration::from_millis(1));
+    }
+    let s = suspected_at.expect("suspected");
+    let d = down_at.expect("down");
+    assert!(s <= Instant::from_millis(4 * 200 + 1), "after 3 missed probes: {s}");
+    assert!(d - s >= cfg.suspect_timeout && d - s < cfg.suspect_timeout + Duration::from_millis(50), "{s} {d}");
+    assert_eq!(m.counters().suspects, 1);
+    assert_eq!(m.counters().downs, 1);
+    assert_eq!(m.neighbours().count(), 0, "Down is not a neighbour");
+    // The tombstone is deleted after tombstone_time.
+    m.handle_timeout(d + (cfg.tombstone_time - Duration::from_millis(1)));
+    assert!(m.get(ProxyId(2)).is_some());
+    m.handle_timeout(d + cfg.tombstone_time);
+    assert!(m.get(ProxyId(2)).is_none());
+    assert_eq!(m.counters().tombstones_expired, 1);
+    m.table.check_invariants();
+}
+
+#[test]
+fn config_validation_names_field() {
+    assert_eq!(MembershipConfig::default().validate(), Ok(()));
+    let e = MembershipConfig { suspect_after: 0, ..MembershipConfig::default() }.validate().unwrap_err();
+    assert_eq!(e.field, "suspect_after");
+    let e = MembershipConfig { flood_interval: Duration::from_secs(1), ..MembershipConfig::default() }
+        .validate()
+        .unwrap_err();
+    assert_eq!(e.field, "flood_interval");
+    assert!(e.to_string().contains("probe_interval"));
+}
+
+#[test]
+fn neighbours_are_bounded_and_symmetric_enough() {
+    let mut m = solo(MembershipConfig::default());
+    for id in 2..500 {
+        m.apply_record_for_test(Instant::ZERO, rec(id, 1, 1, MemberStatus::Alive));
+    }
+    let n: Vec<_> = m.neighbours().collect();
+    assert!(n.len() >= 6 && n.len() <= 8, "{n:?}");
+    assert!(!n.contains(&ProxyId(1)));
+}
+
+#[test]
+fn hundred_thousand_members_fit_and_apply_fast() {
+    let mut m = solo(MembershipConfig::default());
+    let t0 = std::time::Instant::now();
+    for id in 2..=100_000u32 {
+        m.apply_record_for_test(Instant::ZERO, rec(id, 1, 1, MemberStatus::Alive));
+    }
+    let build = t0.elapsed();
+    assert_eq!(m.len(), 100_000);
+    let mem = m.memory_bytes();
+    eprintln!("10^5 members: {} bytes ({:.1} MB), built in {build:?}", mem, mem as f64 / 1e6);
+    assert!(mem <= 32 << 20, "{mem}");
+    // Superseding updates stay cheap at this size (debug build: generous bound).
+    let t1 = std::time::Instant::now();
+    for id in 2..=10_001u32 {
+        m.apply_record_for_test(Instant::ZERO, rec(id, 1, 2, MemberStatus::Alive));
+    }
+    let per = t1.elapsed() / 10_000;
+    eprintln!("superseding apply at 10^5: {per:?} per record (this build)");
+    assert!(per < Duration::from_millis(1));
+    // A deep digest node is answered by a scan of one bucket.
+    let (_, c) = m.table.children(5, 0);
+    assert!(c.iter().sum::<u32>() < 100);
+}
+
+// ----- network scenarios -----
+
+fn fast_cfg() -> MembershipConfig {
+    MembershipConfig::default()
+}
+
+#[test]
+fn fifty_bootstrap_from_one_seed() {
+    let mut net = Net::new(50, 1, &fast_cfg(), Duration::from_millis(20));
+    let t = net.run_until_cond(Instant::from_secs(20), |n| n.converged(50)).expect("converges");
+    eprintln!("50 proxies converged at {t}");
+    assert!(t < Instant::from_secs(6), "{t}");
+    for n in &net.nodes {
+        n.m.table.check_invariants();
+        assert!(n.m.neighbours().count() >= 6);
+    }
+}
+
+#[test]
+fn bootstrap_with_ten_percent_loss_and_duplication() {
+    let mut net = Net::new(50, 2, &fast_cfg(), Duration::from_millis(20));
+    net.loss = 0.10;
+    net.dup = 0.02;
+    let t = net.run_until_cond(Instant::from_secs(30), |n| n.converged(50)).expect("converges under loss");
+    eprintln!("50 proxies, 10% loss, 2% duplication: converged at {t}");
+    assert!(t < Instant::from_secs(15), "{t}");
+    let replays: u64 = net.nodes.iter().map(|n| n.m.counters().replays).sum();
+    assert!(replays > 0, "duplicates were refused by the replay windows");
+}
+
+#[test]
+fn crashed_proxy_is_down_everywhere_quickly() {
+    let mut net = Net::new(40, 3, &fast_cfg(), Duration::from_millis(10));
+    net.run_until_cond(Instant::from_secs(20), |n| n.converged(40)).expect("converges");
+    net.run_until(net.now + Duration::from_secs(2));
+    let crash = net.now;
+    net.nodes[17].up = false;
+    let id = 18;
+    let t = net.run_until_cond(crash + Duration::from_secs(10), |n| n.all_see(id, MemberStatus::Down)).expect("marked Down");
+    eprintln!("crash detected everywhere after {:?}", t - crash);
+    // suspect_after × probe_interval (600 ms) + suspect_timeout (1 s) + flooding.
+    assert!(t - crash < Duration::from_secs(3), "{:?}", t - crash);
+    // And every other proxy saw it go Suspect first (stop sending data) before it was Down.
+    for n in net.nodes.iter().filter(|n| n.up) {
+        let evs: Vec<_> = n.events.iter().filter(|e| matches!(e, MemberEvent::Suspect { id } | MemberEvent::Down { id } if id.0 == 18)).collect();
+        assert!(matches!(evs.last(), Some(MemberEvent::Down { .. })), "{evs:?}");
+    }
+}
+
+#[test]
+fn falsely_suspected_proxy_refutes() {
+    let mut net = Net::new(30, 4, &fast_cfg(), Duration::from_millis(10));
+    net.run_until_cond(Instant::from_secs(20), |n| n.converged(30)).expect("converges");
+    net.run_until(net.now + Duration::from_secs(1));
+    let v0 = net.nodes[9].m.me().version;
+    let start = net.now;
+    // Proxy 10 goes silent for 750 ms: long enough to miss 3 probes, shorter than suspect_timeout after.
+    net.isolated[9] = true;
+    net.run_until_cond(start + Duration::from_secs(2), |n| n.nodes.iter().any(|x| x.m.get(ProxyId(10)).is_some_and(|m| m.status() == MemberStatus::Suspect)))
+        .expect("someone suspects it");
+    net.run_until(start + Duration::from_millis(750));
+    net.isolated[9] = false;
+    let t = net.run_until_cond(start + Duration::from_secs(10), |n| n.converged(30)).expect("reconverges");
+    eprintln!("false suspicion refuted, tables equal {:?} after the silence began", t - start);
+    assert!(net.nodes[9].m.counters().refutations >= 1);
+    assert!(net.nodes[9].m.me().version > v0);
+    assert!(net.all_see(10, MemberStatus::Alive));
+    for n in &net.nodes {
+        assert!(!n.events.iter().any(|e| *e == MemberEvent::Down { id: ProxyId(10) }), "never marked Down");
+    }
+}
+
+#[test]
+fn partition_heals() {
+    let mut net = Net::new(40, 5, &fast_cfg(), Duration::from_millis(10));
+    net.run_until_cond(Instant::from_secs(20), |n| n.converged(40)).expect("converges");
+    let cut = net.now;
+    net.sides = Some((0..40).map(|i| (i % 2) as u8).collect());
+    net.run_until(cut + Duration::from_secs(10));
+    // Each side has given up on the other.
+    assert!(net.nodes[0].m.iter().filter(|m| m.status() == MemberStatus::Down).count() == 20);
+    let heal = net.now;
+    net.sides = None;
+    let t = net.run_until_cond(heal + Duration::from_secs(30), |n| n.converged(40)).expect("heals");
+    eprintln!("20/20 partition healed: converged {:?} after heal", t - heal);
+    assert!(t - heal < Duration::from_secs(10), "{:?}", t - heal);
+}
+
+fn steady_rate(n: usize) -> f64 {
+    let mut net = Net::new(n, 6, &fast_cfg(), Duration::from_millis(5));
+    net.run_until_cond(Instant::from_secs(30), |x| x.converged(n)).expect("converges");
+    net.run_until(Instant::from_secs(20));
+    let (f0, t0) = (net.frames_sent(), net.now);
+    net.run_until(t0 + Duration::from_secs(10));
+    let rate = (net.frames_sent() - f0) as f64 / n as f64 / 10.0;
+    assert!(net.converged(n));
+    rate
+}
+
+#[test]
+fn steady_state_load_does_not_grow_with_n() {
+    let small = steady_rate(20);
+    let large = steady_rate(80);
+    eprintln!("steady state frames/proxy/s: n=20 {small:.1}, n=80 {large:.1}");
+    assert!((large - small).abs() / small < 0.2, "{small} vs {large}");
+    // Probes and acks to at most 8 chosen neighbours every 200 ms: at most 80/s.
+    assert!(large <= 85.0);
+}
