@@ -34,13 +34,18 @@ impl Sealer {
     /// Writes `msg` as a Geneve control frame into `out`; returns its length. A sequence number is used only
     /// when the frame was written (emit, then commit).
     pub fn seal(&mut self, msg: &Message<'_>, out: &mut [u8]) -> Option<usize> {
+        self.seal_seq(msg, out).map(|(n, _)| n)
+    }
+
+    /// Like [`Sealer::seal`], and also returns the sequence number used (what a ReportAck will name).
+    pub fn seal_seq(&mut self, msg: &Message<'_>, out: &mut [u8]) -> Option<(usize, u64)> {
         let mut probe = self.seq;
         let seq = probe.next_seq();
         let n = msg
             .emit_frame(self.vni, ControlHeader { sender: self.id, seq }, &self.key, out)
             .ok()?;
         self.seq = probe;
-        Some(n)
+        Some((n, seq))
     }
 
     /// The overlay MAC key (for verifying received messages).

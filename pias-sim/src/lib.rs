@@ -1,0 +1,932 @@
+//! A deterministic discrete-event network for PIAS.
+//!
+//! It drives the real [`Proxy`] and [`TargetAgent`] state machines with real encoded packets: every overlay
+//! datagram is a Geneve frame the proxies wrote, every client and target packet a real IP packet. What it
+//! models instead of a kernel:
+//! - **Positions and latency**: every node sits on a plane; one-way latency is the distance in milliseconds
+//!   (plus 0.1 ms). Overlay datagrams may be lost, duplicated and delayed by a random jitter (which reorders
+//!   them), all from one seeded generator.
+//! - **Anycast**: a host's packets to an anycast address reach the nearest live proxy (routing converges
+//!   instantly unless a host is pinned to an IAP with [`Sim::pin_iap`], which models a routing flap).
+//! - **Hosts**: clients (record what they receive) and targets (a UDP echo service that prefixes its name,
+//!   a minimal TCP responder, and a real `TargetAgent`).
+//! - **Faults**: proxy crashes and restarts, target kills, partitions between sets of proxies.
+//!
+//! Same seed, same calls: same run, bit for bit (a test checks it).
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::time::Duration;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+
+use pias_proto::auth::MasterKey;
+use pias_proto::build::{Segment, tcp_segment, udp_packet};
+use pias_proto::control::{DeliveryMode, REGISTRATION_PORT};
+use pias_proto::packet::IpPacket;
+use pias_proto::tcp::TcpFlags;
+use pias_proto::tunnel::{DataFrame, flags};
+use pias_proto::{IpProtocol, ProxyId, TransportAddr};
+use pias_state::Instant;
+use pias_state::agent::{AgentConfig, TargetAgent};
+use pias_state::proxy::{HEADROOM, PacketBuf, Proxy, ProxyConfig, Verdict};
+use pias_state::seal::Dest;
+
+/// The anycast prefix groups live in (IPv4).
+pub const ANYCAST_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 0);
+/// The registration anycast address (IPv4).
+pub const REGISTRATION_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 255, 1);
+/// The registration anycast address (IPv6).
+pub const REGISTRATION_V6: Ipv6Addr = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 0xffff);
+/// The UDP port target agents send from.
+pub const AGENT_PORT: u16 = 7000;
+
+/// Link and fault model.
+#[derive(Debug, Clone, Copy)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Probability that an overlay datagram is lost.
+    pub loss: f64,
+    /// Probability that an overlay datagram is delivered twice.
+    pub duplicate: f64,
+    /// Extra uniform random delay per overlay datagram, up to this (reorders datagrams).
+    pub jitter: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            loss: 0.0,
+            duplicate: 0.0,
+            jitter: Duration::ZERO,
+        }
+    }
+}
+
+/// A host's identity in the simulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostId(pub usize);
+
+/// Where a packet was seen, for path assertions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// A client sent it to its IAP.
+    ClientToProxy { proxy: ProxyId },
+    /// An overlay data frame between proxies, with its flags.
+    Overlay { from: ProxyId, to: ProxyId, flags: u8 },
+    /// A proxy delivered it to a target host.
+    ProxyToTarget { proxy: ProxyId, target: HostId },
+}
+
+/// A packet a client received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub at: Instant,
+    pub from: SocketAddr,
+    pub proto: IpProtocol,
+    pub payload: Vec<u8>,
+    pub tcp_flags: u16,
+    pub mss: Option<u16>,
+}
+
+#[derive(Debug)]
+struct SimProxy {
+    id: ProxyId,
+    pos: (f64, f64),
+    cfg: ProxyConfig,
+    proxy: Option<Proxy>,
+    incarnation: u32,
+}
+
+#[derive(Debug)]
+enum HostKind {
+    Client,
+    Target {
+        service: SocketAddr,
+        agent: Option<TargetAgent>,
+        alive: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Host {
+    name: String,
+    ip: IpAddr,
+    pos: (f64, f64),
+    pinned_iap: Option<usize>,
+    kind: HostKind,
+    received: Vec<Received>,
+}
+
+#[derive(Debug)]
+enum Delivery {
+    Overlay {
+        to: usize,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    HostToProxy {
+        to: usize,
+        bytes: Vec<u8>,
+    },
+    ToHost {
+        to: HostId,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The simulation.
+#[derive(Debug)]
+pub struct Sim {
+    cfg: SimConfig,
+    now: Instant,
+    rng: u64,
+    seq: u64,
+    master: MasterKey,
+    proxies: Vec<SimProxy>,
+    hosts: Vec<Host>,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    slots: Vec<Option<Delivery>>,
+    free_slots: Vec<usize>,
+    partition: Option<(BTreeSet<usize>, BTreeSet<usize>)>,
+    trace: Vec<(u64, Hop)>,
+    /// Overlay datagrams sent, per proxy index (for load measurements).
+    pub overlay_sent: Vec<u64>,
+    /// Packets the network could not deliver (no route).
+    pub unroutable: u64,
+}
+
+fn latency(a: (f64, f64), b: (f64, f64)) -> Duration {
+    let d = ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
+    Duration::from_micros(100 + (d * 1000.0) as u64)
+}
+
+/// The 8-byte id at the start of a UDP payload, which tests use to follow a packet.
+fn payload_id(ip: &IpPacket<&[u8]>) -> Option<u64> {
+    let l4 = ip.l4_bytes();
+    let p = l4.get(
+        if ip.l4_protocol() == IpProtocol::Udp {
+            8
+        } else {
+            20
+        }..,
+    )?;
+    let b: [u8; 8] = p.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
+impl Sim {
+    /// An empty network. `master` is the operator key every proxy and agent derives from.
+    pub fn new(cfg: SimConfig, master: MasterKey) -> Self {
+        Sim {
+            cfg,
+            now: Instant::from_secs(1),
+            rng: cfg.seed ^ 0x5349_4d00_0000_0001,
+            seq: 0,
+            master,
+            proxies: Vec::new(),
+            hosts: Vec::new(),
+            queue: BinaryHeap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            partition: None,
+            trace: Vec::new(),
+            overlay_sent: Vec::new(),
+            unroutable: 0,
+        }
+    }
+
+    fn rand(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.rand() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    /// Current simulated time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The overlay address of proxy `i` (index from 0; its id is `i + 1`).
+    pub fn overlay_addr(i: usize) -> SocketAddr {
+        SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8)),
+            6081,
+        )
+    }
+
+    /// The NAT pool of proxy `i`: one IPv4 and one IPv6 address.
+    pub fn pool(i: usize) -> [IpAddr; 2] {
+        [
+            IpAddr::V4(Ipv4Addr::new(10, 200, (i / 250) as u8, (i % 250 + 1) as u8)),
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, i as u16 + 1)),
+        ]
+    }
+
+    /// A group address in the anycast prefix.
+    pub fn group(n: u8, port: u16, proto: IpProtocol) -> TransportAddr {
+        TransportAddr::new(IpAddr::V4(Ipv4Addr::new(10, 99, 0, n)), port, proto)
+    }
+
+    /// An IPv6 group address.
+    pub fn group_v6(n: u16, port: u16, proto: IpProtocol) -> TransportAddr {
+        TransportAddr::new(
+            IpAddr::V6(Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, n)),
+            port,
+            proto,
+        )
+    }
+
+    /// Adds a proxy at `pos`; `tune` may change its configuration. Proxy 0 is every proxy's seed.
+    pub fn add_proxy(&mut self, pos: (f64, f64), tune: impl FnOnce(&mut ProxyConfig)) -> usize {
+        let i = self.proxies.len();
+        let id = ProxyId(i as u32 + 1);
+        let mut cfg = ProxyConfig::new(
+            id,
+            Self::overlay_addr(i),
+            self.master.clone(),
+            Self::pool(i).to_vec(),
+            vec![IpAddr::V4(REGISTRATION_V4), IpAddr::V6(REGISTRATION_V6)],
+        );
+        cfg.seed = self.cfg.seed.wrapping_mul(1000).wrapping_add(i as u64);
+        if i > 0 {
+            cfg.membership.seeds = vec![Self::overlay_addr(0)];
+        }
+        tune(&mut cfg);
+        let incarnation = 1;
+        cfg.incarnation = incarnation;
+        let proxy = Proxy::new(cfg.clone(), self.now).ok();
+        self.proxies.push(SimProxy {
+            id,
+            pos,
+            cfg,
+            proxy,
+            incarnation,
+        });
+        self.overlay_sent.push(0);
+        i
+    }
+
+    /// The proxy at index `i`, if running.
+    pub fn proxy(&self, i: usize) -> Option<&Proxy> {
+        self.proxies.get(i).and_then(|p| p.proxy.as_ref())
+    }
+
+    /// Number of proxies (running or not).
+    pub fn proxy_count(&self) -> usize {
+        self.proxies.len()
+    }
+
+    /// Adds a client host.
+    pub fn add_client(&mut self, ip: IpAddr, pos: (f64, f64)) -> HostId {
+        self.hosts.push(Host {
+            name: format!("c{}", self.hosts.len()),
+            ip,
+            pos,
+            pinned_iap: None,
+            kind: HostKind::Client,
+            received: Vec::new(),
+        });
+        HostId(self.hosts.len() - 1)
+    }
+
+    /// Adds a target serving `group` at `service` with a registering agent.
+    pub fn add_target(
+        &mut self,
+        name: &str,
+        service: SocketAddr,
+        group: TransportAddr,
+        pos: (f64, f64),
+    ) -> HostId {
+        self.add_target_with(name, service, group, pos, |_| {})
+    }
+
+    /// Like [`Sim::add_target`], with a chance to change the agent's configuration.
+    pub fn add_target_with(
+        &mut self,
+        name: &str,
+        service: SocketAddr,
+        group: TransportAddr,
+        pos: (f64, f64),
+        tune: impl FnOnce(&mut AgentConfig),
+    ) -> HostId {
+        let reg = if service.is_ipv4() {
+            IpAddr::V4(REGISTRATION_V4)
+        } else {
+            IpAddr::V6(REGISTRATION_V6)
+        };
+        let svc = TransportAddr::new(service.ip(), service.port(), group.proto);
+        let mut acfg = AgentConfig::new(
+            group,
+            svc,
+            DeliveryMode::Nat,
+            SocketAddr::new(reg, REGISTRATION_PORT),
+            self.master.group_key(&group),
+            1,
+            self.cfg.seed ^ self.hosts.len() as u64,
+        );
+        tune(&mut acfg);
+        let agent = TargetAgent::new(acfg).ok();
+        self.hosts.push(Host {
+            name: name.to_string(),
+            ip: service.ip(),
+            pos,
+            pinned_iap: None,
+            kind: HostKind::Target {
+                service,
+                agent,
+                alive: true,
+            },
+            received: Vec::new(),
+        });
+        HostId(self.hosts.len() - 1)
+    }
+
+    /// The agent of a target host.
+    pub fn agent(&self, h: HostId) -> Option<&TargetAgent> {
+        match &self.hosts.get(h.0)?.kind {
+            HostKind::Target { agent, .. } => agent.as_ref(),
+            HostKind::Client => None,
+        }
+    }
+
+    /// What a client received so far.
+    pub fn received(&self, h: HostId) -> &[Received] {
+        self.hosts.get(h.0).map(|x| &x.received[..]).unwrap_or(&[])
+    }
+
+    /// The hops a packet with this payload id took.
+    pub fn path(&self, id: u64) -> Vec<Hop> {
+        self.trace
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, h)| *h)
+            .collect()
+    }
+
+    /// Pins a host's anycast route to proxy `i` (a routing change); `None` returns to nearest-proxy routing.
+    pub fn pin_iap(&mut self, h: HostId, i: Option<usize>) {
+        if let Some(host) = self.hosts.get_mut(h.0) {
+            host.pinned_iap = i;
+        }
+    }
+
+    /// Crashes proxy `i`: it stops at once, its state is lost, routing withdraws its anycast routes.
+    pub fn crash_proxy(&mut self, i: usize) {
+        if let Some(p) = self.proxies.get_mut(i) {
+            p.proxy = None;
+        }
+    }
+
+    /// Restarts a crashed proxy with a higher incarnation.
+    pub fn restart_proxy(&mut self, i: usize) {
+        let now = self.now;
+        if let Some(p) = self.proxies.get_mut(i) {
+            p.incarnation += 1;
+            p.cfg.incarnation = p.incarnation;
+            p.proxy = Proxy::new(p.cfg.clone(), now).ok();
+        }
+    }
+
+    /// Kills a target host: its service and agent stop without deregistering.
+    pub fn kill_target(&mut self, h: HostId) {
+        if let Some(Host {
+            kind: HostKind::Target { alive, .. },
+            ..
+        }) = self.hosts.get_mut(h.0)
+        {
+            *alive = false;
+        }
+    }
+
+    /// Cuts the overlay between two sets of proxy indexes (both ways) until [`Sim::heal`].
+    pub fn partition(&mut self, a: &[usize], b: &[usize]) {
+        self.partition = Some((a.iter().copied().collect(), b.iter().copied().collect()));
+    }
+
+    pub fn heal(&mut self) {
+        self.partition = None;
+    }
+
+    fn cut(&self, x: usize, y: usize) -> bool {
+        match &self.partition {
+            Some((a, b)) => (a.contains(&x) && b.contains(&y)) || (b.contains(&x) && a.contains(&y)),
+            None => false,
+        }
+    }
+
+    /// The proxy a host's anycast packets reach: its pinned IAP if running, else the nearest running proxy.
+    pub fn iap_of(&self, h: HostId) -> Option<usize> {
+        let host = self.hosts.get(h.0)?;
+        if let Some(i) = host.pinned_iap
+            && self.proxies.get(i).is_some_and(|p| p.proxy.is_some())
+        {
+            return Some(i);
+        }
+        self.nearest_proxy(host.pos)
+    }
+
+    fn nearest_proxy(&self, pos: (f64, f64)) -> Option<usize> {
+        self.proxies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.proxy.is_some())
+            .min_by_key(|(i, p)| (latency(pos, p.pos), *i))
+            .map(|(i, _)| i)
+    }
+
+    fn schedule(&mut self, at: Instant, d: Delivery) {
+        self.seq += 1;
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.slots[s] = Some(d);
+                s
+            }
+            None => {
+                self.slots.push(Some(d));
+                self.slots.len() - 1
+            }
+        };
+        self.queue.push(Reverse((at, self.seq, slot)));
+    }
+
+    /// A client sends a UDP datagram whose payload starts with the 8-byte `id`.
+    pub fn send_udp(&mut self, h: HostId, sport: u16, group: TransportAddr, id: u64, extra: &[u8]) {
+        let mut payload = id.to_be_bytes().to_vec();
+        payload.extend_from_slice(extra);
+        let Some(host) = self.hosts.get(h.0) else { return };
+        let src = SocketAddr::new(host.ip, sport);
+        let mut buf = vec![0u8; 2048];
+        let Ok(n) = udp_packet(src, SocketAddr::new(group.ip, group.port), &payload, &mut buf) else {
+            return;
+        };
+        buf.truncate(n);
+        self.client_send(h, id, buf);
+    }
+
+    /// A client sends a TCP segment (payload starts with the 8-byte `id` when non-empty).
+    pub fn send_tcp(&mut self, h: HostId, sport: u16, group: TransportAddr, seg: Segment, id: u64) {
+        let Some(host) = self.hosts.get(h.0) else { return };
+        let src = SocketAddr::new(host.ip, sport);
+        let payload = id.to_be_bytes();
+        let mut buf = vec![0u8; 2048];
+        let body: &[u8] = if seg.flags.syn() { &[] } else { &payload };
+        let Ok(n) = tcp_segment(src, SocketAddr::new(group.ip, group.port), seg, body, &mut buf) else {
+            return;
+        };
+        buf.truncate(n);
+        self.client_send(h, id, buf);
+    }
+
+    /// A client sends a raw IP packet.
+    pub fn send_raw(&mut self, h: HostId, bytes: Vec<u8>) {
+        self.client_send(h, 0, bytes);
+    }
+
+    fn client_send(&mut self, h: HostId, id: u64, bytes: Vec<u8>) {
+        let Some(iap) = self.iap_of(h) else {
+            self.unroutable += 1;
+            return;
+        };
+        let pos = self.hosts[h.0].pos;
+        let at = self.now + latency(pos, self.proxies[iap].pos);
+        self.trace.push((
+            id,
+            Hop::ClientToProxy {
+                proxy: self.proxies[iap].id,
+            },
+        ));
+        self.schedule(at, Delivery::HostToProxy { to: iap, bytes });
+    }
+
+    /// Delivers raw bytes to proxy `to`'s overlay socket as if sent from `from` (forged or garbage input).
+    pub fn inject_overlay(&mut self, to: usize, from: SocketAddr, bytes: Vec<u8>) {
+        let at = self.now + Duration::from_micros(100);
+        self.schedule(at, Delivery::Overlay { to, from, bytes });
+    }
+
+    /// Runs until `d` of simulated time has passed.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.start_agents();
+        loop {
+            let next = self.next_event_time();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.step();
+                }
+                _ => {
+                    self.now = end;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs until `cond` holds or `limit` passes; returns the time it took, or `None`.
+    pub fn run_until(&mut self, limit: Duration, mut cond: impl FnMut(&Sim) -> bool) -> Option<Duration> {
+        let start = self.now;
+        let end = self.now + limit;
+        self.start_agents();
+        loop {
+            if cond(self) {
+                return Some(self.now - start);
+            }
+            let next = self.next_event_time();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.step();
+                }
+                _ => {
+                    self.now = end;
+                    return if cond(self) { Some(self.now - start) } else { None };
+                }
+            }
+        }
+    }
+
+    fn start_agents(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.drain_agent(i);
+        }
+    }
+
+    fn next_event_time(&self) -> Option<Instant> {
+        let q = self.queue.peek().map(|Reverse((t, _, _))| *t);
+        let p = self
+            .proxies
+            .iter()
+            .filter_map(|p| p.proxy.as_ref()?.poll_timeout())
+            .min();
+        let a = self
+            .hosts
+            .iter()
+            .filter_map(|h| match &h.kind {
+                HostKind::Target {
+                    agent: Some(a),
+                    alive: true,
+                    ..
+                } => a.poll_timeout(),
+                _ => None,
+            })
+            .min();
+        [q, p, a].into_iter().flatten().min()
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        // Deliveries due now.
+        while let Some(Reverse((t, _, slot))) = self.queue.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.queue.pop();
+            let d = self.slots.get_mut(slot).and_then(|s| s.take());
+            self.free_slots.push(slot);
+            if let Some(d) = d {
+                self.deliver(d);
+            }
+        }
+        // Timers due now.
+        for i in 0..self.proxies.len() {
+            let due = self.proxies[i]
+                .proxy
+                .as_ref()
+                .and_then(|p| p.poll_timeout())
+                .is_some_and(|t| t <= now);
+            if due {
+                if let Some(p) = self.proxies[i].proxy.as_mut() {
+                    p.handle_timeout(now);
+                }
+                self.drain_proxy(i);
+            }
+        }
+        for h in 0..self.hosts.len() {
+            let due = match &self.hosts[h].kind {
+                HostKind::Target {
+                    agent: Some(a),
+                    alive: true,
+                    ..
+                } => a.poll_timeout().is_some_and(|t| t <= now),
+                _ => false,
+            };
+            if due {
+                if let HostKind::Target { agent: Some(a), .. } = &mut self.hosts[h].kind {
+                    a.handle_timeout(now);
+                }
+                self.drain_agent(h);
+            }
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        let now = self.now;
+        match d {
+            Delivery::Overlay { to, from, mut bytes } => {
+                let n = bytes.len();
+                let mut buf = vec![0u8; HEADROOM + n + 64];
+                buf[HEADROOM..HEADROOM + n].copy_from_slice(&bytes);
+                bytes.clear();
+                let Some(p) = self.proxies.get_mut(to).and_then(|p| p.proxy.as_mut()) else {
+                    return;
+                };
+                let mut pb = PacketBuf::new(&mut buf, HEADROOM, HEADROOM + n);
+                let v = p.handle_overlay(now, from, &mut pb);
+                let out = pb.bytes().to_vec();
+                self.verdict(to, v, out);
+                self.drain_proxy(to);
+            }
+            Delivery::HostToProxy { to, bytes } => {
+                let n = bytes.len();
+                let mut buf = vec![0u8; HEADROOM + n + 64];
+                buf[HEADROOM..HEADROOM + n].copy_from_slice(&bytes);
+                let Some(p) = self.proxies.get_mut(to).and_then(|p| p.proxy.as_mut()) else {
+                    return;
+                };
+                let mut pb = PacketBuf::new(&mut buf, HEADROOM, HEADROOM + n);
+                let v = p.handle_host(now, &mut pb);
+                let out = pb.bytes().to_vec();
+                self.verdict(to, v, out);
+                self.drain_proxy(to);
+            }
+            Delivery::ToHost { to, bytes } => self.host_input(to, bytes),
+        }
+    }
+
+    fn verdict(&mut self, from: usize, v: Verdict, bytes: Vec<u8>) {
+        match v {
+            Verdict::Overlay(addr) => self.send_overlay(from, addr, bytes),
+            Verdict::Host => self.route_from_proxy(from, bytes),
+            Verdict::Consumed | Verdict::Drop(_) => {}
+        }
+    }
+
+    fn send_overlay(&mut self, from: usize, addr: SocketAddr, bytes: Vec<u8>) {
+        self.overlay_sent[from] += 1;
+        let Some(to) = self.proxies.iter().position(|p| p.cfg.overlay_addr == addr) else {
+            self.unroutable += 1;
+            return;
+        };
+        if let Ok(d) = DataFrame::new_checked(&bytes[..])
+            && let Ok(ip) = IpPacket::new_checked(d.inner())
+            && let Some(id) = payload_id(&ip)
+        {
+            let f = d.header().flags & (flags::VIA_RAP | flags::TO_RAP);
+            self.trace.push((
+                id,
+                Hop::Overlay {
+                    from: self.proxies[from].id,
+                    to: self.proxies[to].id,
+                    flags: f,
+                },
+            ));
+        }
+        if self.cut(from, to) || self.chance(self.cfg.loss) {
+            return;
+        }
+        let copies = if self.chance(self.cfg.duplicate) { 2 } else { 1 };
+        let src = self.proxies[from].cfg.overlay_addr;
+        for _ in 0..copies {
+            let jitter = if self.cfg.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                Duration::from_micros(self.rand() % (self.cfg.jitter.as_micros() as u64 + 1))
+            };
+            let at = self.now + latency(self.proxies[from].pos, self.proxies[to].pos) + jitter;
+            self.schedule(
+                at,
+                Delivery::Overlay {
+                    to,
+                    from: src,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+    }
+
+    /// A packet a proxy wrote to its host side: the kernel routes it by destination address.
+    fn route_from_proxy(&mut self, from: usize, bytes: Vec<u8>) {
+        let Ok(ip) = IpPacket::new_checked(&bytes[..]) else {
+            return;
+        };
+        let dst = ip.dst_addr();
+        if let Some(h) = self.hosts.iter().position(|h| h.ip == dst) {
+            if let Some(id) = payload_id(&ip)
+                && matches!(self.hosts[h].kind, HostKind::Target { .. })
+            {
+                self.trace.push((
+                    id,
+                    Hop::ProxyToTarget {
+                        proxy: self.proxies[from].id,
+                        target: HostId(h),
+                    },
+                ));
+            }
+            let at = self.now + latency(self.proxies[from].pos, self.hosts[h].pos);
+            self.schedule(at, Delivery::ToHost { to: HostId(h), bytes });
+            return;
+        }
+        self.unroutable += 1;
+    }
+
+    /// A packet a host sends into the network: to the pool owner, or by anycast.
+    fn host_output(&mut self, h: HostId, bytes: Vec<u8>) {
+        let Ok(ip) = IpPacket::new_checked(&bytes[..]) else {
+            return;
+        };
+        let dst = ip.dst_addr();
+        let pos = self.hosts[h.0].pos;
+        let owner = (0..self.proxies.len()).find(|&i| Self::pool(i).contains(&dst));
+        let to = match owner {
+            Some(i) if self.proxies[i].proxy.is_some() => Some(i),
+            Some(_) => None,
+            None => self.iap_of(h),
+        };
+        let Some(to) = to else {
+            self.unroutable += 1;
+            return;
+        };
+        let at = self.now + latency(pos, self.proxies[to].pos);
+        self.schedule(at, Delivery::HostToProxy { to, bytes });
+    }
+
+    fn host_input(&mut self, h: HostId, bytes: Vec<u8>) {
+        let now = self.now;
+        let Ok(ip) = IpPacket::new_checked(&bytes[..]) else {
+            return;
+        };
+        let Some(flow) = ip.flow() else { return };
+        let name = self.hosts[h.0].name.clone();
+        let host = &mut self.hosts[h.0];
+        match &mut host.kind {
+            HostKind::Client => {
+                let l4 = ip.l4_bytes();
+                let (payload, tcp_flags, mss) = match flow.proto {
+                    IpProtocol::Udp => (l4.get(8..).unwrap_or(&[]).to_vec(), 0, None),
+                    IpProtocol::Tcp => {
+                        let off = usize::from(l4.get(12).copied().unwrap_or(0x50) >> 4) * 4;
+                        let f = ip.tcp_flags().map(|f| f.bits()).unwrap_or(0);
+                        (l4.get(off..).unwrap_or(&[]).to_vec(), f, tcp_mss(l4))
+                    }
+                    _ => (Vec::new(), 0, None),
+                };
+                host.received.push(Received {
+                    at: now,
+                    from: SocketAddr::new(flow.src, flow.src_port),
+                    proto: flow.proto,
+                    payload,
+                    tcp_flags,
+                    mss,
+                });
+            }
+            HostKind::Target {
+                service,
+                agent,
+                alive,
+            } => {
+                if !*alive {
+                    return;
+                }
+                if flow.dst_port == AGENT_PORT && flow.proto == IpProtocol::Udp {
+                    if let Some(a) = agent.as_mut() {
+                        let payload = ip.l4_bytes().get(8..).unwrap_or(&[]);
+                        let _ = a.handle_datagram(now, SocketAddr::new(flow.src, flow.src_port), payload);
+                    }
+                    self.drain_agent(h.0);
+                    return;
+                }
+                if flow.dst_port != service.port() {
+                    // The target acting as a client of some group: record what it receives.
+                    let payload = match flow.proto {
+                        IpProtocol::Udp => ip.l4_bytes().get(8..).unwrap_or(&[]).to_vec(),
+                        _ => Vec::new(),
+                    };
+                    host.received.push(Received {
+                        at: now,
+                        from: SocketAddr::new(flow.src, flow.src_port),
+                        proto: flow.proto,
+                        payload,
+                        tcp_flags: 0,
+                        mss: None,
+                    });
+                    return;
+                }
+                let me = *service;
+                let peer = SocketAddr::new(flow.src, flow.src_port);
+                let mut out = vec![0u8; 2048];
+                let n = match flow.proto {
+                    IpProtocol::Udp => {
+                        // Echo, prefixed with our name so the client can tell who served it.
+                        let mut reply = ip.l4_bytes().get(8..).unwrap_or(&[]).to_vec();
+                        reply.extend_from_slice(b"@");
+                        reply.extend_from_slice(name.as_bytes());
+                        udp_packet(me, peer, &reply, &mut out).ok()
+                    }
+                    IpProtocol::Tcp => {
+                        let f = ip.tcp_flags().unwrap_or(TcpFlags::empty());
+                        let seg = if f.syn() {
+                            Segment {
+                                flags: TcpFlags::from_bits_truncate(0x12),
+                                seq: 100,
+                                ack: 1,
+                                mss: Some(1460),
+                            }
+                        } else {
+                            Segment {
+                                flags: TcpFlags::ACK,
+                                seq: 101,
+                                ack: 2,
+                                mss: None,
+                            }
+                        };
+                        let body = if f.syn() {
+                            Vec::new()
+                        } else {
+                            [ip.l4_bytes().get(20..28).unwrap_or(&[]), name.as_bytes()].concat()
+                        };
+                        tcp_segment(me, peer, seg, &body, &mut out).ok()
+                    }
+                    _ => None,
+                };
+                if let Some(n) = n {
+                    out.truncate(n);
+                    self.host_output(h, out);
+                }
+            }
+        }
+    }
+
+    fn drain_proxy(&mut self, i: usize) {
+        let now = self.now;
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let Some(p) = self.proxies.get_mut(i).and_then(|p| p.proxy.as_mut()) else {
+                return;
+            };
+            let Some(t) = p.poll_transmit(now, &mut buf) else {
+                break;
+            };
+            let bytes = buf[..t.len].to_vec();
+            match t.dest {
+                Dest::Overlay(addr) => self.send_overlay(i, addr, bytes),
+                Dest::Host => self.route_from_proxy(i, bytes),
+            }
+        }
+        if let Some(p) = self.proxies.get_mut(i).and_then(|p| p.proxy.as_mut()) {
+            while p.poll_event().is_some() {}
+        }
+    }
+
+    fn drain_agent(&mut self, h: usize) {
+        let now = self.now;
+        let mut buf = vec![0u8; 2048];
+        let mut out = Vec::new();
+        if let HostKind::Target {
+            agent: Some(a),
+            alive: true,
+            service,
+        } = &mut self.hosts[h].kind
+        {
+            let src = SocketAddr::new(service.ip(), AGENT_PORT);
+            let reg = a.config().registration;
+            while let Some(n) = a.poll_transmit(now, &mut buf) {
+                let mut pkt = vec![0u8; 2048];
+                if let Ok(m) = udp_packet(src, reg, &buf[..n], &mut pkt) {
+                    pkt.truncate(m);
+                    out.push(pkt);
+                }
+            }
+            while a.poll_event().is_some() {}
+        }
+        for pkt in out {
+            self.host_output(HostId(h), pkt);
+        }
+    }
+}
+
+fn tcp_mss(l4: &[u8]) -> Option<u16> {
+    let off = usize::from(*l4.get(12)? >> 4) * 4;
+    let mut opts = l4.get(20..off)?;
+    while let Some(&kind) = opts.first() {
+        match kind {
+            0 => return None,
+            1 => opts = &opts[1..],
+            _ => {
+                let len = usize::from(*opts.get(1)?);
+                if kind == 2 && len == 4 {
+                    return Some(u16::from_be_bytes([*opts.get(2)?, *opts.get(3)?]));
+                }
+                opts = opts.get(len.max(2)..)?;
+            }
+        }
+    }
+    None
+}

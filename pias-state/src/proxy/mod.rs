@@ -1,0 +1,1360 @@
+//! `Proxy`: one PIAS proxy playing every role (IAP, RAP, JAP) at once, as a sans-IO state machine.
+//!
+//! # Inputs
+//! - [`Proxy::handle_overlay`]: a UDP datagram received on the overlay socket (a Geneve data or control frame
+//!   from another proxy, or a tunnel-mode target's reply);
+//! - [`Proxy::handle_host`]: an IP packet read from the host side (the TUN into which the anycast prefixes,
+//!   the registration addresses and the NAT pool are routed): a client's packet to a group, a target's reply
+//!   to the NAT pool, or a target agent's message to the registration address;
+//! - [`Proxy::handle_timeout`]: time has passed.
+//!
+//! The two packet handlers work *in place* on a [`PacketBuf`] and return a [`Verdict`] saying where the
+//! (possibly rewritten) packet goes now — that is the forwarding fast path, with no copy and no allocation.
+//! Everything else the proxy wants to send is queued and drained with [`Proxy::poll_transmit`].
+//!
+//! # Drain order
+//! After any `handle_*` call, and whenever the timer fires:
+//! 1. send what [`Proxy::poll_transmit`] writes until it returns `None`;
+//! 2. consume [`Proxy::poll_event`] until `None` (cache and NAT changes for XDP maps, member and target
+//!    news for logs);
+//! 3. re-arm the one timer on [`Proxy::poll_timeout`].
+//!
+//! Calling `handle_timeout` early or twice is harmless. Dropping events (not draining) costs only the
+//! events: they are counted (`events_dropped`), never the proxy's state.
+
+mod buf;
+mod reports;
+
+#[cfg(test)]
+mod tests;
+
+pub use buf::{HEADROOM, PacketBuf};
+
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+use std::collections::VecDeque;
+
+use pias_proto::auth::{MasterKey, SipKey};
+use pias_proto::control::{
+    Answer, AnswerEntry, ControlPacket, Invalidate, MAX_ANSWER_ENTRIES, MemberStatus, Message, ProxyRecord,
+    REGISTRATION_PORT, ReportAck, Resolve,
+};
+use pias_proto::geneve::UDP_PORT as OVERLAY_PORT;
+use pias_proto::packet::{IpPacket, emit_packet_too_big};
+use pias_proto::tunnel::{DATA_HEADER_LEN, DataFrame, DataHeader, Frame, INITIAL_HOPS, flags};
+use pias_proto::{FlowKey, IpProtocol, ProxyId, TransportAddr};
+
+use crate::flowhash::{MAX_JAPS, MaglevTable, flow_hash};
+use crate::iap::{CacheChange, IapCache, IapConfig, Route};
+use crate::lru::LruMap;
+use crate::membership::{MemberEvent, Membership, MembershipConfig};
+use crate::nat::{Direction, NatConfig, NatEvent, NatTable, TcpFlags};
+use crate::policy::PolicyTable;
+use crate::rap::{RapConfig, RapTable, Topology};
+use crate::registry::{Registry, RegistryConfig, RegistryEvent};
+use crate::ring::Ring;
+use crate::seal::{Dest, Sealer, Transmit};
+use crate::time::Instant;
+use reports::Reporter;
+pub use reports::{ReportConfig, ReporterCounters};
+
+/// Everything a proxy is configured with. [`ProxyConfig::new`] fills SPEC.md §14's defaults.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub id: ProxyId,
+    /// This proxy's overlay address (unicast IP and UDP port, normally 6081).
+    pub overlay_addr: SocketAddr,
+    /// The overlay id, carried in every frame's VNI.
+    pub vni: u32,
+    pub master_key: MasterKey,
+    /// Larger than any incarnation this proxy used before (drivers pass wall-clock seconds at start).
+    pub incarnation: u32,
+    /// The seed of every random choice the proxy makes.
+    pub seed: u64,
+    /// Registration anycast addresses (targets send to these, port 6082).
+    pub registration_addrs: Vec<IpAddr>,
+    /// MTU of the path between proxies.
+    pub overlay_mtu: u16,
+    /// RAPs per group (`k`).
+    pub rap_replicas: usize,
+    /// Ring points per proxy.
+    pub ring_vnodes: u16,
+    pub membership: MembershipConfig,
+    pub iap: IapConfig,
+    pub rap: RapConfig,
+    pub registry: RegistryConfig,
+    pub nat: NatConfig,
+    pub reports: ReportConfig,
+    pub policies: PolicyTable,
+    pub answer_interval: Duration,
+    pub invalidate_interval: Duration,
+    /// ICMP errors the proxy may generate per second.
+    pub icmp_rate: u32,
+    /// Bound of the event queue.
+    pub event_capacity: usize,
+    /// Bound of the queue of control messages waiting for `poll_transmit`.
+    pub outbox_capacity: usize,
+}
+
+impl ProxyConfig {
+    /// A configuration with SPEC.md's defaults for everything but identity, keys and addresses.
+    pub fn new(
+        id: ProxyId,
+        overlay_addr: SocketAddr,
+        master_key: MasterKey,
+        nat_pool: Vec<IpAddr>,
+        registration_addrs: Vec<IpAddr>,
+    ) -> Self {
+        ProxyConfig {
+            id,
+            overlay_addr,
+            vni: 1,
+            master_key,
+            incarnation: 1,
+            seed: u64::from(id.0),
+            registration_addrs,
+            overlay_mtu: 1500,
+            rap_replicas: crate::ring::DEFAULT_K,
+            ring_vnodes: crate::ring::DEFAULT_VNODES,
+            membership: MembershipConfig::default(),
+            iap: IapConfig::default(),
+            rap: RapConfig::default(),
+            registry: RegistryConfig::default(),
+            nat: NatConfig::with_pool(nat_pool),
+            reports: ReportConfig::default(),
+            policies: PolicyTable::default(),
+            answer_interval: Duration::from_millis(100),
+            invalidate_interval: Duration::from_secs(1),
+            icmp_rate: 100,
+            event_capacity: 4096,
+            outbox_capacity: 4096,
+        }
+    }
+
+    /// The largest client packet the overlay carries without fragmentation (SPEC.md §12).
+    pub fn inner_mtu(&self) -> usize {
+        let outer_ip = if self.overlay_addr.is_ipv4() { 20 } else { 40 };
+        usize::from(self.overlay_mtu).saturating_sub(outer_ip + 8 + DATA_HEADER_LEN)
+    }
+
+    /// Checks the configuration; the error names the field and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.id.is_some() {
+            return Err(ConfigError::new(
+                "id",
+                "must not be 0: give every proxy a unique non-zero id",
+            ));
+        }
+        if self.vni > 0x00ff_ffff {
+            return Err(ConfigError::new("vni", "must fit in 24 bits (0..=16777215)"));
+        }
+        if self.overlay_mtu < 1280 {
+            return Err(ConfigError::new(
+                "overlay_mtu",
+                "must be at least 1280 (the IPv6 minimum MTU)",
+            ));
+        }
+        if self.rap_replicas == 0 || self.rap_replicas > crate::ring::MAX_RAPS {
+            return Err(ConfigError::new(
+                "rap_replicas",
+                "must be between 1 and 8 (3 is the default)",
+            ));
+        }
+        if self.ring_vnodes == 0 {
+            return Err(ConfigError::new(
+                "ring_vnodes",
+                "must be at least 1 (16 is the default)",
+            ));
+        }
+        if self.event_capacity == 0 || self.outbox_capacity == 0 {
+            return Err(ConfigError::new(
+                "event_capacity/outbox_capacity",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration error: which field, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config field `{field}`: {fix}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub fix: &'static str,
+}
+
+impl ConfigError {
+    pub fn new(field: &'static str, fix: &'static str) -> Self {
+        ConfigError { field, fix }
+    }
+}
+
+/// Where a packet handed to [`Proxy::handle_overlay`] or [`Proxy::handle_host`] goes now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send `PacketBuf::bytes()` as a UDP datagram from the overlay socket to this address.
+    Overlay(SocketAddr),
+    /// Write `PacketBuf::bytes()` (an IP packet) to the host side.
+    Host,
+    /// The proxy took the input (a control message, a registration); nothing to forward.
+    Consumed,
+    /// The input was dropped; the reason is counted.
+    Drop(DropReason),
+}
+
+/// Why an input was dropped. Each has a counter (SPEC.md §15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    Malformed,
+    WrongVni,
+    BadMac,
+    Rejected,
+    DataFromStranger,
+    HopsExhausted,
+    NoJap,
+    NoTarget,
+    NoBinding,
+    PortsExhausted,
+    NoRoute,
+    TooBig,
+    Unsupported,
+}
+
+/// What happened, for drivers (XDP map sync), metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A proxy became usable (or changed address).
+    MemberUp { id: ProxyId, addr: SocketAddr },
+    /// A proxy is suspected: no data goes to it until it refutes.
+    MemberSuspect { id: ProxyId },
+    /// A proxy is down or left.
+    MemberDown { id: ProxyId },
+    /// The IAP cache entry of a group was installed or changed (read it with [`Proxy::cache_entry`]).
+    CacheInstalled { group: TransportAddr },
+    /// The IAP cache entry of a group was removed.
+    CacheRemoved { group: TransportAddr },
+    /// A NAT binding was created or removed.
+    Nat(NatEvent),
+    /// A target registered with this proxy.
+    TargetUp {
+        group: TransportAddr,
+        service: TransportAddr,
+    },
+    /// A target of this proxy is gone (expired or deregistered).
+    TargetDown {
+        group: TransportAddr,
+        service: TransportAddr,
+    },
+}
+
+/// Counters of the proxy's own decisions (the sub-machines have theirs; [`Proxy::for_each_counter`] walks all).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyCounters {
+    pub overlay_in: u64,
+    pub host_in: u64,
+    pub control_in: u64,
+    pub data_in: u64,
+    /// Data frames this proxy sent as IAP straight to a JAP (3-segment path).
+    pub iap_to_jap: u64,
+    /// Data frames this proxy sent as IAP to a RAP (first packets, 4-segment path).
+    pub iap_to_rap: u64,
+    /// Frames this proxy relayed as RAP to a JAP.
+    pub rap_relayed: u64,
+    /// Packets this proxy delivered as JAP to a target, by NAT or tunnel.
+    pub jap_delivered: u64,
+    /// Target replies this proxy sent back to clients.
+    pub jap_replies: u64,
+    pub answers_sent: u64,
+    pub answers_rate_limited: u64,
+    pub invalidations_sent: u64,
+    pub icmp_too_big_sent: u64,
+    pub icmp_rate_limited: u64,
+    pub mss_clamped: u64,
+    pub events_dropped: u64,
+    pub outbox_dropped: u64,
+    pub drop_malformed: u64,
+    pub drop_wrong_vni: u64,
+    pub drop_bad_mac: u64,
+    pub drop_rejected: u64,
+    pub drop_data_from_stranger: u64,
+    pub drop_hops_exhausted: u64,
+    pub drop_no_jap: u64,
+    pub drop_no_target: u64,
+    pub drop_no_binding: u64,
+    pub drop_ports_exhausted: u64,
+    pub drop_no_route: u64,
+    pub drop_too_big: u64,
+    pub drop_unsupported: u64,
+}
+
+/// A control message waiting to be sealed and sent.
+#[derive(Debug, Clone, Copy)]
+enum Out {
+    Answer {
+        to: ProxyId,
+        answer: Answer,
+    },
+    ReportAck {
+        to: ProxyId,
+        seq: u64,
+    },
+    Resolve {
+        to: ProxyId,
+        group: TransportAddr,
+    },
+    Invalidate {
+        to: ProxyId,
+        group: TransportAddr,
+        reason: u8,
+    },
+}
+
+/// A PIAS proxy. See the module documentation for the drain order.
+#[derive(Debug)]
+pub struct Proxy {
+    cfg: ProxyConfig,
+    me: ProxyId,
+    sealer: Sealer,
+    flow_key: SipKey,
+    membership: Membership,
+    ring: Ring,
+    iap: IapCache,
+    rap: RapTable,
+    registry: Registry,
+    nat: NatTable,
+    reporter: Reporter,
+    outbox: VecDeque<Out>,
+    /// IP packets the proxy generated for the host side (ICMP errors), bounded.
+    host_out: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    answer_limit: LruMap<(ProxyId, TransportAddr), Instant>,
+    invalidate_limit: LruMap<(ProxyId, TransportAddr), Instant>,
+    icmp_tokens: u32,
+    icmp_refill: Instant,
+    rap_sweep_at: Instant,
+    counters: ProxyCounters,
+    draining: bool,
+}
+
+/// The proxy's view of membership for RAP selection.
+struct Topo<'a> {
+    me: ProxyId,
+    m: &'a Membership,
+}
+
+impl Topology for Topo<'_> {
+    fn usable(&self, id: ProxyId) -> bool {
+        id == self.me || self.m.is_usable(id)
+    }
+
+    fn distance_ms(&self, a: ProxyId, b: ProxyId) -> Option<f64> {
+        let coord = |id: ProxyId| {
+            if id == self.me {
+                Some(self.m.my_coord())
+            } else {
+                self.m.get(id).map(|m| m.coord())
+            }
+        };
+        Some(coord(a)?.distance_ms(&coord(b)?))
+    }
+}
+
+const RAP_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const RAP_SWEEP_BUDGET: usize = 1024;
+const HOST_OUT_CAPACITY: usize = 256;
+
+impl Proxy {
+    /// A proxy starting at `now`. It joins the overlay through `cfg.membership.seeds`.
+    pub fn new(cfg: ProxyConfig, now: Instant) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let me = cfg.id;
+        let ring_key = cfg.master_key.ring_key();
+        let flow_key = cfg.master_key.flow_key();
+        let sealer = Sealer::new(me, cfg.vni, cfg.master_key.overlay_key(), cfg.incarnation);
+        let mut rng = crate::rng::SplitMix::new(cfg.seed);
+        let own = ProxyRecord {
+            id: me,
+            incarnation: cfg.incarnation,
+            version: 1,
+            status: MemberStatus::Alive,
+            addr: cfg.overlay_addr,
+            coord: crate::coords::Coord::new().to_bytes(),
+        };
+        let membership = Membership::new(cfg.membership.clone(), own, ring_key, rng.next_u64(), now);
+        let mut ring = Ring::new(ring_key, cfg.ring_vnodes);
+        let _ = ring.insert(me);
+        let mut cookie_secret = [0u8; 32];
+        for chunk in cookie_secret.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        let registry = Registry::new(
+            cfg.registry.clone(),
+            cfg.master_key.clone(),
+            me,
+            cookie_secret,
+            rng.next_u64(),
+        )
+        .map_err(|_| ConfigError::new("registry", "check refresh_ms < hold_ms and non-zero bounds"))?;
+        let nat = NatTable::new(cfg.nat.clone(), rng.next_u64()).map_err(|_| {
+            ConfigError::new(
+                "nat",
+                "give a NAT pool address of each group family and a port range",
+            )
+        })?;
+        Ok(Proxy {
+            me,
+            flow_key,
+            iap: IapCache::new(cfg.iap, flow_key, rng.next_u64()),
+            rap: RapTable::new(cfg.rap, rng.next_u64()),
+            reporter: Reporter::new(cfg.reports, me, now),
+            answer_limit: LruMap::new(4096, rng.next_u64()),
+            invalidate_limit: LruMap::new(4096, rng.next_u64()),
+            icmp_tokens: cfg.icmp_rate,
+            icmp_refill: now,
+            rap_sweep_at: now + RAP_SWEEP_INTERVAL,
+            outbox: VecDeque::with_capacity(cfg.outbox_capacity.min(65_536)),
+            host_out: VecDeque::with_capacity(HOST_OUT_CAPACITY),
+            events: VecDeque::with_capacity(cfg.event_capacity.min(65_536)),
+            counters: ProxyCounters::default(),
+            draining: false,
+            sealer,
+            membership,
+            ring,
+            registry,
+            nat,
+            cfg,
+        })
+    }
+
+    // ----- getters -----
+
+    pub fn id(&self) -> ProxyId {
+        self.me
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.cfg
+    }
+
+    pub fn counters(&self) -> &ProxyCounters {
+        &self.counters
+    }
+
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    pub fn iap(&self) -> &IapCache {
+        &self.iap
+    }
+
+    pub fn rap(&self) -> &RapTable {
+        &self.rap
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn nat(&self) -> &NatTable {
+        &self.nat
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Counters of the JAP's reports to RAPs.
+    pub fn report_counters(&self) -> &ReporterCounters {
+        self.reporter.counters()
+    }
+
+    /// The IAP cache entry of a group (for XDP map sync after `CacheInstalled`).
+    pub fn cache_entry(&self, group: &TransportAddr) -> Option<&crate::iap::CacheEntry> {
+        self.iap.get(group)
+    }
+
+    /// The flow hash every proxy computes for `flow` (SPEC.md §13.2).
+    pub fn flow_hash(&self, flow: &FlowKey) -> u64 {
+        flow_hash(&self.flow_key, flow)
+    }
+
+    /// The RAPs of a group, in order.
+    pub fn raps_of(&self, group: &TransportAddr) -> crate::ring::Raps {
+        let mut raps = crate::ring::Raps::new();
+        self.ring.raps(group, self.cfg.rap_replicas, &mut raps);
+        raps
+    }
+
+    // ----- input -----
+
+    /// Handles a datagram received on the overlay socket from `from`. See [`Verdict`].
+    pub fn handle_overlay(&mut self, now: Instant, from: SocketAddr, pkt: &mut PacketBuf<'_>) -> Verdict {
+        self.counters.overlay_in += 1;
+        let v = self.overlay_inner(now, from, pkt);
+        self.after_input(now);
+        self.count_verdict(v)
+    }
+
+    /// Handles an IP packet read from the host side. See [`Verdict`].
+    pub fn handle_host(&mut self, now: Instant, pkt: &mut PacketBuf<'_>) -> Verdict {
+        self.counters.host_in += 1;
+        let v = self.host_inner(now, pkt);
+        self.after_input(now);
+        self.count_verdict(v)
+    }
+
+    /// Handles the passing of time. Early or repeated calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.membership.handle_timeout(now);
+        self.registry.handle_timeout(now);
+        self.nat.handle_timeout(now);
+        if now >= self.rap_sweep_at {
+            let topo = Topo {
+                me: self.me,
+                m: &self.membership,
+            };
+            self.rap.sweep(now, RAP_SWEEP_BUDGET, &topo);
+            self.rap_sweep_at = now + RAP_SWEEP_INTERVAL;
+        }
+        self.after_input(now);
+    }
+
+    /// Starts a graceful leave: the proxy floods status Left, invalidates IAPs as its registrations go, and
+    /// tells targets to re-register elsewhere.
+    pub fn leave(&mut self, now: Instant) {
+        self.draining = true;
+        self.membership.leave(now);
+        self.after_input(now);
+    }
+
+    // ----- output -----
+
+    /// Writes the next queued datagram or packet into `buf`; `None` when there is nothing to send.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(p) = self.host_out.front() {
+            if p.len() <= buf.len() {
+                let n = p.len();
+                buf[..n].copy_from_slice(p);
+                self.host_out.pop_front();
+                return Some(Transmit {
+                    dest: Dest::Host,
+                    len: n,
+                });
+            }
+            // Too small a buffer: leave it queued (the caller's buffer should be >= 1500 + headroom).
+            return None;
+        }
+        if let Some(t) = self.registry.poll_transmit(buf) {
+            return Some(t);
+        }
+        while let Some(out) = self.outbox.pop_front() {
+            if let Some(t) = self.seal_out(out, buf) {
+                return Some(t);
+            }
+        }
+        if let Some(t) = self
+            .reporter
+            .poll_transmit(now, &mut self.sealer, &self.membership, buf)
+        {
+            return Some(t);
+        }
+        self.membership.poll_transmit(now, &mut self.sealer, buf)
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Proxy::handle_timeout`] should next be called; `None` means never (nothing scheduled).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.membership.poll_timeout(),
+            self.registry.poll_timeout(),
+            self.nat.poll_timeout(),
+            self.reporter.poll_timeout(),
+            Some(self.rap_sweep_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Walks every counter of the proxy and its parts as `(name, value)` (names are Prometheus-ready).
+    pub fn for_each_counter(&self, mut f: impl FnMut(&'static str, u64)) {
+        let c = &self.counters;
+        for (n, v) in [
+            ("overlay_in", c.overlay_in),
+            ("host_in", c.host_in),
+            ("control_in", c.control_in),
+            ("data_in", c.data_in),
+            ("iap_to_jap", c.iap_to_jap),
+            ("iap_to_rap", c.iap_to_rap),
+            ("rap_relayed", c.rap_relayed),
+            ("jap_delivered", c.jap_delivered),
+            ("jap_replies", c.jap_replies),
+            ("answers_sent", c.answers_sent),
+            ("answers_rate_limited", c.answers_rate_limited),
+            ("invalidations_sent", c.invalidations_sent),
+            ("icmp_too_big_sent", c.icmp_too_big_sent),
+            ("icmp_rate_limited", c.icmp_rate_limited),
+            ("mss_clamped", c.mss_clamped),
+            ("events_dropped", c.events_dropped),
+            ("outbox_dropped", c.outbox_dropped),
+            ("drop_malformed", c.drop_malformed),
+            ("drop_wrong_vni", c.drop_wrong_vni),
+            ("drop_bad_mac", c.drop_bad_mac),
+            ("drop_rejected", c.drop_rejected),
+            ("drop_data_from_stranger", c.drop_data_from_stranger),
+            ("drop_hops_exhausted", c.drop_hops_exhausted),
+            ("drop_no_jap", c.drop_no_jap),
+            ("drop_no_target", c.drop_no_target),
+            ("drop_no_binding", c.drop_no_binding),
+            ("drop_ports_exhausted", c.drop_ports_exhausted),
+            ("drop_no_route", c.drop_no_route),
+            ("drop_too_big", c.drop_too_big),
+            ("drop_unsupported", c.drop_unsupported),
+        ] {
+            f(n, v);
+        }
+        let i = self.iap.counters();
+        for (n, v) in [
+            ("iap_hits", i.hits),
+            ("iap_misses", i.misses),
+            ("iap_stale_hits", i.stale_hits),
+            ("iap_negative_drops", i.negative_drops),
+            ("iap_answers_installed", i.answers_installed),
+            ("iap_invalidations", i.invalidations),
+            ("iap_evictions", i.evictions),
+            ("iap_entries", self.iap.len() as u64),
+        ] {
+            f(n, v);
+        }
+        let r = self.rap.counters();
+        for (n, v) in [
+            ("rap_reports", r.reports),
+            ("rap_report_entries", r.report_entries),
+            ("rap_groups_refused", r.groups_refused),
+            ("rap_japs_refused", r.japs_refused),
+            ("rap_expired", r.expired),
+            ("rap_answers", r.answers),
+            ("rap_empty_answers", r.empty_answers),
+            ("rap_groups", self.rap.len() as u64),
+        ] {
+            f(n, v);
+        }
+        let n = self.nat.counters();
+        for (name, v) in [
+            ("nat_created", n.created),
+            ("nat_evicted", n.evicted),
+            ("nat_port_exhausted", n.port_exhausted),
+            ("nat_expired", n.expired_total()),
+            ("nat_bindings", self.nat.len() as u64),
+        ] {
+            f(name, v);
+        }
+        self.reporter.for_each_counter(&mut f);
+        let m = self.membership.counters();
+        for (name, v) in [
+            ("member_probes_sent", m.probes_sent),
+            ("member_acks", m.acks),
+            ("member_suspects", m.suspects),
+            ("member_downs", m.downs),
+            ("member_refutations", m.refutations),
+            ("member_records_in", m.records_in),
+            ("member_records_applied", m.records_applied),
+            ("member_records_out", m.records_out),
+            ("member_floods", m.floods),
+            ("member_flood_dropped", m.flood_dropped),
+            ("member_ae_sessions", m.ae_sessions),
+            ("member_ae_dropped", m.ae_dropped),
+            ("members", self.membership.len() as u64),
+        ] {
+            f(name, v);
+        }
+        let g = self.registry.counters();
+        for (name, v) in [
+            ("reg_received", g.received),
+            ("reg_malformed", g.malformed),
+            ("reg_bad_mac", g.bad_mac),
+            ("reg_bad_cookie", g.bad_cookie),
+            ("reg_replay", g.replay),
+            ("reg_refused_full", g.refused_full),
+            ("reg_challenges", g.challenges),
+            ("reg_registered", g.registered),
+            ("reg_refreshed", g.refreshed),
+            ("reg_deregistered", g.deregistered),
+            ("reg_expired", g.expired),
+            ("reg_no_target", g.no_target),
+            ("registrations", self.registry.len() as u64),
+        ] {
+            f(name, v);
+        }
+    }
+
+    // ----- internals -----
+
+    fn count_verdict(&mut self, v: Verdict) -> Verdict {
+        if let Verdict::Drop(r) = v {
+            let c = &mut self.counters;
+            match r {
+                DropReason::Malformed => c.drop_malformed += 1,
+                DropReason::WrongVni => c.drop_wrong_vni += 1,
+                DropReason::BadMac => c.drop_bad_mac += 1,
+                DropReason::Rejected => c.drop_rejected += 1,
+                DropReason::DataFromStranger => c.drop_data_from_stranger += 1,
+                DropReason::HopsExhausted => c.drop_hops_exhausted += 1,
+                DropReason::NoJap => c.drop_no_jap += 1,
+                DropReason::NoTarget => c.drop_no_target += 1,
+                DropReason::NoBinding => c.drop_no_binding += 1,
+                DropReason::PortsExhausted => c.drop_ports_exhausted += 1,
+                DropReason::NoRoute => c.drop_no_route += 1,
+                DropReason::TooBig => c.drop_too_big += 1,
+                DropReason::Unsupported => c.drop_unsupported += 1,
+            }
+        }
+        v
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= self.cfg.event_capacity {
+            self.counters.events_dropped += 1;
+            return;
+        }
+        self.events.push_back(e);
+    }
+
+    fn push_out(&mut self, o: Out) {
+        if self.outbox.len() >= self.cfg.outbox_capacity {
+            self.counters.outbox_dropped += 1;
+            return;
+        }
+        self.outbox.push_back(o);
+    }
+
+    fn addr_of(&self, id: ProxyId) -> Option<SocketAddr> {
+        if id == self.me {
+            return Some(self.cfg.overlay_addr);
+        }
+        self.membership.get(id).map(|m| m.addr())
+    }
+
+    fn seal_out(&mut self, out: Out, buf: &mut [u8]) -> Option<Transmit> {
+        let (to, msg) = match out {
+            Out::Answer { to, answer } => (to, Message::Answer(answer)),
+            Out::ReportAck { to, seq } => (to, Message::ReportAck(ReportAck { acked_seq: seq })),
+            Out::Resolve { to, group } => (to, Message::Resolve(Resolve { group })),
+            Out::Invalidate { to, group, reason } => (to, Message::Invalidate(Invalidate { group, reason })),
+        };
+        let addr = self.addr_of(to)?;
+        let len = self.sealer.seal(&msg, buf)?;
+        Some(Transmit {
+            dest: Dest::Overlay(addr),
+            len,
+        })
+    }
+
+    /// Applies what the sub-machines decided during an input: membership changes move the ring and the
+    /// caches, registry changes move NAT bindings and reports.
+    fn after_input(&mut self, now: Instant) {
+        while let Some(ev) = self.membership.poll_event() {
+            match ev {
+                MemberEvent::Up { id, addr } | MemberEvent::AddrChanged { id, addr } => {
+                    let _ = self.ring.insert(id);
+                    self.push_event(Event::MemberUp { id, addr });
+                }
+                MemberEvent::Alive { id } => {
+                    let _ = self.ring.insert(id);
+                    if let Some(addr) = self.membership.get(id).map(|m| m.addr()) {
+                        self.push_event(Event::MemberUp { id, addr });
+                    }
+                }
+                MemberEvent::Removed { .. } => continue,
+                MemberEvent::Suspect { id } => {
+                    self.drop_jap_everywhere(id);
+                    self.push_event(Event::MemberSuspect { id });
+                }
+                MemberEvent::Down { id } | MemberEvent::Left { id } => {
+                    self.ring.remove(id);
+                    self.drop_jap_everywhere(id);
+                    self.push_event(Event::MemberDown { id });
+                }
+            }
+            self.reporter.ring_changed();
+        }
+        while let Some(ev) = self.registry.poll_event() {
+            match ev {
+                RegistryEvent::TargetUp { group, service, .. } => {
+                    self.push_event(Event::TargetUp { group, service });
+                }
+                RegistryEvent::TargetDown { group, service, .. } => {
+                    self.nat.remove_where_target(service.ip, Some(service.port));
+                    self.push_event(Event::TargetDown { group, service });
+                }
+            }
+        }
+        while let Some(ev) = self.nat.poll_event() {
+            self.push_event(Event::Nat(ev));
+        }
+        self.reporter
+            .collect(now, &mut self.registry, &self.ring, self.cfg.rap_replicas);
+        // Reports addressed to ourselves (we are one of the group's RAPs) are applied directly.
+        for (jap, entry) in self.reporter.take_local() {
+            self.rap.handle_report(now, jap, &entry);
+        }
+    }
+
+    fn drop_jap_everywhere(&mut self, id: ProxyId) {
+        let mut changes: smallvec::SmallVec<[CacheChange; 8]> = smallvec::SmallVec::new();
+        let mut overflow = false;
+        self.iap.remove_jap(id, |c| {
+            if changes.len() < changes.inline_size() {
+                changes.push(c);
+            } else {
+                overflow = true;
+            }
+        });
+        for c in changes {
+            self.push_cache_event(c);
+        }
+        if overflow {
+            self.counters.events_dropped += 1;
+        }
+    }
+
+    fn push_cache_event(&mut self, c: CacheChange) {
+        match c {
+            CacheChange::Installed(group) => self.push_event(Event::CacheInstalled { group }),
+            CacheChange::Removed(group) => self.push_event(Event::CacheRemoved { group }),
+        }
+    }
+
+    // ----- overlay input -----
+
+    fn overlay_inner(&mut self, now: Instant, from: SocketAddr, pkt: &mut PacketBuf<'_>) -> Verdict {
+        let (is_control, vni) = match Frame::parse(pkt.bytes()) {
+            Ok(Frame::Control(g)) => (true, g.vni()),
+            Ok(Frame::Data(d)) => (false, d.vni()),
+            Err(_) => return Verdict::Drop(DropReason::Malformed),
+        };
+        if vni != self.cfg.vni {
+            return Verdict::Drop(DropReason::WrongVni);
+        }
+        if is_control {
+            self.counters.control_in += 1;
+            let payload = &pkt.bytes()[pias_proto::geneve::HEADER_LEN..];
+            return self.control(now, from, payload);
+        }
+        self.counters.data_in += 1;
+        // Data frames only from the overlay address of a live member (SPEC.md §4.1).
+        if self.membership.id_by_addr(from).is_none() && from != self.cfg.overlay_addr {
+            return Verdict::Drop(DropReason::DataFromStranger);
+        }
+        let Ok(frame) = DataFrame::new_checked(pkt.bytes()) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let hdr = frame.header();
+        let inner_off = frame.inner_offset();
+        if hdr.flags & flags::TO_RAP != 0 {
+            return self.rap_relay(now, hdr, pkt, inner_off);
+        }
+        if hdr.flags & flags::TO_TARGET != 0 {
+            // A tunnel-mode target's reply through its JAP: forward the client packet unchanged.
+            pkt.strip_front(inner_off);
+            self.counters.jap_replies += 1;
+            return Verdict::Host;
+        }
+        pkt.strip_front(inner_off);
+        self.jap_deliver(now, hdr.ingress, pkt)
+    }
+
+    fn control(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> Verdict {
+        let Ok(cp) = ControlPacket::new_checked(payload) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        if cp.verify(self.sealer.key()).is_err() {
+            return Verdict::Drop(DropReason::BadMac);
+        }
+        let hdr = cp.header();
+        if self.membership.accept(hdr.sender, hdr.seq, cp.kind()).is_err() {
+            return Verdict::Drop(DropReason::Rejected);
+        }
+        let Ok(msg) = cp.message() else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let sender = hdr.sender;
+        match msg {
+            Message::Probe(_)
+            | Message::ProbeAck(_)
+            | Message::Records(_)
+            | Message::Digest(_)
+            | Message::Pull(_)
+            | Message::Join(_) => {
+                self.membership.handle(now, from, sender, &msg);
+            }
+            Message::Report(list) => {
+                self.rap.note_report_message();
+                for e in list.iter() {
+                    self.rap.handle_report(now, sender, &e);
+                }
+                self.push_out(Out::ReportAck {
+                    to: sender,
+                    seq: hdr.seq,
+                });
+            }
+            Message::ReportAck(a) => self.reporter.handle_ack(a.acked_seq),
+            Message::Resolve(r) => {
+                self.answer(now, sender, &r.group, true);
+            }
+            Message::Answer(a) => {
+                let m = &self.membership;
+                let me = self.me;
+                let c = self.iap.install(now, &a, |id| id == me || m.is_usable(id));
+                self.push_cache_event(c);
+            }
+            Message::Invalidate(inv) => {
+                if let Some(c) = self.iap.invalidate(&inv.group, sender) {
+                    self.push_cache_event(c);
+                }
+            }
+            _ => return Verdict::Drop(DropReason::Unsupported),
+        }
+        Verdict::Consumed
+    }
+
+    /// As RAP: selects the JAP set for `iap` and, if allowed by the rate limit (or `force`), queues the
+    /// Answer (or installs it directly when the IAP is this proxy). Returns the set.
+    fn answer(
+        &mut self,
+        now: Instant,
+        iap: ProxyId,
+        group: &TransportAddr,
+        force: bool,
+    ) -> ([AnswerEntry; MAX_ANSWER_ENTRIES], usize) {
+        let mut out = [AnswerEntry::default(); MAX_ANSWER_ENTRIES];
+        let policy = self.cfg.policies.lookup(group).rap;
+        let topo = Topo {
+            me: self.me,
+            m: &self.membership,
+        };
+        let n = self.rap.select(now, group, iap, policy, &topo, &mut out);
+        let answer = Answer::new(*group, self.rap.ttl_ms(n), &out[..n]);
+        if iap == self.me {
+            let m = &self.membership;
+            let me = self.me;
+            let c = self.iap.install(now, &answer, |id| id == me || m.is_usable(id));
+            self.push_cache_event(c);
+            return (out, n);
+        }
+        let key = (iap, *group);
+        let limited = self
+            .answer_limit
+            .peek(&key)
+            .is_some_and(|t| now.saturating_since(*t) < self.cfg.answer_interval);
+        if limited && !force {
+            self.counters.answers_rate_limited += 1;
+        } else {
+            self.answer_limit.insert(key, now);
+            self.counters.answers_sent += 1;
+            self.push_out(Out::Answer { to: iap, answer });
+        }
+        (out, n)
+    }
+
+    /// As RAP: relays a frame to the JAP the IAP will pick for its flow (SPEC.md §9.2).
+    fn rap_relay(
+        &mut self,
+        now: Instant,
+        hdr: DataHeader,
+        pkt: &mut PacketBuf<'_>,
+        inner_off: usize,
+    ) -> Verdict {
+        if hdr.hops == 0 {
+            return Verdict::Drop(DropReason::HopsExhausted);
+        }
+        let Some((flow, group)) = client_flow(&pkt.bytes()[inner_off..]) else {
+            return Verdict::Drop(DropReason::Unsupported);
+        };
+        let want = hdr.flags & flags::WANT_ANSWER != 0;
+        let (set, n) = self.answer_for_relay(now, hdr.ingress, &group, want);
+        let Some(jap) = pick(&self.flow_key, &set[..n], flow_hash(&self.flow_key, &flow)) else {
+            return Verdict::Drop(DropReason::NoJap);
+        };
+        self.counters.rap_relayed += 1;
+        if jap == self.me {
+            pkt.strip_front(inner_off);
+            return self.jap_deliver(now, hdr.ingress, pkt);
+        }
+        let Some(addr) = self.addr_of(jap) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let relayed = DataHeader {
+            vni: hdr.vni,
+            flags: flags::VIA_RAP,
+            hops: hdr.hops - 1,
+            ingress: hdr.ingress,
+        };
+        rewrite_header(pkt, inner_off, &relayed);
+        Verdict::Overlay(addr)
+    }
+
+    fn answer_for_relay(
+        &mut self,
+        now: Instant,
+        iap: ProxyId,
+        group: &TransportAddr,
+        want: bool,
+    ) -> ([AnswerEntry; MAX_ANSWER_ENTRIES], usize) {
+        if want {
+            return self.answer(now, iap, group, false);
+        }
+        let mut out = [AnswerEntry::default(); MAX_ANSWER_ENTRIES];
+        let policy = self.cfg.policies.lookup(group).rap;
+        let topo = Topo {
+            me: self.me,
+            m: &self.membership,
+        };
+        let n = self.rap.select(now, group, iap, policy, &topo, &mut out);
+        (out, n)
+    }
+
+    // ----- JAP delivery -----
+
+    /// Delivers a client packet (already stripped of its overlay header) to a target of this JAP.
+    fn jap_deliver(&mut self, now: Instant, ingress: ProxyId, pkt: &mut PacketBuf<'_>) -> Verdict {
+        let len = pkt.len() as u32;
+        let Ok(mut ip) = IpPacket::new_checked(pkt.bytes_mut()) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        // ICMP errors from the client about a reply: translate by the quoted flow (SPEC.md §11.5).
+        if ip.is_icmp_error() {
+            let Ok(quoted) = ip.icmp_error_inner_flow() else {
+                return Verdict::Drop(DropReason::Malformed);
+            };
+            let Some(tr) = self.nat.lookup_forward(&quoted.reversed(), len, now) else {
+                return Verdict::Drop(DropReason::NoBinding);
+            };
+            if ip.set_src_addr(tr.src).is_err()
+                || ip.set_dst_addr(tr.dst).is_err()
+                || ip.set_icmp_inner_src(tr.dst, tr.dst_port).is_err()
+                || ip.set_icmp_inner_dst(tr.src, tr.src_port).is_err()
+            {
+                return Verdict::Drop(DropReason::Malformed);
+            }
+            self.counters.jap_delivered += 1;
+            return Verdict::Host;
+        }
+        let Some(flow) = ip.flow() else {
+            return Verdict::Drop(DropReason::Unsupported);
+        };
+        let group = flow.dst_ta();
+        let tcp = ip.tcp_flags().map(|f| TcpFlags(f.bits() as u8));
+        let tr = match self.nat.lookup_forward(&flow, len, now) {
+            Some(tr) => tr,
+            None => {
+                let opts = self.cfg.policies.lookup(&group).target;
+                let fh = flow_hash(&self.flow_key, &flow);
+                let Some(choice) = self.registry.choose_target(&group, &flow, fh, &opts) else {
+                    self.invalidate(now, ingress, &group);
+                    return Verdict::Drop(DropReason::NoTarget);
+                };
+                let t = choice.first();
+                match self
+                    .nat
+                    .create(&flow, (t.service.ip, t.service.port), t.slot, now)
+                {
+                    Ok(tr) => tr,
+                    Err(_) => return Verdict::Drop(DropReason::PortsExhausted),
+                }
+            }
+        };
+        if let Some(f) = tcp {
+            self.nat.observe_tcp(tr.id, f, Direction::Forward, now);
+        }
+        if ip.set_src_dst(tr.src, tr.src_port, tr.dst, tr.dst_port).is_err() {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        self.counters.jap_delivered += 1;
+        Verdict::Host
+    }
+
+    fn invalidate(&mut self, now: Instant, ingress: ProxyId, group: &TransportAddr) {
+        if ingress == self.me {
+            if self.iap.invalidate(group, self.me).is_some() {
+                self.push_event(Event::CacheRemoved { group: *group });
+            }
+            return;
+        }
+        let key = (ingress, *group);
+        if self
+            .invalidate_limit
+            .peek(&key)
+            .is_some_and(|t| now.saturating_since(*t) < self.cfg.invalidate_interval)
+        {
+            return;
+        }
+        self.invalidate_limit.insert(key, now);
+        self.counters.invalidations_sent += 1;
+        self.push_out(Out::Invalidate {
+            to: ingress,
+            group: *group,
+            reason: Invalidate::REASON_NO_TARGETS,
+        });
+    }
+
+    // ----- host input -----
+
+    fn host_inner(&mut self, now: Instant, pkt: &mut PacketBuf<'_>) -> Verdict {
+        let (dst, proto, dport, src, sport) = {
+            let Ok(ip) = IpPacket::new_checked(pkt.bytes()) else {
+                return Verdict::Drop(DropReason::Malformed);
+            };
+            let f = ip.flow();
+            (
+                ip.dst_addr(),
+                ip.l4_protocol(),
+                f.map(|f| f.dst_port),
+                ip.src_addr(),
+                f.map(|f| f.src_port),
+            )
+        };
+        if proto == IpProtocol::Udp
+            && dport == Some(REGISTRATION_PORT)
+            && self.cfg.registration_addrs.contains(&dst)
+        {
+            let local = SocketAddr::new(dst, REGISTRATION_PORT);
+            let from = SocketAddr::new(src, sport.unwrap_or(0));
+            let Ok(ip) = IpPacket::new_checked(pkt.bytes()) else {
+                return Verdict::Drop(DropReason::Malformed);
+            };
+            let payload = ip.l4_bytes().get(8..).unwrap_or(&[]);
+            return match self.registry.handle_target_packet(now, local, from, payload) {
+                Ok(()) => Verdict::Consumed,
+                Err(_) => Verdict::Drop(DropReason::Rejected),
+            };
+        }
+        if self.cfg.nat.pool.contains(&dst) {
+            return self.jap_reply(now, pkt);
+        }
+        self.iap_ingress(now, pkt)
+    }
+
+    /// A target's reply to the NAT pool: translate back and send to the client from the group address.
+    fn jap_reply(&mut self, now: Instant, pkt: &mut PacketBuf<'_>) -> Verdict {
+        let len = pkt.len() as u32;
+        let inner_mtu = self.cfg.inner_mtu();
+        let Ok(mut ip) = IpPacket::new_checked(pkt.bytes_mut()) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        if ip.is_icmp_error() {
+            let Ok(quoted) = ip.icmp_error_inner_flow() else {
+                return Verdict::Drop(DropReason::Malformed);
+            };
+            let Some(tr) = self.nat.lookup_reverse(&quoted.reversed(), len, now) else {
+                return Verdict::Drop(DropReason::NoBinding);
+            };
+            if ip.set_src_addr(tr.src).is_err()
+                || ip.set_dst_addr(tr.dst).is_err()
+                || ip.set_icmp_inner_src(tr.dst, tr.dst_port).is_err()
+                || ip.set_icmp_inner_dst(tr.src, tr.src_port).is_err()
+            {
+                return Verdict::Drop(DropReason::Malformed);
+            }
+            self.counters.jap_replies += 1;
+            return Verdict::Host;
+        }
+        let Some(flow) = ip.flow() else {
+            return Verdict::Drop(DropReason::Unsupported);
+        };
+        let Some(tr) = self.nat.lookup_reverse(&flow, len, now) else {
+            return Verdict::Drop(DropReason::NoBinding);
+        };
+        if let Some(f) = ip.tcp_flags() {
+            self.nat
+                .observe_tcp(tr.id, TcpFlags(f.bits() as u8), Direction::Reverse, now);
+            // The client's segments travel the overlay: tell it the smaller MSS (SPEC.md §12).
+            if f.syn() && ip.clamp_mss(mss_limit(inner_mtu, flow.src.is_ipv6())) {
+                self.counters.mss_clamped += 1;
+            }
+        }
+        if ip.set_src_dst(tr.src, tr.src_port, tr.dst, tr.dst_port).is_err() {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        self.counters.jap_replies += 1;
+        Verdict::Host
+    }
+
+    /// A client's packet to a group: the IAP's job.
+    fn iap_ingress(&mut self, now: Instant, pkt: &mut PacketBuf<'_>) -> Verdict {
+        let inner_mtu = self.cfg.inner_mtu();
+        let (flow, group) = match client_flow(pkt.bytes()) {
+            Some(x) => x,
+            None => return Verdict::Drop(DropReason::Unsupported),
+        };
+        if pkt.len() > inner_mtu && !may_fragment(pkt.bytes()) {
+            self.too_big(now, pkt.bytes(), &group, inner_mtu);
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        if let Ok(mut ip) = IpPacket::new_checked(pkt.bytes_mut())
+            && ip.tcp_flags().is_some_and(|f| f.syn())
+            && ip.clamp_mss(mss_limit(inner_mtu, flow.src.is_ipv6()))
+        {
+            self.counters.mss_clamped += 1;
+        }
+        let fh = flow_hash(&self.flow_key, &flow);
+        match self.iap.route(now, &group, fh) {
+            Route::Jap { jap, resolve } => {
+                if resolve && let Some(rap) = self.pick_rap(&group) {
+                    if rap == self.me {
+                        self.answer(now, self.me, &group, true);
+                    } else {
+                        self.push_out(Out::Resolve { to: rap, group });
+                    }
+                }
+                self.counters.iap_to_jap += 1;
+                if jap == self.me {
+                    return self.jap_deliver(now, self.me, pkt);
+                }
+                let Some(addr) = self.addr_of(jap) else {
+                    return Verdict::Drop(DropReason::NoRoute);
+                };
+                let h = DataHeader {
+                    vni: self.cfg.vni,
+                    flags: 0,
+                    hops: INITIAL_HOPS,
+                    ingress: self.me,
+                };
+                encapsulate(pkt, &h).map_or(Verdict::Drop(DropReason::Malformed), |()| Verdict::Overlay(addr))
+            }
+            Route::ViaRap { want_answer } => {
+                let Some(rap) = self.pick_rap(&group) else {
+                    return Verdict::Drop(DropReason::NoRoute);
+                };
+                self.counters.iap_to_rap += 1;
+                if rap == self.me {
+                    // We are the RAP: answer ourselves and relay directly.
+                    let (set, n) = self.answer(now, self.me, &group, true);
+                    let Some(jap) = pick(&self.flow_key, &set[..n], fh) else {
+                        return Verdict::Drop(DropReason::NoJap);
+                    };
+                    self.counters.rap_relayed += 1;
+                    if jap == self.me {
+                        return self.jap_deliver(now, self.me, pkt);
+                    }
+                    let Some(addr) = self.addr_of(jap) else {
+                        return Verdict::Drop(DropReason::NoRoute);
+                    };
+                    let h = DataHeader {
+                        vni: self.cfg.vni,
+                        flags: flags::VIA_RAP,
+                        hops: INITIAL_HOPS - 1,
+                        ingress: self.me,
+                    };
+                    return encapsulate(pkt, &h)
+                        .map_or(Verdict::Drop(DropReason::Malformed), |()| Verdict::Overlay(addr));
+                }
+                let Some(addr) = self.addr_of(rap) else {
+                    return Verdict::Drop(DropReason::NoRoute);
+                };
+                let fl = flags::TO_RAP | if want_answer { flags::WANT_ANSWER } else { 0 };
+                let h = DataHeader {
+                    vni: self.cfg.vni,
+                    flags: fl,
+                    hops: INITIAL_HOPS,
+                    ingress: self.me,
+                };
+                encapsulate(pkt, &h).map_or(Verdict::Drop(DropReason::Malformed), |()| Verdict::Overlay(addr))
+            }
+            Route::NoJap => Verdict::Drop(DropReason::NoJap),
+        }
+    }
+
+    /// The first Alive RAP of the group, else the first usable one.
+    fn pick_rap(&self, group: &TransportAddr) -> Option<ProxyId> {
+        let raps = self.raps_of(group);
+        raps.iter()
+            .copied()
+            .find(|&r| r == self.me || self.membership.is_usable(r))
+            .or_else(|| raps.first().copied())
+    }
+
+    fn too_big(&mut self, now: Instant, offending: &[u8], group: &TransportAddr, mtu: usize) {
+        let elapsed = now.saturating_since(self.icmp_refill);
+        if elapsed >= Duration::from_secs(1) {
+            self.icmp_tokens = self.cfg.icmp_rate;
+            self.icmp_refill = now;
+        }
+        if self.icmp_tokens == 0 || self.host_out.len() >= HOST_OUT_CAPACITY {
+            self.counters.icmp_rate_limited += 1;
+            return;
+        }
+        let Ok(ip) = IpPacket::new_checked(offending) else {
+            return;
+        };
+        let mut out = vec![0u8; 1280];
+        if let Ok(n) = emit_packet_too_big(&ip, group.ip, mtu as u32, &mut out) {
+            out.truncate(n);
+            self.icmp_tokens -= 1;
+            self.counters.icmp_too_big_sent += 1;
+            self.host_out.push_back(out);
+        }
+    }
+}
+
+/// The flow a client packet belongs to and its group. For an ICMP error from a client, the quoted packet
+/// (a reply from the group) names the flow, reversed.
+fn client_flow(bytes: &[u8]) -> Option<(FlowKey, TransportAddr)> {
+    let ip = IpPacket::new_checked(bytes).ok()?;
+    let flow = if ip.is_icmp_error() {
+        ip.icmp_error_inner_flow().ok()?.reversed()
+    } else {
+        ip.flow()?
+    };
+    if !flow.proto.has_ports() && !matches!(flow.proto, IpProtocol::Icmp | IpProtocol::Icmpv6) {
+        return None;
+    }
+    let group = flow.dst_ta();
+    Some((flow, group))
+}
+
+/// Whether an oversize packet may still be sent (IPv4 without DF: the outer datagram may be fragmented).
+fn may_fragment(bytes: &[u8]) -> bool {
+    match pias_proto::ipv4::Ipv4Packet::new_checked(bytes) {
+        Ok(p) => p.version() == 4 && !p.dont_frag(),
+        Err(_) => false,
+    }
+}
+
+/// The MSS that keeps a full segment within the overlay's inner MTU.
+fn mss_limit(inner_mtu: usize, v6: bool) -> u16 {
+    let hdr = if v6 { 60 } else { 40 };
+    u16::try_from(inner_mtu.saturating_sub(hdr)).unwrap_or(u16::MAX)
+}
+
+/// The JAP for a flow from a JAP set, by the slot table every IAP builds (SPEC.md §13.3).
+fn pick(key: &SipKey, set: &[AnswerEntry], fh: u64) -> Option<ProxyId> {
+    let mut list = [(ProxyId::NONE, 0u32); MAX_JAPS];
+    let n = set.len().min(MAX_JAPS);
+    for (l, e) in list.iter_mut().zip(set) {
+        *l = (e.jap, e.weight);
+    }
+    MaglevTable::build(key, &list[..n]).pick_id(fh)
+}
+
+/// Prepends a data header in the headroom.
+fn encapsulate(pkt: &mut PacketBuf<'_>, h: &DataHeader) -> Result<(), ()> {
+    let version = pkt.bytes().first().map(|b| b >> 4).unwrap_or(0);
+    let head = pkt.prepend(DATA_HEADER_LEN).ok_or(())?;
+    h.emit(version, head).map_err(|_| ())
+}
+
+/// Replaces a received frame's header (of `inner_off` bytes) by a fresh data header.
+fn rewrite_header(pkt: &mut PacketBuf<'_>, inner_off: usize, h: &DataHeader) {
+    pkt.strip_front(inner_off);
+    let _ = encapsulate(pkt, h);
+}
+
+/// Default overlay port, re-exported for drivers.
+pub const DEFAULT_OVERLAY_PORT: u16 = OVERLAY_PORT;

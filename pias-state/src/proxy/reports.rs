@@ -1,0 +1,297 @@
+//! The JAP's reports to RAPs: batching, retransmission until acknowledged, refresh, and re-reporting when
+//! membership moves a group to new RAPs (SPEC.md §9.1).
+
+use core::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+
+use pias_proto::ProxyId;
+use pias_proto::TransportAddr;
+use pias_proto::control::{Message, ReportEntry, Reports};
+
+use crate::membership::Membership;
+use crate::registry::Registry;
+use crate::ring::{Raps, Ring};
+use crate::seal::{Dest, Sealer, Transmit};
+use crate::time::Instant;
+
+/// Report timers and bounds (SPEC.md §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportConfig {
+    pub delay: Duration,
+    pub rto: Duration,
+    pub rto_max: Duration,
+    pub refresh: Duration,
+    /// Unacknowledged report messages kept for retransmission; beyond it the oldest is dropped (counted) and
+    /// the refresh repairs what it carried.
+    pub max_inflight: usize,
+    /// Entries waiting to be sent; beyond it new entries are dropped (counted) until the next refresh.
+    pub max_pending: usize,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            delay: Duration::from_millis(50),
+            rto: Duration::from_millis(500),
+            rto_max: Duration::from_secs(8),
+            refresh: Duration::from_secs(30),
+            max_inflight: 1024,
+            max_pending: 65_536,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Inflight {
+    rap: ProxyId,
+    entries: Vec<ReportEntry>,
+    retx_at: Instant,
+    rto: Duration,
+}
+
+/// Reporter counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReporterCounters {
+    pub messages: u64,
+    pub entries: u64,
+    pub retransmits: u64,
+    pub acked: u64,
+    pub inflight_dropped: u64,
+    pub pending_dropped: u64,
+    pub refreshes: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Reporter {
+    cfg: ReportConfig,
+    me: ProxyId,
+    pending: BTreeMap<ProxyId, Vec<ReportEntry>>,
+    pending_len: usize,
+    flush_at: Option<Instant>,
+    inflight: BTreeMap<u64, Inflight>,
+    local: Vec<ReportEntry>,
+    next_refresh: Instant,
+    ring_dirty: bool,
+    group_raps: HashMap<TransportAddr, Raps>,
+    counters: ReporterCounters,
+}
+
+impl Reporter {
+    pub(crate) fn new(cfg: ReportConfig, me: ProxyId, now: Instant) -> Self {
+        Reporter {
+            cfg,
+            me,
+            pending: BTreeMap::new(),
+            pending_len: 0,
+            flush_at: None,
+            inflight: BTreeMap::new(),
+            local: Vec::new(),
+            next_refresh: now + cfg.refresh,
+            ring_dirty: false,
+            group_raps: HashMap::new(),
+            counters: ReporterCounters::default(),
+        }
+    }
+
+    pub(crate) fn counters(&self) -> &ReporterCounters {
+        &self.counters
+    }
+
+    pub(crate) fn for_each_counter(&self, f: &mut impl FnMut(&'static str, u64)) {
+        let c = &self.counters;
+        f("reports_sent", c.messages);
+        f("report_entries_sent", c.entries);
+        f("report_retransmits", c.retransmits);
+        f("reports_acked", c.acked);
+        f("report_inflight_dropped", c.inflight_dropped);
+        f("report_pending_dropped", c.pending_dropped);
+        f("report_refreshes", c.refreshes);
+    }
+
+    /// Membership changed: groups may have new RAPs.
+    pub(crate) fn ring_changed(&mut self) {
+        self.ring_dirty = true;
+    }
+
+    fn queue(&mut self, me: ProxyId, rap: ProxyId, e: ReportEntry, now: Instant) {
+        if rap == me {
+            self.local.push(e);
+            return;
+        }
+        if self.pending_len >= self.cfg.max_pending {
+            self.counters.pending_dropped += 1;
+            return;
+        }
+        let list = self.pending.entry(rap).or_default();
+        // A newer count for the same group replaces the queued one.
+        if let Some(old) = list.iter_mut().find(|o| o.group == e.group) {
+            *old = e;
+        } else {
+            list.push(e);
+            self.pending_len += 1;
+        }
+        if self.flush_at.is_none() {
+            self.flush_at = Some(now + self.cfg.delay);
+        }
+    }
+
+    /// Takes what the registry says is due, plus re-reports after ring changes and periodic refreshes.
+    pub(crate) fn collect(&mut self, now: Instant, registry: &mut Registry, ring: &Ring, k: usize) {
+        let me = self.me;
+        let mut raps = Raps::new();
+        while let Some(r) = registry.poll_report() {
+            ring.raps(&r.group, k, &mut raps);
+            let e = ReportEntry {
+                group: r.group,
+                count: r.count,
+                flags: r.flags,
+            };
+            for &rap in raps.iter() {
+                self.queue(me, rap, e, now);
+            }
+            registry.commit_report(&r.group, r.count, r.flags);
+            if r.count == 0 {
+                self.group_raps.remove(&r.group);
+            } else {
+                self.group_raps.insert(r.group, raps.clone());
+            }
+        }
+        if self.ring_dirty {
+            self.ring_dirty = false;
+            let groups: Vec<(TransportAddr, Raps)> =
+                self.group_raps.iter().map(|(g, r)| (*g, r.clone())).collect();
+            for (g, old) in groups {
+                ring.raps(&g, k, &mut raps);
+                if raps == old {
+                    continue;
+                }
+                let Some(e) = registry.reported().find(|r| r.group == g) else {
+                    continue;
+                };
+                let e = ReportEntry {
+                    group: g,
+                    count: e.count,
+                    flags: e.flags,
+                };
+                for &rap in raps.iter().filter(|r| !old.contains(r)) {
+                    self.queue(me, rap, e, now);
+                }
+                self.group_raps.insert(g, raps.clone());
+            }
+        }
+        if now >= self.next_refresh {
+            self.next_refresh = now + self.cfg.refresh;
+            self.counters.refreshes += 1;
+            let all: Vec<_> = registry.reported().filter(|r| r.count > 0).collect();
+            for r in all {
+                ring.raps(&r.group, k, &mut raps);
+                for &rap in raps.iter() {
+                    self.queue(
+                        me,
+                        rap,
+                        ReportEntry {
+                            group: r.group,
+                            count: r.count,
+                            flags: r.flags,
+                        },
+                        now,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Entries this proxy reported to itself as one of the group's RAPs.
+    pub(crate) fn take_local(&mut self) -> impl Iterator<Item = (ProxyId, ReportEntry)> + '_ {
+        let me = self.me;
+        self.local.drain(..).map(move |e| (me, e))
+    }
+
+    pub(crate) fn handle_ack(&mut self, seq: u64) {
+        if self.inflight.remove(&seq).is_some() {
+            self.counters.acked += 1;
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let retx = self.inflight.values().map(|i| i.retx_at).min();
+        [self.flush_at, retx, Some(self.next_refresh)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub(crate) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        sealer: &mut Sealer,
+        membership: &Membership,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        // 1. A due retransmission (to a RAP that is still usable; others are forgotten: the group's new RAPs
+        //    get the entries through the ring-change re-report).
+        let due = self
+            .inflight
+            .iter()
+            .find(|(_, i)| i.retx_at <= now)
+            .map(|(s, _)| *s);
+        if let Some(seq) = due
+            && let Some(mut inf) = self.inflight.remove(&seq)
+            && membership.is_usable(inf.rap)
+            && let Some(addr) = membership.get(inf.rap).map(|m| m.addr())
+            && let Some((len, seq)) = sealer.seal_seq(&Message::Report(Reports::Slice(&inf.entries)), buf)
+        {
+            self.counters.retransmits += 1;
+            inf.rto = (inf.rto * 2).min(self.cfg.rto_max);
+            inf.retx_at = now + inf.rto;
+            self.inflight.insert(seq, inf);
+            return Some(Transmit {
+                dest: Dest::Overlay(addr),
+                len,
+            });
+        }
+        // 2. A batch whose delay has passed.
+        if self.flush_at.is_some_and(|t| t <= now) {
+            while let Some((&rap, _)) = self.pending.iter().next() {
+                let Some(mut list) = self.pending.remove(&rap) else {
+                    break;
+                };
+                let take = list.len().min(Reports::MAX);
+                let rest = list.split_off(take);
+                self.pending_len = self.pending_len.saturating_sub(take);
+                if !rest.is_empty() {
+                    self.pending.insert(rap, rest);
+                }
+                let Some(addr) = membership.get(rap).map(|m| m.addr()) else {
+                    continue;
+                };
+                let Some((len, seq)) = sealer.seal_seq(&Message::Report(Reports::Slice(&list)), buf) else {
+                    continue;
+                };
+                self.counters.messages += 1;
+                self.counters.entries += list.len() as u64;
+                if self.inflight.len() >= self.cfg.max_inflight
+                    && let Some((&oldest, _)) = self.inflight.iter().next()
+                {
+                    self.inflight.remove(&oldest);
+                    self.counters.inflight_dropped += 1;
+                }
+                self.inflight.insert(
+                    seq,
+                    Inflight {
+                        rap,
+                        entries: list,
+                        retx_at: now + self.cfg.rto,
+                        rto: self.cfg.rto,
+                    },
+                );
+                return Some(Transmit {
+                    dest: Dest::Overlay(addr),
+                    len,
+                });
+            }
+            self.flush_at = None;
+        }
+        None
+    }
+}
