@@ -51,6 +51,8 @@ use crate::time::Instant;
 
 /// Events kept for [`TargetAgent::poll_event`]; more are dropped (counted).
 const EVENT_QUEUE: usize = 16;
+/// Replay windows kept, one per JAP id seen in a RegisterAck (least recently used replaced).
+const JAP_WINDOWS: usize = 8;
 
 /// Configuration of one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +126,10 @@ impl AgentConfig {
             return e("service", "must use the group's protocol");
         }
         if self.mode == DeliveryMode::Nat && self.group.ip.is_ipv4() != self.service.ip.is_ipv4() {
-            return e("service", "in NAT mode must be of the group's address family (or use tunnel mode)");
+            return e(
+                "service",
+                "in NAT mode must be of the group's address family (or use tunnel mode)",
+            );
         }
         if self.refresh_ms == 0 {
             return e("refresh_ms", "must be at least 1 (default 200)");
@@ -208,11 +213,22 @@ enum Phase {
     /// Not registering (surrogate waiting for a passing check).
     Idle,
     /// Registering: `cookie` from a Challenge, `cookie_sent` once the Register carrying it went out.
-    Registering { cookie: Option<[u8; COOKIE_LEN]>, cookie_sent: bool },
-    Registered { jap: ProxyId, last_ack: Instant },
-    BackingOff { until: Instant },
+    Registering {
+        cookie: Option<[u8; COOKIE_LEN]>,
+        cookie_sent: bool,
+    },
+    Registered {
+        jap: ProxyId,
+        last_ack: Instant,
+    },
+    BackingOff {
+        until: Instant,
+    },
     /// Deregistering since `since`; afterwards Idle (surrogate) or Stopped (shutdown).
-    Leaving { since: Instant, then_idle: bool },
+    Leaving {
+        since: Instant,
+        then_idle: bool,
+    },
     Stopped,
 }
 
@@ -238,7 +254,10 @@ pub struct TargetAgent {
     healthy: bool,
     failures: u32,
     seq: SeqCounter,
-    window: ReplayWindow,
+    /// Window for Challenges (they name no JAP): reset when a registration starts from scratch.
+    challenge_window: ReplayWindow,
+    /// Windows for RegisterAcks, per JAP id, with the time of last use.
+    ack_windows: [(ProxyId, ReplayWindow, Instant); JAP_WINDOWS],
     rng: u64,
     events: VecDeque<AgentEvent>,
     counters: AgentCounters,
@@ -260,7 +279,10 @@ impl TargetAgent {
         let phase = if cfg.surrogate {
             Phase::Idle
         } else {
-            Phase::Registering { cookie: None, cookie_sent: false }
+            Phase::Registering {
+                cookie: None,
+                cookie_sent: false,
+            }
         };
         Ok(TargetAgent {
             phase,
@@ -270,7 +292,8 @@ impl TargetAgent {
             healthy: !cfg.surrogate,
             failures: 0,
             seq: SeqCounter::new(cfg.incarnation),
-            window: ReplayWindow::default(),
+            challenge_window: ReplayWindow::default(),
+            ack_windows: [(ProxyId::NONE, ReplayWindow::default(), Instant::ZERO); JAP_WINDOWS],
             rng: cfg.seed,
             events: VecDeque::with_capacity(EVENT_QUEUE),
             counters: AgentCounters::default(),
@@ -323,11 +346,28 @@ impl TargetAgent {
         }
     }
 
-    /// Starts a registration from scratch at `at`: zero cookie, fresh replay window.
+    /// Starts a registration from scratch at `at`: zero cookie, fresh Challenge window.
     fn restart(&mut self, at: Instant) {
-        self.phase = Phase::Registering { cookie: None, cookie_sent: false };
-        self.window = ReplayWindow::default();
+        self.phase = Phase::Registering {
+            cookie: None,
+            cookie_sent: false,
+        };
+        self.challenge_window = ReplayWindow::default();
         self.next_send = at;
+    }
+
+    /// The index of `jap`'s Ack window, or of the least recently used one (to be replaced) and `false`.
+    fn ack_window(&self, jap: ProxyId) -> (usize, bool) {
+        if let Some(i) = self.ack_windows.iter().position(|w| w.0 == jap && jap.is_some()) {
+            return (i, true);
+        }
+        let mut lru = 0;
+        for (i, w) in self.ack_windows.iter().enumerate() {
+            if w.2 < self.ack_windows[lru].2 || !w.0.is_some() && self.ack_windows[lru].0.is_some() {
+                lru = i;
+            }
+        }
+        (lru, false)
     }
 
     fn finish_leaving(&mut self, then_idle: bool) {
@@ -341,14 +381,18 @@ impl TargetAgent {
             Phase::Registered { jap, last_ack } if now >= last_ack + self.hold => {
                 if self.healthy {
                     self.counters.jap_lost += 1;
-                    self.push_event(AgentEvent::JapLost { jap, reason: LostReason::Silent });
+                    self.push_event(AgentEvent::JapLost {
+                        jap,
+                        reason: LostReason::Silent,
+                    });
                 }
                 self.restart(now);
             }
             Phase::BackingOff { until } if now >= until => self.restart(now),
-            Phase::Registering { cookie: Some(_), cookie_sent: true } if now >= self.next_send => {
-                self.restart(now)
-            }
+            Phase::Registering {
+                cookie: Some(_),
+                cookie_sent: true,
+            } if now >= self.next_send => self.restart(now),
             Phase::Leaving { since, then_idle } if now >= since + self.hold => self.finish_leaving(then_idle),
             _ => {}
         }
@@ -357,7 +401,12 @@ impl TargetAgent {
     // ----- input -----
 
     /// Handles a UDP datagram received from `from` (replies come from the registration address).
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> Result<(), AgentError> {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        payload: &[u8],
+    ) -> Result<(), AgentError> {
         let r = self.handle_inner(now, from, payload);
         if let Err(e) = r {
             let c = &mut self.counters;
@@ -389,7 +438,18 @@ impl TargetAgent {
         }
         pkt.verify(&self.cfg.key).map_err(|_| AgentError::BadMac)?;
         let seq = pkt.header().seq;
-        if !self.window.check(seq) {
+        // Replies come from whichever proxy anycast reaches, each with its own sequence numbers: Acks are
+        // checked per JAP id, Challenges in a window that starts afresh with each registration attempt.
+        let (slot, known) = match msg {
+            Message::RegisterAck(a) => self.ack_window(a.jap),
+            _ => (0, true),
+        };
+        let fresh = match msg {
+            Message::RegisterAck(_) if known => self.ack_windows[slot].1.check(seq),
+            Message::RegisterAck(_) => true,
+            _ => self.challenge_window.check(seq),
+        };
+        if !fresh {
             return Err(AgentError::Replay);
         }
         self.advance(now);
@@ -397,7 +457,10 @@ impl TargetAgent {
             Message::Challenge(c) => match self.phase {
                 Phase::Registering { cookie: None, .. } => {
                     self.counters.challenges += 1;
-                    self.phase = Phase::Registering { cookie: Some(c.cookie), cookie_sent: false };
+                    self.phase = Phase::Registering {
+                        cookie: Some(c.cookie),
+                        cookie_sent: false,
+                    };
                     self.next_send = now;
                     true
                 }
@@ -409,7 +472,19 @@ impl TargetAgent {
         if !accepted {
             return Err(AgentError::Unexpected);
         }
-        self.window.commit(seq);
+        match msg {
+            Message::RegisterAck(a) => {
+                let w = &mut self.ack_windows[slot];
+                if !known {
+                    *w = (a.jap, ReplayWindow::default(), now);
+                }
+                w.1.commit(seq);
+                w.2 = now;
+            }
+            _ => {
+                self.challenge_window.commit(seq);
+            }
+        }
         Ok(())
     }
 
@@ -420,12 +495,27 @@ impl TargetAgent {
         }
     }
 
-    fn on_ack(&mut self, now: Instant, status: RegAckStatus, from_jap: ProxyId, refresh_ms: u32, hold_ms: u32) -> bool {
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        status: RegAckStatus,
+        from_jap: ProxyId,
+        refresh_ms: u32,
+        hold_ms: u32,
+    ) -> bool {
         match (status, self.phase) {
-            (RegAckStatus::Ok, Phase::Registering { cookie_sent: true, .. }) => {
+            (
+                RegAckStatus::Ok,
+                Phase::Registering {
+                    cookie_sent: true, ..
+                },
+            ) => {
                 self.counters.acks_ok += 1;
                 self.adopt_timers(refresh_ms, hold_ms);
-                self.phase = Phase::Registered { jap: from_jap, last_ack: now };
+                self.phase = Phase::Registered {
+                    jap: from_jap,
+                    last_ack: now,
+                };
                 self.next_send = now + self.refresh;
                 self.push_event(AgentEvent::Registered { jap: from_jap });
                 true
@@ -433,7 +523,10 @@ impl TargetAgent {
             (RegAckStatus::Ok, Phase::Registered { jap, .. }) => {
                 self.counters.acks_ok += 1;
                 self.adopt_timers(refresh_ms, hold_ms);
-                self.phase = Phase::Registered { jap: from_jap, last_ack: now };
+                self.phase = Phase::Registered {
+                    jap: from_jap,
+                    last_ack: now,
+                };
                 if jap != from_jap {
                     self.push_event(AgentEvent::Registered { jap: from_jap });
                 }
@@ -442,7 +535,10 @@ impl TargetAgent {
             (RegAckStatus::Gone, Phase::Registered { jap, .. }) => {
                 self.counters.gone += 1;
                 self.counters.jap_lost += 1;
-                self.push_event(AgentEvent::JapLost { jap, reason: LostReason::Gone });
+                self.push_event(AgentEvent::JapLost {
+                    jap,
+                    reason: LostReason::Gone,
+                });
                 self.restart(now);
                 true
             }
@@ -451,21 +547,43 @@ impl TargetAgent {
                 self.finish_leaving(then_idle);
                 true
             }
-            (RegAckStatus::Full, Phase::Registering { cookie_sent: true, .. }) => {
+            (
+                RegAckStatus::Full,
+                Phase::Registering {
+                    cookie_sent: true, ..
+                },
+            ) => {
                 self.counters.full += 1;
-                self.push_event(AgentEvent::Refused { jap: from_jap, status });
+                self.push_event(AgentEvent::Refused {
+                    jap: from_jap,
+                    status,
+                });
                 let base = u64::from(self.cfg.full_backoff_ms);
                 let jitter = splitmix(&mut self.rng) % (base / 4 + 1);
-                self.phase = Phase::BackingOff { until: now + Duration::from_millis(base + jitter) };
+                self.phase = Phase::BackingOff {
+                    until: now + Duration::from_millis(base + jitter),
+                };
                 true
             }
-            (RegAckStatus::Draining, Phase::Registering { cookie_sent: true, .. } | Phase::Registered { .. }) => {
+            (
+                RegAckStatus::Draining,
+                Phase::Registering {
+                    cookie_sent: true, ..
+                }
+                | Phase::Registered { .. },
+            ) => {
                 self.counters.draining += 1;
                 if let Phase::Registered { jap, .. } = self.phase {
                     self.counters.jap_lost += 1;
-                    self.push_event(AgentEvent::JapLost { jap, reason: LostReason::Draining });
+                    self.push_event(AgentEvent::JapLost {
+                        jap,
+                        reason: LostReason::Draining,
+                    });
                 } else {
-                    self.push_event(AgentEvent::Refused { jap: from_jap, status });
+                    self.push_event(AgentEvent::Refused {
+                        jap: from_jap,
+                        status,
+                    });
                 }
                 self.restart(now + self.refresh);
                 true
@@ -492,8 +610,14 @@ impl TargetAgent {
         self.failures = self.failures.saturating_add(1);
         if self.failures >= self.cfg.health_failures {
             match self.phase {
-                Phase::Registered { .. } | Phase::Registering { cookie_sent: true, .. } => {
-                    self.phase = Phase::Leaving { since: now, then_idle: true };
+                Phase::Registered { .. }
+                | Phase::Registering {
+                    cookie_sent: true, ..
+                } => {
+                    self.phase = Phase::Leaving {
+                        since: now,
+                        then_idle: true,
+                    };
                     self.next_send = now;
                 }
                 Phase::Registering { .. } | Phase::BackingOff { .. } => self.phase = Phase::Idle,
@@ -510,11 +634,22 @@ impl TargetAgent {
     /// Starts deregistration (Deregister until Gone or `hold_ms`), or stops at once if not registered.
     pub fn shutdown(&mut self, now: Instant) {
         match self.phase {
-            Phase::Registered { .. } | Phase::Registering { cookie_sent: true, .. } => {
-                self.phase = Phase::Leaving { since: now, then_idle: false };
+            Phase::Registered { .. }
+            | Phase::Registering {
+                cookie_sent: true, ..
+            } => {
+                self.phase = Phase::Leaving {
+                    since: now,
+                    then_idle: false,
+                };
                 self.next_send = now;
             }
-            Phase::Leaving { since, .. } => self.phase = Phase::Leaving { since, then_idle: false },
+            Phase::Leaving { since, .. } => {
+                self.phase = Phase::Leaving {
+                    since,
+                    then_idle: false,
+                }
+            }
             Phase::Stopped => {}
             _ => self.finish_leaving(false),
         }
@@ -530,7 +665,11 @@ impl TargetAgent {
             Phase::Registering { .. } => self.healthy.then_some(self.next_send),
             Phase::Registered { last_ack, .. } => {
                 let lost = last_ack + self.hold;
-                Some(if self.healthy { lost.min(self.next_send) } else { lost })
+                Some(if self.healthy {
+                    lost.min(self.next_send)
+                } else {
+                    lost
+                })
             }
             Phase::BackingOff { until } => Some(until),
             Phase::Leaving { since, .. } => Some((since + self.hold).min(self.next_send)),
@@ -559,7 +698,10 @@ impl TargetAgent {
             _ => return None,
         };
         let mut probe = self.seq;
-        let hdr = ControlHeader { sender: ProxyId::NONE, seq: probe.next_seq() };
+        let hdr = ControlHeader {
+            sender: ProxyId::NONE,
+            seq: probe.next_seq(),
+        };
         let n = msg.emit(hdr, &self.cfg.key, buf).ok()?;
         self.seq = probe;
         self.next_send = now + self.refresh;
@@ -567,7 +709,10 @@ impl TargetAgent {
             Message::Register(r) => {
                 self.counters.sent_register += 1;
                 if r.cookie != [0; COOKIE_LEN] {
-                    self.phase = Phase::Registering { cookie: Some(r.cookie), cookie_sent: true };
+                    self.phase = Phase::Registering {
+                        cookie: Some(r.cookie),
+                        cookie_sent: true,
+                    };
                 }
             }
             Message::Refresh(_) => self.counters.sent_refresh += 1,

@@ -137,16 +137,25 @@ impl RegistryConfig {
             return e("refresh_ms", "must be at least 1 (default 200)");
         }
         if self.hold_ms <= self.refresh_ms {
-            return e("hold_ms", "must exceed refresh_ms, 3 refresh intervals or more (default 700)");
+            return e(
+                "hold_ms",
+                "must exceed refresh_ms, 3 refresh intervals or more (default 700)",
+            );
         }
         if self.cookie_period_ms < 1000 {
-            return e("cookie_period_ms", "must be at least 1000 so a cookie outlives a round trip (default 30000)");
+            return e(
+                "cookie_period_ms",
+                "must be at least 1000 so a cookie outlives a round trip (default 30000)",
+            );
         }
         if self.max_registrations == 0 || self.max_registrations > (u32::MAX / 2) as usize {
             return e("max_registrations", "must be between 1 and 2^31 (default 65536)");
         }
         if self.max_targets_per_group == 0 || self.max_targets_per_group > MAX_TABLE_MEMBERS {
-            return e("max_targets_per_group", "must be between 1 and 4095 (default 4095)");
+            return e(
+                "max_targets_per_group",
+                "must be between 1 and 4095 (default 4095)",
+            );
         }
         if self.max_derived_keys == 0 {
             return e("max_derived_keys", "must be at least 1 (default 4096)");
@@ -334,7 +343,9 @@ pub struct TargetChoice {
 
 impl TargetChoice {
     fn one(t: TargetRef) -> Self {
-        TargetChoice { targets: [Some(t), None, None, None] }
+        TargetChoice {
+            targets: [Some(t), None, None, None],
+        }
     }
 
     /// The primary target (the flow's choice without `replicate`).
@@ -467,7 +478,9 @@ fn splitmix(x: &mut u64) -> u64 {
 }
 
 fn mix(h: u64, slot: u32) -> u64 {
-    let mut x = h ^ u64::from(slot).wrapping_add(1).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    let mut x = h ^ u64::from(slot)
+        .wrapping_add(1)
+        .wrapping_mul(0xd6e8_feb8_6659_fd93);
     splitmix(&mut x)
 }
 
@@ -680,7 +693,11 @@ impl Registry {
     // ----- liveness list -----
 
     fn unlink(&mut self, i: u32) {
-        let Some((prev, next)) = self.regs.get(i as usize).and_then(|r| r.as_ref()).map(|r| (r.prev, r.next))
+        let Some((prev, next)) = self
+            .regs
+            .get(i as usize)
+            .and_then(|r| r.as_ref())
+            .map(|r| (r.prev, r.next))
         else {
             return;
         };
@@ -731,7 +748,12 @@ impl Registry {
         if self.replies.len() >= self.cfg.reply_queue {
             self.counters.replies_dropped += 1;
         } else {
-            self.replies.push_back(Reply { local, to, key: key.clone(), body });
+            self.replies.push_back(Reply {
+                local,
+                to,
+                key: key.clone(),
+                body,
+            });
         }
     }
 
@@ -776,7 +798,13 @@ impl Registry {
         ])
     }
 
-    fn cookie_ok(&self, now: Instant, from: SocketAddr, group: &TransportAddr, cookie: &[u8; COOKIE_LEN]) -> bool {
+    fn cookie_ok(
+        &self,
+        now: Instant,
+        from: SocketAddr,
+        group: &TransportAddr,
+        cookie: &[u8; COOKIE_LEN],
+    ) -> bool {
         let e = self.epoch(now);
         let cur = ct_eq(&self.cookie(e, from, group), cookie);
         let prev = e > 0 && ct_eq(&self.cookie(e - 1, from, group), cookie);
@@ -868,7 +896,15 @@ impl Registry {
         if m.cookie == [0; COOKIE_LEN] {
             let cookie = self.cookie(self.epoch(now), from, &m.group);
             self.counters.challenges += 1;
-            self.push_reply(local, from, key, ReplyBody::Challenge(Challenge { group: m.group, cookie }));
+            self.push_reply(
+                local,
+                from,
+                key,
+                ReplyBody::Challenge(Challenge {
+                    group: m.group,
+                    cookie,
+                }),
+            );
             return Ok(());
         }
         if !self.cookie_ok(now, from, &m.group, &m.cookie) {
@@ -893,7 +929,9 @@ impl Registry {
         }
 
         let group_exists = self.group(&m.group).is_some();
-        let group_full = self.group(&m.group).is_some_and(|g| g.members.len() >= self.cfg.max_targets_per_group);
+        let group_full = self
+            .group(&m.group)
+            .is_some_and(|g| g.members.len() >= self.cfg.max_targets_per_group);
         if self.live as usize >= self.cfg.max_registrations
             || (!group_exists && self.groups.len() >= self.cfg.max_registrations)
         {
@@ -1135,7 +1173,13 @@ impl Registry {
         ));
         if self
             .tombstones
-            .insert((r.group, r.service), Tombstone { window: r.window, until })
+            .insert(
+                (r.group, r.service),
+                Tombstone {
+                    window: r.window,
+                    until,
+                },
+            )
             .is_some()
         {
             self.counters.tombstones_evicted += 1;
@@ -1176,7 +1220,10 @@ impl Registry {
     /// When [`Registry::handle_timeout`] has work: the earliest refresh deadline. `None` with no registration.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let r = self.regs.get(self.head as usize)?.as_ref()?;
-        Some(r.last_refresh.saturating_add(core::time::Duration::from_millis(u64::from(self.cfg.hold_ms))))
+        Some(
+            r.last_refresh
+                .saturating_add(core::time::Duration::from_millis(u64::from(self.cfg.hold_ms))),
+        )
     }
 
     /// Removes targets with no refresh for `hold_ms` (at most `expiry_budget` per call, and no more than the
@@ -1209,7 +1256,10 @@ impl Registry {
             match self.emit_reply(&reply, buf) {
                 Some(len) => {
                     self.counters.replies_sent += 1;
-                    return Some(Transmit { dest: Dest::Host, len });
+                    return Some(Transmit {
+                        dest: Dest::Host,
+                        len,
+                    });
                 }
                 None => self.counters.replies_dropped += 1,
             }
@@ -1232,12 +1282,24 @@ impl Registry {
             return None;
         }
         let mut probe = self.seq;
-        let hdr = ControlHeader { sender: ProxyId::NONE, seq: probe.next_seq() };
+        let hdr = ControlHeader {
+            sender: ProxyId::NONE,
+            seq: probe.next_seq(),
+        };
         let (src, dst) = (reply.local.ip(), reply.to.ip());
-        msg.emit(hdr, &reply.key, &mut buf[ip_len + pias_proto::udp::HEADER_LEN..total]).ok()?;
-        UdpRepr { src_port: reply.local.port(), dst_port: reply.to.port(), payload_len: msg.buffer_len() }
-            .emit(&mut buf[ip_len..total], &src, &dst, |_| ())
-            .ok()?;
+        msg.emit(
+            hdr,
+            &reply.key,
+            &mut buf[ip_len + pias_proto::udp::HEADER_LEN..total],
+        )
+        .ok()?;
+        UdpRepr {
+            src_port: reply.local.port(),
+            dst_port: reply.to.port(),
+            payload_len: msg.buffer_len(),
+        }
+        .emit(&mut buf[ip_len..total], &src, &dst, |_| ())
+        .ok()?;
         match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => Ipv4Repr {
                 src_addr: s,
@@ -1283,7 +1345,11 @@ impl Registry {
             let Some(g) = self.group_mut(&group) else { continue };
             g.queued = false;
             if g.report_due() {
-                return Some(GroupReport { group, count: g.count(), flags: g.flags() });
+                return Some(GroupReport {
+                    group,
+                    count: g.count(),
+                    flags: g.flags(),
+                });
             }
             self.drop_group_if_idle(&group);
         }
@@ -1303,7 +1369,11 @@ impl Registry {
     /// Every group's last committed report, for the periodic full re-send (`report_refresh`).
     pub fn reported(&self) -> impl Iterator<Item = GroupReport> + '_ {
         self.groups.iter().filter_map(|g| {
-            g.hyst.reported.map(|count| GroupReport { group: g.group, count, flags: g.reported_flags })
+            g.hyst.reported.map(|count| GroupReport {
+                group: g.group,
+                count,
+                flags: g.reported_flags,
+            })
         })
     }
 
@@ -1326,7 +1396,11 @@ impl Registry {
         flow_hash: u64,
         opts: &TargetOptions,
     ) -> Option<TargetChoice> {
-        let h = if opts.random { splitmix(&mut self.rng) } else { flow_hash };
+        let h = if opts.random {
+            splitmix(&mut self.rng)
+        } else {
+            flow_hash
+        };
         let gh = self.hash_group(group);
         let Some(g) = self.groups.find_mut(gh, |g| g.group == *group) else {
             self.counters.no_target += 1;
@@ -1339,7 +1413,11 @@ impl Registry {
         if g.table_stale {
             self.weights.clear();
             for &s in &g.members {
-                let w = self.regs.get(s as usize).and_then(|r| r.as_ref()).map_or(1, |r| r.weight);
+                let w = self
+                    .regs
+                    .get(s as usize)
+                    .and_then(|r| r.as_ref())
+                    .map_or(1, |r| r.weight);
                 self.weights.push((s, u32::from(w)));
             }
             g.table.rebuild(&self.flow_key, &self.weights, &mut self.scratch);
@@ -1355,7 +1433,13 @@ impl Registry {
             .scope_prefix
             .filter(|&bits| g.members.iter().any(|&s| !is_sender(s) && in_scope(s, bits)));
         let eligible = |s: u32| !is_sender(s) && scope.is_none_or(|bits| in_scope(s, bits));
-        let to_ref = |s: u32| reg(s).map(|r| TargetRef { slot: s, service: r.service, mode: r.mode });
+        let to_ref = |s: u32| {
+            reg(s).map(|r| TargetRef {
+                slot: s,
+                service: r.service,
+                mode: r.mode,
+            })
+        };
 
         let primary = match g.table.pick(h).filter(|&s| eligible(s)) {
             Some(s) => Some(s),
@@ -1371,7 +1455,8 @@ impl Registry {
             let mut taken = [NIL; MAX_REPLICAS];
             taken[0] = primary.slot;
             for i in 1..r {
-                let Some(next) = best_hrw(&g.members, h, regs, &eligible, &taken[..i]).and_then(to_ref) else {
+                let Some(next) = best_hrw(&g.members, h, regs, &eligible, &taken[..i]).and_then(to_ref)
+                else {
                     break;
                 };
                 taken[i] = next.slot;
@@ -1395,7 +1480,10 @@ fn best_hrw(
         if taken.contains(&s) || !eligible(s) {
             continue;
         }
-        let w = regs.get(s as usize).and_then(|r| r.as_ref()).map_or(1, |r| r.weight);
+        let w = regs
+            .get(s as usize)
+            .and_then(|r| r.as_ref())
+            .map_or(1, |r| r.weight);
         let score = hrw_score(h, s, w);
         if best.is_none_or(|(b, _)| score > b) {
             best = Some((score, s));
