@@ -103,7 +103,7 @@ enum HostKind {
     Client,
     Target {
         service: SocketAddr,
-        agent: Option<TargetAgent>,
+        agent: Option<Box<TargetAgent>>,
         alive: bool,
     },
 }
@@ -332,7 +332,7 @@ impl Sim {
             self.cfg.seed ^ self.hosts.len() as u64,
         );
         tune(&mut acfg);
-        let agent = TargetAgent::new(acfg).ok();
+        let agent = TargetAgent::new(acfg).ok().map(Box::new);
         self.hosts.push(Host {
             name: name.to_string(),
             ip: service.ip(),
@@ -351,7 +351,7 @@ impl Sim {
     /// The agent of a target host.
     pub fn agent(&self, h: HostId) -> Option<&TargetAgent> {
         match &self.hosts.get(h.0)?.kind {
-            HostKind::Target { agent, .. } => agent.as_ref(),
+            HostKind::Target { agent, .. } => agent.as_deref(),
             HostKind::Client => None,
         }
     }
