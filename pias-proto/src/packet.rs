@@ -140,9 +140,10 @@ fn wr_ip(b: &mut [u8], at: usize, ip: IpAddr) -> Delta {
             Delta::ZERO.word32(old, a.to_bits())
         }
         IpAddr::V6(a) => {
-            let old = ipv6::addr(&b[at..at + 16]);
-            b[at..at + 16].copy_from_slice(&a.octets());
-            Delta::ZERO.ipv6(old, a)
+            let new = a.octets();
+            let d = Delta::ZERO.bytes(&b[at..at + 16], &new);
+            b[at..at + 16].copy_from_slice(&new);
+            d
         }
     }
 }
