@@ -49,8 +49,8 @@ marker=$(mktemp)
 trap 'rm -f "$marker"' EXIT
 
 echo "fuzzing $target for ${seconds}s with $jobs job(s); log: $log"
-# shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags.
 set +e
+# shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags.
 cargo fuzz run "$target" "$work" "$seeds" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     "${parallel[@]}" ${FUZZ_ARGS:-} 2>&1 | tee "$log" | grep -E --line-buffered \

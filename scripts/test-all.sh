@@ -4,7 +4,8 @@
 #   bash scripts/test-all.sh
 #
 # On a fresh machine (Debian 12, root, Rust stable only) it first installs what is missing: the apt packages
-# in APT_PACKAGES and cargo-fuzz at the pinned version. Then, in order, stopping at the first failure:
+# in APT_PACKAGES and cargo-fuzz at the pinned version. Then these checks, in order; a failing check does
+# not stop the later ones (unless FAIL_FAST=1), the summary lists every failure and the exit status is 1:
 #   1. cargo fmt --check           4. cargo fuzz build (libFuzzer + AddressSanitizer)
 #   2. cargo clippy -D warnings    5. a short fuzz run of every target, seeded with fuzz/corpus/<target>
 #   3. cargo test --workspace
@@ -13,6 +14,7 @@
 #   FUZZ_SECONDS  seconds of fuzzing per target (default 20); 0 only replays the corpus under ASan
 #   FUZZ_RUNS     also stop a target after this many inputs (default -1: no limit)
 #   SKIP_FUZZ=1   skip steps 4 and 5
+#   FAIL_FAST=1   stop at the first failing check
 #
 # The sanitizer flags cargo-fuzz passes are nightly-only; RUSTC_BOOTSTRAP=1 lets the stable compiler accept
 # them (see LAB-NOTES.md, "Fuzzing with the machine's stable toolchain"). The fuzz runs write new inputs to
@@ -31,11 +33,13 @@ CARGO_FUZZ_VERSION=0.13.2
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 FUZZ_RUNS=${FUZZ_RUNS:--1}
 SKIP_FUZZ=${SKIP_FUZZ:-0}
+FAIL_FAST=${FAIL_FAST:-0}
 
 start=$SECONDS
 step="setup"
 step_start=$SECONDS
 timings=()
+failed=()
 
 begin() {
     step=$1
@@ -43,11 +47,28 @@ begin() {
     printf '\n==> %s\n' "$step"
 }
 end() {
-    timings+=("$step $((SECONDS - step_start))s")
+    timings+=("$(printf '%-32s %-6s %5ds' "$step" "${1:-ok}" "$((SECONDS - step_start))")")
+}
+# Runs one check; a failure is recorded and the next check still runs (CI then shows every failure at
+# once), unless FAIL_FAST=1. Note: errexit does not apply inside the command, so it must be one command or
+# a function that returns non-zero itself.
+check() {
+    local name=$1
+    shift
+    begin "$name"
+    if "$@"; then
+        end ok
+    else
+        end FAILED
+        failed+=("$name")
+        if [[ $FAIL_FAST == 1 ]]; then
+            exit 1
+        fi
+    fi
 }
 on_exit() {
     local rc=$?
-    if [[ $rc -ne 0 ]]; then
+    if [[ $rc -ne 0 && ${#failed[@]} -eq 0 ]]; then
         printf '\ntest-all: FAILED at step "%s" (exit %d) after %ds\n' "$step" "$rc" "$((SECONDS - start))" >&2
     fi
 }
@@ -85,36 +106,20 @@ fi
 end
 
 # ---------------------------------------------------------------------------------------------------------
-begin "cargo fmt --check"
-cargo fmt --all -- --check
-# The fuzz crate is not a workspace member; check its formatting too.
-cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
-end
+fmt_check() {
+    cargo fmt --all -- --check &&
+        # The fuzz crate is not a workspace member; check its formatting too.
+        cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+}
 
-begin "cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
-end
-
-begin "cargo test"
-cargo test --workspace
-end
-
-# ---------------------------------------------------------------------------------------------------------
 fuzz_summary=()
-if [[ $SKIP_FUZZ == 1 ]]; then
-    fuzz_summary+=("skipped (SKIP_FUZZ=1)")
-else
-    export RUSTC_BOOTSTRAP=1
-
-    begin "cargo fuzz build"
-    cargo fuzz build
-    end
-
-    begin "fuzz smoke (${FUZZ_SECONDS}s per target)"
+targets=()
+fuzz_smoke() {
+    local t seeds scratch log stats runs cov eps line limits logs rc=0
     mapfile -t targets < <(cargo fuzz list)
     if [[ ${#targets[@]} -eq 0 ]]; then
         echo "no fuzz targets found" >&2
-        exit 1
+        return 1
     fi
     if [[ $FUZZ_SECONDS == 0 ]]; then
         limits=(-runs=0)
@@ -127,18 +132,22 @@ else
         seeds=fuzz/corpus/$t
         if [[ ! -d $seeds ]] || [[ -z $(ls -A "$seeds") ]]; then
             echo "fuzz target $t has no seed corpus in $seeds" >&2
-            exit 1
+            fuzz_summary+=("$t: NO SEED CORPUS")
+            rc=1
+            continue
         fi
         scratch=fuzz/work/smoke/$t
         rm -rf "$scratch"
         mkdir -p "$scratch"
         log=$logs/$t.log
-        # First corpus directory is written to; the committed seeds come second and stay untouched.
+        # The first corpus directory is written to; the committed seeds come second and stay untouched.
         if ! cargo fuzz run "$t" "$scratch" "$seeds" -- "${limits[@]}" -timeout=10 -rss_limit_mb=2048 \
             -print_final_stats=1 >"$log" 2>&1; then
             echo "fuzz target $t FAILED; end of $log:" >&2
             tail -n 60 "$log" >&2
-            exit 1
+            fuzz_summary+=("$t: CRASHED (input in fuzz/artifacts/$t/, log $log)")
+            rc=1
+            continue
         fi
         # "#N DONE cov: C ft: F corp: ... exec/s: E" is libFuzzer's last status line.
         stats=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 || true)
@@ -149,14 +158,34 @@ else
         echo "$line"
         fuzz_summary+=("$line")
     done
-    end
+    return "$rc"
+}
+
+check "cargo fmt --check" fmt_check
+check "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+check "cargo test" cargo test --workspace
+
+if [[ $SKIP_FUZZ == 1 ]]; then
+    fuzz_summary+=("skipped (SKIP_FUZZ=1)")
+else
+    # cargo-fuzz's sanitizer flags are nightly-only; this lets the stable compiler accept them.
+    export RUSTC_BOOTSTRAP=1
+    check "cargo fuzz build" cargo fuzz build
+    if [[ ${#failed[@]} -eq 0 || ${failed[-1]} != "cargo fuzz build" ]]; then
+        check "fuzz smoke (${FUZZ_SECONDS}s per target)" fuzz_smoke
+    fi
 fi
 
 # ---------------------------------------------------------------------------------------------------------
-printf '\n--- timings\n'
+printf '\n--- steps\n'
 printf '  %s\n' "${timings[@]}"
 printf -- '--- fuzz smoke\n'
 printf '  %s\n' "${fuzz_summary[@]}"
+if [[ ${#failed[@]} -gt 0 ]]; then
+    printf '\ntest-all: FAILED (%s) in %ds\n' "$(IFS=,; echo "${failed[*]}" | sed 's/,/, /g')" \
+        "$((SECONDS - start))" >&2
+    exit 1
+fi
 if [[ $SKIP_FUZZ == 1 ]]; then
     what="fmt, clippy, tests; fuzz skipped"
 else
