@@ -55,7 +55,7 @@ fn table(n: u32, touch_granularity: Duration) -> NatTable {
 fn bench(c: &mut Criterion) {
     let now = Instant::from_secs(1);
     let mut g = c.benchmark_group("nat");
-    for n in [100_000u32, 1_000_000] {
+    for n in [1_000u32, 100_000, 1_000_000] {
         let keys = shuffled(n, 7);
         let base: HashMap<FlowKey, u32> = (0..n).map(|i| (key(i), i)).collect();
         let mut j = 0usize;
