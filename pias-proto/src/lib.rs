@@ -29,6 +29,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod packet;
+pub mod pcap;
 pub mod tcp;
 pub mod tunnel;
 pub mod udp;

@@ -1,0 +1,43 @@
+//! `pias`: one binary for everything an operator does with PIAS.
+//!
+//! Subcommands are thin: protocol logic lives in `pias-state`, socket and TUN handling in the driver crates.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod decode;
+
+/// PIAS — the Proxy IP Anycast Service.
+///
+/// A PIAS overlay is a set of proxies that all advertise one anycast prefix. A *group* is a transport address
+/// (IP, port, protocol) in that prefix; clients send to it unchanged, the nearest proxy (the IAP) finds a
+/// proxy that has targets for the group (a JAP, via the group's rendezvous proxies, the RAPs), and the JAP
+/// hands the packet to a live target. Targets register through the anycast registration address with a
+/// per-group key derived from the operator's master key.
+#[derive(Debug, Parser)]
+#[command(name = "pias", version, about, long_about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Decode a packet capture (pcap) and print every IP packet, PIAS frame and control message in it.
+    Decode(decode::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Decode(a) => decode::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pias: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
