@@ -1379,6 +1379,35 @@ impl Registry {
 
     // ----- target choice -----
 
+    /// Rebuilds the group's slot table if its target set changed since the last build.
+    fn fresh_table(&mut self, gh: u64, group: &TransportAddr) -> Option<&GroupState> {
+        let g = self.groups.find_mut(gh, |g| g.group == *group)?;
+        if g.table_stale {
+            self.weights.clear();
+            for &s in &g.members {
+                let w = self
+                    .regs
+                    .get(s as usize)
+                    .and_then(|r| r.as_ref())
+                    .map_or(1, |r| r.weight);
+                self.weights.push((s, u32::from(w)));
+            }
+            g.table.rebuild(&self.flow_key, &self.weights, &mut self.scratch);
+            g.table_stale = false;
+            self.counters.tables_built += 1;
+        }
+        Some(g)
+    }
+
+    /// The group's slot table (SPEC.md §13.3) for the XDP map sync: the registration indexes, ascending, and
+    /// the slots (each an index into them); a flow's target is `members[slots[flow_hash mod slots.len()]]`.
+    /// Rebuilt first if the target set changed. `None` if the group has no state here.
+    pub fn slot_table(&mut self, group: &TransportAddr) -> Option<(&[u32], &[u16])> {
+        let gh = self.hash_group(group);
+        let g = self.fresh_table(gh, group)?;
+        Some((&g.table.members, &g.table.slots))
+    }
+
     /// Picks the target(s) for a new flow of `group` (SPEC.md §9.5). `flow_hash` is the flow's hash
     /// (§13.2). `None` if the group has no live target here (counted `no_target`) or the options exclude
     /// every target (counted `no_eligible_target`).
@@ -1402,28 +1431,12 @@ impl Registry {
             flow_hash
         };
         let gh = self.hash_group(group);
-        let Some(g) = self.groups.find_mut(gh, |g| g.group == *group) else {
-            self.counters.no_target += 1;
-            return None;
-        };
-        if g.members.is_empty() {
+        if self.group(group).is_none_or(|g| g.members.is_empty()) {
             self.counters.no_target += 1;
             return None;
         }
-        if g.table_stale {
-            self.weights.clear();
-            for &s in &g.members {
-                let w = self
-                    .regs
-                    .get(s as usize)
-                    .and_then(|r| r.as_ref())
-                    .map_or(1, |r| r.weight);
-                self.weights.push((s, u32::from(w)));
-            }
-            g.table.rebuild(&self.flow_key, &self.weights, &mut self.scratch);
-            g.table_stale = false;
-            self.counters.tables_built += 1;
-        }
+        self.fresh_table(gh, group)?;
+        let g = self.groups.find(gh, |g| g.group == *group)?;
         let regs = &self.regs;
         let reg = |s: u32| regs.get(s as usize).and_then(|r| r.as_ref());
         let is_sender = |s: u32| opts.exclude_sender && reg(s).is_some_and(|r| r.service.ip == flow.src);

@@ -1002,6 +1002,15 @@ fn choice_respects_weights_and_is_stable_per_flow() {
         );
     }
     assert_eq!(reg.counters().tables_built, 1, "built once, not per flow");
+    // The table the XDP sync reads gives the same answers.
+    let (members, slots) = reg
+        .slot_table(&group())
+        .map(|(m, s)| (m.to_vec(), s.to_vec()))
+        .unwrap();
+    assert_eq!(slots.len(), 251);
+    for (_, h, slot) in first.iter().take(1000) {
+        assert_eq!(members[usize::from(slots[(*h % 251) as usize])], *slot);
+    }
     // Same flows, same choices; also after an unrelated group changed.
     let k2 = MasterKey::from_bytes(MASTER).group_key(&group_n(3));
     register_direct(
