@@ -86,13 +86,21 @@ impl MembershipConfig {
         let err = |field, problem, fix| Err(ConfigError { field, problem, fix });
         let ms = Duration::from_millis(1);
         if self.probe_interval < ms {
-            return err("probe_interval", "is below 1 ms", "use at least 1 ms (default 200 ms)");
+            return err(
+                "probe_interval",
+                "is below 1 ms",
+                "use at least 1 ms (default 200 ms)",
+            );
         }
         if self.suspect_after == 0 {
             return err("suspect_after", "is 0", "use at least 1 missed probe (default 3)");
         }
         if self.suspect_timeout < ms {
-            return err("suspect_timeout", "is below 1 ms", "use at least 1 ms (default 1 s)");
+            return err(
+                "suspect_timeout",
+                "is below 1 ms",
+                "use at least 1 ms (default 1 s)",
+            );
         }
         if self.flood_interval < ms || self.flood_interval > self.probe_interval {
             return err(
@@ -102,7 +110,11 @@ impl MembershipConfig {
             );
         }
         if self.ae_interval < self.probe_interval {
-            return err("ae_interval", "is below probe_interval", "use at least probe_interval (default 2 s)");
+            return err(
+                "ae_interval",
+                "is below probe_interval",
+                "use at least probe_interval (default 2 s)",
+            );
         }
         if self.join_retry < ms {
             return err("join_retry", "is below 1 ms", "use at least 1 ms (default 1 s)");
@@ -122,7 +134,11 @@ impl MembershipConfig {
             );
         }
         if self.max_members < 1 || self.max_members > 1 << 22 {
-            return err("max_members", "is outside 1 ..= 4194304", "use 1 ..= 4194304 (default 131072)");
+            return err(
+                "max_members",
+                "is outside 1 ..= 4194304",
+                "use 1 ..= 4194304 (default 131072)",
+            );
         }
         for (field, v) in [
             ("stranger_windows", self.stranger_windows),
@@ -138,7 +154,11 @@ impl MembershipConfig {
             }
         }
         if self.max_peers < 16 {
-            return err("max_peers", "is below 16", "use at least 16 (8 chosen neighbours plus reverse ones)");
+            return err(
+                "max_peers",
+                "is below 16",
+                "use at least 16 (8 chosen neighbours plus reverse ones)",
+            );
         }
         Ok(())
     }

@@ -153,19 +153,41 @@ pub struct MembershipCounters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Out {
     /// A probe to a member (address from the table at send time).
-    Probe { to: u32, nonce: u64 },
-    Ack { addr: SocketAddr, nonce: u64 },
-    Join { addr: SocketAddr },
+    Probe {
+        to: u32,
+        nonce: u64,
+    },
+    Ack {
+        addr: SocketAddr,
+        nonce: u64,
+    },
+    Join {
+        addr: SocketAddr,
+    },
     /// The current records of `ids` (0 = none), sent directly to `addr`.
-    Tell { addr: SocketAddr, ids: [u32; 2] },
+    Tell {
+        addr: SocketAddr,
+        ids: [u32; 2],
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AeJob {
-    Digest { depth: u8, prefix: u32 },
-    Pull { depth: u8, prefix: u32 },
+    Digest {
+        depth: u8,
+        prefix: u32,
+    },
+    Pull {
+        depth: u8,
+        prefix: u32,
+    },
     /// Records under a node, from bucket `bucket`, position `off` on.
-    Records { depth: u8, prefix: u32, bucket: u32, off: u32 },
+    Records {
+        depth: u8,
+        prefix: u32,
+        bucket: u32,
+        off: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -350,7 +372,9 @@ impl Membership {
 
     /// Alive (Suspect is not usable for data, §7.2).
     pub fn is_usable(&self, id: ProxyId) -> bool {
-        self.table.get(id.0).is_some_and(|m| m.record.status == MemberStatus::Alive)
+        self.table
+            .get(id.0)
+            .is_some_and(|m| m.record.status == MemberStatus::Alive)
     }
 
     /// The member whose overlay address is `addr`, if Alive or Suspect (data-frame acceptance, §4.1).
@@ -360,7 +384,10 @@ impl Membership {
 
     /// Alive members, this proxy included.
     pub fn usable(&self) -> impl Iterator<Item = ProxyId> + '_ {
-        self.table.iter().filter(|m| m.record.status == MemberStatus::Alive).map(|m| m.record.id)
+        self.table
+            .iter()
+            .filter(|m| m.record.status == MemberStatus::Alive)
+            .map(|m| m.record.id)
     }
 
     /// Alive or Suspect members, this proxy included: the RAP ring's members (§13.1).
@@ -413,7 +440,9 @@ impl Membership {
         let peers: usize = self
             .peers
             .values()
-            .map(|p| p.flood.capacity() * 4 + p.ae.capacity() * size_of::<AeJob>() + size_of::<(u32, Peer)>() + 1)
+            .map(|p| {
+                p.flood.capacity() * 4 + p.ae.capacity() * size_of::<AeJob>() + size_of::<(u32, Peer)>() + 1
+            })
             .sum();
         self.table.memory_bytes()
             + peers
@@ -450,13 +479,21 @@ impl Membership {
             if m.record.status == MemberStatus::Left && kind != kind::JOIN {
                 return Err(Reject::LeftSender);
             }
-            return if m.window.commit(seq) { Ok(()) } else { Err(Reject::Replay) };
+            return if m.window.commit(seq) {
+                Ok(())
+            } else {
+                Err(Reject::Replay)
+            };
         }
-        let stranger_ok = kind == kind::JOIN || kind == kind::PROBE || (kind == kind::RECORDS && !self.joined());
+        let stranger_ok =
+            kind == kind::JOIN || kind == kind::PROBE || (kind == kind::RECORDS && !self.joined());
         if !stranger_ok {
             return Err(Reject::UnknownSender);
         }
-        if self.strangers.commit(sender.0, seq, &mut self.counters.strangers_evicted) {
+        if self
+            .strangers
+            .commit(sender.0, seq, &mut self.counters.strangers_evicted)
+        {
             Ok(())
         } else {
             Err(Reject::Replay)
@@ -483,7 +520,15 @@ impl Membership {
             }
             Message::Digest(d) => self.on_digest(now, sender.0, d),
             Message::Pull(p) => {
-                self.push_ae(sender.0, AeJob::Records { depth: p.depth, prefix: p.prefix, bucket: 0, off: 0 });
+                self.push_ae(
+                    sender.0,
+                    AeJob::Records {
+                        depth: p.depth,
+                        prefix: p.prefix,
+                        bucket: 0,
+                        off: 0,
+                    },
+                );
             }
             Message::Join(r) => self.on_join(now, from, sender.0, r),
             _ => {}
@@ -624,7 +669,9 @@ impl Membership {
                 return None;
             }
             tries -= 1;
-            let Some(pid) = self.ae_ring.pop_front() else { break };
+            let Some(pid) = self.ae_ring.pop_front() else {
+                break;
+            };
             match self.emit_ae(pid, sealer, buf, &mut scratch) {
                 Step::Sent(t) => {
                     self.ae_left -= 1;
@@ -689,7 +736,12 @@ impl Membership {
                     self.counters.tombstones_ignored += 1;
                     return;
                 }
-                let window = self.strangers.map.remove(&r.id.0).map(|(w, _)| w).unwrap_or_default();
+                let window = self
+                    .strangers
+                    .map
+                    .remove(&r.id.0)
+                    .map(|(w, _)| w)
+                    .unwrap_or_default();
                 if self.table.insert(r, window, now).is_err() {
                     self.counters.table_full += 1;
                     return;
@@ -732,7 +784,10 @@ impl Membership {
         // The one that told us is the one most in need of the answer, even if it is not a neighbour.
         if let Some(m) = from.and_then(|f| self.table.get(f)) {
             let addr = m.record.addr;
-            self.push_out(Out::Tell { addr, ids: [self.me.id.0, 0] });
+            self.push_out(Out::Tell {
+                addr,
+                ids: [self.me.id.0, 0],
+            });
         }
     }
 
@@ -754,7 +809,9 @@ impl Membership {
         let cap = self.cfg.max_members.saturating_mul(2);
         match new.status {
             Suspect => {
-                let fresh = old.is_none_or(|o| (o.status, o.incarnation, o.version) != (Suspect, new.incarnation, new.version));
+                let fresh = old.is_none_or(|o| {
+                    (o.status, o.incarnation, o.version) != (Suspect, new.incarnation, new.version)
+                });
                 if fresh {
                     if self.suspicions.len() < cap {
                         self.suspicions.push_back((now + self.cfg.suspect_timeout, id.0));
@@ -804,7 +861,7 @@ impl Membership {
 
     /// Queues record `id` for every neighbour (chosen and reverse) except `except` (§7.3).
     fn flood(&mut self, now: Instant, id: u32, except: Option<u32>) {
-        let recent = self.cfg.probe_interval * 3;
+        let recent = self.cfg.probe_interval.saturating_mul(3);
         let cap = self.cfg.flood_queue;
         let mut queued = false;
         for (&pid, p) in self.peers.iter_mut() {
@@ -833,7 +890,12 @@ impl Membership {
     // ----- internals: neighbours and probes -----
 
     fn peer(&mut self, id: u32) -> Option<&mut Peer> {
-        peer_entry(&mut self.peers, self.cfg.max_peers, &mut self.counters.peers_full, id)
+        peer_entry(
+            &mut self.peers,
+            self.cfg.max_peers,
+            &mut self.counters.peers_full,
+            id,
+        )
     }
 
     /// Recomputes the chosen neighbours if membership changed (§7.2): O(log n).
@@ -851,11 +913,16 @@ impl Membership {
                 chosen.push(id);
             }
         };
-        let after = ring.range((Bound::Excluded(at), Bound::Unbounded)).chain(ring.range(..at));
+        let after = ring
+            .range((Bound::Excluded(at), Bound::Unbounded))
+            .chain(ring.range(..at));
         for &(_, id) in after.filter(|e| e.1 != me).take(2) {
             add(id, &mut chosen);
         }
-        let before = ring.range(..at).rev().chain(ring.range((Bound::Excluded(at), Bound::Unbounded)).rev());
+        let before = ring
+            .range(..at)
+            .rev()
+            .chain(ring.range((Bound::Excluded(at), Bound::Unbounded)).rev());
         for &(_, id) in before.filter(|e| e.1 != me).take(2) {
             add(id, &mut chosen);
         }
@@ -886,10 +953,13 @@ impl Membership {
     }
 
     fn probe_tick(&mut self, now: Instant) {
-        let recent = self.cfg.probe_interval * 3;
+        let recent = self.cfg.probe_interval.saturating_mul(3);
         // Forget peers with nothing left to do.
         self.peers.retain(|_, p| {
-            p.chosen || p.probed_me.is_some_and(|t| now < t + recent) || !p.flood.is_empty() || !p.ae.is_empty()
+            p.chosen
+                || p.probed_me.is_some_and(|t| now < t + recent)
+                || !p.flood.is_empty()
+                || !p.ae.is_empty()
         });
         if self.left_at.is_some() {
             return;
@@ -928,7 +998,11 @@ impl Membership {
         }
         let i = (self.rng.next() % self.tombstones.len() as u64) as usize;
         let id = self.tombstones[i].1;
-        if self.table.get(id).is_some_and(|m| m.record.status == MemberStatus::Down) {
+        if self
+            .table
+            .get(id)
+            .is_some_and(|m| m.record.status == MemberStatus::Down)
+        {
             let nonce = self.rng.next();
             self.push_out(Out::Probe { to: id, nonce });
         }
@@ -936,7 +1010,10 @@ impl Membership {
 
     fn on_probe(&mut self, now: Instant, from: SocketAddr, sender: u32, p: &Probe) {
         self.counters.probes_received += 1;
-        self.push_out(Out::Ack { addr: from, nonce: p.nonce });
+        self.push_out(Out::Ack {
+            addr: from,
+            nonce: p.nonce,
+        });
         if self.table.get(sender).is_none() {
             return;
         }
@@ -973,7 +1050,10 @@ impl Membership {
         if matches!(m.record.status, MemberStatus::Suspect | MemberStatus::Down)
             && (p.incarnation, p.version) <= (m.record.incarnation, m.record.version)
         {
-            self.push_out(Out::Tell { addr: from, ids: [sender, 0] });
+            self.push_out(Out::Tell {
+                addr: from,
+                ids: [sender, 0],
+            });
         }
         let mine = self.table.digest();
         let ae_interval = self.cfg.ae_interval;
@@ -997,11 +1077,16 @@ impl Membership {
         if self.coord.update(&rc, rtt, u64::from(sender)).is_err() {
             return;
         }
-        if self.left_at.is_some() || self.last_coord_flood.is_some_and(|t| now < t + self.cfg.coord_flood_interval) {
+        if self.left_at.is_some()
+            || self
+                .last_coord_flood
+                .is_some_and(|t| now < t + self.cfg.coord_flood_interval)
+        {
             return;
         }
         let (a, b) = (self.coord.position(), self.published.position());
-        let moved = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt() + (self.coord.height() - self.published.height()).abs();
+        let moved = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+            + (self.coord.height() - self.published.height()).abs();
         let nearest = self
             .chosen
             .iter()
@@ -1032,7 +1117,10 @@ impl Membership {
         self.counters.records_in += 1;
         self.apply(now, *r, Some(sender));
         // Our own record first, so the joiner knows us and accepts the anti-entropy that follows.
-        self.push_out(Out::Tell { addr: from, ids: [self.me.id.0, 0] });
+        self.push_out(Out::Tell {
+            addr: from,
+            ids: [self.me.id.0, 0],
+        });
         let ae_interval = self.cfg.ae_interval;
         if self.table.get(sender).is_some()
             && let Some(p) = self.peer(sender)
@@ -1048,8 +1136,22 @@ impl Membership {
         let (hashes, counts) = self.table.children(d.depth, d.prefix);
         if d.depth >= Digest::MAX_DEPTH {
             if hashes != d.hashes || counts.map(sat16) != d.counts {
-                self.push_ae(sender, AeJob::Records { depth: d.depth, prefix: d.prefix, bucket: 0, off: 0 });
-                self.push_ae(sender, AeJob::Pull { depth: d.depth, prefix: d.prefix });
+                self.push_ae(
+                    sender,
+                    AeJob::Records {
+                        depth: d.depth,
+                        prefix: d.prefix,
+                        bucket: 0,
+                        off: 0,
+                    },
+                );
+                self.push_ae(
+                    sender,
+                    AeJob::Pull {
+                        depth: d.depth,
+                        prefix: d.prefix,
+                    },
+                );
             }
             return;
         }
@@ -1060,7 +1162,15 @@ impl Membership {
             let depth = d.depth + 1;
             let prefix = d.prefix.wrapping_mul(16) | c as u32;
             if counts[c] <= AE_LEAF || u32::from(d.counts[c]) <= AE_LEAF {
-                self.push_ae(sender, AeJob::Records { depth, prefix, bucket: 0, off: 0 });
+                self.push_ae(
+                    sender,
+                    AeJob::Records {
+                        depth,
+                        prefix,
+                        bucket: 0,
+                        off: 0,
+                    },
+                );
                 self.push_ae(sender, AeJob::Pull { depth, prefix });
             } else {
                 self.push_ae(sender, AeJob::Digest { depth, prefix });
@@ -1073,7 +1183,12 @@ impl Membership {
             return;
         }
         let cap = self.cfg.ae_pending;
-        let Some(p) = peer_entry(&mut self.peers, self.cfg.max_peers, &mut self.counters.peers_full, to) else {
+        let Some(p) = peer_entry(
+            &mut self.peers,
+            self.cfg.max_peers,
+            &mut self.counters.peers_full,
+            to,
+        ) else {
             return;
         };
         if p.ae.len() >= cap {
@@ -1132,28 +1247,45 @@ impl Membership {
     ) -> Step {
         match item {
             Out::Probe { to, nonce } => {
-                let Some(addr) = self.table.get(to).map(|m| m.record.addr) else { return Step::Skip };
+                let Some(addr) = self.table.get(to).map(|m| m.record.addr) else {
+                    return Step::Skip;
+                };
                 let msg = Message::Probe(self.probe_body(nonce));
-                let Some(len) = sealer.seal(&msg, buf) else { return Step::Blocked };
+                let Some(len) = sealer.seal(&msg, buf) else {
+                    return Step::Blocked;
+                };
                 if let Some(p) = self.peers.get_mut(&to)
                     && p.nonce == nonce
                 {
                     p.probe_sent = Some(now);
                 }
                 self.counters.probes_sent += 1;
-                Step::Sent(Transmit { dest: Dest::Overlay(addr), len })
+                Step::Sent(Transmit {
+                    dest: Dest::Overlay(addr),
+                    len,
+                })
             }
             Out::Ack { addr, nonce } => {
                 let msg = Message::ProbeAck(self.probe_body(nonce));
-                let Some(len) = sealer.seal(&msg, buf) else { return Step::Blocked };
+                let Some(len) = sealer.seal(&msg, buf) else {
+                    return Step::Blocked;
+                };
                 self.counters.acks_sent += 1;
-                Step::Sent(Transmit { dest: Dest::Overlay(addr), len })
+                Step::Sent(Transmit {
+                    dest: Dest::Overlay(addr),
+                    len,
+                })
             }
             Out::Join { addr } => {
                 let msg = Message::Join(self.me);
-                let Some(len) = sealer.seal(&msg, buf) else { return Step::Blocked };
+                let Some(len) = sealer.seal(&msg, buf) else {
+                    return Step::Blocked;
+                };
                 self.counters.joins_sent += 1;
-                Step::Sent(Transmit { dest: Dest::Overlay(addr), len })
+                Step::Sent(Transmit {
+                    dest: Dest::Overlay(addr),
+                    len,
+                })
             }
             Out::Tell { addr, ids } => {
                 let mut n = 0;
@@ -1167,9 +1299,14 @@ impl Membership {
                     return Step::Skip;
                 }
                 let msg = Message::Records(Records::Slice(&scratch[..n]));
-                let Some(len) = sealer.seal(&msg, buf) else { return Step::Blocked };
+                let Some(len) = sealer.seal(&msg, buf) else {
+                    return Step::Blocked;
+                };
                 self.counters.records_out += n as u64;
-                Step::Sent(Transmit { dest: Dest::Overlay(addr), len })
+                Step::Sent(Transmit {
+                    dest: Dest::Overlay(addr),
+                    len,
+                })
             }
         }
     }
@@ -1187,7 +1324,9 @@ impl Membership {
             }
             return Step::Skip;
         };
-        let Some(p) = self.peers.get(&pid) else { return Step::Skip };
+        let Some(p) = self.peers.get(&pid) else {
+            return Step::Skip;
+        };
         let mut n = 0;
         let mut consumed = 0;
         let mut ids: SmallVec<[u32; Records::MAX]> = SmallVec::new();
@@ -1212,13 +1351,18 @@ impl Membership {
             return Step::Skip;
         }
         let msg = Message::Records(Records::Slice(&scratch[..n]));
-        let Some(len) = sealer.seal(&msg, buf) else { return Step::Blocked };
+        let Some(len) = sealer.seal(&msg, buf) else {
+            return Step::Blocked;
+        };
         if let Some(p) = self.peers.get_mut(&pid) {
             p.flood.drain(..consumed.min(p.flood.len()));
         }
         self.counters.floods += 1;
         self.counters.records_out += n as u64;
-        Step::Sent(Transmit { dest: Dest::Overlay(addr), len })
+        Step::Sent(Transmit {
+            dest: Dest::Overlay(addr),
+            len,
+        })
     }
 
     fn emit_ae(
@@ -1234,16 +1378,30 @@ impl Membership {
             }
             return Step::Skip;
         };
-        let Some(p) = self.peers.get(&pid) else { return Step::Skip };
-        let Some(&job) = p.ae.front() else { return Step::Skip };
+        let Some(p) = self.peers.get(&pid) else {
+            return Step::Skip;
+        };
+        let Some(&job) = p.ae.front() else {
+            return Step::Skip;
+        };
         match job {
             AeJob::Digest { depth, prefix } => {
                 let (hashes, counts) = self.table.children(depth, prefix);
-                let msg = Message::Digest(Digest { depth, prefix, hashes, counts: counts.map(sat16) });
-                let Some(len) = sealer.seal(&msg, buf) else { return Step::Blocked };
+                let msg = Message::Digest(Digest {
+                    depth,
+                    prefix,
+                    hashes,
+                    counts: counts.map(sat16),
+                });
+                let Some(len) = sealer.seal(&msg, buf) else {
+                    return Step::Blocked;
+                };
                 self.pop_ae(pid, 1, None);
                 self.counters.ae_digests_sent += 1;
-                Step::Sent(Transmit { dest: Dest::Overlay(addr), len })
+                Step::Sent(Transmit {
+                    dest: Dest::Overlay(addr),
+                    len,
+                })
             }
             AeJob::Pull { depth, prefix } => {
                 let Some(len) = sealer.seal(&Message::Pull(Pull { depth, prefix }), buf) else {
@@ -1251,7 +1409,10 @@ impl Membership {
                 };
                 self.pop_ae(pid, 1, None);
                 self.counters.ae_pulls_sent += 1;
-                Step::Sent(Transmit { dest: Dest::Overlay(addr), len })
+                Step::Sent(Transmit {
+                    dest: Dest::Overlay(addr),
+                    len,
+                })
             }
             AeJob::Records { .. } => {
                 // Fill one message from this and the following record jobs (emit, then commit).
@@ -1259,12 +1420,25 @@ impl Membership {
                 let mut done = 0;
                 let mut partial = None;
                 for &j in &p.ae {
-                    let AeJob::Records { depth, prefix, bucket, off } = j else { break };
+                    let AeJob::Records {
+                        depth,
+                        prefix,
+                        bucket,
+                        off,
+                    } = j
+                    else {
+                        break;
+                    };
                     let (exhausted, b, o) = self.fill(depth, prefix, bucket, off, scratch, &mut n);
                     if exhausted {
                         done += 1;
                     } else {
-                        partial = Some(AeJob::Records { depth, prefix, bucket: b, off: o });
+                        partial = Some(AeJob::Records {
+                            depth,
+                            prefix,
+                            bucket: b,
+                            off: o,
+                        });
                         break;
                     }
                 }
@@ -1273,11 +1447,16 @@ impl Membership {
                     return Step::Skip;
                 }
                 let msg = Message::Records(Records::Slice(&scratch[..n]));
-                let Some(len) = sealer.seal(&msg, buf) else { return Step::Blocked };
+                let Some(len) = sealer.seal(&msg, buf) else {
+                    return Step::Blocked;
+                };
                 self.pop_ae(pid, done, partial);
                 self.counters.ae_records_sent += 1;
                 self.counters.records_out += n as u64;
-                Step::Sent(Transmit { dest: Dest::Overlay(addr), len })
+                Step::Sent(Transmit {
+                    dest: Dest::Overlay(addr),
+                    len,
+                })
             }
         }
     }
@@ -1303,7 +1482,11 @@ impl Membership {
         n: &mut usize,
     ) -> (bool, u32, u32) {
         let (lo, hi) = Table::bucket_range(depth, prefix);
-        let (mut b, mut o) = if (bucket as usize) < lo { (lo, 0usize) } else { (bucket as usize, off as usize) };
+        let (mut b, mut o) = if (bucket as usize) < lo {
+            (lo, 0usize)
+        } else {
+            (bucket as usize, off as usize)
+        };
         while b < hi {
             let ids = self.table.bucket(b);
             while o < ids.len() {
@@ -1334,7 +1517,12 @@ impl Membership {
 }
 
 /// The peer entry of `id`, created if there is room (else counted in `full`).
-fn peer_entry<'a>(peers: &'a mut HashMap<u32, Peer>, max: usize, full: &mut u64, id: u32) -> Option<&'a mut Peer> {
+fn peer_entry<'a>(
+    peers: &'a mut HashMap<u32, Peer>,
+    max: usize,
+    full: &mut u64,
+    id: u32,
+) -> Option<&'a mut Peer> {
     if !peers.contains_key(&id) {
         if peers.len() >= max {
             *full += 1;

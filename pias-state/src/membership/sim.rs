@@ -16,7 +16,10 @@ use crate::coords::Coord;
 use crate::seal::{Dest, Sealer};
 use crate::time::Instant;
 
-pub(super) const RING_KEY: SipKey = SipKey { k0: 0x1111_2222_3333_4444, k1: 0x5555_6666_7777_8888 };
+pub(super) const RING_KEY: SipKey = SipKey {
+    k0: 0x1111_2222_3333_4444,
+    k1: 0x5555_6666_7777_8888,
+};
 const MAC: [u8; 32] = [7; 32];
 const VNI: u32 = 42;
 
@@ -84,7 +87,13 @@ impl Net {
             }
             let id = i as u32 + 1;
             let start = Instant::ZERO + stagger * i as u32;
-            let m = Membership::new(c, record(id, addr_of(i), 1), RING_KEY, seed ^ u64::from(id) << 20, start);
+            let m = Membership::new(
+                c,
+                record(id, addr_of(i), 1),
+                RING_KEY,
+                seed ^ u64::from(id) << 20,
+                start,
+            );
             net.by_addr.insert(addr_of(i), i);
             net.nodes.push(Node {
                 m,
@@ -120,11 +129,15 @@ impl Net {
         let now = self.now;
         loop {
             let node = &mut self.nodes[i];
-            let Some(t) = node.m.poll_transmit(now, &mut node.sealer, &mut buf) else { break };
+            let Some(t) = node.m.poll_transmit(now, &mut node.sealer, &mut buf) else {
+                break;
+            };
             while let Some(e) = node.m.poll_event() {
                 node.events.push(e);
             }
-            let Dest::Overlay(to) = t.dest else { panic!("membership sends to the overlay only") };
+            let Dest::Overlay(to) = t.dest else {
+                panic!("membership sends to the overlay only")
+            };
             let Some(&j) = self.by_addr.get(&to) else { continue };
             if self.isolated[i] || self.isolated[j] {
                 continue;
@@ -141,7 +154,8 @@ impl Net {
             for _ in 0..copies {
                 let at = now + self.latency(i, j);
                 self.seq += 1;
-                self.inflight.push(Reverse((at.as_micros(), self.seq, j, i, buf[..t.len].to_vec())));
+                self.inflight
+                    .push(Reverse((at.as_micros(), self.seq, j, i, buf[..t.len].to_vec())));
             }
         }
         let node = &mut self.nodes[i];
@@ -156,7 +170,9 @@ impl Net {
         if !node.up {
             return;
         }
-        let Ok(Frame::Control(g)) = Frame::parse(bytes) else { panic!("membership frames are control frames") };
+        let Ok(Frame::Control(g)) = Frame::parse(bytes) else {
+            panic!("membership frames are control frames")
+        };
         let pkt = ControlPacket::new_checked(g.payload()).expect("well-formed control message");
         pkt.verify(node.sealer.key()).expect("MAC verifies");
         let msg = pkt.message().expect("body parses");
@@ -188,7 +204,9 @@ impl Net {
             if Instant::from_micros(f.0) > self.now {
                 break;
             }
-            let Some(Reverse((_, _, to, from, bytes))) = self.inflight.pop() else { break };
+            let Some(Reverse((_, _, to, from, bytes))) = self.inflight.pop() else {
+                break;
+            };
             self.deliver(to, from, &bytes);
         }
         for i in 0..self.nodes.len() {
@@ -206,7 +224,11 @@ impl Net {
     }
 
     /// Runs until `cond` holds (checked every 10 ms of virtual time) or `deadline`; the time it held.
-    pub(super) fn run_until_cond(&mut self, deadline: Instant, mut cond: impl FnMut(&Net) -> bool) -> Option<Instant> {
+    pub(super) fn run_until_cond(
+        &mut self,
+        deadline: Instant,
+        mut cond: impl FnMut(&Net) -> bool,
+    ) -> Option<Instant> {
         loop {
             if cond(self) {
                 return Some(self.now);

@@ -207,14 +207,24 @@ impl Table {
         for level in 0..=KEPT_LEVELS {
             let i = LEVEL_OFFSET[level as usize] + node_of(m_key, level) as usize;
             self.hash[i] ^= m_hash;
-            self.count[i] = if add { self.count[i].saturating_add(1) } else { self.count[i].saturating_sub(1) };
+            self.count[i] = if add {
+                self.count[i].saturating_add(1)
+            } else {
+                self.count[i].saturating_sub(1)
+            };
         }
     }
 
     fn attach(&mut self, slot: usize) {
         let m = &self.members[slot];
-        let (id, key, hash, pos, addr, usable) =
-            (m.record.id.0, m.key, m.hash, m.pos, m.record.addr, usable_status(m.record.status));
+        let (id, key, hash, pos, addr, usable) = (
+            m.record.id.0,
+            m.key,
+            m.hash,
+            m.pos,
+            m.record.addr,
+            usable_status(m.record.status),
+        );
         if usable {
             self.contribute(key, hash, true);
             self.ring.insert((pos, id));
@@ -224,8 +234,14 @@ impl Table {
 
     fn detach(&mut self, slot: usize) {
         let m = &self.members[slot];
-        let (id, key, hash, pos, addr, usable) =
-            (m.record.id.0, m.key, m.hash, m.pos, m.record.addr, usable_status(m.record.status));
+        let (id, key, hash, pos, addr, usable) = (
+            m.record.id.0,
+            m.key,
+            m.hash,
+            m.pos,
+            m.record.addr,
+            usable_status(m.record.status),
+        );
         if usable {
             self.contribute(key, hash, false);
             self.ring.remove(&(pos, id));
@@ -261,16 +277,28 @@ impl Table {
     /// Replaces the record of a present id (its replay window is kept). Returns the old record.
     pub(crate) fn replace(&mut self, r: ProxyRecord, now: Instant) -> Option<ProxyRecord> {
         let slot = *self.index.get(&r.id.0)? as usize;
-        self.detach(slot);
         let hash = record_hash(&self.key, &r);
-        let m = &mut self.members[slot];
+        let m = &self.members[slot];
         let old = m.record;
-        if old.status != r.status {
+        // Common case (a version bump of a usable member at the same address): only the digest changes.
+        let in_place = usable_status(old.status) && usable_status(r.status) && old.addr == r.addr;
+        if in_place {
+            let (key, old_hash) = (m.key, m.hash);
+            self.contribute(key, old_hash, false);
+            self.contribute(key, hash, true);
+        } else {
+            self.detach(slot);
+        }
+        let m = &mut self.members[slot];
+        // A new status, or the same status at a new version, restarts the suspicion or tombstone clock.
+        if old.status != r.status || (old.incarnation, old.version) != (r.incarnation, r.version) {
             m.since = now;
         }
         m.record = r;
         m.hash = hash;
-        self.attach(slot);
+        if !in_place {
+            self.attach(slot);
+        }
         Some(old)
     }
 
@@ -296,9 +324,10 @@ impl Table {
         let mut c = [0u32; DIGEST_FANOUT];
         if depth < KEPT_LEVELS {
             let base = LEVEL_OFFSET[depth as usize + 1] + (prefix as usize) * DIGEST_FANOUT;
-            if let (Some(hs), Some(cs)) =
-                (self.hash.get(base..base + DIGEST_FANOUT), self.count.get(base..base + DIGEST_FANOUT))
-            {
+            if let (Some(hs), Some(cs)) = (
+                self.hash.get(base..base + DIGEST_FANOUT),
+                self.count.get(base..base + DIGEST_FANOUT),
+            ) {
                 h.copy_from_slice(hs);
                 c.copy_from_slice(cs);
             }
@@ -351,7 +380,13 @@ impl Table {
         let mut h = 0u64;
         let mut n = 0u32;
         for m in &self.members {
-            assert_eq!(self.index.get(&m.record.id.0).copied().map(|i| &self.members[i as usize].record), Some(&m.record));
+            assert_eq!(
+                self.index
+                    .get(&m.record.id.0)
+                    .copied()
+                    .map(|i| &self.members[i as usize].record),
+                Some(&m.record)
+            );
             if usable_status(m.record.status) {
                 h ^= m.hash;
                 n += 1;
@@ -362,6 +397,9 @@ impl Table {
         assert_eq!(self.hash[0], h);
         assert_eq!(self.count[0], n);
         assert_eq!(self.ring.len(), n as usize);
-        assert_eq!(self.buckets.iter().map(Vec::len).sum::<usize>(), self.members.len());
+        assert_eq!(
+            self.buckets.iter().map(Vec::len).sum::<usize>(),
+            self.members.len()
+        );
     }
 }

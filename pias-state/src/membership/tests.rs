@@ -31,7 +31,9 @@ fn drain(m: &mut Membership, now: Instant) -> Vec<(SocketAddr, u8, Vec<ProxyReco
     let mut out = Vec::new();
     while let Some(t) = m.poll_transmit(now, &mut s, &mut buf) {
         let Dest::Overlay(a) = t.dest else { panic!() };
-        let Ok(Frame::Control(g)) = Frame::parse(&buf[..t.len]) else { panic!() };
+        let Ok(Frame::Control(g)) = Frame::parse(&buf[..t.len]) else {
+            panic!()
+        };
         let p = ControlPacket::new_checked(g.payload()).unwrap();
         let recs = match p.message().unwrap() {
             Message::Records(r) => r.iter().collect(),
@@ -47,25 +49,48 @@ fn drain(m: &mut Membership, now: Instant) -> Vec<(SocketAddr, u8, Vec<ProxyReco
 #[test]
 fn precedence() {
     use MemberStatus::*;
-    assert!(supersedes(&rec(2, 2, 1, Alive), &rec(2, 1, 9, Left)), "incarnation first");
-    assert!(supersedes(&rec(2, 1, 3, Alive), &rec(2, 1, 2, Down)), "then version");
+    assert!(
+        supersedes(&rec(2, 2, 1, Alive), &rec(2, 1, 9, Left)),
+        "incarnation first"
+    );
+    assert!(
+        supersedes(&rec(2, 1, 3, Alive), &rec(2, 1, 2, Down)),
+        "then version"
+    );
     assert!(supersedes(&rec(2, 1, 3, Suspect), &rec(2, 1, 3, Alive)));
     assert!(supersedes(&rec(2, 1, 3, Down), &rec(2, 1, 3, Suspect)));
     assert!(supersedes(&rec(2, 1, 3, Left), &rec(2, 1, 3, Down)));
-    assert!(!supersedes(&rec(2, 1, 3, Alive), &rec(2, 1, 3, Alive)), "equal does not supersede");
+    assert!(
+        !supersedes(&rec(2, 1, 3, Alive), &rec(2, 1, 3, Alive)),
+        "equal does not supersede"
+    );
     assert!(!supersedes(&rec(2, 1, 3, Alive), &rec(2, 1, 3, Suspect)));
 
     let mut m = solo(MembershipConfig::default());
     let t = Instant::from_secs(1);
     m.apply_record_for_test(t, rec(2, 1, 3, Alive));
-    assert_eq!(m.poll_event(), Some(MemberEvent::Up { id: ProxyId(2), addr: addr_of(2) }));
+    assert_eq!(
+        m.poll_event(),
+        Some(MemberEvent::Up {
+            id: ProxyId(2),
+            addr: addr_of(2)
+        })
+    );
     m.apply_record_for_test(t, rec(2, 1, 3, Suspect));
     assert_eq!(m.get(ProxyId(2)).unwrap().status(), Suspect);
     assert!(!m.is_usable(ProxyId(2)), "Suspect is not usable for data");
-    assert_eq!(m.id_by_addr(addr_of(2)), Some(ProxyId(2)), "but its data frames are accepted");
+    assert_eq!(
+        m.id_by_addr(addr_of(2)),
+        Some(ProxyId(2)),
+        "but its data frames are accepted"
+    );
     assert_eq!(m.poll_event(), Some(MemberEvent::Suspect { id: ProxyId(2) }));
     m.apply_record_for_test(t, rec(2, 1, 2, Alive));
-    assert_eq!(m.get(ProxyId(2)).unwrap().status(), Suspect, "an older version is ignored");
+    assert_eq!(
+        m.get(ProxyId(2)).unwrap().status(),
+        Suspect,
+        "an older version is ignored"
+    );
     assert_eq!(m.counters().records_stale, 1);
     m.apply_record_for_test(t, rec(2, 1, 4, Alive));
     assert_eq!(m.poll_event(), Some(MemberEvent::Alive { id: ProxyId(2) }));
@@ -90,21 +115,36 @@ fn refutes_suspicion_about_self() {
     let mut false_news = record(1, addr_of(1), 5);
     false_news.version = 7;
     false_news.status = MemberStatus::Suspect;
-    m.handle(t, addr_of(2), ProxyId(2), &Message::Records(Records::Slice(&[false_news])));
+    m.handle(
+        t,
+        addr_of(2),
+        ProxyId(2),
+        &Message::Records(Records::Slice(&[false_news])),
+    );
     assert_eq!(m.me().status, MemberStatus::Alive);
     assert_eq!(m.me().version, 8, "one above the received version");
     assert_eq!(m.counters().refutations, 1);
     assert_ne!(m.digest(), before);
     let sent = drain(&mut m, t + Duration::from_millis(25));
     assert!(
-        sent.iter().any(|(a, k, r)| *a == addr_of(2) && *k == kind::RECORDS && r.iter().any(|r| r.id.0 == 1 && r.version == 8)),
+        sent.iter().any(|(a, k, r)| *a == addr_of(2)
+            && *k == kind::RECORDS
+            && r.iter().any(|r| r.id.0 == 1 && r.version == 8)),
         "the refutation goes back to the proxy that spread the suspicion: {sent:?}"
     );
     // Down at a higher incarnation (someone remembers a later life): adopt it and refute above it.
     let mut later = record(1, addr_of(1), 6);
     later.status = MemberStatus::Down;
-    m.handle(t, addr_of(2), ProxyId(2), &Message::Records(Records::Slice(&[later])));
-    assert_eq!((m.me().incarnation, m.me().version, m.me().status), (6, 2, MemberStatus::Alive));
+    m.handle(
+        t,
+        addr_of(2),
+        ProxyId(2),
+        &Message::Records(Records::Slice(&[later])),
+    );
+    assert_eq!(
+        (m.me().incarnation, m.me().version, m.me().status),
+        (6, 2, MemberStatus::Alive)
+    );
     m.table.check_invariants();
 }
 
@@ -114,53 +154,90 @@ fn replay_and_sender_acceptance() {
     let t = Instant::from_secs(1);
     let s = |c: u64| (1u64 << 32) | c;
     assert_eq!(m.accept(ProxyId(0), s(1), kind::JOIN), Err(Reject::BadSender));
-    assert_eq!(m.accept(ProxyId(1), s(1), kind::PROBE), Err(Reject::BadSender), "own id");
+    assert_eq!(
+        m.accept(ProxyId(1), s(1), kind::PROBE),
+        Err(Reject::BadSender),
+        "own id"
+    );
     // A stranger may Join and Probe, nothing else.
-    assert_eq!(m.accept(ProxyId(2), s(1), kind::DIGEST), Err(Reject::UnknownSender));
+    assert_eq!(
+        m.accept(ProxyId(2), s(1), kind::DIGEST),
+        Err(Reject::UnknownSender)
+    );
     assert_eq!(m.accept(ProxyId(2), s(2), kind::JOIN), Ok(()));
     assert_eq!(m.accept(ProxyId(2), s(2), kind::JOIN), Err(Reject::Replay));
     assert_eq!(m.accept(ProxyId(2), s(3), kind::PROBE), Ok(()));
     // It joins: its stranger window moves into the member table, so old numbers stay refused.
-    m.handle(t, addr_of(2), ProxyId(2), &Message::Join(rec(2, 1, 1, MemberStatus::Alive)));
+    m.handle(
+        t,
+        addr_of(2),
+        ProxyId(2),
+        &Message::Join(rec(2, 1, 1, MemberStatus::Alive)),
+    );
     assert!(m.get(ProxyId(2)).is_some());
     assert_eq!(m.accept(ProxyId(2), s(3), kind::DIGEST), Err(Reject::Replay));
     assert_eq!(m.accept(ProxyId(2), s(4), kind::DIGEST), Ok(()));
-    assert_eq!(m.accept(ProxyId(2), s(1), kind::DIGEST), Ok(()), "inside the window, unseen");
+    assert_eq!(
+        m.accept(ProxyId(2), s(1), kind::DIGEST),
+        Ok(()),
+        "inside the window, unseen"
+    );
     assert_eq!(m.accept(ProxyId(2), s(1), kind::DIGEST), Err(Reject::Replay));
     // Left members are refused except for a Join (a restart).
     m.apply_record_for_test(t, rec(2, 1, 2, MemberStatus::Left));
     assert_eq!(m.accept(ProxyId(2), s(9), kind::PROBE), Err(Reject::LeftSender));
     assert_eq!(m.accept(ProxyId(2), (2u64 << 32) | 1, kind::JOIN), Ok(()));
     let c = m.counters();
-    assert_eq!((c.replays, c.unknown_sender, c.left_sender, c.bad_sender), (3, 1, 1, 2));
+    assert_eq!(
+        (c.replays, c.unknown_sender, c.left_sender, c.bad_sender),
+        (3, 1, 1, 2)
+    );
 }
 
 #[test]
 fn records_accepted_from_strangers_only_while_joining() {
-    let cfg = MembershipConfig { seeds: vec![addr_of(7)], ..MembershipConfig::default() };
+    let cfg = MembershipConfig {
+        seeds: vec![addr_of(7)],
+        ..MembershipConfig::default()
+    };
     let mut m = solo(cfg);
     assert!(!m.joined());
     assert_eq!(m.accept(ProxyId(7), 1, kind::RECORDS), Ok(()));
-    m.handle(Instant::ZERO, addr_of(7), ProxyId(7), &Message::Records(Records::Slice(&[rec(7, 1, 1, MemberStatus::Alive)])));
+    m.handle(
+        Instant::ZERO,
+        addr_of(7),
+        ProxyId(7),
+        &Message::Records(Records::Slice(&[rec(7, 1, 1, MemberStatus::Alive)])),
+    );
     assert!(m.joined());
     assert_eq!(m.accept(ProxyId(8), 1, kind::RECORDS), Err(Reject::UnknownSender));
 }
 
 #[test]
 fn stranger_windows_are_bounded_lru() {
-    let mut m = solo(MembershipConfig { stranger_windows: 2, ..MembershipConfig::default() });
+    let mut m = solo(MembershipConfig {
+        stranger_windows: 2,
+        ..MembershipConfig::default()
+    });
     for id in 10..20 {
         assert_eq!(m.accept(ProxyId(id), 5, kind::JOIN), Ok(()));
     }
     assert_eq!(m.strangers.map.len(), 2);
     assert_eq!(m.counters().strangers_evicted, 8);
     // An evicted stranger's window is forgotten (bounded memory beats remembering; the MAC still holds).
-    assert_eq!(m.accept(ProxyId(19), 5, kind::JOIN), Err(Reject::Replay), "recent one still remembered");
+    assert_eq!(
+        m.accept(ProxyId(19), 5, kind::JOIN),
+        Err(Reject::Replay),
+        "recent one still remembered"
+    );
 }
 
 #[test]
 fn table_bound_refuses_new_ids() {
-    let mut m = solo(MembershipConfig { max_members: 3, ..MembershipConfig::default() });
+    let mut m = solo(MembershipConfig {
+        max_members: 3,
+        ..MembershipConfig::default()
+    });
     let t = Instant::ZERO;
     for id in 2..6 {
         m.apply_record_for_test(t, rec(id, 1, 1, MemberStatus::Alive));
@@ -178,7 +255,9 @@ fn digest_is_order_independent_and_tree_consistent() {
     let mut a = solo(MembershipConfig::default());
     let mut b = solo(MembershipConfig::default());
     let t = Instant::ZERO;
-    let recs: Vec<_> = (2..3000).map(|i| rec(i, 1, 1 + i % 3, MemberStatus::Alive)).collect();
+    let recs: Vec<_> = (2..3000)
+        .map(|i| rec(i, 1, 1 + i % 3, MemberStatus::Alive))
+        .collect();
     for r in &recs {
         a.apply_record_for_test(t, *r);
     }
@@ -238,8 +317,14 @@ fn suspect_then_down_then_tombstone_expiry() {
     }
     let s = suspected_at.expect("suspected");
     let d = down_at.expect("down");
-    assert!(s <= Instant::from_millis(4 * 200 + 1), "after 3 missed probes: {s}");
-    assert!(d - s >= cfg.suspect_timeout && d - s < cfg.suspect_timeout + Duration::from_millis(50), "{s} {d}");
+    assert!(
+        s <= Instant::from_millis(4 * 200 + 1),
+        "after 3 missed probes: {s}"
+    );
+    assert!(
+        d - s >= cfg.suspect_timeout && d - s < cfg.suspect_timeout + Duration::from_millis(50),
+        "{s} {d}"
+    );
     assert_eq!(m.counters().suspects, 1);
     assert_eq!(m.counters().downs, 1);
     assert_eq!(m.neighbours().count(), 0, "Down is not a neighbour");
@@ -255,11 +340,19 @@ fn suspect_then_down_then_tombstone_expiry() {
 #[test]
 fn config_validation_names_field() {
     assert_eq!(MembershipConfig::default().validate(), Ok(()));
-    let e = MembershipConfig { suspect_after: 0, ..MembershipConfig::default() }.validate().unwrap_err();
+    let e = MembershipConfig {
+        suspect_after: 0,
+        ..MembershipConfig::default()
+    }
+    .validate()
+    .unwrap_err();
     assert_eq!(e.field, "suspect_after");
-    let e = MembershipConfig { flood_interval: Duration::from_secs(1), ..MembershipConfig::default() }
-        .validate()
-        .unwrap_err();
+    let e = MembershipConfig {
+        flood_interval: Duration::from_secs(1),
+        ..MembershipConfig::default()
+    }
+    .validate()
+    .unwrap_err();
     assert_eq!(e.field, "flood_interval");
     assert!(e.to_string().contains("probe_interval"));
 }
@@ -285,7 +378,11 @@ fn hundred_thousand_members_fit_and_apply_fast() {
     let build = t0.elapsed();
     assert_eq!(m.len(), 100_000);
     let mem = m.memory_bytes();
-    eprintln!("10^5 members: {} bytes ({:.1} MB), built in {build:?}", mem, mem as f64 / 1e6);
+    eprintln!(
+        "10^5 members: {} bytes ({:.1} MB), built in {build:?}",
+        mem,
+        mem as f64 / 1e6
+    );
     assert!(mem <= 32 << 20, "{mem}");
     // Superseding updates stay cheap at this size (debug build: generous bound).
     let t1 = std::time::Instant::now();
@@ -309,7 +406,9 @@ fn fast_cfg() -> MembershipConfig {
 #[test]
 fn fifty_bootstrap_from_one_seed() {
     let mut net = Net::new(50, 1, &fast_cfg(), Duration::from_millis(20));
-    let t = net.run_until_cond(Instant::from_secs(20), |n| n.converged(50)).expect("converges");
+    let t = net
+        .run_until_cond(Instant::from_secs(20), |n| n.converged(50))
+        .expect("converges");
     eprintln!("50 proxies converged at {t}");
     assert!(t < Instant::from_secs(6), "{t}");
     for n in &net.nodes {
@@ -323,7 +422,9 @@ fn bootstrap_with_ten_percent_loss_and_duplication() {
     let mut net = Net::new(50, 2, &fast_cfg(), Duration::from_millis(20));
     net.loss = 0.10;
     net.dup = 0.02;
-    let t = net.run_until_cond(Instant::from_secs(30), |n| n.converged(50)).expect("converges under loss");
+    let t = net
+        .run_until_cond(Instant::from_secs(30), |n| n.converged(50))
+        .expect("converges under loss");
     eprintln!("50 proxies, 10% loss, 2% duplication: converged at {t}");
     assert!(t < Instant::from_secs(15), "{t}");
     let replays: u64 = net.nodes.iter().map(|n| n.m.counters().replays).sum();
@@ -333,18 +434,27 @@ fn bootstrap_with_ten_percent_loss_and_duplication() {
 #[test]
 fn crashed_proxy_is_down_everywhere_quickly() {
     let mut net = Net::new(40, 3, &fast_cfg(), Duration::from_millis(10));
-    net.run_until_cond(Instant::from_secs(20), |n| n.converged(40)).expect("converges");
+    net.run_until_cond(Instant::from_secs(20), |n| n.converged(40))
+        .expect("converges");
     net.run_until(net.now + Duration::from_secs(2));
     let crash = net.now;
     net.nodes[17].up = false;
     let id = 18;
-    let t = net.run_until_cond(crash + Duration::from_secs(10), |n| n.all_see(id, MemberStatus::Down)).expect("marked Down");
+    let t = net
+        .run_until_cond(crash + Duration::from_secs(10), |n| {
+            n.all_see(id, MemberStatus::Down)
+        })
+        .expect("marked Down");
     eprintln!("crash detected everywhere after {:?}", t - crash);
     // suspect_after × probe_interval (600 ms) + suspect_timeout (1 s) + flooding.
     assert!(t - crash < Duration::from_secs(3), "{:?}", t - crash);
     // And every other proxy saw it go Suspect first (stop sending data) before it was Down.
     for n in net.nodes.iter().filter(|n| n.up) {
-        let evs: Vec<_> = n.events.iter().filter(|e| matches!(e, MemberEvent::Suspect { id } | MemberEvent::Down { id } if id.0 == 18)).collect();
+        let evs: Vec<_> = n
+            .events
+            .iter()
+            .filter(|e| matches!(e, MemberEvent::Suspect { id } | MemberEvent::Down { id } if id.0 == 18))
+            .collect();
         assert!(matches!(evs.last(), Some(MemberEvent::Down { .. })), "{evs:?}");
     }
 }
@@ -352,45 +462,70 @@ fn crashed_proxy_is_down_everywhere_quickly() {
 #[test]
 fn falsely_suspected_proxy_refutes() {
     let mut net = Net::new(30, 4, &fast_cfg(), Duration::from_millis(10));
-    net.run_until_cond(Instant::from_secs(20), |n| n.converged(30)).expect("converges");
+    net.run_until_cond(Instant::from_secs(20), |n| n.converged(30))
+        .expect("converges");
     net.run_until(net.now + Duration::from_secs(1));
     let v0 = net.nodes[9].m.me().version;
     let start = net.now;
     // Proxy 10 goes silent for 750 ms: long enough to miss 3 probes, shorter than suspect_timeout after.
     net.isolated[9] = true;
-    net.run_until_cond(start + Duration::from_secs(2), |n| n.nodes.iter().any(|x| x.m.get(ProxyId(10)).is_some_and(|m| m.status() == MemberStatus::Suspect)))
-        .expect("someone suspects it");
+    net.run_until_cond(start + Duration::from_secs(2), |n| {
+        n.nodes.iter().any(|x| {
+            x.m.get(ProxyId(10))
+                .is_some_and(|m| m.status() == MemberStatus::Suspect)
+        })
+    })
+    .expect("someone suspects it");
     net.run_until(start + Duration::from_millis(750));
     net.isolated[9] = false;
-    let t = net.run_until_cond(start + Duration::from_secs(10), |n| n.converged(30)).expect("reconverges");
-    eprintln!("false suspicion refuted, tables equal {:?} after the silence began", t - start);
+    let t = net
+        .run_until_cond(start + Duration::from_secs(10), |n| n.converged(30))
+        .expect("reconverges");
+    eprintln!(
+        "false suspicion refuted, tables equal {:?} after the silence began",
+        t - start
+    );
     assert!(net.nodes[9].m.counters().refutations >= 1);
     assert!(net.nodes[9].m.me().version > v0);
     assert!(net.all_see(10, MemberStatus::Alive));
     for n in &net.nodes {
-        assert!(!n.events.iter().any(|e| *e == MemberEvent::Down { id: ProxyId(10) }), "never marked Down");
+        assert!(
+            !n.events.contains(&MemberEvent::Down { id: ProxyId(10) }),
+            "never marked Down"
+        );
     }
 }
 
 #[test]
 fn partition_heals() {
     let mut net = Net::new(40, 5, &fast_cfg(), Duration::from_millis(10));
-    net.run_until_cond(Instant::from_secs(20), |n| n.converged(40)).expect("converges");
+    net.run_until_cond(Instant::from_secs(20), |n| n.converged(40))
+        .expect("converges");
     let cut = net.now;
     net.sides = Some((0..40).map(|i| (i % 2) as u8).collect());
     net.run_until(cut + Duration::from_secs(10));
     // Each side has given up on the other.
-    assert!(net.nodes[0].m.iter().filter(|m| m.status() == MemberStatus::Down).count() == 20);
+    assert!(
+        net.nodes[0]
+            .m
+            .iter()
+            .filter(|m| m.status() == MemberStatus::Down)
+            .count()
+            == 20
+    );
     let heal = net.now;
     net.sides = None;
-    let t = net.run_until_cond(heal + Duration::from_secs(30), |n| n.converged(40)).expect("heals");
+    let t = net
+        .run_until_cond(heal + Duration::from_secs(30), |n| n.converged(40))
+        .expect("heals");
     eprintln!("20/20 partition healed: converged {:?} after heal", t - heal);
     assert!(t - heal < Duration::from_secs(10), "{:?}", t - heal);
 }
 
 fn steady_rate(n: usize) -> f64 {
     let mut net = Net::new(n, 6, &fast_cfg(), Duration::from_millis(5));
-    net.run_until_cond(Instant::from_secs(30), |x| x.converged(n)).expect("converges");
+    net.run_until_cond(Instant::from_secs(30), |x| x.converged(n))
+        .expect("converges");
     net.run_until(Instant::from_secs(20));
     let (f0, t0) = (net.frames_sent(), net.now);
     net.run_until(t0 + Duration::from_secs(10));
