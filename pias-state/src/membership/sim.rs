@@ -124,6 +124,11 @@ impl Net {
         Duration::from_micros(1000 + h % 19_000 + self.rand() % 1000)
     }
 
+    /// Sends whatever node `i` has queued.
+    pub(super) fn kick(&mut self, i: usize) {
+        self.drain(i);
+    }
+
     fn drain(&mut self, i: usize) {
         let mut buf = [0u8; 1500];
         let now = self.now;
