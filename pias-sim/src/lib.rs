@@ -154,6 +154,7 @@ pub struct Sim {
     pub overlay_sent: Vec<u64>,
     /// Packets the network could not deliver (no route).
     pub unroutable: u64,
+    capture: Option<Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>>,
 }
 
 fn latency(a: (f64, f64), b: (f64, f64)) -> Duration {
@@ -193,6 +194,7 @@ impl Sim {
             trace: Vec::new(),
             overlay_sent: Vec::new(),
             unroutable: 0,
+            capture: None,
         }
     }
 
@@ -276,6 +278,21 @@ impl Sim {
     /// The proxy at index `i`, if running.
     pub fn proxy(&self, i: usize) -> Option<&Proxy> {
         self.proxies.get(i).and_then(|p| p.proxy.as_ref())
+    }
+
+    /// The proxy at index `i`, mutable (benchmarks drive it directly).
+    pub fn proxy_mut(&mut self, i: usize) -> Option<&mut Proxy> {
+        self.proxies.get_mut(i).and_then(|p| p.proxy.as_mut())
+    }
+
+    /// Every overlay datagram the network carries from now on is also handed to `tap` (for captures).
+    pub fn capture_overlay(&mut self, on: bool) {
+        self.capture = if on { Some(Vec::new()) } else { None };
+    }
+
+    /// The overlay datagrams captured since [`Sim::capture_overlay`]: (time, from, to, bytes).
+    pub fn captured(&self) -> &[(Instant, SocketAddr, SocketAddr, Vec<u8>)] {
+        self.capture.as_deref().unwrap_or(&[])
     }
 
     /// Number of proxies (running or not).
@@ -403,6 +420,39 @@ impl Sim {
         {
             *alive = false;
         }
+    }
+
+    /// Brings a killed target back: its service answers again and a fresh agent (higher incarnation)
+    /// registers it.
+    pub fn revive_target(&mut self, h: HostId) {
+        let Some(Host {
+            kind: HostKind::Target { agent, alive, .. },
+            ..
+        }) = self.hosts.get_mut(h.0)
+        else {
+            return;
+        };
+        if *alive {
+            return;
+        }
+        if let Some(a) = agent.as_ref() {
+            let mut cfg = a.config().clone();
+            cfg.incarnation += 1;
+            *agent = TargetAgent::new(cfg).ok().map(Box::new);
+        }
+        *alive = true;
+        self.drain_agent(h.0);
+    }
+
+    /// Whether a target host is alive.
+    pub fn target_alive(&self, h: HostId) -> bool {
+        matches!(
+            self.hosts.get(h.0),
+            Some(Host {
+                kind: HostKind::Target { alive: true, .. },
+                ..
+            })
+        )
     }
 
     /// Cuts the overlay between two sets of proxy indexes (both ways) until [`Sim::heal`].
@@ -694,6 +744,10 @@ impl Sim {
         }
         let copies = if self.chance(self.cfg.duplicate) { 2 } else { 1 };
         let src = self.proxies[from].cfg.overlay_addr;
+        let now = self.now;
+        if let Some(c) = self.capture.as_mut() {
+            c.push((now, src, addr, bytes.clone()));
+        }
         for _ in 0..copies {
             let jitter = if self.cfg.jitter.is_zero() {
                 Duration::ZERO

@@ -531,3 +531,85 @@ fn runs_are_deterministic_for_a_seed() {
     };
     assert_eq!(run(), run());
 }
+
+/// Churn of many targets: with the ±25 % band the RAPs hear at least 10× fewer count reports than with
+/// every change reported, and what they hold stays within the band of the true count.
+#[test]
+fn target_churn_costs_the_raps_little_with_hysteresis() {
+    let run = |band: u8| {
+        let mut sim = Sim::new(
+            SimConfig {
+                seed: 11,
+                ..SimConfig::default()
+            },
+            master(),
+        );
+        for i in 0..3 {
+            sim.add_proxy((10.0 * i as f64, 0.0), |c| c.registry.band_percent = band);
+        }
+        sim.run_for(Duration::from_secs(4));
+        let group = Sim::group(7, 7000, IpProtocol::Udp);
+        let targets: Vec<HostId> = (0..120u16)
+            .map(|i| {
+                let svc = SocketAddr::new(
+                    IpAddr::V4([10, 3, (i / 200) as u8, (i % 200 + 1) as u8].into()),
+                    7000,
+                );
+                sim.add_target(&format!("t{i}"), svc, group, (21.0, f64::from(i) * 0.01))
+            })
+            .collect();
+        sim.run_for(Duration::from_secs(3));
+        let entries = |sim: &Sim| {
+            let mut total = 0;
+            for i in 0..3 {
+                sim.proxy(i).unwrap().for_each_counter(|n, v| {
+                    if n == "rap_report_entries" {
+                        total += v;
+                    }
+                });
+            }
+            total
+        };
+        let before = entries(&sim);
+        // 20 s of churn: every 100 ms one random target dies or comes back.
+        let mut x = 0x1234_5678_u64;
+        for _ in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let t = targets[(x % targets.len() as u64) as usize];
+            if sim.target_alive(t) {
+                sim.kill_target(t);
+            } else {
+                sim.revive_target(t);
+            }
+            sim.run_for(Duration::from_millis(100));
+        }
+        sim.run_for(Duration::from_secs(2));
+        let jap = sim.proxy(2).unwrap();
+        let truth = jap.registry().group_count(&group);
+        let rap = sim.proxy(0).unwrap().raps_of(&group)[0];
+        let held = sim
+            .proxy(rap.0 as usize - 1)
+            .unwrap()
+            .rap()
+            .japs(&group)
+            .iter()
+            .map(|j| j.count)
+            .sum::<u32>();
+        (entries(&sim) - before, truth, held)
+    };
+    let (exact, truth0, held0) = run(0);
+    let (banded, truth25, held25) = run(25);
+    eprintln!("RAP report entries under churn: band 0 → {exact}, band 25 → {banded}");
+    assert_eq!(held0, truth0, "without a band the RAP knows the exact count");
+    // SPEC §9.1: the RAP's count R satisfies |T − R| ≤ ⌊R·25/100⌋.
+    assert!(
+        truth25.abs_diff(held25) <= held25 * 25 / 100,
+        "RAP holds {held25}, true {truth25}"
+    );
+    assert!(
+        exact >= 10 * banded.max(1),
+        "band 25 must cut RAP reports at least 10×: {exact} vs {banded}"
+    );
+}

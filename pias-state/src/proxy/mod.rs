@@ -493,7 +493,7 @@ impl Proxy {
     pub fn handle_overlay(&mut self, now: Instant, from: SocketAddr, pkt: &mut PacketBuf<'_>) -> Verdict {
         self.counters.overlay_in += 1;
         let v = self.overlay_inner(now, from, pkt);
-        self.after_input(now);
+        self.settle(now, v);
         self.count_verdict(v)
     }
 
@@ -501,7 +501,7 @@ impl Proxy {
     pub fn handle_host(&mut self, now: Instant, pkt: &mut PacketBuf<'_>) -> Verdict {
         self.counters.host_in += 1;
         let v = self.host_inner(now, pkt);
-        self.after_input(now);
+        self.settle(now, v);
         self.count_verdict(v)
     }
 
@@ -754,6 +754,19 @@ impl Proxy {
             dest: Dest::Overlay(addr),
             len,
         })
+    }
+
+    /// After a packet: a forwarded packet can only have created NAT bindings, so the fast path drains just
+    /// those events; anything else (control, registrations, drops) runs the full settling.
+    fn settle(&mut self, now: Instant, v: Verdict) {
+        match v {
+            Verdict::Overlay(_) | Verdict::Host => {
+                while let Some(ev) = self.nat.poll_event() {
+                    self.push_event(Event::Nat(ev));
+                }
+            }
+            Verdict::Consumed | Verdict::Drop(_) => self.after_input(now),
+        }
     }
 
     /// Applies what the sub-machines decided during an input: membership changes move the ring and the
@@ -1189,16 +1202,23 @@ impl Proxy {
     /// A client's packet to a group: the IAP's job.
     fn iap_ingress(&mut self, now: Instant, pkt: &mut PacketBuf<'_>) -> Verdict {
         let inner_mtu = self.cfg.inner_mtu();
-        let (flow, group) = match client_flow(pkt.bytes()) {
-            Some(x) => x,
-            None => return Verdict::Drop(DropReason::Unsupported),
+        // One parse for everything the hit path needs; only SYNs are parsed again (to clamp the MSS).
+        let (flow, syn) = {
+            let Ok(ip) = IpPacket::new_checked(pkt.bytes()) else {
+                return Verdict::Drop(DropReason::Malformed);
+            };
+            let Some(flow) = packet_flow(&ip) else {
+                return Verdict::Drop(DropReason::Unsupported);
+            };
+            (flow, ip.tcp_flags().is_some_and(|f| f.syn()))
         };
+        let group = flow.dst_ta();
         if pkt.len() > inner_mtu && !may_fragment(pkt.bytes()) {
             self.too_big(now, pkt.bytes(), &group, inner_mtu);
             return Verdict::Drop(DropReason::TooBig);
         }
-        if let Ok(mut ip) = IpPacket::new_checked(pkt.bytes_mut())
-            && ip.tcp_flags().is_some_and(|f| f.syn())
+        if syn
+            && let Ok(mut ip) = IpPacket::new_checked(pkt.bytes_mut())
             && ip.clamp_mss(mss_limit(inner_mtu, flow.src.is_ipv6()))
         {
             self.counters.mss_clamped += 1;
@@ -1307,6 +1327,11 @@ impl Proxy {
 /// (a reply from the group) names the flow, reversed.
 fn client_flow(bytes: &[u8]) -> Option<(FlowKey, TransportAddr)> {
     let ip = IpPacket::new_checked(bytes).ok()?;
+    let flow = packet_flow(&ip)?;
+    Some((flow, flow.dst_ta()))
+}
+
+fn packet_flow<T: AsRef<[u8]>>(ip: &IpPacket<T>) -> Option<FlowKey> {
     let flow = if ip.is_icmp_error() {
         ip.icmp_error_inner_flow().ok()?.reversed()
     } else {
@@ -1315,16 +1340,13 @@ fn client_flow(bytes: &[u8]) -> Option<(FlowKey, TransportAddr)> {
     if !flow.proto.has_ports() && !matches!(flow.proto, IpProtocol::Icmp | IpProtocol::Icmpv6) {
         return None;
     }
-    let group = flow.dst_ta();
-    Some((flow, group))
+    Some(flow)
 }
 
 /// Whether an oversize packet may still be sent (IPv4 without DF: the outer datagram may be fragmented).
+/// Reads the version nibble and the DF bit of a packet already checked by `IpPacket::new_checked`.
 fn may_fragment(bytes: &[u8]) -> bool {
-    match pias_proto::ipv4::Ipv4Packet::new_checked(bytes) {
-        Ok(p) => p.version() == 4 && !p.dont_frag(),
-        Err(_) => false,
-    }
+    bytes.first().is_some_and(|b| b >> 4 == 4) && bytes.get(6).is_some_and(|f| f & 0x40 == 0)
 }
 
 /// The MSS that keeps a full segment within the overlay's inner MTU.
