@@ -1,0 +1,226 @@
+//! `pias lab`: a namespace lab with real anycast routing (BIRD 2, OSPF), real clients (`dig`, `curl`) and real
+//! servers (`dnsmasq`, an HTTP server) behind PIAS proxies — Mininet for anycast.
+//!
+//! Layout: `topo` (the TOML model and derived addresses), `net` (namespaces, veths, addresses), `bird` (BIRD
+//! configs), `proc` (background processes with pid files), `services` (what runs where), `status`, `demo`,
+//! `bench`, `tools` (small helpers the lab runs inside namespaces: UDP echo and RTT probe).
+//!
+//! Everything lives in namespaces named `NAME-NODE` (`pias-r1`, …) and in the lab directory
+//! (`/tmp/NAME-lab`: configs, control sockets, pid files, logs). `down` stops the processes it recorded (and any
+//! left in the lab's namespaces) and deletes the namespaces by name; nothing on the host is touched.
+
+mod bench;
+mod bird;
+mod demo;
+mod net;
+mod piascfg;
+mod proc;
+mod services;
+mod status;
+mod tools;
+mod topo;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+pub(crate) use topo::Plan;
+
+/// Options every lab subcommand takes.
+#[derive(Debug, Clone, Parser)]
+pub(crate) struct Common {
+    /// Topology file (TOML); default: the built-in three-ISP topology (`pias lab topology` prints it).
+    #[arg(long, global = true)]
+    topology: Option<PathBuf>,
+    /// Lab directory (configs, sockets, pid files, logs); default /tmp/NAME-lab.
+    #[arg(long, global = true)]
+    dir: Option<PathBuf>,
+}
+
+/// Run a namespace lab: three ISPs with clients and PIAS proxies, routers speaking OSPF (BIRD 2), and two
+/// target sites with dnsmasq and an HTTP server registered into anycast groups.
+///
+/// Needs root and: ip (iproute2), bird/birdc (bird2), dnsmasq, dig (dnsutils), curl, python3; iperf3 for
+/// `bench`. Typical use: `pias lab demo`, or `pias lab up`, then `pias lab status`,
+/// `pias lab exec c1 -- dig @10.99.0.53 www.demo.pias`, `pias lab down`.
+#[derive(Debug, Parser)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create namespaces and links, start BIRD, the target services, the proxies and the target agents
+    /// (idempotent: what already runs is kept), and wait until every client reaches a proxy.
+    Up,
+    /// Stop everything the lab started and delete its namespaces.
+    Down,
+    /// Show which proxy each client reaches (IPv4 and IPv6), routes, and every proxy's state.
+    Status,
+    /// Bring the lab up, query through PIAS from every client, show the paths, kill a target, a JAP and an
+    /// ingress proxy one after another while service continues, then tear down.
+    Demo {
+        /// Leave the lab running at the end.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Run a command in a lab node's namespace: `pias lab exec c1 -- dig @10.99.0.53 www.demo.pias`.
+    Exec {
+        /// Node name (r1, p1, c1, t1, …).
+        node: String,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Measure UDP small-packet rate, TCP throughput and added round-trip time through PIAS against plain kernel
+    /// forwarding on the same topology, and write the ratios to BENCHMARKS.md.
+    Bench(bench::BenchArgs),
+    /// Print the built-in topology (a starting point for `--topology`).
+    Topology,
+    /// (Internal) UDP echo server the lab runs on target sites.
+    #[command(hide = true)]
+    UdpEcho {
+        #[arg(long)]
+        bind: std::net::SocketAddr,
+    },
+    /// (Internal) UDP round-trip probe: sends COUNT requests one after another, prints median and p99 in µs.
+    #[command(hide = true)]
+    UdpPing {
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+    },
+}
+
+/// A loaded lab: the plan and where its files are.
+#[derive(Debug, Clone)]
+pub(crate) struct Lab {
+    pub plan: Plan,
+    pub dir: PathBuf,
+    /// The `pias` binary to run proxies and agents with.
+    pub pias: PathBuf,
+}
+
+impl Lab {
+    pub(crate) fn load(c: &Common) -> Result<Lab> {
+        let topo = topo::Topology::load(c.topology.as_deref())?;
+        let plan = topo.plan()?;
+        let dir = c.dir.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/{}-lab", plan.topo.name)));
+        let pias = std::env::current_exe().context("locating the pias binary")?;
+        Ok(Lab { plan, dir, pias })
+    }
+
+    pub(crate) fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir.join(node)
+    }
+
+    pub(crate) fn ns(&self, node: &str) -> Result<String> {
+        Ok(self.plan.node(node).with_context(|| format!("no node {node:?} in the topology"))?.ns.clone())
+    }
+}
+
+/// Checks root and the tools a lab needs; the error lists what is missing and how to install it.
+pub(crate) fn preflight(bench: bool) -> Result<()> {
+    if !running_as_root() {
+        bail!("the lab needs root (network namespaces, veth, TUN): run it as root");
+    }
+    let mut tools = vec![
+        ("ip", "iproute2"),
+        ("bird", "bird2"),
+        ("birdc", "bird2"),
+        ("dnsmasq", "dnsmasq"),
+        ("dig", "dnsutils"),
+        ("curl", "curl"),
+        ("python3", "python3"),
+    ];
+    if bench {
+        tools.push(("iperf3", "iperf3"));
+    }
+    let missing: Vec<_> = tools.iter().filter(|(t, _)| which(t).is_none()).collect();
+    if !missing.is_empty() {
+        let pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+        let names: Vec<&str> = missing.iter().map(|(t, _)| *t).collect();
+        bail!("missing tools: {} — install with: apt-get install -y {}", names.join(", "), pkgs.join(" "));
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        bail!("/dev/net/tun is missing: the proxies need TUN devices");
+    }
+    Ok(())
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Full path of a program on PATH (or the sbin directories root has).
+pub(crate) fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/bin", "/usr/local/sbin"])
+        .map(|d| PathBuf::from(d).join(prog))
+        .find(|p| p.is_file())
+}
+
+pub(crate) fn run(a: Args) -> Result<()> {
+    match a.cmd {
+        Cmd::Topology => {
+            print!("{}", topo::DEFAULT_TOML);
+            Ok(())
+        }
+        Cmd::UdpEcho { bind } => tools::udp_echo(bind),
+        Cmd::UdpPing { to, count } => {
+            let r = tools::udp_ping(to, count, Duration::from_millis(500))?;
+            println!("{}", r.line());
+            Ok(())
+        }
+        cmd => {
+            let lab = Lab::load(&a.common)?;
+            match cmd {
+                Cmd::Up => {
+                    preflight(false)?;
+                    services::up(&lab, true)?;
+                    status::print(&lab)
+                }
+                Cmd::Down => {
+                    services::down(&lab)?;
+                    Ok(())
+                }
+                Cmd::Status => status::print(&lab),
+                Cmd::Demo { keep } => {
+                    preflight(false)?;
+                    demo::run(&lab, keep)
+                }
+                Cmd::Exec { node, cmd } => {
+                    let ns = lab.ns(&node)?;
+                    let st = std::process::Command::new("ip")
+                        .args(["netns", "exec", &ns])
+                        .args(&cmd)
+                        .status()
+                        .context("running ip netns exec")?;
+                    if !st.success() {
+                        bail!("{} exited with {st}", cmd[0]);
+                    }
+                    Ok(())
+                }
+                Cmd::Bench(b) => {
+                    preflight(true)?;
+                    bench::run(&lab, b)
+                }
+                Cmd::Topology | Cmd::UdpEcho { .. } | Cmd::UdpPing { .. } => unreachable!("handled above"),
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Namespaces, veth links, addresses and routes: everything `ip` does for the lab. Every object is created
+//! by name, inside namespaces the lab made, and never attached to the host's interfaces.
+
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use super::topo::{Kind, Plan};
+
+/// Runs a command, returning its output whatever its exit status.
+pub(crate) fn output(prog: &str, args: &[&str]) -> Result<Output> {
+    Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {prog} (is it installed?)"))
+}
+
+/// Runs a command and fails with its stderr when it fails.
+pub(crate) fn run(prog: &str, args: &[&str]) -> Result<String> {
+    let o = output(prog, args)?;
+    if !o.status.success() {
+        bail!("{prog} {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Runs a command inside a namespace and fails when it fails.
+pub(crate) fn ns_run(ns: &str, args: &[&str]) -> Result<String> {
+    let mut a = vec!["netns", "exec", ns];
+    a.extend_from_slice(args);
+    run("ip", &a)
+}
+
+/// Runs a command inside a namespace, returning its output whatever its exit status.
+pub(crate) fn ns_output(ns: &str, args: &[&str]) -> Result<Output> {
+    let mut a = vec!["netns", "exec", ns];
+    a.extend_from_slice(args);
+    output("ip", &a)
+}
+
+/// The lab's namespaces that exist now.
+pub(crate) fn existing_namespaces(prefix: &str) -> Result<Vec<String>> {
+    let out = run("ip", &["netns", "list"])?;
+    let want = format!("{prefix}-");
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&want))
+        .map(str::to_owned)
+        .collect())
+}
+
+fn link_exists(ns: &str, ifname: &str) -> bool {
+    output("ip", &["-n", ns, "link", "show", "dev", ifname]).is_ok_and(|o| o.status.success())
+}
+
+/// Creates the namespaces, links, addresses and static routes of the plan (idempotent).
+pub(crate) fn build(plan: &Plan) -> Result<()> {
+    let have = existing_namespaces(&plan.topo.name)?;
+    for n in &plan.nodes {
+        if !have.contains(&n.ns) {
+            run("ip", &["netns", "add", &n.ns])?;
+        }
+        // Before any interface exists, so that new interfaces inherit the defaults.
+        ns_run(
+            &n.ns,
+            &[
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+                "net.ipv6.conf.default.accept_dad=0",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv4.ping_group_range=0 2147483647",
+            ],
+        )?;
+        run("ip", &["-n", &n.ns, "link", "set", "lo", "up"])?;
+    }
+    for (a, ia, b, ib) in &plan.links {
+        let (na, nb) = (plan.node(a).context("link end")?, plan.node(b).context("link end")?);
+        if link_exists(&na.ns, ia) {
+            continue;
+        }
+        if link_exists(&nb.ns, ib) {
+            run("ip", &["-n", &nb.ns, "link", "del", ib])?;
+        }
+        run("ip", &["link", "add", ia, "netns", &na.ns, "type", "veth", "peer", "name", ib, "netns", &nb.ns])?;
+    }
+    for n in &plan.nodes {
+        for i in &n.ifaces {
+            ns_run(&n.ns, &["sysctl", "-q", "-w", &format!("net.ipv4.conf.{}.rp_filter=0", i.name)])?;
+            run("ip", &["-n", &n.ns, "addr", "replace", &format!("{}/24", i.v4), "dev", &i.name])?;
+            run("ip", &["-n", &n.ns, "-6", "addr", "replace", &format!("{}/64", i.v6), "dev", &i.name, "nodad"])?;
+            run("ip", &["-n", &n.ns, "link", "set", &i.name, "up"])?;
+        }
+        if matches!(n.kind, Kind::Client | Kind::Site) {
+            run("ip", &["-n", &n.ns, "route", "replace", "default", "via", &n.gw4().to_string()])?;
+            run("ip", &["-n", &n.ns, "-6", "route", "replace", "default", "via", &n.gw6().to_string()])?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the lab's namespaces (their veths go with them).
+pub(crate) fn destroy(prefix: &str) -> Result<Vec<String>> {
+    let have = existing_namespaces(prefix)?;
+    for ns in &have {
+        run("ip", &["netns", "del", ns])?;
+    }
+    Ok(have)
+}
+
+/// The inode of a namespace's file, to compare with `/proc/PID/ns/net`.
+pub(crate) fn ns_inode(ns: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/run/netns/{ns}")).ok().map(|m| m.ino())
+}
+
+/// Whether a process lives (not a zombie) in the given namespace.
+pub(crate) fn pid_in_ns(pid: u32, ns: &str) -> bool {
+    let Some(ino) = ns_inode(ns) else { return false };
+    let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else { return false };
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z') && !r.starts_with('X')))
+        .unwrap_or(false);
+    alive && link.to_string_lossy() == format!("net:[{ino}]")
+}
+
+/// Processes running in a namespace.
+pub(crate) fn ns_pids(ns: &str) -> Vec<u32> {
+    output("ip", &["netns", "pids", ns])
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}

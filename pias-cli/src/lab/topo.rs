@@ -1,0 +1,389 @@
+//! The lab's topology: a small TOML description (with a built-in default) and the plan derived from it —
+//! namespaces, veth links, addresses, OSPF costs, proxies, target sites and groups.
+//!
+//! Addressing (derived, so a topology file names only nodes and costs):
+//! - router–router link `k` (1-based, in file order): `10.0.k.0/24`, `fd00:k::/64`; side `a` is `.1`, `b` is `.2`;
+//! - the attachment of node `n` (proxies, then clients, then sites, 1-based) to its router: `10.1.n.0/24`,
+//!   `fd01:n::/64`; the router is `.1`, the node `.2`;
+//! - proxy `j`: overlay address = its attachment address, NAT pool `10.98.j.1` and `fd98:j::1` (prefixes
+//!   `10.98.j.0/24`, `fd98:j::/64`, routed into its TUN and announced into OSPF with the anycast prefixes).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The built-in topology (`pias lab up` without `--topology`).
+pub(crate) const DEFAULT_TOML: &str = r#"# PIAS lab default topology: three ISPs in a line, r1 -- r2 -- r3 (cost 10 per hop).
+# Each ISP router has a client (cN) and a proxy (pN) attached; target sites t1 (at r1) and t3 (at r3).
+name = "pias"
+anycast4 = "10.99.0.0/24"
+anycast6 = "fd99::/64"
+registration4 = "10.99.0.1"
+registration6 = "fd99::1"
+routers = ["r1", "r2", "r3"]
+links = [
+  { a = "r1", b = "r2", cost = 10 },
+  { a = "r2", b = "r3", cost = 10 },
+]
+proxies = [
+  { name = "p1", router = "r1", cost = 10 },
+  { name = "p2", router = "r2", cost = 10 },
+  { name = "p3", router = "r3", cost = 10 },
+]
+clients = [
+  { name = "c1", router = "r1" },
+  { name = "c2", router = "r2" },
+  { name = "c3", router = "r3" },
+]
+sites = [
+  { name = "t1", router = "r1" },
+  { name = "t3", router = "r3" },
+]
+# service: dns (dnsmasq :53), http (python3 http.server :80), iperf (iperf3 :5201), echo (pias lab udp-echo :7).
+groups = [
+  { addr = "10.99.0.53:53/udp", service = "dns" },
+  { addr = "[fd99::53]:53/udp", service = "dns" },
+  { addr = "10.99.0.80:80/tcp", service = "http", policy = "affinity" },
+  { addr = "10.99.0.52:5201/tcp", service = "iperf", sites = ["t1"] },
+  { addr = "10.99.0.52:5201/udp", service = "iperf", sites = ["t1"] },
+  { addr = "10.99.0.7:7/udp", service = "echo", sites = ["t1"] },
+]
+"#;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Topology {
+    /// Prefix of every namespace (`NAME-r1`, …) and of the lab directory.
+    pub name: String,
+    pub anycast4: String,
+    pub anycast6: String,
+    pub registration4: Ipv4Addr,
+    pub registration6: Ipv6Addr,
+    pub routers: Vec<String>,
+    pub links: Vec<LinkSpec>,
+    pub proxies: Vec<Attach>,
+    pub clients: Vec<Attach>,
+    pub sites: Vec<Attach>,
+    pub groups: Vec<GroupSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LinkSpec {
+    pub a: String,
+    pub b: String,
+    #[serde(default = "default_cost")]
+    pub cost: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Attach {
+    pub name: String,
+    pub router: String,
+    #[serde(default = "default_cost")]
+    pub cost: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GroupSpec {
+    /// `IP:PORT/udp` or `[IPv6]:PORT/tcp`.
+    pub addr: String,
+    pub service: Service,
+    /// Sites serving the group (default: all).
+    #[serde(default)]
+    pub sites: Option<Vec<String>>,
+    /// RAP policy (proximity, load, affinity, random); default proximity.
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Service {
+    Dns,
+    Http,
+    Iperf,
+    Echo,
+}
+
+impl Service {
+    pub(crate) fn port(self) -> u16 {
+        match self {
+            Service::Dns => 53,
+            Service::Http => 80,
+            Service::Iperf => 5201,
+            Service::Echo => 7,
+        }
+    }
+}
+
+fn default_cost() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Router,
+    Proxy,
+    Client,
+    Site,
+}
+
+/// One end of a veth link, inside a node's namespace. The interface is named after the peer node.
+#[derive(Debug, Clone)]
+pub(crate) struct Iface {
+    pub name: String,
+    pub peer: String,
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+    pub cost: u32,
+    /// A link to a client or site: OSPF stub on the router side.
+    pub stub: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub name: String,
+    pub kind: Kind,
+    pub ns: String,
+    pub router_id: Ipv4Addr,
+    pub ifaces: Vec<Iface>,
+    /// Proxies: 1-based proxy number (also the proxy id); sites and clients: 1-based number of their kind.
+    pub index: u32,
+    /// The router a proxy, client or site hangs off.
+    pub router: Option<String>,
+}
+
+impl Node {
+    /// The node's own address on its (first) link.
+    pub(crate) fn addr4(&self) -> Ipv4Addr {
+        self.ifaces[0].v4
+    }
+    pub(crate) fn addr6(&self) -> Ipv6Addr {
+        self.ifaces[0].v6
+    }
+    /// The router's address on this node's link (its default gateway).
+    pub(crate) fn gw4(&self) -> Ipv4Addr {
+        let o = self.addr4().octets();
+        Ipv4Addr::new(o[0], o[1], o[2], 1)
+    }
+    pub(crate) fn gw6(&self) -> Ipv6Addr {
+        let s = self.addr6().segments();
+        Ipv6Addr::new(s[0], s[1], 0, 0, 0, 0, 0, 1)
+    }
+    pub(crate) fn pool4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 98, self.index as u8, 1)
+    }
+    pub(crate) fn pool6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd98, self.index as u16, 0, 0, 0, 0, 0, 1)
+    }
+    pub(crate) fn pool4_prefix(&self) -> String {
+        format!("10.98.{}.0/24", self.index)
+    }
+    pub(crate) fn pool6_prefix(&self) -> String {
+        format!("fd98:{:x}::/64", self.index)
+    }
+}
+
+/// A group with its parsed address and the sites that serve it.
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    pub spec: String,
+    pub addr: SocketAddr,
+    pub udp: bool,
+    pub service: Service,
+    pub sites: Vec<String>,
+    pub policy: Option<String>,
+}
+
+impl Group {
+    pub(crate) fn proto(&self) -> &'static str {
+        if self.udp { "udp" } else { "tcp" }
+    }
+    /// A file-name-safe tag: `10.99.0.53-53-udp`.
+    pub(crate) fn tag(&self) -> String {
+        format!("{}-{}-{}", self.addr.ip(), self.addr.port(), self.proto()).replace(':', "_")
+    }
+}
+
+/// The topology with every address worked out.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub topo: Topology,
+    pub nodes: Vec<Node>,
+    pub groups: Vec<Group>,
+    /// Inter-router links and attachments: (node a, iface in a, node b, iface in b).
+    pub links: Vec<(String, String, String, String)>,
+}
+
+pub(crate) fn parse_group(s: &str) -> Result<(SocketAddr, bool)> {
+    let (a, p) = s.rsplit_once('/').with_context(|| format!("group {s:?}: expected ADDR:PORT/udp or /tcp"))?;
+    let udp = match p {
+        "udp" => true,
+        "tcp" => false,
+        _ => bail!("group {s:?}: protocol must be udp or tcp"),
+    };
+    let addr: SocketAddr = a.parse().with_context(|| format!("group {s:?}: bad address (IPv6 needs [brackets])"))?;
+    Ok((addr, udp))
+}
+
+impl Topology {
+    pub(crate) fn load(path: Option<&Path>) -> Result<Topology> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            None => DEFAULT_TOML.to_owned(),
+        };
+        toml::from_str(&text).context("topology TOML")
+    }
+
+    pub(crate) fn plan(&self) -> Result<Plan> {
+        let mut nodes: Vec<Node> = Vec::new();
+        if self.name.is_empty() || self.name.len() > 8 || !self.name.chars().all(|c| c.is_ascii_alphanumeric()) {
+            bail!("name: use 1-8 letters or digits (it prefixes every namespace)");
+        }
+        for (i, r) in self.routers.iter().enumerate() {
+            nodes.push(Node {
+                name: r.clone(),
+                kind: Kind::Router,
+                ns: format!("{}-{r}", self.name),
+                router_id: Ipv4Addr::new(10, 255, 0, i as u8 + 1),
+                ifaces: Vec::new(),
+                index: i as u32 + 1,
+                router: None,
+            });
+        }
+        let mut links = Vec::new();
+        let find = |nodes: &Vec<Node>, n: &str| nodes.iter().position(|x| x.name == n);
+        for (k, l) in self.links.iter().enumerate() {
+            let k = k as u8 + 1;
+            let (Some(a), Some(b)) = (find(&nodes, &l.a), find(&nodes, &l.b)) else {
+                bail!("links: {}--{} names an unknown router", l.a, l.b);
+            };
+            for (me, peer, host) in [(a, &l.b, 1u8), (b, &l.a, 2u8)] {
+                nodes[me].ifaces.push(Iface {
+                    name: peer.clone(),
+                    peer: peer.clone(),
+                    v4: Ipv4Addr::new(10, 0, k, host),
+                    v6: Ipv6Addr::new(0xfd00, k as u16, 0, 0, 0, 0, 0, host as u16),
+                    cost: l.cost,
+                    stub: false,
+                });
+            }
+            links.push((l.a.clone(), l.b.clone(), l.b.clone(), l.a.clone()));
+        }
+        let mut n = 0u8;
+        for (kind, list) in [(Kind::Proxy, &self.proxies), (Kind::Client, &self.clients), (Kind::Site, &self.sites)] {
+            for (i, at) in list.iter().enumerate() {
+                n += 1;
+                let Some(r) = find(&nodes, &at.router) else {
+                    bail!("{}: router {} is not in routers", at.name, at.router);
+                };
+                if find(&nodes, &at.name).is_some() {
+                    bail!("{}: node names must be unique", at.name);
+                }
+                let stub = kind != Kind::Proxy;
+                nodes[r].ifaces.push(Iface {
+                    name: at.name.clone(),
+                    peer: at.name.clone(),
+                    v4: Ipv4Addr::new(10, 1, n, 1),
+                    v6: Ipv6Addr::new(0xfd01, n as u16, 0, 0, 0, 0, 0, 1),
+                    cost: at.cost,
+                    stub,
+                });
+                let idx = i as u32 + 1;
+                nodes.push(Node {
+                    name: at.name.clone(),
+                    kind,
+                    ns: format!("{}-{}", self.name, at.name),
+                    router_id: Ipv4Addr::new(10, 255, 1, n),
+                    ifaces: vec![Iface {
+                        name: at.router.clone(),
+                        peer: at.router.clone(),
+                        v4: Ipv4Addr::new(10, 1, n, 2),
+                        v6: Ipv6Addr::new(0xfd01, n as u16, 0, 0, 0, 0, 0, 2),
+                        cost: at.cost,
+                        stub,
+                    }],
+                    index: idx,
+                    router: Some(at.router.clone()),
+                });
+                links.push((at.router.clone(), at.name.clone(), at.name.clone(), at.router.clone()));
+            }
+        }
+        let site_names: Vec<String> = self.sites.iter().map(|s| s.name.clone()).collect();
+        let mut groups = Vec::new();
+        for g in &self.groups {
+            let (addr, udp) = parse_group(&g.addr)?;
+            let sites = g.sites.clone().unwrap_or_else(|| site_names.clone());
+            for s in &sites {
+                if !site_names.contains(s) {
+                    bail!("group {}: site {s} is not in sites", g.addr);
+                }
+            }
+            groups.push(Group {
+                spec: g.addr.clone(),
+                addr,
+                udp,
+                service: g.service,
+                sites,
+                policy: g.policy.clone(),
+            });
+        }
+        Ok(Plan { topo: self.clone(), nodes, groups, links })
+    }
+}
+
+impl Plan {
+    pub(crate) fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+    pub(crate) fn of(&self, kind: Kind) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(move |n| n.kind == kind)
+    }
+    /// The address of a site that serves `g` (same family as the group).
+    pub(crate) fn service_addr(&self, site: &Node, g: &Group) -> SocketAddr {
+        let ip: IpAddr = if g.addr.is_ipv4() { site.addr4().into() } else { site.addr6().into() };
+        SocketAddr::new(ip, g.service.port())
+    }
+    /// The group's registration address (same family as the group).
+    pub(crate) fn registration(&self, g: &Group) -> SocketAddr {
+        let ip: IpAddr =
+            if g.addr.is_ipv4() { self.topo.registration4.into() } else { self.topo.registration6.into() };
+        SocketAddr::new(ip, 6082)
+    }
+    /// Which node owns an address (a link address or a proxy's NAT pool).
+    pub(crate) fn owner_of(&self, ip: IpAddr) -> Option<&Node> {
+        self.nodes.iter().find(|n| {
+            n.ifaces.iter().any(|i| IpAddr::V4(i.v4) == ip || IpAddr::V6(i.v6) == ip)
+                && (n.kind != Kind::Router || n.ifaces.iter().any(|i| IpAddr::V4(i.v4) == ip))
+        })
+    }
+    /// The first group of a service and family.
+    pub(crate) fn group(&self, service: Service, v4: bool, udp: bool) -> Option<&Group> {
+        self.groups.iter().find(|g| g.service == service && g.addr.is_ipv4() == v4 && g.udp == udp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_plan() {
+        let p = Topology::load(None).unwrap().plan().unwrap();
+        assert_eq!(p.nodes.len(), 11);
+        let p1 = p.node("p1").unwrap();
+        assert_eq!(p1.addr4(), Ipv4Addr::new(10, 1, 1, 2));
+        assert_eq!(p1.gw4(), Ipv4Addr::new(10, 1, 1, 1));
+        assert_eq!(p1.pool6_prefix(), "fd98:1::/64");
+        let t3 = p.node("t3").unwrap();
+        assert_eq!(t3.addr6(), "fd01:8::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(p.groups.len(), 6);
+        assert_eq!(p.groups[1].tag(), "fd99__53-53-udp");
+        assert_eq!(p.owner_of("10.1.8.2".parse().unwrap()).unwrap().name, "t3");
+    }
+}
