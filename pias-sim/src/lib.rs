@@ -78,6 +78,16 @@ pub enum Hop {
     ProxyToTarget { proxy: ProxyId, target: HostId },
 }
 
+/// An overlay datagram the network carried (see [`Sim::capture_overlay`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    pub at: Instant,
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    /// The UDP payload: a Geneve frame.
+    pub bytes: Vec<u8>,
+}
+
 /// A packet a client received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
@@ -154,7 +164,7 @@ pub struct Sim {
     pub overlay_sent: Vec<u64>,
     /// Packets the network could not deliver (no route).
     pub unroutable: u64,
-    capture: Option<Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>>,
+    capture: Option<Vec<Captured>>,
 }
 
 fn latency(a: (f64, f64), b: (f64, f64)) -> Duration {
@@ -285,13 +295,13 @@ impl Sim {
         self.proxies.get_mut(i).and_then(|p| p.proxy.as_mut())
     }
 
-    /// Every overlay datagram the network carries from now on is also handed to `tap` (for captures).
+    /// Records every overlay datagram the network carries from now on (`true`), or stops (`false`).
     pub fn capture_overlay(&mut self, on: bool) {
         self.capture = if on { Some(Vec::new()) } else { None };
     }
 
-    /// The overlay datagrams captured since [`Sim::capture_overlay`]: (time, from, to, bytes).
-    pub fn captured(&self) -> &[(Instant, SocketAddr, SocketAddr, Vec<u8>)] {
+    /// The overlay datagrams captured since [`Sim::capture_overlay`].
+    pub fn captured(&self) -> &[Captured] {
         self.capture.as_deref().unwrap_or(&[])
     }
 
@@ -746,7 +756,12 @@ impl Sim {
         let src = self.proxies[from].cfg.overlay_addr;
         let now = self.now;
         if let Some(c) = self.capture.as_mut() {
-            c.push((now, src, addr, bytes.clone()));
+            c.push(Captured {
+                at: now,
+                from: src,
+                to: addr,
+                bytes: bytes.clone(),
+            });
         }
         for _ in 0..copies {
             let jitter = if self.cfg.jitter.is_zero() {
