@@ -10,6 +10,8 @@
 pub mod agent;
 pub mod coords;
 pub mod flowhash;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hysteresis;
 pub mod iap;
 pub mod lru;

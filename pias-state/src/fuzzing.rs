@@ -1,0 +1,337 @@
+//! Fuzz entry points for the core (used by `fuzz/fuzz_targets/state_*.rs` and replayed by `cargo test`).
+//!
+//! `proxy_events` drives one small `Proxy` with an arbitrary sequence of inputs: control messages that are
+//! correctly sealed (so the fuzzer gets past authentication into every handler), raw overlay bytes, client
+//! packets to groups, target replies to the NAT pool, registrations, raw host bytes, and time steps.
+//! The properties checked are the core's contracts: nothing panics, every table stays within its bound,
+//! transmits fit the buffer, and time handling is monotonic and harmless when early or repeated.
+//! The `assert!`s here are the oracle: a failing one is a finding.
+
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::time::Duration;
+
+use pias_proto::auth::MasterKey;
+use pias_proto::build::{Segment, tcp_segment, udp_packet};
+use pias_proto::control::{
+    Answer, AnswerEntry, ControlHeader, Invalidate, MemberStatus, Message, Probe, ProxyRecord, ReportAck,
+    ReportEntry, Reports, Resolve,
+};
+use pias_proto::tcp::TcpFlags;
+use pias_proto::tunnel::DataHeader;
+use pias_proto::{IpProtocol, ProxyId, TransportAddr};
+
+use crate::Instant;
+use crate::proxy::{HEADROOM, PacketBuf, Proxy, ProxyConfig};
+
+/// A fuzz entry point.
+pub type Target = fn(&[u8]);
+
+/// Every state-level fuzz target: name (as in `fuzz/fuzz_targets/`) and entry point.
+pub const TARGETS: &[(&str, Target)] = &[("state_proxy_events", proxy_events)];
+
+/// Reads bytes of the fuzz input; past the end it yields zeros, so every input is a valid program.
+struct Input<'a> {
+    b: &'a [u8],
+}
+
+impl Input<'_> {
+    fn u8(&mut self) -> u8 {
+        match self.b.split_first() {
+            Some((x, rest)) => {
+                self.b = rest;
+                *x
+            }
+            None => 0,
+        }
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_be_bytes([self.u8(), self.u8()])
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_be_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+    fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let n = usize::from(self.u8()).min(max).min(self.b.len());
+        let (x, rest) = self.b.split_at(n);
+        self.b = rest;
+        x.to_vec()
+    }
+    fn done(&self) -> bool {
+        self.b.is_empty()
+    }
+}
+
+const ME: ProxyId = ProxyId(1);
+
+fn overlay_of(id: u8) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id.clamp(1, 6))), 6081)
+}
+
+fn group(inp: &mut Input<'_>) -> TransportAddr {
+    let proto = if inp.u8() & 1 == 0 {
+        IpProtocol::Udp
+    } else {
+        IpProtocol::Tcp
+    };
+    TransportAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 99, 0, inp.u8() % 4)),
+        53 + u16::from(inp.u8() % 3),
+        proto,
+    )
+}
+
+fn small_config() -> ProxyConfig {
+    let mut c = ProxyConfig::new(
+        ME,
+        overlay_of(1),
+        MasterKey::from_bytes([0x66; 32]),
+        vec![IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1))],
+        vec![IpAddr::V4(Ipv4Addr::new(10, 99, 255, 1))],
+    );
+    c.membership.seeds = vec![overlay_of(2)];
+    c.nat.max_entries = 64;
+    c.nat.port_min = 40_000;
+    c.nat.port_max = 40_063;
+    c.iap.cache_entries = 16;
+    c.rap.max_groups = 16;
+    c.rap.max_japs_per_group = 4;
+    c.registry.max_registrations = 16;
+    c.event_capacity = 64;
+    c.outbox_capacity = 64;
+    c
+}
+
+/// A correctly sealed control message from proxy `sender`, built from the input.
+fn control(inp: &mut Input<'_>, seqs: &mut [u64; 7], master: &MasterKey) -> (SocketAddr, Vec<u8>) {
+    let sender = 2 + inp.u8() % 5;
+    let g = group(inp);
+    let rec = ProxyRecord {
+        id: ProxyId(u32::from(2 + inp.u8() % 5)),
+        incarnation: 1 + u32::from(inp.u8() % 2),
+        version: u32::from(inp.u8() % 4),
+        status: [
+            MemberStatus::Alive,
+            MemberStatus::Suspect,
+            MemberStatus::Down,
+            MemberStatus::Left,
+        ][usize::from(inp.u8() % 4)],
+        addr: overlay_of(inp.u8() % 7),
+        coord: [0; 16],
+    };
+    let entries = [ReportEntry {
+        group: g,
+        count: u32::from(inp.u8() % 5),
+        flags: inp.u8() & 1,
+    }];
+    let japs = [
+        AnswerEntry {
+            jap: ProxyId(u32::from(1 + inp.u8() % 6)),
+            weight: u32::from(inp.u8()),
+        },
+        AnswerEntry {
+            jap: ProxyId(u32::from(1 + inp.u8() % 6)),
+            weight: u32::from(inp.u8()),
+        },
+    ];
+    let msg = match inp.u8() % 8 {
+        0 => Message::Probe(Probe {
+            nonce: u64::from(inp.u32()),
+            incarnation: 1,
+            version: 1,
+            digest: 0,
+            coord: [0; 16],
+        }),
+        1 => Message::ProbeAck(Probe {
+            nonce: u64::from(inp.u32()),
+            incarnation: 1,
+            version: 1,
+            digest: 0,
+            coord: [0; 16],
+        }),
+        2 => Message::Join(rec),
+        3 => Message::Records(pias_proto::control::Records::Slice(core::slice::from_ref(&rec))),
+        4 => Message::Report(Reports::Slice(&entries)),
+        5 => Message::Answer(Answer::new(
+            g,
+            u32::from(inp.u16()),
+            &japs[..usize::from(inp.u8() % 3)],
+        )),
+        6 => Message::Invalidate(Invalidate { group: g, reason: 1 }),
+        _ => {
+            if inp.u8() & 1 == 0 {
+                Message::Resolve(Resolve { group: g })
+            } else {
+                Message::ReportAck(ReportAck {
+                    acked_seq: u64::from(inp.u32()),
+                })
+            }
+        }
+    };
+    // Mostly fresh sequence numbers, sometimes a replay.
+    let s = &mut seqs[usize::from(sender)];
+    if !inp.u8().is_multiple_of(8) {
+        *s += 1;
+    }
+    let mut out = vec![0u8; 1500];
+    let n = msg
+        .emit_frame(
+            1,
+            ControlHeader {
+                sender: ProxyId(u32::from(sender)),
+                seq: (1 << 32) | *s,
+            },
+            &master.overlay_key(),
+            &mut out,
+        )
+        .unwrap_or(0);
+    out.truncate(n);
+    (overlay_of(sender), out)
+}
+
+fn drain(p: &mut Proxy, now: Instant, buf: &mut [u8]) {
+    for _ in 0..10_000 {
+        match p.poll_transmit(now, buf) {
+            Some(t) => assert!(t.len <= buf.len()),
+            None => break,
+        }
+    }
+    while p.poll_event().is_some() {}
+}
+
+fn check_bounds(p: &Proxy, cfg: &ProxyConfig) {
+    assert!(p.iap().len() <= cfg.iap.cache_entries);
+    assert!(p.rap().len() <= cfg.rap.max_groups);
+    assert!(p.nat().len() <= cfg.nat.max_entries as usize);
+    assert!(p.registry().len() <= cfg.registry.max_registrations);
+}
+
+/// Applies an arbitrary sequence of inputs to one proxy; see the module docs.
+pub fn proxy_events(data: &[u8]) {
+    let cfg = small_config();
+    let master = cfg.master_key.clone();
+    let mut now = Instant::from_secs(1);
+    let Ok(mut p) = Proxy::new(cfg.clone(), now) else {
+        return;
+    };
+    let mut inp = Input { b: data };
+    let mut seqs = [0u64; 7];
+    let mut raw = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    let mut steps = 0;
+    while !inp.done() && steps < 256 {
+        steps += 1;
+        let op = inp.u8() % 8;
+        let (packet, from, overlay) = match op {
+            0 | 1 => {
+                let (from, frame) = control(&mut inp, &mut seqs, &master);
+                (frame, from, true)
+            }
+            2 => (inp.bytes(256), overlay_of(inp.u8() % 7), true),
+            3 => {
+                // A data frame from a (maybe) member carrying a client packet to a group.
+                let g = group(&mut inp);
+                let mut pkt = [0u8; 256];
+                let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, inp.u8())), inp.u16());
+                let n = udp_packet(src, SocketAddr::new(g.ip, g.port), &inp.bytes(32), &mut pkt).unwrap_or(0);
+                let h = DataHeader {
+                    vni: 1,
+                    flags: inp.u8() & 0x0f,
+                    hops: inp.u8() % 3,
+                    ingress: ProxyId(u32::from(1 + inp.u8() % 6)),
+                };
+                let mut f = vec![0u8; 512];
+                let m = h.encapsulate(&pkt[..n], &mut f).unwrap_or(0);
+                f.truncate(m);
+                (f, overlay_of(2 + inp.u8() % 5), true)
+            }
+            4 => {
+                // A client packet (UDP or TCP) to a group, or a target's reply to the NAT pool.
+                let g = group(&mut inp);
+                let to_pool = inp.u8() & 1 == 1;
+                let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, inp.u8())), inp.u16());
+                let dst = if to_pool {
+                    SocketAddr::new(
+                        IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1)),
+                        40_000 + u16::from(inp.u8() % 64),
+                    )
+                } else {
+                    SocketAddr::new(g.ip, g.port)
+                };
+                let mut pkt = vec![0u8; 1600];
+                let n = if g.proto == IpProtocol::Tcp {
+                    let seg = Segment {
+                        flags: TcpFlags::from_bits_truncate(u16::from(inp.u8())),
+                        seq: 1,
+                        ack: 1,
+                        mss: Some(inp.u16()),
+                    };
+                    tcp_segment(src, dst, seg, &inp.bytes(64), &mut pkt).unwrap_or(0)
+                } else {
+                    let size = usize::from(inp.u8()) * 8;
+                    udp_packet(src, dst, &vec![0x5a; size], &mut pkt).unwrap_or(0)
+                };
+                pkt.truncate(n);
+                (pkt, src, false)
+            }
+            5 => {
+                // Bytes to the registration address (garbage or truncated target messages).
+                let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 2, 0, inp.u8())), 7000);
+                let mut pkt = vec![0u8; 512];
+                let n = udp_packet(
+                    src,
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 99, 255, 1)), 6082),
+                    &inp.bytes(200),
+                    &mut pkt,
+                )
+                .unwrap_or(0);
+                pkt.truncate(n);
+                (pkt, src, false)
+            }
+            6 => (inp.bytes(256), overlay_of(0), false),
+            _ => {
+                // Time passes (up to ~65 s), sometimes not at all (a repeated timeout must be harmless).
+                now += Duration::from_millis(u64::from(inp.u16()));
+                p.handle_timeout(now);
+                p.handle_timeout(now);
+                drain(&mut p, now, &mut out);
+                check_bounds(&p, &cfg);
+                continue;
+            }
+        };
+        let n = packet.len().min(raw.len() - HEADROOM);
+        raw[HEADROOM..HEADROOM + n].copy_from_slice(&packet[..n]);
+        let mut pb = PacketBuf::new(&mut raw, HEADROOM, HEADROOM + n);
+        if overlay {
+            let _ = p.handle_overlay(now, from, &mut pb);
+        } else {
+            let _ = p.handle_host(now, &mut pb);
+        }
+        assert!(pb.range().end <= raw.len());
+        drain(&mut p, now, &mut out);
+        check_bounds(&p, &cfg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_few_programs_run() {
+        proxy_events(&[]);
+        proxy_events(&[0; 64]);
+        proxy_events(&(0..=255).collect::<Vec<u8>>());
+        let mut x = 7u64;
+        for _ in 0..50 {
+            let v: Vec<u8> = (0..400)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            proxy_events(&v);
+        }
+    }
+}
