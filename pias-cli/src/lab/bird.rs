@@ -15,20 +15,30 @@ const OSPF_ROUTES: &str = "[RTS_OSPF, RTS_OSPF_IA, RTS_OSPF_EXT1, RTS_OSPF_EXT2]
 /// The config file for one router or proxy node; `log` is the log file path.
 pub(crate) fn config(plan: &Plan, node: &Node, log: &str) -> String {
     let mut c = String::new();
-    let _ = writeln!(c, "# written by `pias lab up` for {} ({:?})", node.name, node.kind);
+    let _ = writeln!(
+        c,
+        "# written by `pias lab up` for {} ({:?})",
+        node.name, node.kind
+    );
     let _ = writeln!(c, "router id {};", node.router_id);
-    let _ = writeln!(c, "log \"{log}\" {{ info, remote, warning, error, auth, fatal, bug }};");
+    let _ = writeln!(
+        c,
+        "log \"{log}\" {{ info, remote, warning, error, auth, fatal, bug }};"
+    );
     let _ = writeln!(c, "protocol device {{ scan time 5; }}");
     let proxy = node.kind == Kind::Proxy;
     let (own4, own6) = if proxy {
         (
-            format!("[ {}, {} ]", plan.topo.anycast4, node.pool4_prefix()),
-            format!("[ {}, {} ]", plan.topo.anycast6, node.pool6_prefix()),
+            format!("[ {}+, {}+ ]", plan.topo.anycast4, node.pool4_prefix()),
+            format!("[ {}+, {}+ ]", plan.topo.anycast6, node.pool6_prefix()),
         )
     } else {
         (String::new(), String::new())
     };
-    for (v, own, any) in [("4", &own4, &plan.topo.anycast4), ("6", &own6, &plan.topo.anycast6)] {
+    for (v, own, any) in [
+        ("4", &own4, &plan.topo.anycast4),
+        ("6", &own6, &plan.topo.anycast6),
+    ] {
         let _ = writeln!(c, "protocol kernel kernel{v} {{");
         if proxy {
             let _ = writeln!(c, "  learn;\n  scan time 2;");
@@ -37,13 +47,16 @@ pub(crate) fn config(plan: &Plan, node: &Node, log: &str) -> String {
             let _ = writeln!(c, "    import filter {{ if net ~ {own} then accept; reject; }};");
             let _ = writeln!(
                 c,
-                "    export filter {{ if net ~ [ {any} ] then reject; if source ~ {OSPF_ROUTES} then accept; reject; }};"
+                "    export filter {{ if net ~ [ {any}+ ] then reject; if source ~ {OSPF_ROUTES} then accept; reject; }};"
             );
         } else {
             let _ = writeln!(c, "  scan time 10;");
             let _ = writeln!(c, "  ipv{v} {{");
             let _ = writeln!(c, "    import none;");
-            let _ = writeln!(c, "    export filter {{ if source ~ {OSPF_ROUTES} then accept; reject; }};");
+            let _ = writeln!(
+                c,
+                "    export filter {{ if source ~ {OSPF_ROUTES} then accept; reject; }};"
+            );
         }
         let _ = writeln!(c, "  }};\n  merge paths on;\n}}");
     }

@@ -1,9 +1,281 @@
-//! `pias lab demo`.
+//! `pias lab demo`: the lab's guided tour. Brings the lab up, sends real `dig` and `curl` traffic from every
+//! client through the anycast groups, shows which proxies carried each request (the proxies' own counters:
+//! `iap_to_rap`/`rap_relayed` for the 4-segment first packet, `iap_to_jap` for later ones, `jap_delivered`)
+//! and which target answered, then kills a target, a JAP and an ingress proxy one after another and times
+//! how long DNS service was interrupted each time.
 
-use anyhow::Result;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use super::Lab;
+use anyhow::{Context, Result, bail};
 
-pub(crate) fn run(_lab: &Lab, _keep: bool) -> Result<()> {
+use super::proc::Daemon;
+use super::topo::{Group, Kind, Node, Service};
+use super::{Lab, net, piascfg, services, status, tools};
+
+fn head(s: &str) {
+    println!("\n\x1b[1m== {s} ==\x1b[0m");
+}
+
+/// Runs `dig` from a client and returns (the site that answered, the path the counters show).
+pub(crate) fn traced_dig(lab: &Lab, c: &Node, g: &Group) -> Result<(String, piascfg::Path)> {
+    let before = piascfg::all_counters(lab);
+    let qtype = if g.addr.is_ipv4() { "A" } else { "AAAA" };
+    let site = status::dig(lab, c, g.addr, qtype)?;
+    std::thread::sleep(Duration::from_millis(100));
+    let after = piascfg::all_counters(lab);
+    Ok((site, piascfg::path(&before, &after)))
+}
+
+/// Runs `curl` for `/whoami` from a client and returns (the site that answered, the path).
+fn traced_curl(lab: &Lab, c: &Node, g: &Group) -> Result<(String, piascfg::Path)> {
+    let before = piascfg::all_counters(lab);
+    let url = format!("http://{}/whoami", g.addr);
+    let body = net::ns_run(&c.ns, &["curl", "-sS", "--max-time", "3", &url])?;
+    std::thread::sleep(Duration::from_millis(100));
+    let after = piascfg::all_counters(lab);
+    Ok((body.trim().to_owned(), piascfg::path(&before, &after)))
+}
+
+/// Starts a `dns-watch` in a client namespace, runs `event` after `lead`, and returns the probes and the
+/// event's time (Unix ms).
+pub(crate) fn watch_around(
+    lab: &Lab,
+    c: &Node,
+    server: std::net::SocketAddr,
+    total: Duration,
+    lead: Duration,
+    event: impl FnOnce() -> Result<()>,
+) -> Result<(Vec<tools::Probe>, u64)> {
+    let child = Command::new("ip")
+        .args(["netns", "exec", &c.ns])
+        .arg(&lab.pias)
+        .args(["lab", "dns-watch", "--server", &server.to_string()])
+        .args([
+            "--duration-ms",
+            &total.as_millis().to_string(),
+            "--interval-ms",
+            "20",
+            "--timeout-ms",
+            "100",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting dns-watch")?;
+    std::thread::sleep(lead);
+    let at = tools::unix_ms();
+    let r = event();
+    let out = child.wait_with_output()?;
+    r?;
+    Ok((tools::parse_watch(&String::from_utf8_lossy(&out.stdout)), at))
+}
+
+fn summary(probes: &[tools::Probe], at: u64) -> String {
+    let after: Vec<_> = probes.iter().filter(|p| p.sent_ms >= at).collect();
+    let lost = after.iter().filter(|p| p.answer.is_none()).count();
+    format!("{} queries after the kill, {lost} unanswered", after.len())
+}
+
+fn site_ip(lab: &Lab, site: &str) -> Option<IpAddr> {
+    lab.plan.node(site).map(|n| IpAddr::V4(n.addr4()))
+}
+
+pub(crate) fn run(lab: &Lab, keep: bool) -> Result<()> {
+    let r = tour(lab);
+    if keep {
+        println!(
+            "\nlab left running (--keep): `pias lab status`, `pias lab exec c1 -- dig @10.99.0.53 www.demo.pias`, `pias lab down`"
+        );
+    } else {
+        head("tear down");
+        services::down(lab)?;
+    }
+    r
+}
+
+fn tour(lab: &Lab) -> Result<()> {
+    let plan = &lab.plan;
+    head("1. bring the lab up: 3 ISP routers (OSPF), a client and a PIAS proxy per ISP, 2 target sites");
+    services::down(lab).ok();
+    services::up(lab, true)?;
+    for c in plan.of(Kind::Client) {
+        println!(
+            "  {} ({}) reaches proxy {} by anycast (nearest by OSPF cost)",
+            c.name,
+            c.addr4(),
+            status::ingress(lab, c, &plan.topo.anycast4).unwrap_or_else(|| "?".into())
+        );
+    }
+    for s in plan.of(Kind::Site) {
+        println!(
+            "  target site {} ({}, {}): dnsmasq, HTTP server, `pias target` agents",
+            s.name,
+            s.addr4(),
+            s.addr6()
+        );
+    }
+
+    head("2. dig from every client through the DNS groups (first query: 4 segments via a RAP; then 3)");
+    let dns: Vec<&Group> = plan.groups.iter().filter(|g| g.service == Service::Dns).collect();
+    for g in &dns {
+        println!("  group {}:", g.spec);
+        for c in plan.of(Kind::Client) {
+            for _ in 0..2 {
+                match traced_dig(lab, c, g) {
+                    Ok((site, p)) => println!("    {}", p.describe(&c.name, &site)),
+                    Err(e) => println!("    {}: FAILED {e:#}", c.name),
+                }
+            }
+        }
+    }
+
+    head("3. curl from every client through the HTTP group");
+    if let Some(g) = plan.group(Service::Http, true, false) {
+        for c in plan.of(Kind::Client) {
+            match traced_curl(lab, c, g) {
+                Ok((site, p)) => println!("    {}", p.describe(&c.name, &site)),
+                Err(e) => println!("    {}: FAILED {e:#}", c.name),
+            }
+        }
+        let c = plan.of(Kind::Client).next().context("no client")?;
+        let url = format!("http://{}/big.bin", g.addr);
+        let out = net::ns_run(
+            &c.ns,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "30",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download} %{speed_download}",
+                &url,
+            ],
+        )?;
+        let mut it = out.split_whitespace();
+        let (size, speed): (f64, f64) = (
+            it.next().and_then(|s| s.parse().ok()).unwrap_or(0.0),
+            it.next().and_then(|s| s.parse().ok()).unwrap_or(0.0),
+        );
+        println!(
+            "    {} downloaded {url}: {:.1} MB at {:.1} MB/s",
+            c.name,
+            size / 1e6,
+            speed / 1e6
+        );
+    }
+
+    let Some(g) = plan.group(Service::Dns, true, true) else {
+        bail!("the topology has no IPv4 DNS group")
+    };
+    let c1 = plan.of(Kind::Client).next().context("no client")?;
+
+    head("4. kill a target (SIGKILL its dnsmasq and agent): the JAP drops it after hold_ms (700 ms)");
+    let (victim, _) = traced_dig(lab, c1, g)?;
+    let vnode = plan.node(&victim).context("answer from an unknown site")?;
+    let vip = site_ip(lab, &victim);
+    let (probes, at) = watch_around(
+        lab,
+        c1,
+        g.addr,
+        Duration::from_secs(5),
+        Duration::from_millis(800),
+        || {
+            services::agent_daemon(lab, vnode, g).kill();
+            Daemon::new(&vnode.ns, &lab.node_dir(&victim), "dnsmasq").kill();
+            Ok(())
+        },
+    )?;
+    match tools::outage_ms(&probes, at, |a| Some(a) != vip) {
+        Some(ms) => println!(
+            "    {} was answered by {victim}; after the kill, by the other target within {ms} ms ({})",
+            c1.name,
+            summary(&probes, at)
+        ),
+        None => println!(
+            "    service did NOT come back within 5 s ({})",
+            summary(&probes, at)
+        ),
+    }
+    services::up(lab, true)?;
+    println!("    {victim} restarted and registered again");
+
+    head("5. kill a JAP (SIGKILL a `pias proxy` that delivers to targets, not the client's ingress)");
+    let mut picked = None;
+    for c in plan.of(Kind::Client) {
+        let (_, p) = traced_dig(lab, c, g)?;
+        let iap = p.direct.first().or(p.via_rap.first()).cloned();
+        if let (Some(iap), Some(jap)) = (iap, p.jap.first().cloned())
+            && iap != jap
+        {
+            picked = Some((c, iap, jap));
+            break;
+        }
+    }
+    match picked {
+        None => println!("    every client's JAP is its own ingress here; skipping"),
+        Some((c, iap, jap)) => {
+            let d = services::daemon(lab, &jap, "proxy")?;
+            let (probes, at) = watch_around(
+                lab,
+                c,
+                g.addr,
+                Duration::from_secs(6),
+                Duration::from_millis(800),
+                || {
+                    d.kill();
+                    Ok(())
+                },
+            )?;
+            match tools::outage_ms(&probes, at, |_| true) {
+                Some(ms) => println!(
+                    "    {} (ingress {iap}) was served through JAP {jap}; after killing it, answers resumed within {ms} ms ({})",
+                    c.name,
+                    summary(&probes, at)
+                ),
+                None => println!(
+                    "    service did NOT come back within 6 s ({})",
+                    summary(&probes, at)
+                ),
+            }
+            let (site, p) = traced_dig(lab, c, g)?;
+            println!("    now: {}", p.describe(&c.name, &site));
+            services::up(lab, true)?;
+            println!("    {jap} restarted");
+        }
+    }
+
+    head("6. kill an ingress proxy: its TUN and routes vanish, OSPF moves the client to the next proxy");
+    let ing = status::ingress(lab, c1, &plan.topo.anycast4).context("no ingress")?;
+    let d = services::daemon(lab, &ing, "proxy")?;
+    let (probes, at) = watch_around(
+        lab,
+        c1,
+        g.addr,
+        Duration::from_secs(6),
+        Duration::from_millis(800),
+        || {
+            d.kill();
+            Ok(())
+        },
+    )?;
+    let now = status::ingress(lab, c1, &plan.topo.anycast4).unwrap_or_else(|| "?".into());
+    match tools::outage_ms(&probes, at, |_| true) {
+        Some(ms) => println!(
+            "    {} reached {ing}; after killing it, {} reaches {now} and answers resumed within {ms} ms ({})",
+            c1.name,
+            c1.name,
+            summary(&probes, at)
+        ),
+        None => println!(
+            "    service did NOT come back within 6 s ({})",
+            summary(&probes, at)
+        ),
+    }
+    let (site, p) = traced_dig(lab, c1, g)?;
+    println!("    now: {}", p.describe(&c1.name, &site));
     Ok(())
 }

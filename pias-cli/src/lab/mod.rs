@@ -80,6 +80,9 @@ enum Cmd {
     /// Measure UDP small-packet rate, TCP throughput and added round-trip time through PIAS against plain kernel
     /// forwarding on the same topology, and write the ratios to BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Print every proxy's counters as `PROXY COUNTER VALUE` lines (from `pias ctl counters --json`), only the
+    /// named counters if any are given.
+    Counters { names: Vec<String> },
     /// Print the built-in topology (a starting point for `--topology`).
     Topology,
     /// (Internal) UDP echo server the lab runs on target sites.
@@ -87,6 +90,19 @@ enum Cmd {
     UdpEcho {
         #[arg(long)]
         bind: std::net::SocketAddr,
+    },
+    /// (Internal) DNS probe: a query (new source port each) every INTERVAL ms for DURATION ms, printing
+    /// `SENT_MS DONE_MS ANSWER` (or `timeout`) per query; used to time failovers.
+    #[command(hide = true)]
+    DnsWatch {
+        #[arg(long)]
+        server: std::net::SocketAddr,
+        #[arg(long, default_value_t = 5000)]
+        duration_ms: u64,
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 250)]
+        timeout_ms: u64,
     },
     /// (Internal) UDP round-trip probe: sends COUNT requests one after another, prints median and p99 in µs.
     #[command(hide = true)]
@@ -111,7 +127,10 @@ impl Lab {
     pub(crate) fn load(c: &Common) -> Result<Lab> {
         let topo = topo::Topology::load(c.topology.as_deref())?;
         let plan = topo.plan()?;
-        let dir = c.dir.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/{}-lab", plan.topo.name)));
+        let dir = c
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/{}-lab", plan.topo.name)));
         let pias = std::env::current_exe().context("locating the pias binary")?;
         Ok(Lab { plan, dir, pias })
     }
@@ -121,7 +140,12 @@ impl Lab {
     }
 
     pub(crate) fn ns(&self, node: &str) -> Result<String> {
-        Ok(self.plan.node(node).with_context(|| format!("no node {node:?} in the topology"))?.ns.clone())
+        Ok(self
+            .plan
+            .node(node)
+            .with_context(|| format!("no node {node:?} in the topology"))?
+            .ns
+            .clone())
     }
 }
 
@@ -146,7 +170,11 @@ pub(crate) fn preflight(bench: bool) -> Result<()> {
     if !missing.is_empty() {
         let pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
         let names: Vec<&str> = missing.iter().map(|(t, _)| *t).collect();
-        bail!("missing tools: {} — install with: apt-get install -y {}", names.join(", "), pkgs.join(" "));
+        bail!(
+            "missing tools: {} — install with: apt-get install -y {}",
+            names.join(", "),
+            pkgs.join(" ")
+        );
     }
     if !std::path::Path::new("/dev/net/tun").exists() {
         bail!("/dev/net/tun is missing: the proxies need TUN devices");
@@ -169,7 +197,14 @@ fn running_as_root() -> bool {
 pub(crate) fn which(prog: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     path.split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/bin", "/usr/local/sbin"])
+        .chain([
+            "/usr/sbin",
+            "/sbin",
+            "/usr/bin",
+            "/bin",
+            "/usr/local/bin",
+            "/usr/local/sbin",
+        ])
         .map(|d| PathBuf::from(d).join(prog))
         .find(|p| p.is_file())
 }
@@ -181,6 +216,17 @@ pub(crate) fn run(a: Args) -> Result<()> {
             Ok(())
         }
         Cmd::UdpEcho { bind } => tools::udp_echo(bind),
+        Cmd::DnsWatch {
+            server,
+            duration_ms,
+            interval_ms,
+            timeout_ms,
+        } => tools::dns_watch(
+            server,
+            Duration::from_millis(duration_ms),
+            Duration::from_millis(interval_ms),
+            Duration::from_millis(timeout_ms),
+        ),
         Cmd::UdpPing { to, count } => {
             let r = tools::udp_ping(to, count, Duration::from_millis(500))?;
             println!("{}", r.line());
@@ -199,6 +245,14 @@ pub(crate) fn run(a: Args) -> Result<()> {
                     Ok(())
                 }
                 Cmd::Status => status::print(&lab),
+                Cmd::Counters { names } => {
+                    for (p, c) in piascfg::all_counters(&lab) {
+                        for (n, v) in c.iter().filter(|(n, _)| names.is_empty() || names.contains(n)) {
+                            println!("{p} {n} {v}");
+                        }
+                    }
+                    Ok(())
+                }
                 Cmd::Demo { keep } => {
                     preflight(false)?;
                     demo::run(&lab, keep)
@@ -219,7 +273,9 @@ pub(crate) fn run(a: Args) -> Result<()> {
                     preflight(true)?;
                     bench::run(&lab, b)
                 }
-                Cmd::Topology | Cmd::UdpEcho { .. } | Cmd::UdpPing { .. } => unreachable!("handled above"),
+                Cmd::Topology | Cmd::UdpEcho { .. } | Cmd::UdpPing { .. } | Cmd::DnsWatch { .. } => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

@@ -20,7 +20,11 @@ pub(crate) fn output(prog: &str, args: &[&str]) -> Result<Output> {
 pub(crate) fn run(prog: &str, args: &[&str]) -> Result<String> {
     let o = output(prog, args)?;
     if !o.status.success() {
-        bail!("{prog} {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
+        bail!(
+            "{prog} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
@@ -81,25 +85,88 @@ pub(crate) fn build(plan: &Plan) -> Result<()> {
         run("ip", &["-n", &n.ns, "link", "set", "lo", "up"])?;
     }
     for (a, ia, b, ib) in &plan.links {
-        let (na, nb) = (plan.node(a).context("link end")?, plan.node(b).context("link end")?);
+        let (na, nb) = (
+            plan.node(a).context("link end")?,
+            plan.node(b).context("link end")?,
+        );
         if link_exists(&na.ns, ia) {
             continue;
         }
         if link_exists(&nb.ns, ib) {
             run("ip", &["-n", &nb.ns, "link", "del", ib])?;
         }
-        run("ip", &["link", "add", ia, "netns", &na.ns, "type", "veth", "peer", "name", ib, "netns", &nb.ns])?;
+        run(
+            "ip",
+            &[
+                "link", "add", ia, "netns", &na.ns, "type", "veth", "peer", "name", ib, "netns", &nb.ns,
+            ],
+        )?;
     }
     for n in &plan.nodes {
         for i in &n.ifaces {
-            ns_run(&n.ns, &["sysctl", "-q", "-w", &format!("net.ipv4.conf.{}.rp_filter=0", i.name)])?;
-            run("ip", &["-n", &n.ns, "addr", "replace", &format!("{}/24", i.v4), "dev", &i.name])?;
-            run("ip", &["-n", &n.ns, "-6", "addr", "replace", &format!("{}/64", i.v6), "dev", &i.name, "nodad"])?;
+            ns_run(
+                &n.ns,
+                &[
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    &format!("net.ipv4.conf.{}.rp_filter=0", i.name),
+                ],
+            )?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &n.ns,
+                    "addr",
+                    "replace",
+                    &format!("{}/24", i.v4),
+                    "dev",
+                    &i.name,
+                ],
+            )?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &n.ns,
+                    "-6",
+                    "addr",
+                    "replace",
+                    &format!("{}/64", i.v6),
+                    "dev",
+                    &i.name,
+                    "nodad",
+                ],
+            )?;
             run("ip", &["-n", &n.ns, "link", "set", &i.name, "up"])?;
         }
         if matches!(n.kind, Kind::Client | Kind::Site) {
-            run("ip", &["-n", &n.ns, "route", "replace", "default", "via", &n.gw4().to_string()])?;
-            run("ip", &["-n", &n.ns, "-6", "route", "replace", "default", "via", &n.gw6().to_string()])?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &n.ns,
+                    "route",
+                    "replace",
+                    "default",
+                    "via",
+                    &n.gw4().to_string(),
+                ],
+            )?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &n.ns,
+                    "-6",
+                    "route",
+                    "replace",
+                    "default",
+                    "via",
+                    &n.gw6().to_string(),
+                ],
+            )?;
         }
     }
     Ok(())
@@ -117,16 +184,23 @@ pub(crate) fn destroy(prefix: &str) -> Result<Vec<String>> {
 /// The inode of a namespace's file, to compare with `/proc/PID/ns/net`.
 pub(crate) fn ns_inode(ns: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/run/netns/{ns}")).ok().map(|m| m.ino())
+    std::fs::metadata(format!("/run/netns/{ns}"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// Whether a process lives (not a zombie) in the given namespace.
 pub(crate) fn pid_in_ns(pid: u32, ns: &str) -> bool {
     let Some(ino) = ns_inode(ns) else { return false };
-    let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else { return false };
+    let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else {
+        return false;
+    };
     let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z') && !r.starts_with('X')))
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .map(|(_, r)| !r.starts_with('Z') && !r.starts_with('X'))
+        })
         .unwrap_or(false);
     alive && link.to_string_lossy() == format!("net:[{ino}]")
 }
@@ -134,6 +208,11 @@ pub(crate) fn pid_in_ns(pid: u32, ns: &str) -> bool {
 /// Processes running in a namespace.
 pub(crate) fn ns_pids(ns: &str) -> Vec<u32> {
     output("ip", &["netns", "pids", ns])
-        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -23,7 +23,11 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn new(ns: &str, dir: &Path, name: &str) -> Daemon {
-        Daemon { ns: ns.to_owned(), dir: dir.to_owned(), name: name.to_owned() }
+        Daemon {
+            ns: ns.to_owned(),
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+        }
     }
 
     pub(crate) fn pid_file(&self) -> PathBuf {
@@ -51,7 +55,10 @@ impl Daemon {
             return Ok(pid);
         }
         fs::create_dir_all(&self.dir)?;
-        let log = fs::OpenOptions::new().create(true).append(true).open(self.log_file())?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file())?;
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .args(argv)
@@ -71,13 +78,20 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        bail!("{} did not start in {}; see {}", argv[0], self.ns, self.log_file().display())
+        bail!(
+            "{} did not start in {}; see {}",
+            argv[0],
+            self.ns,
+            self.log_file().display()
+        )
     }
 
     /// Sends a signal (`TERM`, `KILL`) if the process is alive.
     pub(crate) fn signal(&self, sig: &str) -> Option<u32> {
         let pid = self.pid()?;
-        let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status();
         Some(pid)
     }
 

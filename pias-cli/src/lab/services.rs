@@ -69,7 +69,12 @@ pub(crate) fn up(lab: &Lab, wait: bool) -> Result<()> {
 }
 
 fn start_bird(lab: &Lab) -> Result<()> {
-    for n in lab.plan.nodes.iter().filter(|n| matches!(n.kind, Kind::Router | Kind::Proxy)) {
+    for n in lab
+        .plan
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.kind, Kind::Router | Kind::Proxy))
+    {
         let dir = lab.node_dir(&n.name);
         fs::create_dir_all(&dir)?;
         let conf = dir.join("bird.conf");
@@ -124,7 +129,12 @@ fn start_sites(lab: &Lab) -> Result<()> {
         fs::create_dir_all(&www)?;
         fs::write(www.join("whoami"), format!("{}\n", s.name))?;
         write_big_file(&www.join("big.bin"))?;
-        let serves = |svc: Service| lab.plan.groups.iter().any(|g| g.service == svc && g.sites.contains(&s.name));
+        let serves = |svc: Service| {
+            lab.plan
+                .groups
+                .iter()
+                .any(|g| g.service == svc && g.sites.contains(&s.name))
+        };
         let (a4, a6) = (s.addr4().to_string(), s.addr6().to_string());
         if serves(Service::Dns) {
             let dnsmasq = super::which("dnsmasq").context("dnsmasq not found")?;
@@ -160,7 +170,12 @@ fn start_sites(lab: &Lab) -> Result<()> {
             ])?;
         }
         if serves(Service::Iperf) {
-            Daemon::new(&s.ns, &dir, "iperf3").start(&["iperf3".into(), "-s".into(), "-p".into(), "5201".into()])?;
+            Daemon::new(&s.ns, &dir, "iperf3").start(&[
+                "iperf3".into(),
+                "-s".into(),
+                "-p".into(),
+                "5201".into(),
+            ])?;
         }
         if serves(Service::Echo) {
             Daemon::new(&s.ns, &dir, "echo").start(&[
@@ -195,25 +210,32 @@ pub(crate) fn start_agents(lab: &Lab, s: &Node) -> Result<()> {
     Ok(())
 }
 
-/// Waits until every client's router routes both anycast prefixes and every client gets a DNS answer from
-/// the IPv4 group.
+/// Waits until every client's router routes both anycast prefixes and every (group, site) pair is registered
+/// at some proxy (the proxies' `registrations` counters). Sends no client traffic, so IAP caches stay cold.
 pub(crate) fn wait_ready(lab: &Lab, t: Duration) -> Result<()> {
-    let anycast4 = lab.plan.topo.anycast4.clone();
+    let (a4, a6) = (lab.plan.topo.anycast4.clone(), lab.plan.topo.anycast6.clone());
     let ok = wait_for(t, || {
-        lab.plan.of(Kind::Client).all(|c| super::status::ingress(lab, c, &anycast4).is_some())
+        lab.plan.of(Kind::Client).all(|c| {
+            super::status::ingress(lab, c, &a4).is_some() && super::status::ingress(lab, c, &a6).is_some()
+        })
     });
     if !ok {
-        anyhow::bail!("routing did not converge in {t:?}: see {}/*/bird.log", lab.dir.display());
+        anyhow::bail!(
+            "routing did not converge in {t:?}: see {}/*/bird.log",
+            lab.dir.display()
+        );
     }
-    if let Some(g) = lab.plan.group(Service::Dns, true, true) {
-        let addr = g.addr;
-        let ok = wait_for(t, || lab.plan.of(Kind::Client).all(|c| super::status::dig(lab, c, addr, "A").is_ok()));
-        if !ok {
-            anyhow::bail!(
-                "clients get no DNS answer through {addr} after {t:?}: see {}/p*/proxy.log and t*/agent-*.log",
-                lab.dir.display()
-            );
-        }
+    let want = piascfg::expected_registrations(lab);
+    let mut have = 0;
+    let ok = wait_for(t, || {
+        have = piascfg::sum(&piascfg::all_counters(lab), "registrations");
+        have >= want
+    });
+    if !ok {
+        anyhow::bail!(
+            "{have} of {want} targets registered after {t:?}: see {}/p*/proxy.log and t*/agent-*.log",
+            lab.dir.display()
+        );
     }
     Ok(())
 }
@@ -230,13 +252,19 @@ pub(crate) fn down(lab: &Lab) -> Result<()> {
     // Anything else still running inside the lab's namespaces was started there by the lab (or by `lab exec`).
     for ns in net::existing_namespaces(&lab.plan.topo.name)? {
         for pid in net::ns_pids(&ns) {
-            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
     let gone = net::destroy(&lab.plan.topo.name)?;
     if lab.dir.exists() {
         fs::remove_dir_all(&lab.dir).with_context(|| format!("removing {}", lab.dir.display()))?;
     }
-    println!("lab down: removed {} namespaces and {}", gone.len(), lab.dir.display());
+    println!(
+        "lab down: removed {} namespaces and {}",
+        gone.len(),
+        lab.dir.display()
+    );
     Ok(())
 }

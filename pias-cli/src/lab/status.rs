@@ -24,7 +24,11 @@ pub(crate) fn ingress_of(lab: &Lab, client: &Node, addr: IpAddr) -> Option<Strin
     let mut at = lab.plan.node(client.router.as_deref()?)?;
     for _ in 0..16 {
         let out = net::run("ip", &["-n", &at.ns, "route", "get", &addr.to_string()]).ok()?;
-        let dev = out.split_whitespace().skip_while(|w| *w != "dev").nth(1)?.to_owned();
+        let dev = out
+            .split_whitespace()
+            .skip_while(|w| *w != "dev")
+            .nth(1)?
+            .to_owned();
         let next = lab.plan.node(&dev)?;
         match next.kind {
             Kind::Proxy => return Some(next.name.clone()),
@@ -37,34 +41,60 @@ pub(crate) fn ingress_of(lab: &Lab, client: &Node, addr: IpAddr) -> Option<Strin
 
 /// The OSPF route a router uses for a prefix, as BIRD shows it (first line of `show route`).
 pub(crate) fn bird_route(lab: &Lab, router: &str, prefix: &str) -> String {
-    net::run("birdc", &["-s", &services::bird_ctl(lab, router), "show", "route", "for", prefix, "primary"])
-        .map(|s| {
-            s.lines()
-                .filter(|l| !l.starts_with("BIRD") && !l.starts_with("Table") && !l.trim().is_empty())
-                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        })
-        .unwrap_or_else(|e| format!("(birdc: {e})"))
+    net::run(
+        "birdc",
+        &[
+            "-s",
+            &services::bird_ctl(lab, router),
+            "show",
+            "route",
+            "for",
+            prefix,
+            "primary",
+        ],
+    )
+    .map(|s| {
+        s.lines()
+            .filter(|l| !l.starts_with("BIRD") && !l.starts_with("Table") && !l.trim().is_empty())
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    })
+    .unwrap_or_else(|e| format!("(birdc: {e})"))
 }
 
 /// One `dig` from a client: returns the site whose address came back (the target that answered).
 pub(crate) fn dig(lab: &Lab, client: &Node, server: SocketAddr, qtype: &str) -> Result<String> {
-    let out = dig_raw(lab, client, server, qtype, &["+short"])?;
+    let out = dig_raw(client, server, qtype, &["+short"])?;
     let ans = out.lines().next().unwrap_or("").trim().to_owned();
-    let ip: IpAddr = ans.parse().with_context(|| format!("dig @{server} from {}: no answer ({ans:?})", client.name))?;
+    let ip: IpAddr = ans
+        .parse()
+        .with_context(|| format!("dig @{server} from {}: no answer ({ans:?})", client.name))?;
     Ok(lab.plan.owner_of(ip).map(|n| n.name.clone()).unwrap_or(ans))
 }
 
 /// `dig @server -p port www.demo.pias QTYPE` with one try and a 1 s timeout; extra flags appended.
-pub(crate) fn dig_raw(lab: &Lab, client: &Node, server: SocketAddr, qtype: &str, extra: &[&str]) -> Result<String> {
+pub(crate) fn dig_raw(client: &Node, server: SocketAddr, qtype: &str, extra: &[&str]) -> Result<String> {
     let at = format!("@{}", server.ip());
     let port = server.port().to_string();
-    let mut args = vec!["dig", &at, "-p", &port, "+time=1", "+tries=1", "www.demo.pias", qtype];
+    let mut args = vec![
+        "dig",
+        &at,
+        "-p",
+        &port,
+        "+time=1",
+        "+tries=1",
+        "www.demo.pias",
+        qtype,
+    ];
     args.extend_from_slice(extra);
     let o = net::ns_output(&client.ns, &args)?;
     if !o.status.success() {
-        bail!("dig from {}: {}", client.name, String::from_utf8_lossy(&o.stdout).trim());
+        bail!(
+            "dig from {}: {}",
+            client.name,
+            String::from_utf8_lossy(&o.stdout).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
@@ -73,7 +103,10 @@ pub(crate) fn print(lab: &Lab) -> Result<()> {
     let plan = &lab.plan;
     let have = net::existing_namespaces(&plan.topo.name)?;
     if have.is_empty() {
-        println!("lab {:?} is down (no namespaces {}-*)", plan.topo.name, plan.topo.name);
+        println!(
+            "lab {:?} is down (no namespaces {}-*)",
+            plan.topo.name, plan.topo.name
+        );
         return Ok(());
     }
     println!(
@@ -87,15 +120,29 @@ pub(crate) fn print(lab: &Lab) -> Result<()> {
         plan.topo.registration6
     );
     println!("\nclients (ingress = the proxy their packets reach, following the routers' OSPF routes):");
-    println!("  {:<6} {:<12} {:<14} {:<10} {:<10}", "client", "IPv4", "IPv6", "ingress4", "ingress6");
+    println!(
+        "  {:<6} {:<12} {:<14} {:<10} {:<10}",
+        "client", "IPv4", "IPv6", "ingress4", "ingress6"
+    );
     for c in plan.of(Kind::Client) {
         let i4 = ingress(lab, c, &plan.topo.anycast4).unwrap_or_else(|| "-".into());
         let i6 = ingress(lab, c, &plan.topo.anycast6).unwrap_or_else(|| "-".into());
-        println!("  {:<6} {:<12} {:<14} {:<10} {:<10}", c.name, c.addr4(), c.addr6(), i4, i6);
+        println!(
+            "  {:<6} {:<12} {:<14} {:<10} {:<10}",
+            c.name,
+            c.addr4(),
+            c.addr6(),
+            i4,
+            i6
+        );
     }
     println!("\nrouters (BIRD's route for the anycast prefix):");
     for r in plan.of(Kind::Router) {
-        println!("  {:<4} {}", r.name, bird_route(lab, &r.name, &plan.topo.anycast4));
+        println!(
+            "  {:<4} {}",
+            r.name,
+            bird_route(lab, &r.name, &plan.topo.anycast4)
+        );
     }
     println!("\nproxies:");
     for p in plan.of(Kind::Proxy) {
@@ -113,7 +160,7 @@ pub(crate) fn print(lab: &Lab) -> Result<()> {
             p.pool6()
         );
         if d.running() {
-            match piascfg::ctl(lab, p, &["counters"]) {
+            match piascfg::ctl(lab, p, &["members"]) {
                 Ok(s) => {
                     for l in s.lines().filter(|l| !l.trim().is_empty()) {
                         println!("       {l}");
@@ -121,15 +168,40 @@ pub(crate) fn print(lab: &Lab) -> Result<()> {
                 }
                 Err(e) => println!("       (pias ctl: {e:#})"),
             }
+            if let Ok(c) = piascfg::counters(lab, p) {
+                let names = [
+                    "registrations",
+                    "iap_to_rap",
+                    "rap_relayed",
+                    "iap_to_jap",
+                    "jap_delivered",
+                    "jap_replies",
+                ];
+                let v: Vec<String> = names
+                    .iter()
+                    .map(|n| format!("{n}={}", c.get(*n).copied().unwrap_or(0)))
+                    .collect();
+                println!("       {}", v.join("  "));
+            }
         }
     }
     println!("\ntarget sites:");
     for s in plan.of(Kind::Site) {
         let mut parts = Vec::new();
         for d in services::daemons(lab, s) {
-            parts.push(format!("{}{}", d.name, if d.running() { "" } else { " (STOPPED)" }));
+            parts.push(format!(
+                "{}{}",
+                d.name,
+                if d.running() { "" } else { " (STOPPED)" }
+            ));
         }
-        println!("  {:<4} {} {}  {}", s.name, s.addr4(), s.addr6(), parts.join(", "));
+        println!(
+            "  {:<4} {} {}  {}",
+            s.name,
+            s.addr4(),
+            s.addr6(),
+            parts.join(", ")
+        );
     }
     println!("\ngroups:");
     for g in &plan.groups {

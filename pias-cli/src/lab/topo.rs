@@ -43,7 +43,7 @@ sites = [
 ]
 # service: dns (dnsmasq :53), http (python3 http.server :80), iperf (iperf3 :5201), echo (pias lab udp-echo :7).
 groups = [
-  { addr = "10.99.0.53:53/udp", service = "dns" },
+  { addr = "10.99.0.53:53/udp", service = "dns", exclude_sender = true },
   { addr = "[fd99::53]:53/udp", service = "dns" },
   { addr = "10.99.0.80:80/tcp", service = "http", policy = "affinity" },
   { addr = "10.99.0.52:5201/tcp", service = "iperf", sites = ["t1"] },
@@ -99,6 +99,9 @@ pub(crate) struct GroupSpec {
     /// RAP policy (proximity, load, affinity, random); default proximity.
     #[serde(default)]
     pub policy: Option<String>,
+    /// A target that is also a client of the group is not sent its own packets.
+    #[serde(default)]
+    pub exclude_sender: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -198,6 +201,7 @@ pub(crate) struct Group {
     pub service: Service,
     pub sites: Vec<String>,
     pub policy: Option<String>,
+    pub exclude_sender: bool,
 }
 
 impl Group {
@@ -221,13 +225,17 @@ pub(crate) struct Plan {
 }
 
 pub(crate) fn parse_group(s: &str) -> Result<(SocketAddr, bool)> {
-    let (a, p) = s.rsplit_once('/').with_context(|| format!("group {s:?}: expected ADDR:PORT/udp or /tcp"))?;
+    let (a, p) = s
+        .rsplit_once('/')
+        .with_context(|| format!("group {s:?}: expected ADDR:PORT/udp or /tcp"))?;
     let udp = match p {
         "udp" => true,
         "tcp" => false,
         _ => bail!("group {s:?}: protocol must be udp or tcp"),
     };
-    let addr: SocketAddr = a.parse().with_context(|| format!("group {s:?}: bad address (IPv6 needs [brackets])"))?;
+    let addr: SocketAddr = a
+        .parse()
+        .with_context(|| format!("group {s:?}: bad address (IPv6 needs [brackets])"))?;
     Ok((addr, udp))
 }
 
@@ -242,7 +250,10 @@ impl Topology {
 
     pub(crate) fn plan(&self) -> Result<Plan> {
         let mut nodes: Vec<Node> = Vec::new();
-        if self.name.is_empty() || self.name.len() > 8 || !self.name.chars().all(|c| c.is_ascii_alphanumeric()) {
+        if self.name.is_empty()
+            || self.name.len() > 8
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric())
+        {
             bail!("name: use 1-8 letters or digits (it prefixes every namespace)");
         }
         for (i, r) in self.routers.iter().enumerate() {
@@ -276,7 +287,11 @@ impl Topology {
             links.push((l.a.clone(), l.b.clone(), l.b.clone(), l.a.clone()));
         }
         let mut n = 0u8;
-        for (kind, list) in [(Kind::Proxy, &self.proxies), (Kind::Client, &self.clients), (Kind::Site, &self.sites)] {
+        for (kind, list) in [
+            (Kind::Proxy, &self.proxies),
+            (Kind::Client, &self.clients),
+            (Kind::Site, &self.sites),
+        ] {
             for (i, at) in list.iter().enumerate() {
                 n += 1;
                 let Some(r) = find(&nodes, &at.router) else {
@@ -311,7 +326,12 @@ impl Topology {
                     index: idx,
                     router: Some(at.router.clone()),
                 });
-                links.push((at.router.clone(), at.name.clone(), at.name.clone(), at.router.clone()));
+                links.push((
+                    at.router.clone(),
+                    at.name.clone(),
+                    at.name.clone(),
+                    at.router.clone(),
+                ));
             }
         }
         let site_names: Vec<String> = self.sites.iter().map(|s| s.name.clone()).collect();
@@ -331,9 +351,15 @@ impl Topology {
                 service: g.service,
                 sites,
                 policy: g.policy.clone(),
+                exclude_sender: g.exclude_sender,
             });
         }
-        Ok(Plan { topo: self.clone(), nodes, groups, links })
+        Ok(Plan {
+            topo: self.clone(),
+            nodes,
+            groups,
+            links,
+        })
     }
 }
 
@@ -346,25 +372,36 @@ impl Plan {
     }
     /// The address of a site that serves `g` (same family as the group).
     pub(crate) fn service_addr(&self, site: &Node, g: &Group) -> SocketAddr {
-        let ip: IpAddr = if g.addr.is_ipv4() { site.addr4().into() } else { site.addr6().into() };
+        let ip: IpAddr = if g.addr.is_ipv4() {
+            site.addr4().into()
+        } else {
+            site.addr6().into()
+        };
         SocketAddr::new(ip, g.service.port())
     }
     /// The group's registration address (same family as the group).
     pub(crate) fn registration(&self, g: &Group) -> SocketAddr {
-        let ip: IpAddr =
-            if g.addr.is_ipv4() { self.topo.registration4.into() } else { self.topo.registration6.into() };
+        let ip: IpAddr = if g.addr.is_ipv4() {
+            self.topo.registration4.into()
+        } else {
+            self.topo.registration6.into()
+        };
         SocketAddr::new(ip, 6082)
     }
     /// Which node owns an address (a link address or a proxy's NAT pool).
     pub(crate) fn owner_of(&self, ip: IpAddr) -> Option<&Node> {
         self.nodes.iter().find(|n| {
-            n.ifaces.iter().any(|i| IpAddr::V4(i.v4) == ip || IpAddr::V6(i.v6) == ip)
+            n.ifaces
+                .iter()
+                .any(|i| IpAddr::V4(i.v4) == ip || IpAddr::V6(i.v6) == ip)
                 && (n.kind != Kind::Router || n.ifaces.iter().any(|i| IpAddr::V4(i.v4) == ip))
         })
     }
     /// The first group of a service and family.
     pub(crate) fn group(&self, service: Service, v4: bool, udp: bool) -> Option<&Group> {
-        self.groups.iter().find(|g| g.service == service && g.addr.is_ipv4() == v4 && g.udp == udp)
+        self.groups
+            .iter()
+            .find(|g| g.service == service && g.addr.is_ipv4() == v4 && g.udp == udp)
     }
 }
 

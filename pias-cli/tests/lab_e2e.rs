@@ -1,0 +1,445 @@
+//! End-to-end tests on the namespace lab (`pias lab`): real routing (BIRD 2 running OSPF in router and proxy
+//! namespaces), real `pias proxy` processes owning TUN devices, real `pias target` agents, real `dnsmasq` and
+//! HTTP servers, real `dig` and `curl`.
+//!
+//! They need root and the lab's tools (apt: bird2 dnsmasq dnsutils curl iproute2 python3). Without them they
+//! FAIL with a message saying what is missing — they never skip. Each test brings up its own lab under the
+//! name `pe2e` (namespaces `pe2e-*`, directory `/tmp/pe2e-lab`), holds a lock so tests never share or race on
+//! it, and tears it down with a guard, also when it fails.
+//!
+//! Default topology (see `pias lab topology`): r1 — r2 — r3 (OSPF cost 10 per hop); client cN and proxy pN
+//! on rN; target sites t1 on r1 and t3 on r3; groups 10.99.0.53:53/udp (exclude_sender), [fd99::53]:53/udp,
+//! 10.99.0.80:80/tcp (affinity); registration 10.99.0.1 / fd99::1.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const PIAS: &str = env!("CARGO_BIN_EXE_pias");
+const NAME: &str = "pe2e";
+const DIR: &str = "/tmp/pe2e-lab";
+const DNS4: &str = "10.99.0.53";
+const DNS6: &str = "fd99::53";
+const HTTP4: &str = "10.99.0.80";
+const CLIENTS: [&str; 3] = ["c1", "c2", "c3"];
+const PROXIES: [&str; 3] = ["p1", "p2", "p3"];
+/// Site addresses in the default topology (attachments 7 and 8).
+const T1: (&str, &str) = ("10.1.7.2", "fd01:7::2");
+const T3: (&str, &str) = ("10.1.8.2", "fd01:8::2");
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn topo_file() -> String {
+    format!("/tmp/{NAME}-topology.toml")
+}
+
+fn run(prog: &str, args: &[&str]) -> Output {
+    Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"))
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `pias lab --topology T --dir D ARGS…`
+fn lab(args: &[&str]) -> Output {
+    let t = topo_file();
+    let mut a = vec!["lab", "--topology", &t, "--dir", DIR];
+    a.extend_from_slice(args);
+    run(PIAS, &a)
+}
+
+/// A command in a lab node's namespace.
+fn exec(node: &str, args: &[&str]) -> Output {
+    let ns = format!("{NAME}-{node}");
+    let mut a = vec!["netns", "exec", &ns];
+    a.extend_from_slice(args);
+    run("ip", &a)
+}
+
+/// The running lab; tears it down when dropped (also on panic).
+struct Lab {
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    fn up() -> Lab {
+        let lock = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        preflight();
+        let topo = text(&run(PIAS, &["lab", "topology"])).replace("name = \"pias\"", &format!("name = \"{NAME}\""));
+        std::fs::write(topo_file(), topo).expect("writing the test topology");
+        let _ = lab(&["down"]);
+        let l = Lab { _lock: lock };
+        let t0 = Instant::now();
+        let o = lab(&["up"]);
+        assert!(
+            o.status.success(),
+            "pias lab up failed after {:?}:\n{}\n{}\n{}",
+            t0.elapsed(),
+            text(&o),
+            String::from_utf8_lossy(&o.stderr),
+            logs()
+        );
+        eprintln!("lab up in {:.1} s", t0.elapsed().as_secs_f64());
+        l
+    }
+
+    /// Starts whatever is not running (after a kill) and waits until everything is registered again.
+    fn restore(&self) {
+        let o = lab(&["up"]);
+        assert!(o.status.success(), "pias lab up (restore): {}\n{}", String::from_utf8_lossy(&o.stderr), logs());
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", logs());
+        }
+        let o = lab(&["down"]);
+        if !o.status.success() {
+            eprintln!("pias lab down failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+}
+
+/// The tail of every proxy and agent log, for failure messages.
+fn logs() -> String {
+    let mut s = String::new();
+    for n in PROXIES.iter().chain(["t1", "t3"].iter()) {
+        let Ok(rd) = std::fs::read_dir(format!("{DIR}/{n}")) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "log") {
+                let t = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = t.lines().rev().take(15).collect();
+                s.push_str(&format!("--- {} (last lines)\n", p.display()));
+                for l in tail.into_iter().rev() {
+                    s.push_str(l);
+                    s.push('\n');
+                }
+            }
+        }
+    }
+    s
+}
+
+/// Root and every tool, or a failing test that says what to install.
+fn preflight() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2).map(str::to_owned)))
+        .flatten();
+    assert_eq!(uid.as_deref(), Some("0"), "the lab tests need root (network namespaces, veth, TUN); CI runs as root");
+    let mut missing = Vec::new();
+    for (tool, pkg) in [
+        ("ip", "iproute2"),
+        ("bird", "bird2"),
+        ("birdc", "bird2"),
+        ("dnsmasq", "dnsmasq"),
+        ("dig", "dnsutils"),
+        ("curl", "curl"),
+        ("python3", "python3"),
+        ("sha256sum", "coreutils"),
+    ] {
+        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"]
+            .iter()
+            .any(|d| std::path::Path::new(&format!("{d}/{tool}")).exists());
+        if !found {
+            missing.push(pkg);
+        }
+    }
+    assert!(missing.is_empty(), "lab tools missing: apt-get install -y {}", missing.join(" "));
+}
+
+/// `proxy → counter → value` for every proxy.
+fn counters() -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut m: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for l in text(&lab(&["counters"])).lines() {
+        let v: Vec<&str> = l.split_whitespace().collect();
+        if let [p, n, x] = v[..]
+            && let Ok(x) = x.parse()
+        {
+            m.entry(p.to_owned()).or_default().insert(n.to_owned(), x);
+        }
+    }
+    m
+}
+
+fn delta(a: &BTreeMap<String, BTreeMap<String, u64>>, b: &BTreeMap<String, BTreeMap<String, u64>>, p: &str, n: &str) -> u64 {
+    let g = |m: &BTreeMap<String, BTreeMap<String, u64>>| m.get(p).and_then(|c| c.get(n)).copied().unwrap_or(0);
+    g(b).saturating_sub(g(a))
+}
+
+/// Proxies whose counter `n` grew.
+fn grew(a: &BTreeMap<String, BTreeMap<String, u64>>, b: &BTreeMap<String, BTreeMap<String, u64>>, n: &str) -> Vec<String> {
+    PROXIES.iter().filter(|p| delta(a, b, p, n) > 0).map(|p| p.to_string()).collect()
+}
+
+/// The proxy a client reaches for an anycast address (kernel routes, hop by hop, as `pias lab status`).
+fn ingress(client: &str) -> String {
+    let out = text(&lab(&["status"]));
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(client))
+        .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// `dig` through a group from a node; returns the full output.
+fn dig(node: &str, server: &str, qtype: &str) -> String {
+    let at = format!("@{server}");
+    let o = exec(node, &["dig", &at, "+time=1", "+tries=2", "www.demo.pias", qtype]);
+    text(&o)
+}
+
+/// The first answer address of a dig output.
+fn answer(out: &str) -> Option<String> {
+    out.lines()
+        .skip_while(|l| !l.starts_with(";; ANSWER SECTION"))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().last().map(str::to_owned))
+}
+
+fn pid_of(node: &str, daemon: &str) -> u32 {
+    let p = format!("{DIR}/{node}/{daemon}.pid");
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+        .trim()
+        .parse()
+        .expect("pid file")
+}
+
+fn kill9(node: &str, daemon: &str) {
+    let pid = pid_of(node, daemon);
+    assert!(run("kill", &["-KILL", &pid.to_string()]).status.success(), "kill {node}/{daemon}");
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Runs a DNS watcher (a query every 20 ms, 100 ms timeout, new source port each) in `client` for
+/// `total`, calls `event` after `lead`; returns (probes, event time). Probe: (sent ms, answer or None).
+fn watch(client: &str, server: &str, total: Duration, lead: Duration, event: impl FnOnce()) -> (Vec<(u64, Option<String>)>, u64) {
+    let ns = format!("{NAME}-{client}");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns, PIAS, "lab", "dns-watch", "--server", &format!("{server}:53")])
+        .args(["--duration-ms", &total.as_millis().to_string(), "--interval-ms", "20", "--timeout-ms", "100"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dns-watch");
+    std::thread::sleep(lead);
+    let at = unix_ms();
+    event();
+    let out = child.wait_with_output().expect("dns-watch output");
+    let probes = text(&out)
+        .lines()
+        .filter_map(|l| {
+            let v: Vec<&str> = l.split_whitespace().collect();
+            let sent = v.first()?.parse().ok()?;
+            let a = v.get(2).filter(|a| **a != "timeout").map(|a| a.to_string());
+            Some((sent, a))
+        })
+        .collect();
+    (probes, at)
+}
+
+/// From `at` to the sending of the first good query after the last bad one.
+fn outage(probes: &[(u64, Option<String>)], at: u64, good: impl Fn(&str) -> bool) -> Option<u64> {
+    let after: Vec<_> = probes.iter().filter(|p| p.0 >= at).collect();
+    let ok = |p: &(u64, Option<String>)| p.1.as_deref().is_some_and(&good);
+    let first_good = match after.iter().rposition(|p| !ok(p)) {
+        Some(i) => after.get(i + 1)?,
+        None => after.first()?,
+    };
+    Some(first_good.0 - at)
+}
+
+fn sha256(path: &str) -> String {
+    text(&run("sha256sum", &[path])).split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+/// Traffic through a healthy lab: answers, paths, big downloads, group-address replies, security counters,
+/// exclude_sender.
+#[test]
+fn lab_traffic() {
+    let _lab = Lab::up();
+    let sites4 = [T1.0, T3.0];
+    let sites6 = [T1.1, T3.1];
+
+    // 1. The first packet of a group at each IAP goes IAP→RAP→JAP (4 segments); the next IAP→JAP (3).
+    //    `up` sends no client traffic, so every IAP cache is cold here.
+    for c in CLIENTS {
+        let iap = ingress(c);
+        assert!(PROXIES.contains(&iap.as_str()), "{c} reaches no proxy: {iap:?}");
+        let a = counters();
+        let out = dig(c, DNS4, "A");
+        let b = counters();
+        assert!(answer(&out).is_some_and(|x| sites4.contains(&x.as_str())), "{c}: no answer via {DNS4}:\n{out}");
+        assert_eq!(grew(&a, &b, "iap_to_rap"), vec![iap.clone()], "{c}: first packet must go from its IAP to a RAP");
+        assert_eq!(grew(&a, &b, "rap_relayed").len(), 1, "{c}: one RAP must relay the first packet");
+        assert_eq!(grew(&a, &b, "jap_delivered").len(), 1, "{c}: one JAP must deliver the first packet");
+        std::thread::sleep(Duration::from_millis(300));
+        let a = counters();
+        let out = dig(c, DNS4, "A");
+        let b = counters();
+        assert!(answer(&out).is_some(), "{c}: second query unanswered:\n{out}");
+        assert_eq!(grew(&a, &b, "iap_to_jap"), vec![iap.clone()], "{c}: later packets go IAP→JAP");
+        assert!(grew(&a, &b, "iap_to_rap").is_empty() && grew(&a, &b, "rap_relayed").is_empty(), "{c}: no RAP on the 3-segment path");
+        assert_eq!(grew(&a, &b, "jap_delivered").len(), 1);
+        eprintln!("path ok for {c}: IAP {iap}");
+    }
+
+    // 2. dig from every client through the IPv4 and the IPv6 group: a site's address, and the reply came
+    //    from the group address (dig accepts only replies from the server it asked; SERVER: names it).
+    for c in CLIENTS {
+        let out = dig(c, DNS4, "A");
+        assert!(answer(&out).is_some_and(|x| sites4.contains(&x.as_str())), "{c} via {DNS4}:\n{out}");
+        assert!(out.contains(&format!("SERVER: {DNS4}#53({DNS4})")), "{c}: reply not from {DNS4}:\n{out}");
+        let out = dig(c, DNS6, "AAAA");
+        assert!(answer(&out).is_some_and(|x| sites6.contains(&x.as_str())), "{c} via {DNS6}:\n{out}");
+        assert!(out.contains(&format!("SERVER: {DNS6}#53({DNS6})")), "{c}: reply not from {DNS6}:\n{out}");
+    }
+
+    // 3. A 20 MiB download over TCP through PIAS from every client, checksum equal to the served file;
+    //    SYNs were MSS-clamped so full-size segments fit the overlay.
+    let want = sha256(&format!("{DIR}/t1/www/big.bin"));
+    assert_eq!(want.len(), 64);
+    let a = counters();
+    for c in CLIENTS {
+        let f = format!("{DIR}/download-{c}.bin");
+        let t0 = Instant::now();
+        let o = exec(c, &["curl", "-sS", "--max-time", "60", "-o", &f, &format!("http://{HTTP4}/big.bin")]);
+        assert!(o.status.success(), "{c}: curl failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0), 20 * 1024 * 1024);
+        assert_eq!(sha256(&f), want, "{c}: checksum differs");
+        eprintln!("{c}: 20 MiB in {:.2} s", t0.elapsed().as_secs_f64());
+        let _ = std::fs::remove_file(&f);
+    }
+    let b = counters();
+    assert!(PROXIES.iter().map(|p| delta(&a, &b, p, "mss_clamped")).sum::<u64>() >= 3, "SYNs must be MSS-clamped");
+
+    // 4. A registration with a wrong key (derived from another master key) is refused and counted.
+    let wrong_master = format!("{DIR}/wrong-master.key");
+    std::fs::write(&wrong_master, text(&run(PIAS, &["key", "generate"]))).unwrap();
+    let wrong_key = format!("{DIR}/wrong.key");
+    let k = run(PIAS, &["key", "derive", "--master-file", &wrong_master, "--group", "10.99.0.53:53/udp"]);
+    std::fs::write(&wrong_key, text(&k)).unwrap();
+    let a = counters();
+    let o = exec(
+        "t1",
+        &["timeout", "2", PIAS, "target", "--group", "10.99.0.53:53/udp", "--service", &format!("{}:5353", T1.0), "--key-file", &wrong_key, "--registration", "10.99.0.1"],
+    );
+    let b = counters();
+    let bad: u64 = PROXIES.iter().map(|p| delta(&a, &b, p, "reg_bad_mac")).sum();
+    assert!(bad >= 1, "a wrong-key Register must be counted as reg_bad_mac (agent said: {})", String::from_utf8_lossy(&o.stderr));
+    let regs = |m: &BTreeMap<String, BTreeMap<String, u64>>| PROXIES.iter().map(|p| m.get(*p).and_then(|c| c.get("registrations")).copied().unwrap_or(0)).sum::<u64>();
+    assert_eq!(regs(&b), regs(&a), "a wrong-key target must not be registered");
+
+    // 5. Garbage to the overlay port is counted and ignored; the proxy keeps serving.
+    let a = counters();
+    let p1 = "10.1.1.2";
+    let script = format!(
+        "for i in $(seq 1 50); do printf 'garbage %s' $i > /dev/udp/{p1}/6081; printf '\\x00\\x00\\x65\\x58\\xff\\xff\\xff\\x00zz' > /dev/udp/{p1}/6081; done"
+    );
+    assert!(exec("c1", &["bash", "-c", &script]).status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let b = counters();
+    let dropped: u64 = counters_like(&a, &b, "p1", &["malformed", "wrong_vni", "bad_mac", "rejected", "stranger"]);
+    assert!(dropped >= 100, "100 garbage datagrams to p1:6081 must be counted as dropped, saw {dropped}");
+    assert!(answer(&dig("c1", DNS4, "A")).is_some(), "p1 must keep serving after garbage");
+
+    // 6. exclude_sender: a target that queries its own group is answered by the other target.
+    for (site, me, other) in [("t1", T1.0, T3.0), ("t3", T3.0, T1.0)] {
+        for _ in 0..5 {
+            let out = dig(site, DNS4, "A");
+            let a = answer(&out);
+            assert_ne!(a.as_deref(), Some(me), "{site} was sent its own query");
+            assert_eq!(a.as_deref(), Some(other), "{site}: expected the other target's answer:\n{out}");
+        }
+    }
+}
+
+/// Sum of the growth of every counter of `p` whose name contains one of `parts`.
+fn counters_like(a: &BTreeMap<String, BTreeMap<String, u64>>, b: &BTreeMap<String, BTreeMap<String, u64>>, p: &str, parts: &[&str]) -> u64 {
+    b.get(p)
+        .map(|c| c.keys().filter(|n| parts.iter().any(|x| n.contains(x))).map(|n| delta(a, b, p, n)).sum())
+        .unwrap_or(0)
+}
+
+/// Failures: a target, a JAP, an ingress proxy; and a TCP download across an ingress change.
+#[test]
+fn lab_failover() {
+    let lab_ = Lab::up();
+
+    // 1. Killed target (SIGKILL its dnsmasq and its agent): answers from the other target within 1 s.
+    let served = answer(&dig("c1", DNS4, "A")).expect("c1 answered");
+    let site = if served == T1.0 { "t1" } else { "t3" };
+    let (probes, at) = watch("c1", DNS4, Duration::from_secs(4), Duration::from_millis(600), || {
+        kill9(site, "agent-10.99.0.53-53-udp");
+        kill9(site, "dnsmasq");
+    });
+    let ms = outage(&probes, at, |a| a != served).expect("service must come back after a target dies");
+    eprintln!("target {site} killed: other target answering after {ms} ms");
+    assert!(ms <= 1000, "killed target: answers from the other target took {ms} ms (> 1 s)");
+    lab_.restore();
+
+    // 2. Killed JAP process: a client whose JAP is not its ingress is served again within 2 s.
+    let mut chosen = None;
+    for c in CLIENTS {
+        let a = counters();
+        let _ = dig(c, DNS4, "A");
+        let b = counters();
+        let jap = grew(&a, &b, "jap_delivered");
+        let iap = ingress(c);
+        if jap.len() == 1 && jap[0] != iap {
+            chosen = Some((c, jap[0].clone()));
+            break;
+        }
+    }
+    let (c, jap) = chosen.expect("some client's JAP differs from its ingress in the default topology");
+    let (probes, at) = watch(c, DNS4, Duration::from_secs(5), Duration::from_millis(600), || kill9(&jap, "proxy"));
+    let ms = outage(&probes, at, |_| true).expect("service must come back after a JAP dies");
+    eprintln!("JAP {jap} killed: {c} answered again after {ms} ms");
+    assert!(ms <= 2000, "killed JAP: {ms} ms (> 2 s)");
+    lab_.restore();
+
+    // 3. Killed ingress proxy: the client's traffic moves to the next proxy within OSPF's dead interval (3 s).
+    let before = ingress("c1");
+    let (probes, at) = watch("c1", DNS4, Duration::from_secs(6), Duration::from_millis(600), || kill9(&before, "proxy"));
+    let ms = outage(&probes, at, |_| true).expect("service must come back after the ingress dies");
+    let after = ingress("c1");
+    eprintln!("ingress {before} killed: c1 now reaches {after}, answered again after {ms} ms");
+    assert_ne!(after, before, "c1 must reach another proxy");
+    assert!(ms <= 3000, "killed ingress: {ms} ms (> OSPF dead interval 3 s)");
+    lab_.restore();
+
+    // 4. A TCP download survives a change of ingress mid-transfer: r1 gets a /32 for the HTTP group via r2,
+    //    so c1's packets move from p1 to p2 (policy affinity: both IAPs pick the same JAP for the flow).
+    assert_eq!(ingress("c1"), "p1");
+    let f = format!("{DIR}/download-move.bin");
+    let ns = format!("{NAME}-c1");
+    let url = format!("http://{HTTP4}/big.bin");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns, "curl", "-sS", "--max-time", "40", "--limit-rate", "5M", "-o", &f, &url])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    std::thread::sleep(Duration::from_millis(1500));
+    let a = counters();
+    // r1's address towards r2 is 10.0.1.1; r2's is 10.0.1.2 (link 1 of the default topology).
+    let o = run("ip", &["-n", &format!("{NAME}-r1"), "route", "add", &format!("{HTTP4}/32"), "via", "10.0.1.2"]);
+    assert!(o.status.success(), "route move: {}", String::from_utf8_lossy(&o.stderr));
+    let out = child.wait_with_output().expect("curl");
+    let b = counters();
+    assert!(out.status.success(), "download across the ingress change failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sha256(&f), sha256(&format!("{DIR}/t1/www/big.bin")), "checksum after the ingress change");
+    let moved = delta(&a, &b, "p2", "iap_to_jap") + delta(&a, &b, "p2", "iap_to_rap");
+    assert!(moved > 100, "p2 must carry the rest of the transfer as IAP (it sent {moved})");
+    let _ = std::fs::remove_file(&f);
+}
