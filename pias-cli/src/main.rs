@@ -6,7 +6,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod config;
+mod ctl;
 mod decode;
+mod key;
+mod metrics;
+mod proxy;
+mod target;
 
 /// PIAS — the Proxy IP Anycast Service.
 ///
@@ -26,12 +32,24 @@ struct Cli {
 enum Cmd {
     /// Decode a packet capture (pcap) and print every IP packet, PIAS frame and control message in it.
     Decode(decode::Args),
+    /// Run a proxy from a TOML configuration (TUN device, overlay socket, metrics, control socket).
+    Proxy(proxy::Args),
+    /// Run the target agent for a local service (or, with --surrogate, for a legacy server).
+    Target(target::Args),
+    /// Make a master key, or derive a group's registration key from it.
+    Key(key::Args),
+    /// Show a running proxy's state (members, groups, registrations, cache, NAT, counters).
+    Ctl(ctl::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Decode(a) => decode::run(a),
+        Cmd::Proxy(a) => proxy::run(a),
+        Cmd::Target(a) => target::run(a),
+        Cmd::Key(a) => key::run(a),
+        Cmd::Ctl(a) => ctl::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,143 @@
+//! Host setup around the TUN: link up and MTU, routes into it, and the sysctls forwarding needs.
+//!
+//! Routes and link state are set with the `ip` tool (iproute2) through [`std::process::Command`], once at
+//! start: the driver runs as root in the lab and on proxies, `ip` is on every such host, its commands are the
+//! ones an operator types to check (`ip route show dev pias0`), and a netlink library would add a large
+//! dependency for six commands run once. Every route is `replace`d, so a restart over a leftover route works.
+//! No teardown is needed: the TUN is not persistent, and when the process exits the kernel deletes it and
+//! every route through it — which is what withdraws the proxy from routing.
+//!
+//! Sysctls (when enabled): `net.ipv4.ip_forward=1` (client packets arrive on a host interface and leave
+//! into the TUN; the JAP's packets to targets leave the TUN towards a host interface), and
+//! `net.ipv6.conf.all.forwarding=1` when an IPv6 prefix is routed; `rp_filter=2` (loose) on the TUN, since
+//! packets written into it carry sources (clients, the group address) that strict reverse-path filtering
+//! may reject. The kernel applies max(`conf.all.rp_filter`, `conf.<if>.rp_filter`), so loose on the TUN holds
+//! even when `all` is strict. Interfaces on the *reverse* path (where the JAP's replies, whose source is the
+//! anycast group address, enter another proxy host) need loose or no rp_filter too; that is the
+//! operator's (or the lab's) setting, not this process's.
+
+use core::net::IpAddr;
+use std::io;
+use std::process::Command;
+
+/// An IP prefix `addr/len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    /// A host route for one address (/32 or /128).
+    pub fn host(addr: IpAddr) -> Prefix {
+        Prefix {
+            addr,
+            len: if addr.is_ipv4() { 32 } else { 128 },
+        }
+    }
+}
+
+impl core::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl core::str::FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?}: not an IP prefix (write e.g. 10.99.0.0/24 or fd99::/64)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match l {
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(Prefix { addr, len })
+    }
+}
+
+/// What to set up around the TUN.
+#[derive(Debug, Clone)]
+pub struct HostSetup {
+    pub tun: String,
+    pub mtu: u16,
+    /// Routed into the TUN: anycast prefixes, registration addresses, the NAT pool.
+    pub routes: Vec<Prefix>,
+    /// Set the forwarding and rp_filter sysctls (see the module documentation).
+    pub sysctls: bool,
+}
+
+impl HostSetup {
+    /// Brings the TUN up with its MTU, writes the sysctls, installs the routes.
+    pub fn apply(&self) -> io::Result<()> {
+        let mtu = self.mtu.to_string();
+        ip(&["link", "set", "dev", &self.tun, "mtu", &mtu, "up"])?;
+        if self.sysctls {
+            sysctl("net/ipv4/ip_forward", "1")?;
+            sysctl(&format!("net/ipv4/conf/{}/rp_filter", self.tun), "2")?;
+            if self.routes.iter().any(|p| p.addr.is_ipv6()) {
+                sysctl("net/ipv6/conf/all/forwarding", "1")?;
+            }
+        }
+        for p in &self.routes {
+            let fam = if p.addr.is_ipv4() { "-4" } else { "-6" };
+            ip(&[fam, "route", "replace", &p.to_string(), "dev", &self.tun])?;
+            tracing::info!(route = %p, dev = %self.tun, "route installed");
+        }
+        Ok(())
+    }
+}
+
+/// Runs `ip ARGS`; the error carries the command and its stderr.
+pub fn ip(args: &[&str]) -> io::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run `ip` (install iproute2): {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "`ip {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
+/// Writes `/proc/sys/<key>`.
+fn sysctl(key: &str, value: &str) -> io::Result<()> {
+    let path = format!("/proc/sys/{key}");
+    std::fs::write(&path, value)
+        .map_err(|e| io::Error::new(e.kind(), format!("sysctl {path} = {value}: {e}")))?;
+    tracing::debug!(%path, %value, "sysctl set");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_parse_and_print() {
+        let p: Prefix = "10.99.0.0/24".parse().unwrap();
+        assert_eq!(p.to_string(), "10.99.0.0/24");
+        let h: Prefix = "fd99::1".parse().unwrap();
+        assert_eq!(h.len, 128);
+        assert!("10.0.0.0/33".parse::<Prefix>().is_err());
+        assert!("nope/8".parse::<Prefix>().is_err());
+        assert_eq!(
+            Prefix::host("10.0.0.1".parse().unwrap()).to_string(),
+            "10.0.0.1/32"
+        );
+    }
+}

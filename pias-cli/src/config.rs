@@ -1,0 +1,920 @@
+//! `pias proxy`'s TOML configuration: parsing, validation that names the bad field and the fix, and the
+//! translation into the core's `ProxyConfig` and the driver's settings.
+//!
+//! Every table rejects unknown keys (a typo is an error naming the key, not a silently ignored setting).
+//! Durations are integers with their unit in the key (`_ms`, `_s`). Relative paths are relative to the
+//! configuration file's directory. See [`EXAMPLE`] for every key.
+
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+use std::path::{Path, PathBuf};
+
+use driver_tokio::{HostSetup, Prefix, ProxyDriverConfig};
+use pias_proto::auth::MasterKey;
+use pias_proto::{IpProtocol, ProxyId};
+use pias_state::policy::{GroupMatch, GroupPolicy, PolicyTable};
+use pias_state::proxy::{DEFAULT_OVERLAY_PORT, ProxyConfig};
+use pias_state::rap::RapPolicy;
+use pias_state::registry::TargetOptions;
+use serde::Deserialize;
+
+/// A complete, commented configuration (also `pias proxy --example-config`).
+pub(crate) const EXAMPLE: &str = r#"# pias proxy configuration. Only [proxy] is required; every other table has defaults.
+[proxy]
+id = 1                                  # unique, non-zero, like a router id
+overlay = "10.251.0.5:6081"             # this proxy's unicast address (port 6081 if omitted)
+vni = 1                                 # overlay id (24 bits), the same on every proxy
+master_key_file = "master.key"          # 64 hex digits (`pias key generate`), the same on every proxy
+anycast_prefixes = ["10.251.0.128/28"]  # routed into the TUN; groups live here
+registration = ["10.251.0.150"]         # registration anycast addresses (targets register here, port 6082)
+nat_pool = ["10.251.0.161"]             # this proxy's own NAT source addresses (unique per proxy)
+seeds = ["10.251.0.6:6081"]             # overlay addresses to join through; empty for the first proxy
+driver = "tokio"                        # only "tokio" is built so far
+overlay_mtu = 1500                      # MTU of the path between proxies
+# seed = 42                             # seed of random choices (default: from the OS)
+
+[tun]
+name = "pias0"                          # created by the process, gone when it exits
+mtu = 1500                              # at least overlay_mtu, so the proxy sees (and answers) big packets
+sysctls = true                          # set ip_forward (and IPv6 forwarding) and loose rp_filter on the TUN
+
+[metrics]
+listen = "127.0.0.1:9851"               # Prometheus text format on http://ADDR/metrics; omit to disable
+
+[control]
+socket = "/run/pias/pias0.sock"         # `pias ctl --socket PATH`; omit to disable
+
+[timers]                                # SPEC.md §14; all optional
+probe_interval_ms = 200
+suspect_timeout_ms = 1000
+drain_time_ms = 2000
+refresh_ms = 200                        # told to targets
+hold_ms = 700                           # a target silent this long is dead
+cache_ttl_ms = 60000
+
+[nat]                                   # all optional
+port_min = 1024
+port_max = 65535
+max_entries = 1000000
+udp_timeout_s = 120
+
+[default_policy]                        # for groups no [[policy]] matches
+rap = "proximity"                       # proximity | load | affinity | random
+
+[[policy]]                              # first match wins
+group = "10.251.0.128/28"               # group prefix
+port = 80                               # optional
+proto = "tcp"                           # optional: udp | tcp
+rap = "affinity"                        # a flow keeps its JAP across an ingress change
+exclude_sender = false                  # never send a client's packets to itself
+# scope_prefix = 24                     # prefer targets sharing this many bits with the client
+# random = false                        # random target instead of per-flow hash
+# replicate = 2                         # UDP: copy to this many targets (2..4)
+"#;
+
+/// A configuration error: the field (as written in the file) and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConfigError {
+    pub(crate) field: String,
+    pub(crate) fix: String,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.field, self.fix)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(field: impl Into<String>, fix: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        field: field.into(),
+        fix: fix.into(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    proxy: RawProxy,
+    #[serde(default)]
+    tun: RawTun,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    control: RawControl,
+    #[serde(default)]
+    timers: RawTimers,
+    #[serde(default)]
+    nat: RawNat,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    default_policy: RawPolicy,
+    #[serde(default)]
+    policy: Vec<RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    id: Option<u32>,
+    overlay: Option<String>,
+    vni: Option<u32>,
+    master_key_file: Option<PathBuf>,
+    #[serde(default)]
+    anycast_prefixes: Vec<String>,
+    #[serde(default)]
+    registration: Vec<String>,
+    #[serde(default)]
+    nat_pool: Vec<String>,
+    #[serde(default)]
+    seeds: Vec<String>,
+    driver: Option<String>,
+    overlay_mtu: Option<u16>,
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTun {
+    name: Option<String>,
+    mtu: Option<u32>,
+    sysctls: Option<bool>,
+    socket_buffer: Option<usize>,
+    batch: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimers {
+    probe_interval_ms: Option<u64>,
+    suspect_after: Option<u32>,
+    suspect_timeout_ms: Option<u64>,
+    flood_interval_ms: Option<u64>,
+    ae_interval_ms: Option<u64>,
+    join_retry_ms: Option<u64>,
+    drain_time_ms: Option<u64>,
+    tombstone_time_ms: Option<u64>,
+    report_delay_ms: Option<u64>,
+    report_rto_ms: Option<u64>,
+    report_refresh_ms: Option<u64>,
+    report_expiry_ms: Option<u64>,
+    cache_ttl_ms: Option<u64>,
+    negative_ttl_ms: Option<u64>,
+    stale_grace_ms: Option<u64>,
+    answer_interval_ms: Option<u64>,
+    resolve_retry_ms: Option<u64>,
+    invalidate_interval_ms: Option<u64>,
+    refresh_ms: Option<u32>,
+    hold_ms: Option<u32>,
+    cookie_period_ms: Option<u32>,
+    icmp_rate: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNat {
+    port_min: Option<u16>,
+    port_max: Option<u16>,
+    max_entries: Option<u32>,
+    udp_timeout_s: Option<u64>,
+    icmp_timeout_s: Option<u64>,
+    tcp_established_timeout_s: Option<u64>,
+    tcp_transitory_timeout_s: Option<u64>,
+    tcp_closed_timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    members: Option<usize>,
+    iap_cache_entries: Option<usize>,
+    rap_groups: Option<usize>,
+    japs_per_group: Option<usize>,
+    registrations: Option<usize>,
+    targets_per_group: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    group: Option<String>,
+    port: Option<u16>,
+    proto: Option<String>,
+    rap: Option<String>,
+    exclude_sender: Option<bool>,
+    scope_prefix: Option<u8>,
+    random: Option<bool>,
+    replicate: Option<u8>,
+}
+
+/// A validated configuration, ready for the driver.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) driver: ProxyDriverConfig,
+    pub(crate) metrics: Option<SocketAddr>,
+    pub(crate) control: Option<PathBuf>,
+}
+
+/// Reads and validates a configuration file.
+pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let cfg = parse(&text, base, &|p| std::fs::read_to_string(p))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(cfg)
+}
+
+/// Parses and validates configuration text; `read` reads the master key file (a test passes its own).
+pub(crate) fn parse(
+    text: &str,
+    base: &Path,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Config, ConfigError> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError {
+        field: "(syntax)".into(),
+        fix: e.to_string().trim().to_owned(),
+    })?;
+    build(raw, base, read)
+}
+
+fn build(
+    raw: RawFile,
+    base: &Path,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Config, ConfigError> {
+    let p = &raw.proxy;
+    match p.driver.as_deref() {
+        None | Some("tokio") => {}
+        Some("mio") | Some("xdp") => {
+            return err(
+                "proxy.driver",
+                "the mio and xdp drivers are not built yet: use driver = \"tokio\"",
+            );
+        }
+        Some(other) => return err("proxy.driver", format!("unknown driver {other:?}: use \"tokio\"")),
+    }
+    let id = match p.id {
+        None => {
+            return err(
+                "proxy.id",
+                "missing: give every proxy a unique non-zero id (id = 1)",
+            );
+        }
+        Some(0) => return err("proxy.id", "must not be 0: give every proxy a unique non-zero id"),
+        Some(n) => ProxyId(n),
+    };
+    let overlay = match &p.overlay {
+        None => {
+            return err(
+                "proxy.overlay",
+                "missing: this proxy's unicast address, e.g. overlay = \"10.0.0.1:6081\"",
+            );
+        }
+        Some(s) => sockaddr(s, DEFAULT_OVERLAY_PORT).ok_or_else(|| ConfigError {
+            field: "proxy.overlay".into(),
+            fix: format!("{s:?} is not an address: write IP or IP:PORT, e.g. \"10.0.0.1:6081\""),
+        })?,
+    };
+    if overlay.ip().is_unspecified() || overlay.port() == 0 {
+        return err(
+            "proxy.overlay",
+            "must be a concrete unicast address and port (peers send to it)",
+        );
+    }
+    let vni = p.vni.unwrap_or(1);
+    if vni > 0x00ff_ffff {
+        return err("proxy.vni", "must fit in 24 bits (0..=16777215)");
+    }
+    let key_path = match &p.master_key_file {
+        None => {
+            return err(
+                "proxy.master_key_file",
+                "missing: a file with the operator's master key (make one with `pias key generate`)",
+            );
+        }
+        Some(k) => base.join(k),
+    };
+    let key_text = read(&key_path).map_err(|e| ConfigError {
+        field: "proxy.master_key_file".into(),
+        fix: format!("cannot read {}: {e}", key_path.display()),
+    })?;
+    let master = MasterKey::from_hex(&key_text).map_err(|_| ConfigError {
+        field: "proxy.master_key_file".into(),
+        fix: format!(
+            "{} must hold 64 hex digits (make one with `pias key generate`)",
+            key_path.display()
+        ),
+    })?;
+    if p.anycast_prefixes.is_empty() {
+        return err(
+            "proxy.anycast_prefixes",
+            "give at least one prefix to route into the TUN, e.g. [\"10.99.0.0/24\"]",
+        );
+    }
+    let mut anycast = Vec::new();
+    for (i, s) in p.anycast_prefixes.iter().enumerate() {
+        let pre: Prefix = s.parse().map_err(|e: String| ConfigError {
+            field: format!("proxy.anycast_prefixes[{i}]"),
+            fix: e,
+        })?;
+        anycast.push(pre);
+    }
+    if p.registration.is_empty() {
+        return err(
+            "proxy.registration",
+            "give at least one registration anycast address, e.g. [\"10.99.0.250\"] (targets register there)",
+        );
+    }
+    let registration = ip_list("proxy.registration", &p.registration)?;
+    if p.nat_pool.is_empty() {
+        return err(
+            "proxy.nat_pool",
+            "give at least one NAT source address routed to this proxy, e.g. [\"10.98.1.1\"]",
+        );
+    }
+    let pool = ip_list("proxy.nat_pool", &p.nat_pool)?;
+    if pool.len() > pias_state::nat::MAX_POOL_ADDRS {
+        return err("proxy.nat_pool", "at most 256 addresses");
+    }
+    for (i, a) in pool.iter().enumerate() {
+        if pool[..i].contains(a) {
+            return err(format!("proxy.nat_pool[{i}]"), format!("{a} is listed twice"));
+        }
+        if a.is_unspecified() || a.is_multicast() {
+            return err(format!("proxy.nat_pool[{i}]"), "must be a unicast address");
+        }
+        if anycast
+            .iter()
+            .any(|pre| pias_state::policy::prefix_match(pre.addr, pre.len, *a))
+        {
+            return err(
+                format!("proxy.nat_pool[{i}]"),
+                format!("{a} lies inside an anycast prefix: NAT pool addresses must be this proxy's own"),
+            );
+        }
+    }
+    for fam_v4 in [true, false] {
+        let group_fam = anycast.iter().any(|x| x.addr.is_ipv4() == fam_v4);
+        let pool_fam = pool.iter().any(|x| x.is_ipv4() == fam_v4);
+        if group_fam && !pool_fam {
+            let fam = if fam_v4 { "IPv4" } else { "IPv6" };
+            return err(
+                "proxy.nat_pool",
+                format!("an anycast prefix is {fam} but no pool address is: add an {fam} pool address"),
+            );
+        }
+    }
+    let mut seeds = Vec::new();
+    for (i, s) in p.seeds.iter().enumerate() {
+        let a = sockaddr(s, DEFAULT_OVERLAY_PORT).ok_or_else(|| ConfigError {
+            field: format!("proxy.seeds[{i}]"),
+            fix: format!("{s:?} is not an address: write IP or IP:PORT of another proxy's overlay"),
+        })?;
+        if a == overlay {
+            return err(
+                format!("proxy.seeds[{i}]"),
+                "is this proxy's own overlay address: list other proxies only",
+            );
+        }
+        seeds.push(a);
+    }
+    let overlay_mtu = p.overlay_mtu.unwrap_or(1500);
+    if overlay_mtu < 1280 {
+        return err(
+            "proxy.overlay_mtu",
+            "must be at least 1280 (the IPv6 minimum MTU)",
+        );
+    }
+
+    let mut cfg = ProxyConfig::new(id, overlay, master, pool, registration.clone());
+    cfg.vni = vni;
+    cfg.overlay_mtu = overlay_mtu;
+    cfg.incarnation = driver_tokio::wall_clock_incarnation();
+    cfg.seed = p.seed.unwrap_or_else(crate::key::random_u64);
+    cfg.registry.incarnation = cfg.incarnation;
+    cfg.membership.seeds = seeds;
+    apply_timers(&raw.timers, &mut cfg)?;
+    apply_nat(&raw.nat, &mut cfg)?;
+    apply_limits(&raw.limits, &mut cfg)?;
+    cfg.policies = PolicyTable {
+        rules: Vec::new(),
+        default: policy("default_policy", &raw.default_policy, false)?.1,
+    };
+    for (i, rp) in raw.policy.iter().enumerate() {
+        let (m, gp) = policy(&format!("policy[{i}]"), rp, true)?;
+        if let Some(m) = m {
+            cfg.policies.rules.push((m, gp));
+        }
+    }
+    if let Err(e) = cfg.membership.validate() {
+        return err(
+            format!("timers.{}", membership_key(e.field)),
+            format!("{}; {}", e.problem, e.fix),
+        );
+    }
+    if let Err(e) = cfg.registry.validate() {
+        let field = match e.field {
+            "max_registrations" => "limits.registrations".to_owned(),
+            "max_targets_per_group" => "limits.targets_per_group".to_owned(),
+            f => format!("timers.{f}"),
+        };
+        return err(field, e.fix);
+    }
+    if let Err(e) = cfg.validate() {
+        return err(format!("proxy.{}", e.field), e.fix);
+    }
+
+    let t = &raw.tun;
+    let tun_name = t.name.clone().unwrap_or_else(|| "pias0".to_owned());
+    if tun_name.is_empty() || tun_name.len() > 15 || tun_name.contains(['/', ' ', '\0']) {
+        return err(
+            "tun.name",
+            "use 1 to 15 characters without '/' or spaces, e.g. \"pias0\"",
+        );
+    }
+    let tun_mtu = t.mtu.unwrap_or(u32::from(overlay_mtu));
+    if !(1280..=65_535).contains(&tun_mtu) {
+        return err("tun.mtu", "must be 1280..=65535 (default: proxy.overlay_mtu)");
+    }
+    let batch = t.batch.unwrap_or(64);
+    if batch == 0 || batch > 4096 {
+        return err("tun.batch", "packets per wake-up: 1..=4096 (default 64)");
+    }
+    let mut routes = anycast.clone();
+    routes.extend(registration.iter().map(|a| Prefix::host(*a)));
+    routes.extend(cfg.nat.pool.iter().map(|a| Prefix::host(*a)));
+    let host = HostSetup {
+        tun: tun_name,
+        mtu: tun_mtu as u16,
+        routes,
+        sysctls: t.sysctls.unwrap_or(true),
+    };
+    let mut driver = ProxyDriverConfig::new(cfg, host);
+    if let Some(b) = t.socket_buffer {
+        driver.socket_buffer = b;
+    }
+    driver.batch = batch;
+
+    let metrics = match &raw.metrics.listen {
+        None => None,
+        Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| ConfigError {
+            field: "metrics.listen".into(),
+            fix: format!("{s:?} is not IP:PORT, e.g. \"127.0.0.1:9851\""),
+        })?),
+    };
+    let control = match &raw.control.socket {
+        Some(s) if s.as_os_str().is_empty() => {
+            return err(
+                "control.socket",
+                "give a path, e.g. \"/run/pias/pias0.sock\", or omit the key",
+            );
+        }
+        Some(s) => Some(base.join(s)),
+        None => None,
+    };
+    Ok(Config {
+        driver,
+        metrics,
+        control,
+    })
+}
+
+/// The config-file key of a membership field.
+fn membership_key(field: &str) -> String {
+    match field {
+        "suspect_after" | "max_members" | "stranger_windows" | "ae_pending" | "ae_budget" | "max_peers"
+        | "flood_queue" | "out_queue" | "event_queue" => field.to_owned(),
+        f => format!("{f}_ms"),
+    }
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn apply_timers(t: &RawTimers, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
+    let m = &mut cfg.membership;
+    let set = |d: &mut Duration, v: Option<u64>| {
+        if let Some(v) = v {
+            *d = ms(v);
+        }
+    };
+    set(&mut m.probe_interval, t.probe_interval_ms);
+    set(&mut m.suspect_timeout, t.suspect_timeout_ms);
+    set(&mut m.flood_interval, t.flood_interval_ms);
+    set(&mut m.ae_interval, t.ae_interval_ms);
+    set(&mut m.join_retry, t.join_retry_ms);
+    set(&mut m.drain_time, t.drain_time_ms);
+    set(&mut m.tombstone_time, t.tombstone_time_ms);
+    if let Some(v) = t.suspect_after {
+        m.suspect_after = v;
+    }
+    set(&mut cfg.reports.delay, t.report_delay_ms);
+    set(&mut cfg.reports.rto, t.report_rto_ms);
+    set(&mut cfg.reports.refresh, t.report_refresh_ms);
+    set(&mut cfg.rap.report_expiry, t.report_expiry_ms);
+    set(&mut cfg.rap.cache_ttl, t.cache_ttl_ms);
+    set(&mut cfg.rap.negative_ttl, t.negative_ttl_ms);
+    set(&mut cfg.iap.stale_grace, t.stale_grace_ms);
+    set(&mut cfg.iap.resolve_retry, t.resolve_retry_ms);
+    set(&mut cfg.answer_interval, t.answer_interval_ms);
+    set(&mut cfg.invalidate_interval, t.invalidate_interval_ms);
+    if let Some(v) = t.refresh_ms {
+        cfg.registry.refresh_ms = v;
+    }
+    if let Some(v) = t.hold_ms {
+        cfg.registry.hold_ms = v;
+    }
+    if let Some(v) = t.cookie_period_ms {
+        cfg.registry.cookie_period_ms = v;
+    }
+    if let Some(v) = t.icmp_rate {
+        cfg.icmp_rate = v;
+    }
+    for (field, d) in [
+        ("timers.report_delay_ms", cfg.reports.delay),
+        ("timers.report_rto_ms", cfg.reports.rto),
+        ("timers.report_refresh_ms", cfg.reports.refresh),
+        ("timers.report_expiry_ms", cfg.rap.report_expiry),
+        ("timers.cache_ttl_ms", cfg.rap.cache_ttl),
+        ("timers.negative_ttl_ms", cfg.rap.negative_ttl),
+        ("timers.resolve_retry_ms", cfg.iap.resolve_retry),
+    ] {
+        if d.is_zero() {
+            return err(field, "must be at least 1 (see SPEC.md §14 for the default)");
+        }
+    }
+    if cfg.rap.report_expiry <= cfg.reports.refresh {
+        return err(
+            "timers.report_expiry_ms",
+            "must exceed report_refresh_ms (default 3 × report_refresh_ms = 90000)",
+        );
+    }
+    Ok(())
+}
+
+fn apply_nat(n: &RawNat, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
+    let c = &mut cfg.nat;
+    if let Some(v) = n.port_min {
+        c.port_min = v;
+    }
+    if let Some(v) = n.port_max {
+        c.port_max = v;
+    }
+    if c.port_min == 0 || c.port_min > c.port_max {
+        return err("nat.port_min", "must be 1..=port_max (default 1024..65535)");
+    }
+    if let Some(v) = n.max_entries {
+        if v == 0 || v > pias_state::nat::MAX_ENTRIES_LIMIT {
+            return err("nat.max_entries", "must be 1..=268435456 (default 1000000)");
+        }
+        c.max_entries = v;
+    }
+    for (field, slot, v) in [
+        ("nat.udp_timeout_s", &mut c.udp_timeout, n.udp_timeout_s),
+        ("nat.icmp_timeout_s", &mut c.icmp_timeout, n.icmp_timeout_s),
+        (
+            "nat.tcp_established_timeout_s",
+            &mut c.tcp_established_timeout,
+            n.tcp_established_timeout_s,
+        ),
+        (
+            "nat.tcp_transitory_timeout_s",
+            &mut c.tcp_transitory_timeout,
+            n.tcp_transitory_timeout_s,
+        ),
+        (
+            "nat.tcp_closed_timeout_s",
+            &mut c.tcp_closed_timeout,
+            n.tcp_closed_timeout_s,
+        ),
+    ] {
+        if let Some(v) = v {
+            if v == 0 {
+                return err(
+                    field,
+                    "must be at least 1 second (SPEC.md §11.3 has the defaults)",
+                );
+            }
+            *slot = Duration::from_secs(v);
+        }
+    }
+    Ok(())
+}
+
+fn apply_limits(l: &RawLimits, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
+    for (field, v) in [
+        ("limits.members", l.members),
+        ("limits.iap_cache_entries", l.iap_cache_entries),
+        ("limits.rap_groups", l.rap_groups),
+        ("limits.japs_per_group", l.japs_per_group),
+        ("limits.registrations", l.registrations),
+        ("limits.targets_per_group", l.targets_per_group),
+    ] {
+        if v == Some(0) {
+            return err(field, "must be at least 1 (SPEC.md §14 has the defaults)");
+        }
+    }
+    if let Some(v) = l.members {
+        cfg.membership.max_members = v;
+    }
+    if let Some(v) = l.iap_cache_entries {
+        cfg.iap.cache_entries = v;
+    }
+    if let Some(v) = l.rap_groups {
+        cfg.rap.max_groups = v;
+    }
+    if let Some(v) = l.japs_per_group {
+        cfg.rap.max_japs_per_group = v;
+    }
+    if let Some(v) = l.registrations {
+        cfg.registry.max_registrations = v;
+    }
+    if let Some(v) = l.targets_per_group {
+        cfg.registry.max_targets_per_group = v;
+    }
+    Ok(())
+}
+
+/// One `[[policy]]` (with `rule`) or `[default_policy]` (without).
+fn policy(at: &str, p: &RawPolicy, rule: bool) -> Result<(Option<GroupMatch>, GroupPolicy), ConfigError> {
+    let rap = match p.rap.as_deref() {
+        None => RapPolicy::default(),
+        Some(s) => s.parse().map_err(|e: &str| ConfigError {
+            field: format!("{at}.rap"),
+            fix: format!("{s:?}: {e}"),
+        })?,
+    };
+    let replicate = p.replicate.unwrap_or(0);
+    if replicate > pias_state::registry::MAX_REPLICAS as u8 {
+        return err(format!("{at}.replicate"), "must be 0..=4 (0 or 1: one target)");
+    }
+    let target = TargetOptions {
+        exclude_sender: p.exclude_sender.unwrap_or(false),
+        scope_prefix: p.scope_prefix,
+        random: p.random.unwrap_or(false),
+        replicate,
+    };
+    let gp = GroupPolicy { rap, target };
+    if !rule {
+        if p.group.is_some() || p.port.is_some() || p.proto.is_some() {
+            return err(
+                format!("{at}.group"),
+                "the default policy matches every group: move group/port/proto to a [[policy]]",
+            );
+        }
+        if p.scope_prefix.is_some_and(|n| n > 128) {
+            return err(format!("{at}.scope_prefix"), "must be 0..=128");
+        }
+        return Ok((None, gp));
+    }
+    let Some(g) = &p.group else {
+        return err(
+            format!("{at}.group"),
+            "missing: the group prefix this rule covers, e.g. \"10.99.0.0/24\"",
+        );
+    };
+    let pre: Prefix = g.parse().map_err(|e: String| ConfigError {
+        field: format!("{at}.group"),
+        fix: e,
+    })?;
+    let max = if pre.addr.is_ipv4() { 32 } else { 128 };
+    if p.scope_prefix.is_some_and(|n| n > max) {
+        return err(
+            format!("{at}.scope_prefix"),
+            format!("must be 0..={max} for this group family"),
+        );
+    }
+    let proto = match p.proto.as_deref() {
+        None => None,
+        Some("udp") => Some(IpProtocol::Udp),
+        Some("tcp") => Some(IpProtocol::Tcp),
+        Some(s) => return err(format!("{at}.proto"), format!("{s:?}: use \"udp\" or \"tcp\"")),
+    };
+    Ok((
+        Some(GroupMatch {
+            prefix: pre.addr,
+            len: pre.len,
+            port: p.port,
+            proto,
+        }),
+        gp,
+    ))
+}
+
+/// `IP:PORT`, `[V6]:PORT`, or a bare IP (with `default_port`).
+pub(crate) fn sockaddr(s: &str, default_port: u16) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let ip: IpAddr = s.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    Some(SocketAddr::new(ip, default_port))
+}
+
+fn ip_list(field: &str, v: &[String]) -> Result<Vec<IpAddr>, ConfigError> {
+    v.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<IpAddr>().map_err(|_| ConfigError {
+                field: format!("{field}[{i}]"),
+                fix: format!("{s:?} is not an IP address"),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    fn read_key(_: &Path) -> std::io::Result<String> {
+        Ok(KEY.to_owned())
+    }
+
+    fn minimal() -> String {
+        r#"
+[proxy]
+id = 7
+overlay = "10.251.0.5"
+master_key_file = "m.key"
+anycast_prefixes = ["10.251.0.128/28"]
+registration = ["10.251.0.150"]
+nat_pool = ["10.251.0.161"]
+"#
+        .to_owned()
+    }
+
+    fn parse_str(s: &str) -> Result<Config, ConfigError> {
+        parse(s, Path::new("/etc/pias"), &read_key)
+    }
+
+    fn field_of(s: &str) -> String {
+        parse_str(s).unwrap_err().field
+    }
+
+    #[test]
+    fn example_parses() {
+        let c = parse_str(EXAMPLE).unwrap();
+        let p = &c.driver.proxy;
+        assert_eq!(p.id, ProxyId(1));
+        assert_eq!(p.overlay_addr, "10.251.0.5:6081".parse().unwrap());
+        assert_eq!(p.membership.seeds, vec!["10.251.0.6:6081".parse().unwrap()]);
+        assert_eq!(c.metrics, Some("127.0.0.1:9851".parse().unwrap()));
+        assert_eq!(c.control, Some(PathBuf::from("/run/pias/pias0.sock")));
+        assert_eq!(p.policies.rules.len(), 1);
+        assert_eq!(p.policies.rules[0].1.rap, RapPolicy::Affinity);
+        assert_eq!(p.policies.rules[0].0.port, Some(80));
+        assert_eq!(c.driver.host.routes.len(), 3);
+        assert_eq!(c.driver.host.tun, "pias0");
+    }
+
+    #[test]
+    fn minimal_gets_defaults() {
+        let c = parse_str(&minimal()).unwrap();
+        let p = &c.driver.proxy;
+        assert_eq!(p.overlay_addr.port(), 6081);
+        assert_eq!(p.vni, 1);
+        assert!(p.incarnation > 1_600_000_000);
+        assert_eq!(p.registry.incarnation, p.incarnation);
+        assert_eq!(c.driver.host.mtu, 1500);
+        assert!(c.metrics.is_none() && c.control.is_none());
+        let routes: Vec<String> = c.driver.host.routes.iter().map(|r| r.to_string()).collect();
+        assert_eq!(routes, ["10.251.0.128/28", "10.251.0.150/32", "10.251.0.161/32"]);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let m = minimal();
+        let cases: Vec<(String, &str)> = vec![
+            (m.replace("id = 7", "id = 0"), "proxy.id"),
+            (m.replace("id = 7\n", ""), "proxy.id"),
+            (m.replace("\"10.251.0.5\"", "\"nowhere\""), "proxy.overlay"),
+            (m.replace("id = 7", "id = 7\nvni = 16777216"), "proxy.vni"),
+            (m.replace("id = 7", "id = 7\ndriver = \"xdp\""), "proxy.driver"),
+            (m.replace("id = 7", "id = 7\ndriver = \"dpdk\""), "proxy.driver"),
+            (
+                m.replace("10.251.0.128/28", "10.251.0.128/40"),
+                "proxy.anycast_prefixes[0]",
+            ),
+            (m.replace("[\"10.251.0.161\"]", "[]"), "proxy.nat_pool"),
+            (
+                m.replace("[\"10.251.0.161\"]", "[\"10.251.0.130\"]"),
+                "proxy.nat_pool[0]",
+            ),
+            (m.replace("[\"10.251.0.161\"]", "[\"fd00::1\"]"), "proxy.nat_pool"),
+            (
+                m.replace("[\"10.251.0.150\"]", "[\"x\"]"),
+                "proxy.registration[0]",
+            ),
+            (
+                m.replace("id = 7", "id = 7\nseeds = [\"10.251.0.5:6081\"]"),
+                "proxy.seeds[0]",
+            ),
+            (
+                m.replace("id = 7", "id = 7\noverlay_mtu = 1000"),
+                "proxy.overlay_mtu",
+            ),
+            (m.replace("id = 7", "id = 7\nwat = 1"), "(syntax)"),
+            (format!("{m}[tun]\nname = \"a-very-long-tun-name\"\n"), "tun.name"),
+            (format!("{m}[tun]\nmtu = 576\n"), "tun.mtu"),
+            (
+                format!("{m}[metrics]\nlisten = \"localhost\"\n"),
+                "metrics.listen",
+            ),
+            (
+                format!("{m}[timers]\nprobe_interval_ms = 0\n"),
+                "timers.probe_interval_ms",
+            ),
+            (format!("{m}[timers]\nhold_ms = 100\n"), "timers.hold_ms"),
+            (
+                format!("{m}[timers]\nreport_refresh_ms = 100000\n"),
+                "timers.report_expiry_ms",
+            ),
+            (
+                format!("{m}[nat]\nport_min = 2000\nport_max = 1000\n"),
+                "nat.port_min",
+            ),
+            (format!("{m}[nat]\nudp_timeout_s = 0\n"), "nat.udp_timeout_s"),
+            (format!("{m}[[policy]]\nrap = \"load\"\n"), "policy[0].group"),
+            (
+                format!("{m}[[policy]]\ngroup = \"10.0.0.0/8\"\nrap = \"nearest\"\n"),
+                "policy[0].rap",
+            ),
+            (
+                format!("{m}[[policy]]\ngroup = \"10.0.0.0/8\"\nproto = \"sctp\"\n"),
+                "policy[0].proto",
+            ),
+            (
+                format!("{m}[[policy]]\ngroup = \"10.0.0.0/8\"\nreplicate = 9\n"),
+                "policy[0].replicate",
+            ),
+            (
+                format!("{m}[default_policy]\nport = 53\n"),
+                "default_policy.group",
+            ),
+        ];
+        for (text, field) in cases {
+            assert_eq!(field_of(&text), field, "config:\n{text}");
+        }
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let e = parse_str(&minimal().replace("id = 7", "id = 0")).unwrap_err();
+        assert!(e.to_string().starts_with("proxy.id: must not be 0"), "{e}");
+        let e = parse_str(&minimal().replace("id = 7", "id = 7\ndriver = \"mio\"")).unwrap_err();
+        assert!(
+            e.to_string().contains("mio and xdp drivers are not built yet"),
+            "{e}"
+        );
+        let e = parse_str(&minimal().replace("id = 7", "id = 7\nwat = 1")).unwrap_err();
+        assert!(e.fix.contains("wat"), "{e}");
+    }
+
+    #[test]
+    fn bad_key_file_is_named() {
+        let e = parse(&minimal(), Path::new("."), &|_| Ok("xyz".to_owned())).unwrap_err();
+        assert_eq!(e.field, "proxy.master_key_file");
+        let e = parse(&minimal(), Path::new("."), &|_| {
+            Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "proxy.master_key_file");
+    }
+
+    #[test]
+    fn policies_translate() {
+        let text = format!(
+            "{}[default_policy]\nrap = \"load\"\n[[policy]]\ngroup = \"10.251.0.129/32\"\nport = 53\nproto = \"udp\"\nexclude_sender = true\nscope_prefix = 24\nreplicate = 2\n",
+            minimal()
+        );
+        let c = parse_str(&text).unwrap();
+        let t = &c.driver.proxy.policies;
+        assert_eq!(t.default.rap, RapPolicy::Load);
+        let (m, p) = t.rules[0];
+        assert_eq!(m.proto, Some(IpProtocol::Udp));
+        assert_eq!(m.len, 32);
+        assert!(p.target.exclude_sender);
+        assert_eq!(p.target.scope_prefix, Some(24));
+        assert_eq!(p.target.replicate, 2);
+        assert_eq!(p.rap, RapPolicy::Proximity);
+    }
+}

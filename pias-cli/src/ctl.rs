@@ -1,0 +1,635 @@
+//! `pias ctl` and the control socket it talks to.
+//!
+//! Protocol: a Unix stream socket; each request is one line, either a bare word (`members`) or JSON
+//! (`{"cmd":"nat","limit":100}`); each answer is one line of JSON: `{"ok":true,"cmd":..,"data":..}` or
+//! `{"ok":false,"error":".."}`. Commands: `members`, `groups` (this proxy as RAP: JAPs per group),
+//! `registrations` (as JAP: groups and targets registered here), `cache` (as IAP: group → JAPs), `nat`
+//! (NAT bindings, at most `limit`, default 1000), `counters`. Times are milliseconds relative to the
+//! proxy's `now` (ages positive, deadlines as "in" values).
+
+use core::time::Duration;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args as ClapArgs, ValueEnum};
+use driver_tokio::{DriverCounters, ProxyHandle};
+use pias_state::Instant;
+use pias_state::proxy::Proxy;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Shows a running proxy's state: members, groups as RAP, registrations as JAP, IAP cache, NAT table,
+/// counters. Human tables by default, --json for machines.
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "\
+Examples:
+  pias ctl --socket /run/pias/pias0.sock members
+  pias ctl --socket /run/pias/pias0.sock cache           # which JAPs this IAP uses per group
+  pias ctl --socket /run/pias/pias0.sock nat --limit 20
+  pias ctl --socket /run/pias/pias0.sock counters --json | jq .iap_to_rap
+
+The socket path is [control] socket in the proxy's configuration. Protocol: one request line (a command
+word, or JSON {\"cmd\":\"nat\",\"limit\":20}) → one JSON line.")]
+pub(crate) struct Args {
+    /// The proxy's control socket ([control] socket in its configuration).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// What to show.
+    #[arg(value_enum)]
+    what: What,
+    /// Print the raw JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// At most this many rows of large tables (NAT bindings).
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum What {
+    /// Every proxy this one knows, with status and overlay address.
+    Members,
+    /// Groups this proxy is a RAP for, and the JAPs that reported targets.
+    Groups,
+    /// Targets registered with this proxy (it is their JAP), and its group counts.
+    Registrations,
+    /// The IAP cache: group → JAP set.
+    Cache,
+    /// NAT bindings (client flow → target flow).
+    Nat,
+    /// Every counter.
+    Counters,
+}
+
+impl What {
+    fn word(self) -> &'static str {
+        match self {
+            What::Members => "members",
+            What::Groups => "groups",
+            What::Registrations => "registrations",
+            What::Cache => "cache",
+            What::Nat => "nat",
+            What::Counters => "counters",
+        }
+    }
+
+    fn from_word(s: &str) -> Option<What> {
+        <What as ValueEnum>::from_str(s, true).ok()
+    }
+}
+
+// ----- client -----
+
+pub(crate) fn run(a: Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let line = rt.block_on(request(&a.socket, a.what, a.limit))?;
+    let v: Value = serde_json::from_str(&line).context("the proxy's answer is not JSON")?;
+    if v["ok"] != Value::Bool(true) {
+        anyhow::bail!("proxy: {}", v["error"].as_str().unwrap_or("error"));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v["data"])?);
+    } else {
+        print!("{}", format(a.what, &v["data"]));
+    }
+    Ok(())
+}
+
+async fn request(socket: &Path, what: What, limit: usize) -> anyhow::Result<String> {
+    let fut = async {
+        let s = UnixStream::connect(socket).await.with_context(|| {
+            format!(
+                "cannot connect to {} (is the proxy running, with [control] socket set?)",
+                socket.display()
+            )
+        })?;
+        let (r, mut w) = s.into_split();
+        let req = json!({"cmd": what.word(), "limit": limit}).to_string();
+        w.write_all(req.as_bytes()).await?;
+        w.write_all(b"\n").await?;
+        let mut line = String::new();
+        BufReader::new(r).read_line(&mut line).await?;
+        anyhow::Ok(line)
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .context("the proxy did not answer within 5 s")?
+}
+
+// ----- server -----
+
+/// Binds the control socket, replacing a stale one (a socket file no process listens on).
+pub(crate) fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another process answers on {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("remove stale {}", path.display()))?;
+    }
+    Ok(UnixListener::bind(path)?)
+}
+
+/// Answers control requests until the proxy stops.
+pub(crate) async fn serve(l: UnixListener, h: ProxyHandle) {
+    loop {
+        let Ok((s, _)) = l.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let h = h.clone();
+        tokio::spawn(async move {
+            let _ = connection(s, h).await;
+        });
+    }
+}
+
+async fn connection(s: UnixStream, h: ProxyHandle) -> std::io::Result<()> {
+    let (r, mut w) = s.into_split();
+    let mut lines = BufReader::new(r.take(64 * 1024)).lines();
+    while let Some(line) = lines.next_line().await? {
+        let answer = match parse_request(&line) {
+            Err(e) => json!({"ok": false, "error": e}),
+            Ok((what, limit)) => match h.inspect(move |p, d, now| dump(what, limit, p, d, now)).await {
+                Some(data) => json!({"ok": true, "cmd": what.word(), "data": data}),
+                None => json!({"ok": false, "error": "proxy stopped"}),
+            },
+        };
+        let mut out = answer.to_string();
+        out.push('\n');
+        w.write_all(out.as_bytes()).await?;
+    }
+    Ok(())
+}
+
+fn parse_request(line: &str) -> Result<(What, usize), String> {
+    let line = line.trim();
+    let bad = || {
+        format!(
+            "unknown request {line:?}: send one of members, groups, registrations, cache, nat, counters \
+             (or JSON {{\"cmd\":\"nat\",\"limit\":100}})"
+        )
+    };
+    if line.starts_with('{') {
+        let v: Value = serde_json::from_str(line).map_err(|e| format!("bad JSON: {e}"))?;
+        let what = v["cmd"].as_str().and_then(What::from_word).ok_or_else(bad)?;
+        let limit = v["limit"].as_u64().map_or(1000, |n| n as usize);
+        return Ok((what, limit));
+    }
+    What::from_word(line).map(|w| (w, 1000)).ok_or_else(bad)
+}
+
+fn ms_since(now: Instant, t: Instant) -> u64 {
+    now.saturating_since(t).as_millis() as u64
+}
+
+fn ms_until(now: Instant, t: Instant) -> Option<u64> {
+    (t != Instant::FAR_FUTURE).then(|| t.saturating_since(now).as_millis() as u64)
+}
+
+/// The JSON data of one command, read from the proxy.
+pub(crate) fn dump(what: What, limit: usize, p: &Proxy, d: &DriverCounters, now: Instant) -> Value {
+    match what {
+        What::Members => {
+            let me = p.id();
+            let mut v: Vec<Value> = p
+                .membership()
+                .iter()
+                .map(|m| {
+                    let r = m.record();
+                    json!({
+                        "id": r.id.0,
+                        "status": format!("{:?}", r.status).to_lowercase(),
+                        "addr": r.addr.to_string(),
+                        "incarnation": r.incarnation,
+                        "version": r.version,
+                        "since_ms": ms_since(now, m.since()),
+                        "self": r.id == me,
+                    })
+                })
+                .collect();
+            v.sort_by_key(|m| m["id"].as_u64());
+            Value::Array(v)
+        }
+        What::Groups => {
+            let mut v: Vec<Value> = p
+                .rap()
+                .iter()
+                .map(|(g, japs)| {
+                    let raps: Vec<u32> = p.raps_of(g).iter().map(|r| r.0).collect();
+                    json!({
+                        "group": g.to_string(),
+                        "raps": raps,
+                        "japs": japs.iter().map(|j| json!({
+                            "jap": j.jap.0,
+                            "count": j.count,
+                            "tunnel": j.flags & 1 != 0,
+                            "report_age_ms": ms_since(now, j.last_report),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            v.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
+            Value::Array(v)
+        }
+        What::Registrations => {
+            let mut groups: Vec<Value> = p
+                .registry()
+                .groups()
+                .map(|g| {
+                    json!({
+                        "group": g.group.to_string(),
+                        "targets": g.count,
+                        "tunnel": g.tunnel,
+                        "reported": g.reported,
+                    })
+                })
+                .collect();
+            groups.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
+            let mut targets: Vec<Value> = p
+                .registry()
+                .iter()
+                .map(|t| {
+                    json!({
+                        "group": t.group.to_string(),
+                        "service": t.service.to_string(),
+                        "mode": format!("{:?}", t.mode).to_lowercase(),
+                        "weight": t.weight,
+                        "source": t.source.to_string(),
+                        "via": t.local.to_string(),
+                        "refresh_age_ms": ms_since(now, t.last_refresh),
+                    })
+                })
+                .collect();
+            targets.sort_by(|a, b| {
+                (a["group"].as_str(), a["service"].as_str())
+                    .cmp(&(b["group"].as_str(), b["service"].as_str()))
+            });
+            json!({"groups": groups, "targets": targets})
+        }
+        What::Cache => {
+            let mut v: Vec<Value> = p
+                .iap()
+                .iter()
+                .map(|(g, e)| {
+                    let state = if e.is_pending() {
+                        "pending"
+                    } else if e.is_negative() {
+                        "negative"
+                    } else {
+                        "resolved"
+                    };
+                    json!({
+                        "group": g.to_string(),
+                        "state": state,
+                        "expires_in_ms": ms_until(now, e.expires()),
+                        "japs": e.japs().map(|(j, w)| json!({"jap": j.0, "weight": w})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            v.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
+            Value::Array(v)
+        }
+        What::Nat => {
+            let total = p.nat().len();
+            let bindings: Vec<Value> = p
+                .nat()
+                .iter()
+                .take(limit)
+                .map(|b| {
+                    json!({
+                        "client": format!("{}:{}", b.forward.src, b.forward.src_port),
+                        "group": b.forward.dst_ta().to_string(),
+                        "target": format!("{}:{}", b.reverse.src, b.reverse.src_port),
+                        "pool": format!("{}:{}", b.reverse.dst, b.reverse.dst_port),
+                        "class": format!("{:?}", b.class),
+                        "tcp": b.tcp.map(|t| format!("{t:?}")),
+                        "age_ms": ms_since(now, b.created),
+                        "idle_ms": ms_since(now, b.last_seen),
+                        "expires_in_ms": ms_until(now, b.expires),
+                        "packets_in": b.forward_packets,
+                        "packets_out": b.reverse_packets,
+                        "bytes_in": b.forward_bytes,
+                        "bytes_out": b.reverse_bytes,
+                    })
+                })
+                .collect();
+            json!({"total": total, "shown": bindings.len(), "bindings": bindings})
+        }
+        What::Counters => {
+            let mut m = serde_json::Map::new();
+            p.for_each_counter(|n, v| {
+                m.insert(n.to_owned(), json!(v));
+            });
+            d.for_each(|n, v| {
+                m.insert(n.to_owned(), json!(v));
+            });
+            Value::Object(m)
+        }
+    }
+}
+
+// ----- human output -----
+
+/// Aligns columns; the first row is the header.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        v => v.to_string(),
+    }
+}
+
+fn header(h: &[&str]) -> Vec<String> {
+    h.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The human form of a command's data.
+pub(crate) fn format(what: What, data: &Value) -> String {
+    let empty = Vec::new();
+    let arr = |v: &Value| v.as_array().unwrap_or(&empty).clone();
+    match what {
+        What::Members => {
+            let mut rows = vec![header(&[
+                "ID",
+                "STATUS",
+                "ADDRESS",
+                "INCARNATION",
+                "VERSION",
+                "SINCE",
+            ])];
+            for m in arr(data) {
+                let id = if m["self"] == Value::Bool(true) {
+                    format!("{} (self)", s(&m["id"]))
+                } else {
+                    s(&m["id"])
+                };
+                rows.push(vec![
+                    id,
+                    s(&m["status"]),
+                    s(&m["addr"]),
+                    s(&m["incarnation"]),
+                    s(&m["version"]),
+                    format!("{}s ago", m["since_ms"].as_u64().unwrap_or(0) / 1000),
+                ]);
+            }
+            table(&rows)
+        }
+        What::Groups => {
+            let mut rows = vec![header(&["GROUP", "RAPS", "JAP", "COUNT", "TUNNEL", "REPORTED"])];
+            for g in arr(data) {
+                let raps = arr(&g["raps"]).iter().map(s).collect::<Vec<_>>().join(",");
+                let japs = arr(&g["japs"]);
+                if japs.is_empty() {
+                    rows.push(vec![
+                        s(&g["group"]),
+                        raps.clone(),
+                        "-".into(),
+                        "0".into(),
+                        "-".into(),
+                        "-".into(),
+                    ]);
+                }
+                for (i, j) in japs.iter().enumerate() {
+                    let (grp, r) = if i == 0 {
+                        (s(&g["group"]), raps.clone())
+                    } else {
+                        (String::new(), String::new())
+                    };
+                    rows.push(vec![
+                        grp,
+                        r,
+                        s(&j["jap"]),
+                        s(&j["count"]),
+                        if j["tunnel"] == Value::Bool(true) {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .into(),
+                        format!("{}ms ago", s(&j["report_age_ms"])),
+                    ]);
+                }
+            }
+            table(&rows)
+        }
+        What::Registrations => {
+            let mut out = String::new();
+            let mut rows = vec![header(&["GROUP", "TARGETS", "TUNNEL", "REPORTED"])];
+            for g in arr(&data["groups"]) {
+                rows.push(vec![
+                    s(&g["group"]),
+                    s(&g["targets"]),
+                    s(&g["tunnel"]),
+                    s(&g["reported"]),
+                ]);
+            }
+            out.push_str(&table(&rows));
+            out.push('\n');
+            let mut rows = vec![header(&[
+                "GROUP",
+                "SERVICE",
+                "MODE",
+                "WEIGHT",
+                "AGENT",
+                "REFRESHED",
+            ])];
+            for t in arr(&data["targets"]) {
+                rows.push(vec![
+                    s(&t["group"]),
+                    s(&t["service"]),
+                    s(&t["mode"]),
+                    s(&t["weight"]),
+                    s(&t["source"]),
+                    format!("{}ms ago", s(&t["refresh_age_ms"])),
+                ]);
+            }
+            out.push_str(&table(&rows));
+            out
+        }
+        What::Cache => {
+            let mut rows = vec![header(&["GROUP", "STATE", "JAPS (id:weight)", "EXPIRES"])];
+            for e in arr(data) {
+                let japs = arr(&e["japs"])
+                    .iter()
+                    .map(|j| format!("{}:{}", s(&j["jap"]), s(&j["weight"])))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let exp = match e["expires_in_ms"].as_u64() {
+                    Some(ms) => format!("in {ms}ms"),
+                    None => "-".into(),
+                };
+                rows.push(vec![
+                    s(&e["group"]),
+                    s(&e["state"]),
+                    if japs.is_empty() { "-".into() } else { japs },
+                    exp,
+                ]);
+            }
+            table(&rows)
+        }
+        What::Nat => {
+            let mut rows = vec![header(&[
+                "CLIENT",
+                "GROUP",
+                "TARGET",
+                "POOL",
+                "STATE",
+                "IDLE",
+                "PKTS IN/OUT",
+            ])];
+            for b in arr(&data["bindings"]) {
+                let state = match &b["tcp"] {
+                    Value::String(t) => format!("{} {t}", s(&b["class"])),
+                    _ => s(&b["class"]),
+                };
+                rows.push(vec![
+                    s(&b["client"]),
+                    s(&b["group"]),
+                    s(&b["target"]),
+                    s(&b["pool"]),
+                    state,
+                    format!("{}ms", s(&b["idle_ms"])),
+                    format!("{}/{}", s(&b["packets_in"]), s(&b["packets_out"])),
+                ]);
+            }
+            let mut out = table(&rows);
+            let _ = writeln!(
+                out,
+                "{} of {} bindings shown",
+                s(&data["shown"]),
+                s(&data["total"])
+            );
+            out
+        }
+        What::Counters => {
+            let mut rows = vec![header(&["COUNTER", "VALUE"])];
+            if let Some(m) = data.as_object() {
+                for (k, v) in m {
+                    rows.push(vec![k.clone(), s(v)]);
+                }
+            }
+            table(&rows)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pias_proto::ProxyId;
+    use pias_proto::auth::MasterKey;
+    use pias_state::proxy::ProxyConfig;
+
+    fn proxy() -> Proxy {
+        let cfg = ProxyConfig::new(
+            ProxyId(4),
+            "10.0.0.4:6081".parse().unwrap(),
+            MasterKey::from_bytes([2; 32]),
+            vec!["10.98.0.4".parse().unwrap()],
+            vec!["10.99.0.250".parse().unwrap()],
+        );
+        Proxy::new(cfg, Instant::ZERO).unwrap()
+    }
+
+    #[test]
+    fn requests_parse() {
+        assert_eq!(parse_request("members\n"), Ok((What::Members, 1000)));
+        assert_eq!(parse_request("{\"cmd\":\"nat\",\"limit\":5}"), Ok((What::Nat, 5)));
+        assert!(parse_request("shutdown").unwrap_err().contains("members, groups"));
+        assert!(parse_request("{\"cmd\":1}").is_err());
+        assert!(parse_request("{nope").unwrap_err().starts_with("bad JSON"));
+    }
+
+    #[test]
+    fn members_dump_and_table() {
+        let p = proxy();
+        let now = Instant::from_secs(3);
+        let d = dump(What::Members, 10, &p, &DriverCounters::default(), now);
+        assert_eq!(d[0]["id"], json!(4));
+        assert_eq!(d[0]["self"], json!(true));
+        assert_eq!(d[0]["status"], json!("alive"));
+        let t = format(What::Members, &d);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("ID"), "{t}");
+        assert!(lines[1].starts_with("4 (self)"), "{t}");
+        assert!(lines[1].contains("10.0.0.4:6081"), "{t}");
+        // Columns line up: ADDRESS starts at the same offset in both lines.
+        assert_eq!(lines[0].find("ADDRESS"), lines[1].find("10.0.0.4"));
+    }
+
+    #[test]
+    fn every_table_formats_empty_and_filled_state() {
+        let p = proxy();
+        for w in [
+            What::Members,
+            What::Groups,
+            What::Registrations,
+            What::Cache,
+            What::Nat,
+            What::Counters,
+        ] {
+            let d = dump(w, 10, &p, &DriverCounters::default(), Instant::ZERO);
+            let t = format(w, &d);
+            assert!(!t.is_empty(), "{w:?}");
+            assert!(t.lines().next().unwrap().starts_with(|c: char| c.is_ascii_uppercase()), "{t}");
+        }
+        let d = dump(What::Counters, 10, &p, &DriverCounters::default(), Instant::ZERO);
+        assert_eq!(d["driver_tun_rx"], json!(0));
+        assert_eq!(d["members"], json!(1));
+        let nat = format(
+            What::Nat,
+            &dump(What::Nat, 10, &p, &DriverCounters::default(), Instant::ZERO),
+        );
+        assert!(nat.ends_with("0 of 0 bindings shown\n"), "{nat}");
+    }
+
+    #[test]
+    fn synthetic_rows_format() {
+        let cache = json!([{"group": "10.99.0.1:53/udp", "state": "resolved", "expires_in_ms": 1500,
+                            "japs": [{"jap": 2, "weight": 3}, {"jap": 5, "weight": 1}]}]);
+        let t = format(What::Cache, &cache);
+        assert!(t.contains("10.99.0.1:53/udp  resolved  2:3 5:1"), "{t}");
+        assert!(t.contains("in 1500ms"), "{t}");
+        let groups = json!([{"group": "g", "raps": [1, 2, 3],
+                             "japs": [{"jap": 2, "count": 4, "tunnel": false, "report_age_ms": 10}]}]);
+        let t = format(What::Groups, &groups);
+        assert!(t.lines().nth(1).unwrap().starts_with("g      1,2,3  2"), "{t}");
+    }
+}

@@ -1,0 +1,115 @@
+//! `pias proxy`: runs one proxy with the driver its configuration names (tokio for now), its Prometheus
+//! endpoint and its control socket.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use driver_tokio::{ProxyDriver, Signals};
+use tracing::{info, warn};
+
+/// Runs a PIAS proxy: every role (IAP, RAP, JAP) for every group, on one TUN device and one overlay socket.
+///
+/// At start the proxy creates its TUN device (it vanishes when the process exits), routes the anycast
+/// prefixes, the registration addresses and its NAT pool into it, sets the forwarding sysctls, binds the
+/// overlay socket (UDP 6081) and joins the overlay through its seeds. Needs root (CAP_NET_ADMIN).
+///
+/// SIGINT/SIGTERM: the proxy leaves the overlay (peers and targets move away) and keeps forwarding for
+/// drain_time, then exits; a second signal exits at once.
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "\
+Examples:
+  pias proxy --example-config > /etc/pias/p1.toml     # every key, commented
+  pias key generate > /etc/pias/master.key
+  pias proxy --config /etc/pias/p1.toml
+  RUST_LOG=debug pias proxy --config /etc/pias/p1.toml  # NAT and cache events too
+  pias proxy --config /etc/pias/p1.toml --check         # validate only
+
+While it runs:
+  pias ctl --socket /run/pias/pias0.sock members
+  curl -s http://127.0.0.1:9851/metrics | grep pias_iap_to_rap_total")]
+pub(crate) struct Args {
+    /// The TOML configuration file (see --example-config).
+    #[arg(long, value_name = "FILE", required_unless_present = "example_config")]
+    config: Option<PathBuf>,
+    /// Print a complete, commented configuration and exit.
+    #[arg(long)]
+    example_config: bool,
+    /// Validate the configuration and exit (prints the routes it would install).
+    #[arg(long)]
+    check: bool,
+    /// Log filter (tracing's EnvFilter syntax, e.g. "info" or "driver_tokio=debug"; RUST_LOG overrides).
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+/// Logs to stderr, filtered by RUST_LOG or `default`.
+pub(crate) fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub(crate) fn run(a: Args) -> anyhow::Result<()> {
+    if a.example_config {
+        print!("{}", crate::config::EXAMPLE);
+        return Ok(());
+    }
+    let Some(path) = a.config else {
+        anyhow::bail!("--config FILE is required");
+    };
+    let cfg = crate::config::load(&path)?;
+    if a.check {
+        println!("{}: ok", path.display());
+        println!(
+            "proxy {} overlay {}",
+            cfg.driver.proxy.id, cfg.driver.proxy.overlay_addr
+        );
+        for r in &cfg.driver.host.routes {
+            println!("route {r} dev {}", cfg.driver.host.tun);
+        }
+        return Ok(());
+    }
+    init_logging(&a.log);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async move {
+        let signals = Signals::new().context("signal handlers")?;
+        let (driver, handle) = ProxyDriver::bind(cfg.driver.clone()).context("starting the proxy")?;
+        if let Some(addr) = cfg.metrics {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics.listen {addr}"))?;
+            info!(%addr, "metrics on http://{addr}/metrics");
+            tokio::spawn(crate::metrics::serve(l, handle.clone()));
+        }
+        if let Some(p) = &cfg.control {
+            let l = crate::ctl::bind(p).with_context(|| format!("control.socket {}", p.display()))?;
+            info!(path = %p.display(), "control socket");
+            tokio::spawn(crate::ctl::serve(l, handle.clone()));
+        }
+        drop(handle);
+        let c = driver.run(signals).await;
+        if let Some(p) = &cfg.control
+            && let Err(e) = std::fs::remove_file(p)
+        {
+            warn!(path = %p.display(), error = %e, "cannot remove control socket");
+        }
+        let c = c?;
+        info!(
+            tun_rx = c.tun_rx,
+            tun_tx = c.tun_tx,
+            overlay_rx = c.overlay_rx,
+            overlay_tx = c.overlay_tx,
+            "proxy stopped"
+        );
+        anyhow::Ok(())
+    })
+}
