@@ -1,0 +1,509 @@
+//! The tokio driver end to end on a real kernel: two `pias proxy` processes, each in its own network
+//! namespace with its own TUN device, a `pias target` agent next to a UDP echo server, and a client in a
+//! third namespace that sends to the group's anycast address and gets the answer *from* that address.
+//!
+//! Needs root (network namespaces, TUN, routes) and iproute2. Without root it FAILS with a message: it
+//! never skips. Everything it makes — three namespaces `ptkNNNN-{c,a,b}` (NNNN from the process id), one
+//! veth pair between each neighbour, addresses in 10.251.0.0/24 only, a temporary directory — is removed by
+//! a guard, also when the test fails. Bounded: every wait has a deadline, the whole test takes a few
+//! seconds, and it sends a few dozen datagrams.
+//!
+//! ```text
+//!  client ns (c)             proxy 1 ns (a)                         proxy 2 ns (b)
+//!  10.251.0.1 ── veth ── 10.251.0.2 | 10.251.0.5 ── veth ── 10.251.0.6   (overlay 6081 on .5 and .6)
+//!                        TUN pias0: anycast 10.251.0.128/28,            TUN pias0: same anycast prefix,
+//!                        registration .150, NAT pool .161               registration .150, pool .162
+//!                                                                       echo server 10.251.0.6:7777
+//!                                                                       pias target (registers via .150)
+//! ```
+//! Group 10.251.0.129:7777/udp. The client's packets reach proxy 1 (IAP) by routing; proxy 2 is the JAP.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const PIAS: &str = env!("CARGO_BIN_EXE_pias");
+const GROUP: &str = "10.251.0.129:7777";
+const SERVICE: &str = "10.251.0.6:7777";
+
+fn run(prog: &str, args: &[&str]) -> Output {
+    Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {prog} {args:?}: {e}"))
+}
+
+fn must(prog: &str, args: &[&str]) -> String {
+    let o = run(prog, args);
+    assert!(
+        o.status.success(),
+        "{prog} {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Everything the test made; removed on drop (processes stopped, namespaces deleted, files removed).
+struct Lab {
+    ns: [String; 3],
+    dir: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+impl Lab {
+    fn c(&self) -> &str {
+        &self.ns[0]
+    }
+    fn a(&self) -> &str {
+        &self.ns[1]
+    }
+    fn b(&self) -> &str {
+        &self.ns[2]
+    }
+
+    fn new() -> Lab {
+        let tag = format!("ptk{:04}", std::process::id() % 10_000);
+        let ns = [format!("{tag}-c"), format!("{tag}-a"), format!("{tag}-b")];
+        let dir = std::env::temp_dir().join(format!("{tag}-tokio-driver"));
+        let lab = Lab {
+            ns,
+            dir,
+            children: Vec::new(),
+        };
+        lab.teardown_net();
+        let _ = fs::remove_dir_all(&lab.dir);
+        fs::create_dir_all(&lab.dir).expect("temp dir");
+        for n in &lab.ns {
+            must("ip", &["netns", "add", n]);
+            must("ip", &["-n", n, "link", "set", "lo", "up"]);
+        }
+        let (c, a, b) = (lab.c(), lab.a(), lab.b());
+        must(
+            "ip",
+            &[
+                "link", "add", "v-ca", "netns", c, "type", "veth", "peer", "name", "v-ac", "netns", a,
+            ],
+        );
+        must(
+            "ip",
+            &[
+                "link", "add", "v-ab", "netns", a, "type", "veth", "peer", "name", "v-ba", "netns", b,
+            ],
+        );
+        for (n, dev, addr) in [
+            (c, "v-ca", "10.251.0.1/30"),
+            (a, "v-ac", "10.251.0.2/30"),
+            (a, "v-ab", "10.251.0.5/30"),
+            (b, "v-ba", "10.251.0.6/30"),
+        ] {
+            must("ip", &["-n", n, "addr", "add", addr, "dev", dev]);
+            must("ip", &["-n", n, "link", "set", dev, "up"]);
+        }
+        must(
+            "ip",
+            &["-n", c, "route", "add", "10.251.0.0/24", "via", "10.251.0.2"],
+        );
+        must(
+            "ip",
+            &["-n", b, "route", "add", "10.251.0.0/30", "via", "10.251.0.5"],
+        );
+        // The JAP's replies carry the group address as source and enter proxy 1's namespace on v-ab, where
+        // that address routes into proxy 1's own TUN: strict reverse-path filtering would drop them.
+        for n in [a, b] {
+            for key in ["all", "default", "v-ab", "v-ac", "v-ba"] {
+                let _ = run(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        n,
+                        "sysctl",
+                        "-qw",
+                        &format!("net.ipv4.conf.{key}.rp_filter=0"),
+                    ],
+                );
+            }
+        }
+        lab
+    }
+
+    fn path(&self, f: &str) -> PathBuf {
+        self.dir.join(f)
+    }
+
+    /// Starts `pias ARGS` in namespace `ns`, logging to DIR/NAME.log.
+    fn spawn(&mut self, name: &str, ns: &str, args: &[&str]) {
+        let log = fs::File::create(self.path(&format!("{name}.log"))).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, PIAS])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        self.children.push((name.to_owned(), child));
+    }
+
+    fn child(&mut self, name: &str) -> &mut Child {
+        &mut self
+            .children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("child")
+            .1
+    }
+
+    /// SIGTERM to a child (`ip netns exec` execs, so the child's pid is pias's).
+    fn terminate(&mut self, name: &str) {
+        let pid = self.child(name).id() as libc::pid_t;
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+
+    /// Waits for a child to exit within `limit`; returns its success.
+    fn wait_exit(&mut self, name: &str, limit: Duration) -> Option<bool> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = self.child(name).try_wait() {
+                return Some(st.success());
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn ctl(&self, sock: &str, what: &str) -> serde_like::Json {
+        let s = self.path(sock);
+        let out = run(PIAS, &["ctl", "--socket", s.to_str().unwrap(), what, "--json"]);
+        serde_like::Json(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for (n, _) in &self.children {
+            let t = fs::read_to_string(self.path(&format!("{n}.log"))).unwrap_or_default();
+            s.push_str(&format!("----- {n} -----\n{t}\n"));
+        }
+        s
+    }
+
+    fn teardown_net(&self) {
+        for n in &self.ns {
+            let _ = run("ip", &["netns", "del", n]);
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for (_, c) in &mut self.children {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGKILL);
+            }
+            let _ = c.wait();
+        }
+        self.teardown_net();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Minimal reading of the JSON `pias ctl --json` prints (numbers by key), without a JSON dependency.
+mod serde_like {
+    #[derive(Debug)]
+    pub(crate) struct Json(pub(crate) String);
+
+    impl Json {
+        /// The first number after `"key":`.
+        pub(crate) fn num(&self, key: &str) -> Option<u64> {
+            let pat = format!("\"{key}\":");
+            let i = self.0.find(&pat)? + pat.len();
+            let rest = self.0[i..].trim_start();
+            let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        }
+        pub(crate) fn contains(&self, s: &str) -> bool {
+            self.0.contains(s)
+        }
+    }
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns` (sockets it makes live there).
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns(2) with a valid namespace fd; it changes only this thread's network namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn udp_through_two_tokio_proxies() {
+    assert!(
+        is_root(),
+        "this test needs root (network namespaces, TUN devices, routes): run it as root, as CI does"
+    );
+    assert!(
+        Command::new("ip").arg("-V").output().is_ok(),
+        "this test needs the `ip` tool: apt-get install iproute2"
+    );
+    let started = Instant::now();
+    let mut lab = Lab::new();
+
+    // Keys and configuration.
+    let master = must(PIAS, &["key", "generate"]);
+    fs::write(lab.path("master.key"), &master).unwrap();
+    let gkey = must(
+        PIAS,
+        &[
+            "key",
+            "derive",
+            "--master-file",
+            lab.path("master.key").to_str().unwrap(),
+            "--group",
+            &format!("{GROUP}/udp"),
+        ],
+    );
+    fs::write(lab.path("group.key"), &gkey).unwrap();
+    for (i, overlay, seed, pool) in [
+        (1, "10.251.0.5", "10.251.0.6", "10.251.0.161"),
+        (2, "10.251.0.6", "10.251.0.5", "10.251.0.162"),
+    ] {
+        let cfg = format!(
+            r#"[proxy]
+id = {i}
+overlay = "{overlay}:6081"
+master_key_file = "master.key"
+anycast_prefixes = ["10.251.0.128/28"]
+registration = ["10.251.0.150"]
+nat_pool = ["{pool}"]
+seeds = ["{seed}:6081"]
+driver = "tokio"
+
+[tun]
+name = "pias0"
+
+[metrics]
+listen = "127.0.0.1:9851"
+
+[control]
+socket = "p{i}.sock"
+
+[timers]
+drain_time_ms = 500
+"#
+        );
+        fs::write(lab.path(&format!("p{i}.toml")), cfg).unwrap();
+    }
+    let (a, b, c) = (lab.a().to_owned(), lab.b().to_owned(), lab.c().to_owned());
+    let p1cfg = lab.path("p1.toml");
+    let p2cfg = lab.path("p2.toml");
+    lab.spawn("p1", &a, &["proxy", "--config", p1cfg.to_str().unwrap()]);
+    lab.spawn("p2", &b, &["proxy", "--config", p2cfg.to_str().unwrap()]);
+
+    // A UDP echo server next to proxy 2 (bounded: it stops when told, after 200 datagrams, or after 40 s).
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_echo = stop.clone();
+    let echo = in_netns(&b, move || {
+        let s = UdpSocket::bind(SERVICE).expect("bind echo");
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let end = Instant::now() + Duration::from_secs(40);
+        let mut buf = [0u8; 2048];
+        let mut served = 0;
+        while served < 200 && Instant::now() < end && !stop_echo.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..n], from);
+                served += 1;
+            }
+        }
+        served
+    });
+
+    // Both proxies up and members of each other.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m1 = lab.ctl("p1.sock", "counters");
+        let m2 = lab.ctl("p2.sock", "counters");
+        if m1.num("members") == Some(2) && m2.num("members") == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "proxies did not see each other within 10 s: {m1:?} {m2:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The TUN and its routes exist in proxy 1's namespace.
+    let routes = must("ip", &["-n", &a, "route", "show", "dev", "pias0"]);
+    for r in ["10.251.0.128/28", "10.251.0.150", "10.251.0.161"] {
+        assert!(routes.contains(r), "route {r} missing from pias0: {routes}");
+    }
+
+    // The target agent registers through the registration anycast address (proxy 2 is nearest).
+    let key = lab.path("group.key");
+    lab.spawn(
+        "target",
+        &b,
+        &[
+            "target",
+            "--group",
+            &format!("{GROUP}/udp"),
+            "--service",
+            SERVICE,
+            "--key-file",
+            key.to_str().unwrap(),
+            "--registration",
+            "10.251.0.150",
+        ],
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while !lab.ctl("p2.sock", "registrations").contains(SERVICE) {
+        assert!(
+            Instant::now() < end,
+            "the target did not register with proxy 2 within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The client: requests to the group address, answers from the group address.
+    let answers = in_netns(&c, || {
+        let s = UdpSocket::bind("10.251.0.1:0").expect("bind client");
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let group: SocketAddr = GROUP.parse().unwrap();
+        let mut answers = Vec::new();
+        let mut buf = [0u8; 2048];
+        // Until the first answer (the JAP's report may still be on its way to the RAP), then 10 more.
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut i = 0;
+        while answers.len() < 11 && Instant::now() < end && i < 60 {
+            let msg = format!("ping {i}");
+            i += 1;
+            s.send_to(msg.as_bytes(), group).unwrap();
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                answers.push((msg, String::from_utf8_lossy(&buf[..n]).into_owned(), from));
+            }
+        }
+        answers
+    })
+    .join()
+    .expect("client thread");
+    assert!(
+        answers.len() >= 11,
+        "the client got {} answers (wanted 11):\n{}",
+        answers.len(),
+        lab.logs()
+    );
+    for (sent, got, from) in &answers {
+        assert_eq!(sent, got, "echo mismatch");
+        assert_eq!(
+            from.to_string(),
+            GROUP,
+            "the answer must come from the group address"
+        );
+    }
+
+    // Counters: proxy 1 was the IAP (first packet via a RAP, later ones straight to the JAP); proxy 2
+    // delivered to the target and sent the replies.
+    let c1 = lab.ctl("p1.sock", "counters");
+    let c2 = lab.ctl("p2.sock", "counters");
+    let iap_to_rap = c1.num("iap_to_rap").unwrap() + c2.num("iap_to_rap").unwrap();
+    assert!(iap_to_rap >= 1, "no first packet through a RAP: {c1:?}");
+    assert!(
+        c1.num("iap_to_jap").unwrap() >= 10,
+        "later packets not IAP->JAP: {c1:?}"
+    );
+    assert!(c2.num("jap_delivered").unwrap() >= 11, "{c2:?}");
+    assert!(c2.num("jap_replies").unwrap() >= 11, "{c2:?}");
+    assert!(c2.num("driver_tun_rx").unwrap() >= 11, "{c2:?}");
+
+    // The Prometheus endpoint in proxy 1's namespace.
+    let metrics = in_netns(&a, || {
+        let mut s = TcpStream::connect("127.0.0.1:9851").expect("metrics connect");
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    })
+    .join()
+    .unwrap();
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    assert!(metrics.contains("\npias_iap_to_jap_total "), "{metrics}");
+    assert!(metrics.contains("\npias_members 2\n"), "{metrics}");
+
+    // Graceful stop: the agent deregisters (proxy 2 forgets the target), the proxies leave and exit, and
+    // their TUN devices and routes disappear with them.
+    lab.terminate("target");
+    assert_eq!(
+        lab.wait_exit("target", Duration::from_secs(5)),
+        Some(true),
+        "target exit"
+    );
+    assert!(
+        !lab.ctl("p2.sock", "registrations").contains(SERVICE),
+        "the target is still registered after deregistering"
+    );
+    lab.terminate("p1");
+    lab.terminate("p2");
+    assert_eq!(
+        lab.wait_exit("p1", Duration::from_secs(5)),
+        Some(true),
+        "proxy 1 exit"
+    );
+    assert_eq!(
+        lab.wait_exit("p2", Duration::from_secs(5)),
+        Some(true),
+        "proxy 2 exit"
+    );
+    for ns in [&a, &b] {
+        let o = run("ip", &["-n", ns, "link", "show", "pias0"]);
+        assert!(
+            !o.status.success(),
+            "pias0 still exists in {ns} after the proxy exited"
+        );
+        let routes = must("ip", &["-n", ns, "route"]);
+        assert!(
+            !routes.contains("10.251.0.128/28"),
+            "anycast route left in {ns}: {routes}"
+        );
+    }
+    assert!(
+        !Path::new(&lab.path("p1.sock")).exists(),
+        "control socket not removed"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let served = echo.join().unwrap();
+    assert!(served >= 11);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}
