@@ -22,9 +22,10 @@ use std::collections::{BTreeSet, BinaryHeap};
 use pias_proto::auth::MasterKey;
 use pias_proto::build::{Segment, tcp_segment, udp_packet};
 use pias_proto::control::{DeliveryMode, REGISTRATION_PORT};
+use pias_proto::geneve::UDP_PORT as OVERLAY_PORT;
 use pias_proto::packet::IpPacket;
 use pias_proto::tcp::TcpFlags;
-use pias_proto::tunnel::{DataFrame, flags};
+use pias_proto::tunnel::{DataFrame, DataHeader, flags};
 use pias_proto::{IpProtocol, ProxyId, TransportAddr};
 use pias_state::Instant;
 use pias_state::agent::{AgentConfig, TargetAgent};
@@ -732,6 +733,35 @@ impl Sim {
     fn send_overlay(&mut self, from: usize, addr: SocketAddr, bytes: Vec<u8>) {
         self.overlay_sent[from] += 1;
         let Some(to) = self.proxies.iter().position(|p| p.cfg.overlay_addr == addr) else {
+            // Not a proxy: a tunnel-mode target's overlay port (SPEC.md §11.6).
+            if let Some(h) = self.hosts.iter().position(|h| h.ip == addr.ip()) {
+                if let Ok(d) = DataFrame::new_checked(&bytes[..])
+                    && let Ok(ip) = IpPacket::new_checked(d.inner())
+                    && let Some(id) = payload_id(&ip)
+                {
+                    let proxy = self.proxies[from].id;
+                    self.trace.push((
+                        id,
+                        Hop::ProxyToTarget {
+                            proxy,
+                            target: HostId(h),
+                        },
+                    ));
+                }
+                let mut pkt = vec![0u8; bytes.len() + 64];
+                if let Ok(n) = udp_packet(self.proxies[from].cfg.overlay_addr, addr, &bytes, &mut pkt) {
+                    pkt.truncate(n);
+                    let at = self.now + latency(self.proxies[from].pos, self.hosts[h].pos);
+                    self.schedule(
+                        at,
+                        Delivery::ToHost {
+                            to: HostId(h),
+                            bytes: pkt,
+                        },
+                    );
+                }
+                return;
+            }
             self.unroutable += 1;
             return;
         };
@@ -862,6 +892,60 @@ impl Sim {
                 alive,
             } => {
                 if !*alive {
+                    return;
+                }
+                if flow.dst_port == OVERLAY_PORT && flow.proto == IpProtocol::Udp {
+                    // A tunnel-mode target: de-encapsulate, answer from the group address, send the answer
+                    // back through the JAP in a TO_TARGET frame.
+                    let payload = ip.l4_bytes().get(8..).unwrap_or(&[]);
+                    let Ok(d) = DataFrame::new_checked(payload) else {
+                        return;
+                    };
+                    let Ok(inner) = IpPacket::new_checked(d.inner()) else {
+                        return;
+                    };
+                    let Some(cf) = inner.flow() else { return };
+                    host.received.push(Received {
+                        at: now,
+                        from: SocketAddr::new(cf.src, cf.src_port),
+                        proto: cf.proto,
+                        payload: inner.l4_bytes().get(8..).unwrap_or(&[]).to_vec(),
+                        tcp_flags: 0,
+                        mss: None,
+                    });
+                    let mut reply = inner.l4_bytes().get(8..).unwrap_or(&[]).to_vec();
+                    reply.extend_from_slice(b"@");
+                    reply.extend_from_slice(name.as_bytes());
+                    let mut pkt = vec![0u8; 2048];
+                    let group = SocketAddr::new(cf.dst, cf.dst_port);
+                    let Ok(n) = udp_packet(group, SocketAddr::new(cf.src, cf.src_port), &reply, &mut pkt)
+                    else {
+                        return;
+                    };
+                    let dh = DataHeader {
+                        vni: d.vni(),
+                        flags: flags::TO_TARGET,
+                        hops: 0,
+                        ingress: ProxyId::NONE,
+                    };
+                    let mut frame = vec![0u8; n + 64];
+                    let Ok(m) = dh.encapsulate(&pkt[..n], &mut frame) else {
+                        return;
+                    };
+                    frame.truncate(m);
+                    let me = SocketAddr::new(service.ip(), OVERLAY_PORT);
+                    let jap = SocketAddr::new(flow.src, flow.src_port);
+                    if let Some(to) = self.proxies.iter().position(|p| p.cfg.overlay_addr == jap) {
+                        let at = now + latency(self.hosts[h.0].pos, self.proxies[to].pos);
+                        self.schedule(
+                            at,
+                            Delivery::Overlay {
+                                to,
+                                from: me,
+                                bytes: frame,
+                            },
+                        );
+                    }
                     return;
                 }
                 if flow.dst_port == AGENT_PORT && flow.proto == IpProtocol::Udp {

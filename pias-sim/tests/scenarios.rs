@@ -613,3 +613,70 @@ fn target_churn_costs_the_raps_little_with_hysteresis() {
         "band 25 must cut RAP reports at least 10×: {exact} vs {banded}"
     );
 }
+
+#[test]
+fn a_tunnel_mode_target_sees_the_clients_address_and_answers_from_the_group() {
+    let (mut sim, group) = line(SimConfig::default(), RapPolicy::Proximity);
+    let client = sim.add_client(ip("10.1.0.10"), (-1.0, 1.0));
+    let t = sim.add_target_with(
+        "tun",
+        SocketAddr::new(ip("10.2.0.7"), group.port),
+        group,
+        (41.0, 1.0),
+        |a| {
+            a.mode = pias_proto::control::DeliveryMode::Tunnel;
+        },
+    );
+    sim.run_for(Duration::from_secs(2));
+    for id in 1..=3u64 {
+        sim.send_udp(client, 40000, group, id, b"t");
+        sim.run_for(Duration::from_millis(300));
+        assert_eq!(replies_from(&sim, client, id), vec!["t@tun"], "packet {id}");
+    }
+    // The target saw the client's own address (no NAT), and the client saw the group's.
+    let seen = sim.received(t);
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|r| r.from == sa("10.1.0.10:40000")));
+    assert!(
+        sim.received(client)
+            .iter()
+            .all(|r| r.from == SocketAddr::new(group.ip, group.port))
+    );
+}
+
+#[test]
+fn replicate_sends_each_packet_to_two_targets_and_one_answer_back() {
+    let mut sim = Sim::new(SimConfig::default(), master());
+    for i in 0..3 {
+        sim.add_proxy((10.0 * i as f64, 0.0), |c| {
+            c.policies.default.target.replicate = 2
+        });
+    }
+    sim.run_for(Duration::from_secs(4));
+    let group = Sim::group(5, 5555, IpProtocol::Udp);
+    let client = sim.add_client(ip("10.1.0.10"), (-1.0, 0.0));
+    let a = sim.add_target("ra", sa("10.2.0.1:5555"), group, (21.0, 0.0));
+    let b = sim.add_target("rb", sa("10.2.0.2:5555"), group, (21.0, 1.0));
+    sim.run_for(Duration::from_secs(2));
+    for id in 10..15u64 {
+        sim.send_udp(client, 40000 + id as u16, group, id, b"r");
+        sim.run_for(Duration::from_millis(300));
+        let reached: Vec<HostId> = sim
+            .path(id)
+            .iter()
+            .filter_map(|h| match h {
+                Hop::ProxyToTarget { target, .. } => Some(*target),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            reached.contains(&a) && reached.contains(&b),
+            "packet {id} reached {reached:?}"
+        );
+        assert_eq!(
+            replies_from(&sim, client, id).len(),
+            1,
+            "only the primary target's answer comes back"
+        );
+    }
+}

@@ -36,8 +36,8 @@ use std::collections::VecDeque;
 
 use pias_proto::auth::{MasterKey, SipKey};
 use pias_proto::control::{
-    Answer, AnswerEntry, ControlPacket, Invalidate, MAX_ANSWER_ENTRIES, MemberStatus, Message, ProxyRecord,
-    REGISTRATION_PORT, ReportAck, Resolve,
+    Answer, AnswerEntry, ControlPacket, DeliveryMode, Invalidate, MAX_ANSWER_ENTRIES, MemberStatus, Message,
+    ProxyRecord, REGISTRATION_PORT, ReportAck, Resolve,
 };
 use pias_proto::geneve::UDP_PORT as OVERLAY_PORT;
 use pias_proto::packet::{IpPacket, emit_packet_too_big};
@@ -271,6 +271,8 @@ pub struct ProxyCounters {
     pub icmp_too_big_sent: u64,
     pub icmp_rate_limited: u64,
     pub mss_clamped: u64,
+    pub replicas_sent: u64,
+    pub replicas_dropped: u64,
     pub events_dropped: u64,
     pub outbox_dropped: u64,
     pub drop_malformed: u64,
@@ -335,6 +337,9 @@ pub struct Proxy {
     rap_sweep_at: Instant,
     counters: ProxyCounters,
     draining: bool,
+    /// Live tunnel-mode registrations by target address: frames from these addresses are accepted (§11.6),
+    /// and the JAP checks a binding's delivery mode only while any exist (the NAT-only fast path skips it).
+    tunnel_targets: std::collections::HashMap<IpAddr, u32>,
 }
 
 /// The proxy's view of membership for RAP selection.
@@ -418,6 +423,7 @@ impl Proxy {
             events: VecDeque::with_capacity(cfg.event_capacity.min(65_536)),
             counters: ProxyCounters::default(),
             draining: false,
+            tunnel_targets: std::collections::HashMap::new(),
             sealer,
             membership,
             ring,
@@ -601,6 +607,8 @@ impl Proxy {
             ("icmp_too_big_sent", c.icmp_too_big_sent),
             ("icmp_rate_limited", c.icmp_rate_limited),
             ("mss_clamped", c.mss_clamped),
+            ("replicas_sent", c.replicas_sent),
+            ("replicas_dropped", c.replicas_dropped),
             ("events_dropped", c.events_dropped),
             ("outbox_dropped", c.outbox_dropped),
             ("drop_malformed", c.drop_malformed),
@@ -799,10 +807,21 @@ impl Proxy {
         }
         while let Some(ev) = self.registry.poll_event() {
             match ev {
-                RegistryEvent::TargetUp { group, service, .. } => {
+                RegistryEvent::TargetUp {
+                    group, service, mode, ..
+                } => {
+                    if mode == DeliveryMode::Tunnel {
+                        *self.tunnel_targets.entry(service.ip).or_default() += 1;
+                    }
                     self.push_event(Event::TargetUp { group, service });
                 }
                 RegistryEvent::TargetDown { group, service, .. } => {
+                    if let Some(n) = self.tunnel_targets.get_mut(&service.ip) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.tunnel_targets.remove(&service.ip);
+                        }
+                    }
                     self.nat.remove_where_target(service.ip, Some(service.port));
                     self.push_event(Event::TargetDown { group, service });
                 }
@@ -861,23 +880,27 @@ impl Proxy {
             return self.control(now, from, payload);
         }
         self.counters.data_in += 1;
-        // Data frames only from the overlay address of a live member (SPEC.md §4.1).
-        if self.membership.id_by_addr(from).is_none() && from != self.cfg.overlay_addr {
-            return Verdict::Drop(DropReason::DataFromStranger);
-        }
         let Ok(frame) = DataFrame::new_checked(pkt.bytes()) else {
             return Verdict::Drop(DropReason::Malformed);
         };
         let hdr = frame.header();
         let inner_off = frame.inner_offset();
+        // Data frames only from the overlay address of a live member (SPEC.md §4.1), or a tunnel-mode
+        // target's reply from a registered target address (§11.6).
+        let member = self.membership.id_by_addr(from).is_some() || from == self.cfg.overlay_addr;
+        let target_reply = hdr.flags & flags::TO_TARGET != 0 && self.tunnel_targets.contains_key(&from.ip());
+        if target_reply {
+            return self.tunnel_reply(from, pkt, inner_off);
+        }
+        if !member {
+            return Verdict::Drop(DropReason::DataFromStranger);
+        }
         if hdr.flags & flags::TO_RAP != 0 {
             return self.rap_relay(now, hdr, pkt, inner_off);
         }
         if hdr.flags & flags::TO_TARGET != 0 {
-            // A tunnel-mode target's reply through its JAP: forward the client packet unchanged.
-            pkt.strip_front(inner_off);
-            self.counters.jap_replies += 1;
-            return Verdict::Host;
+            // TO_TARGET frames go to targets, not proxies: from a member they are misdirected.
+            return Verdict::Drop(DropReason::Unsupported);
         }
         pkt.strip_front(inner_off);
         self.jap_deliver(now, hdr.ingress, pkt)
@@ -1086,10 +1109,91 @@ impl Proxy {
         if let Some(f) = tcp {
             self.nat.observe_tcp(tr.id, f, Direction::Forward, now);
         }
+        // A tunnel-mode target gets the client's packet unchanged, in a data frame (SPEC.md §11.6); the
+        // binding still pins the flow to it.
+        if !self.tunnel_targets.is_empty()
+            && let Some(b) = self.nat.get(tr.id)
+            && let Some(t) = self.registry.target(b.tag)
+            && t.mode == DeliveryMode::Tunnel
+            && t.service.ip == tr.dst
+        {
+            let h = DataHeader {
+                vni: self.cfg.vni,
+                flags: flags::TO_TARGET,
+                hops: 0,
+                ingress: self.me,
+            };
+            self.counters.jap_delivered += 1;
+            return match encapsulate(pkt, &h) {
+                Ok(()) => Verdict::Overlay(SocketAddr::new(t.service.ip, OVERLAY_PORT)),
+                Err(()) => Verdict::Drop(DropReason::Malformed),
+            };
+        }
         if ip.set_src_dst(tr.src, tr.src_port, tr.dst, tr.dst_port).is_err() {
             return Verdict::Drop(DropReason::Malformed);
         }
+        let opts = self.cfg.policies.lookup(&group).target;
+        if opts.replicate > 1 && flow.proto == IpProtocol::Udp {
+            self.replicate(&group, &flow, &opts, (tr.dst, tr.dst_port), pkt.bytes());
+        }
         self.counters.jap_delivered += 1;
+        Verdict::Host
+    }
+
+    /// `replicate` (SPEC.md §9.5): copies of a UDP packet, already translated for its primary target, go to
+    /// the other chosen targets too, from the same pool endpoint. Replies only come back from the primary
+    /// (the binding's target); a replica's reply finds no binding and is dropped, counted. The copies are
+    /// queued for `poll_transmit` (bounded); this is the one data path that allocates, and only when the
+    /// operator asked for replication.
+    fn replicate(
+        &mut self,
+        group: &TransportAddr,
+        flow: &FlowKey,
+        opts: &crate::registry::TargetOptions,
+        primary: (IpAddr, u16),
+        translated: &[u8],
+    ) {
+        let fh = flow_hash(&self.flow_key, flow);
+        let Some(choice) = self.registry.choose_target(group, flow, fh, opts) else {
+            return;
+        };
+        for t in choice.iter() {
+            if (t.service.ip, t.service.port) == primary || t.mode != DeliveryMode::Nat {
+                continue;
+            }
+            if self.host_out.len() >= HOST_OUT_CAPACITY {
+                self.counters.replicas_dropped += 1;
+                continue;
+            }
+            let mut copy = translated.to_vec();
+            if let Ok(mut ip) = IpPacket::new_checked(&mut copy[..])
+                && ip.set_dst(t.service.ip, t.service.port).is_ok()
+            {
+                self.host_out.push_back(copy);
+                self.counters.replicas_sent += 1;
+            }
+        }
+    }
+
+    /// A tunnel-mode target's reply in a TO_TARGET frame: forwarded to the client unchanged if its source
+    /// is a group the sending target is registered for (a target cannot speak for another group).
+    fn tunnel_reply(&mut self, from: SocketAddr, pkt: &mut PacketBuf<'_>, inner_off: usize) -> Verdict {
+        let Ok(ip) = IpPacket::new_checked(&pkt.bytes()[inner_off..]) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let Some(flow) = ip.flow() else {
+            return Verdict::Drop(DropReason::Unsupported);
+        };
+        let group = flow.src_ta();
+        let ok = self
+            .registry
+            .targets(&group)
+            .any(|t| t.mode == DeliveryMode::Tunnel && t.service.ip == from.ip());
+        if !ok {
+            return Verdict::Drop(DropReason::Rejected);
+        }
+        pkt.strip_front(inner_off);
+        self.counters.jap_replies += 1;
         Verdict::Host
     }
 

@@ -33,7 +33,7 @@ fn config_errors_name_the_field() {
 fn garbage_is_counted_and_changes_nothing() {
     let mut p = Proxy::new(cfg(), Instant::ZERO).unwrap();
     let now = Instant::from_secs(1);
-    let mut raw = [0u8; 256];
+    let mut raw = [0u8; 512];
     for len in [0usize, 1, 7, 8, 20, 60, 200] {
         for fill in [0u8, 0xff, 0x45, 0x60] {
             raw[HEADROOM..HEADROOM + len].fill(fill);

@@ -640,6 +640,11 @@ impl Registry {
             + self.weights.capacity() * 8
     }
 
+    /// The live registration in `slot` (the NAT binding's tag names it).
+    pub fn target(&self, slot: u32) -> Option<TargetInfo> {
+        self.info(slot)
+    }
+
     fn info(&self, slot: u32) -> Option<TargetInfo> {
         let r = self.regs.get(slot as usize)?.as_ref()?;
         Some(TargetInfo {
