@@ -198,3 +198,38 @@ fn log_event(ev: &AgentEvent) {
         AgentEvent::Refused { jap, status } => warn!(%jap, ?status, "registration refused"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn health_checks_pass_and_fail_on_loopback() {
+        let t = Duration::from_millis(300);
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = l.local_addr().unwrap();
+        assert!(HealthCheck::Tcp { addr: up }.run(t).await);
+        drop(l);
+        assert!(!HealthCheck::Tcp { addr: up }.run(t).await);
+
+        let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut b = [0u8; 64];
+            if let Ok((n, from)) = echo.recv_from(&mut b).await {
+                let _ = echo.send_to(&b[..n], from).await;
+            }
+        });
+        let payload = b"ping".to_vec();
+        assert!(
+            HealthCheck::Udp {
+                addr,
+                payload: payload.clone()
+            }
+            .run(t)
+            .await
+        );
+        // The echo answered once and is gone: no answer (or port unreachable) fails.
+        assert!(!HealthCheck::Udp { addr, payload }.run(t).await);
+    }
+}

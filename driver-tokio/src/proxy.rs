@@ -252,6 +252,7 @@ impl Core {
                 Some(Err(e)) => {
                     self.counters.tun_rx_errors += 1;
                     debug!(error = %e, "TUN read failed");
+                    guard.clear();
                     break;
                 }
             };
@@ -276,9 +277,11 @@ impl Core {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    // ICMP errors surface here (e.g. port unreachable from a dead peer); not fatal.
+                    // ICMP errors surface here (e.g. port unreachable from a dead peer); not fatal. Each
+                    // takes a place in the batch, so a stream of errors cannot spin the loop.
                     self.counters.overlay_rx_errors += 1;
                     debug!(error = %e, "overlay receive error");
+                    got += 1;
                     continue;
                 }
             };

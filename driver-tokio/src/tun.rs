@@ -120,6 +120,11 @@ impl ReadyGuard<'_> {
     pub fn recv(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         self.guard.try_io(|fd| read_fd(fd.get_ref(), buf)).ok()
     }
+
+    /// Forgets the readiness (after an error, so a persistent error cannot spin the loop).
+    pub fn clear(&mut self) {
+        self.guard.clear_ready();
+    }
 }
 
 fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {

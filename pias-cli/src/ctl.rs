@@ -20,10 +20,14 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+/// `--help`'s description (clap replaces a subcommand struct's doc comment with its variant's, so it
+/// goes in `before_long_help`, placed by [`crate::proxy::HELP_TEMPLATE`]).
+const LONG_ABOUT: &str = "\nShows a running proxy's state: members, groups as RAP, registrations as JAP, IAP cache, NAT table, counters. Human tables by default, --json for machines.";
+
 /// Shows a running proxy's state: members, groups as RAP, registrations as JAP, IAP cache, NAT table,
 /// counters. Human tables by default, --json for machines.
 #[derive(Debug, ClapArgs)]
-#[command(after_help = "\
+#[command(help_template = crate::proxy::HELP_TEMPLATE, before_help = "\nMore with --help.", before_long_help = LONG_ABOUT, after_help = "\
 Examples:
   pias ctl --socket /run/pias/pias0.sock members
   pias ctl --socket /run/pias/pias0.sock cache           # which JAPs this IAP uses per group
@@ -608,7 +612,13 @@ mod tests {
             let d = dump(w, 10, &p, &DriverCounters::default(), Instant::ZERO);
             let t = format(w, &d);
             assert!(!t.is_empty(), "{w:?}");
-            assert!(t.lines().next().unwrap().starts_with(|c: char| c.is_ascii_uppercase()), "{t}");
+            assert!(
+                t.lines()
+                    .next()
+                    .unwrap()
+                    .starts_with(|c: char| c.is_ascii_uppercase()),
+                "{t}"
+            );
         }
         let d = dump(What::Counters, 10, &p, &DriverCounters::default(), Instant::ZERO);
         assert_eq!(d["driver_tun_rx"], json!(0));

@@ -10,10 +10,14 @@ use pias_proto::auth::{MacKey, MasterKey};
 
 use crate::target::parse_group;
 
+/// `--help`'s description (clap replaces a subcommand struct's doc comment with its variant's, so it
+/// goes in `before_long_help`, placed by [`crate::proxy::HELP_TEMPLATE`]).
+const LONG_ABOUT: &str = "\nKeys: the operator's master key (every proxy holds it) and the per-group registration keys derived from it (each target holds only its group's).";
+
 /// Keys: the operator's master key (every proxy holds it) and the per-group registration keys derived from
 /// it (each target holds only its group's).
 #[derive(Debug, ClapArgs)]
-#[command(after_help = "\
+#[command(help_template = crate::proxy::HELP_TEMPLATE, before_help = "\nMore with --help.", before_long_help = LONG_ABOUT, after_help = "\
 Examples:
   pias key generate > /etc/pias/master.key && chmod 600 /etc/pias/master.key
   pias key derive --master-file /etc/pias/master.key --group 10.99.0.1:53/udp > dns.key

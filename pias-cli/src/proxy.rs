@@ -8,6 +8,10 @@ use clap::Args as ClapArgs;
 use driver_tokio::{ProxyDriver, Signals};
 use tracing::{info, warn};
 
+/// `--help`'s description (clap replaces a subcommand struct's doc comment with its variant's, so it
+/// goes in `before_long_help`, placed by [`crate::proxy::HELP_TEMPLATE`]).
+const LONG_ABOUT: &str = "\nRuns a PIAS proxy: every role (IAP, RAP, JAP) for every group, on one TUN device and one overlay socket.\n\nAt start the proxy creates its TUN device (it vanishes when the process exits), routes the anycast prefixes, the registration addresses and its NAT pool into it, sets the forwarding sysctls, binds the overlay socket (UDP 6081) and joins the overlay through its seeds. Needs root (CAP_NET_ADMIN).\n\nSIGINT/SIGTERM: the proxy leaves the overlay (peers and targets move away) and keeps forwarding for drain_time, then exits; a second signal exits at once.";
+
 /// Runs a PIAS proxy: every role (IAP, RAP, JAP) for every group, on one TUN device and one overlay socket.
 ///
 /// At start the proxy creates its TUN device (it vanishes when the process exits), routes the anycast
@@ -17,7 +21,7 @@ use tracing::{info, warn};
 /// SIGINT/SIGTERM: the proxy leaves the overlay (peers and targets move away) and keeps forwarding for
 /// drain_time, then exits; a second signal exits at once.
 #[derive(Debug, ClapArgs)]
-#[command(after_help = "\
+#[command(help_template = crate::proxy::HELP_TEMPLATE, before_help = "\nMore with --help.", before_long_help = LONG_ABOUT, after_help = "\
 Examples:
   pias proxy --example-config > /etc/pias/p1.toml     # every key, commented
   pias key generate > /etc/pias/master.key
@@ -42,6 +46,11 @@ pub(crate) struct Args {
     #[arg(long, default_value = "info")]
     log: String,
 }
+
+/// The help layout of the subcommands: their long description (`before_long_help`) under the one-line
+/// summary. `-h` shows the summary only.
+pub(crate) const HELP_TEMPLATE: &str =
+    "{about-with-newline}{before-help}{usage-heading} {usage}\n\n{all-args}{after-help}";
 
 /// Logs to stderr, filtered by RUST_LOG or `default`.
 pub(crate) fn init_logging(default: &str) {

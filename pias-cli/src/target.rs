@@ -10,6 +10,10 @@ use pias_proto::control::{DeliveryMode, REGISTRATION_PORT};
 use pias_proto::{IpProtocol, TransportAddr};
 use pias_state::agent::AgentConfig;
 
+/// `--help`'s description (clap replaces a subcommand struct's doc comment with its variant's, so it
+/// goes in `before_long_help`, placed by [`crate::proxy::HELP_TEMPLATE`]).
+const LONG_ABOUT: &str = "\nRegisters a service as a target of a group, keeps the registration alive, and deregisters on SIGINT/SIGTERM.\n\nThe agent sends Register/Refresh to the registration anycast address (UDP port 6082): routing takes it to the nearest proxy, which becomes the group's JAP for this target. If that proxy dies, the agent notices within hold_ms and registers again through anycast (another proxy answers).";
+
 /// Registers a service as a target of a group, keeps the registration alive, and deregisters on
 /// SIGINT/SIGTERM.
 ///
@@ -17,7 +21,7 @@ use pias_state::agent::AgentConfig;
 /// to the nearest proxy, which becomes the group's JAP for this target. If that proxy dies, the agent
 /// notices within hold_ms and registers again through anycast (another proxy answers).
 #[derive(Debug, ClapArgs)]
-#[command(after_help = "\
+#[command(help_template = crate::proxy::HELP_TEMPLATE, before_help = "\nMore with --help.", before_long_help = LONG_ABOUT, after_help = "\
 Examples:
   # a DNS server on this host, NAT mode (it sees the proxy's NAT pool address as the client):
   pias target --group 10.99.0.1:53/udp --service 10.2.0.1:53 --key-file dns.key --registration 10.99.0.250
