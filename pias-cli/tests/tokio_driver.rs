@@ -117,19 +117,13 @@ impl Lab {
         // The JAP's replies carry the group address as source and enter proxy 1's namespace on v-ab, where
         // that address routes into proxy 1's own TUN: strict reverse-path filtering would drop them.
         for n in [a, b] {
-            for key in ["all", "default", "v-ab", "v-ac", "v-ba"] {
-                let _ = run(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        n,
-                        "sysctl",
-                        "-qw",
-                        &format!("net.ipv4.conf.{key}.rp_filter=0"),
-                    ],
-                );
-            }
+            in_netns(n, || {
+                for key in ["all", "default", "v-ab", "v-ac", "v-ba"] {
+                    let _ = fs::write(format!("/proc/sys/net/ipv4/conf/{key}/rp_filter"), "0");
+                }
+            })
+            .join()
+            .expect("rp_filter");
         }
         lab
     }
