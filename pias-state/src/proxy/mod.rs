@@ -1224,25 +1224,25 @@ impl Proxy {
     // ----- host input -----
 
     fn host_inner(&mut self, now: Instant, pkt: &mut PacketBuf<'_>) -> Verdict {
-        let (dst, proto, dport, src, sport) = {
+        // One parse decides the path and gives the IAP everything its hit path needs.
+        let (dst, flow, syn) = {
             let Ok(ip) = IpPacket::new_checked(pkt.bytes()) else {
                 return Verdict::Drop(DropReason::Malformed);
             };
-            let f = ip.flow();
-            (
-                ip.dst_addr(),
-                ip.l4_protocol(),
-                f.map(|f| f.dst_port),
-                ip.src_addr(),
-                f.map(|f| f.src_port),
-            )
+            let flow = packet_flow(&ip);
+            let dst = match (&flow, ip.is_icmp_error()) {
+                (Some(f), false) => f.dst,
+                _ => ip.dst_addr(),
+            };
+            (dst, flow, ip.tcp_flags().is_some_and(|f| f.syn()))
         };
-        if proto == IpProtocol::Udp
-            && dport == Some(REGISTRATION_PORT)
+        if let Some(f) = flow
+            && f.proto == IpProtocol::Udp
+            && f.dst_port == REGISTRATION_PORT
             && self.cfg.registration_addrs.contains(&dst)
         {
             let local = SocketAddr::new(dst, REGISTRATION_PORT);
-            let from = SocketAddr::new(src, sport.unwrap_or(0));
+            let from = SocketAddr::new(f.src, f.src_port);
             let Ok(ip) = IpPacket::new_checked(pkt.bytes()) else {
                 return Verdict::Drop(DropReason::Malformed);
             };
@@ -1255,7 +1255,10 @@ impl Proxy {
         if self.cfg.nat.pool.contains(&dst) {
             return self.jap_reply(now, pkt);
         }
-        self.iap_ingress(now, pkt)
+        let Some(flow) = flow else {
+            return Verdict::Drop(DropReason::Unsupported);
+        };
+        self.iap_ingress(now, pkt, flow, syn)
     }
 
     /// A target's reply to the NAT pool: translate back and send to the client from the group address.
@@ -1304,18 +1307,8 @@ impl Proxy {
     }
 
     /// A client's packet to a group: the IAP's job.
-    fn iap_ingress(&mut self, now: Instant, pkt: &mut PacketBuf<'_>) -> Verdict {
+    fn iap_ingress(&mut self, now: Instant, pkt: &mut PacketBuf<'_>, flow: FlowKey, syn: bool) -> Verdict {
         let inner_mtu = self.cfg.inner_mtu();
-        // One parse for everything the hit path needs; only SYNs are parsed again (to clamp the MSS).
-        let (flow, syn) = {
-            let Ok(ip) = IpPacket::new_checked(pkt.bytes()) else {
-                return Verdict::Drop(DropReason::Malformed);
-            };
-            let Some(flow) = packet_flow(&ip) else {
-                return Verdict::Drop(DropReason::Unsupported);
-            };
-            (flow, ip.tcp_flags().is_some_and(|f| f.syn()))
-        };
         let group = flow.dst_ta();
         if pkt.len() > inner_mtu && !may_fragment(pkt.bytes()) {
             self.too_big(now, pkt.bytes(), &group, inner_mtu);

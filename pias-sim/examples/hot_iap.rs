@@ -1,0 +1,56 @@
+//! Instruction count of the IAP hit path, for `valgrind --tool=callgrind` (counts instructions, not time,
+//! so the figure is repeatable on a busy machine). Sets up two proxies and a target in the simulator,
+//! then calls `handle_host` N times with the same client packet (a cache hit that encapsulates to the JAP).
+//!
+//! ```text
+//! cargo build --release -p pias-sim --example hot_iap
+//! valgrind --tool=callgrind target/release/examples/hot_iap 0        # setup only
+//! valgrind --tool=callgrind target/release/examples/hot_iap 200000   # setup + 200k hits
+//! ```
+//! (difference of the two totals) / 200000 = instructions per packet.
+use pias_proto::IpProtocol;
+use pias_proto::auth::MasterKey;
+use pias_proto::build::udp_packet;
+use pias_sim::{Sim, SimConfig};
+use pias_state::proxy::{HEADROOM, PacketBuf};
+use std::net::SocketAddr;
+use std::time::Duration;
+fn main() {
+    let mut sim = Sim::new(SimConfig::default(), MasterKey::from_bytes([0x11; 32]));
+    sim.add_proxy((0.0, 0.0), |_| {});
+    sim.add_proxy((10.0, 0.0), |_| {});
+    sim.run_for(Duration::from_secs(4));
+    let group = Sim::group(1, 5300, IpProtocol::Udp);
+    let client = sim.add_client("10.1.0.10".parse().unwrap(), (-1.0, 0.0));
+    sim.add_target("t1", "10.2.0.1:5300".parse().unwrap(), group, (11.0, 0.0));
+    sim.run_for(Duration::from_secs(2));
+    sim.send_udp(client, 40000, group, 1, b"warm");
+    sim.run_for(Duration::from_millis(200));
+    let mut pkt = vec![0u8; 256];
+    let n = udp_packet(
+        "10.1.0.10:40000".parse().unwrap(),
+        SocketAddr::new(group.ip, group.port),
+        &[7u8; 64],
+        &mut pkt,
+    )
+    .unwrap();
+    let now = sim.now();
+    let mut buf = vec![0u8; 2048];
+    let p = sim.proxy_mut(0).unwrap();
+    let iters: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let mut k = 0u64;
+    for _ in 0..iters {
+        buf[HEADROOM..HEADROOM + n].copy_from_slice(&pkt[..n]);
+        let mut pb = PacketBuf::new(&mut buf, HEADROOM, HEADROOM + n);
+        if matches!(
+            p.handle_host(now, &mut pb),
+            pias_state::proxy::Verdict::Overlay(_)
+        ) {
+            k += 1;
+        }
+    }
+    println!("{k}");
+}
