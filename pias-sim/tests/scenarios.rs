@@ -680,3 +680,46 @@ fn replicate_sends_each_packet_to_two_targets_and_one_answer_back() {
         );
     }
 }
+
+#[test]
+fn the_k_raps_of_a_group_hold_the_same_view() {
+    let (mut sim, group) = line(SimConfig::default(), RapPolicy::Proximity);
+    sim.add_target(
+        "t4",
+        SocketAddr::new(ip("10.2.0.4"), group.port),
+        group,
+        (30.0, 1.0),
+    );
+    sim.add_target(
+        "t5",
+        SocketAddr::new(ip("10.2.0.5"), group.port),
+        group,
+        (40.0, 1.0),
+    );
+    sim.add_target(
+        "t5b",
+        SocketAddr::new(ip("10.2.0.6"), group.port),
+        group,
+        (40.0, 2.0),
+    );
+    sim.run_for(Duration::from_secs(2));
+    let raps = sim.proxy(0).unwrap().raps_of(&group);
+    assert_eq!(raps.len(), 3);
+    let view = |i: u32| {
+        let mut v: Vec<(u32, u32)> = sim
+            .proxy(i as usize - 1)
+            .unwrap()
+            .rap()
+            .japs(&group)
+            .iter()
+            .map(|j| (j.jap.0, j.count))
+            .collect();
+        v.sort();
+        v
+    };
+    let first = view(raps[0].0);
+    assert_eq!(first, vec![(4, 1), (5, 2)], "JAP p4 has one target, p5 two");
+    for r in &raps[1..] {
+        assert_eq!(view(r.0), first, "RAP {r} disagrees");
+    }
+}
