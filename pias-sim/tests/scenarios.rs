@@ -723,3 +723,35 @@ fn the_k_raps_of_a_group_hold_the_same_view() {
         assert_eq!(view(r.0), first, "RAP {r} disagrees");
     }
 }
+
+#[test]
+fn proximity_sends_each_client_to_the_jap_nearest_its_iap() {
+    let (mut sim, group) = line(SimConfig::default(), RapPolicy::Proximity);
+    // Let Vivaldi coordinates settle from the probes' RTT samples.
+    sim.run_for(Duration::from_secs(10));
+    let west = sim.add_client(ip("10.1.0.10"), (-1.0, 1.0));
+    let east = sim.add_client(ip("10.1.0.20"), (41.0, -1.0));
+    sim.add_target(
+        "near-p2",
+        SocketAddr::new(ip("10.2.0.2"), group.port),
+        group,
+        (10.0, 1.0),
+    );
+    sim.add_target(
+        "near-p5",
+        SocketAddr::new(ip("10.2.0.5"), group.port),
+        group,
+        (40.0, 1.0),
+    );
+    sim.run_for(Duration::from_secs(2));
+    for k in 0..10u64 {
+        sim.send_udp(west, 48000 + k as u16, group, 3000 + k, b"w");
+        sim.send_udp(east, 48000 + k as u16, group, 4000 + k, b"e");
+        sim.run_for(Duration::from_millis(200));
+    }
+    sim.run_for(Duration::from_millis(300));
+    for k in 0..10u64 {
+        assert_eq!(replies_from(&sim, west, 3000 + k), vec!["w@near-p2"]);
+        assert_eq!(replies_from(&sim, east, 4000 + k), vec!["e@near-p5"]);
+    }
+}

@@ -1077,11 +1077,11 @@ impl Membership {
         if self.coord.update(&rc, rtt, u64::from(sender)).is_err() {
             return;
         }
-        if self.left_at.is_some()
-            || self
-                .last_coord_flood
-                .is_some_and(|t| now < t + self.cfg.coord_flood_interval)
-        {
+        // The first floods come quickly (1 s, 2 s, 4 s, … apart) so that proximity works soon after a proxy
+        // starts, when its coordinate moves most; then at most once per `coord_flood_interval` (§7.5).
+        let interval = Duration::from_secs(1u64 << self.counters.coord_floods.min(16))
+            .min(self.cfg.coord_flood_interval);
+        if self.left_at.is_some() || self.last_coord_flood.is_some_and(|t| now < t + interval) {
             return;
         }
         let (a, b) = (self.coord.position(), self.published.position());
