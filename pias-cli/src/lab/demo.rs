@@ -206,7 +206,7 @@ fn tour(lab: &Lab) -> Result<()> {
     head("5. kill a JAP (SIGKILL a `pias proxy` that delivers to targets, not the client's ingress)");
     let mut picked = None;
     for c in plan.of(Kind::Client) {
-        let (_, p) = traced_dig(lab, c, g)?;
+        let Ok((_, p)) = traced_dig(lab, c, g) else { continue };
         let iap = p.direct.first().or(p.via_rap.first()).cloned();
         if let (Some(iap), Some(jap)) = (iap, p.jap.first().cloned())
             && iap != jap
@@ -241,8 +241,10 @@ fn tour(lab: &Lab) -> Result<()> {
                     summary(&probes, at)
                 ),
             }
-            let (site, p) = traced_dig(lab, c, g)?;
-            println!("    now: {}", p.describe(&c.name, &site));
+            match traced_dig(lab, c, g) {
+                Ok((site, p)) => println!("    now: {}", p.describe(&c.name, &site)),
+                Err(e) => println!("    now: FAILED {e:#}"),
+            }
             services::up(lab, true)?;
             println!("    {jap} restarted");
         }
@@ -275,7 +277,11 @@ fn tour(lab: &Lab) -> Result<()> {
             summary(&probes, at)
         ),
     }
-    let (site, p) = traced_dig(lab, c1, g)?;
-    println!("    now: {}", p.describe(&c1.name, &site));
+    match traced_dig(lab, c1, g) {
+        Ok((site, p)) => println!("    now: {}", p.describe(&c1.name, &site)),
+        Err(e) => println!("    now: FAILED {e:#}"),
+    }
+    services::up(lab, true)?;
+    println!("    {ing} restarted; `pias lab status` shows {} back on it", c1.name);
     Ok(())
 }

@@ -297,19 +297,17 @@ pub(crate) struct Path {
 impl Path {
     pub(crate) fn describe(&self, client: &str, target: &str) -> String {
         let j = |v: &Vec<String>| if v.is_empty() { "?".to_owned() } else { v.join("+") };
-        if !self.via_rap.is_empty() {
-            format!(
-                "{client} → {} (IAP) → {} (RAP) → {} (JAP) → {target}   [4 segments]",
-                j(&self.via_rap),
-                j(&self.rap),
-                j(&self.jap)
-            )
-        } else {
-            format!(
-                "{client} → {} (IAP) → {} (JAP) → {target}   [3 segments]",
-                j(&self.direct),
-                j(&self.jap)
-            )
+        let four = format!(
+            "{client} → {} (IAP) → {} (RAP) → {} (JAP) → {target}",
+            j(&self.via_rap),
+            j(&self.rap),
+            j(&self.jap)
+        );
+        let three = format!("{client} → {} (IAP) → {} (JAP) → {target}", j(&self.direct), j(&self.jap));
+        match (self.via_rap.is_empty(), self.direct.is_empty()) {
+            (false, true) => format!("{four}   [4 segments]"),
+            (false, false) => format!("{four}   [4 segments for the first packet, then 3: IAP → JAP]"),
+            _ => format!("{three}   [3 segments]"),
         }
     }
 }

@@ -44,6 +44,10 @@ pub(crate) fn daemon(lab: &Lab, node: &str, name: &str) -> Result<Daemon> {
     Ok(Daemon::new(&n.ns, &lab.node_dir(node), name))
 }
 
+fn daemon_running(lab: &Lab, n: &Node, name: &str) -> bool {
+    Daemon::new(&n.ns, &lab.node_dir(&n.name), name).running()
+}
+
 pub(crate) fn bird_ctl(lab: &Lab, node: &str) -> String {
     lab.node_dir(node).join("bird.ctl").display().to_string()
 }
@@ -56,6 +60,7 @@ pub(crate) fn up(lab: &Lab, wait: bool) -> Result<()> {
     start_bird(lab)?;
     start_sites(lab)?;
     piascfg::write_keys(lab)?;
+    wait_unicast(lab, Duration::from_secs(30))?;
     for p in lab.plan.of(Kind::Proxy) {
         start_proxy(lab, p)?;
     }
@@ -206,6 +211,24 @@ pub(crate) fn start_agents(lab: &Lab, s: &Node) -> Result<()> {
     for g in lab.plan.groups.iter().filter(|g| g.sites.contains(&s.name)) {
         let argv = piascfg::agent_argv(lab, s, g, None)?;
         agent_daemon(lab, s, g).start(&argv)?;
+    }
+    Ok(())
+}
+
+/// Waits until OSPF gives every proxy a route to every other proxy's overlay address. Proxies start only
+/// then: a proxy that cannot reach its seeds when it starts stays outside the overlay.
+fn wait_unicast(lab: &Lab, t: Duration) -> Result<()> {
+    let proxies: Vec<&Node> = lab.plan.of(Kind::Proxy).collect();
+    let ok = wait_for(t, || {
+        proxies.iter().all(|p| {
+            proxies.iter().filter(|q| q.name != p.name).all(|q| {
+                net::output("ip", &["-n", &p.ns, "route", "get", &q.addr4().to_string()])
+                    .is_ok_and(|o| o.status.success())
+            })
+        })
+    });
+    if !ok {
+        anyhow::bail!("OSPF gave the proxies no routes to each other in {t:?}: see {}/*/bird.log", lab.dir.display());
     }
     Ok(())
 }
