@@ -10,6 +10,7 @@ mod config;
 mod ctl;
 mod decode;
 mod key;
+mod lab;
 mod metrics;
 mod proxy;
 mod target;
@@ -40,6 +41,9 @@ enum Cmd {
     Key(key::Args),
     /// Show a running proxy's state (members, groups, registrations, cache, NAT, counters).
     Ctl(ctl::Args),
+    /// A namespace lab: routers running OSPF (BIRD 2), clients, PIAS proxies announcing the anycast prefixes,
+    /// and target sites with dnsmasq and an HTTP server. `pias lab demo` shows it all working.
+    Lab(lab::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Cmd::Target(a) => target::run(a),
         Cmd::Key(a) => key::run(a),
         Cmd::Ctl(a) => ctl::run(a),
+        Cmd::Lab(a) => lab::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
