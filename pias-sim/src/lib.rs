@@ -12,12 +12,27 @@
 //!   a minimal TCP responder, and a real `TargetAgent`).
 //! - **Faults**: proxy crashes and restarts, target kills, partitions between sets of proxies.
 //!
+//! - **Topologies** (optional, [`Sim::set_topology`]): a GT-ITM-style transit-stub graph or a latency matrix
+//!   from a file ([`topology`]); proxies and hosts added with [`Sim::add_proxy_at`], [`Sim::add_client_at`] and
+//!   [`Sim::add_target_at`] attach to its nodes and their latency is the graph's shortest path plus their access
+//!   links. Anycast then reaches the nearest proxy by the topology's routing, or, for a chosen fraction of hosts
+//!   ([`Sim::set_anycast_detour`]), a policy-induced non-nearest one.
+//!
+//! Timers live in a heap keyed by (deadline, node) with lazy invalidation, so a step costs O(log n) in the
+//! number of proxies, and overlay, pool and host addresses are found by hash: thousands of proxies run.
+//! The scale experiments of `pias sim` are in [`experiments`].
+//!
 //! Same seed, same calls: same run, bit for bit (a test checks it).
+
+pub mod experiments;
+pub mod topology;
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
+use std::cell::Cell;
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
 
 use pias_proto::auth::MasterKey;
 use pias_proto::build::{Segment, tcp_segment, udp_packet};
@@ -29,8 +44,9 @@ use pias_proto::tunnel::{DataFrame, DataHeader, flags};
 use pias_proto::{IpProtocol, ProxyId, TransportAddr};
 use pias_state::Instant;
 use pias_state::agent::{AgentConfig, TargetAgent};
-use pias_state::proxy::{HEADROOM, PacketBuf, Proxy, ProxyConfig, Verdict};
+use pias_state::proxy::{Event, HEADROOM, PacketBuf, Proxy, ProxyConfig, Verdict};
 use pias_state::seal::Dest;
+pub use topology::{Attach, Topology};
 
 /// The anycast prefix groups live in (IPv4).
 pub const ANYCAST_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 0);
@@ -100,10 +116,30 @@ pub struct Received {
     pub mss: Option<u16>,
 }
 
+/// What a proxy's membership said about another proxy (see [`Sim::watch_members`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberNews {
+    Up,
+    Suspect,
+    Down,
+}
+
+/// One membership event of one proxy, logged while [`Sim::watch_members`] is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberNote {
+    pub at: Instant,
+    /// Index of the proxy that emitted it.
+    pub by: usize,
+    /// The proxy it is about.
+    pub about: ProxyId,
+    pub news: MemberNews,
+}
+
 #[derive(Debug)]
 struct SimProxy {
     id: ProxyId,
     pos: (f64, f64),
+    at: Option<Attach>,
     cfg: ProxyConfig,
     proxy: Option<Proxy>,
     incarnation: u32,
@@ -124,7 +160,10 @@ struct Host {
     name: String,
     ip: IpAddr,
     pos: (f64, f64),
+    at: Option<Attach>,
     pinned_iap: Option<usize>,
+    /// Anycast route cache: (routing epoch, proxy).
+    route: Cell<Option<(u64, usize)>>,
     kind: HostKind,
     received: Vec<Received>,
 }
@@ -165,7 +204,24 @@ pub struct Sim {
     pub overlay_sent: Vec<u64>,
     /// Packets the network could not deliver (no route).
     pub unroutable: u64,
+    /// Overlay bytes sent (UDP payload), per proxy index.
+    pub overlay_bytes: Vec<u64>,
     capture: Option<Vec<Captured>>,
+    topology: Option<Arc<Topology>>,
+    by_overlay: HashMap<SocketAddr, usize>,
+    by_pool: HashMap<IpAddr, usize>,
+    by_host_ip: HashMap<IpAddr, usize>,
+    /// Timer heap: (deadline, kind 0 = proxy / 1 = agent, index); an entry is live while it equals the armed
+    /// deadline of its node.
+    timers: BinaryHeap<Reverse<(Instant, u8, usize)>>,
+    proxy_armed: Vec<Option<Instant>>,
+    agent_armed: Vec<Option<Instant>>,
+    timers_dirty: bool,
+    /// Bumped whenever the set of running proxies changes (anycast routes are recomputed).
+    epoch: u64,
+    detour: f64,
+    tracing: bool,
+    member_log: Option<Vec<MemberNote>>,
 }
 
 fn latency(a: (f64, f64), b: (f64, f64)) -> Duration {
@@ -205,8 +261,94 @@ impl Sim {
             trace: Vec::new(),
             overlay_sent: Vec::new(),
             unroutable: 0,
+            overlay_bytes: Vec::new(),
             capture: None,
+            topology: None,
+            by_overlay: HashMap::new(),
+            by_pool: HashMap::new(),
+            by_host_ip: HashMap::new(),
+            timers: BinaryHeap::new(),
+            proxy_armed: Vec::new(),
+            agent_armed: Vec::new(),
+            timers_dirty: false,
+            epoch: 0,
+            detour: 0.0,
+            tracing: true,
+            member_log: None,
         }
+    }
+
+    /// Uses `topo` for the latency between nodes added with [`Sim::add_proxy_at`], [`Sim::add_client_at`]
+    /// and [`Sim::add_target_at`] (nodes added by position keep the plane).
+    pub fn set_topology(&mut self, topo: Topology) {
+        self.topology = Some(Arc::new(topo));
+        self.epoch += 1;
+    }
+
+    /// The topology, if one is set.
+    pub fn topology(&self) -> Option<&Topology> {
+        self.topology.as_deref()
+    }
+
+    /// A fraction of hosts (chosen by a hash of the seed and the host) whose anycast route goes, by routing
+    /// policy, to one of the 2nd to 4th nearest proxies instead of the nearest.
+    pub fn set_anycast_detour(&mut self, fraction: f64) {
+        self.detour = fraction.clamp(0.0, 1.0);
+        self.epoch += 1;
+    }
+
+    /// Turns the per-packet path trace ([`Sim::path`]) on or off (off saves memory in long runs).
+    pub fn set_tracing(&mut self, on: bool) {
+        self.tracing = on;
+    }
+
+    /// Logs every proxy's member events (Up, Suspect, Down) from now on (`true`), or stops (`false`).
+    pub fn watch_members(&mut self, on: bool) {
+        self.member_log = if on { Some(Vec::new()) } else { None };
+    }
+
+    /// Takes the member events logged since the last call.
+    pub fn take_member_log(&mut self) -> Vec<MemberNote> {
+        self.member_log.as_mut().map(core::mem::take).unwrap_or_default()
+    }
+
+    fn place_latency(&self, a: ((f64, f64), Option<Attach>), b: ((f64, f64), Option<Attach>)) -> Duration {
+        match (&self.topology, a.1, b.1) {
+            (Some(t), Some(x), Some(y)) => {
+                let ms = t.latency_ms(x.node as usize, y.node as usize);
+                Duration::from_micros(u64::from(x.access_us) + u64::from(y.access_us) + (ms * 1000.0) as u64)
+            }
+            _ => latency(a.0, b.0),
+        }
+    }
+
+    fn proxy_place(&self, i: usize) -> ((f64, f64), Option<Attach>) {
+        (self.proxies[i].pos, self.proxies[i].at)
+    }
+
+    fn host_place(&self, h: usize) -> ((f64, f64), Option<Attach>) {
+        (self.hosts[h].pos, self.hosts[h].at)
+    }
+
+    /// One-way latency between proxies `a` and `b`.
+    pub fn proxy_latency(&self, a: usize, b: usize) -> Duration {
+        self.place_latency(self.proxy_place(a), self.proxy_place(b))
+    }
+
+    /// One-way latency between a host and proxy `p`.
+    pub fn host_proxy_latency(&self, h: HostId, p: usize) -> Duration {
+        self.place_latency(self.host_place(h.0), self.proxy_place(p))
+    }
+
+    /// One-way latency between two hosts (the direct Internet path).
+    pub fn host_latency(&self, a: HostId, b: HostId) -> Duration {
+        self.place_latency(self.host_place(a.0), self.host_place(b.0))
+    }
+
+    /// The index of the proxy with this id.
+    pub fn proxy_index(&self, id: ProxyId) -> Option<usize> {
+        let i = (id.0 as usize).checked_sub(1)?;
+        (i < self.proxies.len()).then_some(i)
     }
 
     fn rand(&mut self) -> u64 {
@@ -258,6 +400,20 @@ impl Sim {
 
     /// Adds a proxy at `pos`; `tune` may change its configuration. Proxy 0 is every proxy's seed.
     pub fn add_proxy(&mut self, pos: (f64, f64), tune: impl FnOnce(&mut ProxyConfig)) -> usize {
+        self.add_proxy_placed(pos, None, tune)
+    }
+
+    /// Adds a proxy attached to a node of the topology (see [`Sim::set_topology`]).
+    pub fn add_proxy_at(&mut self, at: Attach, tune: impl FnOnce(&mut ProxyConfig)) -> usize {
+        self.add_proxy_placed((0.0, 0.0), Some(at), tune)
+    }
+
+    fn add_proxy_placed(
+        &mut self,
+        pos: (f64, f64),
+        at: Option<Attach>,
+        tune: impl FnOnce(&mut ProxyConfig),
+    ) -> usize {
         let i = self.proxies.len();
         let id = ProxyId(i as u32 + 1);
         let mut cfg = ProxyConfig::new(
@@ -275,15 +431,51 @@ impl Sim {
         let incarnation = 1;
         cfg.incarnation = incarnation;
         let proxy = Proxy::new(cfg.clone(), self.now).ok();
+        self.by_overlay.entry(cfg.overlay_addr).or_insert(i);
+        for a in &cfg.nat.pool {
+            self.by_pool.entry(*a).or_insert(i);
+        }
         self.proxies.push(SimProxy {
             id,
             pos,
+            at,
             cfg,
             proxy,
             incarnation,
         });
         self.overlay_sent.push(0);
+        self.overlay_bytes.push(0);
+        self.proxy_armed.push(None);
+        self.epoch += 1;
+        self.arm_proxy(i);
         i
+    }
+
+    fn arm_proxy(&mut self, i: usize) {
+        let t = self.proxies[i].proxy.as_ref().and_then(|p| p.poll_timeout());
+        if t != self.proxy_armed[i] {
+            self.proxy_armed[i] = t;
+            if let Some(t) = t {
+                self.timers.push(Reverse((t, 0, i)));
+            }
+        }
+    }
+
+    fn arm_agent(&mut self, h: usize) {
+        let t = match &self.hosts[h].kind {
+            HostKind::Target {
+                agent: Some(a),
+                alive: true,
+                ..
+            } => a.poll_timeout(),
+            _ => None,
+        };
+        if t != self.agent_armed[h] {
+            self.agent_armed[h] = t;
+            if let Some(t) = t {
+                self.timers.push(Reverse((t, 1, h)));
+            }
+        }
     }
 
     /// The proxy at index `i`, if running.
@@ -293,6 +485,7 @@ impl Sim {
 
     /// The proxy at index `i`, mutable (benchmarks drive it directly).
     pub fn proxy_mut(&mut self, i: usize) -> Option<&mut Proxy> {
+        self.timers_dirty = true;
         self.proxies.get_mut(i).and_then(|p| p.proxy.as_mut())
     }
 
@@ -313,15 +506,50 @@ impl Sim {
 
     /// Adds a client host.
     pub fn add_client(&mut self, ip: IpAddr, pos: (f64, f64)) -> HostId {
-        self.hosts.push(Host {
+        self.push_host(Host {
             name: format!("c{}", self.hosts.len()),
             ip,
             pos,
+            at: None,
             pinned_iap: None,
+            route: Cell::new(None),
             kind: HostKind::Client,
             received: Vec::new(),
-        });
-        HostId(self.hosts.len() - 1)
+        })
+    }
+
+    /// Adds a client host attached to a node of the topology.
+    pub fn add_client_at(&mut self, ip: IpAddr, at: Attach) -> HostId {
+        let h = self.add_client(ip, (0.0, 0.0));
+        self.hosts[h.0].at = Some(at);
+        h
+    }
+
+    /// Like [`Sim::add_target_with`], attached to a node of the topology.
+    pub fn add_target_at(
+        &mut self,
+        name: &str,
+        service: SocketAddr,
+        group: TransportAddr,
+        at: Attach,
+        tune: impl FnOnce(&mut AgentConfig),
+    ) -> HostId {
+        let h = self.add_target_with(name, service, group, (0.0, 0.0), tune);
+        self.hosts[h.0].at = Some(at);
+        h
+    }
+
+    fn push_host(&mut self, host: Host) -> HostId {
+        let h = self.hosts.len();
+        self.by_host_ip.entry(host.ip).or_insert(h);
+        self.hosts.push(host);
+        self.agent_armed.push(None);
+        HostId(h)
+    }
+
+    /// Number of hosts.
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
     }
 
     /// Adds a target serving `group` at `service` with a registering agent.
@@ -361,19 +589,20 @@ impl Sim {
         );
         tune(&mut acfg);
         let agent = TargetAgent::new(acfg).ok().map(Box::new);
-        self.hosts.push(Host {
+        self.push_host(Host {
             name: name.to_string(),
             ip: service.ip(),
             pos,
+            at: None,
             pinned_iap: None,
+            route: Cell::new(None),
             kind: HostKind::Target {
                 service,
                 agent,
                 alive: true,
             },
             received: Vec::new(),
-        });
-        HostId(self.hosts.len() - 1)
+        })
     }
 
     /// The agent of a target host.
@@ -409,6 +638,8 @@ impl Sim {
     pub fn crash_proxy(&mut self, i: usize) {
         if let Some(p) = self.proxies.get_mut(i) {
             p.proxy = None;
+            self.epoch += 1;
+            self.arm_proxy(i);
         }
     }
 
@@ -419,6 +650,8 @@ impl Sim {
             p.incarnation += 1;
             p.cfg.incarnation = p.incarnation;
             p.proxy = Proxy::new(p.cfg.clone(), now).ok();
+            self.epoch += 1;
+            self.arm_proxy(i);
         }
     }
 
@@ -430,6 +663,7 @@ impl Sim {
         }) = self.hosts.get_mut(h.0)
         {
             *alive = false;
+            self.arm_agent(h.0);
         }
     }
 
@@ -490,16 +724,47 @@ impl Sim {
         {
             return Some(i);
         }
-        self.nearest_proxy(host.pos)
+        if let Some((e, i)) = host.route.get()
+            && e == self.epoch
+        {
+            return Some(i);
+        }
+        let r = self.anycast_route(h.0)?;
+        host.route.set(Some((self.epoch, r)));
+        Some(r)
     }
 
-    fn nearest_proxy(&self, pos: (f64, f64)) -> Option<usize> {
-        self.proxies
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.proxy.is_some())
-            .min_by_key(|(i, p)| (latency(pos, p.pos), *i))
-            .map(|(i, _)| i)
+    /// Nearest running proxy by the network's routing; a host picked for a policy detour gets one of the
+    /// next three instead.
+    fn anycast_route(&self, h: usize) -> Option<usize> {
+        let place = self.host_place(h);
+        let mut best: [(Duration, usize); 4] = [(Duration::MAX, usize::MAX); 4];
+        for (i, p) in self.proxies.iter().enumerate() {
+            if p.proxy.is_none() {
+                continue;
+            }
+            let k = (self.place_latency(place, self.proxy_place(i)), i);
+            if k < best[3] {
+                best[3] = k;
+                best.sort_unstable();
+            }
+        }
+        if best[0].1 == usize::MAX {
+            return None;
+        }
+        if self.detour > 0.0 {
+            let mut x = self.cfg.seed ^ (h as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x00de_7041;
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^= x >> 31;
+            if ((x >> 11) as f64 / (1u64 << 53) as f64) < self.detour {
+                let alts: Vec<usize> = best[1..].iter().filter(|b| b.1 != usize::MAX).map(|b| b.1).collect();
+                if !alts.is_empty() {
+                    return Some(alts[(x % alts.len() as u64) as usize]);
+                }
+            }
+        }
+        Some(best[0].1)
     }
 
     fn schedule(&mut self, at: Instant, d: Delivery) {
@@ -555,9 +820,8 @@ impl Sim {
             self.unroutable += 1;
             return;
         };
-        let pos = self.hosts[h.0].pos;
-        let at = self.now + latency(pos, self.proxies[iap].pos);
-        self.trace.push((
+        let at = self.now + self.host_proxy_latency(h, iap);
+        self.trace_push((
             id,
             Hop::ClientToProxy {
                 proxy: self.proxies[iap].id,
@@ -572,9 +836,25 @@ impl Sim {
         self.schedule(at, Delivery::Overlay { to, from, bytes });
     }
 
+    fn trace_push(&mut self, t: (u64, Hop)) {
+        if self.tracing {
+            self.trace.push(t);
+        }
+    }
+
+    fn rearm_all(&mut self) {
+        if self.timers_dirty {
+            self.timers_dirty = false;
+            for i in 0..self.proxies.len() {
+                self.arm_proxy(i);
+            }
+        }
+    }
+
     /// Runs until `d` of simulated time has passed.
     pub fn run_for(&mut self, d: Duration) {
         let end = self.now + d;
+        self.rearm_all();
         self.start_agents();
         loop {
             let next = self.next_event_time();
@@ -595,6 +875,7 @@ impl Sim {
     pub fn run_until(&mut self, limit: Duration, mut cond: impl FnMut(&Sim) -> bool) -> Option<Duration> {
         let start = self.now;
         let end = self.now + limit;
+        self.rearm_all();
         self.start_agents();
         loop {
             if cond(self) {
@@ -620,26 +901,25 @@ impl Sim {
         }
     }
 
-    fn next_event_time(&self) -> Option<Instant> {
+    fn next_timer(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((t, kind, i))) = self.timers.peek() {
+            let armed = if kind == 0 {
+                self.proxy_armed[i]
+            } else {
+                self.agent_armed[i]
+            };
+            if armed == Some(t) {
+                return Some(t);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    fn next_event_time(&mut self) -> Option<Instant> {
         let q = self.queue.peek().map(|Reverse((t, _, _))| *t);
-        let p = self
-            .proxies
-            .iter()
-            .filter_map(|p| p.proxy.as_ref()?.poll_timeout())
-            .min();
-        let a = self
-            .hosts
-            .iter()
-            .filter_map(|h| match &h.kind {
-                HostKind::Target {
-                    agent: Some(a),
-                    alive: true,
-                    ..
-                } => a.poll_timeout(),
-                _ => None,
-            })
-            .min();
-        [q, p, a].into_iter().flatten().min()
+        let t = self.next_timer();
+        [q, t].into_iter().flatten().min()
     }
 
     fn step(&mut self) {
@@ -656,34 +936,39 @@ impl Sim {
                 self.deliver(d);
             }
         }
-        // Timers due now.
-        for i in 0..self.proxies.len() {
-            let due = self.proxies[i]
-                .proxy
-                .as_ref()
-                .and_then(|p| p.poll_timeout())
-                .is_some_and(|t| t <= now);
-            if due {
+        // Timers due now: proxies in index order, then agents.
+        let mut due = Vec::new();
+        while let Some(t) = self.next_timer() {
+            if t > now {
+                break;
+            }
+            if let Some(Reverse((_, kind, i))) = self.timers.pop() {
+                if kind == 0 {
+                    self.proxy_armed[i] = None;
+                } else {
+                    self.agent_armed[i] = None;
+                }
+                due.push((kind, i));
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
+        for (kind, i) in due {
+            if kind == 0 {
                 if let Some(p) = self.proxies[i].proxy.as_mut() {
                     p.handle_timeout(now);
                 }
                 self.drain_proxy(i);
-            }
-        }
-        for h in 0..self.hosts.len() {
-            let due = match &self.hosts[h].kind {
-                HostKind::Target {
+            } else {
+                if let HostKind::Target {
                     agent: Some(a),
                     alive: true,
                     ..
-                } => a.poll_timeout().is_some_and(|t| t <= now),
-                _ => false,
-            };
-            if due {
-                if let HostKind::Target { agent: Some(a), .. } = &mut self.hosts[h].kind {
+                } = &mut self.hosts[i].kind
+                {
                     a.handle_timeout(now);
                 }
-                self.drain_agent(h);
+                self.drain_agent(i);
             }
         }
     }
@@ -732,15 +1017,16 @@ impl Sim {
 
     fn send_overlay(&mut self, from: usize, addr: SocketAddr, bytes: Vec<u8>) {
         self.overlay_sent[from] += 1;
-        let Some(to) = self.proxies.iter().position(|p| p.cfg.overlay_addr == addr) else {
+        self.overlay_bytes[from] += bytes.len() as u64;
+        let Some(to) = self.by_overlay.get(&addr).copied() else {
             // Not a proxy: a tunnel-mode target's overlay port (SPEC.md §11.6).
-            if let Some(h) = self.hosts.iter().position(|h| h.ip == addr.ip()) {
+            if let Some(h) = self.by_host_ip.get(&addr.ip()).copied() {
                 if let Ok(d) = DataFrame::new_checked(&bytes[..])
                     && let Ok(ip) = IpPacket::new_checked(d.inner())
                     && let Some(id) = payload_id(&ip)
                 {
                     let proxy = self.proxies[from].id;
-                    self.trace.push((
+                    self.trace_push((
                         id,
                         Hop::ProxyToTarget {
                             proxy,
@@ -751,7 +1037,7 @@ impl Sim {
                 let mut pkt = vec![0u8; bytes.len() + 64];
                 if let Ok(n) = udp_packet(self.proxies[from].cfg.overlay_addr, addr, &bytes, &mut pkt) {
                     pkt.truncate(n);
-                    let at = self.now + latency(self.proxies[from].pos, self.hosts[h].pos);
+                    let at = self.now + self.host_proxy_latency(HostId(h), from);
                     self.schedule(
                         at,
                         Delivery::ToHost {
@@ -770,7 +1056,7 @@ impl Sim {
             && let Some(id) = payload_id(&ip)
         {
             let f = d.header().flags & (flags::VIA_RAP | flags::TO_RAP);
-            self.trace.push((
+            self.trace_push((
                 id,
                 Hop::Overlay {
                     from: self.proxies[from].id,
@@ -799,7 +1085,7 @@ impl Sim {
             } else {
                 Duration::from_micros(self.rand() % (self.cfg.jitter.as_micros() as u64 + 1))
             };
-            let at = self.now + latency(self.proxies[from].pos, self.proxies[to].pos) + jitter;
+            let at = self.now + self.proxy_latency(from, to) + jitter;
             self.schedule(
                 at,
                 Delivery::Overlay {
@@ -817,11 +1103,11 @@ impl Sim {
             return;
         };
         let dst = ip.dst_addr();
-        if let Some(h) = self.hosts.iter().position(|h| h.ip == dst) {
+        if let Some(h) = self.by_host_ip.get(&dst).copied() {
             if let Some(id) = payload_id(&ip)
                 && matches!(self.hosts[h].kind, HostKind::Target { .. })
             {
-                self.trace.push((
+                self.trace_push((
                     id,
                     Hop::ProxyToTarget {
                         proxy: self.proxies[from].id,
@@ -829,7 +1115,7 @@ impl Sim {
                     },
                 ));
             }
-            let at = self.now + latency(self.proxies[from].pos, self.hosts[h].pos);
+            let at = self.now + self.host_proxy_latency(HostId(h), from);
             self.schedule(at, Delivery::ToHost { to: HostId(h), bytes });
             return;
         }
@@ -842,8 +1128,7 @@ impl Sim {
             return;
         };
         let dst = ip.dst_addr();
-        let pos = self.hosts[h.0].pos;
-        let owner = (0..self.proxies.len()).find(|&i| Self::pool(i).contains(&dst));
+        let owner = self.by_pool.get(&dst).copied();
         let to = match owner {
             Some(i) if self.proxies[i].proxy.is_some() => Some(i),
             Some(_) => None,
@@ -853,7 +1138,7 @@ impl Sim {
             self.unroutable += 1;
             return;
         };
-        let at = self.now + latency(pos, self.proxies[to].pos);
+        let at = self.now + self.host_proxy_latency(h, to);
         self.schedule(at, Delivery::HostToProxy { to, bytes });
     }
 
@@ -935,8 +1220,8 @@ impl Sim {
                     frame.truncate(m);
                     let me = SocketAddr::new(service.ip(), OVERLAY_PORT);
                     let jap = SocketAddr::new(flow.src, flow.src_port);
-                    if let Some(to) = self.proxies.iter().position(|p| p.cfg.overlay_addr == jap) {
-                        let at = now + latency(self.hosts[h.0].pos, self.proxies[to].pos);
+                    if let Some(to) = self.by_overlay.get(&jap).copied() {
+                        let at = now + self.host_proxy_latency(h, to);
                         self.schedule(
                             at,
                             Delivery::Overlay {
@@ -1034,11 +1319,38 @@ impl Sim {
             }
         }
         if let Some(p) = self.proxies.get_mut(i).and_then(|p| p.proxy.as_mut()) {
-            while p.poll_event().is_some() {}
+            while let Some(e) = p.poll_event() {
+                if let Some(log) = self.member_log.as_mut() {
+                    let (about, news) = match e {
+                        Event::MemberUp { id, .. } => (id, MemberNews::Up),
+                        Event::MemberSuspect { id } => (id, MemberNews::Suspect),
+                        Event::MemberDown { id } => (id, MemberNews::Down),
+                        _ => continue,
+                    };
+                    log.push(MemberNote {
+                        at: now,
+                        by: i,
+                        about,
+                        news,
+                    });
+                }
+            }
         }
+        self.arm_proxy(i);
     }
 
     fn drain_agent(&mut self, h: usize) {
+        if !matches!(
+            self.hosts[h].kind,
+            HostKind::Target {
+                agent: Some(_),
+                alive: true,
+                ..
+            }
+        ) {
+            self.arm_agent(h);
+            return;
+        }
         let now = self.now;
         let mut buf = vec![0u8; 2048];
         let mut out = Vec::new();
@@ -1062,6 +1374,7 @@ impl Sim {
         for pkt in out {
             self.host_output(HostId(h), pkt);
         }
+        self.arm_agent(h);
     }
 }
 
