@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: (Apache-2.0 OR MIT) */
+/* PIAS XDP fast path: a kernel-resident cache of the core's decisions (Katran's lesson).
+ *
+ * - IAP hit: a client's TCP/UDP packet to a group whose entry is in pias_groups is encapsulated in the
+ *   overlay frame pias-proto emits (Geneve + PIAS data option, flags 0, hops 2) towards the JAP the core's
+ *   slot table names for the flow (SipHash-1-3 flow hash, SPEC.md §13.2/§13.3).
+ * - JAP hit: a data frame from a member, for a flow with a forward NAT entry, is decapsulated and rewritten
+ *   (addresses, ports, incremental checksums as pias-proto does); a target's reply matching a reverse entry
+ *   is rewritten to come from the group and go to the client.
+ * - Everything else is XDP_PASS, unchanged, to the user-space core (counted by reason).
+ *
+ * No decision is made here that the core did not make: the maps are the core's state, mirrored by MapSync. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "structs.h"
+#include "maps.h"
+#include "siphash.h"
+#include "csum.h"
+#include "parse.h"
+#include "rewrite.h"
+#include "encap.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+
+static __always_inline int pass(__u32 reason)
+{
+	count(reason);
+	return XDP_PASS;
+}
+
+/* Drops bytes after the IP packet (Ethernet padding) so that what we forward is the packet itself. */
+static __always_inline int trim(struct xdp_md *ctx, __u32 want)
+{
+	__u32 have = ctx->data_end - ctx->data;
+	if (have > want)
+		return bpf_xdp_adjust_tail(ctx, -(int)(have - want));
+	return 0;
+}
+
+/* Next hop for an IPv4/IPv6 destination. Returns the egress ifindex with MACs in `mac` (dst then src), or
+ * 0 when the kernel has no complete route/neighbour (the slow path then handles the packet). */
+static __always_inline __u32 fib_next_hop(struct xdp_md *ctx, __u8 family, const __u8 *src, const __u8 *dst,
+					  __u8 proto, __u16 len, __u8 mac[12])
+{
+	struct bpf_fib_lookup p;
+	__builtin_memset(&p, 0, sizeof(p));
+	p.ifindex = ctx->ingress_ifindex;
+	p.l4_protocol = proto;
+	p.tot_len = len;
+	if (family == 4) {
+		p.family = AF_INET;
+		__builtin_memcpy(&p.ipv4_src, src, 4);
+		__builtin_memcpy(&p.ipv4_dst, dst, 4);
+	} else {
+		p.family = AF_INET6;
+		__builtin_memcpy(p.ipv6_src, src, 16);
+		__builtin_memcpy(p.ipv6_dst, dst, 16);
+	}
+	if (bpf_fib_lookup(ctx, &p, sizeof(p), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return 0;
+	__builtin_memcpy(mac, p.dmac, 6);
+	__builtin_memcpy(mac + 6, p.smac, 6);
+	return p.ifindex;
+}
+
+static __always_inline int send(struct xdp_md *ctx, __u32 ifindex)
+{
+	if (ifindex == 0 || ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(ifindex, 0);
+}
+
+/* Writes the Ethernet header at the (new) start of the frame. */
+static __always_inline int write_eth(struct xdp_md *ctx, const __u8 mac[12], __u16 proto)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return -1;
+	__builtin_memcpy(eth->h_dest, mac, 6);
+	__builtin_memcpy(eth->h_source, mac + 6, 6);
+	eth->h_proto = proto;
+	return 0;
+}
+
+static __always_inline void touch_nat(struct pias_nat *n, __u32 len)
+{
+	n->last_used_ns = bpf_ktime_get_ns();
+	__sync_fetch_and_add(&n->packets, 1);
+	__sync_fetch_and_add(&n->bytes, len);
+}
+
+/* TCP segments that change connection state (SYN: MSS clamp, FIN/RST: NAT state) go to the core. */
+static __always_inline int tcp_control(const struct pkt_info *pi)
+{
+	return pi->flow.proto == IPPROTO_TCP && (pi->tcp_flags & (TCPF_SYN | TCPF_FIN | TCPF_RST));
+}
+
+/* ---- JAP: data frame → target ---- */
+static __always_inline int jap_forward(struct xdp_md *ctx, const struct pias_cfg *cfg, struct ethhdr *eth,
+				       struct iphdr *oip, struct udphdr *ouh)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	__u8 *g = (void *)(ouh + 1);
+	struct pias_sockaddr from;
+	struct pkt_info pi;
+	struct pias_nat *nat;
+	__u8 mac[12];
+	__u32 ifindex = 0, r, vni;
+	__u16 inner_proto;
+
+	/* A member's overlay address (or our own) only (SPEC.md §4.1). */
+	__builtin_memset(&from, 0, sizeof(from));
+	__builtin_memcpy(from.addr, &oip->saddr, 4);
+	from.port = ouh->source;
+	from.family = 4;
+	if (!bpf_map_lookup_elem(&pias_members, &from) &&
+	    !(ouh->source == cfg->overlay_port && oip->saddr == *(__u32 *)cfg->overlay_addr))
+		return pass(C_PASS_STRANGER);
+
+	if ((void *)(g + PIAS_DATA_HEADER_LEN) > end)
+		return pass(C_PASS_TRUNCATED);
+	/* Exactly our layout: version 0, 3 option words, O clear, one PIAS data option of 2 words, not for a
+	 * RAP (TO_RAP) and not a tunnel-mode reply (TO_TARGET). Anything else is the core's. */
+	vni = ((__u32)g[4] << 16) | ((__u32)g[5] << 8) | g[6];
+	if (g[0] != 0x03 || (g[1] & 0x80) || vni != cfg->vni || g[8] != 0xff || g[9] != 0x50 ||
+	    g[10] != PIAS_OPTION_TYPE_DATA || g[11] != 2 || (g[12] & (PIAS_FLAG_TO_RAP | PIAS_FLAG_TO_TARGET)))
+		return pass(C_PASS_FRAME_OTHER);
+	inner_proto = *(__u16 *)(g + 2);
+	if (inner_proto != bpf_htons(ETH_P_IP) && inner_proto != bpf_htons(ETH_P_IPV6))
+		return pass(C_PASS_FRAME_OTHER);
+
+	r = parse_ip(data, end, ETH_HLEN + PIAS_ENCAP_V4_LEN, inner_proto, &pi);
+	if (r != PARSE_OK)
+		return pass(r);
+	/* The inner packet fills the datagram exactly. */
+	if (pi.ip_len + PIAS_ENCAP_V4_LEN != bpf_ntohs(oip->tot_len))
+		return pass(C_PASS_FRAME_OTHER);
+	if (tcp_control(&pi))
+		return pass(C_PASS_TCP_CONTROL);
+	nat = bpf_map_lookup_elem(&pias_nat_fwd, &pi.flow);
+	if (!nat)
+		return pass(C_PASS_NAT_MISS);
+	if (pi.flow.proto == IPPROTO_TCP && !(nat->flags & NAT_TCP_FAST))
+		return pass(C_PASS_TCP_NOT_FAST);
+
+	__builtin_memcpy(mac, eth->h_dest, 6);
+	__builtin_memcpy(mac + 6, eth->h_source, 6);
+	if (cfg->flags & CFG_FIB) {
+		ifindex = fib_next_hop(ctx, pi.family, nat->src, nat->dst, pi.flow.proto, pi.ip_len, mac);
+		if (!ifindex)
+			return pass(C_PASS_FIB);
+	}
+	/* Commit: strip the outer headers, rewrite, send. */
+	if (bpf_xdp_adjust_head(ctx, PIAS_ENCAP_V4_LEN))
+		return pass(C_PASS_ADJUST);
+	if (write_eth(ctx, mac, inner_proto))
+		return XDP_ABORTED;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (nat_rewrite(data, end, ETH_HLEN, &pi, nat))
+		return XDP_ABORTED;
+	touch_nat(nat, pi.ip_len);
+	count(C_JAP_FWD_HIT);
+	return send(ctx, ifindex);
+}
+
+/* ---- JAP: target's reply → client ---- */
+static __always_inline int jap_reverse(struct xdp_md *ctx, const struct pias_cfg *cfg, struct pias_nat *nat,
+				       const struct pkt_info *pi, __u16 eth_proto)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u8 mac[12];
+	__u32 ifindex = 0;
+
+	if (pi->flow.proto == IPPROTO_TCP && !(nat->flags & NAT_TCP_FAST))
+		return pass(C_PASS_TCP_NOT_FAST);
+	if ((void *)(eth + 1) > end)
+		return pass(C_PASS_TRUNCATED);
+	__builtin_memcpy(mac, eth->h_dest, 6);
+	__builtin_memcpy(mac + 6, eth->h_source, 6);
+	if (cfg->flags & CFG_FIB) {
+		ifindex = fib_next_hop(ctx, pi->family, nat->src, nat->dst, pi->flow.proto, pi->ip_len, mac);
+		if (!ifindex)
+			return pass(C_PASS_FIB);
+		if (write_eth(ctx, mac, eth_proto))
+			return XDP_ABORTED;
+	}
+	if (nat_rewrite(data, end, ETH_HLEN, pi, nat))
+		return XDP_ABORTED;
+	touch_nat(nat, pi->ip_len);
+	count(C_JAP_REV_HIT);
+	return send(ctx, ifindex);
+}
+
+/* ---- IAP: client packet → JAP ---- */
+static __always_inline int iap_encap(struct xdp_md *ctx, const struct pias_cfg *cfg, const struct pkt_info *pi)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct pias_group *grp;
+	struct pias_ta ta;
+	struct pias_jap *jap;
+	__u64 m[5], h, now, sum;
+	__u32 idx, slot, ifindex = 0;
+	__u8 mac[12];
+
+	__builtin_memset(&ta, 0, sizeof(ta));
+	ta.family = pi->family;
+	ta.proto = pi->flow.proto;
+	ta.port = pi->flow.dport;
+	__builtin_memcpy(ta.addr, pi->flow.dst, 16);
+	grp = bpf_map_lookup_elem(&pias_groups, &ta);
+	if (!grp)
+		return pass(C_PASS_GROUP_MISS);
+	now = bpf_ktime_get_ns();
+	if (grp->deadline_ns && now >= grp->deadline_ns)
+		return pass(C_PASS_GROUP_EXPIRED);
+	if (pi->flow.proto == IPPROTO_TCP && (pi->tcp_flags & TCPF_SYN))
+		return pass(C_PASS_TCP_CONTROL); /* MSS clamp (SPEC.md §12) */
+	if (pi->ip_len > cfg->inner_mtu)
+		return pass(C_PASS_TOO_BIG);
+	if (pi->l4_csum == 0)
+		return pass(C_PASS_UDP_NO_CSUM); /* the outer checksum is derived from the inner one */
+
+	flow_words(&pi->flow, m);
+	h = siphash13_flow(cfg->sip_k0, cfg->sip_k1, m);
+	slot = h % PIAS_SLOTS;
+	/* The verifier loses the bound of a 64-bit modulo; slots[] is padded to 256, so the mask is exact. */
+	asm volatile("" : "+r"(slot));
+	idx = grp->slots[slot & (PIAS_SLOTS_PADDED - 1)];
+	if (idx >= PIAS_MAX_JAPS || idx >= grp->n_japs)
+		return pass(C_PASS_GROUP_MISS);
+	jap = &grp->japs[idx];
+	if (jap->flags & JAP_LOCAL)
+		return pass(C_PASS_LOCAL_JAP);
+	if (jap->family != 4 || cfg->overlay_family != 4)
+		return pass(C_PASS_JAP_FAMILY);
+
+	if ((void *)(eth + 1) > end)
+		return pass(C_PASS_TRUNCATED);
+	__builtin_memcpy(mac, eth->h_dest, 6);
+	__builtin_memcpy(mac + 6, eth->h_source, 6);
+	if (cfg->flags & CFG_FIB) {
+		ifindex = fib_next_hop(ctx, 4, cfg->overlay_addr, jap->addr, IPPROTO_UDP,
+				       pi->ip_len + PIAS_ENCAP_V4_LEN, mac);
+		if (!ifindex)
+			return pass(C_PASS_FIB);
+	}
+	sum = inner_header_sum(data, end, ETH_HLEN, pi->family) + (__u16)~csum_fold64(inner_pseudo_sum(pi));
+
+	if (bpf_xdp_adjust_head(ctx, -PIAS_ENCAP_V4_LEN))
+		return pass(C_PASS_ADJUST);
+	if (write_eth(ctx, mac, bpf_htons(ETH_P_IP)))
+		return XDP_ABORTED;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (write_encap_v4(data, end, cfg, jap, pi->family, pi->ip_len, sum))
+		return XDP_ABORTED;
+	grp->last_used_ns = now;
+	__sync_fetch_and_add(&grp->packets, 1);
+	count(C_IAP_HIT);
+	return send(ctx, ifindex);
+}
+
+SEC("xdp")
+int pias_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct pias_cfg *cfg;
+	struct pias_nat *nat;
+	struct pkt_info pi;
+	__u32 zero = 0, r;
+	__u16 eth_proto;
+
+	cfg = bpf_map_lookup_elem(&pias_cfg, &zero);
+	if (!cfg || !(cfg->flags & CFG_ENABLED))
+		return pass(C_PASS_NO_CFG);
+	if ((void *)(eth + 1) > end)
+		return pass(C_PASS_TRUNCATED);
+	eth_proto = eth->h_proto;
+	r = parse_ip(data, end, ETH_HLEN, eth_proto, &pi);
+	if (r != PARSE_OK)
+		return pass(r);
+	if (trim(ctx, ETH_HLEN + pi.ip_len))
+		return pass(C_PASS_ADJUST);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = data;
+
+	/* An overlay frame to our overlay socket. */
+	if (pi.family == 4 && pi.flow.proto == IPPROTO_UDP && cfg->overlay_family == 4 &&
+	    pi.flow.dport == cfg->overlay_port && *(__u32 *)pi.flow.dst == *(__u32 *)cfg->overlay_addr) {
+		struct iphdr *oip = data + ETH_HLEN;
+		struct udphdr *ouh = (void *)(oip + 1);
+		if ((void *)(ouh + 1) > end)
+			return pass(C_PASS_TRUNCATED);
+		if ((void *)(eth + 1) > end)
+			return pass(C_PASS_TRUNCATED);
+		return jap_forward(ctx, cfg, eth, oip, ouh);
+	}
+	/* A target's reply to a NAT pool endpoint. */
+	nat = bpf_map_lookup_elem(&pias_nat_rev, &pi.flow);
+	if (nat) {
+		if (tcp_control(&pi))
+			return pass(C_PASS_TCP_CONTROL);
+		return jap_reverse(ctx, cfg, nat, &pi, eth_proto);
+	}
+	return iap_encap(ctx, cfg, &pi);
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

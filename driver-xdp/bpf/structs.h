@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: (Apache-2.0 OR MIT) */
+/* Map keys, values and constants shared with the Rust side (driver-xdp/src/maps.rs mirrors every struct
+ * byte for byte; a layout test there checks the sizes). All multi-byte fields marked "BE" are in network
+ * order, everything else in host order. */
+#ifndef PIAS_STRUCTS_H
+#define PIAS_STRUCTS_H
+
+#include <linux/types.h>
+
+#define PIAS_MAX_JAPS 16
+#define PIAS_SLOTS 251
+#define PIAS_SLOTS_PADDED 256
+#define PIAS_FLOW_BYTES 37
+
+/* Geneve + PIAS data option (SPEC.md §4.1). */
+#define PIAS_DATA_HEADER_LEN 20
+#define PIAS_OPTION_CLASS 0xFF50
+#define PIAS_OPTION_TYPE_DATA 0x81
+#define PIAS_FLAG_TO_TARGET 0x04
+#define PIAS_FLAG_TO_RAP 0x08
+#define PIAS_INITIAL_HOPS 2
+/* Outer IPv4 (20) + UDP (8) + data header (20). */
+#define PIAS_ENCAP_V4_LEN 48
+
+/* pias_cfg.flags */
+#define CFG_ENABLED 0x01
+/* Route hits with bpf_fib_lookup + XDP_TX/bpf_redirect. Without it a hit returns XDP_TX with the
+ * received Ethernet addresses (what BPF_PROG_TEST_RUN fixtures compare). */
+#define CFG_FIB 0x02
+
+/* The one configuration entry (ARRAY map "pias_cfg", key 0). */
+struct pias_cfg {
+	__u64 sip_k0;          /* flow hash key (SPEC.md §13.2) */
+	__u64 sip_k1;
+	__u32 vni;             /* overlay id, host order */
+	__u32 self_id;         /* this proxy's id: the data option's ingress */
+	__u8 overlay_addr[16]; /* this proxy's overlay address; IPv4 in the first 4 bytes */
+	__u16 overlay_port;    /* BE */
+	__u8 overlay_family;   /* 4 or 6 */
+	__u8 flags;            /* CFG_* */
+	__u16 inner_mtu;       /* largest client packet sent on the overlay (SPEC.md §12) */
+	__u16 pad;
+};
+
+/* A group: its transport address as SPEC.md §3 encodes it (20 bytes). */
+struct pias_ta {
+	__u8 family; /* 4 or 6 */
+	__u8 proto;
+	__u16 port;  /* BE */
+	__u8 addr[16];
+};
+
+/* pias_jap.flags */
+#define JAP_LOCAL 0x01 /* this proxy: the slow path delivers locally */
+
+struct pias_jap {
+	__u8 addr[16]; /* overlay address */
+	__u16 port;    /* BE */
+	__u8 family;   /* 4 or 6; 0 = unresolved (slow path) */
+	__u8 flags;    /* JAP_* */
+};
+
+/* An IAP cache entry (HASH map "pias_groups", key pias_ta). */
+struct pias_group {
+	__u64 deadline_ns;  /* bpf_ktime_get_ns() after which the slow path takes over (expiry); 0 = none */
+	__u64 last_used_ns; /* written by XDP on each hit */
+	__u64 packets;      /* hits */
+	__u8 n_japs;
+	__u8 pad[7];
+	struct pias_jap japs[PIAS_MAX_JAPS];
+	__u8 slots[PIAS_SLOTS_PADDED]; /* slots[h % 251] = index into japs */
+};
+
+/* A NAT key: the 5-tuple of the packet as received (HASH maps "pias_nat_fwd" and "pias_nat_rev"). */
+struct pias_flow {
+	__u8 proto;
+	__u8 family;
+	__u16 sport; /* BE */
+	__u16 dport; /* BE */
+	__u16 pad;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+/* pias_nat.flags */
+#define NAT_TCP_FAST 0x01 /* a TCP binding the core saw established: data segments may take the fast path */
+
+/* A NAT rewrite: the packet's new source and destination. */
+struct pias_nat {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport; /* BE */
+	__u16 dport; /* BE */
+	__u8 flags;  /* NAT_* */
+	__u8 pad[3];
+	__u64 last_used_ns;
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* A member's overlay socket address (HASH map "pias_members", value: proxy id). */
+struct pias_sockaddr {
+	__u8 addr[16];
+	__u16 port; /* BE */
+	__u8 family;
+	__u8 pad;
+};
+
+/* Per-CPU counters (PERCPU_ARRAY "pias_counters"), index = enum. Keep in sync with COUNTER_NAMES. */
+enum pias_counter {
+	C_IAP_HIT,
+	C_JAP_FWD_HIT,
+	C_JAP_REV_HIT,
+	C_PASS_NO_CFG,
+	C_PASS_NOT_IP,
+	C_PASS_TRUNCATED,
+	C_PASS_IP_OPTIONS,
+	C_PASS_FRAGMENT,
+	C_PASS_L4_OTHER,
+	C_PASS_GROUP_MISS,
+	C_PASS_GROUP_EXPIRED,
+	C_PASS_LOCAL_JAP,
+	C_PASS_TCP_CONTROL,
+	C_PASS_TOO_BIG,
+	C_PASS_UDP_NO_CSUM,
+	C_PASS_JAP_FAMILY,
+	C_PASS_FRAME_OTHER,
+	C_PASS_STRANGER,
+	C_PASS_NAT_MISS,
+	C_PASS_TCP_NOT_FAST,
+	C_PASS_FIB,
+	C_PASS_ADJUST,
+	C_MAX,
+};
+
+#endif

@@ -1,0 +1,274 @@
+//! The maps' keys and values, byte for byte as `bpf/structs.h` declares them, and their encodings from the
+//! core's types.
+//!
+//! Fields marked BE hold network-order bytes; the Rust types keep them as `[u8; 2]` so no one converts twice.
+
+use core::net::{IpAddr, SocketAddr};
+
+use pias_proto::{FlowKey, TransportAddr};
+
+/// JAPs in a group entry.
+pub const MAX_JAPS: usize = 16;
+/// Slots of a slot table (SPEC.md §13.3); the array is padded to 256.
+pub const SLOTS: usize = 251;
+
+/// `pias_cfg.flags`: the program serves hits (off: everything passes).
+pub const CFG_ENABLED: u8 = 0x01;
+/// `pias_cfg.flags`: route hits with `bpf_fib_lookup`; off, a hit is `XDP_TX` with the received MACs.
+pub const CFG_FIB: u8 = 0x02;
+/// `pias_jap.flags`: the JAP is this proxy (the slow path delivers).
+pub const JAP_LOCAL: u8 = 0x01;
+/// `pias_nat.flags`: a TCP binding the core saw established.
+pub const NAT_TCP_FAST: u8 = 0x01;
+
+fn ip16(ip: IpAddr) -> ([u8; 16], u8) {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (b, 4)
+        }
+        IpAddr::V6(a) => (a.octets(), 6),
+    }
+}
+
+/// `struct pias_cfg`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Config {
+    pub sip_k0: u64,
+    pub sip_k1: u64,
+    pub vni: u32,
+    pub self_id: u32,
+    pub overlay_addr: [u8; 16],
+    pub overlay_port: [u8; 2],
+    pub overlay_family: u8,
+    pub flags: u8,
+    pub inner_mtu: u16,
+    pub pad: u16,
+}
+
+impl Config {
+    /// The configuration of a proxy: its flow key, overlay id, id and overlay address.
+    pub fn new(
+        key: &pias_proto::auth::SipKey,
+        vni: u32,
+        id: pias_proto::ProxyId,
+        overlay: SocketAddr,
+        inner_mtu: u16,
+        flags: u8,
+    ) -> Config {
+        let (addr, family) = ip16(overlay.ip());
+        Config {
+            sip_k0: key.k0,
+            sip_k1: key.k1,
+            vni,
+            self_id: id.0,
+            overlay_addr: addr,
+            overlay_port: overlay.port().to_be_bytes(),
+            overlay_family: family,
+            flags,
+            inner_mtu,
+            pad: 0,
+        }
+    }
+}
+
+/// `struct pias_ta`: a group, in SPEC.md §3's 20-byte encoding.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Ta(pub [u8; 20]);
+
+impl From<&TransportAddr> for Ta {
+    fn from(t: &TransportAddr) -> Ta {
+        Ta(t.to_bytes())
+    }
+}
+
+/// `struct pias_jap`: a JAP's overlay socket address.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Jap {
+    pub addr: [u8; 16],
+    pub port: [u8; 2],
+    /// 4 or 6; 0 when the address is unknown (the slow path then handles its slots).
+    pub family: u8,
+    pub flags: u8,
+}
+
+impl Jap {
+    /// A JAP at `addr`.
+    pub fn at(addr: SocketAddr, local: bool) -> Jap {
+        let (a, family) = ip16(addr.ip());
+        Jap {
+            addr: a,
+            port: addr.port().to_be_bytes(),
+            family,
+            flags: if local { JAP_LOCAL } else { 0 },
+        }
+    }
+}
+
+/// `struct pias_group`: an IAP cache entry.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Group {
+    pub deadline_ns: u64,
+    pub last_used_ns: u64,
+    pub packets: u64,
+    pub n_japs: u8,
+    pub pad: [u8; 7],
+    pub japs: [Jap; MAX_JAPS],
+    pub slots: [u8; 256],
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Group {
+            deadline_ns: 0,
+            last_used_ns: 0,
+            packets: 0,
+            n_japs: 0,
+            pad: [0; 7],
+            japs: [Jap::default(); MAX_JAPS],
+            slots: [u8::MAX; 256],
+        }
+    }
+}
+
+/// `struct pias_flow`: a NAT key, the 5-tuple as received.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub proto: u8,
+    pub family: u8,
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub pad: u16,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+impl From<&FlowKey> for Flow {
+    fn from(f: &FlowKey) -> Flow {
+        let (src, family) = ip16(f.src);
+        let (dst, _) = ip16(f.dst);
+        Flow {
+            proto: f.proto.number(),
+            family,
+            sport: f.src_port.to_be_bytes(),
+            dport: f.dst_port.to_be_bytes(),
+            pad: 0,
+            src,
+            dst,
+        }
+    }
+}
+
+/// `struct pias_nat`: a NAT rewrite and its activity.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Nat {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub flags: u8,
+    pub pad: [u8; 3],
+    pub last_used_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Nat {
+    /// The rewrite that makes a packet look like `to` (its source and destination).
+    pub fn to_flow(to: &FlowKey, flags: u8) -> Nat {
+        let f = Flow::from(to);
+        Nat {
+            src: f.src,
+            dst: f.dst,
+            sport: f.sport,
+            dport: f.dport,
+            flags,
+            ..Nat::default()
+        }
+    }
+}
+
+/// `struct pias_sockaddr`: a member's overlay socket address.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SockAddr {
+    pub addr: [u8; 16],
+    pub port: [u8; 2],
+    pub family: u8,
+    pub pad: u8,
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(s: SocketAddr) -> SockAddr {
+        let (addr, family) = ip16(s.ip());
+        SockAddr {
+            addr,
+            port: s.port().to_be_bytes(),
+            family,
+            pad: 0,
+        }
+    }
+}
+
+// SAFETY: every type above is `repr(C)`, made only of integers and byte arrays, with no padding the
+// compiler inserts (the layout test checks the sizes against structs.h), so any bit pattern is valid.
+unsafe impl aya::Pod for Config {}
+unsafe impl aya::Pod for Ta {}
+unsafe impl aya::Pod for Group {}
+unsafe impl aya::Pod for Flow {}
+unsafe impl aya::Pod for Nat {}
+unsafe impl aya::Pod for SockAddr {}
+
+/// The program's per-CPU counters, in `enum pias_counter` order.
+pub const COUNTER_NAMES: [&str; 22] = [
+    "xdp_iap_hit",
+    "xdp_jap_forward_hit",
+    "xdp_jap_reverse_hit",
+    "xdp_pass_no_config",
+    "xdp_pass_not_ip",
+    "xdp_pass_truncated",
+    "xdp_pass_ip_options",
+    "xdp_pass_fragment",
+    "xdp_pass_l4_other",
+    "xdp_pass_group_miss",
+    "xdp_pass_group_expired",
+    "xdp_pass_local_jap",
+    "xdp_pass_tcp_control",
+    "xdp_pass_too_big",
+    "xdp_pass_udp_no_checksum",
+    "xdp_pass_jap_family",
+    "xdp_pass_frame_other",
+    "xdp_pass_stranger",
+    "xdp_pass_nat_miss",
+    "xdp_pass_tcp_not_fast",
+    "xdp_pass_fib",
+    "xdp_pass_adjust",
+];
+
+/// Index of a counter by name, for tests.
+pub fn counter(name: &str) -> usize {
+    COUNTER_NAMES.iter().position(|n| *n == name).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_structs_h() {
+        assert_eq!(size_of::<Config>(), 48);
+        assert_eq!(size_of::<Ta>(), 20);
+        assert_eq!(size_of::<Jap>(), 20);
+        assert_eq!(size_of::<Group>(), 608);
+        assert_eq!(size_of::<Flow>(), 40);
+        assert_eq!(size_of::<Nat>(), 64);
+        assert_eq!(size_of::<SockAddr>(), 20);
+    }
+}

@@ -1,0 +1,336 @@
+//! `MapSync`: applies the core's events to the maps, so that the program's hits are exactly the core's
+//! decisions, and feeds the program's activity back to the core.
+//!
+//! Contracts:
+//! - A group entry mirrors `Proxy::cache_entry(group)` when it is resolved: the JAPs sorted by id (the slot
+//!   table's indexes) with their overlay addresses, the 251 slots, and a deadline at the entry's expiry (after
+//!   it the program passes packets to the core, which re-resolves). Negative and pending entries are absent.
+//! - NAT entries exist for TCP and UDP bindings of NAT-mode targets of groups without `replicate`; a TCP
+//!   binding serves only data segments, and only once the core saw it established ([`MapSync::refresh`]).
+//! - Maps are bounded; an insert into a full map leaves that entry to the slow path and is counted
+//!   ([`SyncCounters::map_full`]) — never a silent drop.
+
+use std::collections::HashMap as StdMap;
+use std::net::SocketAddr;
+
+use pias_proto::control::DeliveryMode;
+use pias_proto::{FlowKey, IpProtocol, ProxyId, TransportAddr};
+use pias_state::iap::CacheEntry;
+use pias_state::nat::{BindingId, Direction, NatEvent, NatTable, TcpState};
+use pias_state::proxy::{Event, Proxy};
+use pias_state::time::Instant;
+
+use crate::loader::Maps;
+use crate::maps::{Flow, Group, Jap, MAX_JAPS, NAT_TCP_FAST, Nat, SLOTS, SockAddr, Ta};
+
+/// MapSync's own counters (they join the program's in the metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncCounters {
+    pub groups_installed: u64,
+    pub groups_removed: u64,
+    pub nat_installed: u64,
+    pub nat_removed: u64,
+    /// Bindings left to the slow path by policy (tunnel mode, replicate, ICMP).
+    pub nat_slow_only: u64,
+    /// Entries that did not fit a full map: served by the slow path instead.
+    pub map_full: u64,
+    /// Other map update errors (also leave the entry to the slow path).
+    pub map_errors: u64,
+}
+
+/// Activity of one binding seen by the program since the last [`MapSync::poll_activity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    pub id: BindingId,
+    pub dir: Direction,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Binding {
+    forward: FlowKey,
+    reverse: FlowKey,
+    tcp: bool,
+    fast: bool,
+    seen: [(u64, u64); 2],
+}
+
+/// Mirrors the core's decisions into the maps. See the module documentation.
+#[derive(Debug)]
+pub struct MapSync {
+    maps: Maps,
+    /// group → JAP ids of its entry (to re-resolve on a member's address change).
+    groups: StdMap<TransportAddr, Vec<ProxyId>>,
+    bindings: StdMap<BindingId, Binding>,
+    members: StdMap<ProxyId, SocketAddr>,
+    counters: SyncCounters,
+}
+
+fn is_full(e: &aya::maps::MapError) -> bool {
+    matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG))
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`.
+pub fn ktime_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl MapSync {
+    pub fn new(maps: Maps) -> MapSync {
+        MapSync {
+            maps,
+            groups: StdMap::new(),
+            bindings: StdMap::new(),
+            members: StdMap::new(),
+            counters: SyncCounters::default(),
+        }
+    }
+
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    pub fn maps_mut(&mut self) -> &mut Maps {
+        &mut self.maps
+    }
+
+    pub fn counters(&self) -> &SyncCounters {
+        &self.counters
+    }
+
+    fn note_err(&mut self, e: &aya::maps::MapError) {
+        if is_full(e) {
+            self.counters.map_full += 1;
+        } else {
+            self.counters.map_errors += 1;
+        }
+    }
+
+    /// Applies one of the proxy's events. `now` is the core's clock, `ktime` the same instant on
+    /// `CLOCK_MONOTONIC` (see [`ktime_now`]).
+    pub fn apply(&mut self, proxy: &Proxy, ev: &Event, now: Instant, ktime: u64) {
+        match ev {
+            Event::CacheInstalled { group } => {
+                let me = proxy.id();
+                let m = proxy.membership();
+                let resolve = |id: ProxyId| {
+                    if id == me {
+                        Some(proxy.config().overlay_addr)
+                    } else {
+                        m.get(id).map(|x| x.addr())
+                    }
+                };
+                self.install_group(group, proxy.cache_entry(group), me, resolve, now, ktime);
+            }
+            Event::CacheRemoved { group } => self.remove_group(group),
+            Event::Nat(ev @ NatEvent::Created { tag, forward, .. }) => {
+                let fast = proxy.registry().target(*tag).is_some_and(|t| t.mode == DeliveryMode::Nat)
+                    && proxy.config().policies.lookup(&forward.dst_ta()).target.replicate <= 1;
+                self.apply_nat(ev, fast);
+            }
+            Event::Nat(ev) => self.apply_nat(ev, false),
+            Event::MemberUp { id, addr } => {
+                self.member_up(*id, *addr);
+                // Entries naming this JAP take its (new) address.
+                let affected: Vec<TransportAddr> = self
+                    .groups
+                    .iter()
+                    .filter(|(_, ids)| ids.contains(id))
+                    .map(|(g, _)| *g)
+                    .collect();
+                for g in affected {
+                    self.apply(proxy, &Event::CacheInstalled { group: g }, now, ktime);
+                }
+            }
+            Event::MemberSuspect { .. } => {} // still usable (SPEC.md §4.1): stays
+            Event::MemberDown { id } => self.member_down(*id),
+            Event::TargetUp { .. } | Event::TargetDown { .. } => {}
+        }
+    }
+
+    /// Installs (or replaces) a group's entry from the core's cache entry; removes it when the entry is not
+    /// resolved. `addr_of` names each JAP's overlay address (`me` is marked local: the slow path delivers).
+    pub fn install_group(
+        &mut self,
+        group: &TransportAddr,
+        entry: Option<&CacheEntry>,
+        me: ProxyId,
+        addr_of: impl Fn(ProxyId) -> Option<SocketAddr>,
+        now: Instant,
+        ktime: u64,
+    ) {
+        let Some((e, table)) = entry.and_then(|e| e.table().map(|t| (e, t))) else {
+            self.remove_group(group);
+            return;
+        };
+        let mut g = Group {
+            deadline_ns: ktime
+                .saturating_add(e.expires().saturating_since(now).as_nanos() as u64)
+                .max(1),
+            ..Group::default()
+        };
+        let ids = table.ids();
+        g.n_japs = ids.len().min(MAX_JAPS) as u8;
+        for (j, id) in ids.iter().take(MAX_JAPS).enumerate() {
+            // An unknown address leaves family 0: the program passes that JAP's flows to the core.
+            if let Some(a) = addr_of(*id) {
+                g.japs[j] = Jap::at(a, *id == me);
+            } else if *id == me {
+                g.japs[j].flags = crate::maps::JAP_LOCAL;
+            }
+        }
+        g.slots[..SLOTS].copy_from_slice(table.slots());
+        match self.maps.groups.insert(Ta::from(group), g, 0) {
+            Ok(()) => {
+                self.counters.groups_installed += 1;
+                self.groups.insert(*group, ids.to_vec());
+            }
+            Err(e) => {
+                self.note_err(&e);
+                self.remove_group(group);
+            }
+        }
+    }
+
+    pub fn remove_group(&mut self, group: &TransportAddr) {
+        if self.groups.remove(group).is_some() {
+            self.counters.groups_removed += 1;
+        }
+        let _ = self.maps.groups.remove(&Ta::from(group));
+    }
+
+    /// Mirrors a NAT event. `fast`: the binding may be served by the program (NAT mode, no replication).
+    pub fn apply_nat(&mut self, ev: &NatEvent, fast: bool) {
+        match *ev {
+            NatEvent::Created {
+                id, forward, reverse, ..
+            } => {
+                let tcp = forward.proto == IpProtocol::Tcp;
+                if !fast || !(tcp || forward.proto == IpProtocol::Udp) {
+                    self.counters.nat_slow_only += 1;
+                    return;
+                }
+                let b = Binding {
+                    forward,
+                    reverse,
+                    tcp,
+                    fast: !tcp,
+                    seen: [(0, 0); 2],
+                };
+                if self.write_binding(&b) {
+                    self.counters.nat_installed += 1;
+                    self.bindings.insert(id, b);
+                }
+            }
+            NatEvent::Removed { id, forward, reverse, .. } => {
+                if self.bindings.remove(&id).is_some() {
+                    self.counters.nat_removed += 1;
+                }
+                let _ = self.maps.nat_fwd.remove(&Flow::from(&forward));
+                let _ = self.maps.nat_rev.remove(&Flow::from(&reverse));
+            }
+        }
+    }
+
+    fn write_binding(&mut self, b: &Binding) -> bool {
+        let flags = if b.fast { NAT_TCP_FAST } else { 0 };
+        // Forward: client → group becomes pool → target; reverse: target → pool becomes group → client.
+        let fwd = Nat::to_flow(&b.reverse.reversed(), flags);
+        let rev = Nat::to_flow(&b.forward.reversed(), flags);
+        if let Err(e) = self.maps.nat_fwd.insert(Flow::from(&b.forward), fwd, 0) {
+            self.note_err(&e);
+            return false;
+        }
+        if let Err(e) = self.maps.nat_rev.insert(Flow::from(&b.reverse), rev, 0) {
+            self.note_err(&e);
+            let _ = self.maps.nat_fwd.remove(&Flow::from(&b.forward));
+            return false;
+        }
+        true
+    }
+
+    pub fn member_up(&mut self, id: ProxyId, addr: SocketAddr) {
+        if let Some(old) = self.members.insert(id, addr)
+            && old != addr
+        {
+            let _ = self.maps.members.remove(&SockAddr::from(old));
+        }
+        if let Err(e) = self.maps.members.insert(SockAddr::from(addr), id.0, 0) {
+            self.note_err(&e);
+        }
+    }
+
+    pub fn member_down(&mut self, id: ProxyId) {
+        if let Some(a) = self.members.remove(&id) {
+            let _ = self.maps.members.remove(&SockAddr::from(a));
+        }
+    }
+
+    /// Reads what the program counted per binding since the last call, for `NatTable::touch` (expiry stays
+    /// the core's decision). Bounded by the number of bindings.
+    pub fn poll_activity(&mut self) -> Vec<Activity> {
+        let mut out = Vec::new();
+        for (id, b) in self.bindings.iter_mut() {
+            for (i, (map, key, dir)) in [
+                (&self.maps.nat_fwd, b.forward, Direction::Forward),
+                (&self.maps.nat_rev, b.reverse, Direction::Reverse),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if let Ok(v) = map.get(&Flow::from(&key), 0) {
+                    let (p0, b0) = b.seen[i];
+                    if v.packets > p0 {
+                        out.push(Activity {
+                            id: *id,
+                            dir,
+                            packets: v.packets - p0,
+                            bytes: v.bytes.saturating_sub(b0),
+                        });
+                        b.seen[i] = (v.packets, v.bytes);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Feeds activity to a NAT table and lets TCP bindings the core saw established take the fast path.
+    pub fn refresh(&mut self, nat: &mut NatTable, now: Instant) {
+        for a in self.poll_activity() {
+            nat.touch(a.id, a.dir, a.packets, a.bytes, now);
+        }
+        self.upgrade_tcp(nat);
+    }
+
+    /// Sets the fast flag of TCP bindings that are established in `nat` (and clears it otherwise).
+    pub fn upgrade_tcp(&mut self, nat: &NatTable) {
+        let ids: Vec<BindingId> = self.bindings.iter().filter(|(_, b)| b.tcp).map(|(id, _)| *id).collect();
+        for id in ids {
+            let est = nat
+                .get(id)
+                .is_some_and(|x| x.tcp == Some(TcpState::Established));
+            let Some(b) = self.bindings.get_mut(&id) else {
+                continue;
+            };
+            if b.fast != est {
+                b.fast = est;
+                let b = *b;
+                for (map, key) in [(&mut self.maps.nat_fwd, b.forward), (&mut self.maps.nat_rev, b.reverse)] {
+                    let k = Flow::from(&key);
+                    if let Ok(mut v) = map.get(&k, 0) {
+                        v.flags = if est { v.flags | NAT_TCP_FAST } else { v.flags & !NAT_TCP_FAST };
+                        let _ = map.insert(k, v, 0);
+                    }
+                }
+            }
+        }
+    }
+}
