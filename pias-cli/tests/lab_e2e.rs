@@ -71,7 +71,8 @@ impl Lab {
     fn up() -> Lab {
         let lock = LOCK.lock().unwrap_or_else(|p| p.into_inner());
         preflight();
-        let topo = text(&run(PIAS, &["lab", "topology"])).replace("name = \"pias\"", &format!("name = \"{NAME}\""));
+        let topo =
+            text(&run(PIAS, &["lab", "topology"])).replace("name = \"pias\"", &format!("name = \"{NAME}\""));
         std::fs::write(topo_file(), topo).expect("writing the test topology");
         let _ = lab(&["down"]);
         let l = Lab { _lock: lock };
@@ -92,7 +93,12 @@ impl Lab {
     /// Starts whatever is not running (after a kill) and waits until everything is registered again.
     fn restore(&self) {
         let o = lab(&["up"]);
-        assert!(o.status.success(), "pias lab up (restore): {}\n{}", String::from_utf8_lossy(&o.stderr), logs());
+        assert!(
+            o.status.success(),
+            "pias lab up (restore): {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            logs()
+        );
     }
 }
 
@@ -112,7 +118,9 @@ impl Drop for Lab {
 fn logs() -> String {
     let mut s = String::new();
     for n in PROXIES.iter().chain(["t1", "t3"].iter()) {
-        let Ok(rd) = std::fs::read_dir(format!("{DIR}/{n}")) else { continue };
+        let Ok(rd) = std::fs::read_dir(format!("{DIR}/{n}")) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "log") {
@@ -133,9 +141,17 @@ fn logs() -> String {
 fn preflight() {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2).map(str::to_owned)))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        })
         .flatten();
-    assert_eq!(uid.as_deref(), Some("0"), "the lab tests need root (network namespaces, veth, TUN); CI runs as root");
+    assert_eq!(
+        uid.as_deref(),
+        Some("0"),
+        "the lab tests need root (network namespaces, veth, TUN); CI runs as root"
+    );
     let mut missing = Vec::new();
     for (tool, pkg) in [
         ("ip", "iproute2"),
@@ -154,7 +170,11 @@ fn preflight() {
             missing.push(pkg);
         }
     }
-    assert!(missing.is_empty(), "lab tools missing: apt-get install -y {}", missing.join(" "));
+    assert!(
+        missing.is_empty(),
+        "lab tools missing: apt-get install -y {}",
+        missing.join(" ")
+    );
 }
 
 /// `proxy → counter → value` for every proxy.
@@ -171,14 +191,28 @@ fn counters() -> BTreeMap<String, BTreeMap<String, u64>> {
     m
 }
 
-fn delta(a: &BTreeMap<String, BTreeMap<String, u64>>, b: &BTreeMap<String, BTreeMap<String, u64>>, p: &str, n: &str) -> u64 {
-    let g = |m: &BTreeMap<String, BTreeMap<String, u64>>| m.get(p).and_then(|c| c.get(n)).copied().unwrap_or(0);
+fn delta(
+    a: &BTreeMap<String, BTreeMap<String, u64>>,
+    b: &BTreeMap<String, BTreeMap<String, u64>>,
+    p: &str,
+    n: &str,
+) -> u64 {
+    let g =
+        |m: &BTreeMap<String, BTreeMap<String, u64>>| m.get(p).and_then(|c| c.get(n)).copied().unwrap_or(0);
     g(b).saturating_sub(g(a))
 }
 
 /// Proxies whose counter `n` grew.
-fn grew(a: &BTreeMap<String, BTreeMap<String, u64>>, b: &BTreeMap<String, BTreeMap<String, u64>>, n: &str) -> Vec<String> {
-    PROXIES.iter().filter(|p| delta(a, b, p, n) > 0).map(|p| p.to_string()).collect()
+fn grew(
+    a: &BTreeMap<String, BTreeMap<String, u64>>,
+    b: &BTreeMap<String, BTreeMap<String, u64>>,
+    n: &str,
+) -> Vec<String> {
+    PROXIES
+        .iter()
+        .filter(|p| delta(a, b, p, n) > 0)
+        .map(|p| p.to_string())
+        .collect()
 }
 
 /// The proxy a client reaches for an anycast address (kernel routes, hop by hop, as `pias lab status`).
@@ -216,20 +250,48 @@ fn pid_of(node: &str, daemon: &str) -> u32 {
 
 fn kill9(node: &str, daemon: &str) {
     let pid = pid_of(node, daemon);
-    assert!(run("kill", &["-KILL", &pid.to_string()]).status.success(), "kill {node}/{daemon}");
+    assert!(
+        run("kill", &["-KILL", &pid.to_string()]).status.success(),
+        "kill {node}/{daemon}"
+    );
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// Runs a DNS watcher (a query every 20 ms, 100 ms timeout, new source port each) in `client` for
 /// `total`, calls `event` after `lead`; returns (probes, event time). Probe: (sent ms, answer or None).
-fn watch(client: &str, server: &str, total: Duration, lead: Duration, event: impl FnOnce()) -> (Vec<(u64, Option<String>)>, u64) {
+fn watch(
+    client: &str,
+    server: &str,
+    total: Duration,
+    lead: Duration,
+    event: impl FnOnce(),
+) -> (Vec<(u64, Option<String>)>, u64) {
     let ns = format!("{NAME}-{client}");
     let child = Command::new("ip")
-        .args(["netns", "exec", &ns, PIAS, "lab", "dns-watch", "--server", &format!("{server}:53")])
-        .args(["--duration-ms", &total.as_millis().to_string(), "--interval-ms", "20", "--timeout-ms", "100"])
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            PIAS,
+            "lab",
+            "dns-watch",
+            "--server",
+            &format!("{server}:53"),
+        ])
+        .args([
+            "--duration-ms",
+            &total.as_millis().to_string(),
+            "--interval-ms",
+            "20",
+            "--timeout-ms",
+            "100",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("dns-watch");
@@ -261,7 +323,11 @@ fn outage(probes: &[(u64, Option<String>)], at: u64, good: impl Fn(&str) -> bool
 }
 
 fn sha256(path: &str) -> String {
-    text(&run("sha256sum", &[path])).split_whitespace().next().unwrap_or_default().to_owned()
+    text(&run("sha256sum", &[path]))
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Traffic through a healthy lab: answers, paths, big downloads, group-address replies, security counters,
@@ -280,17 +346,39 @@ fn lab_traffic() {
         let a = counters();
         let out = dig(c, DNS4, "A");
         let b = counters();
-        assert!(answer(&out).is_some_and(|x| sites4.contains(&x.as_str())), "{c}: no answer via {DNS4}:\n{out}");
-        assert_eq!(grew(&a, &b, "iap_to_rap"), vec![iap.clone()], "{c}: first packet must go from its IAP to a RAP");
-        assert_eq!(grew(&a, &b, "rap_relayed").len(), 1, "{c}: one RAP must relay the first packet");
-        assert_eq!(grew(&a, &b, "jap_delivered").len(), 1, "{c}: one JAP must deliver the first packet");
+        assert!(
+            answer(&out).is_some_and(|x| sites4.contains(&x.as_str())),
+            "{c}: no answer via {DNS4}:\n{out}"
+        );
+        assert_eq!(
+            grew(&a, &b, "iap_to_rap"),
+            vec![iap.clone()],
+            "{c}: first packet must go from its IAP to a RAP"
+        );
+        assert_eq!(
+            grew(&a, &b, "rap_relayed").len(),
+            1,
+            "{c}: one RAP must relay the first packet"
+        );
+        assert_eq!(
+            grew(&a, &b, "jap_delivered").len(),
+            1,
+            "{c}: one JAP must deliver the first packet"
+        );
         std::thread::sleep(Duration::from_millis(300));
         let a = counters();
         let out = dig(c, DNS4, "A");
         let b = counters();
         assert!(answer(&out).is_some(), "{c}: second query unanswered:\n{out}");
-        assert_eq!(grew(&a, &b, "iap_to_jap"), vec![iap.clone()], "{c}: later packets go IAP→JAP");
-        assert!(grew(&a, &b, "iap_to_rap").is_empty() && grew(&a, &b, "rap_relayed").is_empty(), "{c}: no RAP on the 3-segment path");
+        assert_eq!(
+            grew(&a, &b, "iap_to_jap"),
+            vec![iap.clone()],
+            "{c}: later packets go IAP→JAP"
+        );
+        assert!(
+            grew(&a, &b, "iap_to_rap").is_empty() && grew(&a, &b, "rap_relayed").is_empty(),
+            "{c}: no RAP on the 3-segment path"
+        );
         assert_eq!(grew(&a, &b, "jap_delivered").len(), 1);
         eprintln!("path ok for {c}: IAP {iap}");
     }
@@ -299,11 +387,23 @@ fn lab_traffic() {
     //    from the group address (dig accepts only replies from the server it asked; SERVER: names it).
     for c in CLIENTS {
         let out = dig(c, DNS4, "A");
-        assert!(answer(&out).is_some_and(|x| sites4.contains(&x.as_str())), "{c} via {DNS4}:\n{out}");
-        assert!(out.contains(&format!("SERVER: {DNS4}#53({DNS4})")), "{c}: reply not from {DNS4}:\n{out}");
+        assert!(
+            answer(&out).is_some_and(|x| sites4.contains(&x.as_str())),
+            "{c} via {DNS4}:\n{out}"
+        );
+        assert!(
+            out.contains(&format!("SERVER: {DNS4}#53({DNS4})")),
+            "{c}: reply not from {DNS4}:\n{out}"
+        );
         let out = dig(c, DNS6, "AAAA");
-        assert!(answer(&out).is_some_and(|x| sites6.contains(&x.as_str())), "{c} via {DNS6}:\n{out}");
-        assert!(out.contains(&format!("SERVER: {DNS6}#53({DNS6})")), "{c}: reply not from {DNS6}:\n{out}");
+        assert!(
+            answer(&out).is_some_and(|x| sites6.contains(&x.as_str())),
+            "{c} via {DNS6}:\n{out}"
+        );
+        assert!(
+            out.contains(&format!("SERVER: {DNS6}#53({DNS6})")),
+            "{c}: reply not from {DNS6}:\n{out}"
+        );
     }
 
     // 3. A 20 MiB download over TCP through PIAS from every client, checksum equal to the served file;
@@ -314,31 +414,93 @@ fn lab_traffic() {
     for c in CLIENTS {
         let f = format!("{DIR}/download-{c}.bin");
         let t0 = Instant::now();
-        let o = exec(c, &["curl", "-sS", "--max-time", "60", "-o", &f, &format!("http://{HTTP4}/big.bin")]);
-        assert!(o.status.success(), "{c}: curl failed: {}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0), 20 * 1024 * 1024);
+        let o = exec(
+            c,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "60",
+                "-o",
+                &f,
+                &format!("http://{HTTP4}/big.bin"),
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "{c}: curl failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0),
+            20 * 1024 * 1024
+        );
         assert_eq!(sha256(&f), want, "{c}: checksum differs");
         eprintln!("{c}: 20 MiB in {:.2} s", t0.elapsed().as_secs_f64());
         let _ = std::fs::remove_file(&f);
     }
     let b = counters();
-    assert!(PROXIES.iter().map(|p| delta(&a, &b, p, "mss_clamped")).sum::<u64>() >= 3, "SYNs must be MSS-clamped");
+    assert!(
+        PROXIES
+            .iter()
+            .map(|p| delta(&a, &b, p, "mss_clamped"))
+            .sum::<u64>()
+            >= 3,
+        "SYNs must be MSS-clamped"
+    );
 
     // 4. A registration with a wrong key (derived from another master key) is refused and counted.
     let wrong_master = format!("{DIR}/wrong-master.key");
     std::fs::write(&wrong_master, text(&run(PIAS, &["key", "generate"]))).unwrap();
     let wrong_key = format!("{DIR}/wrong.key");
-    let k = run(PIAS, &["key", "derive", "--master-file", &wrong_master, "--group", "10.99.0.53:53/udp"]);
+    let k = run(
+        PIAS,
+        &[
+            "key",
+            "derive",
+            "--master-file",
+            &wrong_master,
+            "--group",
+            "10.99.0.53:53/udp",
+        ],
+    );
     std::fs::write(&wrong_key, text(&k)).unwrap();
     let a = counters();
     let o = exec(
         "t1",
-        &["timeout", "2", PIAS, "target", "--group", "10.99.0.53:53/udp", "--service", &format!("{}:5353", T1.0), "--key-file", &wrong_key, "--registration", "10.99.0.1"],
+        &[
+            "timeout",
+            "2",
+            PIAS,
+            "target",
+            "--group",
+            "10.99.0.53:53/udp",
+            "--service",
+            &format!("{}:5353", T1.0),
+            "--key-file",
+            &wrong_key,
+            "--registration",
+            "10.99.0.1",
+        ],
     );
     let b = counters();
     let bad: u64 = PROXIES.iter().map(|p| delta(&a, &b, p, "reg_bad_mac")).sum();
-    assert!(bad >= 1, "a wrong-key Register must be counted as reg_bad_mac (agent said: {})", String::from_utf8_lossy(&o.stderr));
-    let regs = |m: &BTreeMap<String, BTreeMap<String, u64>>| PROXIES.iter().map(|p| m.get(*p).and_then(|c| c.get("registrations")).copied().unwrap_or(0)).sum::<u64>();
+    assert!(
+        bad >= 1,
+        "a wrong-key Register must be counted as reg_bad_mac (agent said: {})",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let regs = |m: &BTreeMap<String, BTreeMap<String, u64>>| {
+        PROXIES
+            .iter()
+            .map(|p| {
+                m.get(*p)
+                    .and_then(|c| c.get("registrations"))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum::<u64>()
+    };
     assert_eq!(regs(&b), regs(&a), "a wrong-key target must not be registered");
 
     // 5. Garbage to the overlay port is counted and ignored; the proxy keeps serving.
@@ -350,9 +512,20 @@ fn lab_traffic() {
     assert!(exec("c1", &["bash", "-c", &script]).status.success());
     std::thread::sleep(Duration::from_millis(300));
     let b = counters();
-    let dropped: u64 = counters_like(&a, &b, "p1", &["malformed", "wrong_vni", "bad_mac", "rejected", "stranger"]);
-    assert!(dropped >= 100, "100 garbage datagrams to p1:6081 must be counted as dropped, saw {dropped}");
-    assert!(answer(&dig("c1", DNS4, "A")).is_some(), "p1 must keep serving after garbage");
+    let dropped: u64 = counters_like(
+        &a,
+        &b,
+        "p1",
+        &["malformed", "wrong_vni", "bad_mac", "rejected", "stranger"],
+    );
+    assert!(
+        dropped >= 100,
+        "100 garbage datagrams to p1:6081 must be counted as dropped, saw {dropped}"
+    );
+    assert!(
+        answer(&dig("c1", DNS4, "A")).is_some(),
+        "p1 must keep serving after garbage"
+    );
 
     // 6. exclude_sender (policy of 10.99.0.53): a target that queries its own group is never sent its own
     //    query. Its JAP has no other target for the group, so the query is dropped there (SPEC §9.5: "if it
@@ -360,26 +533,58 @@ fn lab_traffic() {
     //    the other target — never by itself. Its dnsmasq logs no query meanwhile.
     for (site, me) in [("t1", T1.0), ("t3", T3.0)] {
         let qlog = format!("{DIR}/{site}/dns-queries.log");
-        let lines = || std::fs::read_to_string(&qlog).map(|s| s.lines().filter(|l| l.contains("query[")).count()).unwrap_or(0);
+        let lines = || {
+            std::fs::read_to_string(&qlog)
+                .map(|s| s.lines().filter(|l| l.contains("query[")).count())
+                .unwrap_or(0)
+        };
         let before = lines();
         let a = counters();
         for _ in 0..3 {
-            let out = exec(site, &["dig", &format!("@{DNS4}"), "+time=1", "+tries=1", "www.demo.pias", "A"]);
+            let out = exec(
+                site,
+                &[
+                    "dig",
+                    &format!("@{DNS4}"),
+                    "+time=1",
+                    "+tries=1",
+                    "www.demo.pias",
+                    "A",
+                ],
+            );
             let got = answer(&text(&out));
             assert_ne!(got.as_deref(), Some(me), "{site} was sent its own query");
         }
         let b = counters();
         assert_eq!(lines(), before, "{site}'s dnsmasq must not see its own queries");
-        let dropped: u64 = PROXIES.iter().map(|p| delta(&a, &b, p, "drop_no_target") + delta(&a, &b, p, "reg_no_target")).sum();
-        eprintln!("exclude_sender: {site}'s 3 queries never reached it ({dropped} drops counted as no eligible target)");
+        let dropped: u64 = PROXIES
+            .iter()
+            .map(|p| delta(&a, &b, p, "drop_no_target") + delta(&a, &b, p, "reg_no_target"))
+            .sum();
+        eprintln!(
+            "exclude_sender: {site}'s 3 queries never reached it ({dropped} drops counted as no eligible target)"
+        );
     }
-    assert!(answer(&dig("c1", DNS4, "A")).is_some(), "clients keep being served");
+    assert!(
+        answer(&dig("c1", DNS4, "A")).is_some(),
+        "clients keep being served"
+    );
 }
 
 /// Sum of the growth of every counter of `p` whose name contains one of `parts`.
-fn counters_like(a: &BTreeMap<String, BTreeMap<String, u64>>, b: &BTreeMap<String, BTreeMap<String, u64>>, p: &str, parts: &[&str]) -> u64 {
+fn counters_like(
+    a: &BTreeMap<String, BTreeMap<String, u64>>,
+    b: &BTreeMap<String, BTreeMap<String, u64>>,
+    p: &str,
+    parts: &[&str],
+) -> u64 {
     b.get(p)
-        .map(|c| c.keys().filter(|n| parts.iter().any(|x| n.contains(x))).map(|n| delta(a, b, p, n)).sum())
+        .map(|c| {
+            c.keys()
+                .filter(|n| parts.iter().any(|x| n.contains(x)))
+                .map(|n| delta(a, b, p, n))
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -395,36 +600,93 @@ fn lab_failover() {
     let ns = format!("{NAME}-c1");
     let url = format!("http://{HTTP4}/big.bin");
     let child = Command::new("ip")
-        .args(["netns", "exec", &ns, "curl", "-sS", "--max-time", "40", "--limit-rate", "3M", "-o", &f, &url])
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "curl",
+            "-sS",
+            "--max-time",
+            "40",
+            "--limit-rate",
+            "3M",
+            "-o",
+            &f,
+            &url,
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .expect("curl");
     std::thread::sleep(Duration::from_millis(2000));
     let a = counters();
     // r1's address towards r2 is 10.0.1.1; r2's is 10.0.1.2 (link 1 of the default topology).
-    let o = run("ip", &["-n", &format!("{NAME}-r1"), "route", "add", &format!("{HTTP4}/32"), "via", "10.0.1.2"]);
-    assert!(o.status.success(), "route move: {}", String::from_utf8_lossy(&o.stderr));
+    let o = run(
+        "ip",
+        &[
+            "-n",
+            &format!("{NAME}-r1"),
+            "route",
+            "add",
+            &format!("{HTTP4}/32"),
+            "via",
+            "10.0.1.2",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "route move: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let out = child.wait_with_output().expect("curl");
     let b = counters();
-    assert!(out.status.success(), "download across the ingress change failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(sha256(&f), sha256(&format!("{DIR}/t1/www/big.bin")), "checksum after the ingress change");
+    assert!(
+        out.status.success(),
+        "download across the ingress change failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sha256(&f),
+        sha256(&format!("{DIR}/t1/www/big.bin")),
+        "checksum after the ingress change"
+    );
     let moved = delta(&a, &b, "p2", "iap_to_jap") + delta(&a, &b, "p2", "iap_to_rap");
-    assert!(moved > 100, "p2 must carry the rest of the transfer as IAP (it sent {moved})");
+    assert!(
+        moved > 100,
+        "p2 must carry the rest of the transfer as IAP (it sent {moved})"
+    );
     let _ = std::fs::remove_file(&f);
-    let o = run("ip", &["-n", &format!("{NAME}-r1"), "route", "del", &format!("{HTTP4}/32")]);
+    let o = run(
+        "ip",
+        &[
+            "-n",
+            &format!("{NAME}-r1"),
+            "route",
+            "del",
+            &format!("{HTTP4}/32"),
+        ],
+    );
     assert!(o.status.success());
     eprintln!("TCP download survived the ingress change p1 → p2 ({moved} packets through p2 afterwards)");
 
     // 1. Killed target (SIGKILL its dnsmasq and its agent): answers from the other target within 1 s.
     let served = answer(&dig("c1", DNS4, "A")).expect("c1 answered");
     let site = if served == T1.0 { "t1" } else { "t3" };
-    let (probes, at) = watch("c1", DNS4, Duration::from_secs(4), Duration::from_millis(600), || {
-        kill9(site, "agent-10.99.0.53-53-udp");
-        kill9(site, "dnsmasq");
-    });
+    let (probes, at) = watch(
+        "c1",
+        DNS4,
+        Duration::from_secs(4),
+        Duration::from_millis(600),
+        || {
+            kill9(site, "agent-10.99.0.53-53-udp");
+            kill9(site, "dnsmasq");
+        },
+    );
     let ms = outage(&probes, at, |a| a != served).expect("service must come back after a target dies");
     eprintln!("target {site} killed: other target answering after {ms} ms");
-    assert!(ms <= 1000, "killed target: answers from the other target took {ms} ms (> 1 s)");
+    assert!(
+        ms <= 1000,
+        "killed target: answers from the other target took {ms} ms (> 1 s)"
+    );
     lab_.restore();
 
     // 2. Killed JAP process: a client whose JAP is not its ingress is served again within 2 s.
@@ -441,7 +703,13 @@ fn lab_failover() {
         }
     }
     let (c, jap) = chosen.expect("some client's JAP differs from its ingress in the default topology");
-    let (probes, at) = watch(c, DNS4, Duration::from_secs(5), Duration::from_millis(600), || kill9(&jap, "proxy"));
+    let (probes, at) = watch(
+        c,
+        DNS4,
+        Duration::from_secs(5),
+        Duration::from_millis(600),
+        || kill9(&jap, "proxy"),
+    );
     let ms = outage(&probes, at, |_| true).expect("service must come back after a JAP dies");
     eprintln!("JAP {jap} killed: {c} answered again after {ms} ms");
     assert!(ms <= 2000, "killed JAP: {ms} ms (> 2 s)");
@@ -449,12 +717,17 @@ fn lab_failover() {
 
     // 3. Killed ingress proxy: the client's traffic moves to the next proxy within OSPF's dead interval (3 s).
     let before = ingress("c1");
-    let (probes, at) = watch("c1", DNS4, Duration::from_secs(6), Duration::from_millis(600), || kill9(&before, "proxy"));
+    let (probes, at) = watch(
+        "c1",
+        DNS4,
+        Duration::from_secs(6),
+        Duration::from_millis(600),
+        || kill9(&before, "proxy"),
+    );
     let ms = outage(&probes, at, |_| true).expect("service must come back after the ingress dies");
     let after = ingress("c1");
     eprintln!("ingress {before} killed: c1 now reaches {after}, answered again after {ms} ms");
     assert_ne!(after, before, "c1 must reach another proxy");
     assert!(ms <= 3000, "killed ingress: {ms} ms (> OSPF dead interval 3 s)");
     lab_.restore();
-
 }

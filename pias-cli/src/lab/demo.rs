@@ -206,7 +206,9 @@ fn tour(lab: &Lab) -> Result<()> {
     head("5. kill a JAP (SIGKILL a `pias proxy` that delivers to targets, not the client's ingress)");
     let mut picked = None;
     for c in plan.of(Kind::Client) {
-        let Ok((_, p)) = traced_dig(lab, c, g) else { continue };
+        let Ok((_, p)) = traced_dig(lab, c, g) else {
+            continue;
+        };
         let iap = p.direct.first().or(p.via_rap.first()).cloned();
         if let (Some(iap), Some(jap)) = (iap, p.jap.first().cloned())
             && iap != jap
@@ -282,6 +284,9 @@ fn tour(lab: &Lab) -> Result<()> {
         Err(e) => println!("    now: FAILED {e:#}"),
     }
     services::up(lab, true)?;
-    println!("    {ing} restarted; `pias lab status` shows {} back on it", c1.name);
+    println!(
+        "    {ing} restarted; `pias lab status` shows {} back on it",
+        c1.name
+    );
     Ok(())
 }

@@ -47,28 +47,6 @@ pub(crate) fn write_keys(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
-/// A key derived from another master key: what an attacker without the operator's key could have.
-pub(crate) fn wrong_key_file(lab: &Lab, g: &Group) -> Result<PathBuf> {
-    let m = lab.dir.join("wrong-master.key");
-    fs::write(&m, pias(lab, &["key", "generate"])?)?;
-    let k = lab.dir.join(format!("wrong-{}.key", g.tag()));
-    fs::write(
-        &k,
-        pias(
-            lab,
-            &[
-                "key",
-                "derive",
-                "--master-file",
-                &m.display().to_string(),
-                "--group",
-                &g.spec,
-            ],
-        )?,
-    )?;
-    Ok(k)
-}
-
 pub(crate) fn ctl_socket(lab: &Lab, p: &Node) -> PathBuf {
     lab.node_dir(&p.name).join("ctl.sock")
 }
@@ -303,7 +281,11 @@ impl Path {
             j(&self.rap),
             j(&self.jap)
         );
-        let three = format!("{client} → {} (IAP) → {} (JAP) → {target}", j(&self.direct), j(&self.jap));
+        let three = format!(
+            "{client} → {} (IAP) → {} (JAP) → {target}",
+            j(&self.direct),
+            j(&self.jap)
+        );
         match (self.via_rap.is_empty(), self.direct.is_empty()) {
             (false, true) => format!("{four}   [4 segments]"),
             (false, false) => format!("{four}   [4 segments for the first packet, then 3: IAP → JAP]"),

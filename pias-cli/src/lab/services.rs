@@ -228,7 +228,10 @@ fn wait_unicast(lab: &Lab, t: Duration) -> Result<()> {
         })
     });
     if !ok {
-        anyhow::bail!("OSPF gave the proxies no routes to each other in {t:?}: see {}/*/bird.log", lab.dir.display());
+        anyhow::bail!(
+            "OSPF gave the proxies no routes to each other in {t:?}: see {}/*/bird.log",
+            lab.dir.display()
+        );
     }
     Ok(())
 }
@@ -242,6 +245,24 @@ pub(crate) fn wait_ready(lab: &Lab, t: Duration) -> Result<()> {
             super::status::ingress(lab, c, &a4).is_some() && super::status::ingress(lab, c, &a6).is_some()
         })
     });
+    // Every running proxy's announcements (its NAT pool, routed into its TUN with the anycast prefixes) have
+    // reached every router.
+    let ok = ok
+        && wait_for(t, || {
+            lab.plan
+                .of(Kind::Proxy)
+                .filter(|p| daemon_running(lab, p, "proxy"))
+                .all(|p| {
+                    lab.plan.of(Kind::Router).all(|r| {
+                        [p.pool4().to_string(), p.pool6().to_string()].iter().all(|a| {
+                            net::output("ip", &["-n", &r.ns, "route", "get", a]).is_ok_and(|o| {
+                                o.status.success()
+                                    && !String::from_utf8_lossy(&o.stdout).contains("unreachable")
+                            })
+                        })
+                    })
+                })
+        });
     if !ok {
         anyhow::bail!(
             "routing did not converge in {t:?}: see {}/*/bird.log",

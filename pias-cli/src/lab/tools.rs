@@ -32,26 +32,6 @@ impl Rtt {
             self.sent, self.lost, self.median_us, self.p99_us
         )
     }
-
-    pub(crate) fn parse(line: &str) -> Option<Rtt> {
-        let mut r = Rtt {
-            sent: 0,
-            lost: 0,
-            median_us: 0.0,
-            p99_us: 0.0,
-        };
-        for kv in line.split_whitespace() {
-            let (k, v) = kv.split_once('=')?;
-            match k {
-                "sent" => r.sent = v.parse().ok()?,
-                "lost" => r.lost = v.parse().ok()?,
-                "median_us" => r.median_us = v.parse().ok()?,
-                "p99_us" => r.p99_us = v.parse().ok()?,
-                _ => {}
-            }
-        }
-        Some(r)
-    }
 }
 
 /// Sends `count` 64-byte requests one after another (each waits for its echo or `timeout`).
@@ -211,7 +191,6 @@ pub(crate) fn dns_watch(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Probe {
     pub sent_ms: u64,
-    pub at_ms: u64,
     pub answer: Option<std::net::IpAddr>,
 }
 
@@ -219,10 +198,10 @@ pub(crate) fn parse_watch(out: &str) -> Vec<Probe> {
     out.lines()
         .filter_map(|l| {
             let mut it = l.split_whitespace();
-            let (s, t, a) = (it.next()?, it.next()?, it.next()?);
+            // SENT_MS DONE_MS ANSWER
+            let (s, _done, a) = (it.next()?, it.next()?, it.next()?);
             Some(Probe {
                 sent_ms: s.parse().ok()?,
-                at_ms: t.parse().ok()?,
                 answer: a.parse().ok(),
             })
         })

@@ -140,7 +140,6 @@ pub(crate) enum Kind {
 #[derive(Debug, Clone)]
 pub(crate) struct Iface {
     pub name: String,
-    pub peer: String,
     pub v4: Ipv4Addr,
     pub v6: Ipv6Addr,
     pub cost: u32,
@@ -277,7 +276,6 @@ impl Topology {
             for (me, peer, host) in [(a, &l.b, 1u8), (b, &l.a, 2u8)] {
                 nodes[me].ifaces.push(Iface {
                     name: peer.clone(),
-                    peer: peer.clone(),
                     v4: Ipv4Addr::new(10, 0, k, host),
                     v6: Ipv6Addr::new(0xfd00, k as u16, 0, 0, 0, 0, 0, host as u16),
                     cost: l.cost,
@@ -303,7 +301,6 @@ impl Topology {
                 let stub = kind != Kind::Proxy;
                 nodes[r].ifaces.push(Iface {
                     name: at.name.clone(),
-                    peer: at.name.clone(),
                     v4: Ipv4Addr::new(10, 1, n, 1),
                     v6: Ipv6Addr::new(0xfd01, n as u16, 0, 0, 0, 0, 0, 1),
                     cost: at.cost,
@@ -317,7 +314,6 @@ impl Topology {
                     router_id: Ipv4Addr::new(10, 255, 1, n),
                     ifaces: vec![Iface {
                         name: at.router.clone(),
-                        peer: at.router.clone(),
                         v4: Ipv4Addr::new(10, 1, n, 2),
                         v6: Ipv6Addr::new(0xfd01, n as u16, 0, 0, 0, 0, 0, 2),
                         cost: at.cost,
