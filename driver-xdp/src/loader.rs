@@ -111,7 +111,10 @@ pub mod verdict {
     pub const REDIRECT: u32 = 4;
 }
 
-fn take<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<HashMap<MapData, K, V>, XdpError> {
+fn take<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>, XdpError> {
     let m = ebpf.take_map(name).ok_or(XdpError::Missing(name))?;
     Ok(HashMap::try_from(m)?)
 }
@@ -186,7 +189,9 @@ impl XdpProgram {
         match prog.attach(iface, XdpMode::Driver) {
             Ok(_) => Ok(XdpMode::Driver),
             Err(e) => {
-                eprintln!("driver-xdp: native XDP attach on {iface} failed ({e}); falling back to generic (skb) mode");
+                eprintln!(
+                    "driver-xdp: native XDP attach on {iface} failed ({e}); falling back to generic (skb) mode"
+                );
                 prog.attach(iface, XdpMode::Skb)?;
                 Ok(XdpMode::Skb)
             }

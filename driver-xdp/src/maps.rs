@@ -254,7 +254,10 @@ pub const COUNTER_NAMES: [&str; 22] = [
 
 /// Index of a counter by name, for tests.
 pub fn counter(name: &str) -> usize {
-    COUNTER_NAMES.iter().position(|n| *n == name).unwrap_or(usize::MAX)
+    COUNTER_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

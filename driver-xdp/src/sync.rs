@@ -131,7 +131,10 @@ impl MapSync {
             }
             Event::CacheRemoved { group } => self.remove_group(group),
             Event::Nat(ev @ NatEvent::Created { tag, forward, .. }) => {
-                let fast = proxy.registry().target(*tag).is_some_and(|t| t.mode == DeliveryMode::Nat)
+                let fast = proxy
+                    .registry()
+                    .target(*tag)
+                    .is_some_and(|t| t.mode == DeliveryMode::Nat)
                     && proxy.config().policies.lookup(&forward.dst_ta()).target.replicate <= 1;
                 self.apply_nat(ev, fast);
             }
@@ -229,7 +232,9 @@ impl MapSync {
                     self.bindings.insert(id, b);
                 }
             }
-            NatEvent::Removed { id, forward, reverse, .. } => {
+            NatEvent::Removed {
+                id, forward, reverse, ..
+            } => {
                 if self.bindings.remove(&id).is_some() {
                     self.counters.nat_removed += 1;
                 }
@@ -312,21 +317,31 @@ impl MapSync {
 
     /// Sets the fast flag of TCP bindings that are established in `nat` (and clears it otherwise).
     pub fn upgrade_tcp(&mut self, nat: &NatTable) {
-        let ids: Vec<BindingId> = self.bindings.iter().filter(|(_, b)| b.tcp).map(|(id, _)| *id).collect();
+        let ids: Vec<BindingId> = self
+            .bindings
+            .iter()
+            .filter(|(_, b)| b.tcp)
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
-            let est = nat
-                .get(id)
-                .is_some_and(|x| x.tcp == Some(TcpState::Established));
+            let est = nat.get(id).is_some_and(|x| x.tcp == Some(TcpState::Established));
             let Some(b) = self.bindings.get_mut(&id) else {
                 continue;
             };
             if b.fast != est {
                 b.fast = est;
                 let b = *b;
-                for (map, key) in [(&mut self.maps.nat_fwd, b.forward), (&mut self.maps.nat_rev, b.reverse)] {
+                for (map, key) in [
+                    (&mut self.maps.nat_fwd, b.forward),
+                    (&mut self.maps.nat_rev, b.reverse),
+                ] {
                     let k = Flow::from(&key);
                     if let Ok(mut v) = map.get(&k, 0) {
-                        v.flags = if est { v.flags | NAT_TCP_FAST } else { v.flags & !NAT_TCP_FAST };
+                        v.flags = if est {
+                            v.flags | NAT_TCP_FAST
+                        } else {
+                            v.flags & !NAT_TCP_FAST
+                        };
                         let _ = map.insert(k, v, 0);
                     }
                 }
