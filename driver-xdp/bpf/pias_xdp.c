@@ -92,11 +92,13 @@ static __always_inline int write_eth(struct xdp_md *ctx, const __u8 mac[12], __u
 	return 0;
 }
 
+/* Activity for the core (NatTable::touch). Plain increments, not atomics: a flow's packets arrive on one
+ * CPU (RSS), and a lost increment under a race only under-reports activity that is reported anyway. */
 static __always_inline void touch_nat(struct pias_nat *n, __u32 len)
 {
 	n->last_used_ns = bpf_ktime_get_ns();
-	__sync_fetch_and_add(&n->packets, 1);
-	__sync_fetch_and_add(&n->bytes, len);
+	n->packets += 1;
+	n->bytes += len;
 }
 
 /* TCP segments that change connection state (SYN: MSS clamp, FIN/RST: NAT state) go to the core. */
@@ -204,25 +206,29 @@ static __always_inline int jap_reverse(struct xdp_md *ctx, const struct pias_cfg
 }
 
 /* ---- IAP: client packet → JAP ---- */
-static __always_inline int iap_encap(struct xdp_md *ctx, const struct pias_cfg *cfg, const struct pkt_info *pi)
+/* The group entry of a client's packet (its destination transport address), if cached. */
+static __always_inline struct pias_group *group_of(const struct pkt_info *pi)
 {
-	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	struct pias_group *grp;
 	struct pias_ta ta;
-	struct pias_jap *jap;
-	__u64 m[5], h, now, sum;
-	__u32 idx, slot, ifindex = 0;
-	__u8 mac[12];
 
 	__builtin_memset(&ta, 0, sizeof(ta));
 	ta.family = pi->family;
 	ta.proto = pi->flow.proto;
 	ta.port = pi->flow.dport;
 	__builtin_memcpy(ta.addr, pi->flow.dst, 16);
-	grp = bpf_map_lookup_elem(&pias_groups, &ta);
-	if (!grp)
-		return pass(C_PASS_GROUP_MISS);
+	return bpf_map_lookup_elem(&pias_groups, &ta);
+}
+
+static __always_inline int iap_encap(struct xdp_md *ctx, const struct pias_cfg *cfg, struct pias_group *grp,
+				     const struct pkt_info *pi)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct pias_jap *jap;
+	__u64 m[5], h, now, sum;
+	__u32 idx, slot, ifindex = 0;
+	__u8 mac[12];
+
 	now = bpf_ktime_get_ns();
 	if (grp->deadline_ns && now >= grp->deadline_ns)
 		return pass(C_PASS_GROUP_EXPIRED);
@@ -268,7 +274,7 @@ static __always_inline int iap_encap(struct xdp_md *ctx, const struct pias_cfg *
 	if (write_encap_v4(data, end, cfg, jap, pi->family, pi->ip_len, sum))
 		return XDP_ABORTED;
 	grp->last_used_ns = now;
-	__sync_fetch_and_add(&grp->packets, 1);
+	grp->packets += 1;
 	count(C_IAP_HIT);
 	return send(ctx, ifindex);
 }
@@ -279,6 +285,7 @@ int pias_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct pias_cfg *cfg;
+	struct pias_group *grp;
 	struct pias_nat *nat;
 	struct pkt_info pi;
 	__u32 zero = 0, r;
@@ -310,6 +317,10 @@ int pias_xdp(struct xdp_md *ctx)
 			return pass(C_PASS_TRUNCATED);
 		return jap_forward(ctx, cfg, eth, oip, ouh);
 	}
+	/* A client's packet to a group (looked up first: the IAP path is the busier and the costlier). */
+	grp = group_of(&pi);
+	if (grp)
+		return iap_encap(ctx, cfg, grp, &pi);
 	/* A target's reply to a NAT pool endpoint. */
 	nat = bpf_map_lookup_elem(&pias_nat_rev, &pi.flow);
 	if (nat) {
@@ -317,7 +328,7 @@ int pias_xdp(struct xdp_md *ctx)
 			return pass(C_PASS_TCP_CONTROL);
 		return jap_reverse(ctx, cfg, nat, &pi, eth_proto);
 	}
-	return iap_encap(ctx, cfg, &pi);
+	return pass(C_PASS_GROUP_MISS);
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

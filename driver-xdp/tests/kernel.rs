@@ -821,6 +821,7 @@ fn differential_iap_and_jap_against_the_core() {
 ///   local), and NAT maps C→G to P→T and P→T back to C→G: runs alternate encapsulation and
 ///   decapsulation + rewrite, every one a hit;
 /// - JAP reverse: T→P becomes G→C and G→C becomes T→P: every run a reverse rewrite.
+///
 /// The counters check that every run was a hit. Single runs (repeat 1) of each path are averaged too.
 fn cycle_rig(v6: bool) -> (Rig, Vec<u8>, Vec<u8>) {
     let mut rig = Rig::new();
