@@ -74,6 +74,22 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The configuration that makes the program act for `proxy`: its flow key, overlay id, id, overlay
+    /// socket address and inner MTU.
+    pub fn for_proxy(proxy: &pias_state::proxy::Proxy, flags: u8) -> Config {
+        let c = proxy.config();
+        Config::new(
+            &c.master_key.flow_key(),
+            c.vni,
+            proxy.id(),
+            c.overlay_addr,
+            u16::try_from(c.inner_mtu()).unwrap_or(u16::MAX),
+            flags,
+        )
+    }
+}
+
 /// `struct pias_ta`: a group, in SPEC.md §3's 20-byte encoding.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

@@ -158,6 +158,46 @@ impl MapSync {
         }
     }
 
+    /// Rebuilds every map from the proxy's state (at start, when the program is attached to a running
+    /// proxy, or after the proxy dropped events: `events_dropped`). Entries the core no longer has are
+    /// removed; what it has is installed as [`MapSync::apply`] would from the events.
+    pub fn resync(&mut self, proxy: &Proxy, now: Instant, ktime: u64) {
+        let stale: Vec<TransportAddr> = self.groups.keys().copied().collect();
+        for g in stale {
+            self.remove_group(&g);
+        }
+        let ids: Vec<BindingId> = self.bindings.keys().copied().collect();
+        for id in ids {
+            if let Some(b) = self.bindings.remove(&id) {
+                let _ = self.maps.nat_fwd.remove(&Flow::from(&b.forward));
+                let _ = self.maps.nat_rev.remove(&Flow::from(&b.reverse));
+            }
+        }
+        let members: Vec<(ProxyId, SocketAddr)> = proxy
+            .membership()
+            .usable()
+            .filter(|id| *id != proxy.id())
+            .filter_map(|id| proxy.membership().get(id).map(|m| (id, m.addr())))
+            .collect();
+        for (id, a) in members {
+            self.member_up(id, a);
+        }
+        let groups: Vec<TransportAddr> = proxy.iap().iter().map(|(g, _)| *g).collect();
+        for group in groups {
+            self.apply(proxy, &Event::CacheInstalled { group }, now, ktime);
+        }
+        for b in proxy.nat().iter() {
+            let ev = NatEvent::Created {
+                id: b.id,
+                forward: b.forward,
+                reverse: b.reverse,
+                tag: b.tag,
+            };
+            self.apply(proxy, &Event::Nat(ev), now, ktime);
+        }
+        self.upgrade_tcp(proxy.nat());
+    }
+
     /// Installs (or replaces) a group's entry from the core's cache entry; removes it when the entry is not
     /// resolved. `addr_of` names each JAP's overlay address (`me` is marked local: the slow path delivers).
     pub fn install_group(

@@ -1,0 +1,182 @@
+//! The program against real proxies: a simulated overlay (pias-sim) runs the core until the IAP has a cache
+//! entry and the JAP a NAT binding; MapSync mirrors the proxies' state into two programs (one acting as the
+//! IAP, one as the JAP); then the same packets go through the proxies (`handle_host`/`handle_overlay`) and
+//! through the programs (`BPF_PROG_TEST_RUN`), and the outputs must be byte-identical. Needs root.
+
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+
+use driver_xdp::maps::{CFG_ENABLED, Config, counter};
+use driver_xdp::{MapSync, RunResult, Sizes, XdpProgram, ktime_now, verdict};
+use pias_proto::auth::MasterKey;
+use pias_proto::build::udp_packet;
+use pias_proto::packet::IpPacket;
+use pias_proto::tunnel::{DataHeader, INITIAL_HOPS};
+use pias_proto::{IpProtocol, ProxyId};
+use pias_sim::{Sim, SimConfig};
+use pias_state::proxy::{HEADROOM, PacketBuf, Proxy, Verdict};
+
+fn rig_for(proxy: &Proxy, now: pias_state::time::Instant) -> (XdpProgram, MapSync) {
+    let (prog, maps) = XdpProgram::load(Sizes {
+        groups: 256,
+        nat: 1024,
+        members: 64,
+    })
+    .unwrap_or_else(|e| panic!("loading the XDP program failed: {e} (this test needs root)"));
+    let mut sync = MapSync::new(maps);
+    sync.maps_mut()
+        .config
+        .set(0, Config::for_proxy(proxy, CFG_ENABLED), 0)
+        .unwrap();
+    sync.resync(proxy, now, ktime_now());
+    (prog, sync)
+}
+
+fn eth(ip: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 0xaa, 2, 0, 0, 0, 0, 0xbb];
+    f.extend_from_slice(if ip[0] >> 4 == 6 {
+        &[0x86, 0xdd]
+    } else {
+        &[0x08, 0x00]
+    });
+    f.extend_from_slice(ip);
+    f
+}
+
+fn udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 1600];
+    let n = udp_packet(src, dst, payload, &mut b).unwrap();
+    b.truncate(n);
+    b
+}
+
+/// Runs `pkt` through the proxy's host side; the verdict and the bytes it left in the buffer.
+fn host(p: &mut Proxy, now: pias_state::time::Instant, pkt: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut buf = vec![0u8; HEADROOM + pkt.len() + 64];
+    buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(pkt);
+    let mut pb = PacketBuf::new(&mut buf, HEADROOM, HEADROOM + pkt.len());
+    let v = p.handle_host(now, &mut pb);
+    (v, pb.bytes().to_vec())
+}
+
+fn overlay(
+    p: &mut Proxy,
+    now: pias_state::time::Instant,
+    from: SocketAddr,
+    frame: &[u8],
+) -> (Verdict, Vec<u8>) {
+    let mut buf = vec![0u8; HEADROOM + frame.len() + 64];
+    buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+    let mut pb = PacketBuf::new(&mut buf, HEADROOM, HEADROOM + frame.len());
+    let v = p.handle_overlay(now, from, &mut pb);
+    (v, pb.bytes().to_vec())
+}
+
+fn tx(r: &RunResult) -> &[u8] {
+    assert_eq!(r.verdict, verdict::TX, "a hit");
+    &r.frame[14..]
+}
+
+#[test]
+fn programs_mirror_real_proxies_byte_for_byte() {
+    let mut sim = Sim::new(SimConfig::default(), MasterKey::from_bytes([0x5a; 32]));
+    for i in 0..5 {
+        sim.add_proxy((10.0 * i as f64, 0.0), |_| {});
+    }
+    sim.run_for(Duration::from_secs(5));
+    let group = Sim::group(1, 5353, IpProtocol::Udp);
+    let client_ip: IpAddr = "10.1.0.10".parse().unwrap();
+    let client = sim.add_client(client_ip, (-1.0, 1.0));
+    let target = SocketAddr::new("10.2.0.1".parse().unwrap(), 5353);
+    sim.add_target("t1", target, group, (41.0, 1.0));
+    sim.run_for(Duration::from_secs(2));
+    for (i, sport) in [40000u16, 40001, 40002, 40003].into_iter().enumerate() {
+        sim.send_udp(client, sport, group, i as u64, b"q");
+        sim.run_for(Duration::from_millis(300));
+    }
+    let now = sim.now();
+    let iap_i = sim.iap_of(client).expect("the client has an IAP");
+    let iap_entry = sim
+        .proxy(iap_i)
+        .unwrap()
+        .cache_entry(&group)
+        .expect("the IAP cached the group");
+    let jap_id = iap_entry.japs().next().unwrap().0;
+    let jap_i = sim.proxy_index(jap_id).unwrap();
+    assert_ne!(iap_i, jap_i, "the JAP is another proxy");
+
+    // The IAP: every flow of the group, through the proxy and through the program.
+    let (iap_prog, iap_sync) = rig_for(sim.proxy(iap_i).unwrap(), now);
+    let gaddr = SocketAddr::new(group.ip, group.port);
+    for sport in 41000..41064u16 {
+        let pkt = udp(SocketAddr::new(client_ip, sport), gaddr, b"flow payload");
+        let (v, want) = host(sim.proxy_mut(iap_i).unwrap(), now, &pkt);
+        let r = iap_prog.test_run(&eth(&pkt), 1).unwrap();
+        match v {
+            Verdict::Overlay(to) => {
+                let out = tx(&r);
+                let outer = IpPacket::new_checked(out).unwrap();
+                outer.verify_checksums().unwrap();
+                let f = outer.flow().unwrap();
+                assert_eq!(SocketAddr::new(f.dst, f.dst_port), to, "the core's JAP");
+                assert_eq!(
+                    SocketAddr::new(f.src, f.src_port),
+                    sim.proxy(iap_i).unwrap().config().overlay_addr
+                );
+                assert_eq!(&out[28..], &want[..], "the core's data frame");
+            }
+            other => panic!("the core did not send to a JAP: {other:?}"),
+        }
+    }
+    assert_eq!(iap_sync.maps().counters().unwrap()[counter("xdp_iap_hit")], 64);
+
+    // The JAP: the flows that have bindings, as data frames from the IAP, and the target's replies.
+    let (jap_prog, jap_sync) = rig_for(sim.proxy(jap_i).unwrap(), now);
+    let iap_addr = sim.proxy(iap_i).unwrap().config().overlay_addr;
+    let jap_addr = sim.proxy(jap_i).unwrap().config().overlay_addr;
+    let bindings: Vec<_> = sim.proxy(jap_i).unwrap().nat().iter().collect();
+    assert!(!bindings.is_empty());
+    for b in bindings {
+        let f = b.forward;
+        let pkt = udp(
+            SocketAddr::new(f.src, f.src_port),
+            SocketAddr::new(f.dst, f.dst_port),
+            b"again",
+        );
+        let h = DataHeader {
+            vni: sim.proxy(jap_i).unwrap().config().vni,
+            flags: 0,
+            hops: INITIAL_HOPS,
+            ingress: ProxyId(iap_i as u32 + 1),
+        };
+        let mut frame = vec![0u8; pkt.len() + 20];
+        h.encapsulate(&pkt, &mut frame).unwrap();
+        let (v, want) = overlay(sim.proxy_mut(jap_i).unwrap(), now, iap_addr, &frame);
+        assert_eq!(v, Verdict::Host);
+        let r = jap_prog
+            .test_run(&eth(&udp(iap_addr, jap_addr, &frame)), 1)
+            .unwrap();
+        assert_eq!(tx(&r), &want[..], "the core's NAT rewrite");
+
+        let rv = b.reverse;
+        let reply = udp(
+            SocketAddr::new(rv.src, rv.src_port),
+            SocketAddr::new(rv.dst, rv.dst_port),
+            b"answer",
+        );
+        let (v, want) = host(sim.proxy_mut(jap_i).unwrap(), now, &reply);
+        assert_eq!(v, Verdict::Host);
+        let r = jap_prog.test_run(&eth(&reply), 1).unwrap();
+        let out = tx(&r);
+        assert_eq!(out, &want[..], "the core's reverse rewrite");
+        let back = IpPacket::new_checked(out).unwrap().flow().unwrap();
+        assert_eq!(SocketAddr::new(back.src, back.src_port), gaddr);
+        assert_eq!(back.dst, client_ip);
+    }
+    let c = jap_sync.maps().counters().unwrap();
+    assert!(c[counter("xdp_jap_forward_hit")] >= 1);
+    assert_eq!(
+        c[counter("xdp_jap_forward_hit")],
+        c[counter("xdp_jap_reverse_hit")]
+    );
+}
