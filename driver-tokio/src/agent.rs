@@ -10,57 +10,37 @@
 //! Stop: the first SIGINT/SIGTERM calls `TargetAgent::shutdown` (Deregister until the JAP acknowledges or
 //! `hold_ms` passes), a second stops at once.
 
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::pin::pin;
 use core::time::Duration;
 use std::io;
 
-use pias_state::agent::{AgentConfig, AgentCounters, AgentEvent, AgentState, TargetAgent};
+use driver_common::events::log_agent_event as log_event;
+use driver_common::{AgentDriverConfig, Clock, HealthCheck, unspecified};
+use pias_state::agent::{AgentCounters, AgentEvent, AgentState, TargetAgent};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::{Clock, Signals};
+use crate::{Signals, deadline};
 
-/// How a surrogate checks the legacy service it registers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HealthCheck {
-    /// Passes when a TCP connection to `addr` opens within the refresh interval.
-    Tcp { addr: SocketAddr },
-    /// Passes when a UDP datagram `payload` sent to `addr` draws any answer within the refresh interval.
-    Udp { addr: SocketAddr, payload: Vec<u8> },
-}
-
-impl HealthCheck {
-    /// Runs the check once, bounded by `timeout`.
-    pub async fn run(&self, timeout: Duration) -> bool {
-        match self {
-            HealthCheck::Tcp { addr } => matches!(
-                tokio::time::timeout(timeout, TcpStream::connect(*addr)).await,
-                Ok(Ok(_))
-            ),
-            HealthCheck::Udp { addr, payload } => {
-                let probe = async {
-                    let s = UdpSocket::bind(unspecified(addr.ip())).await?;
-                    s.connect(*addr).await?;
-                    s.send(payload).await?;
-                    let mut buf = [0u8; 2048];
-                    s.recv(&mut buf).await
-                };
-                matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(_)))
-            }
+/// Runs a surrogate's health check once, bounded by `timeout`.
+pub async fn check_health(h: &HealthCheck, timeout: Duration) -> bool {
+    match h {
+        HealthCheck::Tcp { addr } => matches!(
+            tokio::time::timeout(timeout, TcpStream::connect(*addr)).await,
+            Ok(Ok(_))
+        ),
+        HealthCheck::Udp { addr, payload } => {
+            let probe = async {
+                let s = UdpSocket::bind(unspecified(addr.ip())).await?;
+                s.connect(*addr).await?;
+                s.send(payload).await?;
+                let mut buf = [0u8; 2048];
+                s.recv(&mut buf).await
+            };
+            matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(_)))
         }
     }
-}
-
-/// What the agent driver needs beyond the agent's configuration.
-#[derive(Debug, Clone)]
-pub struct AgentDriverConfig {
-    pub agent: AgentConfig,
-    /// Local address of the agent's socket; default: any address of the registration's family, any port.
-    pub bind: Option<SocketAddr>,
-    /// Surrogate mode's check (needs `agent.surrogate`).
-    pub health: Option<HealthCheck>,
 }
 
 /// A bound agent, ready to [`AgentDriver::run`].
@@ -77,9 +57,7 @@ impl AgentDriver {
     pub async fn bind(cfg: AgentDriverConfig) -> io::Result<AgentDriver> {
         let agent = TargetAgent::new(cfg.agent.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let local = cfg
-            .bind
-            .unwrap_or_else(|| unspecified(cfg.agent.registration.ip()));
+        let local = cfg.local_addr();
         let socket = UdpSocket::bind(local)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("bind agent socket {local}: {e}")))?;
@@ -117,7 +95,7 @@ impl AgentDriver {
         let mut checking = false;
         let mut last_health: Option<bool> = None;
         let mut stopping = false;
-        let mut timer = pin!(tokio::time::sleep_until(clock.deadline(agent.poll_timeout())));
+        let mut timer = pin!(tokio::time::sleep_until(deadline(&clock, agent.poll_timeout())));
         loop {
             let now = clock.now();
             while let Some(n) = agent.poll_transmit(now, &mut tx) {
@@ -135,7 +113,7 @@ impl AgentDriver {
             if stopping && agent.state() == AgentState::Stopped {
                 return Ok(*agent.counters());
             }
-            timer.as_mut().reset(clock.deadline(agent.poll_timeout()));
+            timer.as_mut().reset(deadline(&clock, agent.poll_timeout()));
             tokio::select! {
                 r = socket.recv_from(&mut rx) => match r {
                     Ok((n, from)) => {
@@ -151,7 +129,7 @@ impl AgentDriver {
                         checking = true;
                         let tx = htx.clone();
                         tokio::spawn(async move {
-                            let _ = tx.send(h.run(refresh).await).await;
+                            let _ = tx.send(check_health(&h, refresh).await).await;
                         });
                     }
                 }
@@ -183,22 +161,6 @@ impl AgentDriver {
     }
 }
 
-fn unspecified(like: IpAddr) -> SocketAddr {
-    match like {
-        IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-        IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
-    }
-}
-
-fn log_event(ev: &AgentEvent) {
-    match *ev {
-        AgentEvent::Registered { jap } => info!(%jap, "registered"),
-        AgentEvent::JapLost { jap, reason } => warn!(%jap, ?reason, "registration lost; registering again"),
-        AgentEvent::Deregistered => info!("deregistered"),
-        AgentEvent::Refused { jap, status } => warn!(%jap, ?status, "registration refused"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,9 +170,9 @@ mod tests {
         let t = Duration::from_millis(300);
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let up = l.local_addr().unwrap();
-        assert!(HealthCheck::Tcp { addr: up }.run(t).await);
+        assert!(check_health(&HealthCheck::Tcp { addr: up }, t).await);
         drop(l);
-        assert!(!HealthCheck::Tcp { addr: up }.run(t).await);
+        assert!(!check_health(&HealthCheck::Tcp { addr: up }, t).await);
 
         let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = echo.local_addr().unwrap();
@@ -222,14 +184,16 @@ mod tests {
         });
         let payload = b"ping".to_vec();
         assert!(
-            HealthCheck::Udp {
-                addr,
-                payload: payload.clone()
-            }
-            .run(t)
+            check_health(
+                &HealthCheck::Udp {
+                    addr,
+                    payload: payload.clone()
+                },
+                t
+            )
             .await
         );
         // The echo answered once and is gone: no answer (or port unreachable) fails.
-        assert!(!HealthCheck::Udp { addr, payload }.run(t).await);
+        assert!(!check_health(&HealthCheck::Udp { addr, payload }, t).await);
     }
 }

@@ -12,84 +12,20 @@
 //! configured `drain_time` (the proxy floods Left, redirects its targets, keeps forwarding), then returns; a
 //! second signal returns at once. Returning drops the TUN: the kernel deletes it and its routes.
 
-use core::net::SocketAddr;
 use core::pin::pin;
 use std::io;
 
-use pias_state::proxy::{Event, HEADROOM, PacketBuf, Proxy, ProxyConfig, Verdict};
+use pias_state::proxy::{HEADROOM, PacketBuf, Proxy, Verdict};
 use pias_state::seal::Dest;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::host::HostSetup;
+use driver_common::events::log_proxy_event as log_event;
+use driver_common::{Clock, DriverCounters, MAX_PACKET, ProxyDriverConfig};
+
 use crate::tun::{ReadyGuard, Tun};
-use crate::{Clock, Signals};
-
-/// Largest packet or datagram the driver reads (an IP datagram's maximum).
-const MAX_PACKET: usize = 65_535;
-
-/// What the proxy driver needs beyond the core's configuration.
-#[derive(Debug, Clone)]
-pub struct ProxyDriverConfig {
-    pub proxy: ProxyConfig,
-    /// The TUN, its MTU, the routes into it, and whether to set sysctls.
-    pub host: HostSetup,
-    /// `SO_RCVBUF` / `SO_SNDBUF` of the overlay socket, bytes (the kernel caps them at `rmem_max`/`wmem_max`
-    /// unless we are root, which uses the FORCE variants).
-    pub socket_buffer: usize,
-    /// Packets read per source per wake-up.
-    pub batch: usize,
-}
-
-impl ProxyDriverConfig {
-    /// Defaults: 4 MiB socket buffers, batches of 64.
-    pub fn new(proxy: ProxyConfig, host: HostSetup) -> Self {
-        ProxyDriverConfig {
-            proxy,
-            host,
-            socket_buffer: 4 << 20,
-            batch: 64,
-        }
-    }
-}
-
-/// The driver's own counters (the core has its own, walked by `Proxy::for_each_counter`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DriverCounters {
-    pub tun_rx: u64,
-    pub tun_tx: u64,
-    pub overlay_rx: u64,
-    pub overlay_tx: u64,
-    pub tun_rx_errors: u64,
-    pub tun_tx_errors: u64,
-    pub overlay_rx_errors: u64,
-    pub overlay_tx_errors: u64,
-    /// Wake-ups that read at least one packet.
-    pub rx_batches: u64,
-    pub timer_fires: u64,
-}
-
-impl DriverCounters {
-    /// Walks the counters as `(name, value)`; names are Prometheus-ready (`driver_` prefix).
-    pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
-        for (n, v) in [
-            ("driver_tun_rx", self.tun_rx),
-            ("driver_tun_tx", self.tun_tx),
-            ("driver_overlay_rx", self.overlay_rx),
-            ("driver_overlay_tx", self.overlay_tx),
-            ("driver_tun_rx_errors", self.tun_rx_errors),
-            ("driver_tun_tx_errors", self.tun_tx_errors),
-            ("driver_overlay_rx_errors", self.overlay_rx_errors),
-            ("driver_overlay_tx_errors", self.overlay_tx_errors),
-            ("driver_rx_batches", self.rx_batches),
-            ("driver_timer_fires", self.timer_fires),
-        ] {
-            f(n, v);
-        }
-    }
-}
+use crate::{Signals, deadline};
 
 /// A read-only look at the running proxy, run on the driver's task between wake-ups.
 type Job = Box<dyn FnOnce(&Proxy, &DriverCounters, pias_state::Instant) + Send>;
@@ -146,7 +82,10 @@ impl ProxyDriver {
         let mut host = cfg.host.clone();
         host.tun = tun.name().to_owned();
         host.apply()?;
-        let overlay = bind_overlay(cfg.proxy.overlay_addr, cfg.socket_buffer)?;
+        let overlay = UdpSocket::from_std(driver_common::overlay::bind(
+            cfg.proxy.overlay_addr,
+            cfg.socket_buffer,
+        )?)?;
         let clock = Clock::new();
         let proxy = Proxy::new(cfg.proxy.clone(), clock.now())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -191,9 +130,10 @@ impl ProxyDriver {
             overlay,
             mut jobs,
         } = self;
-        let mut timer = pin!(tokio::time::sleep_until(
-            core.clock.deadline(core.proxy.poll_timeout())
-        ));
+        let mut timer = pin!(tokio::time::sleep_until(deadline(
+            &core.clock,
+            core.proxy.poll_timeout()
+        )));
         let mut stop_at: Option<pias_state::Instant> = None;
         loop {
             tokio::select! {
@@ -235,7 +175,7 @@ impl ProxyDriver {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            timer.as_mut().reset(core.clock.deadline(next));
+            timer.as_mut().reset(deadline(&core.clock, next));
         }
     }
 }
@@ -336,67 +276,5 @@ async fn forward(v: Verdict, bytes: &[u8], tun: &Tun, udp: &UdpSocket, c: &mut D
             }
         }
         Verdict::Consumed | Verdict::Drop(_) => {}
-    }
-}
-
-/// The core's events as logs (member and target news at info, table changes at debug).
-fn log_event(ev: &Event) {
-    match *ev {
-        Event::MemberUp { id, addr } => info!(member = %id, %addr, "member up"),
-        Event::MemberSuspect { id } => warn!(member = %id, "member suspect"),
-        Event::MemberDown { id } => warn!(member = %id, "member down or left"),
-        Event::TargetUp { group, service } => info!(%group, %service, "target registered"),
-        Event::TargetDown { group, service } => info!(%group, %service, "target gone"),
-        Event::CacheInstalled { group } => debug!(%group, "IAP cache entry installed"),
-        Event::CacheRemoved { group } => debug!(%group, "IAP cache entry removed"),
-        Event::Nat(n) => debug!(event = ?n, "NAT"),
-    }
-}
-
-/// The overlay socket: bound to the proxy's overlay address, with large buffers and address reuse (a
-/// restarted proxy binds again at once).
-fn bind_overlay(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    if buffer > 0 {
-        // As root, the FORCE options ignore net.core.{r,w}mem_max; otherwise fall back to the capped ones.
-        if set_buffer_force(&s, libc::SO_RCVBUFFORCE, buffer).is_err() {
-            s.set_recv_buffer_size(buffer)?;
-        }
-        if set_buffer_force(&s, libc::SO_SNDBUFFORCE, buffer).is_err() {
-            s.set_send_buffer_size(buffer)?;
-        }
-    }
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into()).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("bind overlay socket {addr}: {e} (is the address configured on this host?)"),
-        )
-    })?;
-    UdpSocket::from_std(s.into())
-}
-
-/// `setsockopt(SOL_SOCKET, opt, size)` for the FORCE buffer options socket2 does not wrap.
-fn set_buffer_force(s: &Socket, opt: libc::c_int, size: usize) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let v = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `v` is a live c_int and the length passed is its size; the descriptor is open.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&v as *const libc::c_int).cast(),
-            core::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }

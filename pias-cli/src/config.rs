@@ -9,7 +9,7 @@ use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 use std::path::{Path, PathBuf};
 
-use driver_tokio::{HostSetup, Prefix, ProxyDriverConfig};
+use driver_common::{HostSetup, Prefix, ProxyDriverConfig};
 use pias_proto::auth::MasterKey;
 use pias_proto::{IpProtocol, ProxyId};
 use pias_state::policy::{GroupMatch, GroupPolicy, PolicyTable};
@@ -29,7 +29,7 @@ anycast_prefixes = ["10.251.0.128/28"]  # routed into the TUN; groups live here
 registration = ["10.251.0.150"]         # registration anycast addresses (targets register here, port 6082)
 nat_pool = ["10.251.0.161"]             # this proxy's own NAT source addresses (unique per proxy)
 seeds = ["10.251.0.6:6081"]             # overlay addresses to join through; empty for the first proxy
-driver = "tokio"                        # only "tokio" is built so far
+driver = "tokio"                        # "tokio" or "mio" (one mio Poll, recvmmsg/sendmmsg batches)
 overlay_mtu = 1500                      # MTU of the path between proxies
 # seed = 42                             # seed of random choices (default: from the OS)
 
@@ -222,9 +222,20 @@ struct RawPolicy {
     replicate: Option<u8>,
 }
 
+/// Which driver runs the proxy (`proxy.driver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Driver {
+    /// `driver-tokio`: a current-thread tokio runtime.
+    Tokio,
+    /// `driver-mio`: one mio `Poll`, recvmmsg/sendmmsg batches.
+    Mio,
+}
+
 /// A validated configuration, ready for the driver.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// The driver `proxy.driver` names.
+    pub(crate) runtime: Driver,
     pub(crate) driver: ProxyDriverConfig,
     pub(crate) metrics: Option<SocketAddr>,
     pub(crate) control: Option<PathBuf>,
@@ -259,16 +270,22 @@ fn build(
     read: &dyn Fn(&Path) -> std::io::Result<String>,
 ) -> Result<Config, ConfigError> {
     let p = &raw.proxy;
-    match p.driver.as_deref() {
-        None | Some("tokio") => {}
-        Some("mio") | Some("xdp") => {
+    let runtime = match p.driver.as_deref() {
+        None | Some("tokio") => Driver::Tokio,
+        Some("mio") => Driver::Mio,
+        Some("xdp") => {
             return err(
                 "proxy.driver",
-                "the mio and xdp drivers are not built yet: use driver = \"tokio\"",
+                "the xdp driver is not built yet: use driver = \"tokio\" or \"mio\"",
             );
         }
-        Some(other) => return err("proxy.driver", format!("unknown driver {other:?}: use \"tokio\"")),
-    }
+        Some(other) => {
+            return err(
+                "proxy.driver",
+                format!("unknown driver {other:?}: use \"tokio\" or \"mio\""),
+            );
+        }
+    };
     let id = match p.id {
         None => {
             return err(
@@ -405,7 +422,7 @@ fn build(
     let mut cfg = ProxyConfig::new(id, overlay, master, pool, registration.clone());
     cfg.vni = vni;
     cfg.overlay_mtu = overlay_mtu;
-    cfg.incarnation = driver_tokio::wall_clock_incarnation();
+    cfg.incarnation = driver_common::wall_clock_incarnation();
     cfg.seed = p.seed.unwrap_or_else(crate::key::random_u64);
     cfg.registry.incarnation = cfg.incarnation;
     cfg.membership.seeds = seeds;
@@ -489,6 +506,7 @@ fn build(
         None => None,
     };
     Ok(Config {
+        runtime,
         driver,
         metrics,
         control,
@@ -880,11 +898,11 @@ nat_pool = ["10.251.0.161"]
     fn messages_say_what_to_do() {
         let e = parse_str(&minimal().replace("id = 7", "id = 0")).unwrap_err();
         assert!(e.to_string().starts_with("proxy.id: must not be 0"), "{e}");
-        let e = parse_str(&minimal().replace("id = 7", "id = 7\ndriver = \"mio\"")).unwrap_err();
-        assert!(
-            e.to_string().contains("mio and xdp drivers are not built yet"),
-            "{e}"
-        );
+        let e = parse_str(&minimal().replace("id = 7", "id = 7\ndriver = \"xdp\"")).unwrap_err();
+        assert!(e.to_string().contains("xdp driver is not built yet"), "{e}");
+        let c = parse_str(&minimal().replace("id = 7", "id = 7\ndriver = \"mio\"")).unwrap();
+        assert_eq!(c.runtime, Driver::Mio);
+        assert_eq!(parse_str(&minimal()).unwrap().runtime, Driver::Tokio);
         let e = parse_str(&minimal().replace("id = 7", "id = 7\nwat = 1")).unwrap_err();
         assert!(e.fix.contains("wat"), "{e}");
     }

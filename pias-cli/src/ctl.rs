@@ -1,11 +1,9 @@
 //! `pias ctl` and the control socket it talks to.
 //!
-//! Protocol: a Unix stream socket; each request is one line, either a bare word (`members`) or JSON
-//! (`{"cmd":"nat","limit":100}`); each answer is one line of JSON: `{"ok":true,"cmd":..,"data":..}` or
-//! `{"ok":false,"error":".."}`. Commands: `members`, `groups` (this proxy as RAP: JAPs per group),
-//! `registrations` (as JAP: groups and targets registered here), `cache` (as IAP: group → JAPs), `nat`
-//! (NAT bindings, at most `limit`, default 1000), `counters`. Times are milliseconds relative to the
-//! proxy's `now` (ages positive, deadlines as "in" values).
+//! Protocol (`driver_common::control`, shared by every driver): a Unix stream socket; each request is one
+//! line, either a bare word (`members`) or JSON (`{"cmd":"nat","limit":100}`); each answer is one line of
+//! JSON: `{"ok":true,"cmd":..,"data":..}` or `{"ok":false,"error":".."}`. This module is the client
+//! (`pias ctl`, with human tables) and the tokio driver's server.
 
 use core::time::Duration;
 use std::fmt::Write as _;
@@ -13,9 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args as ClapArgs, ValueEnum};
-use driver_tokio::{DriverCounters, ProxyHandle};
-use pias_state::Instant;
-use pias_state::proxy::Proxy;
+use driver_common::control;
+use driver_tokio::ProxyHandle;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -79,8 +76,9 @@ impl What {
         }
     }
 
-    fn from_word(s: &str) -> Option<What> {
-        <What as ValueEnum>::from_str(s, true).ok()
+    #[cfg(test)]
+    fn query(self) -> control::Query {
+        control::Query::from_word(self.word()).expect("every What is a control query")
     }
 }
 
@@ -128,7 +126,7 @@ async fn request(socket: &Path, what: What, limit: usize) -> anyhow::Result<Stri
 // ----- server -----
 
 /// Binds the control socket, replacing a stale one (a socket file no process listens on).
-pub(crate) fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+pub(crate) fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
@@ -140,7 +138,7 @@ pub(crate) fn bind(path: &Path) -> anyhow::Result<UnixListener> {
         }
         std::fs::remove_file(path).with_context(|| format!("remove stale {}", path.display()))?;
     }
-    Ok(UnixListener::bind(path)?)
+    Ok(std::os::unix::net::UnixListener::bind(path)?)
 }
 
 /// Answers control requests until the proxy stops.
@@ -159,187 +157,21 @@ pub(crate) async fn serve(l: UnixListener, h: ProxyHandle) {
 
 async fn connection(s: UnixStream, h: ProxyHandle) -> std::io::Result<()> {
     let (r, mut w) = s.into_split();
-    let mut lines = BufReader::new(r.take(64 * 1024)).lines();
+    let mut lines = BufReader::new(r.take(control::MAX_REQUEST as u64)).lines();
     while let Some(line) = lines.next_line().await? {
-        let answer = match parse_request(&line) {
-            Err(e) => json!({"ok": false, "error": e}),
-            Ok((what, limit)) => match h.inspect(move |p, d, now| dump(what, limit, p, d, now)).await {
-                Some(data) => json!({"ok": true, "cmd": what.word(), "data": data}),
-                None => json!({"ok": false, "error": "proxy stopped"}),
+        let out = match control::parse_request(&line) {
+            Err(e) => control::error_line(&e),
+            Ok((q, limit)) => match h
+                .inspect(move |p, d, now| control::dump(q, limit, p, d, now))
+                .await
+            {
+                Some(data) => control::ok_line(q, data),
+                None => control::error_line("proxy stopped"),
             },
         };
-        let mut out = answer.to_string();
-        out.push('\n');
         w.write_all(out.as_bytes()).await?;
     }
     Ok(())
-}
-
-fn parse_request(line: &str) -> Result<(What, usize), String> {
-    let line = line.trim();
-    let bad = || {
-        format!(
-            "unknown request {line:?}: send one of members, groups, registrations, cache, nat, counters \
-             (or JSON {{\"cmd\":\"nat\",\"limit\":100}})"
-        )
-    };
-    if line.starts_with('{') {
-        let v: Value = serde_json::from_str(line).map_err(|e| format!("bad JSON: {e}"))?;
-        let what = v["cmd"].as_str().and_then(What::from_word).ok_or_else(bad)?;
-        let limit = v["limit"].as_u64().map_or(1000, |n| n as usize);
-        return Ok((what, limit));
-    }
-    What::from_word(line).map(|w| (w, 1000)).ok_or_else(bad)
-}
-
-fn ms_since(now: Instant, t: Instant) -> u64 {
-    now.saturating_since(t).as_millis() as u64
-}
-
-fn ms_until(now: Instant, t: Instant) -> Option<u64> {
-    (t != Instant::FAR_FUTURE).then(|| t.saturating_since(now).as_millis() as u64)
-}
-
-/// The JSON data of one command, read from the proxy.
-pub(crate) fn dump(what: What, limit: usize, p: &Proxy, d: &DriverCounters, now: Instant) -> Value {
-    match what {
-        What::Members => {
-            let me = p.id();
-            let mut v: Vec<Value> = p
-                .membership()
-                .iter()
-                .map(|m| {
-                    let r = m.record();
-                    json!({
-                        "id": r.id.0,
-                        "status": format!("{:?}", r.status).to_lowercase(),
-                        "addr": r.addr.to_string(),
-                        "incarnation": r.incarnation,
-                        "version": r.version,
-                        "since_ms": ms_since(now, m.since()),
-                        "self": r.id == me,
-                    })
-                })
-                .collect();
-            v.sort_by_key(|m| m["id"].as_u64());
-            Value::Array(v)
-        }
-        What::Groups => {
-            let mut v: Vec<Value> = p
-                .rap()
-                .iter()
-                .map(|(g, japs)| {
-                    let raps: Vec<u32> = p.raps_of(g).iter().map(|r| r.0).collect();
-                    json!({
-                        "group": g.to_string(),
-                        "raps": raps,
-                        "japs": japs.iter().map(|j| json!({
-                            "jap": j.jap.0,
-                            "count": j.count,
-                            "tunnel": j.flags & 1 != 0,
-                            "report_age_ms": ms_since(now, j.last_report),
-                        })).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            v.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
-            Value::Array(v)
-        }
-        What::Registrations => {
-            let mut groups: Vec<Value> = p
-                .registry()
-                .groups()
-                .map(|g| {
-                    json!({
-                        "group": g.group.to_string(),
-                        "targets": g.count,
-                        "tunnel": g.tunnel,
-                        "reported": g.reported,
-                    })
-                })
-                .collect();
-            groups.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
-            let mut targets: Vec<Value> = p
-                .registry()
-                .iter()
-                .map(|t| {
-                    json!({
-                        "group": t.group.to_string(),
-                        "service": t.service.to_string(),
-                        "mode": format!("{:?}", t.mode).to_lowercase(),
-                        "weight": t.weight,
-                        "source": t.source.to_string(),
-                        "via": t.local.to_string(),
-                        "refresh_age_ms": ms_since(now, t.last_refresh),
-                    })
-                })
-                .collect();
-            targets.sort_by(|a, b| {
-                (a["group"].as_str(), a["service"].as_str())
-                    .cmp(&(b["group"].as_str(), b["service"].as_str()))
-            });
-            json!({"groups": groups, "targets": targets})
-        }
-        What::Cache => {
-            let mut v: Vec<Value> = p
-                .iap()
-                .iter()
-                .map(|(g, e)| {
-                    let state = if e.is_pending() {
-                        "pending"
-                    } else if e.is_negative() {
-                        "negative"
-                    } else {
-                        "resolved"
-                    };
-                    json!({
-                        "group": g.to_string(),
-                        "state": state,
-                        "expires_in_ms": ms_until(now, e.expires()),
-                        "japs": e.japs().map(|(j, w)| json!({"jap": j.0, "weight": w})).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            v.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
-            Value::Array(v)
-        }
-        What::Nat => {
-            let total = p.nat().len();
-            let bindings: Vec<Value> = p
-                .nat()
-                .iter()
-                .take(limit)
-                .map(|b| {
-                    json!({
-                        "client": format!("{}:{}", b.forward.src, b.forward.src_port),
-                        "group": b.forward.dst_ta().to_string(),
-                        "target": format!("{}:{}", b.reverse.src, b.reverse.src_port),
-                        "pool": format!("{}:{}", b.reverse.dst, b.reverse.dst_port),
-                        "class": format!("{:?}", b.class),
-                        "tcp": b.tcp.map(|t| format!("{t:?}")),
-                        "age_ms": ms_since(now, b.created),
-                        "idle_ms": ms_since(now, b.last_seen),
-                        "expires_in_ms": ms_until(now, b.expires),
-                        "packets_in": b.forward_packets,
-                        "packets_out": b.reverse_packets,
-                        "bytes_in": b.forward_bytes,
-                        "bytes_out": b.reverse_bytes,
-                    })
-                })
-                .collect();
-            json!({"total": total, "shown": bindings.len(), "bindings": bindings})
-        }
-        What::Counters => {
-            let mut m = serde_json::Map::new();
-            p.for_each_counter(|n, v| {
-                m.insert(n.to_owned(), json!(v));
-            });
-            d.for_each(|n, v| {
-                m.insert(n.to_owned(), json!(v));
-            });
-            Value::Object(m)
-        }
-    }
 }
 
 // ----- human output -----
@@ -557,9 +389,15 @@ pub(crate) fn format(what: What, data: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use driver_common::DriverCounters;
     use pias_proto::ProxyId;
     use pias_proto::auth::MasterKey;
-    use pias_state::proxy::ProxyConfig;
+    use pias_state::Instant;
+    use pias_state::proxy::{Proxy, ProxyConfig};
+
+    fn dump(w: What, limit: usize, p: &Proxy, d: &DriverCounters, now: Instant) -> Value {
+        control::dump(w.query(), limit, p, d, now)
+    }
 
     fn proxy() -> Proxy {
         let cfg = ProxyConfig::new(
@@ -570,15 +408,6 @@ mod tests {
             vec!["10.99.0.250".parse().unwrap()],
         );
         Proxy::new(cfg, Instant::ZERO).unwrap()
-    }
-
-    #[test]
-    fn requests_parse() {
-        assert_eq!(parse_request("members\n"), Ok((What::Members, 1000)));
-        assert_eq!(parse_request("{\"cmd\":\"nat\",\"limit\":5}"), Ok((What::Nat, 5)));
-        assert!(parse_request("shutdown").unwrap_err().contains("members, groups"));
-        assert!(parse_request("{\"cmd\":1}").is_err());
-        assert!(parse_request("{nope").unwrap_err().starts_with("bad JSON"));
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! `pias proxy`: runs one proxy with the driver its configuration names (tokio for now), its Prometheus
-//! endpoint and its control socket.
+//! `pias proxy`: runs one proxy with the driver its configuration names (`tokio` or `mio`), its
+//! Prometheus endpoint and its control socket.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
+use driver_common::DriverCounters;
 use driver_tokio::{ProxyDriver, Signals};
 use tracing::{info, warn};
 
@@ -85,6 +86,28 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(&a.log);
+    let r = match cfg.runtime {
+        crate::config::Driver::Tokio => run_tokio(&cfg),
+        crate::config::Driver::Mio => run_mio(&cfg),
+    };
+    if let Some(p) = &cfg.control
+        && let Err(e) = std::fs::remove_file(p)
+    {
+        warn!(path = %p.display(), error = %e, "cannot remove control socket");
+    }
+    let c = r?;
+    info!(
+        tun_rx = c.tun_rx,
+        tun_tx = c.tun_tx,
+        overlay_rx = c.overlay_rx,
+        overlay_tx = c.overlay_tx,
+        "proxy stopped"
+    );
+    Ok(())
+}
+
+/// The tokio driver, with the metrics endpoint and the control socket on tasks of the same runtime.
+fn run_tokio(cfg: &crate::config::Config) -> anyhow::Result<DriverCounters> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -101,24 +124,29 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         }
         if let Some(p) = &cfg.control {
             let l = crate::ctl::bind(p).with_context(|| format!("control.socket {}", p.display()))?;
+            l.set_nonblocking(true)?;
+            let l = tokio::net::UnixListener::from_std(l)?;
             info!(path = %p.display(), "control socket");
             tokio::spawn(crate::ctl::serve(l, handle.clone()));
         }
         drop(handle);
-        let c = driver.run(signals).await;
-        if let Some(p) = &cfg.control
-            && let Err(e) = std::fs::remove_file(p)
-        {
-            warn!(path = %p.display(), error = %e, "cannot remove control socket");
-        }
-        let c = c?;
-        info!(
-            tun_rx = c.tun_rx,
-            tun_tx = c.tun_tx,
-            overlay_rx = c.overlay_rx,
-            overlay_tx = c.overlay_tx,
-            "proxy stopped"
-        );
-        anyhow::Ok(())
+        Ok(driver.run(signals).await?)
     })
+}
+
+/// The mio driver: one thread, one `Poll` for the TUN, the overlay socket, signals, metrics and control.
+fn run_mio(cfg: &crate::config::Config) -> anyhow::Result<DriverCounters> {
+    let signals = driver_mio::Signals::new().context("signal handlers")?;
+    let mut runner = driver_mio::ProxyRunner::bind(cfg.driver.clone()).context("starting the proxy")?;
+    if let Some(addr) = cfg.metrics {
+        let l = std::net::TcpListener::bind(addr).with_context(|| format!("metrics.listen {addr}"))?;
+        runner.metrics(l)?;
+        info!(%addr, "metrics on http://{addr}/metrics");
+    }
+    if let Some(p) = &cfg.control {
+        let l = crate::ctl::bind(p).with_context(|| format!("control.socket {}", p.display()))?;
+        runner.control(l)?;
+        info!(path = %p.display(), "control socket");
+    }
+    Ok(runner.run(signals)?)
 }

@@ -76,9 +76,18 @@ pub(crate) struct Args {
     /// The JAP is dead after this long without an answer, ms.
     #[arg(long, default_value_t = 700)]
     hold_ms: u32,
+    /// The driver: tokio (a current-thread runtime) or mio (one Poll, the health check in the same loop).
+    #[arg(long, value_enum, default_value_t = Driver::Tokio)]
+    driver: Driver,
     /// Log filter (tracing's EnvFilter syntax; RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Driver {
+    Tokio,
+    Mio,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -141,7 +150,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         mode,
         registration,
         key,
-        driver_tokio::wall_clock_incarnation(),
+        driver_common::wall_clock_incarnation(),
         crate::key::random_u64(),
     );
     cfg.weight = a.weight;
@@ -179,28 +188,36 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
     if registration.ip() == IpAddr::from([0, 0, 0, 0]) {
         anyhow::bail!("--registration: must be the registration anycast address, not 0.0.0.0");
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    rt.block_on(async move {
-        let signals = Signals::new().context("signal handlers")?;
-        let d = AgentDriver::bind(AgentDriverConfig {
-            agent: cfg,
-            bind: a.bind,
-            health,
-        })
-        .await?;
-        let c = d.run(signals).await?;
-        tracing::info!(
-            registers = c.sent_register,
-            refreshes = c.sent_refresh,
-            acks = c.acks_ok,
-            jap_lost = c.jap_lost,
-            "target agent stopped"
-        );
-        anyhow::Ok(())
-    })
+    let dcfg = AgentDriverConfig {
+        agent: cfg,
+        bind: a.bind,
+        health,
+    };
+    let c = match a.driver {
+        Driver::Mio => {
+            let signals = driver_mio::Signals::new().context("signal handlers")?;
+            driver_mio::run_agent(dcfg, signals)?
+        }
+        Driver::Tokio => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
+            rt.block_on(async move {
+                let signals = Signals::new().context("signal handlers")?;
+                let d = AgentDriver::bind(dcfg).await?;
+                anyhow::Ok(d.run(signals).await?)
+            })?
+        }
+    };
+    tracing::info!(
+        registers = c.sent_register,
+        refreshes = c.sent_refresh,
+        acks = c.acks_ok,
+        jap_lost = c.jap_lost,
+        "target agent stopped"
+    );
+    Ok(())
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {

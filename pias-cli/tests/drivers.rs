@@ -1,22 +1,26 @@
-//! The tokio driver end to end on a real kernel: two `pias proxy` processes, each in its own network
-//! namespace with its own TUN device, a `pias target` agent next to a UDP echo server, and a client in a
+//! The user-space drivers end to end on a real kernel, one test source for both: for each driver (tokio,
+//! mio) two `pias proxy` processes with `driver = "<name>"`, each in its own network namespace with its
+//! own TUN device, a `pias target --driver <name>` agent next to a UDP echo server, and a client in a
 //! third namespace that sends to the group's anycast address and gets the answer *from* that address.
+//! A third test runs `driver-mio`'s `embed` example (a host loop with its own UDP echo and timer that
+//! drives a PIAS proxy in the same thread) as proxy 2, and checks both its own service and PIAS traffic.
 //!
 //! Needs root (network namespaces, TUN, routes) and iproute2. Without root it FAILS with a message: it
-//! never skips. Everything it makes — three namespaces `ptkNNNN-{c,a,b}` (NNNN from the process id), one
-//! veth pair between each neighbour, addresses in 10.251.0.0/24 only, a temporary directory — is removed by
-//! a guard, also when the test fails. Bounded: every wait has a deadline, the whole test takes a few
-//! seconds, and it sends a few dozen datagrams.
+//! never skips. Everything it makes — three namespaces `<tag>NNNN-{c,a,b}` (NNNN from the process id, tag
+//! per test), one veth pair between each neighbour, addresses in one /24 per test (tokio 10.251.0.0/24,
+//! mio 10.252.0.0/24, embed 10.252.1.0/24), a temporary directory — is removed by a guard, also when the
+//! test fails. Bounded: every wait has a deadline, each test takes a few seconds and sends a few dozen
+//! datagrams. The tests may run in parallel: they share nothing.
 //!
 //! ```text
-//!  client ns (c)             proxy 1 ns (a)                         proxy 2 ns (b)
-//!  10.251.0.1 ── veth ── 10.251.0.2 | 10.251.0.5 ── veth ── 10.251.0.6   (overlay 6081 on .5 and .6)
-//!                        TUN pias0: anycast 10.251.0.128/28,            TUN pias0: same anycast prefix,
-//!                        registration .150, NAT pool .161               registration .150, pool .162
-//!                                                                       echo server 10.251.0.6:7777
-//!                                                                       pias target (registers via .150)
+//!  client ns (c)         proxy 1 ns (a)                     proxy 2 ns (b)
+//!  N.1 ── veth ── N.2 | N.5 ── veth ── N.6   (overlay 6081 on .5 and .6)
+//!                 TUN pias0: anycast N.128/28,        TUN pias0: same anycast prefix,
+//!                 registration .150, NAT pool .161    registration .150, pool .162
+//!                                                     echo server N.6:7777
+//!                                                     pias target (registers via .150)
 //! ```
-//! Group 10.251.0.129:7777/udp. The client's packets reach proxy 1 (IAP) by routing; proxy 2 is the JAP.
+//! Group N.129:7777/udp. The client's packets reach proxy 1 (IAP) by routing; proxy 2 is the JAP.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -29,8 +33,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const PIAS: &str = env!("CARGO_BIN_EXE_pias");
-const GROUP: &str = "10.251.0.129:7777";
-const SERVICE: &str = "10.251.0.6:7777";
+
+/// One run's driver and network.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    /// `proxy.driver` and `pias target --driver`.
+    driver: &'static str,
+    /// The first three octets of the run's /24.
+    net: &'static str,
+    /// Namespace name prefix (3 characters).
+    tag: &'static str,
+}
+
+impl Setup {
+    fn ip(&self, host: &str) -> String {
+        format!("{}.{host}", self.net)
+    }
+    fn group(&self) -> String {
+        self.ip("129:7777")
+    }
+    fn service(&self) -> String {
+        self.ip("6:7777")
+    }
+}
 
 fn run(prog: &str, args: &[&str]) -> Output {
     Command::new(prog)
@@ -68,10 +93,10 @@ impl Lab {
         &self.ns[2]
     }
 
-    fn new() -> Lab {
-        let tag = format!("ptk{:04}", std::process::id() % 10_000);
+    fn new(set: Setup) -> Lab {
+        let tag = format!("{}{:04}", set.tag, std::process::id() % 10_000);
         let ns = [format!("{tag}-c"), format!("{tag}-a"), format!("{tag}-b")];
-        let dir = std::env::temp_dir().join(format!("{tag}-tokio-driver"));
+        let dir = std::env::temp_dir().join(format!("{tag}-{}-driver", set.driver));
         let lab = Lab {
             ns,
             dir,
@@ -98,21 +123,21 @@ impl Lab {
             ],
         );
         for (n, dev, addr) in [
-            (c, "v-ca", "10.251.0.1/30"),
-            (a, "v-ac", "10.251.0.2/30"),
-            (a, "v-ab", "10.251.0.5/30"),
-            (b, "v-ba", "10.251.0.6/30"),
+            (c, "v-ca", set.ip("1/30")),
+            (a, "v-ac", set.ip("2/30")),
+            (a, "v-ab", set.ip("5/30")),
+            (b, "v-ba", set.ip("6/30")),
         ] {
-            must("ip", &["-n", n, "addr", "add", addr, "dev", dev]);
+            must("ip", &["-n", n, "addr", "add", &addr, "dev", dev]);
             must("ip", &["-n", n, "link", "set", dev, "up"]);
         }
         must(
             "ip",
-            &["-n", c, "route", "add", "10.251.0.0/24", "via", "10.251.0.2"],
+            &["-n", c, "route", "add", &set.ip("0/24"), "via", &set.ip("2")],
         );
         must(
             "ip",
-            &["-n", b, "route", "add", "10.251.0.0/30", "via", "10.251.0.5"],
+            &["-n", b, "route", "add", &set.ip("0/30"), "via", &set.ip("5")],
         );
         // The JAP's replies carry the group address as source and enter proxy 1's namespace on v-ab, where
         // that address routes into proxy 1's own TUN: strict reverse-path filtering would drop them.
@@ -258,8 +283,24 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-#[test]
-fn udp_through_two_tokio_proxies() {
+/// One `#[test]` per driver, all from [`udp_through_two_proxies`].
+macro_rules! driver_tests {
+    ($($name:ident: $driver:literal, $net:literal, $tag:literal;)*) => {$(
+        #[test]
+        fn $name() {
+            udp_through_two_proxies(Setup { driver: $driver, net: $net, tag: $tag });
+        }
+    )*};
+}
+
+driver_tests! {
+    udp_through_two_tokio_proxies: "tokio", "10.251.0", "ptk";
+    udp_through_two_mio_proxies: "mio", "10.252.0", "pmi";
+}
+
+fn udp_through_two_proxies(set: Setup) {
+    let (group_s, service_s) = (set.group(), set.service());
+    let (group, service) = (group_s.as_str(), service_s.as_str());
     assert!(
         is_root(),
         "this test needs root (network namespaces, TUN devices, routes): run it as root, as CI does"
@@ -269,7 +310,7 @@ fn udp_through_two_tokio_proxies() {
         "this test needs the `ip` tool: apt-get install iproute2"
     );
     let started = Instant::now();
-    let mut lab = Lab::new();
+    let mut lab = Lab::new(set);
 
     // Keys and configuration.
     let master = must(PIAS, &["key", "generate"]);
@@ -282,24 +323,25 @@ fn udp_through_two_tokio_proxies() {
             "--master-file",
             lab.path("master.key").to_str().unwrap(),
             "--group",
-            &format!("{GROUP}/udp"),
+            &format!("{group}/udp"),
         ],
     );
     fs::write(lab.path("group.key"), &gkey).unwrap();
     for (i, overlay, seed, pool) in [
-        (1, "10.251.0.5", "10.251.0.6", "10.251.0.161"),
-        (2, "10.251.0.6", "10.251.0.5", "10.251.0.162"),
+        (1, set.ip("5"), set.ip("6"), set.ip("161")),
+        (2, set.ip("6"), set.ip("5"), set.ip("162")),
     ] {
+        let (net, driver) = (set.net, set.driver);
         let cfg = format!(
             r#"[proxy]
 id = {i}
 overlay = "{overlay}:6081"
 master_key_file = "master.key"
-anycast_prefixes = ["10.251.0.128/28"]
-registration = ["10.251.0.150"]
+anycast_prefixes = ["{net}.128/28"]
+registration = ["{net}.150"]
 nat_pool = ["{pool}"]
 seeds = ["{seed}:6081"]
-driver = "tokio"
+driver = "{driver}"
 
 [tun]
 name = "pias0"
@@ -325,8 +367,9 @@ drain_time_ms = 500
     // A UDP echo server next to proxy 2 (bounded: it stops when told, after 200 datagrams, or after 40 s).
     let stop = Arc::new(AtomicBool::new(false));
     let stop_echo = stop.clone();
+    let service_addr = service.to_owned();
     let echo = in_netns(&b, move || {
-        let s = UdpSocket::bind(SERVICE).expect("bind echo");
+        let s = UdpSocket::bind(&service_addr).expect("bind echo");
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let end = Instant::now() + Duration::from_secs(40);
         let mut buf = [0u8; 2048];
@@ -356,8 +399,8 @@ drain_time_ms = 500
     }
     // The TUN and its routes exist in proxy 1's namespace.
     let routes = must("ip", &["-n", &a, "route", "show", "dev", "pias0"]);
-    for r in ["10.251.0.128/28", "10.251.0.150", "10.251.0.161"] {
-        assert!(routes.contains(r), "route {r} missing from pias0: {routes}");
+    for r in [set.ip("128/28"), set.ip("150"), set.ip("161")] {
+        assert!(routes.contains(&r), "route {r} missing from pias0: {routes}");
     }
 
     // The target agent registers through the registration anycast address (proxy 2 is nearest).
@@ -368,17 +411,19 @@ drain_time_ms = 500
         &[
             "target",
             "--group",
-            &format!("{GROUP}/udp"),
+            &format!("{group}/udp"),
             "--service",
-            SERVICE,
+            service,
             "--key-file",
             key.to_str().unwrap(),
             "--registration",
-            "10.251.0.150",
+            &set.ip("150"),
+            "--driver",
+            set.driver,
         ],
     );
     let end = Instant::now() + Duration::from_secs(10);
-    while !lab.ctl("p2.sock", "registrations").contains(SERVICE) {
+    while !lab.ctl("p2.sock", "registrations").contains(service) {
         assert!(
             Instant::now() < end,
             "the target did not register with proxy 2 within 10 s"
@@ -387,10 +432,12 @@ drain_time_ms = 500
     }
 
     // The client: requests to the group address, answers from the group address.
-    let answers = in_netns(&c, || {
-        let s = UdpSocket::bind("10.251.0.1:0").expect("bind client");
+    let (client, group_addr): (SocketAddr, SocketAddr) =
+        (set.ip("1:0").parse().unwrap(), group.parse().unwrap());
+    let answers = in_netns(&c, move || {
+        let s = UdpSocket::bind(client).expect("bind client");
         s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        let group: SocketAddr = GROUP.parse().unwrap();
+        let group = group_addr;
         let mut answers = Vec::new();
         let mut buf = [0u8; 2048];
         // Until the first answer (the JAP's report may still be on its way to the RAP), then 10 more.
@@ -418,7 +465,7 @@ drain_time_ms = 500
         assert_eq!(sent, got, "echo mismatch");
         assert_eq!(
             from.to_string(),
-            GROUP,
+            group,
             "the answer must come from the group address"
         );
     }
@@ -461,7 +508,7 @@ drain_time_ms = 500
         "target exit"
     );
     assert!(
-        !lab.ctl("p2.sock", "registrations").contains(SERVICE),
+        !lab.ctl("p2.sock", "registrations").contains(service),
         "the target is still registered after deregistering"
     );
     lab.terminate("p1");
@@ -484,7 +531,7 @@ drain_time_ms = 500
         );
         let routes = must("ip", &["-n", ns, "route"]);
         assert!(
-            !routes.contains("10.251.0.128/28"),
+            !routes.contains(&set.ip("128/28")),
             "anycast route left in {ns}: {routes}"
         );
     }

@@ -1,0 +1,307 @@
+//! The control socket's protocol, without the socket: each request is one line, either a bare word
+//! (`members`) or JSON (`{"cmd":"nat","limit":100}`); each answer is one line of JSON:
+//! `{"ok":true,"cmd":..,"data":..}` or `{"ok":false,"error":".."}`. Commands: `members`, `groups` (this proxy
+//! as RAP: JAPs per group), `registrations` (as JAP: groups and targets registered here), `cache` (as IAP:
+//! group → JAPs), `nat` (NAT bindings, at most `limit`, default 1000), `counters`. Times are milliseconds
+//! relative to the proxy's `now` (ages positive, deadlines as "in" values).
+//!
+//! Each driver serves the socket its own way and answers every line with [`answer`] (or, when the proxy
+//! lives on another task, [`parse_request`], [`dump`] there, and [`ok_line`]).
+
+use pias_state::Instant;
+use pias_state::proxy::Proxy;
+use serde_json::{Value, json};
+
+use crate::DriverCounters;
+
+/// Longest request line a server accepts, bytes.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Query {
+    /// Every proxy this one knows, with status and overlay address.
+    Members,
+    /// Groups this proxy is a RAP for, and the JAPs that reported targets.
+    Groups,
+    /// Targets registered with this proxy (it is their JAP), and its group counts.
+    Registrations,
+    /// The IAP cache: group → JAP set.
+    Cache,
+    /// NAT bindings (client flow → target flow).
+    Nat,
+    /// Every counter.
+    Counters,
+}
+
+impl Query {
+    /// Every query.
+    pub const ALL: [Query; 6] = [
+        Query::Members,
+        Query::Groups,
+        Query::Registrations,
+        Query::Cache,
+        Query::Nat,
+        Query::Counters,
+    ];
+
+    /// The request word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Query::Members => "members",
+            Query::Groups => "groups",
+            Query::Registrations => "registrations",
+            Query::Cache => "cache",
+            Query::Nat => "nat",
+            Query::Counters => "counters",
+        }
+    }
+
+    /// The query of a request word (case-insensitive).
+    pub fn from_word(s: &str) -> Option<Query> {
+        Query::ALL.into_iter().find(|q| q.word().eq_ignore_ascii_case(s))
+    }
+}
+
+/// Parses one request line into the query and its row limit.
+pub fn parse_request(line: &str) -> Result<(Query, usize), String> {
+    let line = line.trim();
+    let bad = || {
+        format!(
+            "unknown request {line:?}: send one of members, groups, registrations, cache, nat, counters \
+             (or JSON {{\"cmd\":\"nat\",\"limit\":100}})"
+        )
+    };
+    if line.starts_with('{') {
+        let v: Value = serde_json::from_str(line).map_err(|e| format!("bad JSON: {e}"))?;
+        let what = v["cmd"].as_str().and_then(Query::from_word).ok_or_else(bad)?;
+        let limit = v["limit"].as_u64().map_or(1000, |n| n as usize);
+        return Ok((what, limit));
+    }
+    Query::from_word(line).map(|w| (w, 1000)).ok_or_else(bad)
+}
+
+/// The answer line (with its newline) carrying `data` for `what`.
+pub fn ok_line(what: Query, data: Value) -> String {
+    let mut s = json!({"ok": true, "cmd": what.word(), "data": data}).to_string();
+    s.push('\n');
+    s
+}
+
+/// The answer line (with its newline) reporting an error.
+pub fn error_line(e: &str) -> String {
+    let mut s = json!({"ok": false, "error": e}).to_string();
+    s.push('\n');
+    s
+}
+
+/// The answer to one request line, read from the proxy.
+pub fn answer(line: &str, p: &Proxy, d: &DriverCounters, now: Instant) -> String {
+    match parse_request(line) {
+        Ok((what, limit)) => ok_line(what, dump(what, limit, p, d, now)),
+        Err(e) => error_line(&e),
+    }
+}
+
+fn ms_since(now: Instant, t: Instant) -> u64 {
+    now.saturating_since(t).as_millis() as u64
+}
+
+fn ms_until(now: Instant, t: Instant) -> Option<u64> {
+    (t != Instant::FAR_FUTURE).then(|| t.saturating_since(now).as_millis() as u64)
+}
+
+/// The JSON data of one command, read from the proxy.
+pub fn dump(what: Query, limit: usize, p: &Proxy, d: &DriverCounters, now: Instant) -> Value {
+    match what {
+        Query::Members => {
+            let me = p.id();
+            let mut v: Vec<Value> = p
+                .membership()
+                .iter()
+                .map(|m| {
+                    let r = m.record();
+                    json!({
+                        "id": r.id.0,
+                        "status": format!("{:?}", r.status).to_lowercase(),
+                        "addr": r.addr.to_string(),
+                        "incarnation": r.incarnation,
+                        "version": r.version,
+                        "since_ms": ms_since(now, m.since()),
+                        "self": r.id == me,
+                    })
+                })
+                .collect();
+            v.sort_by_key(|m| m["id"].as_u64());
+            Value::Array(v)
+        }
+        Query::Groups => {
+            let mut v: Vec<Value> = p
+                .rap()
+                .iter()
+                .map(|(g, japs)| {
+                    let raps: Vec<u32> = p.raps_of(g).iter().map(|r| r.0).collect();
+                    json!({
+                        "group": g.to_string(),
+                        "raps": raps,
+                        "japs": japs.iter().map(|j| json!({
+                            "jap": j.jap.0,
+                            "count": j.count,
+                            "tunnel": j.flags & 1 != 0,
+                            "report_age_ms": ms_since(now, j.last_report),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            v.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
+            Value::Array(v)
+        }
+        Query::Registrations => {
+            let mut groups: Vec<Value> = p
+                .registry()
+                .groups()
+                .map(|g| {
+                    json!({
+                        "group": g.group.to_string(),
+                        "targets": g.count,
+                        "tunnel": g.tunnel,
+                        "reported": g.reported,
+                    })
+                })
+                .collect();
+            groups.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
+            let mut targets: Vec<Value> = p
+                .registry()
+                .iter()
+                .map(|t| {
+                    json!({
+                        "group": t.group.to_string(),
+                        "service": t.service.to_string(),
+                        "mode": format!("{:?}", t.mode).to_lowercase(),
+                        "weight": t.weight,
+                        "source": t.source.to_string(),
+                        "via": t.local.to_string(),
+                        "refresh_age_ms": ms_since(now, t.last_refresh),
+                    })
+                })
+                .collect();
+            targets.sort_by(|a, b| {
+                (a["group"].as_str(), a["service"].as_str())
+                    .cmp(&(b["group"].as_str(), b["service"].as_str()))
+            });
+            json!({"groups": groups, "targets": targets})
+        }
+        Query::Cache => {
+            let mut v: Vec<Value> = p
+                .iap()
+                .iter()
+                .map(|(g, e)| {
+                    let state = if e.is_pending() {
+                        "pending"
+                    } else if e.is_negative() {
+                        "negative"
+                    } else {
+                        "resolved"
+                    };
+                    json!({
+                        "group": g.to_string(),
+                        "state": state,
+                        "expires_in_ms": ms_until(now, e.expires()),
+                        "japs": e.japs().map(|(j, w)| json!({"jap": j.0, "weight": w})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            v.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
+            Value::Array(v)
+        }
+        Query::Nat => {
+            let total = p.nat().len();
+            let bindings: Vec<Value> = p
+                .nat()
+                .iter()
+                .take(limit)
+                .map(|b| {
+                    json!({
+                        "client": format!("{}:{}", b.forward.src, b.forward.src_port),
+                        "group": b.forward.dst_ta().to_string(),
+                        "target": format!("{}:{}", b.reverse.src, b.reverse.src_port),
+                        "pool": format!("{}:{}", b.reverse.dst, b.reverse.dst_port),
+                        "class": format!("{:?}", b.class),
+                        "tcp": b.tcp.map(|t| format!("{t:?}")),
+                        "age_ms": ms_since(now, b.created),
+                        "idle_ms": ms_since(now, b.last_seen),
+                        "expires_in_ms": ms_until(now, b.expires),
+                        "packets_in": b.forward_packets,
+                        "packets_out": b.reverse_packets,
+                        "bytes_in": b.forward_bytes,
+                        "bytes_out": b.reverse_bytes,
+                    })
+                })
+                .collect();
+            json!({"total": total, "shown": bindings.len(), "bindings": bindings})
+        }
+        Query::Counters => {
+            let mut m = serde_json::Map::new();
+            p.for_each_counter(|n, v| {
+                m.insert(n.to_owned(), json!(v));
+            });
+            d.for_each(|n, v| {
+                m.insert(n.to_owned(), json!(v));
+            });
+            Value::Object(m)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pias_proto::ProxyId;
+    use pias_proto::auth::MasterKey;
+    use pias_state::proxy::ProxyConfig;
+
+    fn proxy() -> Proxy {
+        let cfg = ProxyConfig::new(
+            ProxyId(4),
+            "10.0.0.4:6081".parse().unwrap(),
+            MasterKey::from_bytes([2; 32]),
+            vec!["10.98.0.4".parse().unwrap()],
+            vec!["10.99.0.250".parse().unwrap()],
+        );
+        Proxy::new(cfg, Instant::ZERO).unwrap()
+    }
+
+    #[test]
+    fn requests_parse() {
+        assert_eq!(parse_request("members\n"), Ok((Query::Members, 1000)));
+        assert_eq!(parse_request("COUNTERS"), Ok((Query::Counters, 1000)));
+        assert_eq!(
+            parse_request("{\"cmd\":\"nat\",\"limit\":5}"),
+            Ok((Query::Nat, 5))
+        );
+        assert!(parse_request("shutdown").unwrap_err().contains("members, groups"));
+        assert!(parse_request("{\"cmd\":1}").is_err());
+        assert!(parse_request("{nope").unwrap_err().starts_with("bad JSON"));
+    }
+
+    #[test]
+    fn answers_are_one_json_line() {
+        let p = proxy();
+        let d = DriverCounters::default();
+        let a = answer("members", &p, &d, Instant::from_secs(3));
+        assert!(a.ends_with('\n') && a.matches('\n').count() == 1, "{a}");
+        let v: Value = serde_json::from_str(&a).unwrap();
+        assert_eq!(v["ok"], json!(true));
+        assert_eq!(v["data"][0]["id"], json!(4));
+        assert_eq!(v["data"][0]["self"], json!(true));
+        assert_eq!(v["data"][0]["status"], json!("alive"));
+        let c: Value = serde_json::from_str(&answer("counters", &p, &d, Instant::ZERO)).unwrap();
+        assert_eq!(c["data"]["driver_tun_rx"], json!(0));
+        assert_eq!(c["data"]["members"], json!(1));
+        let e: Value = serde_json::from_str(&answer("reboot", &p, &d, Instant::ZERO)).unwrap();
+        assert_eq!(e["ok"], json!(false));
+        for q in Query::ALL {
+            assert_eq!(Query::from_word(q.word()), Some(q));
+        }
+    }
+}

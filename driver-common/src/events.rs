@@ -1,0 +1,29 @@
+//! The core's events as logs: member and target news at info, table changes at debug.
+
+use pias_state::agent::AgentEvent;
+use pias_state::proxy::Event;
+use tracing::{debug, info, warn};
+
+/// Logs one proxy event.
+pub fn log_proxy_event(ev: &Event) {
+    match *ev {
+        Event::MemberUp { id, addr } => info!(member = %id, %addr, "member up"),
+        Event::MemberSuspect { id } => warn!(member = %id, "member suspect"),
+        Event::MemberDown { id } => warn!(member = %id, "member down or left"),
+        Event::TargetUp { group, service } => info!(%group, %service, "target registered"),
+        Event::TargetDown { group, service } => info!(%group, %service, "target gone"),
+        Event::CacheInstalled { group } => debug!(%group, "IAP cache entry installed"),
+        Event::CacheRemoved { group } => debug!(%group, "IAP cache entry removed"),
+        Event::Nat(n) => debug!(event = ?n, "NAT"),
+    }
+}
+
+/// Logs one agent event.
+pub fn log_agent_event(ev: &AgentEvent) {
+    match *ev {
+        AgentEvent::Registered { jap } => info!(%jap, "registered"),
+        AgentEvent::JapLost { jap, reason } => warn!(%jap, ?reason, "registration lost; registering again"),
+        AgentEvent::Deregistered => info!("deregistered"),
+        AgentEvent::Refused { jap, status } => warn!(%jap, ?status, "registration refused"),
+    }
+}

@@ -1,0 +1,170 @@
+//! What every user-space PIAS driver shares, written once: the drivers (`driver-tokio`, `driver-mio`)
+//! differ only in how they wait and wake.
+//!
+//! - [`tun`]: the TUN device (raw `/dev/net/tun` + `TUNSETIFF`, non-blocking, not persistent);
+//! - [`host`]: routes into it and the forwarding sysctls;
+//! - [`overlay`]: the overlay UDP socket and its options (socket2);
+//! - [`DriverCounters`], [`Clock`], [`ProxyDriverConfig`], [`AgentDriverConfig`], [`HealthCheck`];
+//! - [`events`]: the core's events as logs;
+//! - [`metrics`]: Prometheus text of every counter, and the answer to an HTTP request for it;
+//! - [`control`]: the control socket's protocol (one request line → one JSON line).
+//!
+//! Nothing here holds protocol logic (that is `pias-state`) or waits for anything (that is a driver).
+
+pub mod control;
+pub mod events;
+pub mod host;
+pub mod metrics;
+pub mod overlay;
+pub mod tun;
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::time::Duration;
+
+use pias_state::agent::AgentConfig;
+use pias_state::proxy::ProxyConfig;
+
+pub use host::{HostSetup, Prefix};
+
+/// Largest packet or datagram a driver reads (an IP datagram's maximum).
+pub const MAX_PACKET: usize = 65_535;
+
+/// How far ahead a driver's timer is armed when the core has nothing scheduled.
+pub const IDLE_TIMER: Duration = Duration::from_secs(3600);
+
+/// What a proxy driver needs beyond the core's configuration.
+#[derive(Debug, Clone)]
+pub struct ProxyDriverConfig {
+    pub proxy: ProxyConfig,
+    /// The TUN, its MTU, the routes into it, and whether to set sysctls.
+    pub host: HostSetup,
+    /// `SO_RCVBUF` / `SO_SNDBUF` of the overlay socket, bytes (the kernel caps them at `rmem_max`/`wmem_max`
+    /// unless we are root, which uses the FORCE variants).
+    pub socket_buffer: usize,
+    /// Packets read per source per wake-up.
+    pub batch: usize,
+}
+
+impl ProxyDriverConfig {
+    /// Defaults: 4 MiB socket buffers, batches of 64.
+    pub fn new(proxy: ProxyConfig, host: HostSetup) -> Self {
+        ProxyDriverConfig {
+            proxy,
+            host,
+            socket_buffer: 4 << 20,
+            batch: 64,
+        }
+    }
+}
+
+/// How a surrogate checks the legacy service it registers (each driver runs it its own way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// Passes when a TCP connection to `addr` opens within the refresh interval.
+    Tcp { addr: SocketAddr },
+    /// Passes when a UDP datagram `payload` sent to `addr` draws any answer within the refresh interval.
+    Udp { addr: SocketAddr, payload: Vec<u8> },
+}
+
+/// What an agent driver needs beyond the agent's configuration.
+#[derive(Debug, Clone)]
+pub struct AgentDriverConfig {
+    pub agent: AgentConfig,
+    /// Local address of the agent's socket; default: any address of the registration's family, any port.
+    pub bind: Option<SocketAddr>,
+    /// Surrogate mode's check (needs `agent.surrogate`).
+    pub health: Option<HealthCheck>,
+}
+
+impl AgentDriverConfig {
+    /// The socket's local address: `bind`, or the unspecified address of the registration's family.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.bind
+            .unwrap_or_else(|| unspecified(self.agent.registration.ip()))
+    }
+}
+
+/// The unspecified address of `like`'s family, port 0.
+pub fn unspecified(like: IpAddr) -> SocketAddr {
+    match like {
+        IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    }
+}
+
+/// A driver's own counters (the core has its own, walked by `Proxy::for_each_counter`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverCounters {
+    pub tun_rx: u64,
+    pub tun_tx: u64,
+    pub overlay_rx: u64,
+    pub overlay_tx: u64,
+    pub tun_rx_errors: u64,
+    pub tun_tx_errors: u64,
+    pub overlay_rx_errors: u64,
+    pub overlay_tx_errors: u64,
+    /// Wake-ups that read at least one packet.
+    pub rx_batches: u64,
+    pub timer_fires: u64,
+}
+
+impl DriverCounters {
+    /// Walks the counters as `(name, value)`; names are Prometheus-ready (`driver_` prefix).
+    pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
+        for (n, v) in [
+            ("driver_tun_rx", self.tun_rx),
+            ("driver_tun_tx", self.tun_tx),
+            ("driver_overlay_rx", self.overlay_rx),
+            ("driver_overlay_tx", self.overlay_tx),
+            ("driver_tun_rx_errors", self.tun_rx_errors),
+            ("driver_tun_tx_errors", self.tun_tx_errors),
+            ("driver_overlay_rx_errors", self.overlay_rx_errors),
+            ("driver_overlay_tx_errors", self.overlay_tx_errors),
+            ("driver_rx_batches", self.rx_batches),
+            ("driver_timer_fires", self.timer_fires),
+        ] {
+            f(n, v);
+        }
+    }
+}
+
+/// A driver's clock: the core's [`pias_state::Instant`] is microseconds since [`Clock::new`].
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    origin: std::time::Instant,
+}
+
+impl Clock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        Clock {
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    /// The core's `now`.
+    pub fn now(&self) -> pias_state::Instant {
+        pias_state::Instant::from_micros(self.origin.elapsed().as_micros() as u64)
+    }
+
+    /// The wall-clock instant of a core deadline; `None` (nothing scheduled) and far deadlines are capped
+    /// [`IDLE_TIMER`] ahead, so a timer never overflows.
+    pub fn deadline(&self, at: Option<pias_state::Instant>) -> std::time::Instant {
+        let cap = self.origin.elapsed() + IDLE_TIMER;
+        let d = at.map_or(cap, |t| Duration::from_micros(t.as_micros()).min(cap));
+        self.origin + d
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Wall-clock seconds since the Unix epoch: the incarnation SPEC.md §3 asks drivers to use.
+pub fn wall_clock_incarnation() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs().clamp(1, u64::from(u32::MAX)) as u32)
+}
