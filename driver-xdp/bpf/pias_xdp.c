@@ -65,7 +65,11 @@ static __always_inline __u32 fib_next_hop(struct xdp_md *ctx, __u8 family, const
 		__builtin_memcpy(p.ipv6_src, src, 16);
 		__builtin_memcpy(p.ipv6_dst, dst, 16);
 	}
-	if (bpf_fib_lookup(ctx, &p, sizeof(p), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+	/* The kernel answers FWD_DISABLED unless forwarding is on for the ingress device (a proxy host forwards
+	 * anyway: its slow path routes through a TUN). OUTPUT: the frame leaves as this host's own (an overlay datagram from our socket address, or a NAT'd
+	 * packet from our pool), so the route is the host's output route and the ingress device's forwarding
+	 * setting does not apply. */
+	if (bpf_fib_lookup(ctx, &p, sizeof(p), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS)
 		return 0;
 	__builtin_memcpy(mac, p.dmac, 6);
 	__builtin_memcpy(mac + 6, p.smac, 6);
