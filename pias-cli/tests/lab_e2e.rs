@@ -263,7 +263,7 @@ fn unix_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// Runs a DNS watcher (a query every 20 ms, 100 ms timeout, new source port each) in `client` for
+/// Runs a DNS watcher (a query every 10 ms, 60 ms timeout, new source port each) in `client` for
 /// `total`, calls `event` after `lead`; returns (probes, event time). Probe: (sent ms, answer or None).
 fn watch(
     client: &str,
@@ -288,9 +288,9 @@ fn watch(
             "--duration-ms",
             &total.as_millis().to_string(),
             "--interval-ms",
-            "20",
+            "10",
             "--timeout-ms",
-            "100",
+            "60",
         ])
         .stdout(Stdio::piped())
         .spawn()

@@ -146,6 +146,24 @@ pub(crate) fn ctl(lab: &Lab, p: &Node, args: &[&str]) -> Result<String> {
     pias(lab, &a)
 }
 
+/// The ids of the members a proxy sees alive (itself included), from `pias ctl members --json`.
+pub(crate) fn alive_members(lab: &Lab, p: &Node) -> Result<Vec<u32>> {
+    let s = ctl(lab, p, &["members", "--json"])?;
+    let v: serde_json::Value = serde_json::from_str(&s)?;
+    // `pias ctl --json` prints the answer's data (an array of members); accept the whole answer too.
+    let list = v
+        .get("data")
+        .unwrap_or(&v)
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Ok(list
+        .iter()
+        .filter(|m| m.get("status").and_then(|s| s.as_str()) == Some("alive"))
+        .filter_map(|m| m.get("id").and_then(|i| i.as_u64()).map(|i| i as u32))
+        .collect())
+}
+
 /// A proxy's counters by name (`iap_to_rap`, `jap_delivered`, `reg_bad_mac`, `registrations`, …), from
 /// `pias ctl counters --json`, or else from its Prometheus page.
 pub(crate) fn counters(lab: &Lab, p: &Node) -> Result<BTreeMap<String, u64>> {

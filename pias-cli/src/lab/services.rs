@@ -61,8 +61,12 @@ pub(crate) fn up(lab: &Lab, wait: bool) -> Result<()> {
     start_sites(lab)?;
     piascfg::write_keys(lab)?;
     wait_unicast(lab, Duration::from_secs(30))?;
+    // One at a time, each joining the ones already up, so the overlay forms as one membership.
     for p in lab.plan.of(Kind::Proxy) {
-        start_proxy(lab, p)?;
+        if !daemon_running(lab, p, "proxy") {
+            start_proxy(lab, p)?;
+            wait_members(lab, Duration::from_secs(10))?;
+        }
     }
     for s in lab.plan.of(Kind::Site) {
         start_agents(lab, s)?;
@@ -236,6 +240,40 @@ fn wait_unicast(lab: &Lab, t: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Waits until every running proxy sees every running proxy alive.
+pub(crate) fn wait_members(lab: &Lab, t: Duration) -> Result<()> {
+    let running: Vec<&Node> = lab
+        .plan
+        .of(Kind::Proxy)
+        .filter(|p| daemon_running(lab, p, "proxy"))
+        .collect();
+    let ids: Vec<u32> = running.iter().map(|p| p.index).collect();
+    let mut last = String::new();
+    let ok = wait_for(t, || {
+        last.clear();
+        running.iter().all(|p| match piascfg::alive_members(lab, p) {
+            Ok(alive) => {
+                let ok = ids.iter().all(|i| alive.contains(i));
+                if !ok {
+                    last = format!("{} sees {alive:?} alive", p.name);
+                }
+                ok
+            }
+            Err(e) => {
+                last = format!("{}: {e:#}", p.name);
+                false
+            }
+        })
+    });
+    if !ok {
+        anyhow::bail!(
+            "the proxies did not form one overlay in {t:?} (want ids {ids:?}; {last}): see {}/p*/proxy.log",
+            lab.dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Waits until every client's router routes both anycast prefixes and every (group, site) pair is registered
 /// at some proxy (the proxies' `registrations` counters). Sends no client traffic, so IAP caches stay cold.
 pub(crate) fn wait_ready(lab: &Lab, t: Duration) -> Result<()> {
@@ -269,6 +307,7 @@ pub(crate) fn wait_ready(lab: &Lab, t: Duration) -> Result<()> {
             lab.dir.display()
         );
     }
+    wait_members(lab, t)?;
     let want = piascfg::expected_registrations(lab);
     let mut have = 0;
     let ok = wait_for(t, || {
