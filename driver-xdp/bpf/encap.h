@@ -45,6 +45,15 @@ static __always_inline __u64 inner_pseudo_sum(const struct pkt_info *pi)
 	return acc;
 }
 
+/* Whether the L4 checksum field holds only the folded pseudo-header sum: the checksum of a packet whose
+ * sender left it to offload (CHECKSUM_PARTIAL), as locally generated packets crossing a veth are. Such a
+ * packet goes to the slow path, where the kernel completes the checksum; a complete checksum equal to that
+ * value (1 in 65 535) costs only a trip through the slow path. */
+static __always_inline int csum_partial_suspect(const struct pkt_info *pi)
+{
+	return pi->l4_csum == csum_fold64(inner_pseudo_sum(pi));
+}
+
 /* The 10 big-endian words of the data header. */
 static __always_inline void data_header_words(__u16 w[10], __u8 family, __u32 vni, __u32 ingress)
 {

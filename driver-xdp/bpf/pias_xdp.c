@@ -153,6 +153,8 @@ static __always_inline int jap_forward(struct xdp_md *ctx, const struct pias_cfg
 		return pass(C_PASS_FRAME_OTHER);
 	if (tcp_control(&pi))
 		return pass(C_PASS_TCP_CONTROL);
+	if (csum_partial_suspect(&pi))
+		return pass(C_PASS_PARTIAL_CSUM);
 	nat = bpf_map_lookup_elem(&pias_nat_fwd, &pi.flow);
 	if (!nat)
 		return pass(C_PASS_NAT_MISS);
@@ -191,6 +193,8 @@ static __always_inline int jap_reverse(struct xdp_md *ctx, const struct pias_cfg
 
 	if (pi->flow.proto == IPPROTO_TCP && !(nat->flags & NAT_TCP_FAST))
 		return pass(C_PASS_TCP_NOT_FAST);
+	if (csum_partial_suspect(pi))
+		return pass(C_PASS_PARTIAL_CSUM);
 	if ((void *)(eth + 1) > end)
 		return pass(C_PASS_TRUNCATED);
 	__builtin_memcpy(mac, eth->h_dest, 6);
@@ -242,6 +246,8 @@ static __always_inline int iap_encap(struct xdp_md *ctx, const struct pias_cfg *
 		return pass(C_PASS_TOO_BIG);
 	if (pi->l4_csum == 0)
 		return pass(C_PASS_UDP_NO_CSUM); /* the outer checksum is derived from the inner one */
+	if (csum_partial_suspect(pi))
+		return pass(C_PASS_PARTIAL_CSUM);
 
 	flow_words(&pi->flow, m);
 	h = siphash13_flow(cfg->sip_k0, cfg->sip_k1, m);

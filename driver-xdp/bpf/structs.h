@@ -130,6 +130,7 @@ enum pias_counter {
 	C_PASS_TCP_NOT_FAST,
 	C_PASS_FIB,
 	C_PASS_ADJUST,
+	C_PASS_PARTIAL_CSUM,
 	C_MAX,
 };
 
