@@ -100,7 +100,7 @@ static __always_inline int write_eth(struct xdp_md *ctx, const __u8 mac[12], __u
  * CPU (RSS), and a lost increment under a race only under-reports activity that is reported anyway. */
 static __always_inline void touch_nat(struct pias_nat *n, __u32 len)
 {
-	n->last_used_ns = bpf_ktime_get_ns();
+	n->last_used_ns = bpf_ktime_get_coarse_ns();
 	n->packets += 1;
 	n->bytes += len;
 }
@@ -237,7 +237,7 @@ static __always_inline int iap_encap(struct xdp_md *ctx, const struct pias_cfg *
 	__u32 idx, slot, ifindex = 0;
 	__u8 mac[12];
 
-	now = bpf_ktime_get_ns();
+	now = bpf_ktime_get_coarse_ns(); /* CLOCK_MONOTONIC at tick granularity: deadlines are seconds */
 	if (grp->deadline_ns && now >= grp->deadline_ns)
 		return pass(C_PASS_GROUP_EXPIRED);
 	if (pi->flow.proto == IPPROTO_TCP && (pi->tcp_flags & TCPF_SYN))

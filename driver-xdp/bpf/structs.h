@@ -62,7 +62,7 @@ struct pias_jap {
 
 /* An IAP cache entry (HASH map "pias_groups", key pias_ta). */
 struct pias_group {
-	__u64 deadline_ns;  /* bpf_ktime_get_ns() after which the slow path takes over (expiry); 0 = none */
+	__u64 deadline_ns;  /* CLOCK_MONOTONIC ns (bpf_ktime_get_coarse_ns) after which the slow path takes over (expiry); 0 = none */
 	__u64 last_used_ns; /* written by XDP on each hit */
 	__u64 packets;      /* hits */
 	__u8 n_japs;
