@@ -14,9 +14,11 @@
 //!
 //! Map layouts: see [`maps`] (mirrors `bpf/structs.h`).
 
+pub mod fastpath;
 pub mod loader;
 pub mod maps;
 pub mod sync;
 
+pub use fastpath::XdpFastPath;
 pub use loader::{Maps, RunResult, Sizes, XdpError, XdpProgram, verdict};
 pub use sync::{Activity, MapSync, SyncCounters, ktime_now};

@@ -6,8 +6,8 @@
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
-use driver_xdp::maps::{CFG_ENABLED, Config, counter};
-use driver_xdp::{MapSync, RunResult, Sizes, XdpProgram, ktime_now, verdict};
+use driver_xdp::maps::{CFG_ENABLED, counter};
+use driver_xdp::{RunResult, Sizes, XdpFastPath, verdict};
 use pias_proto::auth::MasterKey;
 use pias_proto::build::udp_packet;
 use pias_proto::packet::IpPacket;
@@ -16,20 +16,18 @@ use pias_proto::{IpProtocol, ProxyId};
 use pias_sim::{Sim, SimConfig};
 use pias_state::proxy::{HEADROOM, PacketBuf, Proxy, Verdict};
 
-fn rig_for(proxy: &Proxy, now: pias_state::time::Instant) -> (XdpProgram, MapSync) {
-    let (prog, maps) = XdpProgram::load(Sizes {
-        groups: 256,
-        nat: 1024,
-        members: 64,
-    })
-    .unwrap_or_else(|e| panic!("loading the XDP program failed: {e} (this test needs root)"));
-    let mut sync = MapSync::new(maps);
-    sync.maps_mut()
-        .config
-        .set(0, Config::for_proxy(proxy, CFG_ENABLED), 0)
-        .unwrap();
-    sync.resync(proxy, now, ktime_now());
-    (prog, sync)
+fn rig_for(proxy: &Proxy, now: pias_state::time::Instant) -> XdpFastPath {
+    XdpFastPath::detached(
+        proxy,
+        Sizes {
+            groups: 256,
+            nat: 1024,
+            members: 64,
+        },
+        CFG_ENABLED,
+        now,
+    )
+    .unwrap_or_else(|e| panic!("loading the XDP program failed: {e} (this test needs root)"))
 }
 
 fn eth(ip: &[u8]) -> Vec<u8> {
@@ -106,12 +104,12 @@ fn programs_mirror_real_proxies_byte_for_byte() {
     assert_ne!(iap_i, jap_i, "the JAP is another proxy");
 
     // The IAP: every flow of the group, through the proxy and through the program.
-    let (iap_prog, iap_sync) = rig_for(sim.proxy(iap_i).unwrap(), now);
+    let iap_fp = rig_for(sim.proxy(iap_i).unwrap(), now);
     let gaddr = SocketAddr::new(group.ip, group.port);
     for sport in 41000..41064u16 {
         let pkt = udp(SocketAddr::new(client_ip, sport), gaddr, b"flow payload");
         let (v, want) = host(sim.proxy_mut(iap_i).unwrap(), now, &pkt);
-        let r = iap_prog.test_run(&eth(&pkt), 1).unwrap();
+        let r = iap_fp.program().test_run(&eth(&pkt), 1).unwrap();
         match v {
             Verdict::Overlay(to) => {
                 let out = tx(&r);
@@ -128,10 +126,13 @@ fn programs_mirror_real_proxies_byte_for_byte() {
             other => panic!("the core did not send to a JAP: {other:?}"),
         }
     }
-    assert_eq!(iap_sync.maps().counters().unwrap()[counter("xdp_iap_hit")], 64);
+    assert_eq!(
+        iap_fp.sync().maps().counters().unwrap()[counter("xdp_iap_hit")],
+        64
+    );
 
     // The JAP: the flows that have bindings, as data frames from the IAP, and the target's replies.
-    let (jap_prog, jap_sync) = rig_for(sim.proxy(jap_i).unwrap(), now);
+    let jap_fp = rig_for(sim.proxy(jap_i).unwrap(), now);
     let iap_addr = sim.proxy(iap_i).unwrap().config().overlay_addr;
     let jap_addr = sim.proxy(jap_i).unwrap().config().overlay_addr;
     let bindings: Vec<_> = sim.proxy(jap_i).unwrap().nat().iter().collect();
@@ -153,7 +154,8 @@ fn programs_mirror_real_proxies_byte_for_byte() {
         h.encapsulate(&pkt, &mut frame).unwrap();
         let (v, want) = overlay(sim.proxy_mut(jap_i).unwrap(), now, iap_addr, &frame);
         assert_eq!(v, Verdict::Host);
-        let r = jap_prog
+        let r = jap_fp
+            .program()
             .test_run(&eth(&udp(iap_addr, jap_addr, &frame)), 1)
             .unwrap();
         assert_eq!(tx(&r), &want[..], "the core's NAT rewrite");
@@ -166,14 +168,14 @@ fn programs_mirror_real_proxies_byte_for_byte() {
         );
         let (v, want) = host(sim.proxy_mut(jap_i).unwrap(), now, &reply);
         assert_eq!(v, Verdict::Host);
-        let r = jap_prog.test_run(&eth(&reply), 1).unwrap();
+        let r = jap_fp.program().test_run(&eth(&reply), 1).unwrap();
         let out = tx(&r);
         assert_eq!(out, &want[..], "the core's reverse rewrite");
         let back = IpPacket::new_checked(out).unwrap().flow().unwrap();
         assert_eq!(SocketAddr::new(back.src, back.src_port), gaddr);
         assert_eq!(back.dst, client_ip);
     }
-    let c = jap_sync.maps().counters().unwrap();
+    let c = jap_fp.sync().maps().counters().unwrap();
     assert!(c[counter("xdp_jap_forward_hit")] >= 1);
     assert_eq!(
         c[counter("xdp_jap_forward_hit")],

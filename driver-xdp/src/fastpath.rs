@@ -1,0 +1,105 @@
+//! `XdpFastPath`: what a user-space driver (tokio or mio) holds to run with `driver = "xdp"`.
+//!
+//! The driver keeps its slow path (TUN and overlay socket) exactly as it is — everything the program passes
+//! reaches it unchanged — and adds three calls:
+//! 1. [`XdpFastPath::on_event`] for every event it drains from `Proxy::poll_event`;
+//! 2. [`XdpFastPath::on_tick`] about once a second: returns the bindings' activity, which the driver feeds to
+//!    the core (`NatTable::touch` through a `Proxy` method) so that expiry stays the core's decision;
+//! 3. [`XdpFastPath::for_each_counter`] next to the proxy's own counters in the metrics.
+//!
+//! Dropping it detaches the program from every interface; nothing is pinned in bpffs.
+
+use aya::programs::XdpMode;
+use pias_state::proxy::Proxy;
+use pias_state::time::Instant;
+
+use crate::loader::{Sizes, XdpError, XdpProgram};
+use crate::maps::{CFG_ENABLED, CFG_FIB, COUNTER_NAMES, Config};
+use crate::sync::{Activity, MapSync, ktime_now};
+
+/// The program attached for one proxy, and its map sync.
+#[derive(Debug)]
+pub struct XdpFastPath {
+    prog: XdpProgram,
+    sync: MapSync,
+    modes: Vec<(String, XdpMode)>,
+    events_dropped: u64,
+}
+
+impl XdpFastPath {
+    /// Loads the program for `proxy`, fills its maps from the proxy's state, and attaches it to each of
+    /// `interfaces` (native mode, else generic with a log line). Hits are routed with `bpf_fib_lookup`, which
+    /// needs IP forwarding on (a proxy host has it for its TUN anyway).
+    pub fn start(proxy: &Proxy, interfaces: &[&str], sizes: Sizes, now: Instant) -> Result<Self, XdpError> {
+        let mut me = Self::detached(proxy, sizes, CFG_ENABLED | CFG_FIB, now)?;
+        for i in interfaces {
+            let mode = me.prog.attach(i)?;
+            me.modes.push((i.to_string(), mode));
+        }
+        Ok(me)
+    }
+
+    /// Loaded and synced but attached nowhere (`flags` as [`Config::flags`]): for tests and benchmarks with
+    /// `BPF_PROG_TEST_RUN` ([`XdpFastPath::program`]).
+    pub fn detached(proxy: &Proxy, sizes: Sizes, flags: u8, now: Instant) -> Result<Self, XdpError> {
+        let (prog, maps) = XdpProgram::load(sizes)?;
+        let mut sync = MapSync::new(maps);
+        sync.maps_mut()
+            .config
+            .set(0, Config::for_proxy(proxy, flags), 0)?;
+        sync.resync(proxy, now, ktime_now());
+        Ok(XdpFastPath {
+            prog,
+            sync,
+            modes: Vec::new(),
+            events_dropped: proxy.counters().events_dropped,
+        })
+    }
+
+    /// The interfaces attached and the mode each got.
+    pub fn modes(&self) -> &[(String, XdpMode)] {
+        &self.modes
+    }
+
+    pub fn program(&self) -> &XdpProgram {
+        &self.prog
+    }
+
+    pub fn sync(&self) -> &MapSync {
+        &self.sync
+    }
+
+    /// Mirrors one of the proxy's events into the maps.
+    pub fn on_event(&mut self, proxy: &Proxy, ev: &pias_state::proxy::Event, now: Instant) {
+        self.sync.apply(proxy, ev, now, ktime_now());
+    }
+
+    /// Periodic work: a full resync if the proxy dropped events since the last tick, TCP bindings the core
+    /// saw established opened to the fast path, and the activity the driver must feed back to the core.
+    pub fn on_tick(&mut self, proxy: &Proxy, now: Instant) -> Vec<Activity> {
+        let dropped = proxy.counters().events_dropped;
+        if dropped != self.events_dropped {
+            self.events_dropped = dropped;
+            self.sync.resync(proxy, now, ktime_now());
+        }
+        self.sync.upgrade_tcp(proxy.nat());
+        self.sync.poll_activity()
+    }
+
+    /// The program's counters (summed over CPUs) and MapSync's, for the metrics endpoint.
+    pub fn for_each_counter(&self, mut f: impl FnMut(&'static str, u64)) {
+        if let Ok(c) = self.sync.maps().counters() {
+            for (name, v) in COUNTER_NAMES.iter().zip(c) {
+                f(name, v);
+            }
+        }
+        let s = self.sync.counters();
+        f("xdp_sync_groups_installed", s.groups_installed);
+        f("xdp_sync_groups_removed", s.groups_removed);
+        f("xdp_sync_nat_installed", s.nat_installed);
+        f("xdp_sync_nat_removed", s.nat_removed);
+        f("xdp_sync_nat_slow_only", s.nat_slow_only);
+        f("xdp_sync_map_full", s.map_full);
+        f("xdp_sync_map_errors", s.map_errors);
+    }
+}
