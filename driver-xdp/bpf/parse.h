@@ -28,7 +28,8 @@ struct pkt_info {
 	__u8 family;
 	__u8 tcp_flags;
 	__u16 l4_csum;         /* host order, as received */
-	__u16 pad;
+	__u8 ttl;              /* TTL or hop limit */
+	__u8 pad;
 };
 
 /* Parses the IP packet at data + off (off a constant at every call site). */
@@ -54,6 +55,7 @@ static __always_inline __u32 parse_ip(void *data, void *end, __u32 off, __u16 et
 		pi->l4_len = pi->ip_len - sizeof(*ip);
 		pi->family = 4;
 		proto = ip->protocol;
+		pi->ttl = ip->ttl;
 		__builtin_memcpy(pi->flow.src, &ip->saddr, 4);
 		__builtin_memcpy(pi->flow.dst, &ip->daddr, 4);
 		l4 = ip + 1;
@@ -69,6 +71,7 @@ static __always_inline __u32 parse_ip(void *data, void *end, __u32 off, __u16 et
 			return C_PASS_TRUNCATED;
 		pi->family = 6;
 		proto = ip6->nexthdr; /* extension headers and ICMPv6 are not TCP/UDP: slow path */
+		pi->ttl = ip6->hop_limit;
 		__builtin_memcpy(pi->flow.src, &ip6->saddr, 16);
 		__builtin_memcpy(pi->flow.dst, &ip6->daddr, 16);
 		l4 = ip6 + 1;

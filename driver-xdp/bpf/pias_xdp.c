@@ -164,6 +164,8 @@ static __always_inline int jap_forward(struct xdp_md *ctx, const struct pias_cfg
 	__builtin_memcpy(mac, eth->h_dest, 6);
 	__builtin_memcpy(mac + 6, eth->h_source, 6);
 	if (cfg->flags & CFG_FIB) {
+		if (pi.ttl <= 1)
+			return pass(C_PASS_TTL); /* the kernel answers with ICMP time exceeded */
 		ifindex = fib_next_hop(ctx, pi.family, nat->src, nat->dst, pi.flow.proto, pi.ip_len, mac);
 		if (!ifindex)
 			return pass(C_PASS_FIB);
@@ -177,6 +179,8 @@ static __always_inline int jap_forward(struct xdp_md *ctx, const struct pias_cfg
 	end = (void *)(long)ctx->data_end;
 	if (nat_rewrite(data, end, ETH_HLEN, &pi, nat))
 		return XDP_ABORTED;
+	if (ifindex)
+		ttl_decrement(data, end, ETH_HLEN, pi.family);
 	touch_nat(nat, pi.ip_len);
 	count(C_JAP_FWD_HIT);
 	return send(ctx, ifindex);
@@ -200,6 +204,8 @@ static __always_inline int jap_reverse(struct xdp_md *ctx, const struct pias_cfg
 	__builtin_memcpy(mac, eth->h_dest, 6);
 	__builtin_memcpy(mac + 6, eth->h_source, 6);
 	if (cfg->flags & CFG_FIB) {
+		if (pi->ttl <= 1)
+			return pass(C_PASS_TTL);
 		ifindex = fib_next_hop(ctx, pi->family, nat->src, nat->dst, pi->flow.proto, pi->ip_len, mac);
 		if (!ifindex)
 			return pass(C_PASS_FIB);
@@ -208,6 +214,8 @@ static __always_inline int jap_reverse(struct xdp_md *ctx, const struct pias_cfg
 	}
 	if (nat_rewrite(data, end, ETH_HLEN, pi, nat))
 		return XDP_ABORTED;
+	if (ifindex)
+		ttl_decrement(data, end, ETH_HLEN, pi->family);
 	touch_nat(nat, pi->ip_len);
 	count(C_JAP_REV_HIT);
 	return send(ctx, ifindex);
@@ -268,10 +276,13 @@ static __always_inline int iap_encap(struct xdp_md *ctx, const struct pias_cfg *
 	__builtin_memcpy(mac, eth->h_dest, 6);
 	__builtin_memcpy(mac + 6, eth->h_source, 6);
 	if (cfg->flags & CFG_FIB) {
+		if (pi->ttl <= 1)
+			return pass(C_PASS_TTL);
 		ifindex = fib_next_hop(ctx, 4, cfg->overlay_addr, jap->addr, IPPROTO_UDP,
 				       pi->ip_len + PIAS_ENCAP_V4_LEN, mac);
 		if (!ifindex)
 			return pass(C_PASS_FIB);
+		ttl_decrement(data, end, ETH_HLEN, pi->family); /* before the inner header is summed */
 	}
 	sum = inner_header_sum(data, end, ETH_HLEN, pi->family) + (__u16)~csum_fold64(inner_pseudo_sum(pi));
 

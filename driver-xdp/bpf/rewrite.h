@@ -60,4 +60,25 @@ static __always_inline int nat_rewrite(void *data, void *end, __u32 off, const s
 	return 0;
 }
 
+/* One router hop: what the kernel's forwarding does to the slow path's packets on their way into and out of
+ * the TUN (ip_decrease_ttl). Only when the program routes (CFG_FIB); the caller checked ttl > 1. */
+static __always_inline void ttl_decrement(void *data, void *end, __u32 off, __u8 family)
+{
+	if (family == 4) {
+		struct iphdr *ip = data + off;
+		__u16 old, new;
+		if ((void *)(ip + 1) > end)
+			return;
+		old = bpf_ntohs(*(__u16 *)&ip->ttl);
+		ip->ttl -= 1;
+		new = bpf_ntohs(*(__u16 *)&ip->ttl);
+		csum_apply_at(&ip->check, delta_word(old, new), 0);
+	} else {
+		struct ipv6hdr *ip6 = data + off;
+		if ((void *)(ip6 + 1) > end)
+			return;
+		ip6->hop_limit -= 1;
+	}
+}
+
 #endif

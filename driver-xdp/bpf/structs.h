@@ -131,6 +131,7 @@ enum pias_counter {
 	C_PASS_FIB,
 	C_PASS_ADJUST,
 	C_PASS_PARTIAL_CSUM,
+	C_PASS_TTL,
 	C_MAX,
 };
 

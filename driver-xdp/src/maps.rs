@@ -243,7 +243,7 @@ unsafe impl aya::Pod for Nat {}
 unsafe impl aya::Pod for SockAddr {}
 
 /// The program's per-CPU counters, in `enum pias_counter` order.
-pub const COUNTER_NAMES: [&str; 23] = [
+pub const COUNTER_NAMES: [&str; 24] = [
     "xdp_iap_hit",
     "xdp_jap_forward_hit",
     "xdp_jap_reverse_hit",
@@ -267,6 +267,7 @@ pub const COUNTER_NAMES: [&str; 23] = [
     "xdp_pass_fib",
     "xdp_pass_adjust",
     "xdp_pass_partial_checksum",
+    "xdp_pass_ttl",
 ];
 
 /// Index of a counter by name, for tests.

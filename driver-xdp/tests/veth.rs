@@ -255,6 +255,7 @@ fn native_xdp_on_veth_encapsulates_to_a_real_udp_socket() {
                 assert_eq!(d.header().ingress, ProxyId(1));
                 let p = pias_proto::packet::IpPacket::new_checked(d.inner()).unwrap();
                 p.verify_checksums().unwrap();
+                assert_eq!(p.ttl(), 63, "one router hop, as the kernel forwarding into the TUN");
                 assert_eq!(&p.l4_bytes()[8..], &[b'q', i as u8]);
             }
             Frame::Control(_) => panic!("data frame expected"),
