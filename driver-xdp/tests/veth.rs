@@ -1,7 +1,8 @@
 //! The program attached to a veth in namespaces this test creates (removed by a guard): native mode (or the
 //! logged generic fallback), a client's UDP datagram to a group encapsulated by XDP and routed with
 //! `bpf_fib_lookup` to the JAP's overlay socket, where the kernel's own UDP stack receives it (so the outer
-//! checksums are checked by the kernel too); detached when the program is dropped, nothing pinned. Needs
+//! checksums are checked by the kernel too); a data frame decapsulated, NATed to a real target socket, and
+//! the target's answer NATed back to the client's socket from the group address; detached when the program is dropped, nothing pinned. Needs
 //! root; no traffic leaves the two namespaces.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -14,9 +15,10 @@ use driver_xdp::maps::{CFG_ENABLED, CFG_FIB, Config, counter};
 use driver_xdp::{MapSync, Sizes, XdpProgram, ktime_now};
 use pias_proto::auth::SipKey;
 use pias_proto::control::{Answer, AnswerEntry};
-use pias_proto::tunnel::Frame;
-use pias_proto::{IpProtocol, ProxyId, TransportAddr};
+use pias_proto::tunnel::{DataHeader, Frame};
+use pias_proto::{FlowKey, IpProtocol, ProxyId, TransportAddr};
 use pias_state::iap::{IapCache, IapConfig};
+use pias_state::nat::{NatConfig, NatTable};
 use pias_state::time::Instant;
 
 fn ip(args: &[&str]) {
@@ -61,7 +63,7 @@ fn enter(ns: &str) {
 const KEY: SipKey = SipKey { k0: 1, k1: 2 };
 
 #[test]
-fn native_xdp_on_veth_encapsulates_to_a_real_udp_socket() {
+fn native_xdp_on_veth_serves_iap_and_jap_hits_between_real_sockets() {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(
         unsafe { libc::geteuid() },
@@ -104,6 +106,10 @@ fn native_xdp_on_veth_encapsulates_to_a_real_udp_socket() {
     assert!(fwd.success());
     ip(&["-n", &lab.b, "route", "add", "192.0.2.0/24", "via", "10.77.0.1"]);
     ip(&["-n", &lab.b, "route", "add", "10.9.0.1/32", "via", "10.77.0.1"]);
+    // The JAP side: a target 10.1.0.5 behind B, the NAT pool 100.64.0.1 routed to A.
+    ip(&["-n", &lab.b, "addr", "add", "10.1.0.5/32", "dev", "lo"]);
+    ip(&["-n", &lab.a, "route", "add", "10.1.0.5/32", "via", "10.77.0.2"]);
+    ip(&["-n", &lab.b, "route", "add", "100.64.0.0/24", "via", "10.77.0.1"]);
     let mac_b = ip_out(&["-n", &lab.b, "-br", "link", "show", &vb])
         .split_whitespace()
         .nth(2)
@@ -160,6 +166,21 @@ fn native_xdp_on_veth_encapsulates_to_a_real_udp_socket() {
             now,
             ktime_now(),
         );
+        // A NAT binding for the client's flow towards the target, and B's overlay socket as a member.
+        sync.member_up(ProxyId(2), "10.9.0.2:6081".parse().unwrap());
+        let mut nat = NatTable::new(NatConfig::with_pool(vec!["100.64.0.1".parse().unwrap()]), 3).unwrap();
+        let flow = FlowKey {
+            proto: IpProtocol::Udp,
+            src: "10.77.0.2".parse().unwrap(),
+            src_port: 40000,
+            dst: group.ip,
+            dst_port: group.port,
+        };
+        nat.create(&flow, ("10.1.0.5".parse().unwrap(), 5353), 0, now)
+            .unwrap();
+        while let Some(ev) = nat.poll_event() {
+            sync.apply_nat(&ev, true);
+        }
         let mode = prog.attach(&va2).expect("attach");
         println!("driver-xdp: attached to {va2} in {mode:?} mode");
         let shown = ip_out(&["-d", "link", "show", &va2]);
@@ -224,6 +245,45 @@ fn native_xdp_on_veth_encapsulates_to_a_real_udp_socket() {
                 }
             }
         }
+        // JAP: a data frame from B's overlay socket (a member) for the bound flow is decapsulated, NATed and
+        // routed to the target; the target's answer to the pool comes back to the client from the group.
+        let target = UdpSocket::bind("10.1.0.5:5353").unwrap();
+        target.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut inner = vec![0u8; 128];
+        let n = pias_proto::build::udp_packet(
+            "10.77.0.2:40000".parse().unwrap(),
+            "192.0.2.10:53".parse().unwrap(),
+            b"via the JAP",
+            &mut inner,
+        )
+        .unwrap();
+        let h = DataHeader {
+            vni: 1,
+            flags: 0,
+            hops: 2,
+            ingress: ProxyId(2),
+        };
+        let mut frame = vec![0u8; n + 20];
+        h.encapsulate(&inner[..n], &mut frame).unwrap();
+        jap.send_to(&frame, "10.9.0.1:6081").unwrap();
+        let (n, pool) = target
+            .recv_from(&mut buf)
+            .expect("the target gets the NATed datagram");
+        assert_eq!(&buf[..n], b"via the JAP");
+        assert_eq!(
+            pool.ip(),
+            "100.64.0.1".parse::<IpAddr>().unwrap(),
+            "from the NAT pool"
+        );
+        target.send_to(b"answer", pool).unwrap();
+        cl.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (n, from) = cl.recv_from(&mut buf).expect("the client gets the answer");
+        assert_eq!(&buf[..n], b"answer");
+        assert_eq!(
+            from,
+            "192.0.2.10:53".parse::<SocketAddr>().unwrap(),
+            "from the group"
+        );
         done_tx.send(()).unwrap();
         got
     });
@@ -255,13 +315,19 @@ fn native_xdp_on_veth_encapsulates_to_a_real_udp_socket() {
                 assert_eq!(d.header().ingress, ProxyId(1));
                 let p = pias_proto::packet::IpPacket::new_checked(d.inner()).unwrap();
                 p.verify_checksums().unwrap();
-                assert_eq!(p.ttl(), 63, "one router hop, as the kernel forwarding into the TUN");
+                assert_eq!(
+                    p.ttl(),
+                    63,
+                    "one router hop, as the kernel forwarding into the TUN"
+                );
                 assert_eq!(&p.l4_bytes()[8..], &[b'q', i as u8]);
             }
             Frame::Control(_) => panic!("data frame expected"),
         }
     }
     assert_eq!(counters[counter("xdp_iap_hit")], 5);
+    assert_eq!(counters[counter("xdp_jap_forward_hit")], 1);
+    assert_eq!(counters[counter("xdp_jap_reverse_hit")], 1);
     assert_eq!(counters[counter("xdp_pass_partial_checksum")], 1);
     drop(lab);
     assert!(!std::path::Path::new(&format!("/var/run/netns/xdpt-a-{pid}")).exists());
