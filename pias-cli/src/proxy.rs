@@ -43,7 +43,7 @@ pub(crate) struct Args {
     /// Validate the configuration and exit (prints the routes it would install).
     #[arg(long)]
     check: bool,
-    /// Log filter (tracing's EnvFilter syntax, e.g. "info" or "driver_tokio=debug"; RUST_LOG overrides).
+    /// Log filter (tracing's EnvFilter syntax, e.g. "info" or "driver_common=debug"; RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log: String,
 }

@@ -29,7 +29,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const PIAS: &str = env!("CARGO_BIN_EXE_pias");
@@ -298,7 +298,14 @@ driver_tests! {
     udp_through_two_mio_proxies: "mio", "10.252.0", "pmi";
 }
 
-fn udp_through_two_proxies(set: Setup) {
+/// The two-proxy set-up with driver `set.driver`, up to a registered target: namespaces, keys, both
+/// proxies (members of each other, routes checked), the service `serve` (on its bound socket, in proxy 2's
+/// namespace, until the flag is set) and the target agent. Returns the lab, the service thread and its stop
+/// flag.
+fn start(
+    set: Setup,
+    serve: impl FnOnce(UdpSocket, Arc<AtomicBool>) -> u64 + Send + 'static,
+) -> (Lab, std::thread::JoinHandle<u64>, Arc<AtomicBool>) {
     let (group_s, service_s) = (set.group(), set.service());
     let (group, service) = (group_s.as_str(), service_s.as_str());
     assert!(
@@ -309,7 +316,6 @@ fn udp_through_two_proxies(set: Setup) {
         Command::new("ip").arg("-V").output().is_ok(),
         "this test needs the `ip` tool: apt-get install iproute2"
     );
-    let started = Instant::now();
     let mut lab = Lab::new(set);
 
     // Keys and configuration.
@@ -358,29 +364,20 @@ drain_time_ms = 500
         );
         fs::write(lab.path(&format!("p{i}.toml")), cfg).unwrap();
     }
-    let (a, b, c) = (lab.a().to_owned(), lab.b().to_owned(), lab.c().to_owned());
+    let (a, b) = (lab.a().to_owned(), lab.b().to_owned());
     let p1cfg = lab.path("p1.toml");
     let p2cfg = lab.path("p2.toml");
     lab.spawn("p1", &a, &["proxy", "--config", p1cfg.to_str().unwrap()]);
     lab.spawn("p2", &b, &["proxy", "--config", p2cfg.to_str().unwrap()]);
 
-    // A UDP echo server next to proxy 2 (bounded: it stops when told, after 200 datagrams, or after 40 s).
+    // The service next to proxy 2.
     let stop = Arc::new(AtomicBool::new(false));
-    let stop_echo = stop.clone();
+    let stop_serve = stop.clone();
     let service_addr = service.to_owned();
-    let echo = in_netns(&b, move || {
-        let s = UdpSocket::bind(&service_addr).expect("bind echo");
+    let server = in_netns(&b, move || {
+        let s = UdpSocket::bind(&service_addr).expect("bind service");
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let end = Instant::now() + Duration::from_secs(40);
-        let mut buf = [0u8; 2048];
-        let mut served = 0;
-        while served < 200 && Instant::now() < end && !stop_echo.load(Ordering::Relaxed) {
-            if let Ok((n, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(&buf[..n], from);
-                served += 1;
-            }
-        }
-        served
+        serve(s, stop_serve)
     });
 
     // Both proxies up and members of each other.
@@ -430,6 +427,27 @@ drain_time_ms = 500
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    (lab, server, stop)
+}
+
+fn udp_through_two_proxies(set: Setup) {
+    let (group_s, service_s) = (set.group(), set.service());
+    let (group, service) = (group_s.as_str(), service_s.as_str());
+    let started = Instant::now();
+    // A UDP echo server (bounded: it stops when told, after 200 datagrams, or after 40 s).
+    let (mut lab, echo, stop) = start(set, |s, stop| {
+        let end = Instant::now() + Duration::from_secs(40);
+        let mut buf = [0u8; 2048];
+        let mut served = 0;
+        while served < 200 && Instant::now() < end && !stop.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..n], from);
+                served += 1;
+            }
+        }
+        served
+    });
+    let (a, b, c) = (lab.a().to_owned(), lab.b().to_owned(), lab.c().to_owned());
 
     // The client: requests to the group address, answers from the group address.
     let (client, group_addr): (SocketAddr, SocketAddr) =
@@ -547,4 +565,145 @@ drain_time_ms = 500
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// One driver's numbers: kernel forwarding to the service's unicast address and PIAS to the group, from
+/// the same client in the same set-up.
+#[derive(Debug, Clone, Copy, Default)]
+struct BenchRow {
+    kernel_kpps: f64,
+    pias_kpps: f64,
+    kernel_rtt: (f64, f64),
+    pias_rtt: (f64, f64),
+}
+
+/// Median and p99 of round trips (µs) of `n` sequential 32-byte requests from `s` to `to`.
+fn rtts(s: &UdpSocket, to: SocketAddr, n: usize) -> (f64, f64) {
+    let mut buf = [0u8; 2048];
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n {
+        let msg = format!("rtt {i:>27}");
+        let t = Instant::now();
+        s.send_to(msg.as_bytes(), to).unwrap();
+        // Skip stale answers (a late reply to an earlier, timed-out request).
+        while let Ok((len, _)) = s.recv_from(&mut buf) {
+            if buf[..len] == *msg.as_bytes() {
+                v.push(t.elapsed().as_secs_f64() * 1e6);
+                break;
+            }
+        }
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        v.get(((v.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    (at(0.5), at(0.99))
+}
+
+/// Packets per second (thousands) the service receives while `s` sends 64-byte datagrams to `to` as fast
+/// as it can for `secs`.
+fn blast(s: &UdpSocket, to: SocketAddr, secs: f64, got: &AtomicU64) -> f64 {
+    let payload = [b'B'; 64];
+    let before = got.load(Ordering::Relaxed);
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        for _ in 0..64 {
+            let _ = s.send_to(&payload, to);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    (got.load(Ordering::Relaxed) - before) as f64 / secs / 1e3
+}
+
+fn bench_one(set: Setup, pings: usize, secs: f64) -> BenchRow {
+    let got = Arc::new(AtomicU64::new(0));
+    let count = got.clone();
+    // The service: echoes requests, counts (and does not answer) the blast's 'B' datagrams. Bounded: 120 s.
+    let (lab, server, stop) = start(set, move |s, stop| {
+        let end = Instant::now() + Duration::from_secs(120);
+        let mut buf = [0u8; 2048];
+        while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                if buf[0] == b'B' {
+                    count.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let _ = s.send_to(&buf[..n], from);
+                }
+            }
+        }
+        0
+    });
+    let client: SocketAddr = set.ip("1:0").parse().unwrap();
+    let group: SocketAddr = set.group().parse().unwrap();
+    let service: SocketAddr = set.service().parse().unwrap();
+    let row = in_netns(lab.c(), move || {
+        let s = UdpSocket::bind(client).expect("bind client");
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        // Warm up until the group answers (the IAP's cache entry installed).
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut ok = 0;
+        while ok < 20 && Instant::now() < end {
+            let (m, _) = rtts(&s, group, 1);
+            if m.is_finite() {
+                ok += 1;
+            }
+        }
+        assert!(ok >= 20, "the group does not answer");
+        BenchRow {
+            kernel_rtt: rtts(&s, service, pings),
+            pias_rtt: rtts(&s, group, pings),
+            kernel_kpps: blast(&s, service, secs, &got),
+            pias_kpps: blast(&s, group, secs, &got),
+        }
+    })
+    .join()
+    .expect("client");
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
+    drop(lab);
+    row
+}
+
+/// Kernel forwarding, the tokio driver and the mio driver in one run, each driver in this file's
+/// two-proxy set-up: UDP round trips (median, p99) and 64-byte UDP packets received per second, to the
+/// service's unicast address (the kernel forwards) and to the group (IAP and JAP are `pias proxy`
+/// processes). Prints a Markdown table. Needs root and a release build for meaningful numbers.
+#[test]
+#[ignore = "benchmark: cargo test --release -p pias-cli --test drivers -- --ignored --nocapture bench"]
+fn bench_kernel_tokio_mio() {
+    let pings = 2000;
+    let secs = 2.0;
+    let mut out = String::from(
+        "| driver | kernel kpps | PIAS kpps | PIAS/kernel pps | kernel RTT median / p99 µs | PIAS RTT median / p99 µs | added median / p99 µs |\n|---|---|---|---|---|---|---|\n",
+    );
+    for set in [
+        Setup {
+            driver: "tokio",
+            net: "10.252.2",
+            tag: "pbt",
+        },
+        Setup {
+            driver: "mio",
+            net: "10.252.3",
+            tag: "pbm",
+        },
+    ] {
+        let r = bench_one(set, pings, secs);
+        out.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {:.2} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} |\n",
+            set.driver,
+            r.kernel_kpps,
+            r.pias_kpps,
+            r.pias_kpps / r.kernel_kpps,
+            r.kernel_rtt.0,
+            r.kernel_rtt.1,
+            r.pias_rtt.0,
+            r.pias_rtt.1,
+            r.pias_rtt.0 - r.kernel_rtt.0,
+            r.pias_rtt.1 - r.kernel_rtt.1,
+        ));
+    }
+    println!("\n{out}");
 }
