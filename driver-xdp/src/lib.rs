@@ -1,18 +1,49 @@
-//! The PIAS XDP fast path (issue 7): a kernel-resident cache of the core's decisions.
+//! The PIAS XDP fast path (issue 7): a kernel-resident cache of the core's decisions (Katran's lesson: the
+//! data plane only applies what user space decided).
 //!
-//! The data plane is `bpf/pias_xdp.c`, compiled by `build.rs` with Debian's clang; this crate loads it with
-//! aya ([`XdpProgram`]), and [`MapSync`] mirrors the core's events (IAP cache entries, NAT bindings,
-//! members) into its maps. The program serves three hits and passes everything else to the user-space core
-//! unchanged:
+//! The data plane is `bpf/pias_xdp.c` (headers by concern: `parse.h`, `csum.h`, `siphash.h`, `rewrite.h`,
+//! `encap.h`, `maps.h`, `structs.h`), compiled by `build.rs` with Debian's clang (`-O2 -g -target bpf`);
+//! this crate loads it with aya ([`XdpProgram`]), [`MapSync`] mirrors the core's events into its maps, and
+//! [`XdpFastPath`] is what a driver holds. Three hits; everything else is `XDP_PASS`, unchanged, counted by
+//! reason, to the user-space driver's slow path:
 //!
-//! - **IAP hit**: client TCP/UDP packet (not SYN) to a group with a resolved entry → the overlay data frame
-//!   `DataHeader::encapsulate` makes (flags 0, hops 2), in outer IPv4/UDP from this proxy's overlay socket
-//!   address to the JAP `table[flow_hash mod 251]` names;
-//! - **JAP forward hit**: a data frame (not TO_RAP/TO_TARGET) from a member, inner flow with a NAT binding →
-//!   decapsulated and rewritten as `IpPacket::set_src_dst` does;
+//! - **IAP hit**: a client's TCP/UDP packet (not a SYN: the core clamps the MSS) to a group with a fresh
+//!   resolved entry → `SipHash-1-3(flow key, 37-byte flow layout)` → `slots[h mod 251]` → JAP → the overlay
+//!   data frame `DataHeader::encapsulate` makes (flags 0, hops 2, ingress = this proxy) in outer IPv4/UDP
+//!   from this proxy's overlay socket address to the JAP's. The outer UDP checksum is derived from the inner
+//!   packet's checksum (as Linux's local checksum offload does), never by reading the payload.
+//! - **JAP forward hit**: a data frame (exact layout, our VNI, not TO_RAP/TO_TARGET) from a member's overlay
+//!   socket, for a flow with a NAT binding → decapsulated and rewritten as `IpPacket::set_src_dst` does
+//!   (same RFC 1624 arithmetic, so byte-identical, zero UDP checksums included).
 //! - **JAP reverse hit**: a target's reply matching a binding → rewritten to come from the group.
 //!
-//! Map layouts: see [`maps`] (mirrors `bpf/structs.h`).
+//! # Maps (`bpf/structs.h`, mirrored in [`maps`])
+//!
+//! | map | type | key | value |
+//! |---|---|---|---|
+//! | `pias_cfg` | array (1 entry) | 0 | flow key, VNI, own id, overlay address, inner MTU, flags (enabled, FIB) — 48 B |
+//! | `pias_groups` | hash (65 536) | group TA, SPEC §3 encoding — 20 B | deadline, last use, hits, JAPs (≤ 16 × overlay address), 251 slots — 608 B |
+//! | `pias_nat_fwd` / `pias_nat_rev` | hash | 5-tuple as received — 40 B | new src/dst address and port, flags (TCP fast), last use, packets, bytes — 64 B |
+//! | `pias_members` | hash (4096) | member overlay socket address — 20 B | proxy id |
+//! | `pias_counters` | per-CPU array | [`maps::COUNTER_NAMES`] | u64 |
+//!
+//! Hash maps, not LRU: the core decides what is cached; an insert into a full map is counted
+//! (`xdp_sync_map_full`) and the entry stays on the slow path.
+//!
+//! # What stays with the core
+//! First packets (misses), TCP SYN/FIN/RST (MSS clamp, NAT state) and TCP bindings until the core saw them
+//! established, ICMP (echo and errors), fragments, IP options, IPv6 extension headers, expired entries (the
+//! core re-resolves), JAPs that are this proxy, tunnel-mode targets and `replicate` groups, overlay over
+//! IPv6, oversize packets, partial (offloaded) checksums, TTL ≤ 1 when routing.
+//!
+//! # Deployment notes
+//! - Routing uses `bpf_fib_lookup`, which requires IP forwarding on the ingress device (a proxy host has it
+//!   for its TUN) and a resolved neighbour; otherwise the packet passes (counted `xdp_pass_fib`).
+//! - `XDP_TX`/redirect on a veth needs NAPI on the peer: an XDP program (any) attached to the peer, or GRO.
+//! - Locally generated packets crossing a veth carry only a partial checksum; the program passes them
+//!   (`xdp_pass_partial_checksum`). Traffic generators in a lab should send from devices with `tx` checksum
+//!   offload off (`ethtool -K DEV tx off`) to exercise the fast path.
+//! - A routed hit takes one hop like the kernel's forwarding would (TTL − 1).
 
 pub mod fastpath;
 pub mod loader;
