@@ -50,6 +50,8 @@ struct Row {
     rtt_p99: f64,
 }
 
+/// One iperf3 run (JSON). The server runs one test at a time and needs a moment after an unlimited UDP run,
+/// so a refused start is retried (at most 3 tries, 1 s apart).
 fn iperf(c: &Node, server: std::net::IpAddr, secs: u32, udp: bool) -> Result<serde_json::Value> {
     let t = secs.to_string();
     let s = server.to_string();
@@ -57,18 +59,17 @@ fn iperf(c: &Node, server: std::net::IpAddr, secs: u32, udp: bool) -> Result<ser
     if udp {
         args.extend_from_slice(&["-u", "-b", "0", "-l", "64"]);
     }
-    let o = net::ns_output(&c.ns, &args)?;
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).with_context(|| {
-        format!(
-            "iperf3 from {} to {s}: {}",
-            c.name,
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })?;
-    if let Some(e) = v.get("error") {
-        bail!("iperf3 from {} to {s}: {e}", c.name);
+    let mut last = String::new();
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let o = net::ns_output(&c.ns, &args)?;
+        match serde_json::from_slice::<serde_json::Value>(&o.stdout) {
+            Ok(v) if v.get("error").is_none() => return Ok(v),
+            Ok(v) => last = v["error"].to_string(),
+            Err(e) => last = format!("{e}: {}", String::from_utf8_lossy(&o.stderr)),
+        }
     }
-    Ok(v)
+    bail!("iperf3 from {} to {s}: {last}", c.name)
 }
 
 fn f(v: &serde_json::Value, path: &[&str]) -> f64 {
