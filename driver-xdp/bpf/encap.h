@@ -55,7 +55,8 @@ static __always_inline int csum_partial_suspect(const struct pkt_info *pi)
 }
 
 /* The 10 big-endian words of the data header. */
-static __always_inline void data_header_words(__u16 w[10], __u8 family, __u32 vni, __u32 ingress)
+static __always_inline void data_header_words(__u16 w[10], __u8 family, __u32 vni, __u32 ingress, __u8 flags,
+					      __u8 hops)
 {
 	w[0] = 0x0340; /* ver 0, 3 option words; O=0, C=1 */
 	w[1] = family == 4 ? ETH_P_IP : ETH_P_IPV6;
@@ -63,19 +64,20 @@ static __always_inline void data_header_words(__u16 w[10], __u8 family, __u32 vn
 	w[3] = (vni & 0xff) << 8;
 	w[4] = PIAS_OPTION_CLASS;
 	w[5] = (PIAS_OPTION_TYPE_DATA << 8) | 2;
-	w[6] = PIAS_INITIAL_HOPS; /* flags 0, hops 2 */
+	w[6] = ((__u16)flags << 8) | hops;
 	w[7] = 0;
 	w[8] = ingress >> 16;
 	w[9] = ingress & 0xffff;
 }
 
-/* Writes outer IPv4, UDP and the data header at data + ETH_HLEN (the caller made PIAS_ENCAP_V4_LEN bytes of
- * room in front of the inner packet). `l4_sum` is the inner packet's one's complement sum (header words plus
+/* Writes outer IPv4, UDP (to dst_addr, IPv4, and dst_port, BE) and the data header (flags, hops, ingress =
+ * this proxy) at data + ETH_HLEN (the caller made PIAS_ENCAP_V4_LEN bytes of room in front of the inner
+ * packet, or reuses a received frame's). `l4_sum` is the inner packet's one's complement sum (header words plus
  * the L4 part derived from its valid checksum): the outer UDP checksum comes from it without reading the
  * payload, as Linux's local checksum offload does. */
-static __always_inline int write_encap_v4(void *data, void *end, const struct pias_cfg *cfg,
-					  const struct pias_jap *jap, __u8 inner_family, __u32 inner_len,
-					  __u64 inner_sum)
+static __always_inline int write_encap_v4(void *data, void *end, const struct pias_cfg *cfg, const __u8 *dst_addr,
+					  __u16 dst_port, __u8 inner_family, __u32 inner_len, __u64 inner_sum,
+					  __u8 flags, __u8 hops)
 {
 	struct iphdr *ip = data + ETH_HLEN;
 	struct udphdr *uh = (void *)(ip + 1);
@@ -89,7 +91,7 @@ static __always_inline int write_encap_v4(void *data, void *end, const struct pi
 	if ((void *)(g + 10) > end)
 		return -1;
 	__builtin_memcpy(&saddr, cfg->overlay_addr, 4);
-	__builtin_memcpy(&daddr, jap->addr, 4);
+	__builtin_memcpy(&daddr, dst_addr, 4);
 
 	ip->version = 4;
 	ip->ihl = 5;
@@ -108,7 +110,7 @@ static __always_inline int write_encap_v4(void *data, void *end, const struct pi
 		acc += bpf_ntohl(ipw[i]);
 	ip->check = bpf_htons((__u16)~csum_fold64(acc));
 
-	data_header_words(w, inner_family, cfg->vni, cfg->self_id);
+	data_header_words(w, inner_family, cfg->vni, cfg->self_id, flags, hops);
 	acc = inner_sum;
 #pragma unroll
 	for (i = 0; i < 10; i++) {
@@ -116,7 +118,7 @@ static __always_inline int write_encap_v4(void *data, void *end, const struct pi
 		acc += w[i];
 	}
 	uh->source = cfg->overlay_port;
-	uh->dest = jap->port;
+	uh->dest = dst_port;
 	uh->len = bpf_htons(udp_len);
 	uh->check = 0;
 	acc += (__u64)bpf_ntohl(saddr) + bpf_ntohl(daddr) + IPPROTO_UDP + udp_len; /* pseudo-header */

@@ -111,6 +111,35 @@ static __always_inline int tcp_control(const struct pkt_info *pi)
 	return pi->flow.proto == IPPROTO_TCP && (pi->tcp_flags & (TCPF_SYN | TCPF_FIN | TCPF_RST));
 }
 
+/* ---- JAP: data frame → tunnel-mode target (SPEC.md §11.6) ----
+ * The client's packet, unchanged, in a data frame with TO_TARGET, hops 0, ingress = this proxy, from our
+ * overlay socket to the target's address at the overlay port: the received frame's headers are rewritten in
+ * place (same sizes), the inner packet is not touched (its TTL neither: the slow path delivers it from a
+ * socket, not by forwarding). */
+static __always_inline int jap_tunnel(struct xdp_md *ctx, const struct pias_cfg *cfg, struct pias_nat *nat,
+				      const struct pkt_info *pi, __u8 mac[12])
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	__u32 ifindex = 0;
+	__u64 sum;
+
+	if (cfg->flags & CFG_FIB) {
+		ifindex = fib_next_hop(ctx, 4, cfg->overlay_addr, nat->dst, IPPROTO_UDP,
+				       pi->ip_len + PIAS_ENCAP_V4_LEN, mac);
+		if (!ifindex)
+			return pass(C_PASS_FIB);
+	}
+	sum = inner_header_sum(data, end, ETH_HLEN + PIAS_ENCAP_V4_LEN, pi->family) +
+	      (__u16)~csum_fold64(inner_pseudo_sum(pi));
+	if (write_eth(ctx, mac, bpf_htons(ETH_P_IP)))
+		return XDP_ABORTED;
+	if (write_encap_v4(data, end, cfg, nat->dst, nat->dport, pi->family, pi->ip_len, sum, PIAS_FLAG_TO_TARGET, 0))
+		return XDP_ABORTED;
+	touch_nat(nat, pi->ip_len);
+	count(C_JAP_TUNNEL_HIT);
+	return send(ctx, ifindex);
+}
+
 /* ---- JAP: data frame → target ---- */
 static __always_inline int jap_forward(struct xdp_md *ctx, const struct pias_cfg *cfg, struct ethhdr *eth,
 				       struct iphdr *oip, struct udphdr *ouh)
@@ -163,6 +192,8 @@ static __always_inline int jap_forward(struct xdp_md *ctx, const struct pias_cfg
 
 	__builtin_memcpy(mac, eth->h_dest, 6);
 	__builtin_memcpy(mac + 6, eth->h_source, 6);
+	if (nat->flags & NAT_TUNNEL)
+		return jap_tunnel(ctx, cfg, nat, &pi, mac);
 	if (cfg->flags & CFG_FIB) {
 		if (pi.ttl <= 1)
 			return pass(C_PASS_TTL); /* the kernel answers with ICMP time exceeded */
@@ -292,7 +323,7 @@ static __always_inline int iap_encap(struct xdp_md *ctx, const struct pias_cfg *
 		return XDP_ABORTED;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
-	if (write_encap_v4(data, end, cfg, jap, pi->family, pi->ip_len, sum))
+	if (write_encap_v4(data, end, cfg, jap->addr, jap->port, pi->family, pi->ip_len, sum, 0, PIAS_INITIAL_HOPS))
 		return XDP_ABORTED;
 	grp->last_used_ns = now;
 	grp->packets += 1;

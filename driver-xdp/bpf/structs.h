@@ -84,6 +84,8 @@ struct pias_flow {
 
 /* pias_nat.flags */
 #define NAT_TCP_FAST 0x01 /* a TCP binding the core saw established: data segments may take the fast path */
+#define NAT_TUNNEL 0x02   /* tunnel-mode target (SPEC.md §11.6): the packet goes unchanged in a TO_TARGET data
+			   * frame to dst:dport (IPv4, port 6081); src/sport unused */
 
 /* A NAT rewrite: the packet's new source and destination. */
 struct pias_nat {
@@ -132,6 +134,7 @@ enum pias_counter {
 	C_PASS_ADJUST,
 	C_PASS_PARTIAL_CSUM,
 	C_PASS_TTL,
+	C_JAP_TUNNEL_HIT,
 	C_MAX,
 };
 

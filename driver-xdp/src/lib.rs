@@ -16,6 +16,8 @@
 //!   socket, for a flow with a NAT binding → decapsulated and rewritten as `IpPacket::set_src_dst` does
 //!   (same RFC 1624 arithmetic, so byte-identical, zero UDP checksums included).
 //! - **JAP reverse hit**: a target's reply matching a binding → rewritten to come from the group.
+//! - **JAP tunnel hit**: a data frame for a flow bound to a tunnel-mode target (IPv4) → the frame's headers
+//!   rewritten in place to the TO_TARGET frame the core sends (hops 0, ingress = this proxy), inner untouched.
 //!
 //! # Maps (`bpf/structs.h`, mirrored in [`maps`])
 //!
@@ -33,7 +35,7 @@
 //! # What stays with the core
 //! First packets (misses), TCP SYN/FIN/RST (MSS clamp, NAT state) and TCP bindings until the core saw them
 //! established, ICMP (echo and errors), fragments, IP options, IPv6 extension headers, expired entries (the
-//! core re-resolves), JAPs that are this proxy, tunnel-mode targets and `replicate` groups, overlay over
+//! core re-resolves), JAPs that are this proxy, tunnel-mode targets' replies, IPv6 tunnel targets and `replicate` groups, overlay over
 //! IPv6, oversize packets, partial (offloaded) checksums, TTL ≤ 1 when routing.
 //!
 //! # Deployment notes
@@ -52,4 +54,4 @@ pub mod sync;
 
 pub use fastpath::XdpFastPath;
 pub use loader::{Maps, RunResult, Sizes, XdpError, XdpProgram, verdict};
-pub use sync::{Activity, MapSync, SyncCounters, ktime_now};
+pub use sync::{Activity, Delivery, MapSync, SyncCounters, ktime_now};

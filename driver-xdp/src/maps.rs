@@ -20,6 +20,8 @@ pub const CFG_FIB: u8 = 0x02;
 pub const JAP_LOCAL: u8 = 0x01;
 /// `pias_nat.flags`: a TCP binding the core saw established.
 pub const NAT_TCP_FAST: u8 = 0x01;
+/// `pias_nat.flags`: a tunnel-mode target; `dst`:`dport` is its address (IPv4) and the overlay port.
+pub const NAT_TUNNEL: u8 = 0x02;
 
 fn ip16(ip: IpAddr) -> ([u8; 16], u8) {
     match ip {
@@ -243,7 +245,7 @@ unsafe impl aya::Pod for Nat {}
 unsafe impl aya::Pod for SockAddr {}
 
 /// The program's per-CPU counters, in `enum pias_counter` order.
-pub const COUNTER_NAMES: [&str; 24] = [
+pub const COUNTER_NAMES: [&str; 25] = [
     "xdp_iap_hit",
     "xdp_jap_forward_hit",
     "xdp_jap_reverse_hit",
@@ -268,6 +270,7 @@ pub const COUNTER_NAMES: [&str; 24] = [
     "xdp_pass_adjust",
     "xdp_pass_partial_checksum",
     "xdp_pass_ttl",
+    "xdp_jap_tunnel_hit",
 ];
 
 /// Index of a counter by name, for tests.

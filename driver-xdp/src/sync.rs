@@ -21,7 +21,7 @@ use pias_state::proxy::{Event, Proxy};
 use pias_state::time::Instant;
 
 use crate::loader::Maps;
-use crate::maps::{Flow, Group, Jap, MAX_JAPS, NAT_TCP_FAST, Nat, SLOTS, SockAddr, Ta};
+use crate::maps::{Flow, Group, Jap, MAX_JAPS, NAT_TCP_FAST, NAT_TUNNEL, Nat, SLOTS, SockAddr, Ta};
 
 /// MapSync's own counters (they join the program's in the metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,6 +36,18 @@ pub struct SyncCounters {
     pub map_full: u64,
     /// Other map update errors (also leave the entry to the slow path).
     pub map_errors: u64,
+}
+
+/// How the program may serve a NAT binding (what the core would do with its packets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The core only (replicate groups, IPv6 tunnel targets, unknown targets, ICMP).
+    SlowOnly,
+    /// NAT: rewrite both ways.
+    Nat,
+    /// Tunnel mode (SPEC.md §11.6): forward frames re-encapsulated, unchanged, to this IPv4 target address;
+    /// replies (TO_TARGET frames or direct) stay with the core.
+    Tunnel(core::net::Ipv4Addr),
 }
 
 /// Activity of one binding seen by the program since the last [`MapSync::poll_activity`].
@@ -53,6 +65,8 @@ struct Binding {
     reverse: FlowKey,
     tcp: bool,
     fast: bool,
+    /// Tunnel mode: the target's address; only the forward entry exists.
+    tunnel: Option<core::net::Ipv4Addr>,
     seen: [(u64, u64); 2],
 }
 
@@ -131,14 +145,19 @@ impl MapSync {
             }
             Event::CacheRemoved { group } => self.remove_group(group),
             Event::Nat(ev @ NatEvent::Created { tag, forward, .. }) => {
-                let fast = proxy
-                    .registry()
-                    .target(*tag)
-                    .is_some_and(|t| t.mode == DeliveryMode::Nat)
-                    && proxy.config().policies.lookup(&forward.dst_ta()).target.replicate <= 1;
-                self.apply_nat(ev, fast);
+                let replicate = proxy.config().policies.lookup(&forward.dst_ta()).target.replicate > 1;
+                let overlay_v4 = proxy.config().overlay_addr.is_ipv4();
+                let d = match proxy.registry().target(*tag) {
+                    Some(t) if t.mode == DeliveryMode::Nat && !replicate => Delivery::Nat,
+                    Some(t) if t.mode == DeliveryMode::Tunnel && overlay_v4 => match t.service.ip {
+                        core::net::IpAddr::V4(a) => Delivery::Tunnel(a),
+                        core::net::IpAddr::V6(_) => Delivery::SlowOnly,
+                    },
+                    _ => Delivery::SlowOnly,
+                };
+                self.apply_nat(ev, d);
             }
-            Event::Nat(ev) => self.apply_nat(ev, false),
+            Event::Nat(ev) => self.apply_nat(ev, Delivery::SlowOnly),
             Event::MemberUp { id, addr } => {
                 self.member_up(*id, *addr);
                 // Entries naming this JAP take its (new) address.
@@ -249,22 +268,27 @@ impl MapSync {
         let _ = self.maps.groups.remove(&Ta::from(group));
     }
 
-    /// Mirrors a NAT event. `fast`: the binding may be served by the program (NAT mode, no replication).
-    pub fn apply_nat(&mut self, ev: &NatEvent, fast: bool) {
+    /// Mirrors a NAT event; `d` says how the program may serve a created binding.
+    pub fn apply_nat(&mut self, ev: &NatEvent, d: Delivery) {
         match *ev {
             NatEvent::Created {
                 id, forward, reverse, ..
             } => {
                 let tcp = forward.proto == IpProtocol::Tcp;
-                if !fast || !(tcp || forward.proto == IpProtocol::Udp) {
+                if d == Delivery::SlowOnly || !(tcp || forward.proto == IpProtocol::Udp) {
                     self.counters.nat_slow_only += 1;
                     return;
                 }
+                let tunnel = match d {
+                    Delivery::Tunnel(a) => Some(a),
+                    _ => None,
+                };
                 let b = Binding {
                     forward,
                     reverse,
                     tcp,
                     fast: !tcp,
+                    tunnel,
                     seen: [(0, 0); 2],
                 };
                 if self.write_binding(&b) {
@@ -286,6 +310,21 @@ impl MapSync {
 
     fn write_binding(&mut self, b: &Binding) -> bool {
         let flags = if b.fast { NAT_TCP_FAST } else { 0 };
+        if let Some(t) = b.tunnel {
+            let to = FlowKey {
+                dst: core::net::IpAddr::V4(t),
+                dst_port: pias_proto::geneve::UDP_PORT,
+                ..b.forward
+            };
+            let v = Nat::to_flow(&to, flags | NAT_TUNNEL);
+            return match self.maps.nat_fwd.insert(Flow::from(&b.forward), v, 0) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.note_err(&e);
+                    false
+                }
+            };
+        }
         // Forward: client → group becomes pool → target; reverse: target → pool becomes group → client.
         let fwd = Nat::to_flow(&b.reverse.reversed(), flags);
         let rev = Nat::to_flow(&b.forward.reversed(), flags);

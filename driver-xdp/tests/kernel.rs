@@ -7,7 +7,7 @@
 use core::net::{IpAddr, SocketAddr};
 
 use driver_xdp::maps::{CFG_ENABLED, Config, counter};
-use driver_xdp::{MapSync, RunResult, Sizes, XdpProgram, ktime_now, verdict};
+use driver_xdp::{Delivery, MapSync, RunResult, Sizes, XdpProgram, ktime_now, verdict};
 use pias_proto::auth::SipKey;
 use pias_proto::build::{Segment, tcp_segment, udp_packet};
 use pias_proto::control::{Answer, AnswerEntry};
@@ -429,7 +429,7 @@ impl Jap {
             .unwrap();
         while let Some(ev) = self.nat.poll_event() {
             assert!(matches!(ev, NatEvent::Created { .. }));
-            rig.sync.apply_nat(&ev, true);
+            rig.sync.apply_nat(&ev, Delivery::Nat);
         }
         if flow.proto == IpProtocol::Tcp {
             let id = tr.id;
@@ -615,7 +615,7 @@ fn jap_passes_what_is_not_a_hit() {
         .create(&flow_of(&tcp_ip), (sa("10.1.0.5:8080").ip(), 8080), 0, jap.now)
         .unwrap();
     while let Some(ev) = jap.nat.poll_event() {
-        rig.sync.apply_nat(&ev, true);
+        rig.sync.apply_nat(&ev, Delivery::Nat);
     }
     let f = data_frame(member, 0, &tcp_ip);
     check_pass(&rig.run(&f), &f);
@@ -639,7 +639,7 @@ fn jap_passes_what_is_not_a_hit() {
     let removed = jap.nat.remove(&flow_of(&ip));
     assert!(removed);
     while let Some(ev) = jap.nat.poll_event() {
-        rig.sync.apply_nat(&ev, true);
+        rig.sync.apply_nat(&ev, Delivery::Nat);
     }
     check_pass(&rig.run(&good), &good);
     // A binding the core keeps to itself (tunnel mode, replicate) is never installed.
@@ -648,7 +648,7 @@ fn jap_passes_what_is_not_a_hit() {
         .create(&flow_of(&udp2), (sa("10.1.0.6:53").ip(), 53), 0, jap.now)
         .unwrap();
     while let Some(ev) = jap.nat.poll_event() {
-        rig.sync.apply_nat(&ev, false);
+        rig.sync.apply_nat(&ev, Delivery::SlowOnly);
     }
     let f = data_frame(member, 0, &udp2);
     check_pass(&rig.run(&f), &f);
@@ -692,7 +692,7 @@ fn full_maps_degrade_to_the_slow_path_counted() {
             .create(&flow_of(&ip), (sa("10.1.0.5:1").ip(), 1), 0, jap.now)
             .unwrap();
         while let Some(ev) = jap.nat.poll_event() {
-            rig.sync.apply_nat(&ev, true);
+            rig.sync.apply_nat(&ev, Delivery::Nat);
         }
     }
     assert_eq!(rig.sync.counters().map_full, 2);

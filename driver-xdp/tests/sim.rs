@@ -182,3 +182,75 @@ fn programs_mirror_real_proxies_byte_for_byte() {
         c[counter("xdp_jap_reverse_hit")]
     );
 }
+
+#[test]
+fn tunnel_mode_frames_match_the_proxy() {
+    let mut sim = Sim::new(SimConfig::default(), MasterKey::from_bytes([0x5a; 32]));
+    for i in 0..5 {
+        sim.add_proxy((10.0 * i as f64, 0.0), |_| {});
+    }
+    sim.run_for(Duration::from_secs(5));
+    let group = Sim::group(2, 7000, IpProtocol::Udp);
+    let client_ip: IpAddr = "10.1.0.10".parse().unwrap();
+    let client = sim.add_client(client_ip, (-1.0, 1.0));
+    let service = SocketAddr::new("10.2.0.7".parse().unwrap(), 7000);
+    sim.add_target_with("tun", service, group, (41.0, 1.0), |a| {
+        a.mode = pias_proto::control::DeliveryMode::Tunnel;
+    });
+    sim.run_for(Duration::from_secs(2));
+    for (i, sport) in [40000u16, 40001].into_iter().enumerate() {
+        sim.send_udp(client, sport, group, i as u64, b"t");
+        sim.run_for(Duration::from_millis(300));
+    }
+    let now = sim.now();
+    let iap_i = sim.iap_of(client).unwrap();
+    let jap_id = sim
+        .proxy(iap_i)
+        .unwrap()
+        .cache_entry(&group)
+        .unwrap()
+        .japs()
+        .next()
+        .unwrap()
+        .0;
+    let jap_i = sim.proxy_index(jap_id).unwrap();
+    let fp = rig_for(sim.proxy(jap_i).unwrap(), now);
+    let iap_addr = sim.proxy(iap_i).unwrap().config().overlay_addr;
+    let jap_addr = sim.proxy(jap_i).unwrap().config().overlay_addr;
+    let bindings: Vec<_> = sim.proxy(jap_i).unwrap().nat().iter().collect();
+    assert_eq!(bindings.len(), 2);
+    for b in bindings {
+        let f = b.forward;
+        let pkt = udp(
+            SocketAddr::new(f.src, f.src_port),
+            SocketAddr::new(f.dst, f.dst_port),
+            b"to the tunnel",
+        );
+        let h = DataHeader {
+            vni: sim.proxy(jap_i).unwrap().config().vni,
+            flags: 0,
+            hops: INITIAL_HOPS,
+            ingress: ProxyId(iap_i as u32 + 1),
+        };
+        let mut frame = vec![0u8; pkt.len() + 20];
+        h.encapsulate(&pkt, &mut frame).unwrap();
+        let (v, want) = overlay(sim.proxy_mut(jap_i).unwrap(), now, iap_addr, &frame);
+        assert_eq!(v, Verdict::Overlay(SocketAddr::new(service.ip(), 6081)));
+        let r = fp
+            .program()
+            .test_run(&eth(&udp(iap_addr, jap_addr, &frame)), 1)
+            .unwrap();
+        let out = tx(&r);
+        let outer = IpPacket::new_checked(out).unwrap();
+        outer.verify_checksums().unwrap();
+        let of = outer.flow().unwrap();
+        assert_eq!(SocketAddr::new(of.src, of.src_port), jap_addr);
+        assert_eq!(
+            SocketAddr::new(of.dst, of.dst_port),
+            SocketAddr::new(service.ip(), 6081)
+        );
+        assert_eq!(&out[28..], &want[..], "the core's TO_TARGET frame");
+    }
+    let c = fp.sync().maps().counters().unwrap();
+    assert_eq!(c[counter("xdp_jap_tunnel_hit")], 2);
+}

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use driver_xdp::maps::{CFG_ENABLED, CFG_FIB, Config, counter};
-use driver_xdp::{MapSync, Sizes, XdpProgram, ktime_now};
+use driver_xdp::{Delivery, MapSync, Sizes, XdpProgram, ktime_now};
 use pias_proto::auth::SipKey;
 use pias_proto::control::{Answer, AnswerEntry};
 use pias_proto::tunnel::{DataHeader, Frame};
@@ -179,7 +179,7 @@ fn native_xdp_on_veth_serves_iap_and_jap_hits_between_real_sockets() {
         nat.create(&flow, ("10.1.0.5".parse().unwrap(), 5353), 0, now)
             .unwrap();
         while let Some(ev) = nat.poll_event() {
-            sync.apply_nat(&ev, true);
+            sync.apply_nat(&ev, Delivery::Nat);
         }
         let mode = prog.attach(&va2).expect("attach");
         println!("driver-xdp: attached to {va2} in {mode:?} mode");
