@@ -68,6 +68,10 @@ pub(crate) fn up(lab: &Lab, wait: bool) -> Result<()> {
             wait_members(lab, Duration::from_secs(10))?;
         }
     }
+    // Agents register through the anycast address: start them once every proxy's announcements are in
+    // every router, so each registers with its nearest proxy rather than with whichever was up first.
+    wait_routes(lab, Duration::from_secs(30))?;
+    std::thread::sleep(Duration::from_millis(500));
     for s in lab.plan.of(Kind::Site) {
         start_agents(lab, s)?;
     }
@@ -277,6 +281,26 @@ pub(crate) fn wait_members(lab: &Lab, t: Duration) -> Result<()> {
 /// Waits until every client's router routes both anycast prefixes and every (group, site) pair is registered
 /// at some proxy (the proxies' `registrations` counters). Sends no client traffic, so IAP caches stay cold.
 pub(crate) fn wait_ready(lab: &Lab, t: Duration) -> Result<()> {
+    wait_routes(lab, t)?;
+    wait_members(lab, t)?;
+    let want = piascfg::expected_registrations(lab);
+    let mut have = 0;
+    let ok = wait_for(t, || {
+        have = piascfg::sum(&piascfg::all_counters(lab), "registrations");
+        have >= want
+    });
+    if !ok {
+        anyhow::bail!(
+            "{have} of {want} targets registered after {t:?}: see {}/p*/proxy.log and t*/agent-*.log",
+            lab.dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Waits until every client reaches a proxy for both anycast prefixes and every running proxy's
+/// announcements have reached every router.
+fn wait_routes(lab: &Lab, t: Duration) -> Result<()> {
     let (a4, a6) = (lab.plan.topo.anycast4.clone(), lab.plan.topo.anycast6.clone());
     let ok = wait_for(t, || {
         lab.plan.of(Kind::Client).all(|c| {
@@ -304,19 +328,6 @@ pub(crate) fn wait_ready(lab: &Lab, t: Duration) -> Result<()> {
     if !ok {
         anyhow::bail!(
             "routing did not converge in {t:?}: see {}/*/bird.log",
-            lab.dir.display()
-        );
-    }
-    wait_members(lab, t)?;
-    let want = piascfg::expected_registrations(lab);
-    let mut have = 0;
-    let ok = wait_for(t, || {
-        have = piascfg::sum(&piascfg::all_counters(lab), "registrations");
-        have >= want
-    });
-    if !ok {
-        anyhow::bail!(
-            "{have} of {want} targets registered after {t:?}: see {}/p*/proxy.log and t*/agent-*.log",
             lab.dir.display()
         );
     }

@@ -73,7 +73,7 @@ pub(crate) fn dig(lab: &Lab, client: &Node, server: SocketAddr, qtype: &str) -> 
     Ok(lab.plan.owner_of(ip).map(|n| n.name.clone()).unwrap_or(ans))
 }
 
-/// `dig @server -p port www.demo.pias QTYPE` with one try and a 1 s timeout; extra flags appended.
+/// `dig @server -p port www.demo.pias QTYPE` with two tries of 1 s each; extra flags appended.
 pub(crate) fn dig_raw(client: &Node, server: SocketAddr, qtype: &str, extra: &[&str]) -> Result<String> {
     let at = format!("@{}", server.ip());
     let port = server.port().to_string();
@@ -83,7 +83,7 @@ pub(crate) fn dig_raw(client: &Node, server: SocketAddr, qtype: &str, extra: &[&
         "-p",
         &port,
         "+time=1",
-        "+tries=1",
+        "+tries=2",
         "www.demo.pias",
         qtype,
     ];
