@@ -129,6 +129,10 @@ static __always_inline int jap_tunnel(struct xdp_md *ctx, const struct pias_cfg 
 		if (!ifindex)
 			return pass(C_PASS_FIB);
 	}
+	if (trim(ctx, ETH_HLEN + PIAS_ENCAP_V4_LEN + pi->ip_len))
+		return pass(C_PASS_ADJUST);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
 	sum = inner_header_sum(data, end, ETH_HLEN + PIAS_ENCAP_V4_LEN, pi->family) +
 	      (__u16)~csum_fold64(inner_pseudo_sum(pi));
 	if (write_eth(ctx, mac, bpf_htons(ETH_P_IP)))
@@ -201,7 +205,9 @@ static __always_inline int jap_forward(struct xdp_md *ctx, const struct pias_cfg
 		if (!ifindex)
 			return pass(C_PASS_FIB);
 	}
-	/* Commit: strip the outer headers, rewrite, send. */
+	/* Commit: drop Ethernet padding, strip the outer headers, rewrite, send. */
+	if (trim(ctx, ETH_HLEN + PIAS_ENCAP_V4_LEN + pi.ip_len))
+		return pass(C_PASS_ADJUST);
 	if (bpf_xdp_adjust_head(ctx, PIAS_ENCAP_V4_LEN))
 		return pass(C_PASS_ADJUST);
 	if (write_eth(ctx, mac, inner_proto))
@@ -240,9 +246,13 @@ static __always_inline int jap_reverse(struct xdp_md *ctx, const struct pias_cfg
 		ifindex = fib_next_hop(ctx, pi->family, nat->src, nat->dst, pi->flow.proto, pi->ip_len, mac);
 		if (!ifindex)
 			return pass(C_PASS_FIB);
-		if (write_eth(ctx, mac, eth_proto))
-			return XDP_ABORTED;
 	}
+	if (trim(ctx, ETH_HLEN + pi->ip_len))
+		return pass(C_PASS_ADJUST);
+	if (ifindex && write_eth(ctx, mac, eth_proto))
+		return XDP_ABORTED;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
 	if (nat_rewrite(data, end, ETH_HLEN, pi, nat))
 		return XDP_ABORTED;
 	if (ifindex)
@@ -313,8 +323,13 @@ static __always_inline int iap_encap(struct xdp_md *ctx, const struct pias_cfg *
 				       pi->ip_len + PIAS_ENCAP_V4_LEN, mac);
 		if (!ifindex)
 			return pass(C_PASS_FIB);
-		ttl_decrement(data, end, ETH_HLEN, pi->family); /* before the inner header is summed */
 	}
+	if (trim(ctx, ETH_HLEN + pi->ip_len))
+		return pass(C_PASS_ADJUST);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (ifindex)
+		ttl_decrement(data, end, ETH_HLEN, pi->family); /* before the inner header is summed */
 	sum = inner_header_sum(data, end, ETH_HLEN, pi->family) + (__u16)~csum_fold64(inner_pseudo_sum(pi));
 
 	if (bpf_xdp_adjust_head(ctx, -PIAS_ENCAP_V4_LEN))
@@ -352,11 +367,6 @@ int pias_xdp(struct xdp_md *ctx)
 	r = parse_ip(data, end, ETH_HLEN, eth_proto, &pi);
 	if (r != PARSE_OK)
 		return pass(r);
-	if (trim(ctx, ETH_HLEN + pi.ip_len))
-		return pass(C_PASS_ADJUST);
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	eth = data;
 
 	/* An overlay frame to our overlay socket. */
 	if (pi.family == 4 && pi.flow.proto == IPPROTO_UDP && cfg->overlay_family == 4 &&

@@ -391,6 +391,10 @@ fn iap_passes_what_it_must_not_touch() {
         let r = rig.run(&full[..n.max(14)]);
         check_pass(&r, &full[..n.max(14)]);
     }
+    // A passed frame keeps its padding (nothing is changed unless the program sends it).
+    let mut padded_miss = eth(&udp(sa("198.51.100.7:40000"), sa("192.0.2.99:53"), b"x"));
+    padded_miss.extend_from_slice(&[0u8; 6]);
+    check_pass(&rig.run(&padded_miss), &padded_miss);
     // Ethernet padding is trimmed before encapsulation: the frame still matches the core's.
     let mut padded = eth(&base);
     padded.extend_from_slice(&[0u8; 6]);
@@ -540,10 +544,17 @@ fn jap_forward_and_reverse_hits() {
         let tr = jap.bind(&mut rig, &flow_of(&ip), sa(target));
         let want = jap.expect_forward(&ip);
         check_nat(&rig.run(&data_frame(from, 0, &ip)), &want);
+        // Ethernet padding after the datagram is dropped, not forwarded.
+        let mut padded = data_frame(from, 0, &ip);
+        padded.extend_from_slice(&[0xee; 7]);
+        check_nat(&rig.run(&padded), &want);
         // The target's reply, to the pool endpoint.
         let reply = mk(sa(target), SocketAddr::new(tr.src, tr.src_port), b"response!");
         let want = jap.expect_reverse(&reply);
         check_nat(&rig.run(&eth(&reply)), &want);
+        let mut padded = eth(&reply);
+        padded.extend_from_slice(&[0xee; 7]);
+        check_nat(&rig.run(&padded), &want);
         let rp = IpPacket::new_checked(&want[..]).unwrap().flow().unwrap();
         assert_eq!(
             SocketAddr::new(rp.src, rp.src_port),
@@ -552,12 +563,12 @@ fn jap_forward_and_reverse_hits() {
         );
         assert_eq!(SocketAddr::new(rp.dst, rp.dst_port), sa(client));
     }
-    assert_eq!(rig.counter("xdp_jap_forward_hit"), 4);
-    assert_eq!(rig.counter("xdp_jap_reverse_hit"), 4);
-    // Activity flows back: one packet each way per binding.
+    assert_eq!(rig.counter("xdp_jap_forward_hit"), 8);
+    assert_eq!(rig.counter("xdp_jap_reverse_hit"), 8);
+    // Activity flows back: two packets each way per binding.
     let act = rig.sync.poll_activity();
     assert_eq!(act.len(), 8);
-    assert!(act.iter().all(|a| a.packets == 1 && a.bytes > 0));
+    assert!(act.iter().all(|a| a.packets == 2 && a.bytes > 0));
     assert!(rig.sync.poll_activity().is_empty(), "activity is reported once");
 }
 
