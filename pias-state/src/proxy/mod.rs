@@ -527,6 +527,19 @@ impl Proxy {
         self.after_input(now);
     }
 
+    /// Activity a fast path (XDP) saw on a NAT binding it served without the core: refreshes the binding's
+    /// idle timer and counters, so expiry stays the core's decision. `false` if the binding is gone.
+    pub fn touch_nat(
+        &mut self,
+        id: crate::nat::BindingId,
+        dir: Direction,
+        packets: u64,
+        bytes: u64,
+        now: Instant,
+    ) -> bool {
+        self.nat.touch(id, dir, packets, bytes, now)
+    }
+
     /// Starts a graceful leave: the proxy floods status Left, invalidates IAPs as its registrations go, and
     /// tells targets to re-register elsewhere.
     pub fn leave(&mut self, now: Instant) {
