@@ -26,7 +26,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the tests need; each is installed only when `dpkg -s` says it is missing.
 #   g++: libfuzzer-sys compiles libFuzzer, which is C++.
-APT_PACKAGES=(g++)
+#   clang, libbpf-dev: driver-xdp's build compiles the XDP program (clang -target bpf, bpf_helpers.h).
+#   iproute2, ethtool: namespaces, veths, TUN routes and XDP attach in the driver and lab tests.
+#   bird2, dnsmasq, dnsutils, curl, iperf3, python3: the lab's routing, DNS and HTTP servers, clients, bench.
+APT_PACKAGES=(g++ clang libbpf-dev iproute2 ethtool bird2 dnsmasq dnsutils curl iperf3 python3)
 # cargo-fuzz version, pinned so that CI is reproducible (bump deliberately).
 CARGO_FUZZ_VERSION=0.13.2
 
