@@ -609,7 +609,7 @@ fn lab_failover() {
             "--max-time",
             "40",
             "--limit-rate",
-            "3M",
+            "2M",
             "-o",
             &f,
             &url,
@@ -617,7 +617,19 @@ fn lab_failover() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("curl");
-    std::thread::sleep(Duration::from_millis(2000));
+    // Move once a quarter of the file has arrived (the client's ACKs then still have most of the transfer
+    // to pace).
+    let t0 = Instant::now();
+    while std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0) < 5 << 20
+        && t0.elapsed() < Duration::from_secs(15)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        got < 10 << 20,
+        "the download went too fast to move it mid-transfer ({got} bytes already)"
+    );
     let a = counters();
     // r1's address towards r2 is 10.0.1.1; r2's is 10.0.1.2 (link 1 of the default topology).
     let o = run(
