@@ -177,6 +177,11 @@ impl MioAgent {
         self.agent.counters()
     }
 
+    /// The last health check's result (surrogate mode); `None` before the first.
+    pub fn last_health(&self) -> Option<bool> {
+        self.last_health
+    }
+
     fn drain(&mut self) {
         let now = self.clock.now();
         let registration = self.agent.config().registration;
@@ -323,5 +328,87 @@ pub fn run_agent(cfg: AgentDriverConfig, mut signals: Signals) -> io::Result<Age
         if StdInstant::now() >= deadline {
             agent.handle_timeout();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pias_proto::control::DeliveryMode;
+    use pias_proto::{IpProtocol, TransportAddr};
+    use pias_state::agent::AgentConfig;
+
+    /// A surrogate agent checking `h`, run in its own poll loop until its first health result (bounded).
+    fn first_health(h: HealthCheck) -> Option<bool> {
+        let g = TransportAddr::new("10.99.0.1".parse().unwrap(), 53, IpProtocol::Udp);
+        let svc = TransportAddr::new("127.0.0.1".parse().unwrap(), 53, IpProtocol::Udp);
+        let mut agent = AgentConfig::new(
+            g,
+            svc,
+            DeliveryMode::Nat,
+            // Nobody listens there: the agent's own traffic goes nowhere, only the probe matters.
+            "127.0.0.1:9".parse().unwrap(),
+            pias_proto::auth::MasterKey::from_bytes([3; 32]).group_key(&g),
+            1,
+            1,
+        );
+        agent.surrogate = true;
+        agent.refresh_ms = 300;
+        let mut a = MioAgent::bind(AgentDriverConfig {
+            agent,
+            bind: Some("127.0.0.1:0".parse().unwrap()),
+            health: Some(h),
+        })
+        .unwrap();
+        let mut poll = Poll::new().unwrap();
+        a.register(
+            poll.registry(),
+            AgentTokens {
+                socket: Token(1),
+                probe: Token(2),
+            },
+        )
+        .unwrap();
+        let mut events = Events::with_capacity(8);
+        let end = StdInstant::now() + Duration::from_secs(3);
+        while a.last_health().is_none() && StdInstant::now() < end {
+            let deadline = a.next_deadline();
+            poll.poll(&mut events, Some(timeout_until(deadline))).unwrap();
+            for ev in &events {
+                a.handle_ready(ev.token());
+            }
+            if StdInstant::now() >= deadline {
+                a.handle_timeout();
+            }
+        }
+        a.last_health()
+    }
+
+    #[test]
+    fn health_checks_pass_and_fail_on_loopback() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = l.local_addr().unwrap();
+        assert_eq!(first_health(HealthCheck::Tcp { addr: up }), Some(true));
+        drop(l);
+        assert_eq!(first_health(HealthCheck::Tcp { addr: up }), Some(false));
+
+        let echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = echo.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            echo.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut b = [0u8; 64];
+            if let Ok((n, from)) = echo.recv_from(&mut b) {
+                let _ = echo.send_to(&b[..n], from);
+            }
+        });
+        let payload = b"ping".to_vec();
+        let h = HealthCheck::Udp {
+            addr,
+            payload: payload.clone(),
+        };
+        assert_eq!(first_health(h), Some(true));
+        t.join().unwrap();
+        // The echo answered once and is gone: port unreachable (or silence until the timeout) fails.
+        assert_eq!(first_health(HealthCheck::Udp { addr, payload }), Some(false));
     }
 }
