@@ -87,13 +87,8 @@ fn measure(
     echo: SocketAddr,
     a: &BenchArgs,
 ) -> Result<Row> {
-    let tcp = iperf(c, ip, a.seconds, false)?;
-    let udp = iperf(c, ip, a.seconds, true)?;
-    let (pk, lost, secs) = (
-        f(&udp, &["end", "sum", "packets"]),
-        f(&udp, &["end", "sum", "lost_packets"]),
-        f(&udp, &["end", "sum", "seconds"]),
-    );
+    // RTT first, on an idle path (after an unlimited UDP run the proxies' queues take a while to drain).
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let o = net::ns_run(
         &c.ns,
         &[
@@ -106,6 +101,13 @@ fn measure(
             &a.pings.to_string(),
         ],
     )?;
+    let tcp = iperf(c, ip, a.seconds, false)?;
+    let udp = iperf(c, ip, a.seconds, true)?;
+    let (pk, lost, secs) = (
+        f(&udp, &["end", "sum", "packets"]),
+        f(&udp, &["end", "sum", "lost_packets"]),
+        f(&udp, &["end", "sum", "seconds"]),
+    );
     let mut r = Row {
         client: c.name.clone(),
         path: path.to_owned(),
@@ -224,7 +226,8 @@ fn render(rows: &[Row], a: &BenchArgs, debug: bool) -> String {
          same tools run once to t1's unicast address (plain kernel forwarding through the routers) and once to \
          the anycast groups 10.99.0.52:5201/tcp+udp and 10.99.0.7:7/udp (client → IAP → JAP → t1 through the \
          tokio driver's TUN and overlay socket). TCP: iperf3, one stream. UDP: iperf3 with 64-byte payloads at \
-         unlimited rate, packets received per second. RTT: UDP echo, one request in flight.\n",
+         unlimited rate, packets received per second (sender, proxies and receiver share the 2 cores, so this \
+         is an overload figure and noisy). RTT: UDP echo, one request in flight, measured first on an idle path.\n",
         if debug { "debug" } else { "release" },
         a.seconds,
         a.pings
