@@ -12,9 +12,9 @@
 #   FUZZ_ARGS   extra libFuzzer flags, for example "-max_len=2048 -only_ascii=0"
 #
 # After a crash: reproduce with `RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET fuzz/artifacts/TARGET/crash-…`,
-# fix it, then keep the input as a regression seed:
-#   cp fuzz/artifacts/TARGET/crash-HASH fuzz/corpus/TARGET/HASH
-# (tests/corpus.rs in pias-proto replays it on every `cargo test`). To fold what a long run found into the
+# fix it, then keep the input as a regression seed (it must pass the target by then):
+#   cargo run -p pias-proto --example gen_corpus -- --add TARGET fuzz/artifacts/TARGET/crash-…
+# (pias-proto/tests/corpus.rs replays it on every `cargo test`). To fold what a long run found into the
 # committed seeds, minimise first: `cargo fuzz cmin TARGET fuzz/work/TARGET` — then copy only a handful.
 set -euo pipefail
 
@@ -29,8 +29,10 @@ seconds=$2
 jobs=${FUZZ_JOBS:-1}
 
 export RUSTC_BOOTSTRAP=1
-if ! cargo fuzz list | grep -qx "$target"; then
-    echo "unknown fuzz target: $target (targets: $(cargo fuzz list | tr '\n' ' '))" >&2
+# Read the whole list first: `grep -q` in a pipe would close it early and make `cargo fuzz list` panic.
+targets=$(cargo fuzz list)
+if ! grep -qx "$target" <<<"$targets"; then
+    echo "unknown fuzz target: $target (targets: $(tr '\n' ' ' <<<"$targets"))" >&2
     exit 2
 fi
 
@@ -71,4 +73,7 @@ echo "final:    ${stats:-no DONE line (see $log)}"
 echo "corpus:   $(find "$work" -type f | wc -l) inputs in $work"
 echo "crashes:  ${crashes:-0} new file(s) in fuzz/artifacts/$target/"
 echo "exit:     $rc"
+if [[ ${crashes:-0} -gt 0 ]]; then
+    echo "reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run $target fuzz/artifacts/$target/<file>"
+fi
 exit "$rc"
