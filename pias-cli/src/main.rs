@@ -13,6 +13,7 @@ mod key;
 mod lab;
 mod metrics;
 mod proxy;
+mod sim;
 mod target;
 
 /// PIAS — the Proxy IP Anycast Service.
@@ -44,6 +45,9 @@ enum Cmd {
     /// A namespace lab: routers running OSPF (BIRD 2), clients, PIAS proxies announcing the anycast prefixes,
     /// and target sites with dnsmasq and an HTTP server. `pias lab demo` shows it all working.
     Lab(lab::Args),
+    /// Scale experiments on simulated Internet-like topologies: path stretch, membership growth, a 10^5-member
+    /// table, RAP updates under churn, flash crowds (CSV, SVG plots, Markdown).
+    Sim(sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Cmd::Key(a) => key::run(a),
         Cmd::Ctl(a) => ctl::run(a),
         Cmd::Lab(a) => lab::run(a),
+        Cmd::Sim(a) => sim::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -758,7 +758,11 @@ impl Sim {
             x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             x ^= x >> 31;
             if ((x >> 11) as f64 / (1u64 << 53) as f64) < self.detour {
-                let alts: Vec<usize> = best[1..].iter().filter(|b| b.1 != usize::MAX).map(|b| b.1).collect();
+                let alts: Vec<usize> = best[1..]
+                    .iter()
+                    .filter(|b| b.1 != usize::MAX)
+                    .map(|b| b.1)
+                    .collect();
                 if !alts.is_empty() {
                     return Some(alts[(x % alts.len() as u64) as usize]);
                 }

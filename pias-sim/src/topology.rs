@@ -70,7 +70,8 @@ pub struct TransitStubParams {
 
 impl Default for TransitStubParams {
     /// 4 transit domains × 8 routers, 4 stubs per transit router, 8 routers per stub: 1,024 stub routers
-    /// in 128 stubs; a continent-sized world (60 ms side).
+    /// in 128 stubs; a continent-sized world (30 ms side; one-way latencies up to about 60 ms along the
+    /// graph's paths, so round trips stay under the default 200 ms membership probe interval).
     fn default() -> Self {
         TransitStubParams {
             seed: 1,
@@ -78,8 +79,8 @@ impl Default for TransitStubParams {
             transit_nodes: 8,
             stubs_per_transit: 4,
             stub_nodes: 8,
-            world_ms: 60.0,
-            transit_radius_ms: 10.0,
+            world_ms: 30.0,
+            transit_radius_ms: 6.0,
             stub_distance_ms: 3.0,
             stub_radius_ms: 1.0,
             transit_extra_edge: 0.3,
@@ -350,7 +351,11 @@ impl LatencyMatrix {
         let mut m = vec![f32::INFINITY; n * n];
         for (i, r) in rows.iter().enumerate() {
             if r.len() != n {
-                return Err(MatrixError(format!("row {} has {} cells, expected {n}", i + 1, r.len())));
+                return Err(MatrixError(format!(
+                    "row {} has {} cells, expected {n}",
+                    i + 1,
+                    r.len()
+                )));
             }
             for (j, &v) in r.iter().enumerate() {
                 m[i * n + j] = if i == j { 0.0 } else { v };
@@ -372,7 +377,8 @@ impl LatencyMatrix {
 
     /// Loads [`LatencyMatrix::from_csv`] from a file.
     pub fn load(path: &std::path::Path) -> Result<Self, MatrixError> {
-        let text = std::fs::read_to_string(path).map_err(|e| MatrixError(format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| MatrixError(format!("{}: {e}", path.display())))?;
         Self::from_csv(&text)
     }
 }
@@ -503,7 +509,11 @@ mod tests {
         for a in (0..120).step_by(7) {
             for b in (0..120).step_by(5) {
                 for c in (0..120).step_by(11) {
-                    let (ab, bc, ac) = (topo.latency_ms(a, b), topo.latency_ms(b, c), topo.latency_ms(a, c));
+                    let (ab, bc, ac) = (
+                        topo.latency_ms(a, b),
+                        topo.latency_ms(b, c),
+                        topo.latency_ms(a, c),
+                    );
                     assert!(ac <= ab + bc + 1e-3, "{a} {b} {c}");
                 }
             }
