@@ -59,6 +59,16 @@ fn link_exists(ns: &str, ifname: &str) -> bool {
     output("ip", &["-n", ns, "link", "show", "dev", ifname]).is_ok_and(|o| o.status.success())
 }
 
+/// Writes `/proc/sys` entries inside a namespace (its own `net` tree); no dependency on procps' sysctl.
+fn set_sysctls(ns: &str, kv: &[(&str, &str)]) -> Result<()> {
+    let script: Vec<String> = kv
+        .iter()
+        .map(|(k, v)| format!("echo '{v}' > /proc/sys/{k}"))
+        .collect();
+    ns_run(ns, &["sh", "-c", &script.join(" && ")])?;
+    Ok(())
+}
+
 /// Creates the namespaces, links, addresses and static routes of the plan (idempotent).
 pub(crate) fn build(plan: &Plan) -> Result<()> {
     let have = existing_namespaces(&plan.topo.name)?;
@@ -67,19 +77,16 @@ pub(crate) fn build(plan: &Plan) -> Result<()> {
             run("ip", &["netns", "add", &n.ns])?;
         }
         // Before any interface exists, so that new interfaces inherit the defaults.
-        ns_run(
+        set_sysctls(
             &n.ns,
             &[
-                "sysctl",
-                "-q",
-                "-w",
-                "net.ipv4.ip_forward=1",
-                "net.ipv6.conf.all.forwarding=1",
-                "net.ipv4.conf.all.rp_filter=0",
-                "net.ipv4.conf.default.rp_filter=0",
-                "net.ipv6.conf.default.accept_dad=0",
-                "net.ipv6.conf.all.accept_dad=0",
-                "net.ipv4.ping_group_range=0 2147483647",
+                ("net/ipv4/ip_forward", "1"),
+                ("net/ipv6/conf/all/forwarding", "1"),
+                ("net/ipv4/conf/all/rp_filter", "0"),
+                ("net/ipv4/conf/default/rp_filter", "0"),
+                ("net/ipv6/conf/default/accept_dad", "0"),
+                ("net/ipv6/conf/all/accept_dad", "0"),
+                ("net/ipv4/ping_group_range", "0 2147483647"),
             ],
         )?;
         run("ip", &["-n", &n.ns, "link", "set", "lo", "up"])?;
@@ -104,15 +111,7 @@ pub(crate) fn build(plan: &Plan) -> Result<()> {
     }
     for n in &plan.nodes {
         for i in &n.ifaces {
-            ns_run(
-                &n.ns,
-                &[
-                    "sysctl",
-                    "-q",
-                    "-w",
-                    &format!("net.ipv4.conf.{}.rp_filter=0", i.name),
-                ],
-            )?;
+            set_sysctls(&n.ns, &[(&format!("net/ipv4/conf/{}/rp_filter", i.name), "0")])?;
             run(
                 "ip",
                 &[
@@ -203,6 +202,16 @@ pub(crate) fn pid_in_ns(pid: u32, ns: &str) -> bool {
         })
         .unwrap_or(false);
     alive && link.to_string_lossy() == format!("net:[{ino}]")
+}
+
+/// Sends a signal (`"TERM"`, `"KILL"`) to a process with bash's builtin `kill` (bash is essential on Debian;
+/// procps' kill may be absent); false if it is gone.
+pub(crate) fn send_signal(pid: u32, sig: &str) -> bool {
+    if pid <= 1 {
+        return false;
+    }
+    let script = format!("kill -s {sig} {pid} 2>/dev/null");
+    output("bash", &["-c", &script]).is_ok_and(|o| o.status.success())
 }
 
 /// Processes running in a namespace.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::net::pid_in_ns;
+use super::net::{pid_in_ns, send_signal};
 
 /// A managed process: `NAME.pid` and `NAME.log` in `dir`, running in `ns`.
 #[derive(Debug, Clone)]
@@ -86,12 +86,10 @@ impl Daemon {
         )
     }
 
-    /// Sends a signal (`TERM`, `KILL`) if the process is alive.
+    /// Sends a signal (`"TERM"`, `"KILL"`) if the process is alive.
     pub(crate) fn signal(&self, sig: &str) -> Option<u32> {
         let pid = self.pid()?;
-        let _ = Command::new("kill")
-            .args([&format!("-{sig}"), &pid.to_string()])
-            .status();
+        send_signal(pid, sig);
         Some(pid)
     }
 
@@ -108,7 +106,7 @@ impl Daemon {
         if let Some(pid) = self.signal("TERM")
             && !self.wait_gone(pid, grace)
         {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            send_signal(pid, "KILL");
             self.wait_gone(pid, Duration::from_secs(1));
         }
         let _ = fs::remove_file(self.pid_file());

@@ -346,9 +346,7 @@ pub(crate) fn down(lab: &Lab) -> Result<()> {
     // Anything else still running inside the lab's namespaces was started there by the lab (or by `lab exec`).
     for ns in net::existing_namespaces(&lab.plan.topo.name)? {
         for pid in net::ns_pids(&ns) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            net::send_signal(pid, "KILL");
         }
     }
     let gone = net::destroy(&lab.plan.topo.name)?;
