@@ -16,15 +16,15 @@ pub mod hysteresis;
 pub mod iap;
 pub mod lru;
 pub mod membership;
-pub mod ring;
-pub mod seal;
 pub mod nat;
 pub mod policy;
 pub mod proxy;
 pub mod rap;
 pub mod registry;
 pub mod replay;
+pub mod ring;
 pub mod rng;
+pub mod seal;
 pub mod time;
 
 pub use time::Instant;
