@@ -159,9 +159,14 @@ impl Lab {
 
     /// Starts `pias ARGS` in namespace `ns`, logging to DIR/NAME.log.
     fn spawn(&mut self, name: &str, ns: &str, args: &[&str]) {
+        self.spawn_prog(name, ns, PIAS, args);
+    }
+
+    /// Starts `PROG ARGS` in namespace `ns`, logging to DIR/NAME.log.
+    fn spawn_prog(&mut self, name: &str, ns: &str, prog: &str, args: &[&str]) {
         let log = fs::File::create(self.path(&format!("{name}.log"))).expect("log file");
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, PIAS])
+            .args(["netns", "exec", ns, prog])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -571,6 +576,8 @@ fn udp_through_two_proxies(set: Setup) {
 /// the same client in the same set-up.
 #[derive(Debug, Clone, Copy, Default)]
 struct BenchRow {
+    kernel_gbps: f64,
+    pias_gbps: f64,
     kernel_kpps: f64,
     pias_kpps: f64,
     kernel_rtt: (f64, f64),
@@ -635,10 +642,64 @@ fn bench_one(set: Setup, pings: usize, secs: f64) -> BenchRow {
         }
         0
     });
+    let mut lab = lab;
+    // TCP: iperf3 next to proxy 2, registered as group N.130:5201/tcp.
+    let (b, c) = (lab.b().to_owned(), lab.c().to_owned());
+    let tcp_group = set.ip("130:5201");
+    let tcp_service = set.ip("6:5201");
+    lab.spawn_prog("iperf3", &b, "iperf3", &["-s", "-B", &set.ip("6"), "-p", "5201"]);
+    let tkey = must(
+        PIAS,
+        &[
+            "key",
+            "derive",
+            "--master-file",
+            lab.path("master.key").to_str().unwrap(),
+            "--group",
+            &format!("{tcp_group}/tcp"),
+        ],
+    );
+    fs::write(lab.path("tcp.key"), &tkey).unwrap();
+    let tkey = lab.path("tcp.key");
+    lab.spawn(
+        "tcp-target",
+        &b,
+        &[
+            "target",
+            "--group",
+            &format!("{tcp_group}/tcp"),
+            "--service",
+            &tcp_service,
+            "--key-file",
+            tkey.to_str().unwrap(),
+            "--registration",
+            &set.ip("150"),
+            "--driver",
+            set.driver,
+        ],
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while !lab.ctl("p2.sock", "registrations").contains(&tcp_service) {
+        assert!(Instant::now() < end, "the TCP target did not register");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let iperf = |to: &str| -> f64 {
+        let o = run(
+            "ip",
+            &[
+                "netns", "exec", &c, "timeout", "30", "iperf3", "-c", to, "-p", "5201", "-t", "2", "-J",
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e9
+    };
     let client: SocketAddr = set.ip("1:0").parse().unwrap();
     let group: SocketAddr = set.group().parse().unwrap();
     let service: SocketAddr = set.service().parse().unwrap();
-    let row = in_netns(lab.c(), move || {
+    let mut row = in_netns(lab.c(), move || {
         let s = UdpSocket::bind(client).expect("bind client");
         s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
         // Warm up until the group answers (the IAP's cache entry installed).
@@ -656,10 +717,13 @@ fn bench_one(set: Setup, pings: usize, secs: f64) -> BenchRow {
             pias_rtt: rtts(&s, group, pings),
             kernel_kpps: blast(&s, service, secs, &got),
             pias_kpps: blast(&s, group, secs, &got),
+            ..BenchRow::default()
         }
     })
     .join()
     .expect("client");
+    row.kernel_gbps = iperf(&set.ip("6"));
+    row.pias_gbps = iperf(&set.ip("130"));
     stop.store(true, Ordering::Relaxed);
     let _ = server.join();
     drop(lab);
@@ -667,16 +731,17 @@ fn bench_one(set: Setup, pings: usize, secs: f64) -> BenchRow {
 }
 
 /// Kernel forwarding, the tokio driver and the mio driver in one run, each driver in this file's
-/// two-proxy set-up: UDP round trips (median, p99) and 64-byte UDP packets received per second, to the
-/// service's unicast address (the kernel forwards) and to the group (IAP and JAP are `pias proxy`
-/// processes). Prints a Markdown table. Needs root and a release build for meaningful numbers.
+/// two-proxy set-up: UDP round trips (median, p99), 64-byte UDP packets received per second, and TCP
+/// throughput (iperf3, one stream, 2 s; group N.130:5201/tcp), to the service's unicast address (the
+/// kernel forwards) and to the group (IAP and JAP are `pias proxy` processes). Prints a Markdown table.
+/// Needs root, iperf3, and a release build for meaningful numbers.
 #[test]
 #[ignore = "benchmark: cargo test --release -p pias-cli --test drivers -- --ignored --nocapture bench"]
 fn bench_kernel_tokio_mio() {
     let pings = 2000;
     let secs = 2.0;
     let mut out = String::from(
-        "| driver | kernel kpps | PIAS kpps | PIAS/kernel pps | kernel RTT median / p99 µs | PIAS RTT median / p99 µs | added median / p99 µs |\n|---|---|---|---|---|---|---|\n",
+        "| driver | kernel TCP Gbit/s | PIAS TCP Gbit/s | TCP ratio | kernel kpps | PIAS kpps | pps ratio | kernel RTT median / p99 µs | PIAS RTT median / p99 µs | added median / p99 µs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for set in [
         Setup {
@@ -692,8 +757,11 @@ fn bench_kernel_tokio_mio() {
     ] {
         let r = bench_one(set, pings, secs);
         out.push_str(&format!(
-            "| {} | {:.1} | {:.1} | {:.2} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} |\n",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} |\n",
             set.driver,
+            r.kernel_gbps,
+            r.pias_gbps,
+            r.pias_gbps / r.kernel_gbps,
             r.kernel_kpps,
             r.pias_kpps,
             r.pias_kpps / r.kernel_kpps,
