@@ -755,3 +755,21 @@ fn proximity_sends_each_client_to_the_jap_nearest_its_iap() {
         assert_eq!(replies_from(&sim, east, 4000 + k), vec!["e@near-p5"]);
     }
 }
+
+#[test]
+fn a_proxy_that_starts_before_it_can_reach_its_seed_joins_later() {
+    let mut sim = Sim::new(SimConfig::default(), master());
+    for i in 0..3 {
+        sim.add_proxy((10.0 * i as f64, 0.0), |_| {});
+    }
+    // Routing is not up yet: proxy 2 cannot reach anyone for 5 s.
+    sim.partition(&[0, 1], &[2]);
+    sim.run_for(Duration::from_secs(5));
+    sim.heal();
+    let took = sim.run_until(Duration::from_secs(15), |s| {
+        (0..3).all(|i| {
+            (1..=3u32).all(|id| id == i as u32 + 1 || s.proxy(i).unwrap().membership().is_usable(ProxyId(id)))
+        })
+    });
+    assert!(took.is_some(), "the late proxy never joined");
+}
