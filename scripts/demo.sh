@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
-# The README's main job: show PIAS at work.
+# The README's main job: the PIAS lab demo on this machine's kernel.
 #
-#   bash scripts/demo.sh
+#   bash scripts/demo.sh          (as root; installs what a fresh machine lacks)
 #
-# Runs a five-proxy PIAS overlay in the deterministic simulator (real proxies and target agent, real encoded
-# packets), captures every overlay datagram to a pcap, and decodes it with `pias decode`, checking every MAC:
-# membership, the target's registration and the JAP's report to the RAPs, then a client's first packet on
-# the 4-segment path (IAP → RAP → JAP, with the RAP's Answer) and later ones on the 3-segment path.
+# Builds `pias`, then `pias lab demo`: three "ISPs" (router, client and proxy namespaces) and two target
+# sites in network namespaces joined by veth links, BIRD 2 running OSPF so each client reaches its nearest
+# proxy by real anycast routing, dnsmasq and an HTTP server on each site registered by `pias target`. It runs
+# dig and curl from every client to the anycast groups (IPv4 and IPv6), shows which proxy and which target
+# served each request and the path (4 segments for the first packet, then 3), downloads 20 MB, then kills a
+# target, a JAP and an ingress proxy in turn and shows service continuing, and tears everything down.
+# Nothing is connected to the host's interfaces.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-out=${PIAS_DEMO_DIR:-$(mktemp -d)}
-cargo build --quiet --release -p pias-sim --example demo_capture
+if [[ $(id -u) -ne 0 ]]; then
+    echo "demo.sh: the lab creates network namespaces and runs BIRD: run it as root" >&2
+    exit 1
+fi
+packages=(iproute2 bird2 dnsmasq dnsutils curl iperf3 python3)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "installing: ${missing[*]}"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
 cargo build --quiet --release -p pias-cli --bin pias
 target=${CARGO_TARGET_DIR:-target}
-"$target/release/examples/demo_capture" "$out/demo.pcap"
-echo
-echo "--- the client's traffic and what the proxies said about it (membership probes omitted):"
-"$target/release/pias" decode "$out/demo.pcap" --key "$out/demo.key" | grep -v -E 'Probe|Digest|Pull|Records|Join'
-echo
-echo "capture kept in $out/demo.pcap (key $out/demo.key); decode it all with:"
-echo "  $target/release/pias decode $out/demo.pcap --key $out/demo.key"
+exec "$target/release/pias" lab demo "$@"
