@@ -68,11 +68,17 @@ struct Lab {
 }
 
 impl Lab {
-    fn up() -> Lab {
+    /// Brings the lab up with every proxy and agent on `driver` ("tokio" or "mio").
+    fn up(driver: &str) -> Lab {
         let lock = LOCK.lock().unwrap_or_else(|p| p.into_inner());
         preflight();
-        let topo =
-            text(&run(PIAS, &["lab", "topology"])).replace("name = \"pias\"", &format!("name = \"{NAME}\""));
+        let topo = text(&run(PIAS, &["lab", "topology"]))
+            .replace("name = \"pias\"", &format!("name = \"{NAME}\""))
+            .replace("driver = \"tokio\"", &format!("driver = \"{driver}\""));
+        assert!(
+            topo.contains(&format!("driver = \"{driver}\"")),
+            "the lab topology names no driver"
+        );
         std::fs::write(topo_file(), topo).expect("writing the test topology");
         let _ = lab(&["down"]);
         let l = Lab { _lock: lock };
@@ -352,8 +358,28 @@ fn sha256(path: &str) -> String {
 /// Traffic through a healthy lab: answers, paths, big downloads, group-address replies, security counters,
 /// exclude_sender.
 #[test]
-fn lab_traffic() {
-    let _lab = Lab::up();
+fn lab_traffic_tokio() {
+    lab_traffic("tokio");
+}
+
+#[test]
+fn lab_traffic_mio() {
+    lab_traffic("mio");
+}
+
+#[test]
+fn lab_failover_tokio() {
+    lab_failover("tokio");
+}
+
+#[test]
+fn lab_failover_mio() {
+    lab_failover("mio");
+}
+
+/// The suite runs once per user-space driver, from this one source (issue 6).
+fn lab_traffic(driver: &str) {
+    let _lab = Lab::up(driver);
     let sites4 = [T1.0, T3.0];
     let sites6 = [T1.1, T3.1];
 
@@ -608,9 +634,8 @@ fn counters_like(
 }
 
 /// Failures: a target, a JAP, an ingress proxy; and a TCP download across an ingress change.
-#[test]
-fn lab_failover() {
-    let lab_ = Lab::up();
+fn lab_failover(driver: &str) {
+    let lab_ = Lab::up(driver);
 
     // 0. A TCP download survives a change of ingress mid-transfer: r1 gets a /32 for the HTTP group via r2,
     //    so c1's packets move from p1 to p2 (policy affinity: both IAPs pick the same JAP for the flow).

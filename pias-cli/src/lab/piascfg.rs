@@ -90,6 +90,7 @@ pub(crate) fn proxy_config(lab: &Lab, p: &Node) -> String {
     );
     let _ = writeln!(c, "seeds = [{}]", q(seeds));
     let _ = writeln!(c, "seed = {}", p.index);
+    let _ = writeln!(c, "driver = \"{}\"", t.driver);
     let _ = writeln!(c, "\n[tun]\nname = \"pias0\"\nmtu = 1500\nsysctls = true");
     let _ = writeln!(c, "\n[metrics]\nlisten = \"{METRICS}\"");
     let _ = writeln!(c, "\n[control]\nsocket = \"{}\"", ctl_socket(lab, p).display());
@@ -135,6 +136,8 @@ pub(crate) fn agent_argv(lab: &Lab, s: &Node, g: &Group, key: Option<&str>) -> R
         key,
         "--registration".into(),
         lab.plan.registration(g).to_string(),
+        "--driver".into(),
+        lab.plan.topo.driver.clone(),
     ])
 }
 

@@ -18,6 +18,7 @@ use serde::Deserialize;
 pub(crate) const DEFAULT_TOML: &str = r#"# PIAS lab default topology: three ISPs in a line, r1 -- r2 -- r3 (cost 10 per hop).
 # Each ISP router has a client (cN) and a proxy (pN) attached; target sites t1 (at r1) and t3 (at r3).
 name = "pias"
+driver = "tokio"   # or "mio": the user-space driver of every proxy and target agent
 anycast4 = "10.99.0.0/24"
 anycast6 = "fd99::/64"
 registration4 = "10.99.0.1"
@@ -57,6 +58,9 @@ groups = [
 pub(crate) struct Topology {
     /// Prefix of every namespace (`NAME-r1`, …) and of the lab directory.
     pub name: String,
+    /// The user-space driver every `pias proxy` and `pias target` of the lab runs: "tokio" or "mio".
+    #[serde(default = "default_driver")]
+    pub driver: String,
     pub anycast4: String,
     pub anycast6: String,
     pub registration4: Ipv4Addr,
@@ -67,6 +71,10 @@ pub(crate) struct Topology {
     pub clients: Vec<Attach>,
     pub sites: Vec<Attach>,
     pub groups: Vec<GroupSpec>,
+}
+
+fn default_driver() -> String {
+    "tokio".to_string()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -254,6 +262,12 @@ impl Topology {
             || !self.name.chars().all(|c| c.is_ascii_alphanumeric())
         {
             bail!("name: use 1-8 letters or digits (it prefixes every namespace)");
+        }
+        if !matches!(self.driver.as_str(), "tokio" | "mio") {
+            bail!(
+                "driver: {:?} is not a driver of the lab; use \"tokio\" or \"mio\"",
+                self.driver
+            );
         }
         for (i, r) in self.routers.iter().enumerate() {
             nodes.push(Node {
