@@ -170,11 +170,16 @@ impl Chart {
                 let mut v = Vec::new();
                 let (a, b) = (lo.floor() as i32, hi.ceil() as i32);
                 let step = ((b - a) / 7).max(1);
+                // Under three decades, label 1, 2 and 5 of each decade too.
+                let mults: &[f64] = if hi - lo < 3.0 { &[1.0, 2.0, 5.0] } else { &[1.0] };
                 let mut e = a;
                 while e <= b {
-                    let p = f64::from(e);
-                    if p >= lo - 1e-9 && p <= hi + 1e-9 {
-                        v.push((p, 10f64.powi(e)));
+                    for m in mults {
+                        let x = m * 10f64.powi(e);
+                        let p = x.log10();
+                        if p >= lo - 1e-9 && p <= hi + 1e-9 {
+                            v.push((p, x));
+                        }
                     }
                     e += step;
                 }
