@@ -6,6 +6,7 @@
 //! - [`overlay`]: the overlay UDP socket and its options (socket2);
 //! - [`DriverCounters`], [`Clock`], [`ProxyDriverConfig`], [`AgentDriverConfig`], [`HealthCheck`];
 //! - [`events`]: the core's events as logs;
+//! - [`fastpath`]: the hook a kernel fast path (`driver-xdp`) plugs into a driver's loop;
 //! - [`metrics`]: Prometheus text of every counter, and the answer to an HTTP request for it;
 //! - [`control`]: the control socket's protocol (one request line → one JSON line).
 //!
@@ -13,6 +14,7 @@
 
 pub mod control;
 pub mod events;
+pub mod fastpath;
 pub mod host;
 pub mod metrics;
 pub mod overlay;
@@ -24,6 +26,7 @@ use core::time::Duration;
 use pias_state::agent::AgentConfig;
 use pias_state::proxy::ProxyConfig;
 
+pub use fastpath::{FAST_PATH_TICK, FastPath, FastPathSlot};
 pub use host::{HostSetup, Prefix};
 
 /// Largest packet or datagram a driver reads (an IP datagram's maximum).

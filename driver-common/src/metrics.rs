@@ -25,9 +25,17 @@ const GAUGES: &[&str] = &[
 
 /// Renders every counter as Prometheus text.
 pub fn render(p: &Proxy, d: &DriverCounters) -> String {
-    let mut rows: Vec<(&'static str, u64)> = Vec::with_capacity(160);
+    render_with(p, d, None)
+}
+
+/// Renders every counter as Prometheus text, the fast path's (if any) included.
+pub fn render_with(p: &Proxy, d: &DriverCounters, fast: Option<&dyn crate::FastPath>) -> String {
+    let mut rows: Vec<(&'static str, u64)> = Vec::with_capacity(200);
     p.for_each_counter(|n, v| rows.push((n, v)));
     d.for_each(|n, v| rows.push((n, v)));
+    if let Some(f) = fast {
+        f.for_each_counter(&mut |n, v| rows.push((n, v)));
+    }
     render_rows(&rows, p.id().0)
 }
 

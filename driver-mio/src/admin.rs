@@ -192,8 +192,9 @@ impl Conn {
         match self.stream {
             Stream::Http(_) => {
                 if self.output.is_empty() && metrics::request_complete(&self.input) {
-                    self.output =
-                        metrics::respond(&self.input, || Some(metrics::render(p.proxy(), p.counters())));
+                    self.output = metrics::respond(&self.input, || {
+                        Some(metrics::render_with(p.proxy(), p.counters(), p.fast_path()))
+                    });
                     self.closing = true;
                 }
             }

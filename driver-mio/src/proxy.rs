@@ -45,7 +45,7 @@ use std::os::unix::net::UnixListener;
 use std::time::Instant as StdInstant;
 
 use driver_common::events::log_proxy_event;
-use driver_common::{Clock, DriverCounters, MAX_PACKET, ProxyDriverConfig};
+use driver_common::{Clock, DriverCounters, FastPath, FastPathSlot, MAX_PACKET, ProxyDriverConfig};
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -90,6 +90,8 @@ pub struct MioProxy {
     overlay_more: bool,
     /// The graceful stop's end, after [`MioProxy::leave`].
     stop_at: Option<pias_state::Instant>,
+    /// The kernel fast path, if any (`driver = "xdp"`).
+    fast: FastPathSlot,
 }
 
 impl MioProxy {
@@ -133,6 +135,7 @@ impl MioProxy {
             tun_more: false,
             overlay_more: false,
             stop_at: None,
+            fast: FastPathSlot::default(),
         })
     }
 
@@ -184,10 +187,22 @@ impl MioProxy {
     }
 
     fn core_deadline(&self) -> Option<pias_state::Instant> {
-        match (self.proxy.poll_timeout(), self.stop_at) {
+        let d = match (self.proxy.poll_timeout(), self.stop_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        self.fast.earliest(d)
+    }
+
+    /// Installs a fast path: it sees every event, ticks about once a second, and joins the metrics.
+    pub fn set_fast_path(&mut self, f: Box<dyn FastPath>) {
+        let now = self.clock.now();
+        self.fast.set(f, now);
+    }
+
+    /// The fast path, if any.
+    pub fn fast_path(&self) -> Option<&dyn FastPath> {
+        self.fast.get()
     }
 
     /// Runs the core's timers if due, and reads on from sources left with packets. Harmless when early.
@@ -197,6 +212,7 @@ impl MioProxy {
             self.counters.timer_fires += 1;
             self.proxy.handle_timeout(now);
         }
+        self.fast.poll_tick(&mut self.proxy, now);
         if self.tun_more {
             self.tun_batch();
         }
@@ -380,6 +396,7 @@ impl MioProxy {
         }
         while let Some(ev) = self.proxy.poll_event() {
             log_proxy_event(&ev);
+            self.fast.on_event(&self.proxy, &ev, now);
         }
     }
 }
@@ -429,6 +446,11 @@ impl ProxyRunner {
     /// The proxy.
     pub fn proxy(&self) -> &MioProxy {
         &self.proxy
+    }
+
+    /// The proxy, to install a fast path ([`MioProxy::set_fast_path`]).
+    pub fn proxy_mut(&mut self) -> &mut MioProxy {
+        &mut self.proxy
     }
 
     /// Runs until the graceful stop after a signal has drained (or a second signal). `signals` must have

@@ -22,13 +22,13 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use driver_common::events::log_proxy_event as log_event;
-use driver_common::{Clock, DriverCounters, MAX_PACKET, ProxyDriverConfig};
+use driver_common::{Clock, DriverCounters, FastPath, FastPathSlot, MAX_PACKET, ProxyDriverConfig};
 
 use crate::tun::{ReadyGuard, Tun};
 use crate::{Signals, deadline};
 
 /// A read-only look at the running proxy, run on the driver's task between wake-ups.
-type Job = Box<dyn FnOnce(&Proxy, &DriverCounters, pias_state::Instant) + Send>;
+type Job = Box<dyn FnOnce(&Proxy, &DriverCounters, Option<&dyn FastPath>, pias_state::Instant) + Send>;
 
 /// A handle to a running proxy: control sockets and metrics endpoints read its state through it.
 #[derive(Debug, Clone)]
@@ -44,8 +44,18 @@ impl ProxyHandle {
         f: impl FnOnce(&Proxy, &DriverCounters, pias_state::Instant) -> R + Send + 'static,
     ) -> Option<R> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |p, c, now| {
+        let job: Job = Box::new(move |p, c, _, now| {
             let _ = tx.send(f(p, c, now));
+        });
+        self.tx.send(job).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The Prometheus text of every counter, the fast path's included; `None` if the proxy stopped.
+    pub async fn metrics(&self) -> Option<String> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |p, c, fast, _| {
+            let _ = tx.send(driver_common::metrics::render_with(p, c, fast));
         });
         self.tx.send(job).await.ok()?;
         rx.await.ok()
@@ -72,6 +82,8 @@ struct Core {
     rx: Vec<u8>,
     /// Transmit buffer for `poll_transmit`.
     tx: Vec<u8>,
+    /// The kernel fast path, if any (`driver = "xdp"`).
+    fast: FastPathSlot,
 }
 
 impl ProxyDriver {
@@ -104,6 +116,7 @@ impl ProxyDriver {
             batch: cfg.batch.max(1),
             rx: vec![0; HEADROOM + MAX_PACKET],
             tx: vec![0; MAX_PACKET],
+            fast: FastPathSlot::default(),
         };
         Ok((
             ProxyDriver {
@@ -119,6 +132,17 @@ impl ProxyDriver {
     /// The TUN's name.
     pub fn tun_name(&self) -> &str {
         self.tun.name()
+    }
+
+    /// The core (e.g. to start a fast path from its state) and its current time.
+    pub fn proxy(&self) -> (&Proxy, pias_state::Instant) {
+        (&self.core.proxy, self.core.clock.now())
+    }
+
+    /// Installs a fast path: it sees every event, ticks about once a second, and joins the metrics.
+    pub fn set_fast_path(&mut self, f: Box<dyn FastPath>) {
+        let now = self.core.clock.now();
+        self.core.fast.set(f, now);
     }
 
     /// Runs until the graceful stop after a signal has drained (or a second signal). Returns the final
@@ -151,7 +175,7 @@ impl ProxyDriver {
                     core.proxy.handle_timeout(now);
                 }
                 Some(job) = jobs.recv() => {
-                    job(&core.proxy, &core.counters, core.clock.now());
+                    job(&core.proxy, &core.counters, core.fast.get(), core.clock.now());
                 }
                 sig = signals.recv() => {
                     if stop_at.is_some() {
@@ -166,6 +190,7 @@ impl ProxyDriver {
                 }
             }
             let now = core.clock.now();
+            core.fast.poll_tick(&mut core.proxy, now);
             core.drain(now, &tun, &overlay).await;
             if stop_at.is_some_and(|t| now >= t) {
                 info!("drained: stopping");
@@ -175,6 +200,7 @@ impl ProxyDriver {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            let next = core.fast.earliest(next);
             timer.as_mut().reset(deadline(&core.clock, next));
         }
     }
@@ -248,6 +274,7 @@ impl Core {
         }
         while let Some(ev) = self.proxy.poll_event() {
             log_event(&ev);
+            self.fast.on_event(&self.proxy, &ev, now);
         }
     }
 }

@@ -33,7 +33,7 @@ async fn respond(mut s: TcpStream, h: &ProxyHandle) -> std::io::Result<()> {
         n += m;
     }
     let body = match metrics::route(&String::from_utf8_lossy(&buf[..n])) {
-        metrics::Route::Metrics => h.inspect(|p, d, _| metrics::render(p, d)).await,
+        metrics::Route::Metrics => h.metrics().await,
         _ => None,
     };
     let out = metrics::respond(&buf[..n], || body);
