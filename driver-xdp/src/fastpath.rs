@@ -103,3 +103,21 @@ impl XdpFastPath {
         f("xdp_sync_map_errors", s.map_errors);
     }
 }
+
+/// The hook the user-space drivers call (`driver_common::FastPath`): activity is fed back with
+/// `Proxy::touch_nat`, so expiry stays the core's decision.
+impl driver_common::FastPath for XdpFastPath {
+    fn on_event(&mut self, proxy: &Proxy, ev: &pias_state::proxy::Event, now: Instant) {
+        XdpFastPath::on_event(self, proxy, ev, now);
+    }
+
+    fn on_tick(&mut self, proxy: &mut Proxy, now: Instant) {
+        for a in XdpFastPath::on_tick(self, proxy, now) {
+            proxy.touch_nat(a.id, a.dir, a.packets, a.bytes, now);
+        }
+    }
+
+    fn for_each_counter(&self, f: &mut dyn FnMut(&'static str, u64)) {
+        XdpFastPath::for_each_counter(self, f);
+    }
+}

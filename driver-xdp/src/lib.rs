@@ -52,6 +52,7 @@ pub mod loader;
 pub mod maps;
 pub mod sync;
 
+pub use aya::programs::XdpMode;
 pub use fastpath::XdpFastPath;
 pub use loader::{Maps, RunResult, Sizes, XdpError, XdpProgram, verdict};
 pub use sync::{Activity, Delivery, MapSync, SyncCounters, ktime_now};

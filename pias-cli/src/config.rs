@@ -29,7 +29,7 @@ anycast_prefixes = ["10.251.0.128/28"]  # routed into the TUN; groups live here
 registration = ["10.251.0.150"]         # registration anycast addresses (targets register here, port 6082)
 nat_pool = ["10.251.0.161"]             # this proxy's own NAT source addresses (unique per proxy)
 seeds = ["10.251.0.6:6081"]             # overlay addresses to join through; empty for the first proxy
-driver = "tokio"                        # "tokio" or "mio" (one mio Poll, recvmmsg/sendmmsg batches)
+driver = "tokio"                        # "tokio", "mio" (one mio Poll, recvmmsg/sendmmsg batches) or "xdp" (see [xdp])
 overlay_mtu = 1500                      # MTU of the path between proxies
 # seed = 42                             # seed of random choices (default: from the OS)
 
@@ -37,6 +37,10 @@ overlay_mtu = 1500                      # MTU of the path between proxies
 name = "pias0"                          # created by the process, gone when it exits
 mtu = 1500                              # at least overlay_mtu, so the proxy sees (and answers) big packets
 sysctls = true                          # set ip_forward (and IPv6 forwarding) and loose rp_filter on the TUN
+
+# [xdp]                                 # with driver = "xdp": the XDP fast path (driver-xdp) on these interfaces
+# interfaces = ["eth0"]                 # native mode, else generic (skb) mode with a log line; detached on exit
+# slow_path = "tokio"                   # what runs everything the program passes: "tokio" or "mio"
 
 [metrics]
 listen = "127.0.0.1:9851"               # Prometheus text format on http://ADDR/metrics; omit to disable
@@ -114,6 +118,15 @@ struct RawFile {
     default_policy: RawPolicy,
     #[serde(default)]
     policy: Vec<RawPolicy>,
+    xdp: Option<RawXdp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawXdp {
+    #[serde(default)]
+    interfaces: Vec<String>,
+    slow_path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,11 +244,20 @@ pub(crate) enum Driver {
     Mio,
 }
 
+/// `driver = "xdp"`: the XDP fast path's settings (`[xdp]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct XdpSettings {
+    /// Interfaces the program is attached to.
+    pub(crate) interfaces: Vec<String>,
+}
+
 /// A validated configuration, ready for the driver.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    /// The driver `proxy.driver` names.
+    /// The user-space driver: the one `proxy.driver` names, or with `driver = "xdp"` its `xdp.slow_path`.
     pub(crate) runtime: Driver,
+    /// `driver = "xdp"`: the fast path in front of `runtime`.
+    pub(crate) xdp: Option<XdpSettings>,
     pub(crate) driver: ProxyDriverConfig,
     pub(crate) metrics: Option<SocketAddr>,
     pub(crate) control: Option<PathBuf>,
@@ -270,22 +292,23 @@ fn build(
     read: &dyn Fn(&Path) -> std::io::Result<String>,
 ) -> Result<Config, ConfigError> {
     let p = &raw.proxy;
-    let runtime = match p.driver.as_deref() {
-        None | Some("tokio") => Driver::Tokio,
-        Some("mio") => Driver::Mio,
-        Some("xdp") => {
-            return err(
-                "proxy.driver",
-                "the xdp driver is not built yet: use driver = \"tokio\" or \"mio\"",
-            );
-        }
+    let (runtime, xdp) = match p.driver.as_deref() {
+        None | Some("tokio") => (Driver::Tokio, None),
+        Some("mio") => (Driver::Mio, None),
+        Some("xdp") => xdp_settings(raw.xdp.as_ref())?,
         Some(other) => {
             return err(
                 "proxy.driver",
-                format!("unknown driver {other:?}: use \"tokio\" or \"mio\""),
+                format!("unknown driver {other:?}: use \"tokio\", \"mio\" or \"xdp\""),
             );
         }
     };
+    if xdp.is_none() && raw.xdp.is_some() {
+        return err(
+            "xdp",
+            "[xdp] is for the XDP driver: set driver = \"xdp\" in [proxy], or remove [xdp]",
+        );
+    }
     let id = match p.id {
         None => {
             return err(
@@ -507,6 +530,7 @@ fn build(
     };
     Ok(Config {
         runtime,
+        xdp,
         driver,
         metrics,
         control,
@@ -524,6 +548,46 @@ fn membership_key(field: &str) -> String {
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
+}
+
+/// `[xdp]` for `driver = "xdp"`: the interfaces (required) and the slow path (default tokio).
+fn xdp_settings(x: Option<&RawXdp>) -> Result<(Driver, Option<XdpSettings>), ConfigError> {
+    let Some(x) = x.filter(|x| !x.interfaces.is_empty()) else {
+        return err(
+            "xdp.interfaces",
+            "missing: driver = \"xdp\" needs the interfaces clients' and members' packets arrive on, \
+             e.g. [xdp] interfaces = [\"eth0\"]",
+        );
+    };
+    for (i, name) in x.interfaces.iter().enumerate() {
+        let ok = !name.is_empty()
+            && name.len() < 16
+            && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace());
+        if !ok || x.interfaces[..i].contains(name) {
+            return err(
+                format!("xdp.interfaces[{i}]"),
+                format!(
+                    "{name:?} is not an interface name (1-15 characters, no '/', ':' or spaces, listed once)"
+                ),
+            );
+        }
+    }
+    let slow = match x.slow_path.as_deref() {
+        None | Some("tokio") => Driver::Tokio,
+        Some("mio") => Driver::Mio,
+        Some(other) => {
+            return err(
+                "xdp.slow_path",
+                format!("unknown slow path {other:?}: use \"tokio\" or \"mio\""),
+            );
+        }
+    };
+    Ok((
+        slow,
+        Some(XdpSettings {
+            interfaces: x.interfaces.clone(),
+        }),
+    ))
 }
 
 fn apply_timers(t: &RawTimers, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
@@ -826,8 +890,23 @@ nat_pool = ["10.251.0.161"]
             (m.replace("id = 7\n", ""), "proxy.id"),
             (m.replace("\"10.251.0.5\"", "\"nowhere\""), "proxy.overlay"),
             (m.replace("id = 7", "id = 7\nvni = 16777216"), "proxy.vni"),
-            (m.replace("id = 7", "id = 7\ndriver = \"xdp\""), "proxy.driver"),
+            (m.replace("id = 7", "id = 7\ndriver = \"xdp\""), "xdp.interfaces"),
             (m.replace("id = 7", "id = 7\ndriver = \"dpdk\""), "proxy.driver"),
+            (format!("{m}\n[xdp]\ninterfaces = [\"eth0\"]\n"), "xdp"),
+            (
+                format!(
+                    "{}\n[xdp]\ninterfaces = [\"eth0\"]\nslow_path = \"dpdk\"\n",
+                    m.replace("id = 7", "id = 7\ndriver = \"xdp\"")
+                ),
+                "xdp.slow_path",
+            ),
+            (
+                format!(
+                    "{}\n[xdp]\ninterfaces = [\"a/b\"]\n",
+                    m.replace("id = 7", "id = 7\ndriver = \"xdp\"")
+                ),
+                "xdp.interfaces[0]",
+            ),
             (
                 m.replace("10.251.0.128/28", "10.251.0.128/40"),
                 "proxy.anycast_prefixes[0]",
@@ -899,7 +978,21 @@ nat_pool = ["10.251.0.161"]
         let e = parse_str(&minimal().replace("id = 7", "id = 0")).unwrap_err();
         assert!(e.to_string().starts_with("proxy.id: must not be 0"), "{e}");
         let e = parse_str(&minimal().replace("id = 7", "id = 7\ndriver = \"xdp\"")).unwrap_err();
-        assert!(e.to_string().contains("xdp driver is not built yet"), "{e}");
+        assert!(e.to_string().starts_with("xdp.interfaces: missing"), "{e}");
+        let c = parse_str(&format!(
+            "{}\n[xdp]\ninterfaces = [\"eth0\", \"eth1\"]\nslow_path = \"mio\"\n",
+            minimal().replace("id = 7", "id = 7\ndriver = \"xdp\"")
+        ))
+        .unwrap();
+        assert_eq!(c.runtime, Driver::Mio);
+        assert_eq!(c.xdp.unwrap().interfaces, ["eth0", "eth1"]);
+        let c = parse_str(&format!(
+            "{}\n[xdp]\ninterfaces = [\"eth0\"]\n",
+            minimal().replace("id = 7", "id = 7\ndriver = \"xdp\"")
+        ))
+        .unwrap();
+        assert_eq!(c.runtime, Driver::Tokio);
+        assert!(parse_str(&minimal()).unwrap().xdp.is_none());
         let c = parse_str(&minimal().replace("id = 7", "id = 7\ndriver = \"mio\"")).unwrap();
         assert_eq!(c.runtime, Driver::Mio);
         assert_eq!(parse_str(&minimal()).unwrap().runtime, Driver::Tokio);

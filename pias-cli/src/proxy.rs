@@ -1,5 +1,5 @@
-//! `pias proxy`: runs one proxy with the driver its configuration names (`tokio` or `mio`), its
-//! Prometheus endpoint and its control socket.
+//! `pias proxy`: runs one proxy with the driver its configuration names (`tokio`, `mio`, or `xdp`: the
+//! XDP fast path in front of either), its Prometheus endpoint and its control socket.
 
 use std::path::PathBuf;
 
@@ -114,7 +114,11 @@ fn run_tokio(cfg: &crate::config::Config) -> anyhow::Result<DriverCounters> {
         .context("tokio runtime")?;
     rt.block_on(async move {
         let signals = Signals::new().context("signal handlers")?;
-        let (driver, handle) = ProxyDriver::bind(cfg.driver.clone()).context("starting the proxy")?;
+        let (mut driver, handle) = ProxyDriver::bind(cfg.driver.clone()).context("starting the proxy")?;
+        if let Some(x) = &cfg.xdp {
+            let (p, now) = driver.proxy();
+            driver.set_fast_path(start_xdp(x, p, now)?);
+        }
         if let Some(addr) = cfg.metrics {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
@@ -138,6 +142,11 @@ fn run_tokio(cfg: &crate::config::Config) -> anyhow::Result<DriverCounters> {
 fn run_mio(cfg: &crate::config::Config) -> anyhow::Result<DriverCounters> {
     let signals = driver_mio::Signals::new().context("signal handlers")?;
     let mut runner = driver_mio::ProxyRunner::bind(cfg.driver.clone()).context("starting the proxy")?;
+    if let Some(x) = &cfg.xdp {
+        let p = runner.proxy_mut();
+        let f = start_xdp(x, p.proxy(), p.now())?;
+        p.set_fast_path(f);
+    }
     if let Some(addr) = cfg.metrics {
         let l = std::net::TcpListener::bind(addr).with_context(|| format!("metrics.listen {addr}"))?;
         runner.metrics(l)?;
@@ -149,4 +158,27 @@ fn run_mio(cfg: &crate::config::Config) -> anyhow::Result<DriverCounters> {
         info!(path = %p.display(), "control socket");
     }
     Ok(runner.run(signals)?)
+}
+
+/// `driver = "xdp"`: loads the XDP program, fills its maps from the proxy's state, and attaches it to each
+/// interface (native mode, else generic mode with a log line). Detached when the driver drops it.
+fn start_xdp(
+    x: &crate::config::XdpSettings,
+    p: &pias_state::proxy::Proxy,
+    now: pias_state::Instant,
+) -> anyhow::Result<Box<dyn driver_common::FastPath>> {
+    let ifaces: Vec<&str> = x.interfaces.iter().map(String::as_str).collect();
+    let f = driver_xdp::XdpFastPath::start(p, &ifaces, driver_xdp::Sizes::default(), now)
+        .with_context(|| format!("starting the XDP fast path on {}", x.interfaces.join(", ")))?;
+    for (iface, mode) in f.modes() {
+        match mode {
+            driver_xdp::XdpMode::Driver => info!(%iface, mode = "native", "XDP attached"),
+            _ => warn!(
+                %iface,
+                mode = "generic (skb)",
+                "XDP attached in generic mode: native attach failed, the fast path is slower"
+            ),
+        }
+    }
+    Ok(Box::new(f))
 }
