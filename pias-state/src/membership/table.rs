@@ -44,10 +44,11 @@ impl core::hash::BuildHasher for Keyed {
 
 pub(crate) type HashMap<K, V> = hashbrown::HashMap<K, V, Keyed>;
 
-/// The id index's hasher: a keyed multiply-xorshift of the 32-bit id. Ids enter the table only from
-/// authenticated records (overlay MAC), so no outsider chooses them; the key still keeps the layout
-/// unpredictable. It is several times cheaper than SipHash, and the IAP reads a JAP's address through this
-/// index on every forwarded packet.
+/// The hasher of the id and address indexes: a keyed multiply-xorshift. Keys enter these tables only from
+/// authenticated records (overlay MAC), so no outsider chooses what is stored (a spoofed source address only
+/// costs one lookup); the key still keeps the layout unpredictable. It is several times cheaper than
+/// SipHash, and the data path reads both indexes on every forwarded packet (a JAP's address at the IAP, the
+/// sender check at the JAP).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IdKeyed(u64);
 
@@ -180,7 +181,7 @@ pub(crate) struct Table {
     max: usize,
     members: Vec<Member>,
     index: hashbrown::HashMap<u32, u32, IdKeyed>,
-    by_addr: HashMap<SocketAddr, u32>,
+    by_addr: hashbrown::HashMap<SocketAddr, u32, IdKeyed>,
     ring: BTreeSet<(u64, u32)>,
     /// Per tree node: XOR of record hashes (usable records only).
     hash: Vec<u64>,
@@ -197,7 +198,7 @@ impl Table {
             max,
             members: Vec::new(),
             index: hashbrown::HashMap::with_hasher(IdKeyed(key.k0 ^ key.k1.rotate_left(29))),
-            by_addr: HashMap::with_hasher(Keyed::new(&key)),
+            by_addr: hashbrown::HashMap::with_hasher(IdKeyed(key.k1 ^ key.k0.rotate_left(31))),
             ring: BTreeSet::new(),
             hash: vec![0; TREE_NODES],
             count: vec![0; TREE_NODES],

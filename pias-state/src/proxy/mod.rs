@@ -41,7 +41,7 @@ use pias_proto::control::{
 };
 use pias_proto::geneve::UDP_PORT as OVERLAY_PORT;
 use pias_proto::packet::{IpPacket, emit_packet_too_big};
-use pias_proto::tunnel::{DATA_HEADER_LEN, DataFrame, DataHeader, Frame, INITIAL_HOPS, flags};
+use pias_proto::tunnel::{DATA_HEADER_LEN, DataHeader, Frame, INITIAL_HOPS, flags};
 use pias_proto::{FlowKey, IpProtocol, ProxyId, TransportAddr};
 
 use crate::flowhash::{MAX_JAPS, MaglevTable, flow_hash};
@@ -879,25 +879,26 @@ impl Proxy {
     // ----- overlay input -----
 
     fn overlay_inner(&mut self, now: Instant, from: SocketAddr, pkt: &mut PacketBuf<'_>) -> Verdict {
-        let (is_control, vni) = match Frame::parse(pkt.bytes()) {
-            Ok(Frame::Control(g)) => (true, g.vni()),
-            Ok(Frame::Data(d)) => (false, d.vni()),
+        // One parse classifies the frame and, for data, gives the header and where the client packet starts.
+        let data = match Frame::parse(pkt.bytes()) {
+            Ok(Frame::Control(g)) => {
+                if g.vni() != self.cfg.vni {
+                    return Verdict::Drop(DropReason::WrongVni);
+                }
+                None
+            }
+            Ok(Frame::Data(d)) => Some((d.header(), d.inner_offset())),
             Err(_) => return Verdict::Drop(DropReason::Malformed),
         };
-        if vni != self.cfg.vni {
-            return Verdict::Drop(DropReason::WrongVni);
-        }
-        if is_control {
+        let Some((hdr, inner_off)) = data else {
             self.counters.control_in += 1;
             let payload = &pkt.bytes()[pias_proto::geneve::HEADER_LEN..];
             return self.control(now, from, payload);
+        };
+        if hdr.vni != self.cfg.vni {
+            return Verdict::Drop(DropReason::WrongVni);
         }
         self.counters.data_in += 1;
-        let Ok(frame) = DataFrame::new_checked(pkt.bytes()) else {
-            return Verdict::Drop(DropReason::Malformed);
-        };
-        let hdr = frame.header();
-        let inner_off = frame.inner_offset();
         // Data frames only from the overlay address of a live member (SPEC.md §4.1), or a tunnel-mode
         // target's reply from a registered target address (§11.6).
         let member = self.membership.id_by_addr(from).is_some() || from == self.cfg.overlay_addr;
