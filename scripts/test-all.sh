@@ -8,7 +8,7 @@
 # not stop the later ones (unless FAIL_FAST=1), the summary lists every failure and the exit status is 1:
 #   1. cargo fmt --check           4. cargo fuzz build (libFuzzer + AddressSanitizer)
 #   2. cargo clippy -D warnings    5. a short fuzz run of every target, seeded with fuzz/corpus/<target>
-#   3. cargo test --workspace
+#   3. cargo test --workspace (every test binary, even after a failure)
 #
 # Environment:
 #   FUZZ_SECONDS  seconds of fuzzing per target (default 20); 0 only replays the corpus under ASan
@@ -166,7 +166,7 @@ fuzz_smoke() {
 
 check "cargo fmt --check" fmt_check
 check "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-check "cargo test" cargo test --workspace
+check "cargo test" cargo test --workspace --no-fail-fast
 
 if [[ $SKIP_FUZZ == 1 ]]; then
     fuzz_summary+=("skipped (SKIP_FUZZ=1)")
