@@ -5,19 +5,18 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
-/// Run the scale experiments on simulated Internet-like topologies (thousands of real proxies).
-///
-/// Built-in experiments: stretch, membership, member_table, churn, flash. `--all` runs the five at their
-/// default sizes and writes CSV, SVG plots, Markdown summaries and a README into `--out`
-/// (`pias sim --all --out docs/scale` regenerates docs/scale). A scenario file is TOML:
-///
-///   experiment = "membership"
-///   sizes = [100, 250, 500]
-///   seed = 3
-///   topo = "my-latencies.csv"   # optional: a latency matrix instead of the generated transit-stub graph
-///
-/// Any other key is a parameter of the experiment (unknown keys are an error that lists the known ones).
+/// `--help`'s description (clap replaces a subcommand struct's doc comment with its variant's, so it
+/// goes in `before_long_help`, placed by [`crate::proxy::HELP_TEMPLATE`]).
+const LONG_ABOUT: &str = "\nRuns the scale experiments on simulated Internet-like topologies: a deterministic discrete-event network driving the real proxy and target-agent state machines with real encoded packets, on a seeded GT-ITM-style transit-stub graph (or a latency matrix from a CSV file).\n\nBuilt-in experiments: stretch, membership, member_table, churn, flash. --all runs the five at their default sizes (about 15 minutes on 2 cores) and writes CSV, SVG plots, Markdown summaries and a README into --out; `pias sim --all --out docs/scale` regenerates docs/scale.\n\nA scenario file is TOML: `experiment = \"membership\"` plus any parameter of that experiment (e.g. `sizes = [100, 250]`, `seed = 3`, `topo = \"latencies.csv\"`); an unknown key is an error that lists the known ones.";
+
+/// Runs the scale experiments on simulated Internet-like topologies (see `LONG_ABOUT`).
 #[derive(Debug, clap::Args)]
+#[command(help_template = crate::proxy::HELP_TEMPLATE, before_help = "\nMore with --help.", before_long_help = LONG_ABOUT, after_help = "\
+Examples:
+  pias sim --all --out docs/scale
+  pias sim --all --quick --out /tmp/q
+  pias sim --experiment churn --set 'bands=[0,25]' --set duration_s=10 --out /tmp/churn
+  pias sim --scenario pias-sim/scenarios/membership-small.toml --out /tmp/m")]
 pub(crate) struct Args {
     /// A scenario file (TOML).
     #[arg(long, conflicts_with_all = ["experiment", "all"])]
