@@ -676,6 +676,14 @@ mod tests {
         ));
     }
 
+    /// Regression (bug in `packet.rs`, found by this target, fixed in 7c2e9ba): an ICMPv4 echo reply whose
+    /// bytes are all zero (id 0, seq 0, no payload) has the checksum `0xFFFF`; rewriting its identifier
+    /// away and back left `0x0000`, which does not verify.
+    #[test]
+    fn all_zero_icmp_echo_reply_keeps_a_valid_checksum() {
+        ip_packet(&unhex("4500001c00000000400164eb0afa00010afa00020000ffff00000000"));
+    }
+
     #[test]
     fn control_body_builds_authenticated_messages() {
         let msg = control_body_input(&[3, 0, 0, 0, 0]).unwrap();
