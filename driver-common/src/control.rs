@@ -97,8 +97,19 @@ pub fn error_line(e: &str) -> String {
 
 /// The answer to one request line, read from the proxy.
 pub fn answer(line: &str, p: &Proxy, d: &DriverCounters, now: Instant) -> String {
+    answer_with(line, p, d, None, now)
+}
+
+/// [`answer`], with the fast path's counters (if any) in `counters`.
+pub fn answer_with(
+    line: &str,
+    p: &Proxy,
+    d: &DriverCounters,
+    fast: Option<&dyn crate::FastPath>,
+    now: Instant,
+) -> String {
     match parse_request(line) {
-        Ok((what, limit)) => ok_line(what, dump(what, limit, p, d, now)),
+        Ok((what, limit)) => ok_line(what, dump_with(what, limit, p, d, fast, now)),
         Err(e) => error_line(&e),
     }
 }
@@ -113,6 +124,18 @@ fn ms_until(now: Instant, t: Instant) -> Option<u64> {
 
 /// The JSON data of one command, read from the proxy.
 pub fn dump(what: Query, limit: usize, p: &Proxy, d: &DriverCounters, now: Instant) -> Value {
+    dump_with(what, limit, p, d, None, now)
+}
+
+/// [`dump`], with the fast path's counters (if any) in `counters`.
+pub fn dump_with(
+    what: Query,
+    limit: usize,
+    p: &Proxy,
+    d: &DriverCounters,
+    fast: Option<&dyn crate::FastPath>,
+    now: Instant,
+) -> Value {
     match what {
         Query::Members => {
             let me = p.id();
@@ -248,6 +271,11 @@ pub fn dump(what: Query, limit: usize, p: &Proxy, d: &DriverCounters, now: Insta
             d.for_each(|n, v| {
                 m.insert(n.to_owned(), json!(v));
             });
+            if let Some(f) = fast {
+                f.for_each_counter(&mut |n, v| {
+                    m.insert(n.to_owned(), json!(v));
+                });
+            }
             Value::Object(m)
         }
     }

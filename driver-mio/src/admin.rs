@@ -202,7 +202,7 @@ impl Conn {
                 while let Some(nl) = self.input.iter().position(|&b| b == b'\n') {
                     let line = String::from_utf8_lossy(&self.input[..nl]).into_owned();
                     self.input.drain(..=nl);
-                    let a = control::answer(&line, p.proxy(), p.counters(), p.now());
+                    let a = control::answer_with(&line, p.proxy(), p.counters(), p.fast_path(), p.now());
                     self.output.extend_from_slice(a.as_bytes());
                 }
                 if self.input.len() >= limit {

@@ -51,14 +51,23 @@ impl ProxyHandle {
         rx.await.ok()
     }
 
-    /// The Prometheus text of every counter, the fast path's included; `None` if the proxy stopped.
-    pub async fn metrics(&self) -> Option<String> {
+    /// [`ProxyHandle::inspect`], with the fast path (if any) too.
+    pub async fn inspect_with_fast_path<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Proxy, &DriverCounters, Option<&dyn FastPath>, pias_state::Instant) -> R + Send + 'static,
+    ) -> Option<R> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |p, c, fast, _| {
-            let _ = tx.send(driver_common::metrics::render_with(p, c, fast));
+        let job: Job = Box::new(move |p, c, fast, now| {
+            let _ = tx.send(f(p, c, fast, now));
         });
         self.tx.send(job).await.ok()?;
         rx.await.ok()
+    }
+
+    /// The Prometheus text of every counter, the fast path's included; `None` if the proxy stopped.
+    pub async fn metrics(&self) -> Option<String> {
+        self.inspect_with_fast_path(|p, c, fast, _| driver_common::metrics::render_with(p, c, fast))
+            .await
     }
 }
 

@@ -162,7 +162,7 @@ async fn connection(s: UnixStream, h: ProxyHandle) -> std::io::Result<()> {
         let out = match control::parse_request(&line) {
             Err(e) => control::error_line(&e),
             Ok((q, limit)) => match h
-                .inspect(move |p, d, now| control::dump(q, limit, p, d, now))
+                .inspect_with_fast_path(move |p, d, f, now| control::dump_with(q, limit, p, d, f, now))
                 .await
             {
                 Some(data) => control::ok_line(q, data),

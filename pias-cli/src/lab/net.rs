@@ -171,6 +171,51 @@ pub(crate) fn build(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// What the proxies' XDP fast path needs from the rest of the lab (driver-xdp's deployment notes), set up
+/// by `pias lab up` when `driver = "xdp"`, and by `pias lab bench` for every driver:
+/// - the router end of each proxy's veth runs an XDP program too, so that it receives the proxy program's
+///   `XDP_TX` frames: driver-xdp's own object with no configuration (it passes every frame), attached with
+///   `ip link set … xdpdrv` (so it stays without a process; it goes with the namespace). GRO on the router
+///   end would give it NAPI as well, but on this kernel the proxy's veth then stalls for good under load
+///   (its transmit queue stays stopped: ENOBUFS for every local send, OSPF included);
+/// - senders compute their checksums (`tx` offload off on every client, site and proxy interface), as
+///   on a wire; a locally sent packet crossing a veth carries a partial checksum and the program leaves it
+///   to the slow path. IP forwarding (for `bpf_fib_lookup`) is on in every namespace already.
+pub(crate) fn xdp_setup(plan: &Plan, dir: &std::path::Path) -> Result<()> {
+    let obj = dir.join("xdp-pass.o");
+    std::fs::write(&obj, driver_xdp::loader::object())
+        .with_context(|| format!("writing {}", obj.display()))?;
+    let obj = obj.display().to_string();
+    for n in &plan.nodes {
+        for i in &n.ifaces {
+            let args: Vec<&str> = match n.kind {
+                Kind::Router if plan.node(&i.name).is_some_and(|p| p.kind == Kind::Proxy) => {
+                    if link_has_xdp(&n.ns, &i.name) {
+                        continue;
+                    }
+                    vec![
+                        "ip", "link", "set", "dev", &i.name, "xdpdrv", "obj", &obj, "sec", "xdp",
+                    ]
+                }
+                Kind::Router => continue,
+                _ => vec!["ethtool", "-K", &i.name, "tx", "off"],
+            };
+            ns_run(&n.ns, &args).with_context(|| {
+                format!(
+                    "{} in {} (driver = \"xdp\" needs ethtool and iproute2 with BPF support)",
+                    args.join(" "),
+                    n.ns
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn link_has_xdp(ns: &str, ifname: &str) -> bool {
+    run("ip", &["-n", ns, "link", "show", "dev", ifname]).is_ok_and(|s| s.contains("prog/xdp"))
+}
+
 /// Deletes the lab's namespaces (their veths go with them).
 pub(crate) fn destroy(prefix: &str) -> Result<Vec<String>> {
     let have = existing_namespaces(prefix)?;

@@ -91,6 +91,14 @@ pub(crate) fn proxy_config(lab: &Lab, p: &Node) -> String {
     let _ = writeln!(c, "seeds = [{}]", q(seeds));
     let _ = writeln!(c, "seed = {}", p.index);
     let _ = writeln!(c, "driver = \"{}\"", t.driver);
+    if t.driver == "xdp" {
+        // The program on the proxy's only interface (towards its router); everything it passes goes to tokio.
+        let _ = writeln!(
+            c,
+            "\n[xdp]\ninterfaces = [\"{}\"]\nslow_path = \"tokio\"",
+            p.ifaces[0].name
+        );
+    }
     let _ = writeln!(c, "\n[tun]\nname = \"pias0\"\nmtu = 1500\nsysctls = true");
     let _ = writeln!(c, "\n[metrics]\nlisten = \"{METRICS}\"");
     let _ = writeln!(c, "\n[control]\nsocket = \"{}\"", ctl_socket(lab, p).display());
@@ -137,7 +145,7 @@ pub(crate) fn agent_argv(lab: &Lab, s: &Node, g: &Group, key: Option<&str>) -> R
         "--registration".into(),
         lab.plan.registration(g).to_string(),
         "--driver".into(),
-        lab.plan.topo.driver.clone(),
+        lab.plan.agent_driver().to_owned(),
     ])
 }
 

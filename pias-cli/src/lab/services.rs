@@ -57,6 +57,9 @@ pub(crate) fn bird_ctl(lab: &Lab, node: &str) -> String {
 pub(crate) fn up(lab: &Lab, wait: bool) -> Result<()> {
     fs::create_dir_all(&lab.dir)?;
     net::build(&lab.plan)?;
+    if lab.plan.topo.driver == "xdp" {
+        net::xdp_setup(&lab.plan, &lab.dir)?;
+    }
     start_bird(lab)?;
     start_sites(lab)?;
     piascfg::write_keys(lab)?;
