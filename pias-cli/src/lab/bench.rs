@@ -5,7 +5,11 @@
 //! `pias proxy` processes): TCP throughput (iperf3, one stream), small-packet UDP rate (iperf3, 64-byte
 //! payloads, unlimited send rate, packets *received* per second), and UDP round-trip time (an echo,
 //! one request at a time; median and p99). Every run is bounded (`--seconds`, `--pings`); all traffic stays
-//! inside the lab's namespaces. The ratios go to BENCHMARKS.md, section "## Lab (driver-tokio)".
+//! inside the lab's namespaces. Every driver chosen (`--drivers`, default tokio, mio and xdp) is measured in the
+//! same run, against the same kernel baseline, with the same interface settings (those `driver = "xdp"` needs:
+//! checksums computed by the senders, an XDP_PASS program on the routers' proxy-facing veths). The ratios go to
+//! BENCHMARKS.md, section "## Lab (kernel, tokio, mio, xdp)", with the XDP program's per-packet cost on its hit
+//! paths from `BPF_PROG_TEST_RUN` (driver-xdp's `hit_path_ns_per_packet`, run by cargo from the workspace).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -28,7 +32,13 @@ pub(crate) struct BenchArgs {
     /// Clients to measure from (default: every client).
     #[arg(long)]
     clients: Vec<String>,
-    /// The file to write the "## Lab (driver-tokio)" section into.
+    /// The drivers whose PIAS path is measured (each against the same kernel baseline).
+    #[arg(long, value_delimiter = ',', default_values_t = ["tokio".to_owned(), "mio".to_owned(), "xdp".to_owned()])]
+    drivers: Vec<String>,
+    /// Skip the BPF_PROG_TEST_RUN measurement (it runs `cargo test --release -p driver-xdp` in the workspace).
+    #[arg(long)]
+    no_test_run: bool,
+    /// The file to write the lab section into.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
     /// Do not write the file, only print.
@@ -42,6 +52,8 @@ pub(crate) struct BenchArgs {
 #[derive(Debug, Clone, Default)]
 struct Row {
     client: String,
+    /// "kernel" or the driver.
+    driver: String,
     path: String,
     tcp_gbps: f64,
     udp_kpps: f64,
@@ -110,6 +122,7 @@ fn measure(
     );
     let mut r = Row {
         client: c.name.clone(),
+        driver: String::new(),
         path: path.to_owned(),
         tcp_gbps: f(&tcp, &["end", "sum_received", "bits_per_second"]) / 1e9,
         udp_kpps: if secs > 0.0 { (pk - lost) / secs / 1e3 } else { 0.0 },
@@ -149,64 +162,87 @@ pub(crate) fn run(lab: &Lab, mut a: BenchArgs) -> Result<()> {
     if debug {
         println!("WARNING: this `pias` is a debug build; build with --release for meaningful numbers");
     }
-    println!("bringing the lab up (fresh, with this binary)…");
-    services::down(lab)?;
-    services::up(lab, true)?;
+    for d in &a.drivers {
+        if !matches!(d.as_str(), "tokio" | "mio" | "xdp") {
+            bail!("--drivers: {d:?} is not a driver; use tokio, mio, xdp");
+        }
+    }
     let clients: Vec<&Node> = plan
         .of(Kind::Client)
         .filter(|c| a.clients.is_empty() || a.clients.contains(&c.name))
         .collect();
     let mut rows = Vec::new();
-    let r = (|| -> Result<()> {
-        for c in &clients {
-            let ing = status::ingress_of(lab, c, tcp_g.addr.ip()).unwrap_or_else(|| "?".into());
-            // Warm the IAP caches so the measured flows take the 3-segment path from the start.
-            let _ = net::ns_output(
-                &c.ns,
-                &[
-                    "timeout",
-                    "5",
-                    "iperf3",
-                    "-c",
-                    &tcp_g.addr.ip().to_string(),
-                    "-t",
-                    "1",
-                ],
-            );
-            let before = piascfg::all_counters(lab);
-            let _ = net::ns_output(
-                &c.ns,
-                &[
-                    &lab.pias.display().to_string(),
-                    "lab",
-                    "udp-ping",
-                    "--to",
-                    &echo_g.addr.to_string(),
-                    "--count",
-                    "5",
-                ],
-            );
-            let after = piascfg::all_counters(lab);
-            let jap = piascfg::path(&before, &after).jap.join("+");
-            let direct = SocketAddr::new(site.addr4().into(), Service::Echo.port());
-            rows.push(measure(
-                lab,
-                c,
-                &format!("kernel → {} {}", site.name, site.addr4()),
-                site.addr4().into(),
-                direct,
-                &a,
-            )?);
-            let label = format!("PIAS IAP {ing} → JAP {jap} → {}", site.name);
-            rows.push(measure(lab, c, &label, tcp_g.addr.ip(), echo_g.addr, &a)?);
-        }
-        Ok(())
-    })();
-    if !a.keep {
+    for (k, d) in a.drivers.iter().enumerate() {
+        let mut lab = lab.clone();
+        lab.plan.topo.driver = d.clone();
+        let lab = &lab;
+        println!("bringing the lab up (fresh, with this binary, driver {d})…");
         services::down(lab)?;
+        services::up(lab, true)?;
+        // The same interface settings for every driver and the kernel baseline.
+        net::xdp_setup(&lab.plan, &lab.dir)?;
+        let r = (|| -> Result<()> {
+            for c in &clients {
+                let ing = status::ingress_of(lab, c, tcp_g.addr.ip()).unwrap_or_else(|| "?".into());
+                // Warm the IAP caches so the measured flows take the 3-segment path from the start.
+                let _ = net::ns_output(
+                    &c.ns,
+                    &[
+                        "timeout",
+                        "5",
+                        "iperf3",
+                        "-c",
+                        &tcp_g.addr.ip().to_string(),
+                        "-t",
+                        "1",
+                    ],
+                );
+                let before = piascfg::all_counters(lab);
+                let _ = net::ns_output(
+                    &c.ns,
+                    &[
+                        &lab.pias.display().to_string(),
+                        "lab",
+                        "udp-ping",
+                        "--to",
+                        &echo_g.addr.to_string(),
+                        "--count",
+                        "5",
+                    ],
+                );
+                let after = piascfg::all_counters(lab);
+                let jap = piascfg::path(&before, &after).jap.join("+");
+                if k == 0 {
+                    let direct = SocketAddr::new(site.addr4().into(), Service::Echo.port());
+                    let mut r = measure(
+                        lab,
+                        c,
+                        &format!("kernel → {} {}", site.name, site.addr4()),
+                        site.addr4().into(),
+                        direct,
+                        &a,
+                    )?;
+                    r.driver = "kernel".into();
+                    rows.push(r);
+                }
+                let label = format!("PIAS IAP {ing} → JAP {jap} → {}", site.name);
+                let mut r = measure(lab, c, &label, tcp_g.addr.ip(), echo_g.addr, &a)?;
+                r.driver = d.clone();
+                rows.push(r);
+            }
+            Ok(())
+        })();
+        if !a.keep || k + 1 < a.drivers.len() {
+            services::down(lab)?;
+        }
+        r?;
     }
-    r?;
-    let section = render(&rows, &a, debug);
+    let test_run = if a.no_test_run || !a.drivers.iter().any(|d| d == "xdp") {
+        Vec::new()
+    } else {
+        xdp_test_run()
+    };
+    let section = render(&rows, &test_run, &a, debug);
     println!("\n{section}");
     if !a.no_write {
         write_section(&a.out, &section)?;
@@ -215,33 +251,88 @@ pub(crate) fn run(lab: &Lab, mut a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn render(rows: &[Row], a: &BenchArgs, debug: bool) -> String {
+/// driver-xdp's `hit_path_ns_per_packet` (BPF_PROG_TEST_RUN, repeat 1 000 000), run by cargo in the
+/// workspace this `pias` was built from: its "… ns/packet …" lines, or one line saying why there are none.
+fn xdp_test_run() -> Vec<String> {
+    let ws = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    println!("BPF_PROG_TEST_RUN: cargo test --release -p driver-xdp --test kernel hit_path_ns_per_packet…");
+    let o = std::process::Command::new("cargo")
+        .current_dir(&ws)
+        .args([
+            "test",
+            "--release",
+            "-q",
+            "-p",
+            "driver-xdp",
+            "--test",
+            "kernel",
+            "hit_path_ns_per_packet",
+            "--",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match o {
+        Ok(o) if o.status.success() => {
+            let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains("ns/packet"))
+                .map(|l| l.trim().trim_start_matches("driver-xdp ").to_owned())
+                .collect();
+            for l in &lines {
+                println!("  {l}");
+            }
+            lines
+        }
+        Ok(o) => vec![format!(
+            "not measured: the test failed ({})",
+            String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+        )],
+        Err(e) => vec![format!(
+            "not measured: cannot run cargo in {} ({e})",
+            ws.display()
+        )],
+    }
+}
+
+const HEAD: &str = "## Lab (kernel, tokio, mio, xdp)";
+/// The heading this section had before it measured every driver (replaced in place).
+const OLD_HEAD: &str = "## Lab (driver-tokio)";
+
+fn render(rows: &[Row], test_run: &[String], a: &BenchArgs, debug: bool) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "## Lab (driver-tokio)\n");
+    let _ = writeln!(s, "{HEAD}\n");
     let _ = writeln!(
         s,
-        "`pias lab bench` ({} build; {} s per iperf3 run, {} echo round trips): the default lab topology \
+        "`pias lab bench` ({} build; {} s per iperf3 run, {} echo round trips; drivers {}, one lab per driver, the \
+         kernel baseline measured once per client): the default lab topology \
          (r1 — r2 — r3, client and `pias proxy` per router, target site t1 on r1), all in network namespaces on \
          veth links of one machine (2 cores, shared by every namespace, routers and proxies). For each client the \
-         same tools run once to t1's unicast address (plain kernel forwarding through the routers) and once to \
-         the anycast groups 10.99.0.52:5201/tcp+udp and 10.99.0.7:7/udp (client → IAP → JAP → t1 through the \
-         tokio driver's TUN and overlay socket). TCP: iperf3, one stream. UDP: iperf3 with 64-byte payloads at \
+         same tools run once to t1's unicast address (plain kernel forwarding through the routers) and once per \
+         driver to the anycast groups 10.99.0.52:5201/tcp+udp and 10.99.0.7:7/udp (client → IAP → JAP → t1): \
+         tokio and mio through the driver's TUN and overlay socket, xdp through the XDP program on each proxy's \
+         veth (native mode; first packets, SYNs and a JAP that is the IAP itself take the tokio slow path). Every \
+         run has the interface settings xdp needs (`ethtool -K tx off` on clients, sites and proxies; an XDP_PASS \
+         program on the routers' proxy-facing veths). TCP: iperf3, one stream. UDP: iperf3 with 64-byte payloads at \
          unlimited rate, packets received per second (sender, proxies and receiver share the 2 cores, so this \
          is an overload figure and noisy). RTT: UDP echo, one request in flight, measured first on an idle path.\n",
         if debug { "debug" } else { "release" },
         a.seconds,
-        a.pings
+        a.pings,
+        a.drivers.join(", ")
     );
     let _ = writeln!(
         s,
-        "| client | path | TCP Gbit/s | UDP 64 B kpps (rx) | UDP loss | RTT median µs | RTT p99 µs |"
+        "| client | driver | path | TCP Gbit/s | UDP 64 B kpps (rx) | UDP loss | RTT median µs | RTT p99 µs |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.2} | {:.1} | {:.1}% | {:.1} | {:.1} |",
-            r.client, r.path, r.tcp_gbps, r.udp_kpps, r.udp_loss, r.rtt_med, r.rtt_p99
+            "| {} | {} | {} | {:.2} | {:.1} | {:.1}% | {:.1} | {:.1} |",
+            r.client, r.driver, r.path, r.tcp_gbps, r.udp_kpps, r.udp_loss, r.rtt_med, r.rtt_p99
         );
     }
     let _ = writeln!(
@@ -250,37 +341,53 @@ fn render(rows: &[Row], a: &BenchArgs, debug: bool) -> String {
     );
     let _ = writeln!(
         s,
-        "| client | TCP ratio | UDP pps ratio | added RTT median µs | added RTT p99 µs |"
+        "| client | driver | TCP ratio | UDP pps ratio | added RTT median µs | added RTT p99 µs |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
-    for pair in rows.chunks(2) {
-        if let [k, p] = pair {
-            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-            let _ = writeln!(
-                s,
-                "| {} | {:.2} | {:.2} | {:+.1} | {:+.1} |",
-                k.client,
-                ratio(p.tcp_gbps, k.tcp_gbps),
-                ratio(p.udp_kpps, k.udp_kpps),
-                p.rtt_med - k.rtt_med,
-                p.rtt_p99 - k.rtt_p99
-            );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|");
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    for k in rows.iter().filter(|r| r.driver == "kernel") {
+        for d in &a.drivers {
+            for p in rows.iter().filter(|r| r.client == k.client && &r.driver == d) {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.2} | {:.2} | {:+.1} | {:+.1} |",
+                    k.client,
+                    d,
+                    ratio(p.tcp_gbps, k.tcp_gbps),
+                    ratio(p.udp_kpps, k.udp_kpps),
+                    p.rtt_med - k.rtt_med,
+                    p.rtt_p99 - k.rtt_p99
+                );
+            }
+        }
+    }
+    if !test_run.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nThe XDP program's own cost on its hit paths (`BPF_PROG_TEST_RUN`, driver-xdp's \
+             `hit_path_ns_per_packet`, same run, same machine):\n"
+        );
+        for l in test_run {
+            let _ = writeln!(s, "- {l}");
         }
     }
     let _ = writeln!(
         s,
-        "\nTarget (issue 4): the tokio path carries at least half the kernel's forwarding rate and adds under \
-         100 µs median to a round trip. Re-run: `cargo build --release -p pias-cli && sudo target/release/pias lab bench`."
+        "\nTargets: the tokio path carries at least half the kernel's forwarding rate and adds under 100 µs median \
+         to a round trip (issue 4); xdp forwards at least as fast as the kernel (pps ratio ≥ 1.0) with hit paths \
+         under 100 ns/packet (issue 7). Re-run: `cargo build --release -p pias-cli && sudo target/release/pias lab bench`."
     );
     s
 }
 
-/// Replaces the "## Lab (driver-tokio)" section (up to the next "## " heading) or appends it.
+/// Replaces the lab section ([`HEAD`], or [`OLD_HEAD`] from before; up to the next "## " heading) or appends it.
 fn write_section(path: &PathBuf, section: &str) -> Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let head = "## Lab (driver-tokio)";
-    let new = match old.find(head) {
-        Some(i) => {
+    let found = [HEAD, OLD_HEAD]
+        .into_iter()
+        .find_map(|h| old.find(&format!("{h}\n")).map(|i| (i, h)));
+    let new = match found {
+        Some((i, head)) => {
             let rest = &old[i + head.len()..];
             let end = rest
                 .find("\n## ")
