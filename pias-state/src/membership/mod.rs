@@ -76,6 +76,9 @@ pub enum Reject {
     BadSender,
 }
 
+/// A joined proxy re-checks its seeds every `SEED_CHECK_RETRIES × join_retry` (10 s by default).
+const SEED_CHECK_RETRIES: u32 = 10;
+
 /// A change of a member's standing, for the proxy's other machines (ring, caches, `pias ctl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberEvent {
@@ -127,6 +130,10 @@ pub struct MembershipCounters {
     /// Anti-entropy work dropped from a full per-peer queue.
     pub ae_dropped: u64,
     pub joins_sent: u64,
+    /// Joins a joined proxy sent to seeds it did not see as members (island repair, §7.6).
+    pub seed_rejoins: u64,
+    /// Records messages from strangers ignored (after joining, without the sender's own record).
+    pub stranger_records_ignored: u64,
     pub joins_received: u64,
     /// Join whose record is not the sender's.
     pub bad_joins: u64,
@@ -293,6 +300,8 @@ pub struct Membership {
     next_probe: Instant,
     next_tick: Option<Instant>,
     next_join: Option<Instant>,
+    /// When a joined proxy next checks that its seeds are members (§7.6).
+    next_seed_check: Instant,
     next_reconnect: Instant,
     left_at: Option<Instant>,
     coord: Coord,
@@ -330,6 +339,7 @@ impl Membership {
             next_probe: now + phase,
             next_tick: None,
             next_join: joining.then_some(now),
+            next_seed_check: now,
             next_reconnect: now + cfg.ae_interval,
             cfg,
             ring_key,
@@ -485,8 +495,9 @@ impl Membership {
                 Err(Reject::Replay)
             };
         }
-        let stranger_ok =
-            kind == kind::JOIN || kind == kind::PROBE || (kind == kind::RECORDS && !self.joined());
+        // Records from a stranger pass here; `handle` applies them only while joining or when they carry
+        // the sender's own record (a seed answering our Join: how an island merges, §7.6).
+        let stranger_ok = kind == kind::JOIN || kind == kind::PROBE || kind == kind::RECORDS;
         if !stranger_ok {
             return Err(Reject::UnknownSender);
         }
@@ -510,6 +521,11 @@ impl Membership {
             Message::Probe(p) => self.on_probe(now, from, sender.0, p),
             Message::ProbeAck(p) => self.on_ack(now, from, sender.0, p),
             Message::Records(rs) => {
+                let stranger = self.table.get(sender.0).is_none();
+                if stranger && self.joined() && !rs.iter().any(|r| r.id == sender) {
+                    self.counters.stranger_records_ignored += 1;
+                    return;
+                }
                 for r in rs.iter() {
                     self.counters.records_in += 1;
                     self.apply(now, r, Some(sender.0));
@@ -544,6 +560,7 @@ impl Membership {
         for x in [
             self.next_tick,
             self.next_join,
+            self.joined().then_some(self.next_seed_check),
             self.suspicions.front().map(|e| e.0),
             self.tombstones.front().map(|e| e.0),
         ]
@@ -568,6 +585,18 @@ impl Membership {
             for i in 0..self.cfg.seeds.len() {
                 let addr = self.cfg.seeds[i];
                 if addr != self.me.addr {
+                    self.push_out(Out::Join { addr });
+                }
+            }
+        }
+        if self.joined() && now >= self.next_seed_check {
+            // A joined proxy keeps asking the seeds it does not see as members: if it joined through a seed
+            // that was itself still joining, this is how its island finds the rest of the overlay (§7.6).
+            self.next_seed_check = now + self.cfg.join_retry * SEED_CHECK_RETRIES;
+            for i in 0..self.cfg.seeds.len() {
+                let addr = self.cfg.seeds[i];
+                if addr != self.me.addr && self.id_by_addr(addr).is_none() {
+                    self.counters.seed_rejoins += 1;
                     self.push_out(Out::Join { addr });
                 }
             }

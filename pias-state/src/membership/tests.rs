@@ -195,7 +195,7 @@ fn replay_and_sender_acceptance() {
 }
 
 #[test]
-fn records_accepted_from_strangers_only_while_joining() {
+fn records_from_strangers_apply_while_joining_or_with_the_senders_own_record() {
     let cfg = MembershipConfig {
         seeds: vec![addr_of(7)],
         ..MembershipConfig::default()
@@ -210,7 +210,32 @@ fn records_accepted_from_strangers_only_while_joining() {
         &Message::Records(Records::Slice(&[rec(7, 1, 1, MemberStatus::Alive)])),
     );
     assert!(m.joined());
-    assert_eq!(m.accept(ProxyId(8), 1, kind::RECORDS), Err(Reject::UnknownSender));
+    // After joining, a stranger's Records are accepted by the replay check but applied only when they
+    // carry the sender's own record (a seed answering a Join: island repair, §7.6).
+    assert_eq!(m.accept(ProxyId(8), 1, kind::RECORDS), Ok(()));
+    m.handle(
+        Instant::ZERO,
+        addr_of(8),
+        ProxyId(8),
+        &Message::Records(Records::Slice(&[rec(9, 1, 1, MemberStatus::Alive)])),
+    );
+    assert!(
+        m.get(ProxyId(9)).is_none(),
+        "records from a stranger without its own record are ignored"
+    );
+    assert_eq!(m.counters().stranger_records_ignored, 1);
+    assert_eq!(m.accept(ProxyId(8), 2, kind::RECORDS), Ok(()));
+    m.handle(
+        Instant::ZERO,
+        addr_of(8),
+        ProxyId(8),
+        &Message::Records(Records::Slice(&[
+            rec(8, 1, 1, MemberStatus::Alive),
+            rec(9, 1, 1, MemberStatus::Alive),
+        ])),
+    );
+    assert!(m.get(ProxyId(8)).is_some() && m.get(ProxyId(9)).is_some());
+    assert_eq!(m.accept(ProxyId(10), 1, kind::DIGEST), Err(Reject::UnknownSender));
 }
 
 #[test]
