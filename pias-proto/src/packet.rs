@@ -156,16 +156,27 @@ fn wr16_delta(b: &mut [u8], at: usize, new: u16) -> Delta {
     Delta::ZERO.word(old, new)
 }
 
+/// How a checksum field treats zero.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Zero {
+    /// TCP, ICMP, IPv4 header: zero is an ordinary value.
+    Plain,
+    /// UDP over IPv4: a stored zero means "no checksum" and stays zero; a computed zero is sent as 0xFFFF.
+    Udp4,
+    /// UDP over IPv6: the checksum is mandatory (RFC 8200 §8.1): a stored zero is just a (bad) value and
+    /// is updated like any other; a computed zero is sent as 0xFFFF. Found by the `ip_packet` fuzz target.
+    Udp6,
+}
+
 /// Applies `d` to the checksum stored at `at` and returns the delta of that change (for an enclosing sum).
 #[inline]
-fn apply_at(b: &mut [u8], at: usize, d: Delta, udp: bool) -> Delta {
+fn apply_at(b: &mut [u8], at: usize, d: Delta, zero: Zero) -> Delta {
     let old = rd16(b, at);
-    if udp && old == 0 {
-        // "No checksum" (UDP over IPv4): stays zero.
+    if zero == Zero::Udp4 && old == 0 {
         return Delta::ZERO;
     }
     let mut new = d.apply(old);
-    if udp && new == 0 {
+    if zero != Zero::Plain && new == 0 {
         new = 0xffff;
     }
     wr16(b, at, new);
@@ -635,24 +646,29 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IpPacket<T> {
             port = port.plus(wr16_delta(b, dp_at, p));
         }
         if !v6 {
-            apply_at(b, V4_CSUM, addr, false);
+            apply_at(b, V4_CSUM, addr, Zero::Plain);
         }
         match kind {
             L4::Tcp => {
-                apply_at(b, l4 + TCP_CSUM, addr.plus(port), false);
+                apply_at(b, l4 + TCP_CSUM, addr.plus(port), Zero::Plain);
             }
             L4::Udp => {
-                apply_at(b, l4 + UDP_CSUM, addr.plus(port), true);
+                apply_at(
+                    b,
+                    l4 + UDP_CSUM,
+                    addr.plus(port),
+                    if v6 { Zero::Udp6 } else { Zero::Udp4 },
+                );
             }
             L4::IcmpEcho if v6 => {
-                apply_at(b, l4 + ICMP_CSUM, addr.plus(port), false);
+                apply_at(b, l4 + ICMP_CSUM, addr.plus(port), Zero::Plain);
             }
             L4::IcmpEcho => {
-                apply_at(b, l4 + ICMP_CSUM, port, false);
+                apply_at(b, l4 + ICMP_CSUM, port, Zero::Plain);
                 fix_negative_zero(b, l4, l4 + ICMP_CSUM);
             }
             L4::IcmpError | L4::IcmpOther if v6 => {
-                apply_at(b, l4 + ICMP_CSUM, addr, false);
+                apply_at(b, l4 + ICMP_CSUM, addr, Zero::Plain);
             }
             L4::IcmpError | L4::IcmpOther | L4::None => {}
         }
@@ -727,19 +743,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IpPacket<T> {
         // the ICMP header (8 + a multiple of 4).
         let mut outer = addr.plus(port);
         if !v6 {
-            outer = outer.plus(apply_at(b, i.ip + V4_CSUM, addr, false));
+            outer = outer.plus(apply_at(b, i.ip + V4_CSUM, addr, Zero::Plain));
         }
         let inner_l4 = match i.kind {
-            InnerL4::Tcp if i.l4_avail >= TCP_CSUM + 2 => Some((TCP_CSUM, addr.plus(port), false)),
+            InnerL4::Tcp if i.l4_avail >= TCP_CSUM + 2 => Some((TCP_CSUM, addr.plus(port), Zero::Plain)),
             InnerL4::Tcp => None,
-            InnerL4::Udp => Some((UDP_CSUM, addr.plus(port), true)),
-            InnerL4::Echo if v6 => Some((ICMP_CSUM, addr.plus(port), false)),
-            InnerL4::Echo => Some((ICMP_CSUM, port, false)),
+            InnerL4::Udp => Some((
+                UDP_CSUM,
+                addr.plus(port),
+                if v6 { Zero::Udp6 } else { Zero::Udp4 },
+            )),
+            InnerL4::Echo if v6 => Some((ICMP_CSUM, addr.plus(port), Zero::Plain)),
+            InnerL4::Echo => Some((ICMP_CSUM, port, Zero::Plain)),
         };
         if let Some((at, d, udp)) = inner_l4 {
             outer = outer.plus(apply_at(b, i.l4 + at, d, udp));
         }
-        apply_at(b, l4 + ICMP_CSUM, outer, false);
+        apply_at(b, l4 + ICMP_CSUM, outer, Zero::Plain);
         Ok(())
     }
 
