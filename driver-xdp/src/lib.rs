@@ -41,7 +41,10 @@
 //! # Deployment notes
 //! - Routing uses `bpf_fib_lookup`, which requires IP forwarding on the ingress device (a proxy host has it
 //!   for its TUN) and a resolved neighbour; otherwise the packet passes (counted `xdp_pass_fib`).
-//! - `XDP_TX`/redirect on a veth needs NAPI on the peer: an XDP program (any) attached to the peer, or GRO.
+//! - `XDP_TX`/redirect on a veth needs NAPI on the peer: an XDP program (any) attached to the peer (the lab
+//!   attaches this object, unconfigured, which passes everything). GRO on the peer also gives it NAPI, but
+//!   in the lab (kernel 6.18) the proxy's veth then stalled under load: its transmit queue stayed stopped
+//!   and every local send failed with ENOBUFS (OSPF included) — use an XDP program.
 //! - Locally generated packets crossing a veth carry only a partial checksum; the program passes them
 //!   (`xdp_pass_partial_checksum`). Traffic generators in a lab should send from devices with `tx` checksum
 //!   offload off (`ethtool -K DEV tx off`) to exercise the fast path.
