@@ -68,7 +68,7 @@ pub(crate) fn up(lab: &Lab, wait: bool) -> Result<()> {
     for p in lab.plan.of(Kind::Proxy) {
         if !daemon_running(lab, p, "proxy") {
             start_proxy(lab, p)?;
-            wait_members(lab, Duration::from_secs(10))?;
+            wait_members(lab, Duration::from_secs(30))?;
         }
     }
     // Agents register through the anycast address: start them once every proxy's announcements are in
