@@ -810,3 +810,25 @@ fn islands_formed_through_a_joining_seed_merge() {
     assert!(took.is_some(), "the island never merged with the seed's overlay");
     eprintln!("island merged {:?} after the heal", took.unwrap());
 }
+
+#[test]
+fn members_across_a_long_round_trip_are_not_suspected() {
+    // 160 ms one way: the round trip (320 ms) is longer than the 200 ms probe interval.
+    let mut sim = Sim::new(SimConfig::default(), master());
+    sim.add_proxy((0.0, 0.0), |_| {});
+    sim.add_proxy((160.0, 0.0), |_| {});
+    sim.add_proxy((80.0, 0.0), |_| {});
+    sim.run_for(Duration::from_secs(20));
+    let mut suspects = 0;
+    for i in 0..3 {
+        sim.proxy(i).unwrap().for_each_counter(|n, v| {
+            if n == "member_suspects" {
+                suspects += v;
+            }
+        });
+        for id in 1..=3u32 {
+            assert!(id == i as u32 + 1 || sim.proxy(i).unwrap().membership().is_usable(ProxyId(id)));
+        }
+    }
+    assert_eq!(suspects, 0, "a late ProbeAck must still count as an answer");
+}

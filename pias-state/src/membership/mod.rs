@@ -76,6 +76,9 @@ pub enum Reject {
     BadSender,
 }
 
+/// Probes per neighbour whose acks are still accepted: an ack up to this many probe intervals late counts.
+const PROBE_RING: usize = 4;
+
 /// A joined proxy re-checks its seeds every `SEED_CHECK_RETRIES × join_retry` (10 s by default).
 const SEED_CHECK_RETRIES: u32 = 10;
 
@@ -202,8 +205,10 @@ struct Peer {
     chosen: bool,
     /// Last Probe received from it (reverse neighbour while recent).
     probed_me: Option<Instant>,
-    nonce: u64,
-    probe_sent: Option<Instant>,
+    /// The last few probes' nonces and send times: an ack for any of them answers (a round trip may be
+    /// longer than the probe interval, §7.2).
+    probes: [(u64, Option<Instant>); PROBE_RING],
+    probe_at: usize,
     outstanding: bool,
     missed: u32,
     mismatches: u8,
@@ -219,8 +224,8 @@ impl Peer {
         Peer {
             chosen: false,
             probed_me: None,
-            nonce: 0,
-            probe_sent: None,
+            probes: [(0, None); PROBE_RING],
+            probe_at: 0,
             outstanding: false,
             missed: 0,
             mismatches: 0,
@@ -1003,8 +1008,8 @@ impl Membership {
                     suspect = p.missed >= self.cfg.suspect_after;
                 }
                 p.outstanding = true;
-                p.nonce = nonce;
-                p.probe_sent = None;
+                p.probe_at = (p.probe_at + 1) % PROBE_RING;
+                p.probes[p.probe_at] = (nonce, None);
             }
             if suspect
                 && let Some(m) = self.table.get(id)
@@ -1056,11 +1061,13 @@ impl Membership {
         let mut rtt = None;
         if let Some(peer) = self.peers.get_mut(&sender)
             && peer.outstanding
-            && peer.nonce == p.nonce
+            && let Some(slot) = peer.probes.iter_mut().find(|(n, _)| *n == p.nonce && *n != 0)
         {
             peer.outstanding = false;
             peer.missed = 0;
-            rtt = peer.probe_sent.map(|t| now - t);
+            rtt = slot.1.map(|t| now - t);
+            // Each nonce answers once.
+            slot.0 = 0;
             self.counters.acks += 1;
         } else {
             self.counters.acks_unmatched += 1;
@@ -1284,9 +1291,9 @@ impl Membership {
                     return Step::Blocked;
                 };
                 if let Some(p) = self.peers.get_mut(&to)
-                    && p.nonce == nonce
+                    && let Some(slot) = p.probes.iter_mut().find(|(n, _)| *n == nonce)
                 {
-                    p.probe_sent = Some(now);
+                    slot.1 = Some(now);
                 }
                 self.counters.probes_sent += 1;
                 Step::Sent(Transmit {
