@@ -499,8 +499,11 @@ fn udp_through_two_proxies(set: Setup) {
     let c2 = lab.ctl("p2.sock", "counters");
     let iap_to_rap = c1.num("iap_to_rap").unwrap() + c2.num("iap_to_rap").unwrap();
     assert!(iap_to_rap >= 1, "no first packet through a RAP: {c1:?}");
+    // Packets sent before the RAP's Answer reached the IAP also go through the RAP (the first reply comes
+    // straight from the JAP and can beat the Answer); every other packet goes IAP->JAP.
+    let (to_jap, to_rap) = (c1.num("iap_to_jap").unwrap(), c1.num("iap_to_rap").unwrap());
     assert!(
-        c1.num("iap_to_jap").unwrap() >= 10,
+        to_jap + to_rap >= 11 && to_jap >= 5,
         "later packets not IAP->JAP: {c1:?}"
     );
     assert!(c2.num("jap_delivered").unwrap() >= 11, "{c2:?}");
