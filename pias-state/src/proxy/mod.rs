@@ -1086,11 +1086,7 @@ impl Proxy {
             let Some(tr) = self.nat.lookup_forward(&quoted.reversed(), len, now) else {
                 return Verdict::Drop(DropReason::NoBinding);
             };
-            if ip.set_src_addr(tr.src).is_err()
-                || ip.set_dst_addr(tr.dst).is_err()
-                || ip.set_icmp_inner_src(tr.dst, tr.dst_port).is_err()
-                || ip.set_icmp_inner_dst(tr.src, tr.src_port).is_err()
-            {
+            if !translate_icmp_error(&mut ip, &tr) {
                 return Verdict::Drop(DropReason::Malformed);
             }
             self.counters.jap_delivered += 1;
@@ -1289,11 +1285,7 @@ impl Proxy {
             let Some(tr) = self.nat.lookup_reverse(&quoted.reversed(), len, now) else {
                 return Verdict::Drop(DropReason::NoBinding);
             };
-            if ip.set_src_addr(tr.src).is_err()
-                || ip.set_dst_addr(tr.dst).is_err()
-                || ip.set_icmp_inner_src(tr.dst, tr.dst_port).is_err()
-                || ip.set_icmp_inner_dst(tr.src, tr.src_port).is_err()
-            {
+            if !translate_icmp_error(&mut ip, &tr) {
                 return Verdict::Drop(DropReason::Malformed);
             }
             self.counters.jap_replies += 1;
@@ -1452,6 +1444,16 @@ fn packet_flow<T: AsRef<[u8]>>(ip: &IpPacket<T>) -> Option<FlowKey> {
         return None;
     }
     Some(flow)
+}
+
+/// Applies a binding's translation to an ICMP error about that flow (SPEC.md §11.5): the outer packet takes
+/// the translation's addresses, the quoted packet — which travelled the other way — the reverse. Used in
+/// both directions: client errors towards a target and target errors towards a client.
+fn translate_icmp_error(ip: &mut IpPacket<&mut [u8]>, tr: &crate::nat::Translation) -> bool {
+    ip.set_src_addr(tr.src).is_ok()
+        && ip.set_dst_addr(tr.dst).is_ok()
+        && ip.set_icmp_inner_src(tr.dst, tr.dst_port).is_ok()
+        && ip.set_icmp_inner_dst(tr.src, tr.src_port).is_ok()
 }
 
 /// Whether an oversize packet may still be sent (IPv4 without DF: the outer datagram may be fragmented).
