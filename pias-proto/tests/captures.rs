@@ -7,47 +7,22 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use pias_proto::IpProtocol;
 use pias_proto::packet::{IpPacket, IpVersion};
+use pias_proto::pcap::PcapReader;
 
-/// Packets of a classic pcap file (either byte order, microsecond or nanosecond), as IP packets: the link
-/// layer is stripped according to the link type (Ethernet, raw IP, Linux cooked v1). Non-IP frames are
-/// skipped.
+/// The IP packets of a capture (pias_proto's pcap reader strips the link layer; non-IP frames are skipped).
 fn read_pcap(bytes: &[u8]) -> Vec<Vec<u8>> {
-    assert!(bytes.len() >= 24, "pcap global header");
-    let magic = u32::from_le_bytes(bytes[..4].try_into().unwrap());
-    let le = match magic {
-        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
-        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
-        m => panic!("not a pcap file: magic {m:#x}"),
-    };
-    let u32_at = |at: usize| {
-        let a: [u8; 4] = bytes[at..at + 4].try_into().unwrap();
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    let linktype = u32_at(20) & 0x0fff_ffff;
-    let mut out = Vec::new();
-    let mut at = 24;
-    while at + 16 <= bytes.len() {
-        let incl = u32_at(at + 8) as usize;
-        let orig = u32_at(at + 12) as usize;
-        assert_eq!(incl, orig, "fixtures are captured with -s 0");
-        let frame = &bytes[at + 16..at + 16 + incl];
-        at += 16 + incl;
-        let (ethertype, ip) = match linktype {
-            1 => (u16::from_be_bytes([frame[12], frame[13]]), &frame[14..]),
-            101 => (if frame[0] >> 4 == 6 { 0x86dd } else { 0x0800 }, frame),
-            113 => (u16::from_be_bytes([frame[14], frame[15]]), &frame[16..]),
-            t => panic!("unsupported link type {t}"),
-        };
-        if ethertype == 0x0800 || ethertype == 0x86dd {
-            out.push(ip.to_vec());
-        }
-    }
-    assert_eq!(at, bytes.len(), "pcap ends on a record boundary");
-    out
+    PcapReader::new(bytes)
+        .expect("pcap global header")
+        .map(|r| r.expect("pcap ends on a record boundary"))
+        .inspect(|r| {
+            assert_eq!(
+                r.data.len(),
+                r.orig_len as usize,
+                "fixtures are captured with -s 0"
+            )
+        })
+        .filter_map(|r| r.ip().map(<[u8]>::to_vec))
+        .collect()
 }
 
 fn load(name: &str) -> Vec<Vec<u8>> {
