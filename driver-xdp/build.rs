@@ -1,4 +1,6 @@
-//! Compiles `bpf/pias_xdp.c` with the system's clang (`-O2 -g -target bpf`). Nothing is downloaded.
+//! Compiles `bpf/pias_xdp.c` twice with the system's clang (`-O2 -g -target bpf`): for the XDP hook
+//! (`pias_xdp.o`) and for the TC ingress hook (`-DPIAS_HOOK_TC`, `pias_tc.o`; see `bpf/hook.h`). Nothing is
+//! downloaded.
 //!
 //! Needs the Debian packages `clang` (the compiler), `libbpf-dev` (`bpf/bpf_helpers.h`) and `linux-libc-dev`
 //! (`linux/bpf.h`, pulled in by libbpf-dev). `CLANG` overrides the compiler's path.
@@ -15,11 +17,12 @@ const SOURCES: &[&str] = &[
     "parse.h",
     "rewrite.h",
     "encap.h",
+    "hook.h",
 ];
 
 fn main() {
     let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("pias_xdp.o");
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     for s in SOURCES {
         println!("cargo:rerun-if-changed=bpf/{s}");
     }
@@ -32,22 +35,26 @@ fn main() {
              (apt-get install -y clang libbpf-dev)"
         );
     }
-    let status = Command::new(&clang)
-        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
-        .arg("-I/usr/include/x86_64-linux-gnu")
-        .arg("-I")
-        .arg(dir.join("bpf"))
-        .arg("-c")
-        .arg(dir.join("bpf/pias_xdp.c"))
-        .arg("-o")
-        .arg(&out)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!("driver-xdp: `{clang}` failed to compile bpf/pias_xdp.c ({s})"),
-        Err(e) => panic!(
-            "driver-xdp: cannot run `{clang}` ({e}); install the Debian package `clang` \
-             (apt-get install -y clang libbpf-dev), or point CLANG at a clang that targets bpf"
-        ),
+    for (out, define) in [("pias_xdp.o", None), ("pias_tc.o", Some("-DPIAS_HOOK_TC"))] {
+        let out = out_dir.join(out);
+        let status = Command::new(&clang)
+            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+            .args(define)
+            .arg("-I/usr/include/x86_64-linux-gnu")
+            .arg("-I")
+            .arg(dir.join("bpf"))
+            .arg("-c")
+            .arg(dir.join("bpf/pias_xdp.c"))
+            .arg("-o")
+            .arg(&out)
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => panic!("driver-xdp: `{clang}` failed to compile bpf/pias_xdp.c {define:?} ({s})"),
+            Err(e) => panic!(
+                "driver-xdp: cannot run `{clang}` ({e}); install the Debian package `clang` \
+                 (apt-get install -y clang libbpf-dev), or point CLANG at a clang that targets bpf"
+            ),
+        }
     }
 }

@@ -27,6 +27,7 @@
 #include "parse.h"
 #include "rewrite.h"
 #include "encap.h"
+#include "hook.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -34,21 +35,12 @@
 static __always_inline int pass(__u32 reason)
 {
 	count(reason);
-	return XDP_PASS;
-}
-
-/* Drops bytes after the IP packet (Ethernet padding) so that what we forward is the packet itself. */
-static __always_inline int trim(struct xdp_md *ctx, __u32 want)
-{
-	__u32 have = ctx->data_end - ctx->data;
-	if (have > want)
-		return bpf_xdp_adjust_tail(ctx, -(int)(have - want));
-	return 0;
+	return ACT_PASS;
 }
 
 /* Next hop for an IPv4/IPv6 destination. Returns the egress ifindex with MACs in `mac` (dst then src), or
  * 0 when the kernel has no complete route/neighbour (the slow path then handles the packet). */
-static __always_inline __u32 fib_next_hop(struct xdp_md *ctx, __u8 family, const __u8 *src, const __u8 *dst,
+static __always_inline __u32 fib_next_hop(pias_ctx *ctx, __u8 family, const __u8 *src, const __u8 *dst,
 					  __u8 proto, __u16 len, __u8 mac[12])
 {
 	struct bpf_fib_lookup p;
@@ -76,15 +68,8 @@ static __always_inline __u32 fib_next_hop(struct xdp_md *ctx, __u8 family, const
 	return p.ifindex;
 }
 
-static __always_inline int send(struct xdp_md *ctx, __u32 ifindex)
-{
-	if (ifindex == 0 || ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
-	return bpf_redirect(ifindex, 0);
-}
-
 /* Writes the Ethernet header at the (new) start of the frame. */
-static __always_inline int write_eth(struct xdp_md *ctx, const __u8 mac[12], __u16 proto)
+static __always_inline int write_eth(pias_ctx *ctx, const __u8 mac[12], __u16 proto)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
@@ -116,7 +101,7 @@ static __always_inline int tcp_control(const struct pkt_info *pi)
  * overlay socket to the target's address at the overlay port: the received frame's headers are rewritten in
  * place (same sizes), the inner packet is not touched (its TTL neither: the slow path delivers it from a
  * socket, not by forwarding). */
-static __always_inline int jap_tunnel(struct xdp_md *ctx, const struct pias_cfg *cfg, struct pias_nat *nat,
+static __always_inline int jap_tunnel(pias_ctx *ctx, const struct pias_cfg *cfg, struct pias_nat *nat,
 				      const struct pkt_info *pi, __u8 mac[12])
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
@@ -129,23 +114,24 @@ static __always_inline int jap_tunnel(struct xdp_md *ctx, const struct pias_cfg 
 		if (!ifindex)
 			return pass(C_PASS_FIB);
 	}
-	if (trim(ctx, ETH_HLEN + PIAS_ENCAP_V4_LEN + pi->ip_len))
+	if (hook_trim(ctx, ETH_HLEN + PIAS_ENCAP_V4_LEN + pi->ip_len))
 		return pass(C_PASS_ADJUST);
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
 	sum = inner_header_sum(data, end, ETH_HLEN + PIAS_ENCAP_V4_LEN, pi->family) +
 	      (__u16)~csum_fold64(inner_pseudo_sum(pi));
 	if (write_eth(ctx, mac, bpf_htons(ETH_P_IP)))
-		return XDP_ABORTED;
+		return ACT_ABORTED;
 	if (write_encap_v4(data, end, cfg, nat->dst, nat->dport, pi->family, pi->ip_len, sum, PIAS_FLAG_TO_TARGET, 0))
-		return XDP_ABORTED;
+		return ACT_ABORTED;
 	touch_nat(nat, pi->ip_len);
 	count(C_JAP_TUNNEL_HIT);
-	return send(ctx, ifindex);
+	hook_rewritten(ctx);
+	return hook_send(ctx, cfg, ifindex);
 }
 
 /* ---- JAP: data frame → target ---- */
-static __always_inline int jap_forward(struct xdp_md *ctx, const struct pias_cfg *cfg, struct ethhdr *eth,
+static __always_inline int jap_forward(pias_ctx *ctx, const struct pias_cfg *cfg, struct ethhdr *eth,
 				       struct iphdr *oip, struct udphdr *ouh)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
@@ -206,25 +192,26 @@ static __always_inline int jap_forward(struct xdp_md *ctx, const struct pias_cfg
 			return pass(C_PASS_FIB);
 	}
 	/* Commit: drop Ethernet padding, strip the outer headers, rewrite, send. */
-	if (trim(ctx, ETH_HLEN + PIAS_ENCAP_V4_LEN + pi.ip_len))
+	if (hook_trim(ctx, ETH_HLEN + PIAS_ENCAP_V4_LEN + pi.ip_len))
 		return pass(C_PASS_ADJUST);
-	if (bpf_xdp_adjust_head(ctx, PIAS_ENCAP_V4_LEN))
+	if (hook_pop(ctx, PIAS_ENCAP_V4_LEN, pi.family))
 		return pass(C_PASS_ADJUST);
 	if (write_eth(ctx, mac, inner_proto))
-		return XDP_ABORTED;
+		return ACT_ABORTED;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
 	if (nat_rewrite(data, end, ETH_HLEN, &pi, nat))
-		return XDP_ABORTED;
+		return ACT_ABORTED;
 	if (ifindex)
 		ttl_decrement(data, end, ETH_HLEN, pi.family);
 	touch_nat(nat, pi.ip_len);
 	count(C_JAP_FWD_HIT);
-	return send(ctx, ifindex);
+	hook_rewritten(ctx);
+	return hook_send(ctx, cfg, ifindex);
 }
 
 /* ---- JAP: target's reply → client ---- */
-static __always_inline int jap_reverse(struct xdp_md *ctx, const struct pias_cfg *cfg, struct pias_nat *nat,
+static __always_inline int jap_reverse(pias_ctx *ctx, const struct pias_cfg *cfg, struct pias_nat *nat,
 				       const struct pkt_info *pi, __u16 eth_proto)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
@@ -247,19 +234,20 @@ static __always_inline int jap_reverse(struct xdp_md *ctx, const struct pias_cfg
 		if (!ifindex)
 			return pass(C_PASS_FIB);
 	}
-	if (trim(ctx, ETH_HLEN + pi->ip_len))
+	if (hook_trim(ctx, ETH_HLEN + pi->ip_len))
 		return pass(C_PASS_ADJUST);
 	if (ifindex && write_eth(ctx, mac, eth_proto))
-		return XDP_ABORTED;
+		return ACT_ABORTED;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
 	if (nat_rewrite(data, end, ETH_HLEN, pi, nat))
-		return XDP_ABORTED;
+		return ACT_ABORTED;
 	if (ifindex)
 		ttl_decrement(data, end, ETH_HLEN, pi->family);
 	touch_nat(nat, pi->ip_len);
 	count(C_JAP_REV_HIT);
-	return send(ctx, ifindex);
+	hook_rewritten(ctx);
+	return hook_send(ctx, cfg, ifindex);
 }
 
 /* ---- IAP: client packet → JAP ---- */
@@ -276,7 +264,7 @@ static __always_inline struct pias_group *group_of(const struct pkt_info *pi)
 	return bpf_map_lookup_elem(&pias_groups, &ta);
 }
 
-static __always_inline int iap_encap(struct xdp_md *ctx, const struct pias_cfg *cfg, struct pias_group *grp,
+static __always_inline int iap_encap(pias_ctx *ctx, const struct pias_cfg *cfg, struct pias_group *grp,
 				     const struct pkt_info *pi)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
@@ -324,7 +312,7 @@ static __always_inline int iap_encap(struct xdp_md *ctx, const struct pias_cfg *
 		if (!ifindex)
 			return pass(C_PASS_FIB);
 	}
-	if (trim(ctx, ETH_HLEN + pi->ip_len))
+	if (hook_trim(ctx, ETH_HLEN + pi->ip_len))
 		return pass(C_PASS_ADJUST);
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
@@ -332,25 +320,26 @@ static __always_inline int iap_encap(struct xdp_md *ctx, const struct pias_cfg *
 		ttl_decrement(data, end, ETH_HLEN, pi->family); /* before the inner header is summed */
 	sum = inner_header_sum(data, end, ETH_HLEN, pi->family) + (__u16)~csum_fold64(inner_pseudo_sum(pi));
 
-	if (bpf_xdp_adjust_head(ctx, -PIAS_ENCAP_V4_LEN))
+	if (hook_push(ctx, PIAS_ENCAP_V4_LEN, pi->family))
 		return pass(C_PASS_ADJUST);
 	if (write_eth(ctx, mac, bpf_htons(ETH_P_IP)))
-		return XDP_ABORTED;
+		return ACT_ABORTED;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
 	if (write_encap_v4(data, end, cfg, jap->addr, jap->port, pi->family, pi->ip_len, sum, 0, PIAS_INITIAL_HOPS))
-		return XDP_ABORTED;
+		return ACT_ABORTED;
 	grp->last_used_ns = now;
 	grp->packets += 1;
 	count(C_IAP_HIT);
-	return send(ctx, ifindex);
+	hook_rewritten(ctx);
+	return hook_send(ctx, cfg, ifindex);
 }
 
-SEC("xdp")
-int pias_xdp(struct xdp_md *ctx)
+SEC(PIAS_SECTION)
+int PIAS_PROGRAM(pias_ctx *ctx)
 {
-	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
+	void *data, *end;
+	struct ethhdr *eth;
 	struct pias_cfg *cfg;
 	struct pias_group *grp;
 	struct pias_nat *nat;
@@ -361,6 +350,12 @@ int pias_xdp(struct xdp_md *ctx)
 	cfg = bpf_map_lookup_elem(&pias_cfg, &zero);
 	if (!cfg || !(cfg->flags & CFG_ENABLED))
 		return pass(C_PASS_NO_CFG);
+	r = hook_prepare(ctx);
+	if (r)
+		return pass(r);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = data;
 	if ((void *)(eth + 1) > end)
 		return pass(C_PASS_TRUNCATED);
 	eth_proto = eth->h_proto;

@@ -27,6 +27,9 @@
 /* Route hits with bpf_fib_lookup + XDP_TX/bpf_redirect. Without it a hit returns XDP_TX with the
  * received Ethernet addresses (what BPF_PROG_TEST_RUN fixtures compare). */
 #define CFG_FIB 0x02
+/* TC hook on a veth: a frame going back out of its interface is handed to the peer's receive path
+ * (bpf_redirect_peer) instead of being transmitted. */
+#define CFG_PEER 0x04
 
 /* The one configuration entry (ARRAY map "pias_cfg", key 0). */
 struct pias_cfg {
@@ -135,6 +138,7 @@ enum pias_counter {
 	C_PASS_PARTIAL_CSUM,
 	C_PASS_TTL,
 	C_JAP_TUNNEL_HIT,
+	C_PASS_GSO,
 	C_MAX,
 };
 

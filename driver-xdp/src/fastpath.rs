@@ -13,8 +13,8 @@ use aya::programs::XdpMode;
 use pias_state::proxy::Proxy;
 use pias_state::time::Instant;
 
-use crate::loader::{Sizes, XdpError, XdpProgram};
-use crate::maps::{CFG_ENABLED, CFG_FIB, COUNTER_NAMES, Config};
+use crate::loader::{Hook, Sizes, XdpError, XdpProgram, is_veth};
+use crate::maps::{CFG_ENABLED, CFG_FIB, CFG_PEER, COUNTER_NAMES, Config};
 use crate::sync::{Activity, MapSync, ktime_now};
 
 /// The program attached for one proxy, and its map sync.
@@ -28,10 +28,21 @@ pub struct XdpFastPath {
 
 impl XdpFastPath {
     /// Loads the program for `proxy`, fills its maps from the proxy's state, and attaches it to each of
-    /// `interfaces` (native mode, else generic with a log line). Hits are routed with `bpf_fib_lookup`, which
-    /// needs IP forwarding on (a proxy host has it for its TUN anyway).
-    pub fn start(proxy: &Proxy, interfaces: &[&str], sizes: Sizes, now: Instant) -> Result<Self, XdpError> {
-        let mut me = Self::detached(proxy, sizes, CFG_ENABLED | CFG_FIB, now)?;
+    /// `interfaces` at `hook` (XDP: native mode, else generic with a log line; TC: ingress). Hits are routed
+    /// with `bpf_fib_lookup`, which needs IP forwarding on (a proxy host has it for its TUN anyway). On the
+    /// TC hook with only veths, frames sent back out of their interface enter the peer directly.
+    pub fn start(
+        proxy: &Proxy,
+        interfaces: &[&str],
+        sizes: Sizes,
+        hook: Hook,
+        now: Instant,
+    ) -> Result<Self, XdpError> {
+        let mut flags = CFG_ENABLED | CFG_FIB;
+        if hook == Hook::Tc && !interfaces.is_empty() && interfaces.iter().all(|i| is_veth(i)) {
+            flags |= CFG_PEER;
+        }
+        let mut me = Self::detached(proxy, sizes, hook, flags, now)?;
         for i in interfaces {
             let mode = me.prog.attach(i)?;
             me.modes.push((i.to_string(), mode));
@@ -41,8 +52,14 @@ impl XdpFastPath {
 
     /// Loaded and synced but attached nowhere (`flags` as [`Config::flags`]): for tests and benchmarks with
     /// `BPF_PROG_TEST_RUN` ([`XdpFastPath::program`]).
-    pub fn detached(proxy: &Proxy, sizes: Sizes, flags: u8, now: Instant) -> Result<Self, XdpError> {
-        let (prog, maps) = XdpProgram::load(sizes)?;
+    pub fn detached(
+        proxy: &Proxy,
+        sizes: Sizes,
+        hook: Hook,
+        flags: u8,
+        now: Instant,
+    ) -> Result<Self, XdpError> {
+        let (prog, maps) = XdpProgram::load_hook(sizes, hook)?;
         let mut sync = MapSync::new(maps);
         sync.maps_mut()
             .config

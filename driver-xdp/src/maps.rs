@@ -16,6 +16,9 @@ pub const SLOTS: usize = 251;
 pub const CFG_ENABLED: u8 = 0x01;
 /// `pias_cfg.flags`: route hits with `bpf_fib_lookup`; off, a hit is `XDP_TX` with the received MACs.
 pub const CFG_FIB: u8 = 0x02;
+/// `pias_cfg.flags`: TC hook on veths only: a frame sent back out of its interface goes straight into the
+/// peer's receive path (`bpf_redirect_peer`) instead of through the veth's transmit.
+pub const CFG_PEER: u8 = 0x04;
 /// `pias_jap.flags`: the JAP is this proxy (the slow path delivers).
 pub const JAP_LOCAL: u8 = 0x01;
 /// `pias_nat.flags`: a TCP binding the core saw established.
@@ -245,7 +248,7 @@ unsafe impl aya::Pod for Nat {}
 unsafe impl aya::Pod for SockAddr {}
 
 /// The program's per-CPU counters, in `enum pias_counter` order.
-pub const COUNTER_NAMES: [&str; 25] = [
+pub const COUNTER_NAMES: [&str; 26] = [
     "xdp_iap_hit",
     "xdp_jap_forward_hit",
     "xdp_jap_reverse_hit",
@@ -271,6 +274,7 @@ pub const COUNTER_NAMES: [&str; 25] = [
     "xdp_pass_partial_checksum",
     "xdp_pass_ttl",
     "xdp_jap_tunnel_hit",
+    "xdp_pass_gso",
 ];
 
 /// Index of a counter by name, for tests.

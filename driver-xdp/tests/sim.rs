@@ -7,7 +7,7 @@ use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
 use driver_xdp::maps::{CFG_ENABLED, counter};
-use driver_xdp::{RunResult, Sizes, XdpFastPath, verdict};
+use driver_xdp::{Hook, RunResult, Sizes, XdpFastPath, verdict};
 use pias_proto::auth::MasterKey;
 use pias_proto::build::udp_packet;
 use pias_proto::packet::IpPacket;
@@ -16,7 +16,7 @@ use pias_proto::{IpProtocol, ProxyId};
 use pias_sim::{Sim, SimConfig};
 use pias_state::proxy::{HEADROOM, PacketBuf, Proxy, Verdict};
 
-fn rig_for(proxy: &Proxy, now: pias_state::time::Instant) -> XdpFastPath {
+fn rig_for(hook: Hook, proxy: &Proxy, now: pias_state::time::Instant) -> XdpFastPath {
     XdpFastPath::detached(
         proxy,
         Sizes {
@@ -24,10 +24,16 @@ fn rig_for(proxy: &Proxy, now: pias_state::time::Instant) -> XdpFastPath {
             nat: 1024,
             members: 64,
         },
+        hook,
         CFG_ENABLED,
         now,
     )
-    .unwrap_or_else(|e| panic!("loading the XDP program failed: {e} (this test needs root)"))
+    .unwrap_or_else(|e| {
+        panic!(
+            "loading the {} program failed: {e} (this test needs root)",
+            hook.name()
+        )
+    })
 }
 
 fn eth(ip: &[u8]) -> Vec<u8> {
@@ -75,8 +81,7 @@ fn tx(r: &RunResult) -> &[u8] {
     &r.frame[14..]
 }
 
-#[test]
-fn programs_mirror_real_proxies_byte_for_byte() {
+fn programs_mirror_real_proxies_byte_for_byte(hook: Hook) {
     let mut sim = Sim::new(SimConfig::default(), MasterKey::from_bytes([0x5a; 32]));
     for i in 0..5 {
         sim.add_proxy((10.0 * i as f64, 0.0), |_| {});
@@ -104,7 +109,7 @@ fn programs_mirror_real_proxies_byte_for_byte() {
     assert_ne!(iap_i, jap_i, "the JAP is another proxy");
 
     // The IAP: every flow of the group, through the proxy and through the program.
-    let iap_fp = rig_for(sim.proxy(iap_i).unwrap(), now);
+    let iap_fp = rig_for(hook, sim.proxy(iap_i).unwrap(), now);
     let gaddr = SocketAddr::new(group.ip, group.port);
     for sport in 41000..41064u16 {
         let pkt = udp(SocketAddr::new(client_ip, sport), gaddr, b"flow payload");
@@ -132,7 +137,7 @@ fn programs_mirror_real_proxies_byte_for_byte() {
     );
 
     // The JAP: the flows that have bindings, as data frames from the IAP, and the target's replies.
-    let jap_fp = rig_for(sim.proxy(jap_i).unwrap(), now);
+    let jap_fp = rig_for(hook, sim.proxy(jap_i).unwrap(), now);
     let iap_addr = sim.proxy(iap_i).unwrap().config().overlay_addr;
     let jap_addr = sim.proxy(jap_i).unwrap().config().overlay_addr;
     let bindings: Vec<_> = sim.proxy(jap_i).unwrap().nat().iter().collect();
@@ -183,8 +188,7 @@ fn programs_mirror_real_proxies_byte_for_byte() {
     );
 }
 
-#[test]
-fn tunnel_mode_frames_match_the_proxy() {
+fn tunnel_mode_frames_match_the_proxy(hook: Hook) {
     let mut sim = Sim::new(SimConfig::default(), MasterKey::from_bytes([0x5a; 32]));
     for i in 0..5 {
         sim.add_proxy((10.0 * i as f64, 0.0), |_| {});
@@ -214,7 +218,7 @@ fn tunnel_mode_frames_match_the_proxy() {
         .unwrap()
         .0;
     let jap_i = sim.proxy_index(jap_id).unwrap();
-    let fp = rig_for(sim.proxy(jap_i).unwrap(), now);
+    let fp = rig_for(hook, sim.proxy(jap_i).unwrap(), now);
     let iap_addr = sim.proxy(iap_i).unwrap().config().overlay_addr;
     let jap_addr = sim.proxy(jap_i).unwrap().config().overlay_addr;
     let bindings: Vec<_> = sim.proxy(jap_i).unwrap().nat().iter().collect();
@@ -254,3 +258,26 @@ fn tunnel_mode_frames_match_the_proxy() {
     let c = fp.sync().maps().counters().unwrap();
     assert_eq!(c[counter("xdp_jap_tunnel_hit")], 2);
 }
+
+/// Each test once per hook (the one C source built for XDP and for TC ingress).
+macro_rules! on_each_hook {
+    ($($name:ident),* $(,)?) => {
+        mod xdp {
+            $(#[test]
+            fn $name() {
+                super::$name(driver_xdp::Hook::Xdp)
+            })*
+        }
+        mod tc {
+            $(#[test]
+            fn $name() {
+                super::$name(driver_xdp::Hook::Tc)
+            })*
+        }
+    };
+}
+
+on_each_hook!(
+    programs_mirror_real_proxies_byte_for_byte,
+    tunnel_mode_frames_match_the_proxy
+);

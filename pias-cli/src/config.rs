@@ -41,6 +41,8 @@ sysctls = true                          # set ip_forward (and IPv6 forwarding) a
 # [xdp]                                 # with driver = "xdp": the XDP fast path (driver-xdp) on these interfaces
 # interfaces = ["eth0"]                 # native mode, else generic (skb) mode with a log line; detached on exit
 # slow_path = "tokio"                   # what runs everything the program passes: "tokio" or "mio"
+# hook = "xdp"                          # "xdp" for NICs with an XDP driver; "tc" (TC ingress) for veth and
+#                                       # other virtual interfaces, where XDP copies every packet
 
 [metrics]
 listen = "127.0.0.1:9851"               # Prometheus text format on http://ADDR/metrics; omit to disable
@@ -127,6 +129,7 @@ struct RawXdp {
     #[serde(default)]
     interfaces: Vec<String>,
     slow_path: Option<String>,
+    hook: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +252,8 @@ pub(crate) enum Driver {
 pub(crate) struct XdpSettings {
     /// Interfaces the program is attached to.
     pub(crate) interfaces: Vec<String>,
+    /// Where: XDP (NICs with an XDP driver) or TC ingress (veth and other virtual interfaces).
+    pub(crate) hook: driver_xdp::Hook,
 }
 
 /// A validated configuration, ready for the driver.
@@ -582,10 +587,20 @@ fn xdp_settings(x: Option<&RawXdp>) -> Result<(Driver, Option<XdpSettings>), Con
             );
         }
     };
+    let hook = match x.hook.as_deref() {
+        None => driver_xdp::Hook::Xdp,
+        Some(h) => h.parse().or_else(|e: String| {
+            err(
+                "xdp.hook",
+                format!("{e} (xdp for NICs with an XDP driver, tc for veth and other virtual interfaces)"),
+            )
+        })?,
+    };
     Ok((
         slow,
         Some(XdpSettings {
             interfaces: x.interfaces.clone(),
+            hook,
         }),
     ))
 }
@@ -985,7 +1000,21 @@ nat_pool = ["10.251.0.161"]
         ))
         .unwrap();
         assert_eq!(c.runtime, Driver::Mio);
-        assert_eq!(c.xdp.unwrap().interfaces, ["eth0", "eth1"]);
+        let x = c.xdp.unwrap();
+        assert_eq!(x.interfaces, ["eth0", "eth1"]);
+        assert_eq!(x.hook, driver_xdp::Hook::Xdp);
+        let c = parse_str(&format!(
+            "{}\n[xdp]\ninterfaces = [\"veth0\"]\nhook = \"tc\"\n",
+            minimal().replace("id = 7", "id = 7\ndriver = \"xdp\"")
+        ))
+        .unwrap();
+        assert_eq!(c.xdp.unwrap().hook, driver_xdp::Hook::Tc);
+        let e = parse_str(&format!(
+            "{}\n[xdp]\ninterfaces = [\"veth0\"]\nhook = \"egress\"\n",
+            minimal().replace("id = 7", "id = 7\ndriver = \"xdp\"")
+        ))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("xdp.hook: unknown hook"), "{e}");
         let c = parse_str(&format!(
             "{}\n[xdp]\ninterfaces = [\"eth0\"]\n",
             minimal().replace("id = 7", "id = 7\ndriver = \"xdp\"")

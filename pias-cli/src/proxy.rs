@@ -161,17 +161,25 @@ fn run_mio(cfg: &crate::config::Config) -> anyhow::Result<DriverCounters> {
 }
 
 /// `driver = "xdp"`: loads the XDP program, fills its maps from the proxy's state, and attaches it to each
-/// interface (native mode, else generic mode with a log line). Detached when the driver drops it.
+/// interface (XDP: native mode, else generic mode with a log line; or TC ingress). Detached when the driver
+/// drops it.
 fn start_xdp(
     x: &crate::config::XdpSettings,
     p: &pias_state::proxy::Proxy,
     now: pias_state::Instant,
 ) -> anyhow::Result<Box<dyn driver_common::FastPath>> {
     let ifaces: Vec<&str> = x.interfaces.iter().map(String::as_str).collect();
-    let f = driver_xdp::XdpFastPath::start(p, &ifaces, driver_xdp::Sizes::default(), now)
-        .with_context(|| format!("starting the XDP fast path on {}", x.interfaces.join(", ")))?;
+    let f = driver_xdp::XdpFastPath::start(p, &ifaces, driver_xdp::Sizes::default(), x.hook, now)
+        .with_context(|| {
+            format!(
+                "starting the fast path ({} hook) on {}",
+                x.hook.name(),
+                x.interfaces.join(", ")
+            )
+        })?;
     for (iface, mode) in f.modes() {
         match mode {
+            _ if x.hook == driver_xdp::Hook::Tc => info!(%iface, hook = "tc", "fast path attached at TC ingress"),
             driver_xdp::XdpMode::Driver => info!(%iface, mode = "native", "XDP attached"),
             _ => warn!(
                 %iface,

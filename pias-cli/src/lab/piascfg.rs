@@ -90,14 +90,16 @@ pub(crate) fn proxy_config(lab: &Lab, p: &Node) -> String {
     );
     let _ = writeln!(c, "seeds = [{}]", q(seeds));
     let _ = writeln!(c, "seed = {}", p.index);
-    let _ = writeln!(c, "driver = \"{}\"", t.driver);
-    if t.driver == "xdp" {
+    if let Some(hook) = lab.plan.fast_path_hook() {
         // The program on the proxy's only interface (towards its router); everything it passes goes to tokio.
+        let _ = writeln!(c, "driver = \"xdp\"");
         let _ = writeln!(
             c,
-            "\n[xdp]\ninterfaces = [\"{}\"]\nslow_path = \"tokio\"",
+            "\n[xdp]\ninterfaces = [\"{}\"]\nslow_path = \"tokio\"\nhook = \"{hook}\"",
             p.ifaces[0].name
         );
+    } else {
+        let _ = writeln!(c, "driver = \"{}\"", t.driver);
     }
     let _ = writeln!(c, "\n[tun]\nname = \"pias0\"\nmtu = 1500\nsysctls = true");
     let _ = writeln!(c, "\n[metrics]\nlisten = \"{METRICS}\"");

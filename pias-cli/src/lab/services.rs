@@ -57,7 +57,7 @@ pub(crate) fn bird_ctl(lab: &Lab, node: &str) -> String {
 pub(crate) fn up(lab: &Lab, wait: bool) -> Result<()> {
     fs::create_dir_all(&lab.dir)?;
     net::build(&lab.plan)?;
-    if lab.plan.topo.driver == "xdp" {
+    if lab.plan.fast_path_hook().is_some() {
         net::xdp_setup(&lab.plan, &lab.dir)?;
     }
     start_bird(lab)?;

@@ -18,7 +18,7 @@ use serde::Deserialize;
 pub(crate) const DEFAULT_TOML: &str = r#"# PIAS lab default topology: three ISPs in a line, r1 -- r2 -- r3 (cost 10 per hop).
 # Each ISP router has a client (cN) and a proxy (pN) attached; target sites t1 (at r1) and t3 (at r3).
 name = "pias"
-driver = "tokio"   # or "mio": the user-space driver of every proxy and target agent; or "xdp" (proxies: XDP fast path on their router-facing veth, slow path tokio; agents: tokio)
+driver = "tokio"   # or "mio": the user-space driver of every proxy and target agent; or "xdp" (proxies: XDP fast path on their router-facing veth, slow path tokio; agents: tokio); or "xdp-tc" (the same program at the veth's TC ingress)
 anycast4 = "10.99.0.0/24"
 anycast6 = "fd99::/64"
 registration4 = "10.99.0.1"
@@ -263,9 +263,9 @@ impl Topology {
         {
             bail!("name: use 1-8 letters or digits (it prefixes every namespace)");
         }
-        if !matches!(self.driver.as_str(), "tokio" | "mio" | "xdp") {
+        if !matches!(self.driver.as_str(), "tokio" | "mio" | "xdp" | "xdp-tc") {
             bail!(
-                "driver: {:?} is not a driver of the lab; use \"tokio\", \"mio\" or \"xdp\"",
+                "driver: {:?} is not a driver of the lab; use \"tokio\", \"mio\", \"xdp\" or \"xdp-tc\"",
                 self.driver
             );
         }
@@ -377,8 +377,17 @@ impl Plan {
     /// The user-space driver of the target agents (with `driver = "xdp"`: tokio, the proxies' slow path).
     pub(crate) fn agent_driver(&self) -> &str {
         match self.topo.driver.as_str() {
-            "xdp" => "tokio",
+            "xdp" | "xdp-tc" => "tokio",
             d => d,
+        }
+    }
+
+    /// The proxies' fast-path hook: `Some("xdp")` with `driver = "xdp"`, `Some("tc")` with `"xdp-tc"`.
+    pub(crate) fn fast_path_hook(&self) -> Option<&'static str> {
+        match self.topo.driver.as_str() {
+            "xdp" => Some("xdp"),
+            "xdp-tc" => Some("tc"),
+            _ => None,
         }
     }
 
