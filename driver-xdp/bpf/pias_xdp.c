@@ -264,6 +264,56 @@ static __always_inline struct pias_group *group_of(const struct pkt_info *pi)
 	return bpf_map_lookup_elem(&pias_groups, &ta);
 }
 
+/* ---- IAP whose JAP is this proxy: client packet → target, no overlay ----
+ * The core hands such a packet to its own JAP step (Proxy::jap_deliver with ingress = itself), which meets
+ * the same binding a data frame from another IAP would: the NAT forward entry keyed by the client's flow as
+ * received. So the hit is the JAP's rewrite applied to the client's packet itself. No binding yet (the
+ * flow's first packet), a tunnel-mode target or a TCP binding not yet established: the core's. */
+static __always_inline int iap_local_jap(pias_ctx *ctx, const struct pias_cfg *cfg, struct pias_group *grp,
+					 const struct pkt_info *pi, __u64 now)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct pias_nat *nat;
+	__u32 ifindex = 0;
+	__u16 eth_proto;
+	__u8 mac[12];
+
+	nat = bpf_map_lookup_elem(&pias_nat_fwd, &pi->flow);
+	if (!nat || (nat->flags & NAT_TUNNEL))
+		return pass(C_PASS_LOCAL_JAP);
+	if (pi->flow.proto == IPPROTO_TCP && !(nat->flags & NAT_TCP_FAST))
+		return pass(C_PASS_TCP_NOT_FAST);
+	if ((void *)(eth + 1) > end)
+		return pass(C_PASS_TRUNCATED);
+	eth_proto = eth->h_proto;
+	__builtin_memcpy(mac, eth->h_dest, 6);
+	__builtin_memcpy(mac + 6, eth->h_source, 6);
+	if (cfg->flags & CFG_FIB) {
+		if (pi->ttl <= 1)
+			return pass(C_PASS_TTL);
+		ifindex = fib_next_hop(ctx, pi->family, nat->src, nat->dst, pi->flow.proto, pi->ip_len, mac);
+		if (!ifindex)
+			return pass(C_PASS_FIB);
+	}
+	if (hook_trim(ctx, ETH_HLEN + pi->ip_len))
+		return pass(C_PASS_ADJUST);
+	if (ifindex && write_eth(ctx, mac, eth_proto))
+		return ACT_ABORTED;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (nat_rewrite(data, end, ETH_HLEN, pi, nat))
+		return ACT_ABORTED;
+	if (ifindex)
+		ttl_decrement(data, end, ETH_HLEN, pi->family);
+	touch_nat(nat, pi->ip_len);
+	grp->last_used_ns = now;
+	grp->packets += 1;
+	count(C_IAP_LOCAL_HIT);
+	hook_rewritten(ctx);
+	return hook_send(ctx, cfg, ifindex);
+}
+
 static __always_inline int iap_encap(pias_ctx *ctx, const struct pias_cfg *cfg, struct pias_group *grp,
 				     const struct pkt_info *pi)
 {
@@ -296,7 +346,7 @@ static __always_inline int iap_encap(pias_ctx *ctx, const struct pias_cfg *cfg, 
 		return pass(C_PASS_GROUP_MISS);
 	jap = &grp->japs[idx];
 	if (jap->flags & JAP_LOCAL)
-		return pass(C_PASS_LOCAL_JAP);
+		return iap_local_jap(ctx, cfg, grp, pi, now);
 	if (jap->family != 4 || cfg->overlay_family != 4)
 		return pass(C_PASS_JAP_FAMILY);
 

@@ -139,6 +139,7 @@ enum pias_counter {
 	C_PASS_TTL,
 	C_JAP_TUNNEL_HIT,
 	C_PASS_GSO,
+	C_IAP_LOCAL_HIT,
 	C_MAX,
 };
 

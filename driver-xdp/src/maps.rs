@@ -248,7 +248,7 @@ unsafe impl aya::Pod for Nat {}
 unsafe impl aya::Pod for SockAddr {}
 
 /// The program's per-CPU counters, in `enum pias_counter` order.
-pub const COUNTER_NAMES: [&str; 26] = [
+pub const COUNTER_NAMES: [&str; 27] = [
     "xdp_iap_hit",
     "xdp_jap_forward_hit",
     "xdp_jap_reverse_hit",
@@ -275,6 +275,7 @@ pub const COUNTER_NAMES: [&str; 26] = [
     "xdp_pass_ttl",
     "xdp_jap_tunnel_hit",
     "xdp_pass_gso",
+    "xdp_iap_local_hit",
 ];
 
 /// Index of a counter by name, for tests.

@@ -342,6 +342,35 @@ fn iap_local_jap_syn_expired_and_miss_pass(hook: Hook) {
     check_pass(&rig.run(&ack), &ack);
 }
 
+/// A group whose JAP is this proxy: once the core has bound the flow, the program applies the JAP's rewrite
+/// to the client's packet itself (what `Proxy::jap_deliver` does for its own IAP), byte-identical to the
+/// core's NAT; without a binding the packet stays the core's.
+fn iap_local_jap_with_a_binding_is_the_japs_rewrite(hook: Hook) {
+    let mut rig = Rig::new(hook);
+    let mut iap = Iap::new();
+    let mut jap = Jap::new();
+    let cases = [
+        ("198.51.100.7:40000", "192.0.2.10:53", IpProtocol::Udp, "10.1.0.5:53"),
+        ("198.51.100.7:40001", "192.0.2.10:80", IpProtocol::Tcp, "10.1.0.5:8080"),
+        ("[2001:db8:1::7]:40000", "[2001:db8::10]:53", IpProtocol::Udp, "[fd00:1::5]:53"),
+    ];
+    for (k, (client, g, proto, target)) in cases.into_iter().enumerate() {
+        iap.install(&mut rig, group(g, proto), &[(ME.0, 1)]);
+        let ip = match proto {
+            IpProtocol::Udp => udp(sa(client), sa(g), b"hello pias"),
+            _ => tcp(sa(client), sa(g), TcpFlags::ACK | TcpFlags::PSH, b"GET / HTTP/1.1\r\n"),
+        };
+        let f = eth(&ip);
+        check_pass(&rig.run(&f), &f);
+        assert_eq!(rig.counter("xdp_pass_local_jap"), k as u64 + 1, "no binding yet");
+        jap.bind(&mut rig, &flow_of(&ip), sa(target));
+        let want = jap.expect_forward(&ip);
+        check_nat(&rig.run(&f), &want);
+        assert_eq!(rig.counter("xdp_iap_local_hit"), k as u64 + 1);
+    }
+    assert_eq!(rig.counter("xdp_iap_hit"), 0);
+}
+
 fn iap_passes_what_it_must_not_touch(hook: Hook) {
     let mut rig = Rig::new(hook);
     let mut iap = Iap::new();
@@ -1063,6 +1092,7 @@ macro_rules! on_each_hook {
 on_each_hook!(
     iap_hit_v4_v6_udp_tcp,
     iap_local_jap_syn_expired_and_miss_pass,
+    iap_local_jap_with_a_binding_is_the_japs_rewrite,
     iap_passes_what_it_must_not_touch,
     jap_forward_and_reverse_hits,
     jap_passes_what_is_not_a_hit,

@@ -408,6 +408,18 @@ fn lab_failover_xdp() {
     lab_failover("xdp");
 }
 
+/// `driver = "xdp-tc"`: the same program at the veths' TC ingress (`hook = "tc"`), frames sent back to the
+/// router handed to its veth end directly (`bpf_redirect_peer`); the same suite.
+#[test]
+fn lab_traffic_xdp_tc() {
+    lab_traffic("xdp-tc");
+}
+
+#[test]
+fn lab_failover_xdp_tc() {
+    lab_failover("xdp-tc");
+}
+
 /// Growth of `n` at `p`, plus that of the XDP counters that count the same forwarding when the fast path
 /// (`driver = "xdp"`) does it instead of the core (absent, so 0, with the user-space drivers).
 fn forwarded(
@@ -417,8 +429,8 @@ fn forwarded(
     n: &str,
 ) -> u64 {
     let fast: &[&str] = match n {
-        "iap_to_jap" => &["xdp_iap_hit"],
-        "jap_delivered" => &["xdp_jap_forward_hit", "xdp_jap_tunnel_hit"],
+        "iap_to_jap" => &["xdp_iap_hit", "xdp_iap_local_hit"],
+        "jap_delivered" => &["xdp_jap_forward_hit", "xdp_jap_tunnel_hit", "xdp_iap_local_hit"],
         _ => &[],
     };
     delta(a, b, p, n) + fast.iter().map(|f| delta(a, b, p, f)).sum::<u64>()
@@ -553,7 +565,7 @@ fn lab_traffic(driver: &str) {
             >= 3,
         "SYNs must be MSS-clamped"
     );
-    if driver == "xdp" {
+    if driver.starts_with("xdp") {
         // The fast path carried part of the downloads. Client segments after the SYN are IAP hits at once
         // (c2 and c3, whose JAP is another proxy: ~7 000 ACKs for 40 MiB); the target's segments become
         // reverse-NAT hits only from the fast path's next tick (~1 s) after the core saw the connection
@@ -561,24 +573,35 @@ fn lab_traffic(driver: &str) {
         // the slow path. Hence a floor well below the 43 000 segments of the three downloads.
         let hits: u64 = PROXIES
             .iter()
-            .map(|p| counters_like(&a, &b, p, &["xdp_iap_hit", "xdp_jap_"]))
+            .map(|p| counters_like(&a, &b, p, &["xdp_iap_", "xdp_jap_"]))
             .sum();
         assert!(
             hits >= 1_000,
             "the XDP fast path must carry part of the downloads, saw {hits} hits"
         );
+        let (want, what) = if driver == "xdp" {
+            (
+                ["XDP attached", "mode=\"native\""],
+                "XDP must attach natively on its veth",
+            )
+        } else {
+            (
+                ["attached at TC ingress", "hook=\"tc\""],
+                "the program must attach at TC ingress",
+            )
+        };
         for p in PROXIES {
             let log = std::fs::read_to_string(format!("{DIR}/{p}/proxy.log")).unwrap_or_default();
             assert!(
-                log.contains("XDP attached") && log.contains("mode=\"native\""),
-                "{p}: XDP must attach natively on its veth (log: {})",
+                want.iter().all(|w| log.contains(w)),
+                "{p}: {what} (log: {})",
                 log.lines()
-                    .filter(|l| l.contains("XDP"))
+                    .filter(|l| l.contains("attached"))
                     .collect::<Vec<_>>()
                     .join(" | ")
             );
         }
-        eprintln!("xdp: {hits} fast-path hits during the downloads, native on every proxy");
+        eprintln!("{driver}: {hits} fast-path hits during the downloads, attached on every proxy");
     }
 
     // 4. A registration with a wrong key (derived from another master key) is refused and counted.
