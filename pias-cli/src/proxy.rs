@@ -179,7 +179,9 @@ fn start_xdp(
         })?;
     for (iface, mode) in f.modes() {
         match mode {
-            _ if x.hook == driver_xdp::Hook::Tc => info!(%iface, hook = "tc", "fast path attached at TC ingress"),
+            _ if x.hook == driver_xdp::Hook::Tc => {
+                info!(%iface, hook = "tc", "fast path attached at TC ingress")
+            }
             driver_xdp::XdpMode::Driver => info!(%iface, mode = "native", "XDP attached"),
             _ => warn!(
                 %iface,

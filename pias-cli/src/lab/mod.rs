@@ -111,6 +111,9 @@ enum Cmd {
         to: std::net::SocketAddr,
         #[arg(long, default_value_t = 1000)]
         count: u32,
+        /// Send from this local address (default: the one routing picks).
+        #[arg(long)]
+        from: Option<std::net::IpAddr>,
     },
 }
 
@@ -227,8 +230,8 @@ pub(crate) fn run(a: Args) -> Result<()> {
             Duration::from_millis(interval_ms),
             Duration::from_millis(timeout_ms),
         ),
-        Cmd::UdpPing { to, count } => {
-            let r = tools::udp_ping(to, count, Duration::from_millis(500))?;
+        Cmd::UdpPing { to, count, from } => {
+            let r = tools::udp_ping(to, count, Duration::from_millis(500), from)?;
             println!("{}", r.line());
             Ok(())
         }

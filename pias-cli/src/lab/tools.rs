@@ -34,14 +34,20 @@ impl Rtt {
     }
 }
 
-/// Sends `count` 64-byte requests one after another (each waits for its echo or `timeout`).
-pub(crate) fn udp_ping(to: SocketAddr, count: u32, timeout: Duration) -> Result<Rtt> {
-    let bind: SocketAddr = if to.is_ipv4() {
-        "0.0.0.0:0".parse()?
-    } else {
-        "[::]:0".parse()?
+/// Sends `count` 64-byte requests one after another (each waits for its echo or `timeout`), from `from`
+/// (a local address) if given.
+pub(crate) fn udp_ping(
+    to: SocketAddr,
+    count: u32,
+    timeout: Duration,
+    from: Option<std::net::IpAddr>,
+) -> Result<Rtt> {
+    let bind: SocketAddr = match from {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None if to.is_ipv4() => "0.0.0.0:0".parse()?,
+        None => "[::]:0".parse()?,
     };
-    let s = UdpSocket::bind(bind)?;
+    let s = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
     s.connect(to)?;
     s.set_read_timeout(Some(timeout))?;
     let mut rtts = Vec::with_capacity(count as usize);
