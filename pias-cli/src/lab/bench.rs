@@ -66,8 +66,16 @@ struct Row {
 }
 
 /// One iperf3 run (JSON). The server runs one test at a time and needs a moment after an unlimited UDP run,
-/// so a refused start is retried (at most 20 tries, 1 s apart). `bind`: the client's source address.
-fn iperf(c: &Node, server: IpAddr, bind: Option<IpAddr>, secs: u32, udp: bool) -> Result<serde_json::Value> {
+/// so a refused start is retried (at most 20 tries, 1 s apart); a server still busy after 8 tries is
+/// restarted (`restart`) once. `bind`: the client's source address.
+fn iperf(
+    c: &Node,
+    server: IpAddr,
+    bind: Option<IpAddr>,
+    secs: u32,
+    udp: bool,
+    restart: &dyn Fn() -> Result<()>,
+) -> Result<serde_json::Value> {
     let t = secs.to_string();
     let s = server.to_string();
     let b = bind.map(|b| b.to_string());
@@ -81,8 +89,12 @@ fn iperf(c: &Node, server: IpAddr, bind: Option<IpAddr>, secs: u32, udp: bool) -
     let mut last = String::new();
     // A run that was cut short (a warm-up under `timeout`, a refused start) leaves the server "busy" until
     // its control connection times out: keep asking for up to 20 s.
-    for _ in 0..20 {
+    for i in 0..20 {
         std::thread::sleep(std::time::Duration::from_secs(1));
+        if i == 8 && last.contains("busy") {
+            println!("  {:<3} iperf3 server still busy: restarting it ({last})", c.name);
+            restart()?;
+        }
         let o = net::ns_output(&c.ns, &args)?;
         match serde_json::from_slice::<serde_json::Value>(&o.stdout) {
             Ok(v) if v.get("error").is_none() => return Ok(v),
@@ -128,8 +140,15 @@ fn measure(
         ping.extend_from_slice(&["--from", f]);
     }
     let o = net::ns_run(&c.ns, &ping)?;
-    let tcp = iperf(c, ip, from, a.seconds, false)?;
-    let udp = iperf(c, ip, from, a.seconds, true)?;
+    let restart = || {
+        let g = lab
+            .plan
+            .group(Service::Iperf, true, false)
+            .context("iperf group")?;
+        services::restart_iperf(lab, &g.sites[0])
+    };
+    let tcp = iperf(c, ip, from, a.seconds, false, &restart)?;
+    let udp = iperf(c, ip, from, a.seconds, true, &restart)?;
     let (pk, lost, secs) = (
         f(&udp, &["end", "sum", "packets"]),
         f(&udp, &["end", "sum", "lost_packets"]),
@@ -198,6 +217,7 @@ pub(crate) fn run(lab: &Lab, mut a: BenchArgs) -> Result<()> {
         services::up(lab, true)?;
         // The same interface settings for every driver and the kernel baseline.
         net::xdp_setup(&lab.plan, &lab.dir)?;
+        let mut kept: Vec<net::SamePath> = Vec::new();
         let r = (|| -> Result<()> {
             for c in &clients {
                 let ing = status::ingress_of(lab, c, tcp_g.addr.ip()).unwrap_or_else(|| "?".into());
@@ -242,7 +262,7 @@ pub(crate) fn run(lab: &Lab, mut a: BenchArgs) -> Result<()> {
                     )?;
                     r.driver = "kernel".into();
                     rows.push(r);
-                    match same_path(lab, c, &ing, &jap, site, &a) {
+                    match same_path(lab, c, &ing, &jap, site, &a, &mut kept) {
                         Ok(mut r) => {
                             r.driver = "kernel-same-path".into();
                             rows.push(r);
@@ -260,6 +280,9 @@ pub(crate) fn run(lab: &Lab, mut a: BenchArgs) -> Result<()> {
             }
             Ok(())
         })();
+        for mut sp in kept {
+            sp.down();
+        }
         if !a.keep || k + 1 < a.drivers.len() {
             services::down(lab)?;
         }
@@ -330,8 +353,18 @@ fn hops(c: &Node, src: Ipv4Addr, dst: Ipv4Addr) -> Option<(u32, u32)> {
 
 /// The kernel-same-path row of client `c`: kernel IP forwarding over the hops its PIAS traffic takes (IAP
 /// `ing`, JAP `jap`), from a second client address ([`net::SamePath`]); the routing is checked with ping
-/// (hops there, reply TTL) before measuring and removed afterwards. An error says why there is no row.
-fn same_path(lab: &Lab, c: &Node, ing: &str, jap: &str, site: &Node, a: &BenchArgs) -> Result<Row> {
+/// (hops there, reply TTL) before measuring. The set-up stays in `kept` until the lab's measurements are
+/// over: removing the second address while iperf3's last connection from it is still closing left the
+/// server "busy" for good (its peer's FIN never came). An error says why there is no row.
+fn same_path(
+    lab: &Lab,
+    c: &Node,
+    ing: &str,
+    jap: &str,
+    site: &Node,
+    a: &BenchArgs,
+    kept: &mut Vec<net::SamePath>,
+) -> Result<Row> {
     let plan = &lab.plan;
     let (Some(iap), Some(japn)) = (
         plan.node(ing).filter(|n| n.kind == Kind::Proxy),
@@ -355,7 +388,7 @@ fn same_path(lab: &Lab, c: &Node, ing: &str, jap: &str, site: &Node, a: &BenchAr
     seq.extend([japn.name.clone(), rj.name.clone()]);
     let label = format!("kernel {} → {} {}", seq.join(" "), site.name, site.addr4());
     let direct = hops(c, c.addr4(), site.addr4());
-    let mut sp = net::SamePath::up(plan, c, iap, japn, site)?;
+    let sp = net::SamePath::up(plan, c, iap, japn, site)?;
     let r = (|| -> Result<Row> {
         if super::which("ping").is_none() {
             println!("  {:<3} (path not checked: no ping)", c.name);
@@ -388,27 +421,8 @@ fn same_path(lab: &Lab, c: &Node, ing: &str, jap: &str, site: &Node, a: &BenchAr
         let from = IpAddr::V4(sp.from);
         measure(lab, c, &label, site.addr4().into(), echo, Some(from), a)
     })();
-    // Let iperf3's connections from the second address finish closing before it goes (a FIN or a last
-    // control message still in flight would otherwise never arrive and leave the server busy).
-    settle(c, sp.from);
-    sp.down();
+    kept.push(sp);
     r
-}
-
-/// Waits (at most 10 s) until client `c` has no TCP socket from `from` other than in TIME-WAIT.
-fn settle(c: &Node, from: Ipv4Addr) {
-    let src = from.to_string();
-    for _ in 0..100 {
-        let Ok(o) = net::ns_output(&c.ns, &["ss", "-Htan", "src", &src]) else {
-            return;
-        };
-        let out = String::from_utf8_lossy(&o.stdout);
-        if !o.status.success() || out.lines().all(|l| l.starts_with("TIME-WAIT")) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    println!("  {:<3} (TCP sockets from {from} still open after 10 s)", c.name);
 }
 
 /// driver-xdp's `hit_path_ns_per_packet` (BPF_PROG_TEST_RUN, repeat 1 000 000), run by cargo in the
@@ -439,7 +453,12 @@ fn xdp_test_run() -> Vec<String> {
             let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
                 .lines()
                 .filter(|l| l.contains("ns/packet"))
-                .map(|l| l.trim().trim_start_matches("driver-xdp ").to_owned())
+                .map(|l| {
+                    l.trim()
+                        .trim_start_matches('.')
+                        .trim_start_matches("driver-xdp ")
+                        .to_owned()
+                })
                 .collect();
             for l in &lines {
                 println!("  {l}");
@@ -541,8 +560,9 @@ fn render(
     if !test_run.is_empty() {
         let _ = writeln!(
             s,
-            "\nThe XDP program's own cost on its hit paths (`BPF_PROG_TEST_RUN`, driver-xdp's \
-             `hit_path_ns_per_packet`, same run, same machine):\n"
+            "\nThe program's own cost on its hit paths, per hook (`BPF_PROG_TEST_RUN`, driver-xdp's \
+             `hit_path_ns_per_packet`, same run, same machine; \"alternating\" runs the program on its own output, so \
+             encapsulation and decapsulation take turns; \"alone\" includes the harness's per-call overhead):\n"
         );
         for l in test_run {
             let _ = writeln!(s, "- {l}");
@@ -553,6 +573,17 @@ fn render(
         "\nTargets: the tokio path carries at least half the kernel's forwarding rate and adds under 100 µs median \
          to a round trip (issue 4); xdp forwards at least as fast as the kernel forwards plain IP over the same hops \
          (kernel-same-path pps ratio ≥ 1.0) with hit paths under 100 ns/packet (issue 7). Re-run: `cargo build --release -p pias-cli && sudo target/release/pias lab bench`."
+    );
+    let _ = writeln!(
+        s,
+        "\nWhy two hooks: every link here is a veth. Native XDP on a veth first copies each socket buffer into an \
+         XDP frame, and a frame sent back with XDP_TX reaches the router as an XDP frame from which its veth end \
+         builds a new socket buffer (through the XDP_PASS program it needs); profiled with `perf` on the busy CPU \
+         (64-byte UDP, c2), one proxy hop cost about 1.3 µs that way against about 0.5 µs for the kernel's own \
+         forwarding through the same namespace. At TC ingress the same program works on the socket buffer the \
+         kernel already has and hands a frame going back out straight to the router's veth end \
+         (`bpf_redirect_peer`). On a NIC with an XDP driver the frame exists before any socket buffer, which is \
+         what the xdp hook is for; this machine has none to measure."
     );
     s
 }

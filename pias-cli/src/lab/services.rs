@@ -39,6 +39,19 @@ pub(crate) fn daemons(lab: &Lab, n: &Node) -> Vec<Daemon> {
     v
 }
 
+fn start_iperf(d: &Daemon) -> Result<()> {
+    d.start(&["iperf3".into(), "-s".into(), "-p".into(), "5201".into()])
+        .map(|_| ())
+}
+
+/// Restarts a site's iperf3 server: one that stays "busy" with a test whose client is gone (seen in the
+/// bench after unlimited UDP runs) refuses every later test until it gives up on that client.
+pub(crate) fn restart_iperf(lab: &Lab, site: &str) -> Result<()> {
+    let d = daemon(lab, site, "iperf3")?;
+    d.stop(Duration::from_secs(2));
+    start_iperf(&d)
+}
+
 pub(crate) fn daemon(lab: &Lab, node: &str, name: &str) -> Result<Daemon> {
     let n = lab.plan.node(node).with_context(|| format!("no node {node}"))?;
     Ok(Daemon::new(&n.ns, &lab.node_dir(node), name))
@@ -186,12 +199,7 @@ fn start_sites(lab: &Lab) -> Result<()> {
             ])?;
         }
         if serves(Service::Iperf) {
-            Daemon::new(&s.ns, &dir, "iperf3").start(&[
-                "iperf3".into(),
-                "-s".into(),
-                "-p".into(),
-                "5201".into(),
-            ])?;
+            start_iperf(&Daemon::new(&s.ns, &dir, "iperf3"))?;
         }
         if serves(Service::Echo) {
             Daemon::new(&s.ns, &dir, "echo").start(&[
