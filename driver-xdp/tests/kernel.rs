@@ -350,15 +350,35 @@ fn iap_local_jap_with_a_binding_is_the_japs_rewrite(hook: Hook) {
     let mut iap = Iap::new();
     let mut jap = Jap::new();
     let cases = [
-        ("198.51.100.7:40000", "192.0.2.10:53", IpProtocol::Udp, "10.1.0.5:53"),
-        ("198.51.100.7:40001", "192.0.2.10:80", IpProtocol::Tcp, "10.1.0.5:8080"),
-        ("[2001:db8:1::7]:40000", "[2001:db8::10]:53", IpProtocol::Udp, "[fd00:1::5]:53"),
+        (
+            "198.51.100.7:40000",
+            "192.0.2.10:53",
+            IpProtocol::Udp,
+            "10.1.0.5:53",
+        ),
+        (
+            "198.51.100.7:40001",
+            "192.0.2.10:80",
+            IpProtocol::Tcp,
+            "10.1.0.5:8080",
+        ),
+        (
+            "[2001:db8:1::7]:40000",
+            "[2001:db8::10]:53",
+            IpProtocol::Udp,
+            "[fd00:1::5]:53",
+        ),
     ];
     for (k, (client, g, proto, target)) in cases.into_iter().enumerate() {
         iap.install(&mut rig, group(g, proto), &[(ME.0, 1)]);
         let ip = match proto {
             IpProtocol::Udp => udp(sa(client), sa(g), b"hello pias"),
-            _ => tcp(sa(client), sa(g), TcpFlags::ACK | TcpFlags::PSH, b"GET / HTTP/1.1\r\n"),
+            _ => tcp(
+                sa(client),
+                sa(g),
+                TcpFlags::ACK | TcpFlags::PSH,
+                b"GET / HTTP/1.1\r\n",
+            ),
         };
         let f = eth(&ip);
         check_pass(&rig.run(&f), &f);
