@@ -602,6 +602,39 @@ fn lab_traffic(driver: &str) {
             );
         }
         eprintln!("{driver}: {hits} fast-path hits during the downloads, attached on every proxy");
+
+        // An established IPv6 flow is the program's too (IPv6 in IPv4 out of the IAP, IPv6 again out of the
+        // JAP, both back into the router's veth): 20 queries from one source port of c2 (fd01:5::2, its
+        // attachment address) to the IPv6 DNS group; after the first (the slow path binds the flow), each is
+        // an IAP hit, a JAP forward hit and a reverse hit, and every one is answered.
+        let a = counters();
+        let mut answered = 0;
+        for _ in 0..20 {
+            let o = exec(
+                "c2",
+                &[
+                    "dig",
+                    &format!("@{DNS6}"),
+                    "-b",
+                    "fd01:5::2#40053",
+                    "+time=1",
+                    "+tries=1",
+                    "www.demo.pias",
+                    "AAAA",
+                ],
+            );
+            answered += usize::from(answer(&text(&o)).is_some());
+        }
+        let b = counters();
+        let sum = |n: &str| PROXIES.iter().map(|p| delta(&a, &b, p, n)).sum::<u64>();
+        assert_eq!(answered, 20, "every IPv6 query over the fast path is answered");
+        for n in ["xdp_iap_hit", "xdp_jap_forward_hit", "xdp_jap_reverse_hit"] {
+            assert!(
+                sum(n) >= 15,
+                "{n}: the fast path must carry the established IPv6 flow, saw {}",
+                sum(n)
+            );
+        }
     }
 
     // 4. A registration with a wrong key (derived from another master key) is refused and counted.
