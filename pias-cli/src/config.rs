@@ -42,7 +42,8 @@ sysctls = true                          # set ip_forward (and IPv6 forwarding) a
 # interfaces = ["eth0"]                 # native mode, else generic (skb) mode with a log line; detached on exit
 # slow_path = "tokio"                   # what runs everything the program passes: "tokio" or "mio"
 # hook = "xdp"                          # "xdp" for NICs with an XDP driver; "tc" (TC ingress) for veth and
-#                                       # other virtual interfaces, where XDP copies every packet
+#                                       # other virtual interfaces, where XDP copies every packet; "auto": tc
+#                                       # when every interface is a veth, else xdp
 
 [metrics]
 listen = "127.0.0.1:9851"               # Prometheus text format on http://ADDR/metrics; omit to disable
@@ -252,8 +253,9 @@ pub(crate) enum Driver {
 pub(crate) struct XdpSettings {
     /// Interfaces the program is attached to.
     pub(crate) interfaces: Vec<String>,
-    /// Where: XDP (NICs with an XDP driver) or TC ingress (veth and other virtual interfaces).
-    pub(crate) hook: driver_xdp::Hook,
+    /// Where: XDP (NICs with an XDP driver) or TC ingress (veth and other virtual interfaces); None:
+    /// `hook = "auto"`, TC when every interface is a veth at start, else XDP.
+    pub(crate) hook: Option<driver_xdp::Hook>,
 }
 
 /// A validated configuration, ready for the driver.
@@ -588,13 +590,17 @@ fn xdp_settings(x: Option<&RawXdp>) -> Result<(Driver, Option<XdpSettings>), Con
         }
     };
     let hook = match x.hook.as_deref() {
-        None => driver_xdp::Hook::Xdp,
-        Some(h) => h.parse().or_else(|e: String| {
+        None => Some(driver_xdp::Hook::Xdp),
+        Some("auto") => None,
+        Some(h) => Some(h.parse().or_else(|e: String| {
             err(
                 "xdp.hook",
-                format!("{e} (xdp for NICs with an XDP driver, tc for veth and other virtual interfaces)"),
+                format!(
+                    "{e} (xdp for NICs with an XDP driver, tc for veth and other virtual interfaces, auto \
+                     to choose tc when every interface is a veth)"
+                ),
             )
-        })?,
+        })?),
     };
     Ok((
         slow,
@@ -1002,13 +1008,19 @@ nat_pool = ["10.251.0.161"]
         assert_eq!(c.runtime, Driver::Mio);
         let x = c.xdp.unwrap();
         assert_eq!(x.interfaces, ["eth0", "eth1"]);
-        assert_eq!(x.hook, driver_xdp::Hook::Xdp);
+        assert_eq!(x.hook, Some(driver_xdp::Hook::Xdp));
         let c = parse_str(&format!(
             "{}\n[xdp]\ninterfaces = [\"veth0\"]\nhook = \"tc\"\n",
             minimal().replace("id = 7", "id = 7\ndriver = \"xdp\"")
         ))
         .unwrap();
-        assert_eq!(c.xdp.unwrap().hook, driver_xdp::Hook::Tc);
+        assert_eq!(c.xdp.unwrap().hook, Some(driver_xdp::Hook::Tc));
+        let c = parse_str(&format!(
+            "{}\n[xdp]\ninterfaces = [\"veth0\"]\nhook = \"auto\"\n",
+            minimal().replace("id = 7", "id = 7\ndriver = \"xdp\"")
+        ))
+        .unwrap();
+        assert_eq!(c.xdp.unwrap().hook, None);
         let e = parse_str(&format!(
             "{}\n[xdp]\ninterfaces = [\"veth0\"]\nhook = \"egress\"\n",
             minimal().replace("id = 7", "id = 7\ndriver = \"xdp\"")

@@ -169,17 +169,34 @@ fn start_xdp(
     now: pias_state::Instant,
 ) -> anyhow::Result<Box<dyn driver_common::FastPath>> {
     let ifaces: Vec<&str> = x.interfaces.iter().map(String::as_str).collect();
-    let f = driver_xdp::XdpFastPath::start(p, &ifaces, driver_xdp::Sizes::default(), x.hook, now)
+    let hook = x.hook.unwrap_or_else(|| {
+        let h = if ifaces.iter().all(|i| driver_xdp::loader::is_veth(i)) {
+            driver_xdp::Hook::Tc
+        } else {
+            driver_xdp::Hook::Xdp
+        };
+        info!(
+            hook = h.name(),
+            "hook = \"auto\": {}",
+            if h == driver_xdp::Hook::Tc {
+                "every interface is a veth"
+            } else {
+                "not every interface is a veth"
+            }
+        );
+        h
+    });
+    let f = driver_xdp::XdpFastPath::start(p, &ifaces, driver_xdp::Sizes::default(), hook, now)
         .with_context(|| {
             format!(
                 "starting the fast path ({} hook) on {}",
-                x.hook.name(),
+                hook.name(),
                 x.interfaces.join(", ")
             )
         })?;
     for (iface, mode) in f.modes() {
         match mode {
-            _ if x.hook == driver_xdp::Hook::Tc => {
+            _ if hook == driver_xdp::Hook::Tc => {
                 info!(%iface, hook = "tc", "fast path attached at TC ingress")
             }
             driver_xdp::XdpMode::Driver => info!(%iface, mode = "native", "XDP attached"),

@@ -586,8 +586,11 @@ fn lab_traffic(driver: &str) {
             )
         } else {
             (
-                ["attached at TC ingress", "hook=\"tc\""],
-                "the program must attach at TC ingress",
+                [
+                    "attached at TC ingress",
+                    "hook = \"auto\": every interface is a veth",
+                ],
+                "hook = \"auto\" must choose TC ingress on the proxy's veth",
             )
         };
         for p in PROXIES {
