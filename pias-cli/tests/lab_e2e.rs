@@ -958,4 +958,86 @@ fn lab_failover(driver: &str) {
     assert_ne!(after, before, "c1 must reach another proxy");
     assert!(ms <= 3000, "killed ingress: {ms} ms (> OSPF dead interval 3 s)");
     lab_.restore();
+
+    // 4. A proxy that boots while its uplink is down (a router's proxy may start before its links and
+    //    routing are up) joins the overlay once the link comes back: its seeds become reachable and its
+    //    seed check (every 10 s, SPEC.md §7) finds them. Membership is the core's, the same for every
+    //    driver: checked once, with tokio.
+    if driver == "tokio" {
+        late_boot_joins("p3", "r3");
+        lab_.restore();
+    }
+}
+
+/// How many members `proxy` lists as alive (itself included), from its control socket.
+fn alive(proxy: &str) -> usize {
+    let sock = format!("{DIR}/{proxy}/ctl.sock");
+    text(&run(PIAS, &["ctl", "--socket", &sock, "members"]))
+        .lines()
+        .filter(|l| l.contains("alive"))
+        .count()
+}
+
+/// Kills `proxy`, takes its uplink `link` down, starts the proxy again by hand (the lab would wait for an
+/// overlay it cannot join), brings the link back after 5 s and requires every proxy to list all three
+/// alive within 25 s. Stops the hand-started proxy again (the caller restores the lab's own).
+fn late_boot_joins(proxy: &str, link: &str) {
+    let ns = format!("{NAME}-{proxy}");
+    kill9(proxy, "proxy");
+    // The killed process's TUN goes with it; a new one can only be made once it is gone.
+    let gone = Instant::now();
+    while run("ip", &["-n", &ns, "link", "show", "pias0"]).status.success() {
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "{proxy}'s TUN outlived its process"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        run("ip", &["-n", &ns, "link", "set", link, "down"])
+            .status
+            .success()
+    );
+    let config = format!("{DIR}/{proxy}/proxy.toml");
+    let log = std::fs::File::create(format!("{DIR}/{proxy}/late-boot.log")).unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns, PIAS, "proxy", "--config", &config])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting the proxy by hand");
+    std::thread::sleep(Duration::from_secs(5));
+    let alone = alive(proxy);
+    assert!(
+        run("ip", &["-n", &ns, "link", "set", link, "up"])
+            .status
+            .success()
+    );
+    let up = Instant::now();
+    let mut joined = None;
+    while up.elapsed() < Duration::from_secs(25) {
+        if PROXIES.iter().all(|p| alive(p) == PROXIES.len()) {
+            joined = Some(up.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let joined = joined.unwrap_or_else(|| {
+        panic!(
+            "{proxy}, started with its link down, did not join within 25 s of the link coming back \
+             (alive: {:?}); its log: {}",
+            PROXIES.map(alive),
+            std::fs::read_to_string(format!("{DIR}/{proxy}/late-boot.log")).unwrap_or_default()
+        )
+    });
+    eprintln!(
+        "{proxy} booted with its link down (it saw {alone} member(s) alive), joined {:.1} s after the link came back",
+        joined.as_secs_f64()
+    );
+    while run("ip", &["-n", &ns, "link", "show", "pias0"]).status.success() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
