@@ -210,26 +210,26 @@ static __always_inline int jap_forward(pias_ctx *ctx, const struct pias_cfg *cfg
 	return hook_send(ctx, cfg, ifindex);
 }
 
-/* ---- JAP: target's reply → client ---- */
-static __always_inline int jap_reverse(pias_ctx *ctx, const struct pias_cfg *cfg, struct pias_nat *nat,
-				       const struct pkt_info *pi, __u16 eth_proto)
+/* ---- NAT of a plain IP packet, in place: a target's reply, or a client's packet whose JAP is us ----
+ * Routes to the binding's new destination, rewrites addresses, ports and checksums as pias-proto does, and
+ * sends. `grp`, if any, is the group entry whose use this hit is (IAP activity), `hit` the counter. */
+static __always_inline int nat_in_place(pias_ctx *ctx, const struct pias_cfg *cfg, struct pias_nat *nat,
+					const struct pkt_info *pi, struct pias_group *grp, __u64 now, __u32 hit)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	__u8 mac[12];
 	__u32 ifindex = 0;
+	__u16 eth_proto;
 
-	if (pi->flow.proto == IPPROTO_TCP && !(nat->flags & NAT_TCP_FAST))
-		return pass(C_PASS_TCP_NOT_FAST);
-	if (csum_partial_suspect(pi))
-		return pass(C_PASS_PARTIAL_CSUM);
 	if ((void *)(eth + 1) > end)
 		return pass(C_PASS_TRUNCATED);
+	eth_proto = eth->h_proto;
 	__builtin_memcpy(mac, eth->h_dest, 6);
 	__builtin_memcpy(mac + 6, eth->h_source, 6);
 	if (cfg->flags & CFG_FIB) {
 		if (pi->ttl <= 1)
-			return pass(C_PASS_TTL);
+			return pass(C_PASS_TTL); /* the kernel answers with ICMP time exceeded */
 		ifindex = fib_next_hop(ctx, pi->family, nat->src, nat->dst, pi->flow.proto, pi->ip_len, mac);
 		if (!ifindex)
 			return pass(C_PASS_FIB);
@@ -245,9 +245,24 @@ static __always_inline int jap_reverse(pias_ctx *ctx, const struct pias_cfg *cfg
 	if (ifindex)
 		ttl_decrement(data, end, ETH_HLEN, pi->family);
 	touch_nat(nat, pi->ip_len);
-	count(C_JAP_REV_HIT);
+	if (grp) {
+		grp->last_used_ns = now;
+		grp->packets += 1;
+	}
+	count(hit);
 	hook_rewritten(ctx);
 	return hook_send(ctx, cfg, ifindex);
+}
+
+/* ---- JAP: target's reply → client ---- */
+static __always_inline int jap_reverse(pias_ctx *ctx, const struct pias_cfg *cfg, struct pias_nat *nat,
+				       const struct pkt_info *pi)
+{
+	if (pi->flow.proto == IPPROTO_TCP && !(nat->flags & NAT_TCP_FAST))
+		return pass(C_PASS_TCP_NOT_FAST);
+	if (csum_partial_suspect(pi))
+		return pass(C_PASS_PARTIAL_CSUM);
+	return nat_in_place(ctx, cfg, nat, pi, 0, 0, C_JAP_REV_HIT);
 }
 
 /* ---- IAP: client packet → JAP ---- */
@@ -272,46 +287,13 @@ static __always_inline struct pias_group *group_of(const struct pkt_info *pi)
 static __always_inline int iap_local_jap(pias_ctx *ctx, const struct pias_cfg *cfg, struct pias_group *grp,
 					 const struct pkt_info *pi, __u64 now)
 {
-	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	struct pias_nat *nat;
-	__u32 ifindex = 0;
-	__u16 eth_proto;
-	__u8 mac[12];
+	struct pias_nat *nat = bpf_map_lookup_elem(&pias_nat_fwd, &pi->flow);
 
-	nat = bpf_map_lookup_elem(&pias_nat_fwd, &pi->flow);
 	if (!nat || (nat->flags & NAT_TUNNEL))
 		return pass(C_PASS_LOCAL_JAP);
 	if (pi->flow.proto == IPPROTO_TCP && !(nat->flags & NAT_TCP_FAST))
 		return pass(C_PASS_TCP_NOT_FAST);
-	if ((void *)(eth + 1) > end)
-		return pass(C_PASS_TRUNCATED);
-	eth_proto = eth->h_proto;
-	__builtin_memcpy(mac, eth->h_dest, 6);
-	__builtin_memcpy(mac + 6, eth->h_source, 6);
-	if (cfg->flags & CFG_FIB) {
-		if (pi->ttl <= 1)
-			return pass(C_PASS_TTL);
-		ifindex = fib_next_hop(ctx, pi->family, nat->src, nat->dst, pi->flow.proto, pi->ip_len, mac);
-		if (!ifindex)
-			return pass(C_PASS_FIB);
-	}
-	if (hook_trim(ctx, ETH_HLEN + pi->ip_len))
-		return pass(C_PASS_ADJUST);
-	if (ifindex && write_eth(ctx, mac, eth_proto))
-		return ACT_ABORTED;
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	if (nat_rewrite(data, end, ETH_HLEN, pi, nat))
-		return ACT_ABORTED;
-	if (ifindex)
-		ttl_decrement(data, end, ETH_HLEN, pi->family);
-	touch_nat(nat, pi->ip_len);
-	grp->last_used_ns = now;
-	grp->packets += 1;
-	count(C_IAP_LOCAL_HIT);
-	hook_rewritten(ctx);
-	return hook_send(ctx, cfg, ifindex);
+	return nat_in_place(ctx, cfg, nat, pi, grp, now, C_IAP_LOCAL_HIT);
 }
 
 static __always_inline int iap_encap(pias_ctx *ctx, const struct pias_cfg *cfg, struct pias_group *grp,
@@ -433,7 +415,7 @@ int PIAS_PROGRAM(pias_ctx *ctx)
 	if (nat) {
 		if (tcp_control(&pi))
 			return pass(C_PASS_TCP_CONTROL);
-		return jap_reverse(ctx, cfg, nat, &pi, eth_proto);
+		return jap_reverse(ctx, cfg, nat, &pi);
 	}
 	return pass(C_PASS_GROUP_MISS);
 }

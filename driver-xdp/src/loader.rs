@@ -52,6 +52,16 @@ impl Hook {
         }
     }
 
+    /// `hook = "auto"`: TC ingress when every one of `interfaces` is a veth (where XDP copies every
+    /// packet), else XDP.
+    pub fn for_interfaces(interfaces: &[&str]) -> Hook {
+        if !interfaces.is_empty() && interfaces.iter().all(|i| is_veth(i)) {
+            Hook::Tc
+        } else {
+            Hook::Xdp
+        }
+    }
+
     /// The program's name in [`Hook::object`].
     pub fn program(self) -> &'static str {
         match self {

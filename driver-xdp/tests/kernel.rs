@@ -4,6 +4,9 @@
 //! flow hash (`IapCache::route` + `DataHeader::encapsulate`) and the NAT (`NatTable` + `IpPacket::set_src_dst`).
 //! Every emitted frame must be byte-identical to the core's and parse with pias-proto.
 
+#[macro_use]
+mod common;
+
 use core::net::{IpAddr, SocketAddr};
 
 use driver_xdp::maps::{CFG_ENABLED, Config, counter};
@@ -1088,25 +1091,6 @@ fn hit_path_ns_per_packet(hook: Hook) {
         r.per_run.as_nanos()
     );
     // Reported, not asserted: shared CI machines vary. The target is < 100 ns on the hit paths.
-}
-
-/// Every test above, once per hook: the one C source built for XDP and for TC ingress must make the same
-/// decisions and emit the same bytes.
-macro_rules! on_each_hook {
-    ($($name:ident),* $(,)?) => {
-        mod xdp {
-            $(#[test]
-            fn $name() {
-                super::$name(driver_xdp::Hook::Xdp)
-            })*
-        }
-        mod tc {
-            $(#[test]
-            fn $name() {
-                super::$name(driver_xdp::Hook::Tc)
-            })*
-        }
-    };
 }
 
 on_each_hook!(

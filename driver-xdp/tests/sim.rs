@@ -3,6 +3,9 @@
 //! IAP, one as the JAP); then the same packets go through the proxies (`handle_host`/`handle_overlay`) and
 //! through the programs (`BPF_PROG_TEST_RUN`), and the outputs must be byte-identical. Needs root.
 
+#[macro_use]
+mod common;
+
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
@@ -257,24 +260,6 @@ fn tunnel_mode_frames_match_the_proxy(hook: Hook) {
     }
     let c = fp.sync().maps().counters().unwrap();
     assert_eq!(c[counter("xdp_jap_tunnel_hit")], 2);
-}
-
-/// Each test once per hook (the one C source built for XDP and for TC ingress).
-macro_rules! on_each_hook {
-    ($($name:ident),* $(,)?) => {
-        mod xdp {
-            $(#[test]
-            fn $name() {
-                super::$name(driver_xdp::Hook::Xdp)
-            })*
-        }
-        mod tc {
-            $(#[test]
-            fn $name() {
-                super::$name(driver_xdp::Hook::Tc)
-            })*
-        }
-    };
 }
 
 on_each_hook!(

@@ -170,11 +170,7 @@ fn start_xdp(
 ) -> anyhow::Result<Box<dyn driver_common::FastPath>> {
     let ifaces: Vec<&str> = x.interfaces.iter().map(String::as_str).collect();
     let hook = x.hook.unwrap_or_else(|| {
-        let h = if ifaces.iter().all(|i| driver_xdp::loader::is_veth(i)) {
-            driver_xdp::Hook::Tc
-        } else {
-            driver_xdp::Hook::Xdp
-        };
+        let h = driver_xdp::Hook::for_interfaces(&ifaces);
         info!(
             hook = h.name(),
             "hook = \"auto\": {}",
