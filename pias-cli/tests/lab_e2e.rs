@@ -226,6 +226,26 @@ fn delta(
     g(b).saturating_sub(g(a))
 }
 
+/// Every counter that changed between two scrapes, per proxy, for a failure message.
+fn changed(
+    a: &BTreeMap<String, BTreeMap<String, u64>>,
+    b: &BTreeMap<String, BTreeMap<String, u64>>,
+) -> String {
+    let mut out = String::new();
+    for (p, c) in b {
+        for (n, v) in c {
+            let before = a.get(p).and_then(|c| c.get(n)).copied();
+            if before != Some(*v) {
+                out.push_str(&format!(
+                    "\n  {p} {n} {} -> {v}",
+                    before.map_or("-".into(), |x| x.to_string())
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Proxies whose counter `n` grew.
 fn grew(
     a: &BTreeMap<String, BTreeMap<String, u64>>,
@@ -579,6 +599,7 @@ fn lab_traffic(driver: &str) {
             hits >= 1_000,
             "the XDP fast path must carry part of the downloads, saw {hits} hits"
         );
+        eprintln!("fast path: {hits} hits during the downloads");
         let (want, what) = if driver == "xdp" {
             (
                 ["XDP attached", "mode=\"native\""],
@@ -836,7 +857,6 @@ fn lab_failover(driver: &str) {
         got < 10 << 20,
         "the download went too fast to move it mid-transfer ({got} bytes already)"
     );
-    let a = counters();
     // r1's address towards r2 is 10.0.1.1; r2's is 10.0.1.2 (link 1 of the default topology).
     let o = run(
         "ip",
@@ -855,6 +875,9 @@ fn lab_failover(driver: &str) {
         "route move: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // Scrape again once the route is in: what reached p1 between the first scrape and the change is not the
+    // move's business.
+    let a = counters();
     let out = child.wait_with_output().expect("curl");
     let b = counters();
     assert!(
@@ -867,10 +890,19 @@ fn lab_failover(driver: &str) {
         sha256(&format!("{DIR}/t1/www/big.bin")),
         "checksum after the ingress change"
     );
-    let moved = forwarded(&a, &b, "p2", "iap_to_jap") + delta(&a, &b, "p2", "iap_to_rap");
+    // The client's side of the transfer after the move is mostly ACKs, and how many depends on how its
+    // router coalesces the download: with an XDP program on a veth (driver "xdp" puts XDP_PASS on the
+    // routers) the kernel runs GRO there and c1 acknowledges ~100 KB at a time, 80–180 ACKs for the rest of
+    // the file. So the check is p2's share of all IAP forwarding (nothing else sends to a group meanwhile),
+    // not an absolute count.
+    let as_iap = |p: &str| forwarded(&a, &b, p, "iap_to_jap") + delta(&a, &b, p, "iap_to_rap");
+    let moved = as_iap("p2");
+    let elsewhere = as_iap("p1") + as_iap("p3");
     assert!(
-        moved > 100,
-        "p2 must carry the rest of the transfer as IAP (it sent {moved})"
+        moved >= 30 && moved >= 10 * elsewhere,
+        "p2 must carry the rest of the transfer as IAP (it sent {moved}, p1 and p3 {elsewhere}); \
+         counters that changed: {}",
+        changed(&a, &b)
     );
     let _ = std::fs::remove_file(&f);
     let o = run(
