@@ -5,7 +5,10 @@
 //! ones an operator types to check (`ip route show dev pias0`), and a netlink library would add a large
 //! dependency for six commands run once. Every route is `replace`d, so a restart over a leftover route works.
 //! No teardown is needed: the TUN is not persistent, and when the process exits the kernel deletes it and
-//! every route through it — which is what withdraws the proxy from routing.
+//! every route through it — which is what withdraws the proxy from routing. A graceful leave withdraws
+//! earlier ([`HostSetup::withdraw`], SPEC.md §7.6): the anycast routes go at the start of the drain, so a
+//! routing daemon that redistributes them (the lab's BIRD does) moves clients and re-registering targets to
+//! other proxies while this one still forwards what reaches it; the NAT pool routes stay until exit.
 //!
 //! Sysctls (when enabled): `net.ipv4.ip_forward=1` (client packets arrive on a host interface and leave
 //! into the TUN; the JAP's packets to targets leave the TUN towards a host interface), and
@@ -71,8 +74,11 @@ impl core::str::FromStr for Prefix {
 pub struct HostSetup {
     pub tun: String,
     pub mtu: u16,
-    /// Routed into the TUN: anycast prefixes, registration addresses, the NAT pool.
-    pub routes: Vec<Prefix>,
+    /// Routed into the TUN and shared by every proxy: the anycast prefixes and the registration addresses.
+    /// Withdrawn when the proxy starts leaving.
+    pub anycast: Vec<Prefix>,
+    /// Routed into the TUN and this proxy's own: its NAT pool addresses. Kept until the process exits.
+    pub pool: Vec<Prefix>,
     /// Set the forwarding and rp_filter sysctls (see the module documentation).
     pub sysctls: bool,
 }
@@ -85,17 +91,42 @@ impl HostSetup {
         if self.sysctls {
             sysctl("net/ipv4/ip_forward", "1")?;
             sysctl(&format!("net/ipv4/conf/{}/rp_filter", self.tun), "2")?;
-            if self.routes.iter().any(|p| p.addr.is_ipv6()) {
+            if self.routes().any(|p| p.addr.is_ipv6()) {
                 sysctl("net/ipv6/conf/all/forwarding", "1")?;
             }
         }
-        for p in &self.routes {
-            let fam = if p.addr.is_ipv4() { "-4" } else { "-6" };
-            ip(&[fam, "route", "replace", &p.to_string(), "dev", &self.tun])?;
+        for p in self.routes() {
+            ip(&[family(p), "route", "replace", &p.to_string(), "dev", &self.tun])?;
             tracing::info!(route = %p, dev = %self.tun, "route installed");
         }
         Ok(())
     }
+
+    /// Every route [`HostSetup::apply`] installs: the anycast ones, then the pool.
+    pub fn routes(&self) -> impl Iterator<Item = &Prefix> + '_ {
+        self.anycast.iter().chain(&self.pool)
+    }
+
+    /// Deletes the anycast routes (the start of a graceful leave). Each failure is logged and the rest are
+    /// still tried: a route an operator already removed by hand is not a reason to keep the others. Returns
+    /// how many were deleted. Blocking (one `ip` run per route, a few milliseconds each), once per process.
+    pub fn withdraw(&self) -> usize {
+        let mut n = 0;
+        for p in &self.anycast {
+            match ip(&[family(p), "route", "del", &p.to_string(), "dev", &self.tun]) {
+                Ok(()) => {
+                    n += 1;
+                    tracing::info!(route = %p, dev = %self.tun, "route withdrawn");
+                }
+                Err(e) => tracing::warn!(route = %p, error = %e, "route not withdrawn"),
+            }
+        }
+        n
+    }
+}
+
+fn family(p: &Prefix) -> &'static str {
+    if p.addr.is_ipv4() { "-4" } else { "-6" }
 }
 
 /// Runs `ip ARGS`; the error carries the command and its stderr.

@@ -98,13 +98,13 @@ fn proxy_config(a: &Args) -> Result<ProxyDriverConfig, String> {
     cfg.seed = u64::from(std::process::id()) << 32 | u64::from(cfg.incarnation);
     cfg.membership.seeds = a.seeds.clone();
     cfg.membership.drain_time = Duration::from_millis(a.drain_ms);
-    let mut routes = a.anycast.clone();
-    routes.extend(a.registration.iter().map(|ip| Prefix::host(*ip)));
-    routes.extend(a.nat_pool.iter().map(|ip| Prefix::host(*ip)));
+    let mut anycast = a.anycast.clone();
+    anycast.extend(a.registration.iter().map(|ip| Prefix::host(*ip)));
     let host = HostSetup {
         tun: a.tun.clone(),
         mtu: 1500,
-        routes,
+        anycast,
+        pool: a.nat_pool.iter().map(|ip| Prefix::host(*ip)).collect(),
         sysctls: true,
     };
     Ok(ProxyDriverConfig::new(cfg, host))

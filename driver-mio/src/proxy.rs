@@ -45,7 +45,9 @@ use std::os::unix::net::UnixListener;
 use std::time::Instant as StdInstant;
 
 use driver_common::events::log_proxy_event;
-use driver_common::{Clock, DriverCounters, FastPath, FastPathSlot, MAX_PACKET, ProxyDriverConfig};
+use driver_common::{
+    Clock, DriverCounters, FastPath, FastPathSlot, HostSetup, MAX_PACKET, ProxyDriverConfig,
+};
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -92,6 +94,8 @@ pub struct MioProxy {
     stop_at: Option<pias_state::Instant>,
     /// The kernel fast path, if any (`driver = "xdp"`).
     fast: FastPathSlot,
+    /// What `bind` installed; its anycast routes are withdrawn by [`MioProxy::leave`].
+    host: HostSetup,
 }
 
 impl MioProxy {
@@ -128,6 +132,7 @@ impl MioProxy {
             overlay,
             tokens: None,
             batch,
+            host,
             slots: (0..nslots).map(|_| vec![0u8; HEADROOM + MAX_PACKET]).collect(),
             got: vec![(0, SocketAddr::from(([0, 0, 0, 0], 0))); nslots],
             outs: Vec::with_capacity(nslots),
@@ -222,13 +227,16 @@ impl MioProxy {
         self.drain();
     }
 
-    /// Starts a graceful stop: the proxy leaves the overlay and keeps forwarding for its `drain_time`,
-    /// after which [`MioProxy::is_drained`] is true.
+    /// Starts a graceful stop (SPEC.md §7.6): the proxy leaves the overlay, its anycast routes are deleted
+    /// (blocking `ip` runs, a few milliseconds), and it keeps forwarding for its `drain_time`, after which
+    /// [`MioProxy::is_drained`] is true.
     pub fn leave(&mut self) {
         let now = self.clock.now();
         let drain = self.proxy.config().membership.drain_time;
         info!(drain_ms = drain.as_millis() as u64, "leaving the overlay");
         self.proxy.leave(now);
+        let n = self.host.withdraw();
+        info!(routes = n, "anycast routes withdrawn");
         self.stop_at = Some(now + drain);
         self.drain();
     }

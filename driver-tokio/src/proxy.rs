@@ -9,8 +9,9 @@
 //! per packet, so draining once per batch rather than once per packet loses nothing.
 //!
 //! Graceful stop: the first SIGINT/SIGTERM calls `Proxy::leave` and the loop keeps running for the
-//! configured `drain_time` (the proxy floods Left, redirects its targets, keeps forwarding), then returns; a
-//! second signal returns at once. Returning drops the TUN: the kernel deletes it and its routes.
+//! configured `drain_time` (the proxy floods Left, withdraws its anycast routes, answers its targets
+//! Draining, keeps forwarding), then returns; a second signal returns at once. Returning drops the TUN: the
+//! kernel deletes it and its remaining routes.
 
 use core::pin::pin;
 use std::io;
@@ -22,7 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use driver_common::events::log_proxy_event as log_event;
-use driver_common::{Clock, DriverCounters, FastPath, FastPathSlot, MAX_PACKET, ProxyDriverConfig};
+use driver_common::{
+    Clock, DriverCounters, FastPath, FastPathSlot, HostSetup, MAX_PACKET, ProxyDriverConfig,
+};
 
 use crate::tun::{ReadyGuard, Tun};
 use crate::{Signals, deadline};
@@ -78,6 +81,8 @@ pub struct ProxyDriver {
     tun: Tun,
     overlay: UdpSocket,
     jobs: mpsc::Receiver<Job>,
+    /// What `bind` installed; its anycast routes are withdrawn when the proxy starts leaving.
+    host: HostSetup,
 }
 
 /// The parts of the driver a wake-up mutates.
@@ -133,6 +138,7 @@ impl ProxyDriver {
                 tun,
                 overlay,
                 jobs,
+                host,
             },
             ProxyHandle { tx },
         ))
@@ -162,6 +168,7 @@ impl ProxyDriver {
             tun,
             overlay,
             mut jobs,
+            host,
         } = self;
         let mut timer = pin!(tokio::time::sleep_until(deadline(
             &core.clock,
@@ -195,6 +202,9 @@ impl ProxyDriver {
                     let drain = core.proxy.config().membership.drain_time;
                     info!(signal = sig, drain_ms = drain.as_millis() as u64, "leaving the overlay");
                     core.proxy.leave(now);
+                    // Blocking `ip` runs, once: the loop pauses for a few milliseconds.
+                    let n = host.withdraw();
+                    info!(routes = n, "anycast routes withdrawn");
                     stop_at = Some(now + drain);
                 }
             }

@@ -503,13 +503,13 @@ fn build(
     if batch == 0 || batch > 4096 {
         return err("tun.batch", "packets per wake-up: 1..=4096 (default 64)");
     }
-    let mut routes = anycast.clone();
-    routes.extend(registration.iter().map(|a| Prefix::host(*a)));
-    routes.extend(cfg.nat.pool.iter().map(|a| Prefix::host(*a)));
+    let mut anycast = anycast.clone();
+    anycast.extend(registration.iter().map(|a| Prefix::host(*a)));
     let host = HostSetup {
         tun: tun_name,
         mtu: tun_mtu as u16,
-        routes,
+        anycast,
+        pool: cfg.nat.pool.iter().map(|a| Prefix::host(*a)).collect(),
         sysctls: t.sysctls.unwrap_or(true),
     };
     let mut driver = ProxyDriverConfig::new(cfg, host);
@@ -885,7 +885,7 @@ nat_pool = ["10.251.0.161"]
         assert_eq!(p.policies.rules.len(), 1);
         assert_eq!(p.policies.rules[0].1.rap, RapPolicy::Affinity);
         assert_eq!(p.policies.rules[0].0.port, Some(80));
-        assert_eq!(c.driver.host.routes.len(), 3);
+        assert_eq!(c.driver.host.routes().count(), 3);
         assert_eq!(c.driver.host.tun, "pias0");
     }
 
@@ -899,7 +899,7 @@ nat_pool = ["10.251.0.161"]
         assert_eq!(p.registry.incarnation, p.incarnation);
         assert_eq!(c.driver.host.mtu, 1500);
         assert!(c.metrics.is_none() && c.control.is_none());
-        let routes: Vec<String> = c.driver.host.routes.iter().map(|r| r.to_string()).collect();
+        let routes: Vec<String> = c.driver.host.routes().map(|r| r.to_string()).collect();
         assert_eq!(routes, ["10.251.0.128/28", "10.251.0.150/32", "10.251.0.161/32"]);
     }
 

@@ -80,7 +80,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             "proxy {} overlay {}",
             cfg.driver.proxy.id, cfg.driver.proxy.overlay_addr
         );
-        for r in &cfg.driver.host.routes {
+        for r in cfg.driver.host.routes() {
             println!("route {r} dev {}", cfg.driver.host.tun);
         }
         return Ok(());

@@ -991,7 +991,11 @@ fn lab_failover(driver: &str) {
     assert!(ms <= 3000, "killed ingress: {ms} ms (> OSPF dead interval 3 s)");
     lab_.restore();
 
-    // 4. A proxy that boots while its uplink is down (a router's proxy may start before its links and
+    // 4. A proxy that leaves gracefully (SIGTERM) hands its targets over before it stops.
+    graceful_leave("p3", "t3");
+    lab_.restore();
+
+    // 5. A proxy that boots while its uplink is down (a router's proxy may start before its links and
     //    routing are up) joins the overlay once the link comes back: its seeds become reachable and its
     //    seed check (every 10 s, SPEC.md §7) finds them. Membership is the core's, the same for every
     //    driver: checked once, with tokio.
@@ -999,6 +1003,96 @@ fn lab_failover(driver: &str) {
         late_boot_joins("p3", "r3");
         lab_.restore();
     }
+}
+
+/// Milliseconds since the Unix epoch of a log line's leading RFC 3339 UTC timestamp
+/// (`2026-11-25T19:04:26.995756Z ...`, tracing's default format).
+fn log_ms(line: &str) -> Option<u64> {
+    let ts = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.splitn(3, ':');
+    let (h, min) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let sec: f64 = t.next()?.parse().ok()?;
+    // Days from civil (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms = ((days * 24 + h) * 60 + min) * 60_000 + (sec * 1000.0) as i64;
+    u64::try_from(ms).ok()
+}
+
+/// SIGTERMs `proxy` (the ingress of some client and the JAP of `site`'s agents) and checks SPEC.md §7.6:
+/// it withdraws its anycast routes and answers its targets Draining, so `site`'s DNS agent registers with
+/// another proxy while `proxy` still drains (well before its 2 s `drain_time` ends, where a crashed JAP
+/// costs `hold_ms` of silence first), and the client, whose ingress moves, is answered again within the
+/// drain. The proxy exits by itself when the drain ends.
+fn graceful_leave(proxy: &str, site: &str) {
+    let client = CLIENTS
+        .into_iter()
+        .find(|c| ingress(c) == proxy)
+        .unwrap_or_else(|| panic!("some client enters at {proxy} in the default topology"));
+    let agent_log = format!("{DIR}/{site}/agent-10.99.0.53-53-udp.log");
+    let regs = || -> Vec<(Option<u64>, String)> {
+        std::fs::read_to_string(&agent_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let jap = l.split("registered jap=").nth(1)?;
+                Some((log_ms(l), jap.split_whitespace().next()?.to_owned()))
+            })
+            .collect()
+    };
+    let seen = regs().len();
+    assert_eq!(
+        regs().last().map(|r| r.1.as_str()),
+        Some(proxy),
+        "{site}'s DNS agent is registered with {proxy}"
+    );
+    let pid = pid_of(proxy, "proxy");
+    let (probes, at) = watch(
+        client,
+        DNS4,
+        Duration::from_secs(4),
+        Duration::from_millis(600),
+        || {
+            let o = run("bash", &["-c", &format!("kill -s TERM {pid}")]);
+            assert!(o.status.success(), "SIGTERM {proxy}");
+        },
+    );
+    // The watch ran 3.4 s past the signal: the 2 s drain is over.
+    let alive = run("bash", &["-c", &format!("kill -0 {pid}")]).status.success();
+    let log = std::fs::read_to_string(format!("{DIR}/{proxy}/proxy.log")).unwrap_or_default();
+    assert!(
+        log.contains("route withdrawn") && log.contains("anycast routes withdrawn"),
+        "{proxy} must withdraw its anycast routes when it starts leaving"
+    );
+    assert!(!alive, "{proxy} must stop by itself after its drain");
+    let new = regs();
+    let moved = new[seen..]
+        .iter()
+        .find(|r| r.1 != proxy)
+        .unwrap_or_else(|| panic!("{site}'s agent did not register elsewhere: {:?}", &new[seen..]));
+    let moved_ms = moved.0.expect("timestamped log line").saturating_sub(at);
+    let (ms, stray) =
+        outage(&probes, at, 2, |_| true).expect("the client must be answered again after the leave");
+    eprintln!(
+        "{proxy} left gracefully: {site}'s agent registered with {} after {moved_ms} ms; {client} answered \
+         again after {ms} ms ({stray} isolated losses)",
+        moved.1
+    );
+    assert!(
+        moved_ms <= 1500,
+        "{site}'s agent moved only {moved_ms} ms after the signal (the drain lasts 2 s)"
+    );
+    assert!(
+        ms <= 2000,
+        "{client} answered again only after {ms} ms (> the 2 s drain)"
+    );
 }
 
 /// How many members `proxy` lists as alive (itself included), from its control socket.

@@ -143,6 +143,8 @@ struct SimProxy {
     cfg: ProxyConfig,
     proxy: Option<Proxy>,
     incarnation: u32,
+    /// Its anycast routes are withdrawn ([`Sim::withdraw_proxy`]); cleared by a restart.
+    withdrawn: bool,
 }
 
 #[derive(Debug)]
@@ -442,6 +444,7 @@ impl Sim {
             cfg,
             proxy,
             incarnation,
+            withdrawn: false,
         });
         self.overlay_sent.push(0);
         self.overlay_bytes.push(0);
@@ -643,11 +646,40 @@ impl Sim {
         }
     }
 
+    /// Starts a graceful leave of proxy `i` (SPEC.md §7.6): the core floods Left and answers its targets
+    /// Draining. Its driver withdraws its anycast routes at the same moment, but routing takes time to
+    /// converge: call [`Sim::withdraw_proxy`] when the network should stop leading anycast packets to it.
+    /// The driver stops it `drain_time` later: call [`Sim::crash_proxy`] then.
+    pub fn leave_proxy(&mut self, i: usize) {
+        let now = self.now;
+        if let Some(p) = self.proxies.get_mut(i).and_then(|p| p.proxy.as_mut()) {
+            p.leave(now);
+            self.drain_proxy(i);
+            self.arm_proxy(i);
+        }
+    }
+
+    /// Routing no longer leads anycast packets to proxy `i` (its pool addresses still do).
+    pub fn withdraw_proxy(&mut self, i: usize) {
+        if let Some(p) = self.proxies.get_mut(i) {
+            p.withdrawn = true;
+            self.epoch += 1;
+        }
+    }
+
+    /// Whether proxy `i` runs and announces the anycast prefix.
+    fn announces(&self, i: usize) -> bool {
+        self.proxies
+            .get(i)
+            .is_some_and(|p| p.proxy.is_some() && !p.withdrawn)
+    }
+
     /// Restarts a crashed proxy with a higher incarnation.
     pub fn restart_proxy(&mut self, i: usize) {
         let now = self.now;
         if let Some(p) = self.proxies.get_mut(i) {
             p.incarnation += 1;
+            p.withdrawn = false;
             p.cfg.incarnation = p.incarnation;
             p.proxy = Proxy::new(p.cfg.clone(), now).ok();
             self.epoch += 1;
@@ -716,11 +748,12 @@ impl Sim {
         }
     }
 
-    /// The proxy a host's anycast packets reach: its pinned IAP if running, else the nearest running proxy.
+    /// The proxy a host's anycast packets reach: its pinned IAP if it announces the prefix, else the nearest
+    /// proxy that does.
     pub fn iap_of(&self, h: HostId) -> Option<usize> {
         let host = self.hosts.get(h.0)?;
         if let Some(i) = host.pinned_iap
-            && self.proxies.get(i).is_some_and(|p| p.proxy.is_some())
+            && self.announces(i)
         {
             return Some(i);
         }
@@ -739,8 +772,8 @@ impl Sim {
     fn anycast_route(&self, h: usize) -> Option<usize> {
         let place = self.host_place(h);
         let mut best: [(Duration, usize); 4] = [(Duration::MAX, usize::MAX); 4];
-        for (i, p) in self.proxies.iter().enumerate() {
-            if p.proxy.is_none() {
+        for i in 0..self.proxies.len() {
+            if !self.announces(i) {
                 continue;
             }
             let k = (self.place_latency(place, self.proxy_place(i)), i);

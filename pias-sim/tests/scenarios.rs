@@ -239,6 +239,60 @@ fn a_dead_jap_stops_costing_packets_within_two_seconds() {
 }
 
 #[test]
+fn a_leaving_jap_hands_its_target_over_before_it_stops() {
+    let (mut sim, group) = line(SimConfig::default(), RapPolicy::Proximity);
+    let client = sim.add_client(ip("10.1.0.10"), (-1.0, 1.0));
+    sim.add_target(
+        "t1",
+        SocketAddr::new(ip("10.2.0.1"), group.port),
+        group,
+        (41.0, 1.0),
+    );
+    sim.run_for(Duration::from_secs(2));
+    sim.send_udp(client, 40000, group, 1, b"x");
+    sim.run_for(Duration::from_millis(300));
+    assert_eq!(replies_from(&sim, client, 1), vec!["x@t1"]);
+    assert_eq!(sim.agent(HostId(1)).unwrap().jap(), Some(ProxyId(5)));
+    // p5 leaves gracefully: Left flooded, its target answered Draining, its anycast routes withdrawn —
+    // which takes routing 300 ms to carry out here, so the target's next Register still reaches p5 (and is
+    // answered Draining too). The probes cover the 2 s drain; then the driver would stop p5.
+    sim.leave_proxy(4);
+    let mut series = probe_series(&mut sim, client, group, 100, 6, Duration::from_millis(50));
+    sim.withdraw_proxy(4);
+    series.extend(probe_series(
+        &mut sim,
+        client,
+        group,
+        106,
+        30,
+        Duration::from_millis(50),
+    ));
+    assert_eq!(
+        sim.agent(HostId(1)).unwrap().jap(),
+        Some(ProxyId(4)),
+        "the target must have moved to p4 while p5 still ran"
+    );
+    let mut refused = 0;
+    sim.proxy(4).unwrap().for_each_counter(|n, v| {
+        if n == "reg_refused_draining" {
+            refused = v;
+        }
+    });
+    assert!(refused >= 1, "p5 answered Draining");
+    sim.crash_proxy(4);
+    let after = probe_series(&mut sim, client, group, 200, 20, Duration::from_millis(50));
+    assert!(
+        after.iter().all(|(_, r)| r == &vec!["p@t1".to_owned()]),
+        "the stop at the end of the drain must cost nothing: {after:?}"
+    );
+    let ms = recovery_ms(&series, 50, "t1").unwrap_or(0);
+    eprintln!("leaving JAP: service fully back after {ms} ms (a crashed one: see a_dead_jap_...)");
+    // p5 keeps serving with the registration it holds and floods Left only at half the drain; by then t1 is
+    // registered with p4 and the RAP has p4's count. No probe should be lost.
+    assert!(ms <= 100, "service back only after {ms} ms: {series:?}");
+}
+
+#[test]
 fn a_dead_rap_stops_costing_packets() {
     let (mut sim, group) = line(SimConfig::default(), RapPolicy::Proximity);
     let rap = sim.proxy(0).unwrap().raps_of(&group)[0];

@@ -335,8 +335,9 @@ pub struct Proxy {
     icmp_tokens: u32,
     icmp_refill: Instant,
     rap_sweep_at: Instant,
+    /// While leaving and Left is not flooded yet: the latest time to flood it (SPEC.md §7.6).
+    left_by: Option<Instant>,
     counters: ProxyCounters,
-    draining: bool,
     /// Live tunnel-mode registrations by target address: frames from these addresses are accepted (§11.6),
     /// and the JAP checks a binding's delivery mode only while any exist (the NAT-only fast path skips it).
     tunnel_targets: std::collections::HashMap<IpAddr, u32>,
@@ -418,11 +419,11 @@ impl Proxy {
             icmp_tokens: cfg.icmp_rate,
             icmp_refill: now,
             rap_sweep_at: now + RAP_SWEEP_INTERVAL,
+            left_by: None,
             outbox: VecDeque::with_capacity(cfg.outbox_capacity.min(65_536)),
             host_out: VecDeque::with_capacity(HOST_OUT_CAPACITY),
             events: VecDeque::with_capacity(cfg.event_capacity.min(65_536)),
             counters: ProxyCounters::default(),
-            draining: false,
             tunnel_targets: std::collections::HashMap::new(),
             sealer,
             membership,
@@ -540,12 +541,26 @@ impl Proxy {
         self.nat.touch(id, dir, packets, bytes, now)
     }
 
-    /// Starts a graceful leave: the proxy floods status Left, invalidates IAPs as its registrations go, and
-    /// tells targets to re-register elsewhere.
+    /// Starts a graceful leave (SPEC.md §7.6). First the proxy answers its targets' Refreshes and Registers
+    /// with Draining, so they register again elsewhere (through anycast: the driver withdraws this proxy's
+    /// routes now), while it stays their JAP with the registrations it holds (they no longer expire). Status
+    /// Left — which takes it out of every RAP's and IAP's choice at once — is flooded at half the
+    /// `drain_time` (at once if it holds no registration): flooded at once, it would leave a group whose
+    /// targets were all here with no JAP until they registered elsewhere, and IAPs asking meanwhile would
+    /// cache that empty answer for `negative_ttl`. It keeps forwarding until the driver stops it
+    /// `drain_time` after this call. A second call changes nothing.
     pub fn leave(&mut self, now: Instant) {
-        self.draining = true;
-        self.membership.leave(now);
+        if self.registry.is_draining() {
+            return;
+        }
+        self.registry.drain();
+        self.left_by = Some(now + self.cfg.membership.drain_time / 2);
         self.after_input(now);
+    }
+
+    /// Whether [`Proxy::leave`] was called.
+    pub fn is_leaving(&self) -> bool {
+        self.registry.is_draining()
     }
 
     // ----- output -----
@@ -595,6 +610,7 @@ impl Proxy {
             self.nat.poll_timeout(),
             self.reporter.poll_timeout(),
             Some(self.rap_sweep_at),
+            self.left_by,
         ]
         .into_iter()
         .flatten()
@@ -703,6 +719,7 @@ impl Proxy {
             ("reg_bad_cookie", g.bad_cookie),
             ("reg_replay", g.replay),
             ("reg_refused_full", g.refused_full),
+            ("reg_refused_draining", g.refused_draining),
             ("reg_challenges", g.challenges),
             ("reg_registered", g.registered),
             ("reg_refreshed", g.refreshed),
@@ -793,6 +810,12 @@ impl Proxy {
     /// Applies what the sub-machines decided during an input: membership changes move the ring and the
     /// caches, registry changes move NAT bindings and reports.
     fn after_input(&mut self, now: Instant) {
+        if let Some(t) = self.left_by
+            && (now >= t || self.registry.is_empty())
+        {
+            self.left_by = None;
+            self.membership.leave(now);
+        }
         while let Some(ev) = self.membership.poll_event() {
             match ev {
                 MemberEvent::Up { id, addr } | MemberEvent::AddrChanged { id, addr } => {

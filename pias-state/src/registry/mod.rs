@@ -10,6 +10,13 @@
 //!   side ([`Dest::Host`]).
 //! - [`Registry::handle_timeout`] removes targets that sent no refresh for `hold_ms`.
 //! - [`Registry::choose_target`] picks a target for a new flow.
+//! - [`Registry::drain`]: the proxy is leaving (SPEC.md §7.6). From then on a Register with a cookie and a
+//!   Refresh are answered Draining and register or refresh nothing, so every agent registers again through
+//!   anycast (which, once this proxy withdrew its routes, leads elsewhere) within one `refresh_ms` instead
+//!   of noticing the dead JAP `hold_ms` after it stopped. Registrations already here no longer expire: their
+//!   targets are alive (registering elsewhere, unrefreshed here by design), and until the proxy floods Left
+//!   RAPs still send it flows for them; expiring them would report the group empty before its targets
+//!   reached another JAP.
 //!
 //! # Drain order
 //!
@@ -203,6 +210,9 @@ pub enum RegistryError {
     /// A new registration beyond a bound: answered Full.
     #[error("registrations full (answered Full)")]
     Full,
+    /// Register or Refresh while this proxy is leaving: answered Draining, nothing registered or refreshed.
+    #[error("this proxy is leaving (answered Draining)")]
+    Draining,
 }
 
 /// Counters (SPEC.md §15); every refusal and every drop has one.
@@ -221,6 +231,8 @@ pub struct RegistryCounters {
     pub refused_full: u64,
     /// New registrations refused because the group had `max_targets_per_group` targets.
     pub refused_group_full: u64,
+    /// Registers and Refreshes answered Draining because this proxy is leaving.
+    pub refused_draining: u64,
     pub challenges: u64,
     pub registered: u64,
     /// Registers for an existing registration (weight, mode or source updated).
@@ -467,6 +479,8 @@ pub struct Registry {
     events: VecDeque<RegistryEvent>,
     reports: VecDeque<TransportAddr>,
     counters: RegistryCounters,
+    /// Set by [`Registry::drain`]; never cleared (a proxy that left restarts with a new incarnation).
+    draining: bool,
 }
 
 fn splitmix(x: &mut u64) -> u64 {
@@ -562,6 +576,7 @@ impl Registry {
             events: VecDeque::with_capacity(cfg.event_queue.min(65_536)),
             reports: VecDeque::new(),
             counters: RegistryCounters::default(),
+            draining: false,
             cfg,
         })
     }
@@ -576,6 +591,11 @@ impl Registry {
     /// Counters.
     pub fn counters(&self) -> &RegistryCounters {
         &self.counters
+    }
+
+    /// Whether [`Registry::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// Live registrations.
@@ -828,11 +848,17 @@ impl Registry {
 
     // ----- input -----
 
+    /// The proxy is leaving: answer Register (once the cookie checks) and Refresh with Draining from now on.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
     /// Handles the UDP payload of a datagram that reached the registration address `local` from `from`.
     ///
     /// On `Ok` the message was acted on and a reply queued (Challenge, RegisterAck Ok, or Gone for a
-    /// Deregister). On `Err` nothing changed but counters, except that [`RegistryError::Full`] and
-    /// [`RegistryError::UnknownRegistration`] queue a Full or Gone answer.
+    /// Deregister). On `Err` nothing changed but counters, except that [`RegistryError::Full`],
+    /// [`RegistryError::UnknownRegistration`] and [`RegistryError::Draining`] queue a Full, Gone or Draining
+    /// answer (and a Draining answer to a Refresh consumes its sequence number).
     pub fn handle_target_packet(
         &mut self,
         now: Instant,
@@ -853,6 +879,7 @@ impl Registry {
                 RegistryError::Replay => c.replay += 1,
                 RegistryError::UnknownRegistration => c.unknown_registration += 1,
                 RegistryError::Full => {} // counted where the bound is known
+                RegistryError::Draining => c.refused_draining += 1,
             }
         }
         r
@@ -914,6 +941,12 @@ impl Registry {
         }
         if !self.cookie_ok(now, from, &m.group, &m.cookie) {
             return Err(RegistryError::BadCookie);
+        }
+        if self.draining {
+            // Checked after the cookie, so the answer goes only to a source that proved it receives there.
+            let ack = self.ack(m.group, m.service, RegAckStatus::Draining);
+            self.push_reply(local, from, key, ack);
+            return Err(RegistryError::Draining);
         }
 
         if let Some(slot) = self.find_reg(&m.group, &m.service) {
@@ -1088,6 +1121,11 @@ impl Registry {
         if !r.window.commit(seq) {
             return Err(RegistryError::Replay);
         }
+        if self.draining {
+            let ack = self.ack(op.group, op.service, RegAckStatus::Draining);
+            self.push_reply(local, from, key, ack);
+            return Err(RegistryError::Draining);
+        }
         self.touch(slot, now);
         self.counters.refreshed += 1;
         let ack = self.ack(op.group, op.service, RegAckStatus::Ok);
@@ -1222,8 +1260,12 @@ impl Registry {
 
     // ----- timers -----
 
-    /// When [`Registry::handle_timeout`] has work: the earliest refresh deadline. `None` with no registration.
+    /// When [`Registry::handle_timeout`] has work: the earliest refresh deadline. `None` with no registration,
+    /// and while draining (nothing expires then).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.draining {
+            return None;
+        }
         let r = self.regs.get(self.head as usize)?.as_ref()?;
         Some(
             r.last_refresh
@@ -1235,6 +1277,9 @@ impl Registry {
     /// event queue has room for; call again while `poll_timeout() <= now`). Early or repeated calls are
     /// harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.draining {
+            return;
+        }
         let hold = core::time::Duration::from_millis(u64::from(self.cfg.hold_ms));
         for _ in 0..self.cfg.expiry_budget {
             if self.events.len() >= self.cfg.event_queue {

@@ -352,6 +352,62 @@ fn route_change_gets_gone_and_reregisters_at_once() {
     assert_eq!(p.regs[1].counters().unknown_registration, 1);
 }
 
+#[test]
+fn draining_jap_sends_its_targets_elsewhere_within_refreshes() {
+    let mut p = Pair::new(reg_addr(), agent_addr(5));
+    p.regs.push(registry(2));
+    p.run_until(t(1000));
+    agent_events(&mut p.agent);
+    assert_eq!(p.regs[0].group_count(&group()), 1);
+    // Proxy 1 starts leaving; routing still leads to it for another 300 ms (its withdrawal converging).
+    p.regs[0].drain();
+    let left = p.now;
+    p.run_until(left + Duration::from_millis(300));
+    let evs = agent_events(&mut p.agent);
+    assert_eq!(
+        evs.first(),
+        Some(&AgentEvent::JapLost {
+            jap: ProxyId(1),
+            reason: LostReason::Draining
+        }),
+        "{evs:?}"
+    );
+    // A Register that still reaches proxy 1 is refused too (after the cookie checks), and registers nothing.
+    assert!(
+        evs[1..].iter().all(|e| matches!(
+            e,
+            AgentEvent::Refused {
+                status: RegAckStatus::Draining,
+                ..
+            }
+        )),
+        "{evs:?}"
+    );
+    assert!(p.regs[0].counters().refused_draining >= 1);
+    assert_eq!(
+        p.regs[0].counters().registered,
+        1,
+        "nothing new registered while draining"
+    );
+    // The registration already there stays for flows bound through proxy 1: it no longer expires.
+    assert_eq!(p.regs[0].group_count(&group()), 1);
+    assert_eq!(p.regs[0].poll_timeout(), None, "nothing to expire while draining");
+    p.route = Some(1);
+    let moved = p.now;
+    p.run_until(moved + Duration::from_millis(250));
+    assert_eq!(p.agent.state(), AgentState::Registered { jap: ProxyId(2) });
+    assert_eq!(p.regs[1].group_count(&group()), 1);
+    // With Draining the target moved within two refresh intervals of the routing change, where a JAP that
+    // simply stopped costs `hold_ms` of silence first (agent_detects_dead_jap_within_hold_...).
+    p.run_until(left + Duration::from_millis(3000));
+    assert_eq!(
+        p.regs[0].group_count(&group()),
+        1,
+        "kept on proxy 1 until it stops"
+    );
+    assert_eq!(p.regs[0].counters().expired, 0);
+}
+
 // ----- security -----
 
 #[test]
