@@ -54,7 +54,7 @@ socket = "/run/pias/pias0.sock"         # `pias ctl --socket PATH`; omit to disa
 [timers]                                # SPEC.md §14; all optional
 probe_interval_ms = 200
 suspect_timeout_ms = 1000
-drain_time_ms = 2000
+drain_time_ms = 2000                    # graceful leave: Left at half, exit at the end
 refresh_ms = 200                        # told to targets
 hold_ms = 700                           # a target silent this long is dead
 cache_ttl_ms = 60000

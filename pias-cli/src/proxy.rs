@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 /// `--help`'s description (clap replaces a subcommand struct's doc comment with its variant's, so it
 /// goes in `before_long_help`, placed by [`crate::proxy::HELP_TEMPLATE`]).
-const LONG_ABOUT: &str = "\nRuns a PIAS proxy: every role (IAP, RAP, JAP) for every group, on one TUN device and one overlay socket.\n\nAt start the proxy creates its TUN device (it vanishes when the process exits), routes the anycast prefixes, the registration addresses and its NAT pool into it, sets the forwarding sysctls, binds the overlay socket (UDP 6081) and joins the overlay through its seeds. Needs root (CAP_NET_ADMIN).\n\nSIGINT/SIGTERM: the proxy leaves the overlay (peers and targets move away) and keeps forwarding for drain_time, then exits; a second signal exits at once.";
+const LONG_ABOUT: &str = "\nRuns a PIAS proxy: every role (IAP, RAP, JAP) for every group, on one TUN device and one overlay socket.\n\nAt start the proxy creates its TUN device (it vanishes when the process exits), routes the anycast prefixes, the registration addresses and its NAT pool into it, sets the forwarding sysctls, binds the overlay socket (UDP 6081) and joins the overlay through its seeds. Needs root (CAP_NET_ADMIN).\n\nSIGINT/SIGTERM (maintenance): the proxy deletes its anycast and registration routes from the TUN (a routing daemon redistributing them withdraws the prefix), answers its targets' refreshes with Draining so they register with another proxy, stays their JAP meanwhile, floods Left at half of drain_time, keeps forwarding for drain_time, then exits; a second signal exits at once.";
 
 /// Runs a PIAS proxy: every role (IAP, RAP, JAP) for every group, on one TUN device and one overlay socket.
 ///
@@ -19,8 +19,8 @@ const LONG_ABOUT: &str = "\nRuns a PIAS proxy: every role (IAP, RAP, JAP) for ev
 /// prefixes, the registration addresses and its NAT pool into it, sets the forwarding sysctls, binds the
 /// overlay socket (UDP 6081) and joins the overlay through its seeds. Needs root (CAP_NET_ADMIN).
 ///
-/// SIGINT/SIGTERM: the proxy leaves the overlay (peers and targets move away) and keeps forwarding for
-/// drain_time, then exits; a second signal exits at once.
+/// SIGINT/SIGTERM: a graceful leave (SPEC.md §7.6): routes withdrawn, targets sent elsewhere, Left
+/// flooded at half of drain_time, forwarding until drain_time, then exit; a second signal exits at once.
 #[derive(Debug, ClapArgs)]
 #[command(help_template = crate::proxy::HELP_TEMPLATE, before_help = "\nMore with --help.", before_long_help = LONG_ABOUT, after_help = "\
 Examples:
