@@ -6,9 +6,10 @@
 //! dependency for six commands run once. Every route is `replace`d, so a restart over a leftover route works.
 //! No teardown is needed: the TUN is not persistent, and when the process exits the kernel deletes it and
 //! every route through it — which is what withdraws the proxy from routing. A graceful leave withdraws
-//! earlier ([`HostSetup::withdraw`], SPEC.md §7.6): the anycast routes go at the start of the drain, so a
-//! routing daemon that redistributes them (the lab's BIRD does) moves clients and re-registering targets to
-//! other proxies while this one still forwards what reaches it; the NAT pool routes stay until exit.
+//! earlier ([`HostSetup::withdraw`], SPEC.md §7.6): the anycast routes leave the `main` table at the start of
+//! the drain, so a routing daemon that redistributes them (the lab's BIRD does) moves clients and
+//! re-registering targets to other proxies, while a copy in the `local` table keeps delivering what still
+//! arrives; the NAT pool routes stay until exit.
 //!
 //! Sysctls (when enabled): `net.ipv4.ip_forward=1` (client packets arrive on a host interface and leave
 //! into the TUN; the JAP's packets to targets leave the TUN towards a host interface), and
@@ -107,16 +108,25 @@ impl HostSetup {
         self.anycast.iter().chain(&self.pool)
     }
 
-    /// Deletes the anycast routes (the start of a graceful leave). Each failure is logged and the rest are
-    /// still tried: a route an operator already removed by hand is not a reason to keep the others. Returns
-    /// how many were deleted. Blocking (one `ip` run per route, a few milliseconds each), once per process.
+    /// Withdraws the anycast routes (the start of a graceful leave) without dropping what still arrives:
+    /// each route is first copied into the kernel's `local` table (looked up before `main` by the default
+    /// rule, and not a table routing daemons redistribute), then deleted from `main`. The routing daemon
+    /// sees the deletion and withdraws the prefix; packets routers still send here while that converges are
+    /// still delivered into the TUN, and the proxy, still running, forwards them. The copies go with the TUN
+    /// when the process exits. Each failure is logged and the rest are still tried (a route an operator
+    /// already removed by hand is not a reason to keep the others). Returns how many were withdrawn.
+    /// Blocking: two `ip` runs per route, a few milliseconds each, once per process.
     pub fn withdraw(&self) -> usize {
         let mut n = 0;
         for p in &self.anycast {
-            match ip(&[family(p), "route", "del", &p.to_string(), "dev", &self.tun]) {
+            let (fam, net) = (family(p), p.to_string());
+            if let Err(e) = ip(&[fam, "route", "replace", &net, "dev", &self.tun, "table", "local"]) {
+                tracing::warn!(route = %p, error = %e, "no local copy: packets arriving while routing converges will not reach the TUN");
+            }
+            match ip(&[fam, "route", "del", &net, "dev", &self.tun, "table", "main"]) {
                 Ok(()) => {
                     n += 1;
-                    tracing::info!(route = %p, dev = %self.tun, "route withdrawn");
+                    tracing::info!(route = %p, dev = %self.tun, "route withdrawn (kept in table local until exit)");
                 }
                 Err(e) => tracing::warn!(route = %p, error = %e, "route not withdrawn"),
             }

@@ -1029,8 +1029,8 @@ fn log_ms(line: &str) -> Option<u64> {
 /// SIGTERMs `proxy` (the ingress of some client and the JAP of `site`'s agents) and checks SPEC.md §7.6:
 /// it withdraws its anycast routes and answers its targets Draining, so `site`'s DNS agent registers with
 /// another proxy while `proxy` still drains (well before its 2 s `drain_time` ends, where a crashed JAP
-/// costs `hold_ms` of silence first), and the client, whose ingress moves, is answered again within the
-/// drain. The proxy exits by itself when the drain ends.
+/// costs `hold_ms` of silence first), and the client, whose ingress moves, loses nothing. The proxy exits
+/// by itself when the drain ends.
 fn graceful_leave(proxy: &str, site: &str) {
     let client = CLIENTS
         .into_iter()
@@ -1099,9 +1099,11 @@ fn graceful_leave(proxy: &str, site: &str) {
         moved_ms <= 1500,
         "{site}'s agent moved only {moved_ms} ms after the signal (the drain lasts 2 s)"
     );
+    // The withdrawal keeps a copy of the routes in table local, so queries that reach the proxy while routing
+    // converges are still forwarded: the client should see no outage at all (a crash costs 0.7–0.8 s here).
     assert!(
-        ms <= 2000,
-        "{client} answered again only after {ms} ms (> the 2 s drain)"
+        ms <= 300 && stray <= 3,
+        "{client} lost queries across the graceful leave: answered again after {ms} ms, {stray} isolated losses"
     );
 }
 
