@@ -72,6 +72,14 @@ pub(crate) fn watch_around(
     Ok((tools::parse_watch(&String::from_utf8_lossy(&out.stdout)), at))
 }
 
+/// Queries sent at or after `at` that got no answer.
+fn lost(probes: &[tools::Probe], at: u64) -> usize {
+    probes
+        .iter()
+        .filter(|p| p.sent_ms >= at && p.answer.is_none())
+        .count()
+}
+
 /// "N queries after the kill, M unanswered; first answer after the first failure at X ms".
 fn summary(probes: &[tools::Probe], at: u64) -> String {
     let after: Vec<_> = probes.iter().filter(|p| p.sent_ms >= at).collect();
@@ -111,7 +119,7 @@ pub(crate) fn run(lab: &Lab, keep: bool) -> Result<()> {
 
 fn tour(lab: &Lab) -> Result<()> {
     let plan = &lab.plan;
-    let mut results: Vec<(String, Option<u64>, &str)> = Vec::new();
+    let mut results: Vec<(String, Option<u64>, usize, &str)> = Vec::new();
     head("1. bring the lab up: 3 ISP routers (OSPF), a client and a PIAS proxy per ISP, 2 target sites");
     services::down(lab).ok();
     services::up(lab, true)?;
@@ -205,7 +213,12 @@ fn tour(lab: &Lab) -> Result<()> {
         },
     )?;
     let outage = tools::outage_ms(&probes, at, |a| Some(a) != vip);
-    results.push(("target killed".into(), outage, "hold_ms 700 ms; goal < 1 s"));
+    results.push((
+        "target killed".into(),
+        outage,
+        lost(&probes, at),
+        "hold_ms 700 ms; goal < 1 s",
+    ));
     match outage {
         Some(ms) => println!(
             "    {} was answered by {victim}; after the kill, every query is answered by the other target from +{ms} ms ({})",
@@ -250,7 +263,7 @@ fn tour(lab: &Lab) -> Result<()> {
                 },
             )?;
             let outage = tools::outage_ms(&probes, at, |_| true);
-            results.push(("JAP killed".into(), outage, "goal < 2 s"));
+            results.push(("JAP killed".into(), outage, lost(&probes, at), "goal < 2 s"));
             match outage {
                 Some(ms) => println!(
                     "    {} (ingress {iap}) was served through JAP {jap}; after killing it, every query is answered again from +{ms} ms ({})",
@@ -287,7 +300,12 @@ fn tour(lab: &Lab) -> Result<()> {
     )?;
     let now = status::ingress(lab, c1, &plan.topo.anycast4).unwrap_or_else(|| "?".into());
     let outage = tools::outage_ms(&probes, at, |_| true);
-    results.push(("ingress proxy killed".into(), outage, "OSPF dead interval 3 s"));
+    results.push((
+        "ingress proxy killed".into(),
+        outage,
+        lost(&probes, at),
+        "OSPF dead interval 3 s",
+    ));
     match outage {
         Some(ms) => println!(
             "    {} reached {ing}; after killing it, {} reaches {now} and every query is answered again from +{ms} ms ({})",
@@ -304,17 +322,97 @@ fn tour(lab: &Lab) -> Result<()> {
         Ok((site, p)) => println!("    now: {}", p.describe(&c1.name, &site)),
         Err(e) => println!("    now: FAILED {e:#}"),
     }
-    head("summary: until every query is answered again (a query every 20 ms, 100 ms timeout, new flow each)");
-    for (what, ms, goal) in &results {
-        match ms {
-            Some(ms) => println!("    {what:<22} {ms:>5} ms   ({goal})"),
-            None => println!("    {what:<22}  none  (service did not come back; {goal})"),
-        }
-    }
     services::up(lab, true)?;
     println!(
         "    {ing} restarted; `pias lab status` shows {} back on it",
         c1.name
     );
+
+    head("7. maintenance: SIGTERM a proxy (graceful leave: routes withdrawn, targets sent elsewhere, drain)");
+    graceful_leave(lab, c1, g, &mut results)?;
+
+    head(
+        "summary: until every query is answered again, and queries lost (one every 20 ms, 100 ms timeout, new flow each)",
+    );
+    for (what, ms, lost, goal) in &results {
+        match ms {
+            Some(ms) => println!("    {what:<22} {ms:>5} ms  {lost:>3} lost   ({goal})"),
+            None => println!("    {what:<22}  none  {lost:>3} lost   (service did not come back; {goal})"),
+        }
+    }
+    services::up(lab, true)?;
+    Ok(())
+}
+
+/// The JAP a site's agent for `g` last registered with, from its log ("registered jap=pN").
+fn registered_with(lab: &Lab, site: &str, g: &Group) -> Option<String> {
+    let d = services::daemon(lab, site, &format!("agent-{}", g.tag())).ok()?;
+    let log = std::fs::read_to_string(d.log_file()).ok()?;
+    log.lines()
+        .filter_map(|l| l.split("registered jap=").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .next_back()
+        .map(str::to_owned)
+}
+
+/// SIGTERMs `c`'s ingress proxy and watches `c`'s queries across its drain; reports which sites' agents
+/// moved and where.
+fn graceful_leave(
+    lab: &Lab,
+    c: &Node,
+    g: &Group,
+    results: &mut Vec<(String, Option<u64>, usize, &str)>,
+) -> Result<()> {
+    let ing = status::ingress(lab, c, &lab.plan.topo.anycast4).context("no ingress")?;
+    let sites: Vec<String> = g
+        .sites
+        .iter()
+        .filter(|s| registered_with(lab, s, g).as_deref() == Some(ing.as_str()))
+        .cloned()
+        .collect();
+    let d = services::daemon(lab, &ing, "proxy")?;
+    let (probes, at) = watch_around(
+        lab,
+        c,
+        g.addr,
+        Duration::from_secs(5),
+        Duration::from_millis(800),
+        || {
+            d.signal("TERM").context("the proxy is not running")?;
+            Ok(())
+        },
+    )?;
+    let outage = tools::outage_ms(&probes, at, |_| true);
+    results.push((
+        "graceful leave".into(),
+        outage,
+        lost(&probes, at),
+        "goal: next to nothing lost",
+    ));
+    println!(
+        "    {} entered at {ing}; across its leave: {}",
+        c.name,
+        summary(&probes, at).replace("after the kill", "after the signal")
+    );
+    for s in &sites {
+        match registered_with(lab, s, g) {
+            Some(j) if j != ing => println!("    {s}'s agent was told Draining and registered with {j}"),
+            other => println!("    {s}'s agent did NOT move (last registered with {other:?})"),
+        }
+    }
+    // The watch ran 4.2 s past the signal; the drain is 2 s.
+    let stopped = super::proc::wait_for(Duration::from_secs(3), || !d.running());
+    println!(
+        "    {ing} {} at the end of its drain_time",
+        if stopped {
+            "exited by itself"
+        } else {
+            "was still running"
+        }
+    );
+    match traced_dig(lab, c, g) {
+        Ok((site, p)) => println!("    now: {}", p.describe(&c.name, &site)),
+        Err(e) => println!("    now: FAILED {e:#}"),
+    }
     Ok(())
 }
