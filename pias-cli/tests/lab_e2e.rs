@@ -1096,8 +1096,8 @@ fn graceful_leave(proxy: &str, site: &str) {
         moved.1
     );
     assert!(
-        moved_ms <= 1500,
-        "{site}'s agent moved only {moved_ms} ms after the signal (the drain lasts 2 s)"
+        moved_ms < 2000,
+        "{site}'s agent moved only {moved_ms} ms after the signal, not within the 2 s drain"
     );
     // The withdrawal keeps a copy of the routes in table local, so queries that reach the proxy while routing
     // converges are still forwarded: the client should see no outage at all (a crash costs 0.7–0.8 s here).
