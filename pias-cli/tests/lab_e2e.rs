@@ -809,21 +809,23 @@ fn lab_failover(driver: &str) {
     assert_eq!(ingress("c1"), "p1", "c1 starts on p1");
     let f = format!("{DIR}/download-move.bin");
     let ns = format!("{NAME}-c1");
-    // A small receive window (c1's namespace only) so that curl's rate limit paces the sender: on a fast
-    // path (the XDP driver) a window autotuned to megabytes fills at once and curl writes it in bursts, so
-    // the file jumps past the quarter mark before the move.
+    // The download is paced by a token bucket on r1's link to c1 (16 Mbit/s, so the 20 MiB take ~10 s and
+    // the move comes at ~2.5 s). Not by curl's --limit-rate: that limits the average since the start, so
+    // after a slow first second curl reads a burst to catch up, and on a fast path the file jumped from
+    // under 5 MiB to 11 MiB between two 20 ms looks.
+    let r1 = format!("{NAME}-r1");
+    let shape = |args: &[&str]| {
+        let mut a = vec!["-n", r1.as_str(), "qdisc"];
+        a.extend_from_slice(args);
+        run("tc", &a)
+    };
+    let o = shape(&[
+        "replace", "dev", "c1", "root", "tbf", "rate", "16mbit", "burst", "32kb", "latency", "400ms",
+    ]);
     assert!(
-        exec(
-            "c1",
-            &[
-                "sh",
-                "-c",
-                "echo '4096 65536 262144' > /proc/sys/net/ipv4/tcp_rmem"
-            ]
-        )
-        .status
-        .success(),
-        "tcp_rmem in c1"
+        o.status.success(),
+        "tc tbf on r1/c1: {}",
+        String::from_utf8_lossy(&o.stderr)
     );
     let url = format!("http://{HTTP4}/big.bin");
     let child = Command::new("ip")
@@ -835,8 +837,6 @@ fn lab_failover(driver: &str) {
             "-sS",
             "--max-time",
             "40",
-            "--limit-rate",
-            "2M",
             "-o",
             &f,
             &url,
@@ -890,11 +890,11 @@ fn lab_failover(driver: &str) {
         sha256(&format!("{DIR}/t1/www/big.bin")),
         "checksum after the ingress change"
     );
-    // The client's side of the transfer after the move is mostly ACKs, and how many depends on how its
-    // router coalesces the download: with an XDP program on a veth (driver "xdp" puts XDP_PASS on the
-    // routers) the kernel runs GRO there and c1 acknowledges ~100 KB at a time, 80–180 ACKs for the rest of
-    // the file. So the check is p2's share of all IAP forwarding (nothing else sends to a group meanwhile),
-    // not an absolute count.
+    // The client's side of the transfer after the move is mostly ACKs, and how many depends on how the
+    // download is coalesced on its way: with an XDP program on a veth (driver "xdp" puts XDP_PASS on the
+    // routers) the kernel runs GRO there, and without the tbf (which splits super-packets) c1 acknowledged
+    // ~100 KB at a time, 80–180 ACKs for the rest of the file (~5 600 with it). So the check is p2's share
+    // of all IAP forwarding (nothing else sends to a group meanwhile), not an absolute count.
     let as_iap = |p: &str| forwarded(&a, &b, p, "iap_to_jap") + delta(&a, &b, p, "iap_to_rap");
     let moved = as_iap("p2");
     let elsewhere = as_iap("p1") + as_iap("p3");
@@ -916,6 +916,10 @@ fn lab_failover(driver: &str) {
         ],
     );
     assert!(o.status.success());
+    assert!(
+        shape(&["del", "dev", "c1", "root"]).status.success(),
+        "removing the tbf"
+    );
     eprintln!("TCP download survived the ingress change p1 → p2 ({moved} packets through p2 afterwards)");
 
     // 1. Killed target (SIGKILL its dnsmasq and its agent): answers from the other target within 1 s.
