@@ -74,7 +74,6 @@ pub struct MioProxy {
     clock: Clock,
     counters: DriverCounters,
     tun: OwnedFd,
-    tun_name: String,
     overlay: UdpSocket,
     tokens: Option<ProxyTokens>,
     batch: usize,
@@ -128,7 +127,6 @@ impl MioProxy {
             clock,
             counters: DriverCounters::default(),
             tun,
-            tun_name,
             overlay,
             tokens: None,
             batch,
@@ -263,7 +261,7 @@ impl MioProxy {
 
     /// The TUN's name.
     pub fn tun_name(&self) -> &str {
-        &self.tun_name
+        &self.host.tun
     }
 
     /// Up to `batch` packets from the TUN.

@@ -215,11 +215,10 @@ fn a_dead_target_stops_costing_packets_within_a_second() {
     );
 }
 
-#[test]
-fn a_dead_jap_stops_costing_packets_within_two_seconds() {
+/// The line, a client next to p1 and one target `t1` next to p5 (its JAP), answering a first query.
+fn one_target_at_p5() -> (Sim, TransportAddr, HostId) {
     let (mut sim, group) = line(SimConfig::default(), RapPolicy::Proximity);
     let client = sim.add_client(ip("10.1.0.10"), (-1.0, 1.0));
-    // One target next to p5 (JAP p5); when p5 dies its agent re-registers through anycast with p4.
     sim.add_target(
         "t1",
         SocketAddr::new(ip("10.2.0.1"), group.port),
@@ -230,6 +229,13 @@ fn a_dead_jap_stops_costing_packets_within_two_seconds() {
     sim.send_udp(client, 40000, group, 1, b"x");
     sim.run_for(Duration::from_millis(300));
     assert_eq!(replies_from(&sim, client, 1), vec!["x@t1"]);
+    (sim, group, client)
+}
+
+#[test]
+fn a_dead_jap_stops_costing_packets_within_two_seconds() {
+    // One target next to p5 (JAP p5); when p5 dies its agent re-registers through anycast with p4.
+    let (mut sim, group, client) = one_target_at_p5();
     sim.crash_proxy(4);
     let series = probe_series(&mut sim, client, group, 100, 80, Duration::from_millis(50));
     let ms = recovery_ms(&series, 50, "t1").unwrap_or(0);
@@ -240,22 +246,12 @@ fn a_dead_jap_stops_costing_packets_within_two_seconds() {
 
 #[test]
 fn a_leaving_jap_hands_its_target_over_before_it_stops() {
-    let (mut sim, group) = line(SimConfig::default(), RapPolicy::Proximity);
-    let client = sim.add_client(ip("10.1.0.10"), (-1.0, 1.0));
-    sim.add_target(
-        "t1",
-        SocketAddr::new(ip("10.2.0.1"), group.port),
-        group,
-        (41.0, 1.0),
-    );
-    sim.run_for(Duration::from_secs(2));
-    sim.send_udp(client, 40000, group, 1, b"x");
-    sim.run_for(Duration::from_millis(300));
-    assert_eq!(replies_from(&sim, client, 1), vec!["x@t1"]);
+    let (mut sim, group, client) = one_target_at_p5();
     assert_eq!(sim.agent(HostId(1)).unwrap().jap(), Some(ProxyId(5)));
-    // p5 leaves gracefully: Left flooded, its target answered Draining, its anycast routes withdrawn —
-    // which takes routing 300 ms to carry out here, so the target's next Register still reaches p5 (and is
-    // answered Draining too). The probes cover the 2 s drain; then the driver would stop p5.
+    // p5 leaves gracefully: its target is answered Draining and its anycast routes are withdrawn — which
+    // takes routing 300 ms to carry out here, so the target's next Register still reaches p5 (and is
+    // answered Draining too). Left follows at half the drain. The probes cover the 2 s drain; then the
+    // driver would stop p5.
     sim.leave_proxy(4);
     let mut series = probe_series(&mut sim, client, group, 100, 6, Duration::from_millis(50));
     sim.withdraw_proxy(4);

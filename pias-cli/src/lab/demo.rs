@@ -80,8 +80,8 @@ fn lost(probes: &[tools::Probe], at: u64) -> usize {
         .count()
 }
 
-/// "N queries after the kill, M unanswered; first answer after the first failure at X ms".
-fn summary(probes: &[tools::Probe], at: u64) -> String {
+/// "N queries after the `event`, M unanswered; first answer after the first failure at X ms".
+fn summary(probes: &[tools::Probe], at: u64, event: &str) -> String {
     let after: Vec<_> = probes.iter().filter(|p| p.sent_ms >= at).collect();
     let lost = after.iter().filter(|p| p.answer.is_none()).count();
     let first_fail = after.iter().position(|p| p.answer.is_none());
@@ -93,10 +93,10 @@ fn summary(probes: &[tools::Probe], at: u64) -> String {
     });
     match back {
         Some(ms) => format!(
-            "{} queries after the kill, {lost} unanswered; the first answer after the first failure was sent at +{ms} ms",
+            "{} queries after the {event}, {lost} unanswered; the first answer after the first failure was sent at +{ms} ms",
             after.len()
         ),
-        None => format!("{} queries after the kill, {lost} unanswered", after.len()),
+        None => format!("{} queries after the {event}, {lost} unanswered", after.len()),
     }
 }
 
@@ -223,11 +223,11 @@ fn tour(lab: &Lab) -> Result<()> {
         Some(ms) => println!(
             "    {} was answered by {victim}; after the kill, every query is answered by the other target from +{ms} ms ({})",
             c1.name,
-            summary(&probes, at)
+            summary(&probes, at, "kill")
         ),
         None => println!(
             "    service did NOT come back within 5 s ({})",
-            summary(&probes, at)
+            summary(&probes, at, "kill")
         ),
     }
     services::up(lab, true)?;
@@ -268,17 +268,14 @@ fn tour(lab: &Lab) -> Result<()> {
                 Some(ms) => println!(
                     "    {} (ingress {iap}) was served through JAP {jap}; after killing it, every query is answered again from +{ms} ms ({})",
                     c.name,
-                    summary(&probes, at)
+                    summary(&probes, at, "kill")
                 ),
                 None => println!(
                     "    service did NOT come back within 6 s ({})",
-                    summary(&probes, at)
+                    summary(&probes, at, "kill")
                 ),
             }
-            match traced_dig(lab, c, g) {
-                Ok((site, p)) => println!("    now: {}", p.describe(&c.name, &site)),
-                Err(e) => println!("    now: FAILED {e:#}"),
-            }
+            print_now(lab, c, g);
             services::up(lab, true)?;
             println!("    {jap} restarted");
         }
@@ -311,17 +308,14 @@ fn tour(lab: &Lab) -> Result<()> {
             "    {} reached {ing}; after killing it, {} reaches {now} and every query is answered again from +{ms} ms ({})",
             c1.name,
             c1.name,
-            summary(&probes, at)
+            summary(&probes, at, "kill")
         ),
         None => println!(
             "    service did NOT come back within 6 s ({})",
-            summary(&probes, at)
+            summary(&probes, at, "kill")
         ),
     }
-    match traced_dig(lab, c1, g) {
-        Ok((site, p)) => println!("    now: {}", p.describe(&c1.name, &site)),
-        Err(e) => println!("    now: FAILED {e:#}"),
-    }
+    print_now(lab, c1, g);
     services::up(lab, true)?;
     println!(
         "    {ing} restarted; `pias lab status` shows {} back on it",
@@ -342,6 +336,14 @@ fn tour(lab: &Lab) -> Result<()> {
     }
     services::up(lab, true)?;
     Ok(())
+}
+
+/// "now: <the path a query from `c` through `g` takes>", after a failover.
+fn print_now(lab: &Lab, c: &Node, g: &Group) {
+    match traced_dig(lab, c, g) {
+        Ok((site, p)) => println!("    now: {}", p.describe(&c.name, &site)),
+        Err(e) => println!("    now: FAILED {e:#}"),
+    }
 }
 
 /// The JAP a site's agent for `g` last registered with, from its log ("registered jap=pN").
@@ -392,7 +394,7 @@ fn graceful_leave(
     println!(
         "    {} entered at {ing}; across its leave: {}",
         c.name,
-        summary(&probes, at).replace("after the kill", "after the signal")
+        summary(&probes, at, "signal")
     );
     for s in &sites {
         match registered_with(lab, s, g) {
@@ -410,9 +412,6 @@ fn graceful_leave(
             "was still running"
         }
     );
-    match traced_dig(lab, c, g) {
-        Ok((site, p)) => println!("    now: {}", p.describe(&c.name, &site)),
-        Err(e) => println!("    now: FAILED {e:#}"),
-    }
+    print_now(lab, c, g);
     Ok(())
 }

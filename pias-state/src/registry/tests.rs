@@ -146,6 +146,15 @@ impl Pair {
         }
     }
 
+    /// An agent registered with JAP 1 (its events taken) at t = 1 s, JAP 2 standing by.
+    fn registered_with_first_of_two() -> Pair {
+        let mut p = Pair::new(reg_addr(), agent_addr(5));
+        p.regs.push(registry(2));
+        p.run_until(t(1000));
+        agent_events(&mut p.agent);
+        p
+    }
+
     /// Agent → registry, then registry → agent, once. Returns (datagrams sent by the agent, replies).
     fn exchange(&mut self) -> (usize, usize) {
         let mut buf = [0u8; 1500];
@@ -285,10 +294,7 @@ fn deregister_removes_at_once() {
 
 #[test]
 fn agent_detects_dead_jap_within_hold_and_reregisters_elsewhere() {
-    let mut p = Pair::new(reg_addr(), agent_addr(5));
-    p.regs.push(registry(2));
-    p.run_until(t(1000));
-    agent_events(&mut p.agent);
+    let mut p = Pair::registered_with_first_of_two();
     // JAP 1 dies: nothing reaches it any more, nothing comes back.
     p.route = None;
     let cut = p.now;
@@ -330,10 +336,7 @@ fn agent_detects_dead_jap_within_hold_and_reregisters_elsewhere() {
 
 #[test]
 fn route_change_gets_gone_and_reregisters_at_once() {
-    let mut p = Pair::new(reg_addr(), agent_addr(5));
-    p.regs.push(registry(2));
-    p.run_until(t(1000));
-    agent_events(&mut p.agent);
+    let mut p = Pair::registered_with_first_of_two();
     p.route = Some(1);
     let moved = p.now;
     p.run_until(moved + Duration::from_millis(201));
@@ -354,10 +357,7 @@ fn route_change_gets_gone_and_reregisters_at_once() {
 
 #[test]
 fn draining_jap_sends_its_targets_elsewhere_within_refreshes() {
-    let mut p = Pair::new(reg_addr(), agent_addr(5));
-    p.regs.push(registry(2));
-    p.run_until(t(1000));
-    agent_events(&mut p.agent);
+    let mut p = Pair::registered_with_first_of_two();
     assert_eq!(p.regs[0].group_count(&group()), 1);
     // Proxy 1 starts leaving; routing still leads to it for another 300 ms (its withdrawal converging).
     p.regs[0].drain();
