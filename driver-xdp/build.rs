@@ -8,6 +8,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+include!("src/build_packages.rs");
+
 const SOURCES: &[&str] = &[
     "pias_xdp.c",
     "structs.h",
@@ -29,10 +31,11 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CLANG");
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
 
+    let install = format!("apt-get install -y {}", BUILD_DEBIAN_PACKAGES.join(" "));
     if !std::path::Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
         panic!(
             "driver-xdp: /usr/include/bpf/bpf_helpers.h not found; install the Debian package `libbpf-dev` \
-             (apt-get install -y clang libbpf-dev)"
+             ({install})"
         );
     }
     for (out, define) in [("pias_xdp.o", None), ("pias_tc.o", Some("-DPIAS_HOOK_TC"))] {
@@ -53,7 +56,7 @@ fn main() {
             Ok(s) => panic!("driver-xdp: `{clang}` failed to compile bpf/pias_xdp.c {define:?} ({s})"),
             Err(e) => panic!(
                 "driver-xdp: cannot run `{clang}` ({e}); install the Debian package `clang` \
-                 (apt-get install -y clang libbpf-dev), or point CLANG at a clang that targets bpf"
+                 ({install}), or point CLANG at a clang that targets bpf"
             ),
         }
     }

@@ -17,16 +17,10 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "demo.sh: the lab creates network namespaces and runs BIRD: run it as root" >&2
     exit 1
 fi
-packages=(iproute2 bird2 dnsmasq dnsutils curl iperf3 python3)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-    echo "installing: ${missing[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+# The packages come from scripts/apt-packages.txt, the list scripts/test-all.sh installs from too; the
+# build needs clang and libbpf-dev (pias links driver-xdp, whose build compiles the XDP program).
+source scripts/apt-packages.sh
+apt_install_missing demo
 cargo build --quiet --release -p pias-cli --bin pias
 target=${CARGO_TARGET_DIR:-target}
 exec "$target/release/pias" lab demo "$@"

@@ -4,7 +4,7 @@
 #   bash scripts/test-all.sh
 #
 # On a fresh machine (Debian 12, root, Rust stable only) it first installs what is missing: the apt packages
-# in APT_PACKAGES and cargo-fuzz at the pinned version. Then these checks, in order; a failing check does
+# of scripts/apt-packages.txt and cargo-fuzz at the pinned version. Then these checks, in order; a failing check does
 # not stop the later ones (unless FAIL_FAST=1), the summary lists every failure and the exit status is 1:
 #   1. cargo fmt --check           4. cargo fuzz build (libFuzzer + AddressSanitizer)
 #   2. cargo clippy -D warnings    5. a short fuzz run of every target, seeded with fuzz/corpus/<target>
@@ -17,19 +17,16 @@
 #   FAIL_FAST=1   stop at the first failing check
 #
 # The sanitizer flags cargo-fuzz passes are nightly-only; RUSTC_BOOTSTRAP=1 lets the stable compiler accept
-# them (see LAB-NOTES.md, "Fuzzing with the machine's stable toolchain"). The fuzz runs write new inputs to
+# them (the compiler's own escape hatch for its nightly-only flags). The fuzz runs write new inputs to
 # a scratch corpus (fuzz/work/smoke/, git-ignored), never into the committed fuzz/corpus/, and crash inputs
 # to fuzz/artifacts/<target>/.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Debian packages the tests need; each is installed only when `dpkg -s` says it is missing.
-#   g++: libfuzzer-sys compiles libFuzzer, which is C++.
-#   clang, libbpf-dev: driver-xdp's build compiles the XDP program (clang -target bpf, bpf_helpers.h).
-#   iproute2, ethtool: namespaces, veths, TUN routes and XDP attach in the driver and lab tests.
-#   bird2, dnsmasq, dnsutils, curl, iperf3, python3: the lab's routing, DNS and HTTP servers, clients, bench.
-APT_PACKAGES=(g++ clang libbpf-dev iproute2 ethtool bird2 dnsmasq dnsutils curl iperf3 python3)
+# Debian packages: scripts/apt-packages.txt is the one list (scripts/demo.sh reads it too); each is
+# installed only when `dpkg -s` says it is missing.
+source scripts/apt-packages.sh
 # cargo-fuzz version, pinned so that CI is reproducible (bump deliberately).
 CARGO_FUZZ_VERSION=0.13.2
 
@@ -80,17 +77,7 @@ trap on_exit EXIT
 # ---------------------------------------------------------------------------------------------------------
 begin "install prerequisites"
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-    echo "installing apt packages: ${missing[*]}"
-    sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    "${sudo[@]}" apt-get update
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+apt_install_missing test
 
 for c in rustfmt clippy; do
     if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
@@ -164,6 +151,28 @@ fuzz_smoke() {
     return "$rc"
 }
 
+# The demo's package list (scripts/apt-packages.txt) must name the packages that own the files the build
+# really used (the XDP program's compiler and headers), so that `bash scripts/demo.sh` on a fresh machine
+# installs them before it builds. pias-cli's test compares the list with driver-xdp's declared packages;
+# this asks dpkg about the real files.
+demo_packages_cover_build() {
+    local f owner demo
+    demo=$(apt_packages_for demo)
+    for f in "$(command -v "${CLANG:-clang}")" /usr/include/bpf/bpf_helpers.h; do
+        owner=$(dpkg -S "$f" 2>/dev/null | head -n 1 | cut -d: -f1) || true
+        if [[ -z $owner ]]; then
+            echo "no Debian package owns $f" >&2
+            return 1
+        fi
+        if ! grep -qx "$owner" <<<"$demo"; then
+            echo "scripts/apt-packages.txt does not give $owner (owner of $f) to the demo job" >&2
+            return 1
+        fi
+        echo "$f: $owner (in the demo's list)"
+    done
+}
+
+check "demo's packages cover the build" demo_packages_cover_build
 check "cargo fmt --check" fmt_check
 check "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 check "cargo test" cargo test --workspace --no-fail-fast

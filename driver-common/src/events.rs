@@ -1,6 +1,6 @@
 //! The core's events as logs: member and target news at info, table changes at debug.
 
-use pias_state::agent::AgentEvent;
+use pias_state::agent::{AgentEvent, UNANSWERED_HINT};
 use pias_state::proxy::Event;
 use tracing::{debug, info, warn};
 
@@ -25,5 +25,13 @@ pub fn log_agent_event(ev: &AgentEvent) {
         AgentEvent::JapLost { jap, reason } => warn!(%jap, ?reason, "registration lost; registering again"),
         AgentEvent::Deregistered => info!("deregistered"),
         AgentEvent::Refused { jap, status } => warn!(%jap, ?status, "registration refused"),
+        AgentEvent::Unanswered { attempts, waited } => warn!(
+            attempts,
+            waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+            "registration unanswered: {UNANSWERED_HINT}"
+        ),
+        AgentEvent::Answered { after_attempts } => {
+            info!(after_attempts, "registration answered: a proxy authenticated it")
+        }
     }
 }

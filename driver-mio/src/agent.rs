@@ -164,7 +164,8 @@ impl MioAgent {
 
     /// Whether the agent deregistered (or stopped) after [`MioAgent::shutdown`].
     pub fn is_done(&self) -> bool {
-        self.done || (self.stopping && self.agent.state() == AgentState::Stopped)
+        // Stopped: deregistered after a signal, or a check (`AgentConfig::check`) ended.
+        self.done || self.agent.state() == AgentState::Stopped
     }
 
     /// The agent, for inspection.

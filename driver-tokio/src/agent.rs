@@ -110,7 +110,8 @@ impl AgentDriver {
                     return Ok(*agent.counters());
                 }
             }
-            if stopping && agent.state() == AgentState::Stopped {
+            // Stopped: deregistered after a signal, or a check (`AgentConfig::check`) ended.
+            if agent.state() == AgentState::Stopped {
                 return Ok(*agent.counters());
             }
             timer.as_mut().reset(deadline(&clock, agent.poll_timeout()));

@@ -3,7 +3,8 @@
 //!
 //! The device is *not* persistent (no `TUNSETPERSIST`): it exists while this process holds the file
 //! descriptor, and when the process exits — cleanly or not — the kernel deletes the device and every route
-//! through it. That is how a dead proxy withdraws its anycast prefix from routing (LAB-NOTES.md).
+//! through it. That is how a dead proxy withdraws its anycast prefix from routing (SPEC.md §7.6; the lab
+//! e2e suite kills a proxy and watches OSPF move its clients).
 //!
 //! Flags: `IFF_TUN | IFF_NO_PI` — every read returns exactly one IP packet with no prefix, every write takes
 //! one. The descriptor is non-blocking; [`Tun::try_recv`] returns `WouldBlock` when the queue is empty, so

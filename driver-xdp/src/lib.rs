@@ -1,4 +1,4 @@
-//! The PIAS XDP fast path (issue 7): a kernel-resident cache of the core's decisions (Katran's lesson: the
+//! The PIAS XDP fast path: a kernel-resident cache of the core's decisions (Katran's lesson: the
 //! data plane only applies what user space decided).
 //!
 //! The data plane is `bpf/pias_xdp.c` (headers by concern: `parse.h`, `csum.h`, `siphash.h`, `rewrite.h`,
@@ -55,6 +55,8 @@
 //!   (`xdp_pass_partial_checksum`). Traffic generators in a lab should send from devices with `tx` checksum
 //!   offload off (`ethtool -K DEV tx off`) to exercise the fast path.
 //! - A routed hit takes one hop like the kernel's forwarding would (TTL − 1).
+
+include!("build_packages.rs");
 
 pub mod fastpath;
 pub mod loader;

@@ -8,7 +8,7 @@ use clap::{Args as ClapArgs, ValueEnum};
 use driver_tokio::{AgentDriver, AgentDriverConfig, HealthCheck, Signals};
 use pias_proto::control::{DeliveryMode, REGISTRATION_PORT};
 use pias_proto::{IpProtocol, TransportAddr};
-use pias_state::agent::AgentConfig;
+use pias_state::agent::{AgentConfig, AgentCounters, UNANSWERED_HINT};
 
 /// `--help`'s description (clap replaces a subcommand struct's doc comment with its variant's, so it
 /// goes in `before_long_help`, placed by [`crate::proxy::HELP_TEMPLATE`]).
@@ -82,6 +82,12 @@ pub(crate) struct Args {
     /// Log filter (tracing's EnvFilter syntax; RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log: String,
+    /// Try one registration and exit: 0 once a proxy accepted it (the agent then deregisters), 1 with the
+    /// likely causes when no proxy answered within about a second (wrong key file, registration address
+    /// not routed to a proxy, proxies unreachable) or a proxy refused it. A surrogate's health check is
+    /// not run: this checks the registration path only.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -156,7 +162,9 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
     cfg.weight = a.weight;
     cfg.refresh_ms = a.refresh_ms;
     cfg.hold_ms = a.hold_ms;
-    cfg.surrogate = a.surrogate;
+    // A check tests the registration path, so it registers whatever the service's health.
+    cfg.surrogate = a.surrogate && !a.check;
+    cfg.check = a.check;
     cfg.health_failures = a.health_failures;
     cfg.validate().map_err(|e| {
         let flag = match e.field {
@@ -168,11 +176,11 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         };
         anyhow::anyhow!("{flag}: {}", e.fix)
     })?;
-    let health = match (a.surrogate, a.health) {
-        (false, Some(_)) => {
+    let health = match (a.surrogate && !a.check, a.health) {
+        (false, Some(_)) if !a.check => {
             anyhow::bail!("--health needs --surrogate (a plain agent registers unconditionally)")
         }
-        (_, None) => None,
+        (false, _) | (_, None) => None,
         (true, Some(Health::Tcp)) => Some(HealthCheck::Tcp { addr: service }),
         (true, Some(Health::Udp)) => {
             let payload = match &a.health_payload_hex {
@@ -210,6 +218,9 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             })?
         }
     };
+    if a.check {
+        return check_result(&c);
+    }
     tracing::info!(
         registers = c.sent_register,
         refreshes = c.sent_refresh,
@@ -218,6 +229,25 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         "target agent stopped"
     );
     Ok(())
+}
+
+/// `--check`'s verdict from the counters of the agent that ran it (the agent stops at the first outcome:
+/// registered, refused, or unanswered).
+fn check_result(c: &AgentCounters) -> anyhow::Result<()> {
+    if c.acks_ok > 0 {
+        println!("check: OK — a proxy accepted the registration (then deregistered)");
+        return Ok(());
+    }
+    if c.full > 0 {
+        anyhow::bail!("check failed: the proxy refused the registration: its registration table is full")
+    }
+    if c.draining > 0 {
+        anyhow::bail!("check failed: the proxy refused the registration: it is draining (shutting down)")
+    }
+    anyhow::bail!(
+        "check failed after {} registration attempts: {UNANSWERED_HINT}",
+        c.sent_register
+    )
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {

@@ -469,7 +469,8 @@ fn grew_fwd(
         .collect()
 }
 
-/// The suite runs once per user-space driver, from this one source (issue 6).
+/// The suite runs once per driver (tokio, mio, xdp, xdp-tc), from this one source, so the drivers cannot
+/// drift apart in what they carry.
 fn lab_traffic(driver: &str) {
     let _lab = Lab::up(driver);
     let sites4 = [T1.0, T3.0];
@@ -781,6 +782,117 @@ fn lab_traffic(driver: &str) {
         answer(&dig("c1", DNS4, "A")).is_some(),
         "clients keep being served"
     );
+
+    // 7. A wrong key: the proxies stay silent on the wire, and the agent tells its own user.
+    wrong_key_is_told(driver);
+}
+
+/// A `pias target` for the DNS group with another group's key (on t1, with the lab's agent driver) warns
+/// at WARN within about a second, naming the likely causes, and keeps trying; `pias target --check` exits
+/// non-zero with the same causes, and 0 with the right key (deregistering again at once).
+fn wrong_key_is_told(driver: &str) {
+    let ns = format!("{NAME}-t1");
+    let right = format!("{DIR}/keys/10.99.0.53-53-udp.key");
+    let wrong = format!("{DIR}/keys/10.99.0.80-80-tcp.key");
+    assert!(std::path::Path::new(&right).exists() && std::path::Path::new(&wrong).exists());
+    // A service port nothing else registers, so the lab's own target of the group is left alone.
+    let service = format!("{}:5454", T1.0);
+    let argv = |key: &str, check: bool| {
+        let mut v = vec![
+            "netns",
+            "exec",
+            &ns,
+            PIAS,
+            "target",
+            "--group",
+            "10.99.0.53:53/udp",
+            "--service",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        v.extend(
+            [
+                &service,
+                "--key-file",
+                key,
+                "--registration",
+                "10.99.0.1",
+                "--driver",
+                driver,
+            ]
+            .map(|x| x.to_string()),
+        );
+        if check {
+            v.push("--check".into());
+        }
+        v
+    };
+    let a = counters();
+    let log_path = format!("{DIR}/t1/wrong-key.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new("ip")
+        .args(argv(&wrong, false))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting an agent with a wrong key");
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = run("kill", &["-TERM", &child.id().to_string()]);
+    let _ = child.wait();
+    let text_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let started = text_log.lines().find(|l| l.contains("target agent started"));
+    let warned = text_log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("registration unanswered"));
+    let (Some(started), Some(warned)) = (started, warned) else {
+        panic!("the agent with a wrong key must warn (WARN, 'registration unanswered'):\n{text_log}");
+    };
+    for cause in ["key file", "not routed", "unreachable"] {
+        assert!(
+            warned.contains(cause),
+            "the warning must name '{cause}': {warned}"
+        );
+    }
+    let after = log_ms(warned).unwrap() - log_ms(started).unwrap();
+    assert!(
+        after <= 1500,
+        "warned {after} ms after the start, not within about a second"
+    );
+    let b = counters();
+    let rejected: u64 = PROXIES.iter().map(|p| delta(&a, &b, p, "reg_bad_mac")).sum();
+    assert!(
+        rejected >= 5,
+        "the JAP must count the unauthenticated Registers ({rejected})"
+    );
+    eprintln!("wrong key: warned {after} ms after the start; the JAP dropped {rejected} Registers silently");
+
+    // --check: non-zero with the causes for the wrong key, within a few seconds; 0 for the right one.
+    let t0 = Instant::now();
+    let o = run(
+        "ip",
+        &argv(&wrong, true).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let took = t0.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "--check with a wrong key must fail:\n{err}");
+    assert!(
+        err.contains("no proxy answered") && err.contains("key file"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(4), "--check took {took:?}");
+    let o = run(
+        "ip",
+        &argv(&right, true).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(
+        o.status.success() && text(&o).contains("check: OK"),
+        "--check with the right key must pass:\n{}\n{}",
+        text(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!("--check: wrong key failed in {took:?}, right key passed");
 }
 
 /// Sum of the growth of every counter of `p` whose name contains one of `parts`.

@@ -23,6 +23,14 @@
 //!   `health_failures` consecutive failures the agent deregisters and waits for a passing check.
 //! - **Shutdown**: Deregister, repeated every `refresh_ms` until Gone or `hold_ms` passed, then
 //!   [`AgentEvent::Deregistered`].
+//! - **Unanswered**: a JAP ignores a registration it cannot authenticate and says nothing (no reject an
+//!   attacker could use as an oracle), so the agent itself tells its user: once [`UNANSWERED_WARN_ATTEMPTS`]
+//!   Registers in a row drew no authenticated reply, or the first of them is [`UNANSWERED_WARN_AFTER`] old,
+//!   it emits [`AgentEvent::Unanswered`] (the likely causes are in [`UNANSWERED_HINT`]) and keeps trying;
+//!   again at every doubling of the count while nothing answers, and [`AgentEvent::Answered`] once
+//!   something does.
+//! - **Check** ([`AgentConfig::check`]): one registration, then stop: deregister once registered, or stop
+//!   at the first Unanswered or refusal. [`TargetAgent::check_outcome`] says how it ended.
 //!
 //! # Security
 //!
@@ -53,6 +61,17 @@ use crate::time::Instant;
 const EVENT_QUEUE: usize = 16;
 /// Replay windows kept, one per JAP id seen in a RegisterAck (least recently used replaced).
 const JAP_WINDOWS: usize = 8;
+/// Registers in a row without an authenticated reply after which [`AgentEvent::Unanswered`] is emitted.
+pub const UNANSWERED_WARN_ATTEMPTS: u32 = 5;
+/// Age of the first unanswered Register after which [`AgentEvent::Unanswered`] is emitted, whatever the
+/// count (a long `refresh_ms` must not delay the warning).
+pub const UNANSWERED_WARN_AFTER: Duration = Duration::from_secs(1);
+/// What an unanswered registration most likely means, in plain words, for the agent's user.
+pub const UNANSWERED_HINT: &str = "no proxy answered the registration. Likely causes: (1) the key file is not \
+this group's registration key (derive it with `pias key derive --master-file M --group G`; a proxy ignores \
+registrations it cannot authenticate, silently, by design); (2) the registration address is not routed to any \
+proxy from this host (check `ip route get <registration address>`); (3) the proxies are down or unreachable \
+(a firewall dropping UDP port 6082 either way). The agent keeps trying.";
 
 /// Configuration of one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +100,9 @@ pub struct AgentConfig {
     pub incarnation: u32,
     /// Seeds the back-off jitter.
     pub seed: u64,
+    /// Check mode (`pias target --check`): register once, then deregister and stop; stop at once when the
+    /// registration goes unanswered or is refused. See [`TargetAgent::check_outcome`].
+    pub check: bool,
 }
 
 /// A configuration value that cannot work: the field and how to fix it.
@@ -116,6 +138,7 @@ impl AgentConfig {
             health_failures: 2,
             incarnation,
             seed,
+            check: false,
         }
     }
 
@@ -166,6 +189,22 @@ pub enum AgentEvent {
     Deregistered,
     /// A JAP refused the registration (Full or Draining).
     Refused { jap: ProxyId, status: RegAckStatus },
+    /// `attempts` Registers in a row, the first `waited` ago, drew no authenticated reply: the agent's user
+    /// should be told why (see [`UNANSWERED_HINT`]). Repeated at every doubling of `attempts`.
+    Unanswered { attempts: u32, waited: Duration },
+    /// An authenticated reply arrived after an [`AgentEvent::Unanswered`].
+    Answered { after_attempts: u32 },
+}
+
+/// How a check-mode agent ([`AgentConfig::check`]) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// A JAP accepted the registration (the agent then deregistered).
+    Registered { jap: ProxyId },
+    /// No authenticated reply to `attempts` Registers (see [`UNANSWERED_HINT`]).
+    Unanswered { attempts: u32 },
+    /// A JAP authenticated the registration but refused it (Full or Draining).
+    Refused { jap: ProxyId, status: RegAckStatus },
 }
 
 /// Why a received datagram was ignored. Nothing changed but the counter of that name.
@@ -206,6 +245,8 @@ pub struct AgentCounters {
     pub replay: u64,
     pub unexpected: u64,
     pub events_dropped: u64,
+    /// [`AgentEvent::Unanswered`] warnings emitted.
+    pub unanswered_warnings: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,6 +302,14 @@ pub struct TargetAgent {
     rng: u64,
     events: VecDeque<AgentEvent>,
     counters: AgentCounters,
+    /// Registers sent since the last authenticated reply, and when the first of them went out.
+    unanswered: u32,
+    unanswered_since: Instant,
+    /// `unanswered` at which the next [`AgentEvent::Unanswered`] is due (doubles after each).
+    warn_at: u32,
+    /// Whether an [`AgentEvent::Unanswered`] is outstanding (an [`AgentEvent::Answered`] then follows).
+    warned: bool,
+    outcome: Option<CheckOutcome>,
 }
 
 fn splitmix(x: &mut u64) -> u64 {
@@ -297,6 +346,11 @@ impl TargetAgent {
             rng: cfg.seed,
             events: VecDeque::with_capacity(EVENT_QUEUE),
             counters: AgentCounters::default(),
+            unanswered: 0,
+            unanswered_since: Instant::ZERO,
+            warn_at: UNANSWERED_WARN_ATTEMPTS,
+            warned: false,
+            outcome: None,
             cfg,
         })
     }
@@ -336,6 +390,11 @@ impl TargetAgent {
         (self.refresh, self.hold)
     }
 
+    /// How a check-mode agent ended (`None` before the end, or when not in check mode).
+    pub fn check_outcome(&self) -> Option<CheckOutcome> {
+        self.outcome
+    }
+
     // ----- internals -----
 
     fn push_event(&mut self, ev: AgentEvent) {
@@ -344,6 +403,48 @@ impl TargetAgent {
         } else {
             self.events.push_back(ev);
         }
+    }
+
+    /// In check mode, ends the check with `outcome` (the first one counts).
+    fn end_check(&mut self, now: Instant, outcome: CheckOutcome) {
+        if !self.cfg.check || self.outcome.is_some() {
+            return;
+        }
+        self.outcome = Some(outcome);
+        match outcome {
+            CheckOutcome::Registered { .. } => self.shutdown(now),
+            _ => self.phase = Phase::Stopped,
+        }
+    }
+
+    /// Before the next Register goes out: warns when the ones already sent went unanswered long enough
+    /// (so the warning comes with the next attempt after the threshold, or once the first is old enough).
+    fn warn_if_unanswered(&mut self, now: Instant) {
+        if self.unanswered == 0 {
+            return;
+        }
+        let waited = now.saturating_since(self.unanswered_since);
+        let first_due = !self.warned && waited >= UNANSWERED_WARN_AFTER;
+        if self.unanswered >= self.warn_at || first_due {
+            let attempts = self.unanswered;
+            self.warned = true;
+            self.warn_at = attempts.saturating_mul(2).max(UNANSWERED_WARN_ATTEMPTS);
+            self.counters.unanswered_warnings += 1;
+            self.push_event(AgentEvent::Unanswered { attempts, waited });
+            self.end_check(now, CheckOutcome::Unanswered { attempts });
+        }
+    }
+
+    /// An authenticated reply arrived.
+    fn note_answered(&mut self) {
+        if self.warned {
+            self.push_event(AgentEvent::Answered {
+                after_attempts: self.unanswered,
+            });
+        }
+        self.unanswered = 0;
+        self.warned = false;
+        self.warn_at = UNANSWERED_WARN_ATTEMPTS;
     }
 
     /// Starts a registration from scratch at `at`: zero cookie, fresh Challenge window.
@@ -452,6 +553,8 @@ impl TargetAgent {
         if !fresh {
             return Err(AgentError::Replay);
         }
+        // Authenticated and fresh: a proxy is there and the key is right, whatever the reply says.
+        self.note_answered();
         self.advance(now);
         let accepted = match msg {
             Message::Challenge(c) => match self.phase {
@@ -518,6 +621,7 @@ impl TargetAgent {
                 };
                 self.next_send = now + self.refresh;
                 self.push_event(AgentEvent::Registered { jap: from_jap });
+                self.end_check(now, CheckOutcome::Registered { jap: from_jap });
                 true
             }
             (RegAckStatus::Ok, Phase::Registered { jap, .. }) => {
@@ -563,6 +667,13 @@ impl TargetAgent {
                 self.phase = Phase::BackingOff {
                     until: now + Duration::from_millis(base + jitter),
                 };
+                self.end_check(
+                    now,
+                    CheckOutcome::Refused {
+                        jap: from_jap,
+                        status,
+                    },
+                );
                 true
             }
             (
@@ -579,13 +690,21 @@ impl TargetAgent {
                         jap,
                         reason: LostReason::Draining,
                     });
+                    self.restart(now + self.refresh);
                 } else {
                     self.push_event(AgentEvent::Refused {
                         jap: from_jap,
                         status,
                     });
+                    self.restart(now + self.refresh);
+                    self.end_check(
+                        now,
+                        CheckOutcome::Refused {
+                            jap: from_jap,
+                            status,
+                        },
+                    );
                 }
-                self.restart(now + self.refresh);
                 true
             }
             _ => false,
@@ -683,6 +802,9 @@ impl TargetAgent {
         if now < self.next_send {
             return None;
         }
+        if matches!(self.phase, Phase::Registering { .. }) && self.healthy {
+            self.warn_if_unanswered(now);
+        }
         let (g, s) = (self.cfg.group, self.cfg.service);
         let op = TargetOp { group: g, service: s };
         let msg = match self.phase {
@@ -708,6 +830,10 @@ impl TargetAgent {
         match msg {
             Message::Register(r) => {
                 self.counters.sent_register += 1;
+                if self.unanswered == 0 {
+                    self.unanswered_since = now;
+                }
+                self.unanswered = self.unanswered.saturating_add(1);
                 if r.cookie != [0; COOKIE_LEN] {
                     self.phase = Phase::Registering {
                         cookie: Some(r.cookie),

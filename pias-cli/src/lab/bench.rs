@@ -571,8 +571,8 @@ fn render(
     let _ = writeln!(
         s,
         "\nTargets: the tokio path carries at least half the kernel's forwarding rate and adds under 100 µs median \
-         to a round trip (issue 4); xdp forwards at least as fast as the kernel forwards plain IP over the same hops \
-         (kernel-same-path pps ratio ≥ 1.0) with hit paths under 100 ns/packet (issue 7). Re-run: `cargo build --release -p pias-cli && sudo target/release/pias lab bench`."
+         to a round trip; xdp forwards at least as fast as the kernel forwards plain IP over the same hops \
+         (kernel-same-path pps ratio ≥ 1.0) with hit paths under 100 ns/packet. Re-run: `cargo build --release -p pias-cli && sudo target/release/pias lab bench`."
     );
     let _ = writeln!(
         s,

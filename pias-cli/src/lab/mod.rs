@@ -152,22 +152,27 @@ impl Lab {
     }
 }
 
+/// The programs every lab runs, each with the Debian package that brings it.
+pub(crate) const LAB_TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("bird", "bird2"),
+    ("birdc", "bird2"),
+    ("dnsmasq", "dnsmasq"),
+    ("dig", "dnsutils"),
+    ("curl", "curl"),
+    ("python3", "python3"),
+];
+/// The programs `pias lab bench` runs besides [`LAB_TOOLS`].
+pub(crate) const BENCH_TOOLS: &[(&str, &str)] = &[("iperf3", "iperf3")];
+
 /// Checks root and the tools a lab needs; the error lists what is missing and how to install it.
 pub(crate) fn preflight(bench: bool) -> Result<()> {
     if !running_as_root() {
         bail!("the lab needs root (network namespaces, veth, TUN): run it as root");
     }
-    let mut tools = vec![
-        ("ip", "iproute2"),
-        ("bird", "bird2"),
-        ("birdc", "bird2"),
-        ("dnsmasq", "dnsmasq"),
-        ("dig", "dnsutils"),
-        ("curl", "curl"),
-        ("python3", "python3"),
-    ];
+    let mut tools = LAB_TOOLS.to_vec();
     if bench {
-        tools.push(("iperf3", "iperf3"));
+        tools.extend_from_slice(BENCH_TOOLS);
     }
     let missing: Vec<_> = tools.iter().filter(|(t, _)| which(t).is_none()).collect();
     if !missing.is_empty() {
@@ -281,5 +286,50 @@ pub(crate) fn run(a: Args) -> Result<()> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packages `scripts/apt-packages.txt` gives `job` (`demo` or `test`): the lines whose second
+    /// column is the job or `both`.
+    fn apt_packages_for(job: &str) -> Vec<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/apt-packages.txt");
+        let text = std::fs::read_to_string(path).expect("scripts/apt-packages.txt");
+        text.lines()
+            .map(|l| l.split('#').next().unwrap_or(""))
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let (name, who) = (w.next()?, w.next()?);
+                (who == "both" || who == job).then(|| name.to_string())
+            })
+            .collect()
+    }
+
+    /// Each README command, run first and alone on a fresh machine, must install what it needs: the demo
+    /// builds `pias` (which links driver-xdp, whose build compiles the XDP program) and runs every lab
+    /// tool, bench included; the tests need all of that too.
+    #[test]
+    fn both_readme_commands_install_what_the_build_and_the_lab_need() {
+        let needed = driver_xdp::BUILD_DEBIAN_PACKAGES
+            .iter()
+            .copied()
+            .chain(LAB_TOOLS.iter().chain(BENCH_TOOLS).map(|(_, p)| *p));
+        for job in ["demo", "test"] {
+            let list = apt_packages_for(job);
+            assert!(list.len() >= 5, "{job}: {list:?}");
+            for p in needed.clone() {
+                assert!(
+                    list.iter().any(|l| l == p),
+                    "scripts/apt-packages.txt does not give `{p}` to the {job} job: {list:?}"
+                );
+            }
+        }
+        assert!(
+            apt_packages_for("test").iter().any(|p| p == "g++"),
+            "libfuzzer-sys builds C++"
+        );
     }
 }

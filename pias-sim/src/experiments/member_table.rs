@@ -149,7 +149,7 @@ pub fn member_table(p: &MemberTableParams, log: &mut dyn FnMut(&str)) -> Result<
     o.timing.push(("member_table-timing.csv".into(), timing));
     o.timing.push(("member_table-timing-cpu.svg".into(), c.svg()));
     md.push_str(
-        "\nDESIGN §6 target: a table at 10^5 proxies in tens of MB.\n\n![memory](member_table-memory.svg)\n\n\
+        "\nTarget: a table at 10^5 proxies in tens of MB.\n\n![memory](member_table-memory.svg)\n\n\
          ![cpu](member_table-timing-cpu.svg)\n",
     );
     // The timing numbers in the table above vary run to run; keep the deterministic summary separate.

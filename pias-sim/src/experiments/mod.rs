@@ -1,4 +1,4 @@
-//! The scale experiments of `pias sim` (issue 5). Each one builds Internet-like worlds (a transit-stub
+//! The scale experiments of `pias sim` (docs/scale.md has their results). Each one builds Internet-like worlds (a transit-stub
 //! topology, or a latency matrix from a file), runs the real proxies and agents on them, and returns an
 //! [`Output`]: CSV files, SVG plots and a Markdown summary.
 //!
