@@ -253,7 +253,11 @@ impl ProxyLoop {
         let c = &mut self.counters;
         let (ok, full, err) = match side {
             Side::Tun => (&mut c.tun_tx, &mut c.tun_tx_full, &mut c.tun_tx_errors),
-            Side::Overlay => (&mut c.overlay_tx, &mut c.overlay_tx_full, &mut c.overlay_tx_errors),
+            Side::Overlay => (
+                &mut c.overlay_tx,
+                &mut c.overlay_tx_full,
+                &mut c.overlay_tx_errors,
+            ),
         };
         match r {
             Ok(_) => *ok += 1,
@@ -271,7 +275,11 @@ impl ProxyLoop {
         let c = &mut self.counters;
         let (ok, f, err) = match side {
             Side::Tun => (&mut c.tun_tx, &mut c.tun_tx_full, &mut c.tun_tx_errors),
-            Side::Overlay => (&mut c.overlay_tx, &mut c.overlay_tx_full, &mut c.overlay_tx_errors),
+            Side::Overlay => (
+                &mut c.overlay_tx,
+                &mut c.overlay_tx_full,
+                &mut c.overlay_tx_errors,
+            ),
         };
         *ok += sent as u64;
         *f += full as u64;
@@ -424,11 +432,7 @@ mod tests {
         w.full = false;
         w.refuse = true;
         l.forward(Verdict::Overlay(to), b"x", &mut w);
-        l.on_sent(
-            Side::Tun,
-            Err(io::Error::from_raw_os_error(libc::ENOBUFS)),
-            None,
-        );
+        l.on_sent(Side::Tun, Err(io::Error::from_raw_os_error(libc::ENOBUFS)), None);
         l.on_sent_batch(Side::Overlay, 5, 2, 1);
         let c = *l.counters();
         assert_eq!((c.overlay_tx, c.overlay_tx_full, c.overlay_tx_errors), (6, 3, 2));
@@ -458,7 +462,12 @@ mod tests {
         assert!(full);
         assert_eq!(l.counters().tun_rx_errors, 3);
         // An empty source ends the batch at once.
-        let full = l.read_batch(Side::Tun, &mut rx, |_| Err(io::ErrorKind::WouldBlock.into()), &mut w);
+        let full = l.read_batch(
+            Side::Tun,
+            &mut rx,
+            |_| Err(io::ErrorKind::WouldBlock.into()),
+            &mut w,
+        );
         assert!(!full);
         assert_eq!(l.counters().rx_batches, 1);
     }
