@@ -192,24 +192,18 @@ mod tests {
     use pias_state::agent::AgentConfig;
 
     fn agent_loop(surrogate: bool) -> AgentLoop {
-        let g = TransportAddr::new("10.99.0.1".parse().unwrap(), 53, IpProtocol::Udp);
-        let svc = TransportAddr::new("127.0.0.1".parse().unwrap(), 53, IpProtocol::Udp);
-        let mut agent = AgentConfig::new(
-            g,
-            svc,
-            DeliveryMode::Nat,
-            "127.0.0.1:9".parse().unwrap(),
-            pias_proto::auth::MasterKey::from_bytes([3; 32]).group_key(&g),
-            1,
-            1,
-        );
+        let ta = |ip: &str| TransportAddr::new(ip.parse().unwrap(), 53, IpProtocol::Udp);
+        let (g, svc) = (ta("10.99.0.1"), ta("127.0.0.1"));
+        let key = pias_proto::auth::MasterKey::from_bytes([3; 32]).group_key(&g);
+        let reg = "127.0.0.1:9".parse().unwrap();
+        let mut agent = AgentConfig::new(g, svc, DeliveryMode::Nat, reg, key, 1, 1);
         agent.surrogate = surrogate;
+        let addr = "127.0.0.1:53".parse().unwrap();
+        let health = Some(HealthCheck::Tcp { addr });
         AgentLoop::new(&AgentDriverConfig {
             agent,
             bind: None,
-            health: Some(HealthCheck::Tcp {
-                addr: "127.0.0.1:53".parse().unwrap(),
-            }),
+            health,
         })
         .unwrap()
     }

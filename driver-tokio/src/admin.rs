@@ -17,15 +17,36 @@ const CONN_TIME: Duration = Duration::from_secs(5);
 
 /// Serves `GET /metrics` on `l` until the proxy stops (spawn it on the proxy's runtime).
 pub async fn serve_metrics(l: TcpListener, h: ProxyHandle) {
+    let accept = async || l.accept().await.map(|(s, _)| s);
+    accept_each(accept, h, |s, h| async move {
+        let _ = tokio::time::timeout(CONN_TIME, respond(s, &h)).await;
+    })
+    .await
+}
+
+/// Answers control requests on `l` until the proxy stops (spawn it on the proxy's runtime).
+pub async fn serve_control(l: UnixListener, h: ProxyHandle) {
+    let accept = async || l.accept().await.map(|(s, _)| s);
+    accept_each(accept, h, |s, h| async move {
+        let _ = connection(s, h).await;
+    })
+    .await
+}
+
+/// Accepts connections for ever, each served on a task of its own. A failed accept (e.g. out of file
+/// descriptors) is retried after a pause, so it cannot spin.
+async fn accept_each<S, F>(
+    mut accept: impl AsyncFnMut() -> std::io::Result<S>,
+    h: ProxyHandle,
+    serve: impl Fn(S, ProxyHandle) -> F,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
     loop {
-        let Ok((s, _)) = l.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let h = h.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(CONN_TIME, respond(s, &h)).await;
-        });
+        match accept().await {
+            Ok(s) => drop(tokio::spawn(serve(s, h.clone()))),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 
@@ -46,20 +67,6 @@ async fn respond(mut s: TcpStream, h: &ProxyHandle) -> std::io::Result<()> {
     let out = metrics::respond(&buf[..n], || body);
     s.write_all(&out).await?;
     s.shutdown().await
-}
-
-/// Answers control requests on `l` until the proxy stops (spawn it on the proxy's runtime).
-pub async fn serve_control(l: UnixListener, h: ProxyHandle) {
-    loop {
-        let Ok((s, _)) = l.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let h = h.clone();
-        tokio::spawn(async move {
-            let _ = connection(s, h).await;
-        });
-    }
 }
 
 async fn connection(s: UnixStream, h: ProxyHandle) -> std::io::Result<()> {
