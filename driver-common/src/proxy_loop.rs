@@ -250,21 +250,12 @@ impl ProxyLoop {
 
     /// Counts one send's result under the overload policy (see the module documentation).
     pub fn on_sent(&mut self, side: Side, r: io::Result<usize>, to: Option<SocketAddr>) {
-        let c = &mut self.counters;
-        let (ok, full, err) = match side {
-            Side::Tun => (&mut c.tun_tx, &mut c.tun_tx_full, &mut c.tun_tx_errors),
-            Side::Overlay => (
-                &mut c.overlay_tx,
-                &mut c.overlay_tx_full,
-                &mut c.overlay_tx_errors,
-            ),
-        };
         match r {
-            Ok(_) => *ok += 1,
-            Err(e) if is_full(&e) => *full += 1,
+            Ok(_) => self.on_sent_batch(side, 1, 0, 0),
+            Err(e) if is_full(&e) => self.on_sent_batch(side, 0, 1, 0),
             Err(e) => {
-                *err += 1;
                 debug!(error = %e, ?side, to = ?to, "send failed");
+                self.on_sent_batch(side, 0, 0, 1);
             }
         }
     }
