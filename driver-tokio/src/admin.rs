@@ -17,8 +17,7 @@ const CONN_TIME: Duration = Duration::from_secs(5);
 
 /// Serves `GET /metrics` on `l` until the proxy stops (spawn it on the proxy's runtime).
 pub async fn serve_metrics(l: TcpListener, h: ProxyHandle) {
-    let accept = async || l.accept().await.map(|(s, _)| s);
-    accept_each(accept, h, |s, h| async move {
+    accept_each(l, h, |s, h| async move {
         let _ = tokio::time::timeout(CONN_TIME, respond(s, &h)).await;
     })
     .await
@@ -26,24 +25,40 @@ pub async fn serve_metrics(l: TcpListener, h: ProxyHandle) {
 
 /// Answers control requests on `l` until the proxy stops (spawn it on the proxy's runtime).
 pub async fn serve_control(l: UnixListener, h: ProxyHandle) {
-    let accept = async || l.accept().await.map(|(s, _)| s);
-    accept_each(accept, h, |s, h| async move {
+    accept_each(l, h, |s, h| async move {
         let _ = connection(s, h).await;
     })
     .await
 }
 
+/// A listening socket of either server.
+trait Listener: Send + Sync {
+    type Stream: Send + 'static;
+    fn accept_one(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    async fn accept_one(&self) -> std::io::Result<TcpStream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+    async fn accept_one(&self) -> std::io::Result<UnixStream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
 /// Accepts connections for ever, each served on a task of its own. A failed accept (e.g. out of file
 /// descriptors) is retried after a pause, so it cannot spin.
-async fn accept_each<S, F>(
-    mut accept: impl AsyncFnMut() -> std::io::Result<S>,
-    h: ProxyHandle,
-    serve: impl Fn(S, ProxyHandle) -> F,
-) where
+async fn accept_each<L: Listener, F>(l: L, h: ProxyHandle, serve: impl Fn(L::Stream, ProxyHandle) -> F)
+where
     F: Future<Output = ()> + Send + 'static,
 {
     loop {
-        match accept().await {
+        match l.accept_one().await {
             Ok(s) => drop(tokio::spawn(serve(s, h.clone()))),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
