@@ -17,7 +17,8 @@
 //! 1. send what [`Proxy::poll_transmit`] writes until it returns `None`;
 //! 2. consume [`Proxy::poll_event`] until `None` (cache and NAT changes for XDP maps, member and target
 //!    news for logs);
-//! 3. re-arm the one timer on [`Proxy::poll_timeout`].
+//! 3. re-arm the one timer on [`Proxy::poll_timeout`] — after [`Proxy::leave`], stop instead once
+//!    [`Proxy::is_drained`].
 //!
 //! Calling `handle_timeout` early or twice is harmless. Dropping events (not draining) costs only the
 //! events: they are counted (`events_dropped`), never the proxy's state.
