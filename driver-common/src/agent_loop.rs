@@ -119,11 +119,9 @@ impl AgentLoop {
     /// A stop signal: the first starts deregistering ([`AgentLoop::shutdown`]), a second means stop now
     /// (`true`).
     pub fn on_signal(&mut self, sig: &str) -> bool {
-        if self.stopping {
-            warn!(signal = sig, "second signal: stopping now");
+        if crate::stop_now(self.stopping, sig) {
             return true;
         }
-        info!(signal = sig, "signal");
         self.shutdown();
         false
     }

@@ -184,3 +184,26 @@ pub fn wall_clock_incarnation() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs().clamp(1, u64::from(u32::MAX)) as u32)
 }
+
+/// A stop signal's meaning to a loop: `true` (stop now) if one came before (`stopping`); otherwise it is
+/// logged and the loop starts its graceful stop.
+fn stop_now(stopping: bool, sig: &str) -> bool {
+    if stopping {
+        tracing::warn!(signal = sig, "second signal: stopping now");
+    } else {
+        tracing::info!(signal = sig, "signal");
+    }
+    stopping
+}
+
+/// A proxy's configuration for unit tests: proxy `id`, overlay address `10.0.0.<id>:6081`.
+#[cfg(test)]
+pub(crate) fn test_proxy_config(id: u8) -> ProxyConfig {
+    ProxyConfig::new(
+        pias_proto::ProxyId(id.into()),
+        format!("10.0.0.{id}:6081").parse().unwrap(),
+        pias_proto::auth::MasterKey::from_bytes([id; 32]),
+        vec![format!("10.98.0.{id}").parse().unwrap()],
+        vec!["10.99.0.250".parse().unwrap()],
+    )
+}

@@ -151,16 +151,7 @@ mod tests {
 
     #[test]
     fn real_proxy_renders_every_counter() {
-        use pias_proto::ProxyId;
-        use pias_proto::auth::MasterKey;
-        use pias_state::proxy::ProxyConfig;
-        let cfg = ProxyConfig::new(
-            ProxyId(3),
-            "10.0.0.3:6081".parse().unwrap(),
-            MasterKey::from_bytes([1; 32]),
-            vec!["10.98.0.3".parse().unwrap()],
-            vec!["10.99.0.250".parse().unwrap()],
-        );
+        let cfg = crate::test_proxy_config(3);
         let p = Proxy::new(cfg, pias_state::Instant::ZERO).unwrap();
         let s = render(&p, &DriverCounters::default());
         let mut names = 0;

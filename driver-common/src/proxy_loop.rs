@@ -26,7 +26,7 @@ use std::io;
 use pias_state::Instant;
 use pias_state::proxy::{HEADROOM, PacketBuf, Proxy, Verdict};
 use pias_state::seal::Dest;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::events::log_proxy_event;
 use crate::{Clock, DriverCounters, FastPath, FastPathSlot, HostSetup, MAX_PACKET, ProxyDriverConfig};
@@ -317,11 +317,9 @@ impl ProxyLoop {
     /// A stop signal (SIGINT/SIGTERM) arrived: the first starts the graceful leave ([`ProxyLoop::leave`]),
     /// a second one means stop now (`true`).
     pub fn on_signal(&mut self, sig: &str) -> bool {
-        if self.leaving {
-            warn!(signal = sig, "second signal: stopping now");
+        if crate::stop_now(self.leaving, sig) {
             return true;
         }
-        info!(signal = sig, "signal");
         self.leave();
         false
     }
@@ -353,9 +351,6 @@ impl ProxyLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pias_proto::ProxyId;
-    use pias_proto::auth::MasterKey;
-    use pias_state::proxy::ProxyConfig;
 
     /// A wire whose queues are full, or refuse, or take everything.
     #[derive(Default)]
@@ -390,13 +385,7 @@ mod tests {
     }
 
     fn proxy_loop() -> ProxyLoop {
-        let cfg = ProxyConfig::new(
-            ProxyId(2),
-            "10.0.0.2:6081".parse().unwrap(),
-            MasterKey::from_bytes([5; 32]),
-            vec!["10.98.0.2".parse().unwrap()],
-            vec!["10.99.0.250".parse().unwrap()],
-        );
+        let cfg = crate::test_proxy_config(2);
         let host = HostSetup {
             tun: "pias-test".into(),
             mtu: 1500,
