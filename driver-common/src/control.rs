@@ -284,19 +284,9 @@ pub fn dump_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pias_proto::ProxyId;
-    use pias_proto::auth::MasterKey;
-    use pias_state::proxy::ProxyConfig;
 
     fn proxy() -> Proxy {
-        let cfg = ProxyConfig::new(
-            ProxyId(4),
-            "10.0.0.4:6081".parse().unwrap(),
-            MasterKey::from_bytes([2; 32]),
-            vec!["10.98.0.4".parse().unwrap()],
-            vec!["10.99.0.250".parse().unwrap()],
-        );
-        Proxy::new(cfg, Instant::ZERO).unwrap()
+        Proxy::new(crate::test_proxy_config(4), Instant::ZERO).unwrap()
     }
 
     #[test]

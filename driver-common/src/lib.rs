@@ -1,6 +1,9 @@
 //! What every user-space PIAS driver shares, written once: the drivers (`driver-tokio`, `driver-mio`)
-//! differ only in how they wait and wake.
+//! differ only in how they wait and wake, and how they move bytes.
 //!
+//! - [`proxy_loop`], [`agent_loop`]: the loop bodies — what a wake-up does with the core (input, the drain
+//!   order, timers, counters, the fast path's tick, the graceful stop, the one overload policy: a full
+//!   queue drops and counts, a send never waits);
 //! - [`tun`]: the TUN device (raw `/dev/net/tun` + `TUNSETIFF`, non-blocking, not persistent);
 //! - [`host`]: routes into it and the forwarding sysctls;
 //! - [`overlay`]: the overlay UDP socket and its options (socket2);
@@ -12,12 +15,14 @@
 //!
 //! Nothing here holds protocol logic (that is `pias-state`) or waits for anything (that is a driver).
 
+pub mod agent_loop;
 pub mod control;
 pub mod events;
 pub mod fastpath;
 pub mod host;
 pub mod metrics;
 pub mod overlay;
+pub mod proxy_loop;
 pub mod tun;
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -26,8 +31,10 @@ use core::time::Duration;
 use pias_state::agent::AgentConfig;
 use pias_state::proxy::ProxyConfig;
 
+pub use agent_loop::AgentLoop;
 pub use fastpath::{FAST_PATH_TICK, FastPath, FastPathSlot};
 pub use host::{HostSetup, Prefix};
+pub use proxy_loop::{ProxyLoop, Side, Wire};
 
 /// Largest packet or datagram a driver reads (an IP datagram's maximum).
 pub const MAX_PACKET: usize = 65_535;
@@ -106,6 +113,10 @@ pub struct DriverCounters {
     pub tun_tx_errors: u64,
     pub overlay_rx_errors: u64,
     pub overlay_tx_errors: u64,
+    /// Packets dropped because the TUN's queue was full (a send never waits: see [`proxy_loop`]).
+    pub tun_tx_full: u64,
+    /// Datagrams dropped because the overlay socket's send buffer was full.
+    pub overlay_tx_full: u64,
     /// Wake-ups that read at least one packet.
     pub rx_batches: u64,
     pub timer_fires: u64,
@@ -123,6 +134,8 @@ impl DriverCounters {
             ("driver_tun_tx_errors", self.tun_tx_errors),
             ("driver_overlay_rx_errors", self.overlay_rx_errors),
             ("driver_overlay_tx_errors", self.overlay_tx_errors),
+            ("driver_tun_tx_full", self.tun_tx_full),
+            ("driver_overlay_tx_full", self.overlay_tx_full),
             ("driver_rx_batches", self.rx_batches),
             ("driver_timer_fires", self.timer_fires),
         ] {
@@ -170,4 +183,27 @@ pub fn wall_clock_incarnation() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs().clamp(1, u64::from(u32::MAX)) as u32)
+}
+
+/// A stop signal's meaning to a loop: `true` (stop now) if one came before (`stopping`); otherwise it is
+/// logged and the loop starts its graceful stop.
+fn stop_now(stopping: bool, sig: &str) -> bool {
+    if stopping {
+        tracing::warn!(signal = sig, "second signal: stopping now");
+    } else {
+        tracing::info!(signal = sig, "signal");
+    }
+    stopping
+}
+
+/// A proxy's configuration for unit tests: proxy `id`, overlay address `10.0.0.<id>:6081`.
+#[cfg(test)]
+pub(crate) fn test_proxy_config(id: u8) -> ProxyConfig {
+    ProxyConfig::new(
+        pias_proto::ProxyId(id.into()),
+        format!("10.0.0.{id}:6081").parse().unwrap(),
+        pias_proto::auth::MasterKey::from_bytes([id; 32]),
+        vec![format!("10.98.0.{id}").parse().unwrap()],
+        vec!["10.99.0.250".parse().unwrap()],
+    )
 }

@@ -57,3 +57,10 @@ fn set_buffer_force(s: &Socket, opt: libc::c_int, size: usize) -> io::Result<()>
         Ok(())
     }
 }
+
+/// Sends one datagram on a non-blocking UDP socket, whatever reactor holds it, without waiting:
+/// `WouldBlock` when its send buffer is full. (A reactor's own `try_send_to` may answer `WouldBlock` from a
+/// stale readiness flag without asking the kernel.)
+pub fn send_to(socket: impl std::os::fd::AsFd, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(&socket).send_to(datagram, &to.into())
+}

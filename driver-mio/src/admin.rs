@@ -1,5 +1,6 @@
 //! The Prometheus endpoint and the control socket, served inside the proxy's own loop (the proxy is never
-//! shared with another thread). Requests are answered by `driver_common::{metrics, control}`; this module
+//! shared with another thread; the tokio driver's `admin` serves them on tasks). Requests are answered by
+//! `driver_common::{metrics, control}` through `ProxyLoop::{metrics, answer}`; this module
 //! only moves bytes: non-blocking accept, read until a request is whole, write the answer (waiting for
 //! writability if it is large), close. At most [`MAX_CONNS`] connections, each given [`CONN_TIME`].
 
@@ -13,7 +14,7 @@ use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use tracing::debug;
 
-use crate::proxy::MioProxy;
+use driver_common::ProxyLoop;
 
 const METRICS: Token = Token(8);
 const CONTROL: Token = Token(9);
@@ -87,7 +88,7 @@ impl Admin {
         }
     }
 
-    pub(crate) fn handle_ready(&mut self, r: &Registry, t: Token, p: &MioProxy) {
+    pub(crate) fn handle_ready(&mut self, r: &Registry, t: Token, p: &ProxyLoop) {
         if t == METRICS || t == CONTROL {
             self.accept(r, t == METRICS, p);
         } else if t.0 >= CONN_BASE && t.0 - CONN_BASE < self.conns.len() {
@@ -95,7 +96,7 @@ impl Admin {
         }
     }
 
-    fn accept(&mut self, r: &Registry, http: bool, p: &MioProxy) {
+    fn accept(&mut self, r: &Registry, http: bool, p: &ProxyLoop) {
         loop {
             let stream = if http {
                 match self.metrics.as_ref().map(|l| l.accept()) {
@@ -150,7 +151,7 @@ impl Admin {
         }
     }
 
-    fn serve(&mut self, r: &Registry, i: usize, p: &MioProxy) {
+    fn serve(&mut self, r: &Registry, i: usize, p: &ProxyLoop) {
         let Some(c) = self.conns[i].as_mut() else { return };
         let done = c.step(p).unwrap_or(true);
         if done {
@@ -170,7 +171,7 @@ impl Admin {
 
 impl Conn {
     /// Reads what is there, answers whole requests, writes what it can; `Ok(true)` when finished.
-    fn step(&mut self, p: &MioProxy) -> io::Result<bool> {
+    fn step(&mut self, p: &ProxyLoop) -> io::Result<bool> {
         let limit = match self.stream {
             Stream::Http(_) => metrics::MAX_REQUEST,
             Stream::Control(_) => control::MAX_REQUEST,
@@ -192,9 +193,7 @@ impl Conn {
         match self.stream {
             Stream::Http(_) => {
                 if self.output.is_empty() && metrics::request_complete(&self.input) {
-                    self.output = metrics::respond(&self.input, || {
-                        Some(metrics::render_with(p.proxy(), p.counters(), p.fast_path()))
-                    });
+                    self.output = metrics::respond(&self.input, || Some(p.metrics()));
                     self.closing = true;
                 }
             }
@@ -202,7 +201,7 @@ impl Conn {
                 while let Some(nl) = self.input.iter().position(|&b| b == b'\n') {
                     let line = String::from_utf8_lossy(&self.input[..nl]).into_owned();
                     self.input.drain(..=nl);
-                    let a = control::answer_with(&line, p.proxy(), p.counters(), p.fast_path(), p.now());
+                    let a = p.answer(&line);
                     self.output.extend_from_slice(a.as_bytes());
                 }
                 if self.input.len() >= limit {

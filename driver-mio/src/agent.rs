@@ -1,21 +1,22 @@
 //! The target agent on mio: [`MioAgent`] (embeddable: its socket and, in surrogate mode, the health probe
 //! on the host's registry) and [`run_agent`] (a loop of its own with signals).
 //!
-//! The socket sends what `TargetAgent::poll_transmit` writes to the registration address and feeds every
-//! datagram to `TargetAgent::handle_datagram`. The surrogate's health check runs inside the loop, one at a
-//! time, every refresh interval: a non-blocking TCP connect (passes when it completes), or a UDP request
-//! on a connected socket (passes on any answer); either fails after one refresh interval.
+//! What a wake-up does with the agent is `driver_common::AgentLoop`'s, shared with the tokio driver. What
+//! is here is how mio waits and the probe: when the agent says a health check is due, it runs inside the
+//! loop, one at a time — a non-blocking TCP connect (passes when it completes), or a UDP request on a
+//! connected socket (passes on any answer); either fails after the time the agent gives it (one refresh
+//! interval).
 
 use core::time::Duration;
 use std::io;
 use std::time::Instant as StdInstant;
 
-use driver_common::events::log_agent_event;
-use driver_common::{AgentDriverConfig, Clock, HealthCheck, unspecified};
+use driver_common::agent_loop::AGENT_BUFFER;
+use driver_common::{AgentDriverConfig, AgentLoop, HealthCheck, unspecified};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token};
-use pias_state::agent::{AgentCounters, AgentEvent, AgentState, TargetAgent};
-use tracing::{debug, info, warn};
+use pias_state::agent::{AgentCounters, TargetAgent};
+use tracing::debug;
 
 use crate::signals::Signals;
 use crate::timeout_until;
@@ -38,55 +39,30 @@ enum Probe {
 /// A target agent driven by a host's mio loop.
 #[derive(Debug)]
 pub struct MioAgent {
-    agent: TargetAgent,
-    clock: Clock,
+    core: AgentLoop,
     socket: UdpSocket,
-    health: Option<HealthCheck>,
-    refresh: Duration,
     registry: Option<Registry>,
     tokens: Option<AgentTokens>,
+    /// The running health probe and when it fails.
     probe: Option<(Probe, StdInstant)>,
-    next_check: StdInstant,
-    last_health: Option<bool>,
-    stopping: bool,
-    done: bool,
     rx: Vec<u8>,
-    tx: Vec<u8>,
 }
 
 impl MioAgent {
     /// Validates the agent's configuration and binds its socket.
     pub fn bind(cfg: AgentDriverConfig) -> io::Result<MioAgent> {
-        let agent = TargetAgent::new(cfg.agent.clone())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let core = AgentLoop::new(&cfg)?;
         let local = cfg.local_addr();
         let socket = UdpSocket::bind(local)
             .map_err(|e| io::Error::new(e.kind(), format!("bind agent socket {local}: {e}")))?;
-        info!(
-            group = %cfg.agent.group,
-            service = %cfg.agent.service,
-            registration = %cfg.agent.registration,
-            local = %socket.local_addr()?,
-            surrogate = cfg.agent.surrogate,
-            driver = "mio",
-            "target agent started"
-        );
-        let refresh = Duration::from_millis(u64::from(agent.config().refresh_ms.max(1)));
+        core.log_start(socket.local_addr()?, "mio");
         Ok(MioAgent {
-            agent,
-            clock: Clock::new(),
+            core,
             socket,
-            health: cfg.health,
-            refresh,
             registry: None,
             tokens: None,
             probe: None,
-            next_check: StdInstant::now(),
-            last_health: None,
-            stopping: false,
-            done: false,
-            rx: vec![0; 2048],
-            tx: vec![0; 2048],
+            rx: vec![0; AGENT_BUFFER],
         })
     }
 
@@ -96,7 +72,7 @@ impl MioAgent {
         registry.register(&mut self.socket, tokens.socket, Interest::READABLE)?;
         self.registry = Some(registry.try_clone()?);
         self.tokens = Some(tokens);
-        self.drain();
+        self.settle();
         Ok(())
     }
 
@@ -106,13 +82,9 @@ impl MioAgent {
         if token == t.socket {
             for _ in 0..64 {
                 match self.socket.recv_from(&mut self.rx) {
-                    Ok((n, from)) => {
-                        if let Err(e) = self.agent.handle_datagram(self.clock.now(), from, &self.rx[..n]) {
-                            debug!(error = %e, %from, "reply ignored");
-                        }
-                    }
+                    Ok((n, from)) => self.core.on_datagram(from, &self.rx[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => debug!(error = %e, "agent receive error"),
+                    Err(e) => self.core.on_recv_error(&e),
                 }
             }
         } else if token == t.probe {
@@ -120,87 +92,75 @@ impl MioAgent {
         } else {
             return false;
         }
-        self.drain();
+        self.settle();
         true
     }
 
     /// When the host must call [`MioAgent::handle_timeout`] next.
     pub fn next_deadline(&self) -> StdInstant {
-        let mut d = self.clock.deadline(self.agent.poll_timeout());
-        if let Some((_, until)) = &self.probe {
-            d = d.min(*until);
-        } else if self.health.is_some() && !self.stopping {
-            d = d.min(self.next_check);
-        }
-        d
+        let d = self.core.deadline();
+        self.probe.as_ref().map_or(d, |(_, until)| d.min(*until))
     }
 
-    /// Runs the agent's timer, starts a due health check, fails an overdue one.
+    /// Runs the agent's timer, fails an overdue health probe, starts a due one.
     pub fn handle_timeout(&mut self) {
-        let now = StdInstant::now();
-        let t = self.clock.now();
-        if self.agent.poll_timeout().is_some_and(|d| d <= t) {
-            self.agent.handle_timeout(t);
-        }
-        if self.probe.as_ref().is_some_and(|(_, until)| now >= *until) {
+        self.core.handle_timeout();
+        if self
+            .probe
+            .as_ref()
+            .is_some_and(|(_, until)| StdInstant::now() >= *until)
+        {
             self.finish_probe(false);
-        } else if self.probe.is_none() && self.health.is_some() && !self.stopping && now >= self.next_check {
-            self.next_check = now + self.refresh;
-            self.start_probe(now);
         }
-        self.drain();
+        self.settle();
     }
 
     /// Starts deregistering; [`MioAgent::is_done`] says when it is over.
     pub fn shutdown(&mut self) {
-        info!("deregistering");
-        self.stopping = true;
-        if let Some((p, _)) = self.probe.take() {
-            self.drop_probe(p);
-        }
-        self.agent.shutdown(self.clock.now());
-        self.drain();
+        self.core.shutdown();
+        self.abandon_probe();
+        self.settle();
     }
 
-    /// Whether the agent deregistered (or stopped) after [`MioAgent::shutdown`].
+    /// A stop signal: the first starts deregistering, a second means stop now (`true`).
+    pub fn on_signal(&mut self, sig: &str) -> bool {
+        let now = self.core.on_signal(sig);
+        self.abandon_probe();
+        self.settle();
+        now
+    }
+
+    /// Whether the agent deregistered after [`MioAgent::shutdown`], or stopped (a check ended).
     pub fn is_done(&self) -> bool {
-        // Stopped: deregistered after a signal, or a check (`AgentConfig::check`) ended.
-        self.done || self.agent.state() == AgentState::Stopped
+        self.core.is_done()
     }
 
     /// The agent, for inspection.
     pub fn agent(&self) -> &TargetAgent {
-        &self.agent
+        self.core.agent()
     }
 
     /// The agent's counters.
     pub fn counters(&self) -> &AgentCounters {
-        self.agent.counters()
+        self.core.counters()
     }
 
     /// The last health check's result (surrogate mode); `None` before the first.
     pub fn last_health(&self) -> Option<bool> {
-        self.last_health
+        self.core.last_health()
     }
 
-    fn drain(&mut self) {
-        let now = self.clock.now();
-        let registration = self.agent.config().registration;
-        while let Some(n) = self.agent.poll_transmit(now, &mut self.tx) {
-            if let Err(e) = self.socket.send_to(&self.tx[..n], registration) {
-                debug!(error = %e, %registration, "agent send failed");
-            }
-        }
-        while let Some(ev) = self.agent.poll_event() {
-            log_agent_event(&ev);
-            if self.stopping && ev == AgentEvent::Deregistered {
-                self.done = true;
-            }
+    /// After every input: the drain, then a health check if the agent says one is due.
+    fn settle(&mut self) {
+        let socket = &self.socket;
+        self.core.drain(|b, to| socket.send_to(b, to));
+        if let Some((h, limit)) = self.core.poll_health_check() {
+            self.start_probe(h, limit);
         }
     }
 
-    fn start_probe(&mut self, now: StdInstant) {
-        let (Some(h), Some(r), Some(t)) = (self.health.clone(), self.registry.as_ref(), self.tokens) else {
+    fn start_probe(&mut self, h: HealthCheck, limit: Duration) {
+        let (Some(r), Some(t)) = (self.registry.as_ref(), self.tokens) else {
             return;
         };
         let started: io::Result<Probe> = (|| match h {
@@ -218,10 +178,10 @@ impl MioAgent {
             }
         })();
         match started {
-            Ok(p) => self.probe = Some((p, now + self.refresh)),
+            Ok(p) => self.probe = Some((p, StdInstant::now() + limit)),
             Err(e) => {
                 debug!(error = %e, "health probe could not start");
-                self.report(false);
+                self.core.on_health(false);
             }
         }
     }
@@ -252,32 +212,17 @@ impl MioAgent {
     }
 
     fn finish_probe(&mut self, ok: bool) {
-        if let Some((p, _)) = self.probe.take() {
-            self.drop_probe(p);
-        }
-        self.report(ok);
+        self.abandon_probe();
+        self.core.on_health(ok);
     }
 
-    fn drop_probe(&mut self, p: Probe) {
-        if let Some(r) = &self.registry {
+    /// Closes the running probe, if any (its result no longer matters once stopping).
+    fn abandon_probe(&mut self) {
+        if let (Some((p, _)), Some(r)) = (self.probe.take(), &self.registry) {
             let _ = match p {
                 Probe::Tcp(mut s) => r.deregister(&mut s),
                 Probe::Udp(mut s) => r.deregister(&mut s),
             };
-        }
-    }
-
-    fn report(&mut self, ok: bool) {
-        if self.last_health != Some(ok) {
-            if ok {
-                info!("health check passes");
-            } else {
-                warn!("health check fails");
-            }
-            self.last_health = Some(ok);
-        }
-        if !self.stopping {
-            self.agent.set_health(self.clock.now(), ok);
         }
     }
 }
@@ -302,7 +247,6 @@ pub fn run_agent(cfg: AgentDriverConfig, mut signals: Signals) -> io::Result<Age
     let mut events = Events::with_capacity(16);
     loop {
         if agent.is_done() {
-            info!("deregistered: stopping");
             return Ok(*agent.counters());
         }
         let deadline = agent.next_deadline();
@@ -317,12 +261,9 @@ pub fn run_agent(cfg: AgentDriverConfig, mut signals: Signals) -> io::Result<Age
             }
             if ev.token() == SIGNALS {
                 while let Some(sig) = signals.recv() {
-                    if agent.stopping {
-                        warn!(signal = sig, "second signal: stopping now");
+                    if agent.on_signal(sig) {
                         return Ok(*agent.counters());
                     }
-                    info!(signal = sig, "signal");
-                    agent.shutdown();
                 }
             }
         }

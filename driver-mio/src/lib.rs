@@ -15,8 +15,10 @@
 //! `recvmmsg` into fixed slots (each with [`pias_state::proxy::HEADROOM`] in front), the TUN with one
 //! `read` per packet; datagrams the core sends to the overlay are gathered per chunk and sent with one
 //! `sendmmsg`. Buffers are allocated once; nothing is allocated per packet. Everything that is not about
-//! waiting (TUN creation, routes, sysctls, socket options, counters, metrics and control answers) is in
-//! `driver-common`, shared with the tokio driver. No protocol logic lives here.
+//! waiting or moving bytes — what a wake-up does with the core (`driver_common::{ProxyLoop, AgentLoop}`:
+//! the drain order, timers, counters, the fast path's tick, the graceful stop, the overload policy), TUN
+//! creation, routes, sysctls, socket options, metrics and control answers — is in `driver-common`, shared
+//! with the tokio driver. No protocol logic lives here.
 
 mod admin;
 pub mod agent;

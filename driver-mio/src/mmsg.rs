@@ -67,10 +67,11 @@ pub(crate) fn recv(
     Ok(r)
 }
 
-/// Sends every `outs` datagram, `CHUNK` per system call. Returns `(sent, failed)`. A datagram the kernel
-/// refuses is counted failed and skipped; when the socket's send buffer is full (`WouldBlock`) the rest
-/// of the batch is dropped as failed — UDP overload sheds load, it does not stall the loop.
-pub(crate) fn send(fd: RawFd, bufs: &[Vec<u8>], outs: &[Out]) -> (usize, usize) {
+/// Sends every `outs` datagram, `CHUNK` per system call. Returns `(sent, full, failed)`. A datagram the
+/// kernel refuses is counted failed and skipped; when the socket's send buffer is full (`WouldBlock`,
+/// `ENOBUFS`) the rest of the batch is dropped as full — UDP overload sheds load, it does not stall the
+/// loop.
+pub(crate) fn send(fd: RawFd, bufs: &[Vec<u8>], outs: &[Out]) -> (usize, usize, usize) {
     let (mut sent, mut failed) = (0, 0);
     let mut k = 0;
     while k < outs.len() {
@@ -97,10 +98,9 @@ pub(crate) fn send(fd: RawFd, bufs: &[Vec<u8>], outs: &[Out]) -> (usize, usize) 
         let r = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
         if r < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                failed += outs.len() - k;
+            if driver_common::proxy_loop::is_full(&e) {
                 tracing::debug!("overlay send buffer full: batch rest dropped");
-                return (sent, failed);
+                return (sent, outs.len() - k, failed);
             }
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -113,7 +113,7 @@ pub(crate) fn send(fd: RawFd, bufs: &[Vec<u8>], outs: &[Out]) -> (usize, usize) 
         sent += r as usize;
         k += r as usize;
     }
-    (sent, failed)
+    (sent, 0, failed)
 }
 
 /// The socket address in a `sockaddr_storage` the kernel filled.
@@ -189,7 +189,7 @@ mod tests {
                 to,
             })
             .collect();
-        assert_eq!(send(a.as_raw_fd(), &bufs, &outs), (5, 0));
+        assert_eq!(send(a.as_raw_fd(), &bufs, &outs), (5, 0, 0));
         for b in &mut bufs {
             b.fill(0xee);
         }

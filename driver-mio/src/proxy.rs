@@ -31,12 +31,14 @@
 //! own work is never starved.
 //!
 //! # Per wake-up
-//! The TUN: up to `batch` packets, one `read` each into a slot at `HEADROOM`, handed to the core in place;
-//! host-bound results are written back at once, overlay-bound ones gathered and sent with `sendmmsg` per
-//! chunk of 64. The overlay socket: `recvmmsg` of up to 64 datagrams per call, up to `batch` per wake-up,
-//! likewise. Then the drain order of `pias_state::proxy`: `poll_transmit` (sent one by one: control
-//! traffic), `poll_event` (logs), and the next deadline from `poll_timeout`. A full socket or TUN queue
-//! drops the packet and counts it (`driver_*_tx_errors`): a UDP data path sheds load, it does not stall.
+//! What a wake-up does with the core is `driver_common::ProxyLoop`'s, shared with the tokio driver; what is
+//! here is how mio waits and how the bytes move. The TUN: up to `batch` packets, one `read` each into a
+//! slot at `HEADROOM`, handed to the core in place; host-bound results are written back at once,
+//! overlay-bound ones gathered and sent with `sendmmsg` per chunk of 64. The overlay socket: `recvmmsg` of
+//! up to 64 datagrams per call, up to `batch` per wake-up, likewise. Then the drain order of
+//! `pias_state::proxy`: `poll_transmit` (sent one by one: control traffic), `poll_event` (logs), and the
+//! next deadline from `poll_timeout`. A full socket or TUN queue drops the packet and counts it
+//! (`driver_*_tx_full`): a UDP data path sheds load, it does not stall.
 
 use core::net::SocketAddr;
 use std::io;
@@ -44,16 +46,12 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::time::Instant as StdInstant;
 
-use driver_common::events::log_proxy_event;
-use driver_common::{
-    Clock, DriverCounters, FastPath, FastPathSlot, HostSetup, MAX_PACKET, ProxyDriverConfig,
-};
+use driver_common::{DriverCounters, FastPath, MAX_PACKET, ProxyDriverConfig, ProxyLoop, Side, Wire};
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
-use pias_state::proxy::{HEADROOM, PacketBuf, Proxy, Verdict};
-use pias_state::seal::Dest;
-use tracing::{debug, info, warn};
+use pias_state::proxy::{HEADROOM, Proxy, Verdict};
+use tracing::info;
 
 use crate::admin::Admin;
 use crate::mmsg::{self, CHUNK, Out};
@@ -70,31 +68,36 @@ pub struct ProxyTokens {
 /// A proxy bound to its TUN and overlay socket, driven by a host's mio loop.
 #[derive(Debug)]
 pub struct MioProxy {
-    proxy: Proxy,
-    clock: Clock,
-    counters: DriverCounters,
+    core: ProxyLoop,
+    io: MioIo,
+    tokens: Option<ProxyTokens>,
+    /// A source stopped at its batch bound with packets possibly left (edge-triggered: read on without an
+    /// event).
+    tun_more: bool,
+    overlay_more: bool,
+}
+
+/// The TUN, the overlay socket and the batch buffers.
+#[derive(Debug)]
+struct MioIo {
     tun: OwnedFd,
     overlay: UdpSocket,
-    tokens: Option<ProxyTokens>,
-    batch: usize,
     /// Receive slots: packets are read at `HEADROOM`, handled and forwarded in place.
     slots: Vec<Vec<u8>>,
     /// Lengths and senders of the last `recvmmsg`.
     got: Vec<(usize, SocketAddr)>,
     /// Overlay-bound datagrams of the current chunk.
     outs: Vec<Out>,
-    /// Transmit buffer for `poll_transmit`.
-    tx: Vec<u8>,
-    /// A source stopped at its batch bound with packets possibly left (edge-triggered: read on without an
-    /// event).
-    tun_more: bool,
-    overlay_more: bool,
-    /// The graceful stop's end, after [`MioProxy::leave`].
-    stop_at: Option<pias_state::Instant>,
-    /// The kernel fast path, if any (`driver = "xdp"`).
-    fast: FastPathSlot,
-    /// What `bind` installed; its anycast routes are withdrawn by [`MioProxy::leave`].
-    host: HostSetup,
+}
+
+impl Wire for MioIo {
+    fn send_host(&mut self, pkt: &[u8]) -> io::Result<usize> {
+        driver_common::tun::write(self.tun.as_fd(), pkt)
+    }
+
+    fn send_overlay(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.overlay.send_to(datagram, to)
+    }
 }
 
 impl MioProxy {
@@ -103,53 +106,37 @@ impl MioProxy {
     pub fn bind(cfg: ProxyDriverConfig) -> io::Result<MioProxy> {
         let (tun, tun_name) = driver_common::tun::open(&cfg.host.tun)?;
         let mut host = cfg.host.clone();
-        host.tun = tun_name.clone();
+        host.tun = tun_name;
         host.apply()?;
         let overlay = UdpSocket::from_std(driver_common::overlay::bind(
             cfg.proxy.overlay_addr,
             cfg.socket_buffer,
         )?);
-        let clock = Clock::new();
-        let proxy = Proxy::new(cfg.proxy.clone(), clock.now())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        info!(
-            id = %proxy.id(),
-            overlay = %cfg.proxy.overlay_addr,
-            tun = %tun_name,
-            incarnation = cfg.proxy.incarnation,
-            driver = "mio",
-            "proxy started"
-        );
-        let batch = cfg.batch.max(1);
-        let nslots = batch.min(CHUNK);
+        let core = ProxyLoop::new(&cfg, host, "mio")?;
+        let nslots = core.batch().min(CHUNK);
         Ok(MioProxy {
-            proxy,
-            clock,
-            counters: DriverCounters::default(),
-            tun,
-            overlay,
+            core,
+            io: MioIo {
+                tun,
+                overlay,
+                slots: (0..nslots).map(|_| vec![0u8; HEADROOM + MAX_PACKET]).collect(),
+                got: vec![(0, SocketAddr::from(([0, 0, 0, 0], 0))); nslots],
+                outs: Vec::with_capacity(nslots),
+            },
             tokens: None,
-            batch,
-            host,
-            slots: (0..nslots).map(|_| vec![0u8; HEADROOM + MAX_PACKET]).collect(),
-            got: vec![(0, SocketAddr::from(([0, 0, 0, 0], 0))); nslots],
-            outs: Vec::with_capacity(nslots),
-            tx: vec![0; MAX_PACKET],
             tun_more: false,
             overlay_more: false,
-            stop_at: None,
-            fast: FastPathSlot::default(),
         })
     }
 
     /// Registers the TUN and the overlay socket (readable) on `registry` under the host's tokens.
     pub fn register(&mut self, registry: &Registry, tokens: ProxyTokens) -> io::Result<()> {
         registry.register(
-            &mut SourceFd(&self.tun.as_raw_fd()),
+            &mut SourceFd(&self.io.tun.as_raw_fd()),
             tokens.tun,
             Interest::READABLE,
         )?;
-        registry.register(&mut self.overlay, tokens.overlay, Interest::READABLE)?;
+        registry.register(&mut self.io.overlay, tokens.overlay, Interest::READABLE)?;
         self.tokens = Some(tokens);
         // Packets may have queued before registration; the first edge could be gone.
         self.tun_more = true;
@@ -159,8 +146,8 @@ impl MioProxy {
 
     /// Removes both sources from `registry`.
     pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        registry.deregister(&mut SourceFd(&self.tun.as_raw_fd()))?;
-        registry.deregister(&mut self.overlay)?;
+        registry.deregister(&mut SourceFd(&self.io.tun.as_raw_fd()))?;
+        registry.deregister(&mut self.io.overlay)?;
         self.tokens = None;
         Ok(())
     }
@@ -169,107 +156,103 @@ impl MioProxy {
     pub fn handle_ready(&mut self, token: Token) -> bool {
         let Some(t) = self.tokens else { return false };
         if token == t.tun {
-            self.tun_batch();
+            self.tun_more = self.io.tun_batch(&mut self.core);
         } else if token == t.overlay {
-            self.overlay_batch();
+            self.overlay_more = self.io.overlay_batch(&mut self.core);
         } else {
             return false;
         }
-        self.drain();
+        self.core.drain(&mut self.io);
         true
     }
 
-    /// When the host must call [`MioProxy::handle_timeout`] next: the core's next timer (or the graceful
-    /// stop's end), or now while a source has packets left beyond its batch. Take it before polling and
-    /// compare the clock with *that* value after (a value taken later may have moved on).
+    /// When the host must call [`MioProxy::handle_timeout`] next: the core's next timer (the graceful
+    /// stop's end included), or now while a source has packets left beyond its batch. Take it before
+    /// polling and compare the clock with *that* value after (a value taken later may have moved on).
     pub fn next_deadline(&self) -> StdInstant {
         if self.tun_more || self.overlay_more {
             return StdInstant::now();
         }
-        self.clock.deadline(self.core_deadline())
-    }
-
-    fn core_deadline(&self) -> Option<pias_state::Instant> {
-        let d = match (self.proxy.poll_timeout(), self.stop_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.fast.earliest(d)
+        self.core.deadline()
     }
 
     /// Installs a fast path: it sees every event, ticks about once a second, and joins the metrics.
     pub fn set_fast_path(&mut self, f: Box<dyn FastPath>) {
-        let now = self.clock.now();
-        self.fast.set(f, now);
+        self.core.set_fast_path(f);
     }
 
     /// The fast path, if any.
     pub fn fast_path(&self) -> Option<&dyn FastPath> {
-        self.fast.get()
+        self.core.fast_path()
     }
 
     /// Runs the core's timers if due, and reads on from sources left with packets. Harmless when early.
     pub fn handle_timeout(&mut self) {
-        let now = self.clock.now();
-        if self.proxy.poll_timeout().is_some_and(|t| t <= now) {
-            self.counters.timer_fires += 1;
-            self.proxy.handle_timeout(now);
-        }
-        self.fast.poll_tick(&mut self.proxy, now);
+        self.core.handle_timeout();
         if self.tun_more {
-            self.tun_batch();
+            self.tun_more = self.io.tun_batch(&mut self.core);
         }
         if self.overlay_more {
-            self.overlay_batch();
+            self.overlay_more = self.io.overlay_batch(&mut self.core);
         }
-        self.drain();
+        self.core.drain(&mut self.io);
     }
 
     /// Starts a graceful stop (SPEC.md §7.6): the proxy leaves the overlay, its anycast routes are deleted
     /// (blocking `ip` runs, a few milliseconds), and it keeps forwarding for its `drain_time`, after which
     /// [`MioProxy::is_drained`] is true.
     pub fn leave(&mut self) {
-        let now = self.clock.now();
-        let drain = self.proxy.config().membership.drain_time;
-        info!(drain_ms = drain.as_millis() as u64, "leaving the overlay");
-        self.proxy.leave(now);
-        let n = self.host.withdraw();
-        info!(routes = n, "anycast routes withdrawn");
-        self.stop_at = Some(now + drain);
-        self.drain();
+        self.core.leave();
+        self.core.drain(&mut self.io);
+    }
+
+    /// A stop signal: the first starts the graceful stop ([`MioProxy::leave`]), a second means stop now
+    /// (`true`).
+    pub fn on_signal(&mut self, sig: &str) -> bool {
+        let now = self.core.on_signal(sig);
+        self.core.drain(&mut self.io);
+        now
     }
 
     /// Whether a graceful stop has drained (the host may now drop the proxy: the TUN and its routes go).
     pub fn is_drained(&self) -> bool {
-        self.stop_at.is_some_and(|t| self.clock.now() >= t)
+        self.core.is_drained()
     }
 
-    /// The core, for inspection (control answers, metrics).
+    /// The core, for inspection.
     pub fn proxy(&self) -> &Proxy {
-        &self.proxy
+        self.core.proxy()
+    }
+
+    /// The loop body: the core, the driver's counters and the fast path, and what the metrics endpoint
+    /// and the control socket answer.
+    pub fn core(&self) -> &ProxyLoop {
+        &self.core
     }
 
     /// The driver's counters.
     pub fn counters(&self) -> &DriverCounters {
-        &self.counters
+        self.core.counters()
     }
 
     /// The core's current time.
     pub fn now(&self) -> pias_state::Instant {
-        self.clock.now()
+        self.core.now()
     }
 
     /// The TUN's name.
     pub fn tun_name(&self) -> &str {
-        &self.host.tun
+        self.core.tun_name()
     }
+}
 
-    /// Up to `batch` packets from the TUN.
-    fn tun_batch(&mut self) {
-        let now = self.clock.now();
-        let mut left = self.batch;
-        self.tun_more = false;
-        let mut any = false;
+impl MioIo {
+    /// Up to `batch` packets from the TUN; whether packets may be left.
+    fn tun_batch(&mut self, core: &mut ProxyLoop) -> bool {
+        let now = core.now();
+        let mut left = core.batch();
+        let mut got = 0;
+        let mut more = false;
         'outer: while left > 0 {
             let step = left.min(self.slots.len());
             self.outs.clear();
@@ -279,44 +262,37 @@ impl MioProxy {
                 let n = match driver_common::tun::read(self.tun.as_fd(), &mut self.slots[slot][HEADROOM..]) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.flush_outs();
+                        self.flush_outs(core);
                         break 'outer;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         // A persistent error must not spin the loop: stop this batch, wait for an event.
-                        self.counters.tun_rx_errors += 1;
-                        debug!(error = %e, "TUN read failed");
-                        self.flush_outs();
+                        core.on_read_error(Side::Tun, &e);
+                        self.flush_outs(core);
                         break 'outer;
                     }
                 };
                 read += 1;
-                any = true;
-                self.counters.tun_rx += 1;
-                let buf = &mut self.slots[slot];
-                let mut pb = PacketBuf::new(buf, HEADROOM, HEADROOM + n);
-                let v = self.proxy.handle_host(now, &mut pb);
-                let r = pb.range();
-                self.route(v, slot, r.start, r.end);
+                got += 1;
+                let (v, r) = core.on_host(now, &mut self.slots[slot], n);
+                self.route(core, v, slot, r.start, r.end);
             }
-            self.flush_outs();
+            self.flush_outs(core);
             left -= read;
-            if left == 0 {
-                self.tun_more = true;
-            }
+            more = left == 0;
         }
-        if any {
-            self.counters.rx_batches += 1;
-        }
+        core.on_batch(got);
+        more
     }
 
-    /// Up to `batch` datagrams from the overlay socket, `recvmmsg` per chunk.
-    fn overlay_batch(&mut self) {
-        let now = self.clock.now();
-        let mut left = self.batch;
-        self.overlay_more = false;
-        let mut any = false;
+    /// Up to `batch` datagrams from the overlay socket, `recvmmsg` per chunk; whether datagrams may be
+    /// left.
+    fn overlay_batch(&mut self, core: &mut ProxyLoop) -> bool {
+        let now = core.now();
+        let mut left = core.batch();
+        let mut got = 0;
+        let mut more = false;
         let fd = self.overlay.as_raw_fd();
         while left > 0 {
             let want = left.min(self.slots.len());
@@ -325,95 +301,51 @@ impl MioProxy {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // ICMP errors surface here (e.g. port unreachable from a dead peer); not fatal. Each
-                    // takes a place in the batch, so a stream of errors cannot spin the loop.
-                    self.counters.overlay_rx_errors += 1;
-                    debug!(error = %e, "overlay receive error");
+                    // Each error takes a place in the batch, so a stream of them cannot spin the loop.
+                    core.on_read_error(Side::Overlay, &e);
                     left -= 1;
-                    if left == 0 {
-                        self.overlay_more = true;
-                    }
+                    more = left == 0;
                     continue;
                 }
             };
-            any = true;
+            got += n;
             self.outs.clear();
             for slot in 0..n {
                 let (len, from) = self.got[slot];
-                self.counters.overlay_rx += 1;
-                let buf = &mut self.slots[slot];
-                let mut pb = PacketBuf::new(buf, HEADROOM, HEADROOM + len);
-                let v = self.proxy.handle_overlay(now, from, &mut pb);
-                let r = pb.range();
-                self.route(v, slot, r.start, r.end);
+                let (v, r) = core.on_overlay(now, from, &mut self.slots[slot], len);
+                self.route(core, v, slot, r.start, r.end);
             }
-            self.flush_outs();
+            self.flush_outs(core);
             left -= n;
             if n < want {
                 // The queue was empty before the chunk filled: a later datagram brings a new edge.
                 break;
             }
-            if left == 0 {
-                self.overlay_more = true;
-            }
+            more = left == 0;
         }
-        if any {
-            self.counters.rx_batches += 1;
-        }
+        core.on_batch(got);
+        more
     }
 
     /// Where slot `slot`'s bytes `start..end` go: the TUN at once, the overlay with the chunk.
-    fn route(&mut self, v: Verdict, slot: usize, start: usize, end: usize) {
+    fn route(&mut self, core: &mut ProxyLoop, v: Verdict, slot: usize, start: usize, end: usize) {
         match v {
-            Verdict::Host => {
-                let bytes = &self.slots[slot][start..end];
-                tun_write(&self.tun, bytes, &mut self.counters);
-            }
             Verdict::Overlay(to) => self.outs.push(Out { slot, start, end, to }),
+            Verdict::Host => {
+                let r = driver_common::tun::write(self.tun.as_fd(), &self.slots[slot][start..end]);
+                core.on_sent(Side::Tun, r, None);
+            }
             Verdict::Consumed | Verdict::Drop(_) => {}
         }
     }
 
-    fn flush_outs(&mut self) {
+    fn flush_outs(&mut self, core: &mut ProxyLoop) {
         if self.outs.is_empty() {
             return;
         }
-        let (sent, failed) = mmsg::send(self.overlay.as_raw_fd(), &self.slots, &self.outs);
-        self.counters.overlay_tx += sent as u64;
-        self.counters.overlay_tx_errors += failed as u64;
+        let (sent, full, failed) = mmsg::send(self.overlay.as_raw_fd(), &self.slots, &self.outs);
+        core.on_sent_batch(Side::Overlay, sent, full, failed);
         self.outs.clear();
-    }
-
-    /// Sends everything the core queued, then logs its events.
-    fn drain(&mut self) {
-        let now = self.clock.now();
-        while let Some(t) = self.proxy.poll_transmit(now, &mut self.tx) {
-            let bytes = &self.tx[..t.len];
-            match t.dest {
-                Dest::Host => tun_write(&self.tun, bytes, &mut self.counters),
-                Dest::Overlay(to) => match self.overlay.send_to(bytes, to) {
-                    Ok(_) => self.counters.overlay_tx += 1,
-                    Err(e) => {
-                        self.counters.overlay_tx_errors += 1;
-                        debug!(error = %e, %to, "overlay send failed");
-                    }
-                },
-            }
-        }
-        while let Some(ev) = self.proxy.poll_event() {
-            log_proxy_event(&ev);
-            self.fast.on_event(&self.proxy, &ev, now);
-        }
-    }
-}
-
-fn tun_write(tun: &OwnedFd, bytes: &[u8], c: &mut DriverCounters) {
-    match driver_common::tun::write(tun.as_fd(), bytes) {
-        Ok(_) => c.tun_tx += 1,
-        Err(e) => {
-            c.tun_tx_errors += 1;
-            debug!(error = %e, len = bytes.len(), "TUN write failed");
-        }
     }
 }
 
@@ -475,7 +407,6 @@ impl ProxyRunner {
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         admin.register(poll.registry())?;
         let mut events = Events::with_capacity(256);
-        let mut stopping = false;
         loop {
             let proxy_deadline = proxy.next_deadline();
             let deadline = proxy_deadline.min(admin.next_deadline());
@@ -491,16 +422,12 @@ impl ProxyRunner {
                 }
                 if t == SIGNALS {
                     while let Some(sig) = signals.recv() {
-                        if stopping {
-                            warn!(signal = sig, "second signal: stopping now");
+                        if proxy.on_signal(sig) {
                             return Ok(*proxy.counters());
                         }
-                        info!(signal = sig, "signal");
-                        stopping = true;
-                        proxy.leave();
                     }
                 } else {
-                    admin.handle_ready(poll.registry(), t, &proxy);
+                    admin.handle_ready(poll.registry(), t, proxy.core());
                 }
             }
             let now = StdInstant::now();

@@ -1,25 +1,22 @@
-//! The target agent loop: one UDP socket to the registration address, one timer, and in surrogate mode a
-//! health check of the service every refresh interval.
+//! The target agent on tokio: one UDP socket to the registration address, one timer, and in surrogate mode
+//! the health check on a task of its own.
 //!
-//! The socket sends what `TargetAgent::poll_transmit` writes to the registration address (port 6082 of an
-//! anycast address: routing picks the nearest proxy) and feeds every datagram it receives to
-//! `TargetAgent::handle_datagram` (the agent itself refuses anything not from the registration address).
-//! The health check (TCP connect, or a UDP request that must draw any answer) runs on its own task with a
-//! timeout of one refresh interval, at most one at a time, and its result goes to `TargetAgent::set_health`.
-//!
-//! Stop: the first SIGINT/SIGTERM calls `TargetAgent::shutdown` (Deregister until the JAP acknowledges or
-//! `hold_ms` passes), a second stops at once.
+//! What a wake-up does with the agent is `driver_common::AgentLoop`'s, shared with the mio driver: the
+//! socket sends what the agent writes to the registration address (port 6082 of an anycast address:
+//! routing picks the nearest proxy) and feeds every datagram it receives to the agent; the agent says when
+//! a health check is due and how long it is given. Here the check (TCP connect, or a UDP request that must
+//! draw any answer) runs on a task with that timeout, and its result comes back over a channel.
 
 use core::pin::pin;
 use core::time::Duration;
 use std::io;
+use std::os::fd::AsFd;
 
-use driver_common::events::log_agent_event as log_event;
-use driver_common::{AgentDriverConfig, Clock, HealthCheck, unspecified};
-use pias_state::agent::{AgentCounters, AgentEvent, AgentState, TargetAgent};
+use driver_common::agent_loop::AGENT_BUFFER;
+use driver_common::{AgentDriverConfig, AgentLoop, HealthCheck, unspecified};
+use pias_state::agent::AgentCounters;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
 
 use crate::{Signals, deadline};
 
@@ -46,116 +43,52 @@ pub async fn check_health(h: &HealthCheck, timeout: Duration) -> bool {
 /// A bound agent, ready to [`AgentDriver::run`].
 #[derive(Debug)]
 pub struct AgentDriver {
-    agent: TargetAgent,
-    clock: Clock,
+    core: AgentLoop,
     socket: UdpSocket,
-    health: Option<HealthCheck>,
 }
 
 impl AgentDriver {
     /// Validates the agent's configuration and binds its socket (inside a tokio runtime).
     pub async fn bind(cfg: AgentDriverConfig) -> io::Result<AgentDriver> {
-        let agent = TargetAgent::new(cfg.agent.clone())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let core = AgentLoop::new(&cfg)?;
         let local = cfg.local_addr();
         let socket = UdpSocket::bind(local)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("bind agent socket {local}: {e}")))?;
-        info!(
-            group = %cfg.agent.group,
-            service = %cfg.agent.service,
-            registration = %cfg.agent.registration,
-            local = %socket.local_addr()?,
-            surrogate = cfg.agent.surrogate,
-            "target agent started"
-        );
-        Ok(AgentDriver {
-            agent,
-            clock: Clock::new(),
-            socket,
-            health: cfg.health,
-        })
+        core.log_start(socket.local_addr()?, "tokio");
+        Ok(AgentDriver { core, socket })
     }
 
-    /// Runs until deregistered after a signal (or a second signal). Returns the agent's counters.
+    /// Runs until deregistered after a signal (or a second signal), or until a check ends. Returns the
+    /// agent's counters.
     pub async fn run(self, mut signals: Signals) -> io::Result<AgentCounters> {
-        let AgentDriver {
-            mut agent,
-            clock,
-            socket,
-            health,
-        } = self;
-        let registration = agent.config().registration;
-        let refresh = Duration::from_millis(u64::from(agent.config().refresh_ms.max(1)));
-        let mut rx = vec![0u8; 2048];
-        let mut tx = vec![0u8; 2048];
+        let AgentDriver { mut core, socket } = self;
+        let mut rx = vec![0u8; AGENT_BUFFER];
         let (htx, mut hrx) = mpsc::channel::<bool>(4);
-        let mut tick = tokio::time::interval(refresh);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut checking = false;
-        let mut last_health: Option<bool> = None;
-        let mut stopping = false;
-        let mut timer = pin!(tokio::time::sleep_until(deadline(&clock, agent.poll_timeout())));
+        let mut timer = pin!(tokio::time::sleep_until(deadline(core.deadline())));
         loop {
-            let now = clock.now();
-            while let Some(n) = agent.poll_transmit(now, &mut tx) {
-                if let Err(e) = socket.send_to(&tx[..n], registration).await {
-                    debug!(error = %e, %registration, "agent send failed");
-                }
+            core.drain(|b, to| driver_common::overlay::send_to(socket.as_fd(), b, to));
+            if let Some((h, limit)) = core.poll_health_check() {
+                let tx = htx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(check_health(&h, limit).await).await;
+                });
             }
-            while let Some(ev) = agent.poll_event() {
-                log_event(&ev);
-                if stopping && ev == AgentEvent::Deregistered {
-                    info!("deregistered: stopping");
-                    return Ok(*agent.counters());
-                }
+            if core.is_done() {
+                return Ok(*core.counters());
             }
-            // Stopped: deregistered after a signal, or a check (`AgentConfig::check`) ended.
-            if agent.state() == AgentState::Stopped {
-                return Ok(*agent.counters());
-            }
-            timer.as_mut().reset(deadline(&clock, agent.poll_timeout()));
+            timer.as_mut().reset(deadline(core.deadline()));
             tokio::select! {
                 r = socket.recv_from(&mut rx) => match r {
-                    Ok((n, from)) => {
-                        if let Err(e) = agent.handle_datagram(clock.now(), from, &rx[..n]) {
-                            debug!(error = %e, %from, "reply ignored");
-                        }
-                    }
-                    Err(e) => debug!(error = %e, "agent receive error"),
+                    Ok((n, from)) => core.on_datagram(from, &rx[..n]),
+                    Err(e) => core.on_recv_error(&e),
                 },
-                () = &mut timer => agent.handle_timeout(clock.now()),
-                _ = tick.tick(), if health.is_some() && !checking && !stopping => {
-                    if let Some(h) = health.clone() {
-                        checking = true;
-                        let tx = htx.clone();
-                        tokio::spawn(async move {
-                            let _ = tx.send(check_health(&h, refresh).await).await;
-                        });
-                    }
-                }
-                Some(ok) = hrx.recv() => {
-                    checking = false;
-                    if last_health != Some(ok) {
-                        if ok {
-                            info!("health check passes");
-                        } else {
-                            warn!("health check fails");
-                        }
-                        last_health = Some(ok);
-                    }
-                    if !stopping {
-                        agent.set_health(clock.now(), ok);
-                    }
-                }
+                () = &mut timer => core.handle_timeout(),
+                Some(ok) = hrx.recv() => core.on_health(ok),
                 sig = signals.recv() => {
-                    if stopping {
-                        warn!(signal = sig, "second signal: stopping now");
-                        return Ok(*agent.counters());
+                    if core.on_signal(sig) {
+                        return Ok(*core.counters());
                     }
-                    info!(signal = sig, "deregistering");
-                    stopping = true;
-                    agent.shutdown(clock.now());
                 }
             }
         }

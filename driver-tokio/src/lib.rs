@@ -1,19 +1,18 @@
 //! The tokio driver of PIAS: binds the sans-IO core ([`pias_state::proxy::Proxy`],
 //! [`pias_state::agent::TargetAgent`]) to sockets, a TUN device and one timer.
 //!
-//! The driver holds no protocol logic. It
-//! - owns the clock: the core's [`pias_state::Instant`] counts microseconds since the driver started
-//!   ([`Clock`], shared with the other drivers in `driver-common`);
-//! - moves bytes: packets read from the TUN go to `Proxy::handle_host`, datagrams from the overlay socket to
-//!   `Proxy::handle_overlay`, each in place in a reused buffer with [`pias_state::proxy::HEADROOM`] in front,
-//!   and the returned `Verdict` says where the same bytes go (TUN, overlay, nowhere);
-//! - drains what the core queued (`poll_transmit`, then `poll_event` for logs) and re-arms its one timer on
-//!   `poll_timeout`.
+//! The driver holds no protocol logic and no loop logic: what a wake-up does with the core (input, the
+//! drain order, timers, counters, the fast path, the graceful stop, the overload policy) is
+//! `driver_common::{ProxyLoop, AgentLoop}`, shared with the mio driver. What is here is how tokio waits
+//! (one `select!` per wake-up over the sources, the timer, signals and [`ProxyHandle`] requests) and moves
+//! bytes.
 //!
-//! Modules: [`proxy`] (the proxy loop), [`agent`] (the target agent loop, with the surrogate health
-//! check), [`tun`] (the TUN device on tokio's reactor). What is not about waiting — TUN creation, routes
-//! and sysctls, the overlay socket's options, counters, metrics and control answers — is `driver-common`'s.
+//! Modules: [`proxy`] (the proxy's task), [`agent`] (the target agent's, with the surrogate's health check
+//! on a task), [`admin`] (the metrics endpoint and the control socket, on tasks of the same runtime),
+//! [`tun`] (the TUN device on tokio's reactor). TUN creation, routes and sysctls, the overlay socket's
+//! options, counters, metrics and control answers are `driver-common`'s.
 
+pub mod admin;
 pub mod agent;
 pub mod proxy;
 pub mod tun;
@@ -22,6 +21,7 @@ use std::io;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+pub use admin::{serve_control, serve_metrics};
 pub use agent::{AgentDriver, check_health};
 pub use driver_common::{
     AgentDriverConfig, Clock, DriverCounters, HealthCheck, HostSetup, Prefix, ProxyDriverConfig, host,
@@ -29,9 +29,9 @@ pub use driver_common::{
 };
 pub use proxy::{ProxyDriver, ProxyHandle};
 
-/// The tokio instant of a core deadline (see [`Clock::deadline`]).
-pub(crate) fn deadline(clock: &Clock, at: Option<pias_state::Instant>) -> tokio::time::Instant {
-    tokio::time::Instant::from_std(clock.deadline(at))
+/// The tokio instant of a loop's deadline.
+pub(crate) fn deadline(at: std::time::Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(at)
 }
 
 /// SIGINT and SIGTERM: the first starts a graceful stop, a second one stops at once.

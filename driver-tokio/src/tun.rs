@@ -8,7 +8,8 @@
 //!
 //! Flags: `IFF_TUN | IFF_NO_PI` — every read returns exactly one IP packet with no prefix, every write takes
 //! one. The descriptor is non-blocking; [`Tun::try_recv`] returns `WouldBlock` when the queue is empty, so
-//! the driver can read a bounded batch per readiness event.
+//! the driver can read a bounded batch per readiness event, and [`Tun::try_send`] when the device's queue
+//! is full (the driver drops and counts: it never waits to send).
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -29,7 +30,7 @@ impl Tun {
     pub fn create(name: &str) -> io::Result<Tun> {
         let (owned, name) = driver_common::tun::open(name)?;
         // SAFETY: `OwnedFd` keeps the descriptor open, unchanged, for as long as the `AsyncFd` owns it.
-        let fd = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE | Interest::WRITABLE) }
+        let fd = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
         Ok(Tun { fd, name })
     }
@@ -52,14 +53,9 @@ impl Tun {
         read_fd(self.fd.get_ref(), buf)
     }
 
-    /// Writes one IP packet. Waits for writability only in the rare case the kernel says `EAGAIN`.
-    pub async fn send(&self, pkt: &[u8]) -> io::Result<usize> {
-        match write_fd(self.fd.get_ref(), pkt) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.fd.async_io(Interest::WRITABLE, |fd| write_fd(fd, pkt)).await
-            }
-            r => r,
-        }
+    /// Writes one IP packet without waiting; `WouldBlock` when the device's queue is full.
+    pub fn try_send(&self, pkt: &[u8]) -> io::Result<usize> {
+        write_fd(self.fd.get_ref(), pkt)
     }
 }
 

@@ -3,7 +3,8 @@
 //! Protocol (`driver_common::control`, shared by every driver): a Unix stream socket; each request is one
 //! line, either a bare word (`members`) or JSON (`{"cmd":"nat","limit":100}`); each answer is one line of
 //! JSON: `{"ok":true,"cmd":..,"data":..}` or `{"ok":false,"error":".."}`. This module is the client
-//! (`pias ctl`, with human tables) and the tokio driver's server.
+//! (`pias ctl`, with human tables) and binds the socket; each driver serves it (`driver_tokio::admin`,
+//! driver-mio's admin).
 
 use core::time::Duration;
 use std::fmt::Write as _;
@@ -11,11 +12,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args as ClapArgs, ValueEnum};
-use driver_common::control;
-use driver_tokio::ProxyHandle;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 
 /// `--help`'s description (clap replaces a subcommand struct's doc comment with its variant's, so it
 /// goes in `before_long_help`, placed by [`crate::proxy::HELP_TEMPLATE`]).
@@ -77,8 +76,8 @@ impl What {
     }
 
     #[cfg(test)]
-    fn query(self) -> control::Query {
-        control::Query::from_word(self.word()).expect("every What is a control query")
+    fn query(self) -> driver_common::control::Query {
+        driver_common::control::Query::from_word(self.word()).expect("every What is a control query")
     }
 }
 
@@ -139,39 +138,6 @@ pub(crate) fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListen
         std::fs::remove_file(path).with_context(|| format!("remove stale {}", path.display()))?;
     }
     Ok(std::os::unix::net::UnixListener::bind(path)?)
-}
-
-/// Answers control requests until the proxy stops.
-pub(crate) async fn serve(l: UnixListener, h: ProxyHandle) {
-    loop {
-        let Ok((s, _)) = l.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let h = h.clone();
-        tokio::spawn(async move {
-            let _ = connection(s, h).await;
-        });
-    }
-}
-
-async fn connection(s: UnixStream, h: ProxyHandle) -> std::io::Result<()> {
-    let (r, mut w) = s.into_split();
-    let mut lines = BufReader::new(r.take(control::MAX_REQUEST as u64)).lines();
-    while let Some(line) = lines.next_line().await? {
-        let out = match control::parse_request(&line) {
-            Err(e) => control::error_line(&e),
-            Ok((q, limit)) => match h
-                .inspect_with_fast_path(move |p, d, f, now| control::dump_with(q, limit, p, d, f, now))
-                .await
-            {
-                Some(data) => control::ok_line(q, data),
-                None => control::error_line("proxy stopped"),
-            },
-        };
-        w.write_all(out.as_bytes()).await?;
-    }
-    Ok(())
 }
 
 // ----- human output -----
@@ -396,7 +362,7 @@ mod tests {
     use pias_state::proxy::{Proxy, ProxyConfig};
 
     fn dump(w: What, limit: usize, p: &Proxy, d: &DriverCounters, now: Instant) -> Value {
-        control::dump(w.query(), limit, p, d, now)
+        driver_common::control::dump(w.query(), limit, p, d, now)
     }
 
     fn proxy() -> Proxy {

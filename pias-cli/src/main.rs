@@ -11,7 +11,6 @@ mod ctl;
 mod decode;
 mod key;
 mod lab;
-mod metrics;
 mod proxy;
 mod sim;
 mod target;

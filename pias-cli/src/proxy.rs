@@ -124,14 +124,14 @@ fn run_tokio(cfg: &crate::config::Config) -> anyhow::Result<DriverCounters> {
                 .await
                 .with_context(|| format!("metrics.listen {addr}"))?;
             info!(%addr, "metrics on http://{addr}/metrics");
-            tokio::spawn(crate::metrics::serve(l, handle.clone()));
+            tokio::spawn(driver_tokio::serve_metrics(l, handle.clone()));
         }
         if let Some(p) = &cfg.control {
             let l = crate::ctl::bind(p).with_context(|| format!("control.socket {}", p.display()))?;
             l.set_nonblocking(true)?;
             let l = tokio::net::UnixListener::from_std(l)?;
             info!(path = %p.display(), "control socket");
-            tokio::spawn(crate::ctl::serve(l, handle.clone()));
+            tokio::spawn(driver_tokio::serve_control(l, handle.clone()));
         }
         drop(handle);
         Ok(driver.run(signals).await?)

@@ -4,9 +4,10 @@
 //! The agent is sans-IO like the rest of the core: the driver sends what [`TargetAgent::poll_transmit`]
 //! writes as the payload of a UDP datagram to [`AgentConfig::registration`] (port 6082 of an anycast
 //! address), passes every datagram received from there to [`TargetAgent::handle_datagram`], and calls
-//! [`TargetAgent::handle_timeout`] at [`TargetAgent::poll_timeout`]. In surrogate mode the driver runs the
-//! health check (TCP connect or UDP request, every `refresh_ms`) and reports each result with
-//! [`TargetAgent::set_health`].
+//! [`TargetAgent::handle_timeout`] at [`TargetAgent::poll_timeout`]. In surrogate mode the agent keeps the
+//! health check's schedule: [`TargetAgent::poll_health_check`] says when the driver must run one (a TCP
+//! connect or UDP request, every `refresh_ms`, given at most `refresh_ms`), and the driver reports each
+//! result with [`TargetAgent::set_health`].
 //!
 //! # Behaviour
 //!
@@ -19,7 +20,9 @@
 //!   jitter), event [`AgentEvent::Refused`].
 //! - **Dead JAP**: no RegisterAck for `hold_ms` while registered → event [`AgentEvent::JapLost`] and register
 //!   again through anycast from scratch (fresh cookie exchange), retrying every `refresh_ms`.
-//! - **Surrogate**: Register and Refresh are sent only while the last health check passed; after
+//! - **Surrogate**: a health check is due every `refresh_ms` from the start (one at a time: the next is due
+//!   `refresh_ms` after the previous started, or at its result if that came later), none once shutting
+//!   down. Register and Refresh are sent only while the last health check passed; after
 //!   `health_failures` consecutive failures the agent deregisters and waits for a passing check.
 //! - **Shutdown**: Deregister, repeated every `refresh_ms` until Gone or `hold_ms` passed, then
 //!   [`AgentEvent::Deregistered`].
@@ -42,7 +45,8 @@
 //! # Drain order
 //!
 //! After any `handle_*`/`set_health`/`shutdown` call: `while let Some(n) = agent.poll_transmit(now, buf)`,
-//! then `while let Some(ev) = agent.poll_event()`, then re-arm the timer on `poll_timeout()`.
+//! then `while let Some(ev) = agent.poll_event()`, then (surrogate) start a check if
+//! `poll_health_check(now)` says so, then re-arm the timer on `poll_timeout()`.
 
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -310,6 +314,9 @@ pub struct TargetAgent {
     /// Whether an [`AgentEvent::Unanswered`] is outstanding (an [`AgentEvent::Answered`] then follows).
     warned: bool,
     outcome: Option<CheckOutcome>,
+    /// Surrogate: when the next health check is due, and whether one runs (its result not reported yet).
+    next_check: Instant,
+    checking: bool,
 }
 
 fn splitmix(x: &mut u64) -> u64 {
@@ -351,6 +358,8 @@ impl TargetAgent {
             warn_at: UNANSWERED_WARN_ATTEMPTS,
             warned: false,
             outcome: None,
+            next_check: Instant::ZERO,
+            checking: false,
             cfg,
         })
     }
@@ -711,9 +720,37 @@ impl TargetAgent {
         }
     }
 
-    /// The surrogate's health check result (ignored unless `surrogate`).
+    /// Surrogate mode: `Some(limit)` when the driver must run a health check now (it fails if it has not
+    /// passed within `limit`, one configured refresh interval), and report it with
+    /// [`TargetAgent::set_health`]. `None` when no check is due, one runs, the agent is shutting down, or
+    /// it is not a surrogate. Each `Some` schedules the next check `refresh_ms` later.
+    pub fn poll_health_check(&mut self, now: Instant) -> Option<Duration> {
+        if !self.checks_due() || now < self.next_check {
+            return None;
+        }
+        let every = Duration::from_millis(u64::from(self.cfg.refresh_ms));
+        self.checking = true;
+        self.next_check = now + every;
+        Some(every)
+    }
+
+    /// Whether health checks are scheduled now: a surrogate, no check running, not shutting down.
+    fn checks_due(&self) -> bool {
+        self.cfg.surrogate && !self.checking && !self.shutting_down()
+    }
+
+    /// After [`TargetAgent::shutdown`] (or the end of a check): deregistering for good, or stopped.
+    fn shutting_down(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Stopped | Phase::Leaving { then_idle: false, .. }
+        )
+    }
+
+    /// The surrogate's health check result (ignored unless `surrogate`, or once shutting down).
     pub fn set_health(&mut self, now: Instant, ok: bool) {
-        if !self.cfg.surrogate {
+        self.checking = false;
+        if !self.cfg.surrogate || self.shutting_down() {
             return;
         }
         self.advance(now);
@@ -776,9 +813,18 @@ impl TargetAgent {
 
     // ----- output -----
 
-    /// When [`TargetAgent::handle_timeout`] or [`TargetAgent::poll_transmit`] has work. `None` when the
-    /// agent waits only for input (a surrogate's health check) or has stopped.
+    /// When [`TargetAgent::handle_timeout`], [`TargetAgent::poll_transmit`] or (surrogate)
+    /// [`TargetAgent::poll_health_check`] has work. `None` when the agent waits only for input (a running
+    /// health check's result, a reply) or has stopped.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let own = self.own_timeout();
+        if !self.checks_due() {
+            return own;
+        }
+        Some(own.map_or(self.next_check, |t| t.min(self.next_check)))
+    }
+
+    fn own_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Idle | Phase::Stopped => None,
             Phase::Registering { .. } => self.healthy.then_some(self.next_send),
@@ -850,5 +896,67 @@ impl TargetAgent {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<AgentEvent> {
         self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pias_proto::IpProtocol;
+
+    fn surrogate() -> TargetAgent {
+        let g = TransportAddr::new("10.99.0.1".parse().unwrap(), 53, IpProtocol::Udp);
+        let svc = TransportAddr::new("10.2.0.1".parse().unwrap(), 53, IpProtocol::Udp);
+        let key = pias_proto::auth::MasterKey::from_bytes([3; 32]).group_key(&g);
+        let mut cfg = AgentConfig::new(
+            g,
+            svc,
+            DeliveryMode::Nat,
+            "10.99.0.250:6082".parse().unwrap(),
+            key,
+            1,
+            1,
+        );
+        cfg.surrogate = true;
+        TargetAgent::new(cfg).unwrap()
+    }
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_micros(n * 1000)
+    }
+
+    #[test]
+    fn a_surrogate_schedules_its_health_checks() {
+        let mut a = surrogate();
+        let every = Duration::from_millis(200);
+        // Due at once, one at a time: none while one runs, whatever the time.
+        assert_eq!(a.poll_timeout(), Some(ms(0)));
+        assert_eq!(a.poll_health_check(ms(0)), Some(every));
+        assert_eq!(a.poll_health_check(ms(500)), None);
+        // Result at 50 ms: the next is due 200 ms after the previous started.
+        a.set_health(ms(50), true);
+        assert!(a.poll_timeout().is_some_and(|t| t <= ms(200)));
+        assert_eq!(a.poll_health_check(ms(199)), None);
+        assert_eq!(a.poll_health_check(ms(200)), Some(every));
+        // A result later than the interval: the next is due at once.
+        a.set_health(ms(450), false);
+        assert_eq!(a.poll_health_check(ms(450)), Some(every));
+        a.set_health(ms(460), true);
+        // Shutting down (never registered: stopped at once): no more checks, and a late result changes
+        // nothing.
+        a.shutdown(ms(470));
+        assert_eq!(a.poll_health_check(ms(10_000)), None);
+        a.set_health(ms(480), true);
+        assert_eq!(a.state(), AgentState::Stopped);
+        assert_eq!(a.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_plain_agent_schedules_no_health_check() {
+        let mut cfg = surrogate().cfg;
+        cfg.surrogate = false;
+        let mut a = TargetAgent::new(cfg).unwrap();
+        assert_eq!(a.poll_health_check(ms(0)), None);
+        assert_eq!(a.poll_health_check(ms(10_000)), None);
     }
 }

@@ -17,7 +17,8 @@
 //! 1. send what [`Proxy::poll_transmit`] writes until it returns `None`;
 //! 2. consume [`Proxy::poll_event`] until `None` (cache and NAT changes for XDP maps, member and target
 //!    news for logs);
-//! 3. re-arm the one timer on [`Proxy::poll_timeout`].
+//! 3. re-arm the one timer on [`Proxy::poll_timeout`] — after [`Proxy::leave`], stop instead once
+//!    [`Proxy::is_drained`].
 //!
 //! Calling `handle_timeout` early or twice is harmless. Dropping events (not draining) costs only the
 //! events: they are counted (`events_dropped`), never the proxy's state.
@@ -337,6 +338,11 @@ pub struct Proxy {
     rap_sweep_at: Instant,
     /// While leaving and Left is not flooded yet: the latest time to flood it (SPEC.md §7.6).
     left_by: Option<Instant>,
+    /// After [`Proxy::leave`]: when the drain ends and the proxy may stop (SPEC.md §7.6).
+    drain_end: Option<Instant>,
+    /// `handle_timeout` saw the drain's end: it leaves `poll_timeout` (the driver should stop, but a timer
+    /// that stays in the past would spin one that does not).
+    drain_seen: bool,
     counters: ProxyCounters,
     /// Live tunnel-mode registrations by target address: frames from these addresses are accepted (§11.6),
     /// and the JAP checks a binding's delivery mode only while any exist (the NAT-only fast path skips it).
@@ -420,6 +426,8 @@ impl Proxy {
             icmp_refill: now,
             rap_sweep_at: now + RAP_SWEEP_INTERVAL,
             left_by: None,
+            drain_end: None,
+            drain_seen: false,
             outbox: VecDeque::with_capacity(cfg.outbox_capacity.min(65_536)),
             host_out: VecDeque::with_capacity(HOST_OUT_CAPACITY),
             events: VecDeque::with_capacity(cfg.event_capacity.min(65_536)),
@@ -525,6 +533,7 @@ impl Proxy {
             self.rap.sweep(now, RAP_SWEEP_BUDGET, &topo);
             self.rap_sweep_at = now + RAP_SWEEP_INTERVAL;
         }
+        self.drain_seen |= self.is_drained(now);
         self.after_input(now);
     }
 
@@ -547,20 +556,28 @@ impl Proxy {
     /// Left — which takes it out of every RAP's and IAP's choice at once — is flooded at half the
     /// `drain_time` (at once if it holds no registration): flooded at once, it would leave a group whose
     /// targets were all here with no JAP until they registered elsewhere, and IAPs asking meanwhile would
-    /// cache that empty answer for `negative_ttl`. It keeps forwarding until the driver stops it
-    /// `drain_time` after this call. A second call changes nothing.
+    /// cache that empty answer for `negative_ttl`. It keeps forwarding for `drain_time` after this call:
+    /// [`Proxy::poll_timeout`] includes the drain's end, and from then on [`Proxy::is_drained`] says the
+    /// driver may stop. A second call changes nothing.
     pub fn leave(&mut self, now: Instant) {
         if self.registry.is_draining() {
             return;
         }
         self.registry.drain();
         self.left_by = Some(now + self.cfg.membership.drain_time / 2);
+        self.drain_end = Some(now + self.cfg.membership.drain_time);
         self.after_input(now);
     }
 
     /// Whether [`Proxy::leave`] was called.
     pub fn is_leaving(&self) -> bool {
         self.registry.is_draining()
+    }
+
+    /// Whether a graceful leave has drained: `drain_time` has passed since [`Proxy::leave`], and the driver
+    /// may stop (dropping the TUN withdraws what routes are left). Always `false` before `leave`.
+    pub fn is_drained(&self, now: Instant) -> bool {
+        self.drain_end.is_some_and(|t| now >= t)
     }
 
     // ----- output -----
@@ -602,7 +619,8 @@ impl Proxy {
         self.events.pop_front()
     }
 
-    /// When [`Proxy::handle_timeout`] should next be called; `None` means never (nothing scheduled).
+    /// When [`Proxy::handle_timeout`] should next be called (or, while leaving, the drain ends: see
+    /// [`Proxy::is_drained`]); `None` means never (nothing scheduled).
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.membership.poll_timeout(),
@@ -611,6 +629,7 @@ impl Proxy {
             self.reporter.poll_timeout(),
             Some(self.rap_sweep_at),
             self.left_by,
+            self.drain_end.filter(|_| !self.drain_seen),
         ]
         .into_iter()
         .flatten()

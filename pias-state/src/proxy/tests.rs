@@ -71,3 +71,31 @@ fn a_lone_proxy_serves_a_group_as_iap_rap_and_jap() {
     assert!(p.cache_entry(&g).is_some_and(|e| e.is_negative()));
     assert!(matches!(p.poll_event(), Some(Event::CacheInstalled { .. })));
 }
+
+#[test]
+fn a_leave_drains_for_drain_time_and_the_timer_says_when() {
+    let mut p = Proxy::new(cfg(), Instant::ZERO).unwrap();
+    let drain = p.config().membership.drain_time;
+    let t0 = Instant::from_secs(1);
+    assert!(!p.is_drained(t0));
+    p.leave(t0);
+    let end = t0 + drain;
+    assert!(p.poll_timeout().is_some_and(|t| t <= end));
+    // Walk the timers: the drain's end is among them, and the proxy is drained exactly from then on.
+    let mut now = t0;
+    while let Some(t) = p.poll_timeout().filter(|&t| t <= end) {
+        assert!(!p.is_drained(now));
+        now = t.max(now);
+        p.handle_timeout(now);
+        if now == end {
+            break;
+        }
+    }
+    assert_eq!(now, end, "the drain's end is a deadline");
+    assert!(p.is_drained(end));
+    // Past it, the timer no longer points back at it.
+    assert!(p.poll_timeout().is_none_or(|t| t > end));
+    // A second leave changes nothing.
+    p.leave(end);
+    assert!(p.is_drained(end));
+}
