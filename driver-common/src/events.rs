@@ -14,7 +14,10 @@ pub fn log_proxy_event(ev: &Event) {
         Event::TargetDown { group, service } => info!(%group, %service, "target gone"),
         Event::CacheInstalled { group } => debug!(%group, "IAP cache entry installed"),
         Event::CacheRemoved { group } => debug!(%group, "IAP cache entry removed"),
-        Event::Nat(n) => debug!(event = ?n, "NAT"),
+        Event::NatCreated {
+            forward, delivery, ..
+        } => debug!(flow = ?forward, ?delivery, "NAT binding created"),
+        Event::NatRemoved { forward, reason, .. } => debug!(flow = ?forward, ?reason, "NAT binding removed"),
     }
 }
 

@@ -4,7 +4,8 @@
 //! protocol logic of its own:
 //! 1. [`FastPath::on_event`] for every event it drains from `Proxy::poll_event`;
 //! 2. [`FastPath::on_tick`] about every [`FAST_PATH_TICK`] (the fast path feeds its activity back to the
-//!    core, so expiry stays the core's decision);
+//!    core, so expiry stays the core's decision, drops what the core no longer has, and rebuilds itself from
+//!    `Proxy::state_events` when `Proxy::events_lost` moved);
 //! 3. [`FastPath::for_each_counter`] next to the proxy's and the driver's counters in the metrics.
 
 use core::time::Duration;
@@ -19,7 +20,8 @@ pub const FAST_PATH_TICK: Duration = Duration::from_secs(1);
 pub trait FastPath: Send {
     /// One of the proxy's events, as drained.
     fn on_event(&mut self, proxy: &Proxy, ev: &Event, now: Instant);
-    /// Periodic work; may feed activity to the core (e.g. `Proxy::touch_nat`).
+    /// Periodic work; may feed activity to the core (`Proxy::touch_nat`: a binding it no longer has must
+    /// leave the fast path) and resynchronise after lost events (`Proxy::events_lost`).
     fn on_tick(&mut self, proxy: &mut Proxy, now: Instant);
     /// Walks the fast path's counters as `(name, value)` (Prometheus-ready names).
     fn for_each_counter(&self, f: &mut dyn FnMut(&'static str, u64));

@@ -4,7 +4,8 @@
 //! reaches it unchanged — and adds three calls:
 //! 1. [`XdpFastPath::on_event`] for every event it drains from `Proxy::poll_event`;
 //! 2. [`XdpFastPath::on_tick`] about once a second: returns the bindings' activity, which the driver feeds to
-//!    the core (`NatTable::touch` through a `Proxy` method) so that expiry stays the core's decision;
+//!    the core (`Proxy::touch_nat`) so that expiry stays the core's decision — a binding the core no longer
+//!    has is evicted from the maps ([`XdpFastPath::evict`]);
 //! 3. [`XdpFastPath::for_each_counter`] next to the proxy's own counters in the metrics.
 //!
 //! Dropping it detaches the program from every interface; nothing is pinned in bpffs.
@@ -23,7 +24,8 @@ pub struct XdpFastPath {
     prog: XdpProgram,
     sync: MapSync,
     modes: Vec<(String, XdpMode)>,
-    events_dropped: u64,
+    /// `Proxy::events_lost` when the maps were last complete.
+    events_lost: u64,
 }
 
 impl XdpFastPath {
@@ -69,7 +71,7 @@ impl XdpFastPath {
             prog,
             sync,
             modes: Vec::new(),
-            events_dropped: proxy.counters().events_dropped,
+            events_lost: proxy.events_lost(),
         })
     }
 
@@ -91,16 +93,23 @@ impl XdpFastPath {
         self.sync.apply(proxy, ev, now, ktime_now());
     }
 
-    /// Periodic work: a full resync if the proxy dropped events since the last tick, TCP bindings the core
-    /// saw established opened to the fast path, and the activity the driver must feed back to the core.
+    /// Periodic work: a full resync if the proxy lost events (any of its queues) since the last tick, TCP
+    /// bindings the core saw established opened to the fast path, and the activity the driver must feed
+    /// back to the core (a binding it no longer has goes to [`XdpFastPath::evict`]).
     pub fn on_tick(&mut self, proxy: &Proxy, now: Instant) -> Vec<Activity> {
-        let dropped = proxy.counters().events_dropped;
-        if dropped != self.events_dropped {
-            self.events_dropped = dropped;
+        let lost = proxy.events_lost();
+        if lost != self.events_lost {
+            self.events_lost = lost;
             self.sync.resync(proxy, now, ktime_now());
         }
         self.sync.upgrade_tcp(proxy.nat());
         self.sync.poll_activity()
+    }
+
+    /// Removes the entries of a binding the core no longer has (`Proxy::touch_nat` returned false): its
+    /// removal event was lost.
+    pub fn evict(&mut self, id: pias_state::nat::BindingId) {
+        self.sync.evict(id);
     }
 
     /// The program's counters (summed over CPUs) and MapSync's, for the metrics endpoint.
@@ -116,13 +125,14 @@ impl XdpFastPath {
         f("xdp_sync_nat_installed", s.nat_installed);
         f("xdp_sync_nat_removed", s.nat_removed);
         f("xdp_sync_nat_slow_only", s.nat_slow_only);
+        f("xdp_sync_nat_gone", s.nat_gone);
         f("xdp_sync_map_full", s.map_full);
         f("xdp_sync_map_errors", s.map_errors);
     }
 }
 
 /// The hook the user-space drivers call (`driver_common::FastPath`): activity is fed back with
-/// `Proxy::touch_nat`, so expiry stays the core's decision.
+/// `Proxy::touch_nat`, so expiry stays the core's decision; a binding it no longer has leaves the maps.
 impl driver_common::FastPath for XdpFastPath {
     fn on_event(&mut self, proxy: &Proxy, ev: &pias_state::proxy::Event, now: Instant) {
         XdpFastPath::on_event(self, proxy, ev, now);
@@ -130,7 +140,9 @@ impl driver_common::FastPath for XdpFastPath {
 
     fn on_tick(&mut self, proxy: &mut Proxy, now: Instant) {
         for a in XdpFastPath::on_tick(self, proxy, now) {
-            proxy.touch_nat(a.id, a.dir, a.packets, a.bytes, now);
+            if !proxy.touch_nat(a.id, a.dir, a.packets, a.bytes, now) {
+                self.evict(a.id);
+            }
         }
     }
 

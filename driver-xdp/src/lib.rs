@@ -37,8 +37,10 @@
 //! # What stays with the core
 //! First packets (misses), TCP SYN/FIN/RST (MSS clamp, NAT state) and TCP bindings until the core saw them
 //! established, ICMP (echo and errors), fragments, IP options, IPv6 extension headers, expired entries (the
-//! core re-resolves), JAPs that are this proxy, tunnel-mode targets' replies, IPv6 tunnel targets and `replicate` groups, overlay over
-//! IPv6, oversize packets, partial (offloaded) checksums, TTL ≤ 1 when routing.
+//! core re-resolves), JAPs that are this proxy, tunnel-mode targets' replies, IPv6 tunnel targets, UDP flows
+//! of `replicate` groups (the core copies them), overlay over IPv6, oversize packets, partial (offloaded)
+//! checksums, TTL ≤ 1 when routing. Which bindings are NAT, tunnel or replicated is the core's decision,
+//! carried by its events (`pias_state::proxy::Delivery`).
 //!
 //! # Deployment notes
 //! - Hook: `xdp` for NICs with an XDP driver. On a veth, "native" XDP copies every socket buffer into an
@@ -66,4 +68,4 @@ pub mod sync;
 pub use aya::programs::XdpMode;
 pub use fastpath::XdpFastPath;
 pub use loader::{Hook, Maps, RunResult, Sizes, XdpError, XdpProgram, tc_act, verdict};
-pub use sync::{Activity, Delivery, MapSync, SyncCounters, ktime_now};
+pub use sync::{Activity, MapSync, SyncCounters, ktime_now};

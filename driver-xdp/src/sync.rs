@@ -1,23 +1,27 @@
 //! `MapSync`: applies the core's events to the maps, so that the program's hits are exactly the core's
 //! decisions, and feeds the program's activity back to the core.
 //!
-//! Contracts:
+//! MapSync decides nothing: every event carries, or names where to read, what it writes
+//! (`pias_state::proxy::Event`); all it adds is what the program can serve. Contracts:
 //! - A group entry mirrors `Proxy::cache_entry(group)` when it is resolved: the JAPs sorted by id (the slot
-//!   table's indexes) with their overlay addresses, the 251 slots, and a deadline at the entry's expiry (after
-//!   it the program passes packets to the core, which re-resolves). Negative and pending entries are absent.
-//! - NAT entries exist for TCP and UDP bindings of NAT-mode targets of groups without `replicate`; a TCP
-//!   binding serves only data segments, and only once the core saw it established ([`MapSync::refresh`]).
+//!   table's indexes) with the overlay addresses the core sends to (`Proxy::jap_addr`), the 251 slots, and a
+//!   deadline at the entry's expiry (after it the program passes packets to the core, which re-resolves).
+//!   Negative and pending entries are absent. The core re-announces an entry when a JAP's address changes.
+//! - NAT entries exist for TCP and UDP bindings the core delivers by NAT or to an IPv4 tunnel-mode target
+//!   (the event's [`Delivery`]); a TCP binding serves only data segments, and only once the core saw it
+//!   established ([`MapSync::refresh`]). Bindings whose packets the core replicates stay with it.
+//! - A binding the core no longer has when its activity is fed back is removed from the maps (counted
+//!   [`SyncCounters::nat_gone`]); lost events (`Proxy::events_lost`) call for a [`MapSync::resync`].
 //! - Maps are bounded; an insert into a full map leaves that entry to the slow path and is counted
 //!   ([`SyncCounters::map_full`]) — never a silent drop.
 
-use std::collections::HashMap as StdMap;
+use std::collections::{HashMap as StdMap, HashSet};
 use std::net::SocketAddr;
 
-use pias_proto::control::DeliveryMode;
 use pias_proto::{FlowKey, IpProtocol, ProxyId, TransportAddr};
 use pias_state::iap::CacheEntry;
 use pias_state::nat::{BindingId, Direction, NatEvent, NatTable, TcpState};
-use pias_state::proxy::{Event, Proxy};
+use pias_state::proxy::{Delivery, Event, Proxy};
 use pias_state::time::Instant;
 
 use crate::loader::Maps;
@@ -30,24 +34,15 @@ pub struct SyncCounters {
     pub groups_removed: u64,
     pub nat_installed: u64,
     pub nat_removed: u64,
-    /// Bindings left to the slow path by policy (tunnel mode, replicate, ICMP).
+    /// Bindings the program cannot serve, left to the slow path (replicated, IPv6 tunnel targets, ICMP).
     pub nat_slow_only: u64,
+    /// Bindings removed because the core no longer had them when their activity was fed back (a removal
+    /// the sync never saw).
+    pub nat_gone: u64,
     /// Entries that did not fit a full map: served by the slow path instead.
     pub map_full: u64,
     /// Other map update errors (also leave the entry to the slow path).
     pub map_errors: u64,
-}
-
-/// How the program may serve a NAT binding (what the core would do with its packets).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// The core only (replicate groups, IPv6 tunnel targets, unknown targets, ICMP).
-    SlowOnly,
-    /// NAT: rewrite both ways.
-    Nat,
-    /// Tunnel mode (SPEC.md §11.6): forward frames re-encapsulated, unchanged, to this IPv4 target address;
-    /// replies (TO_TARGET frames or direct) stay with the core.
-    Tunnel(core::net::Ipv4Addr),
 }
 
 /// Activity of one binding seen by the program since the last [`MapSync::poll_activity`].
@@ -65,8 +60,8 @@ struct Binding {
     reverse: FlowKey,
     tcp: bool,
     fast: bool,
-    /// Tunnel mode: the target's address; only the forward entry exists.
-    tunnel: Option<core::net::Ipv4Addr>,
+    /// Tunnel mode: where the core sends the frames; only the forward entry exists.
+    tunnel: Option<core::net::SocketAddrV4>,
     seen: [(u64, u64); 2],
 }
 
@@ -74,8 +69,8 @@ struct Binding {
 #[derive(Debug)]
 pub struct MapSync {
     maps: Maps,
-    /// group → JAP ids of its entry (to re-resolve on a member's address change).
-    groups: StdMap<TransportAddr, Vec<ProxyId>>,
+    /// Groups with an entry in the map.
+    groups: HashSet<TransportAddr>,
     bindings: StdMap<BindingId, Binding>,
     members: StdMap<ProxyId, SocketAddr>,
     counters: SyncCounters,
@@ -100,7 +95,7 @@ impl MapSync {
     pub fn new(maps: Maps) -> MapSync {
         MapSync {
             maps,
-            groups: StdMap::new(),
+            groups: HashSet::new(),
             bindings: StdMap::new(),
             members: StdMap::new(),
             counters: SyncCounters::default(),
@@ -130,89 +125,49 @@ impl MapSync {
     /// Applies one of the proxy's events. `now` is the core's clock, `ktime` the same instant on
     /// `CLOCK_MONOTONIC` (see [`ktime_now`]).
     pub fn apply(&mut self, proxy: &Proxy, ev: &Event, now: Instant, ktime: u64) {
-        match ev {
-            Event::CacheInstalled { group } => {
-                let me = proxy.id();
-                let m = proxy.membership();
-                let resolve = |id: ProxyId| {
-                    if id == me {
-                        Some(proxy.config().overlay_addr)
-                    } else {
-                        m.get(id).map(|x| x.addr())
-                    }
-                };
-                self.install_group(group, proxy.cache_entry(group), me, resolve, now, ktime);
-            }
-            Event::CacheRemoved { group } => self.remove_group(group),
-            Event::Nat(ev @ NatEvent::Created { tag, forward, .. }) => {
-                let replicate = proxy.config().policies.lookup(&forward.dst_ta()).target.replicate > 1;
-                let overlay_v4 = proxy.config().overlay_addr.is_ipv4();
-                let d = match proxy.registry().target(*tag) {
-                    Some(t) if t.mode == DeliveryMode::Nat && !replicate => Delivery::Nat,
-                    Some(t) if t.mode == DeliveryMode::Tunnel && overlay_v4 => match t.service.ip {
-                        core::net::IpAddr::V4(a) => Delivery::Tunnel(a),
-                        core::net::IpAddr::V6(_) => Delivery::SlowOnly,
-                    },
-                    _ => Delivery::SlowOnly,
-                };
-                self.apply_nat(ev, d);
-            }
-            Event::Nat(ev) => self.apply_nat(ev, Delivery::SlowOnly),
-            Event::MemberUp { id, addr } => {
-                self.member_up(*id, *addr);
-                // Entries naming this JAP take its (new) address.
-                let affected: Vec<TransportAddr> = self
-                    .groups
-                    .iter()
-                    .filter(|(_, ids)| ids.contains(id))
-                    .map(|(g, _)| *g)
-                    .collect();
-                for g in affected {
-                    self.apply(proxy, &Event::CacheInstalled { group: g }, now, ktime);
-                }
-            }
-            Event::MemberSuspect { .. } => {} // still usable (SPEC.md §4.1): stays
-            Event::MemberDown { id } => self.member_down(*id),
+        match *ev {
+            Event::CacheInstalled { group } => self.install_group(
+                &group,
+                proxy.cache_entry(&group),
+                proxy.id(),
+                |id| proxy.jap_addr(id),
+                now,
+                ktime,
+            ),
+            Event::CacheRemoved { group } => self.remove_group(&group),
+            Event::NatCreated {
+                id,
+                forward,
+                reverse,
+                delivery,
+            } => self.install_binding(id, forward, reverse, delivery),
+            Event::NatRemoved {
+                id, forward, reverse, ..
+            } => self.remove_binding(id, &forward, &reverse),
+            Event::MemberUp { id, addr } => self.member_up(id, addr),
+            Event::MemberSuspect { .. } => {} // its frames are still accepted (SPEC.md §4.1): stays
+            Event::MemberDown { id } => self.member_down(id),
             Event::TargetUp { .. } | Event::TargetDown { .. } => {}
         }
     }
 
     /// Rebuilds every map from the proxy's state (at start, when the program is attached to a running
-    /// proxy, or after the proxy dropped events: `events_dropped`). Entries the core no longer has are
-    /// removed; what it has is installed as [`MapSync::apply`] would from the events.
+    /// proxy, or after the proxy lost events: `Proxy::events_lost`). Every entry is removed, then what the
+    /// core has is installed as [`MapSync::apply`] would from the events (`Proxy::state_events`).
     pub fn resync(&mut self, proxy: &Proxy, now: Instant, ktime: u64) {
-        let stale: Vec<TransportAddr> = self.groups.keys().copied().collect();
-        for g in stale {
+        let groups: Vec<TransportAddr> = self.groups.iter().copied().collect();
+        for g in groups {
             self.remove_group(&g);
         }
-        let ids: Vec<BindingId> = self.bindings.keys().copied().collect();
-        for id in ids {
-            if let Some(b) = self.bindings.remove(&id) {
-                let _ = self.maps.nat_fwd.remove(&Flow::from(&b.forward));
-                let _ = self.maps.nat_rev.remove(&Flow::from(&b.reverse));
-            }
+        for (_, b) in std::mem::take(&mut self.bindings) {
+            self.remove_entries(&b.forward, &b.reverse);
         }
-        let members: Vec<(ProxyId, SocketAddr)> = proxy
-            .membership()
-            .usable()
-            .filter(|id| *id != proxy.id())
-            .filter_map(|id| proxy.membership().get(id).map(|m| (id, m.addr())))
-            .collect();
-        for (id, a) in members {
-            self.member_up(id, a);
+        let members: Vec<ProxyId> = self.members.keys().copied().collect();
+        for id in members {
+            self.member_down(id);
         }
-        let groups: Vec<TransportAddr> = proxy.iap().iter().map(|(g, _)| *g).collect();
-        for group in groups {
-            self.apply(proxy, &Event::CacheInstalled { group }, now, ktime);
-        }
-        for b in proxy.nat().iter() {
-            let ev = NatEvent::Created {
-                id: b.id,
-                forward: b.forward,
-                reverse: b.reverse,
-                tag: b.tag,
-            };
-            self.apply(proxy, &Event::Nat(ev), now, ktime);
+        for ev in proxy.state_events() {
+            self.apply(proxy, &ev, now, ktime);
         }
         self.upgrade_tcp(proxy.nat());
     }
@@ -252,7 +207,7 @@ impl MapSync {
         match self.maps.groups.insert(Ta::from(group), g, 0) {
             Ok(()) => {
                 self.counters.groups_installed += 1;
-                self.groups.insert(*group, ids.to_vec());
+                self.groups.insert(*group);
             }
             Err(e) => {
                 self.note_err(&e);
@@ -262,58 +217,83 @@ impl MapSync {
     }
 
     pub fn remove_group(&mut self, group: &TransportAddr) {
-        if self.groups.remove(group).is_some() {
+        if self.groups.remove(group) {
             self.counters.groups_removed += 1;
         }
         let _ = self.maps.groups.remove(&Ta::from(group));
     }
 
-    /// Mirrors a NAT event; `d` says how the program may serve a created binding.
+    /// Mirrors a NAT table's event (for a table driven without a `Proxy`); `d` is how its owner delivers a
+    /// created binding's packets.
     pub fn apply_nat(&mut self, ev: &NatEvent, d: Delivery) {
         match *ev {
             NatEvent::Created {
                 id, forward, reverse, ..
-            } => {
-                let tcp = forward.proto == IpProtocol::Tcp;
-                if d == Delivery::SlowOnly || !(tcp || forward.proto == IpProtocol::Udp) {
-                    self.counters.nat_slow_only += 1;
-                    return;
-                }
-                let tunnel = match d {
-                    Delivery::Tunnel(a) => Some(a),
-                    _ => None,
-                };
-                let b = Binding {
-                    forward,
-                    reverse,
-                    tcp,
-                    fast: !tcp,
-                    tunnel,
-                    seen: [(0, 0); 2],
-                };
-                if self.write_binding(&b) {
-                    self.counters.nat_installed += 1;
-                    self.bindings.insert(id, b);
-                }
-            }
+            } => self.install_binding(id, forward, reverse, d),
             NatEvent::Removed {
                 id, forward, reverse, ..
-            } => {
-                if self.bindings.remove(&id).is_some() {
-                    self.counters.nat_removed += 1;
-                }
-                let _ = self.maps.nat_fwd.remove(&Flow::from(&forward));
-                let _ = self.maps.nat_rev.remove(&Flow::from(&reverse));
-            }
+            } => self.remove_binding(id, &forward, &reverse),
         }
+    }
+
+    /// Installs a binding the core delivers as `d`, if the program can serve it: TCP and UDP (not ICMP), by
+    /// NAT or to an IPv4 tunnel-mode target — not replicated (the program sends one packet for one).
+    pub fn install_binding(&mut self, id: BindingId, forward: FlowKey, reverse: FlowKey, d: Delivery) {
+        let tcp = forward.proto == IpProtocol::Tcp;
+        let tunnel = match d {
+            Delivery::Nat => None,
+            Delivery::Tunnel(SocketAddr::V4(a)) => Some(a),
+            Delivery::Replicate | Delivery::Tunnel(SocketAddr::V6(_)) => {
+                self.counters.nat_slow_only += 1;
+                return;
+            }
+        };
+        if !(tcp || forward.proto == IpProtocol::Udp) {
+            self.counters.nat_slow_only += 1;
+            return;
+        }
+        let b = Binding {
+            forward,
+            reverse,
+            tcp,
+            fast: !tcp,
+            tunnel,
+            seen: [(0, 0); 2],
+        };
+        if self.write_binding(&b) {
+            self.counters.nat_installed += 1;
+            self.bindings.insert(id, b);
+        }
+    }
+
+    /// Removes a binding's entries (those of its keys, whether installed or not).
+    pub fn remove_binding(&mut self, id: BindingId, forward: &FlowKey, reverse: &FlowKey) {
+        if self.bindings.remove(&id).is_some() {
+            self.counters.nat_removed += 1;
+        }
+        self.remove_entries(forward, reverse);
+    }
+
+    /// Removes a binding the core no longer has (`Proxy::touch_nat` or `NatTable::touch` said so): its
+    /// removal was never seen, so its entries would otherwise stay. Counted [`SyncCounters::nat_gone`].
+    pub fn evict(&mut self, id: BindingId) {
+        if let Some(b) = self.bindings.remove(&id) {
+            self.counters.nat_gone += 1;
+            self.remove_entries(&b.forward, &b.reverse);
+        }
+    }
+
+    fn remove_entries(&mut self, forward: &FlowKey, reverse: &FlowKey) {
+        let _ = self.maps.nat_fwd.remove(&Flow::from(forward));
+        let _ = self.maps.nat_rev.remove(&Flow::from(reverse));
     }
 
     fn write_binding(&mut self, b: &Binding) -> bool {
         let flags = if b.fast { NAT_TCP_FAST } else { 0 };
         if let Some(t) = b.tunnel {
             let to = FlowKey {
-                dst: core::net::IpAddr::V4(t),
-                dst_port: pias_proto::geneve::UDP_PORT,
+                dst: core::net::IpAddr::V4(*t.ip()),
+                dst_port: t.port(),
                 ..b.forward
             };
             let v = Nat::to_flow(&to, flags | NAT_TUNNEL);
@@ -386,10 +366,13 @@ impl MapSync {
         out
     }
 
-    /// Feeds activity to a NAT table and lets TCP bindings the core saw established take the fast path.
+    /// Feeds activity to a NAT table (a binding it no longer has is evicted) and lets TCP bindings the core
+    /// saw established take the fast path.
     pub fn refresh(&mut self, nat: &mut NatTable, now: Instant) {
         for a in self.poll_activity() {
-            nat.touch(a.id, a.dir, a.packets, a.bytes, now);
+            if !nat.touch(a.id, a.dir, a.packets, a.bytes, now) {
+                self.evict(a.id);
+            }
         }
         self.upgrade_tcp(nat);
     }

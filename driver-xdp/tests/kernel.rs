@@ -10,7 +10,7 @@ mod common;
 use core::net::{IpAddr, SocketAddr};
 
 use driver_xdp::maps::{CFG_ENABLED, Config, counter};
-use driver_xdp::{Delivery, Hook, MapSync, RunResult, Sizes, XdpProgram, ktime_now, verdict};
+use driver_xdp::{Hook, MapSync, RunResult, Sizes, XdpProgram, ktime_now, verdict};
 use pias_proto::auth::SipKey;
 use pias_proto::build::{Segment, tcp_segment, udp_packet};
 use pias_proto::control::{Answer, AnswerEntry};
@@ -21,6 +21,7 @@ use pias_proto::{FlowKey, IpProtocol, ProxyId, TransportAddr};
 use pias_state::flowhash::flow_hash;
 use pias_state::iap::{IapCache, IapConfig, Route};
 use pias_state::nat::{Direction, NatConfig, NatEvent, NatTable, TcpFlags as NatTcpFlags, Translation};
+use pias_state::proxy::Delivery;
 use pias_state::time::Instant;
 use proptest::prelude::*;
 
@@ -733,17 +734,37 @@ fn jap_passes_what_is_not_a_hit(hook: Hook) {
         rig.sync.apply_nat(&ev, Delivery::Nat);
     }
     check_pass(&rig.run(&good), &good);
-    // A binding the core keeps to itself (tunnel mode, replicate) is never installed.
-    let udp2 = udp(sa("198.51.100.8:40000"), sa("192.0.2.10:53"), b"r");
-    jap.nat
-        .create(&flow_of(&udp2), (sa("10.1.0.6:53").ip(), 53), 0, jap.now)
-        .unwrap();
-    while let Some(ev) = jap.nat.poll_event() {
-        rig.sync.apply_nat(&ev, Delivery::SlowOnly);
+    // A removal the sync never saw: once the program's activity finds the binding gone in the core, its
+    // entries leave the maps too (counted), so the program never serves a flow the core forgot.
+    jap.bind(&mut rig, &flow_of(&ip), sa("10.1.0.5:5353"));
+    assert_eq!(rig.run(&good).verdict, verdict::TX);
+    assert!(jap.nat.remove(&flow_of(&ip)));
+    while jap.nat.poll_event().is_some() {}
+    assert_eq!(rig.run(&good).verdict, verdict::TX, "still stale");
+    rig.sync.refresh(&mut jap.nat, jap.now);
+    assert_eq!(rig.sync.counters().nat_gone, 1);
+    check_pass(&rig.run(&good), &good);
+    // A binding the program cannot serve (the core replicates its packets, or tunnels them to an IPv6
+    // target) is never installed.
+    for (sport, d) in [
+        (40000, Delivery::Replicate),
+        (40001, Delivery::Tunnel(sa("[2001:db8::6]:6081"))),
+    ] {
+        let udp2 = udp(
+            SocketAddr::new(sa("198.51.100.8:1").ip(), sport),
+            sa("192.0.2.10:53"),
+            b"r",
+        );
+        jap.nat
+            .create(&flow_of(&udp2), (sa("10.1.0.6:53").ip(), 53), 0, jap.now)
+            .unwrap();
+        while let Some(ev) = jap.nat.poll_event() {
+            rig.sync.apply_nat(&ev, d);
+        }
+        let f = data_frame(member, 0, &udp2);
+        check_pass(&rig.run(&f), &f);
     }
-    let f = data_frame(member, 0, &udp2);
-    check_pass(&rig.run(&f), &f);
-    assert_eq!(rig.sync.counters().nat_slow_only, 1);
+    assert_eq!(rig.sync.counters().nat_slow_only, 2);
 }
 
 fn full_maps_degrade_to_the_slow_path_counted(hook: Hook) {

@@ -12,12 +12,15 @@ use core::time::Duration;
 use driver_xdp::maps::{CFG_ENABLED, counter};
 use driver_xdp::{Hook, RunResult, Sizes, XdpFastPath, verdict};
 use pias_proto::auth::MasterKey;
-use pias_proto::build::udp_packet;
+use pias_proto::build::{Segment, tcp_segment, udp_packet};
 use pias_proto::packet::IpPacket;
+use pias_proto::tcp::TcpFlags;
 use pias_proto::tunnel::{DataHeader, INITIAL_HOPS};
-use pias_proto::{IpProtocol, ProxyId};
+use pias_proto::{IpProtocol, ProxyId, TransportAddr};
 use pias_sim::{Sim, SimConfig};
+use pias_state::policy::{GroupMatch, GroupPolicy};
 use pias_state::proxy::{HEADROOM, PacketBuf, Proxy, Verdict};
+use pias_state::registry::TargetOptions;
 
 fn rig_for(hook: Hook, proxy: &Proxy, now: pias_state::time::Instant) -> XdpFastPath {
     XdpFastPath::detached(
@@ -262,7 +265,163 @@ fn tunnel_mode_frames_match_the_proxy(hook: Hook) {
     assert_eq!(c[counter("xdp_jap_tunnel_hit")], 2);
 }
 
+/// `replicate` 2 for the groups at port 5300, TCP and UDP.
+fn replicate_5300(c: &mut pias_state::proxy::ProxyConfig) {
+    c.policies.rules.push((
+        GroupMatch {
+            prefix: "0.0.0.0".parse().unwrap(),
+            len: 0,
+            port: Some(5300),
+            proto: None,
+        },
+        GroupPolicy {
+            target: TargetOptions {
+                replicate: 2,
+                ..TargetOptions::default()
+            },
+            ..GroupPolicy::default()
+        },
+    ));
+}
+
+fn tcp(src: SocketAddr, dst: SocketAddr, flags: TcpFlags, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 1600];
+    let seg = Segment {
+        flags,
+        seq: 1000,
+        ack: 2000,
+        mss: None,
+    };
+    let n = tcp_segment(src, dst, seg, payload, &mut b).unwrap();
+    b.truncate(n);
+    b
+}
+
+/// The program fed only by the JAP's events (attached before the flows began): bindings the core delivers
+/// by NAT are served byte for byte like the core — a TCP flow of a `replicate` group included, once the core
+/// saw it established — and the UDP flows the core replicates are left to it.
+fn events_drive_the_program_as_the_core_delivers(hook: Hook) {
+    let mut sim = Sim::new(SimConfig::default(), MasterKey::from_bytes([0x5a; 32]));
+    for i in 0..5 {
+        sim.add_proxy((10.0 * i as f64, 0.0), replicate_5300);
+    }
+    sim.run_for(Duration::from_secs(5));
+    let nat = Sim::group(3, 5353, IpProtocol::Udp);
+    let rep_udp = Sim::group(4, 5300, IpProtocol::Udp);
+    let rep_tcp = Sim::group(5, 5300, IpProtocol::Tcp);
+    let mut agents = vec![];
+    for (i, (g, ip)) in [
+        (nat, "10.2.0.1"),
+        (rep_udp, "10.2.0.2"),
+        (rep_udp, "10.2.0.3"),
+        (rep_tcp, "10.2.0.4"),
+        (rep_tcp, "10.2.0.5"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let service = SocketAddr::new(ip.parse().unwrap(), g.port);
+        agents.push(sim.add_target(&format!("t{i}"), service, g, (41.0, 1.0)));
+    }
+    sim.run_for(Duration::from_secs(2));
+    let jap_id = sim.agent(agents[0]).unwrap().jap().expect("registered");
+    for a in &agents {
+        assert_eq!(sim.agent(*a).unwrap().jap(), Some(jap_id), "one JAP for all");
+    }
+    let jap_i = sim.proxy_index(jap_id).unwrap();
+    let iap_i = (jap_i + 1) % 5;
+    let iap_addr = Sim::overlay_addr(iap_i);
+    let jap_addr = Sim::overlay_addr(jap_i);
+    let now = sim.now();
+    let mut fp = rig_for(hook, sim.proxy(jap_i).unwrap(), now);
+    assert_eq!(fp.sync().counters().nat_installed, 0, "no flow yet");
+    let vni = sim.proxy(jap_i).unwrap().config().vni;
+    let frame = |pkt: &[u8]| {
+        let h = DataHeader {
+            vni,
+            flags: 0,
+            hops: INITIAL_HOPS,
+            ingress: ProxyId(iap_i as u32 + 1),
+        };
+        let mut f = vec![0u8; pkt.len() + 20];
+        h.encapsulate(pkt, &mut f).unwrap();
+        f
+    };
+    // A packet through the core (its events applied to the program, as a driver does).
+    let core = |sim: &mut Sim, fp: &mut XdpFastPath, from_iap: bool, pkt: &[u8]| {
+        let (v, out) = if from_iap {
+            overlay(sim.proxy_mut(jap_i).unwrap(), now, iap_addr, &frame(pkt))
+        } else {
+            host(sim.proxy_mut(jap_i).unwrap(), now, pkt)
+        };
+        assert_eq!(v, Verdict::Host);
+        let p = sim.proxy_mut(jap_i).unwrap();
+        let events: Vec<_> = core::iter::from_fn(|| p.poll_event()).collect();
+        for ev in &events {
+            fp.on_event(sim.proxy(jap_i).unwrap(), ev, now);
+        }
+        out
+    };
+    let client = SocketAddr::new("10.1.0.10".parse().unwrap(), 40000);
+    let to = |g: TransportAddr| SocketAddr::new(g.ip, g.port);
+    let from_iap = |fp: &XdpFastPath, pkt: &[u8]| {
+        fp.program()
+            .test_run(&eth(&udp(iap_addr, jap_addr, &frame(pkt))), 1)
+            .unwrap()
+    };
+
+    // NAT: the first packet is the core's, the next the program's, identical.
+    let q = udp(client, to(nat), b"q");
+    core(&mut sim, &mut fp, true, &q);
+    let want = core(&mut sim, &mut fp, true, &q);
+    assert_eq!(tx(&from_iap(&fp, &q)), &want[..], "the core's NAT rewrite");
+
+    // replicate, UDP: the core copies each packet; the program leaves them to it.
+    let q = udp(client, to(rep_udp), b"q");
+    core(&mut sim, &mut fp, true, &q);
+    assert_eq!(fp.sync().counters().nat_slow_only, 1);
+    let sent = sim.proxy(jap_i).unwrap().counters().replicas_sent;
+    core(&mut sim, &mut fp, true, &q);
+    assert_eq!(sim.proxy(jap_i).unwrap().counters().replicas_sent, sent + 1);
+    assert_eq!(from_iap(&fp, &q).verdict, verdict::PASS);
+
+    // replicate, TCP: plain NAT for the core, so for the program once established.
+    let syn = tcp(client, to(rep_tcp), TcpFlags::SYN, b"");
+    core(&mut sim, &mut fp, true, &syn);
+    let b = sim
+        .proxy(jap_i)
+        .unwrap()
+        .nat()
+        .iter()
+        .find(|b| b.forward.proto == IpProtocol::Tcp)
+        .unwrap();
+    let target = SocketAddr::new(b.reverse.src, b.reverse.src_port);
+    let pool = SocketAddr::new(b.reverse.dst, b.reverse.dst_port);
+    core(
+        &mut sim,
+        &mut fp,
+        false,
+        &tcp(target, pool, TcpFlags::SYN | TcpFlags::ACK, b""),
+    );
+    let data = tcp(client, to(rep_tcp), TcpFlags::ACK | TcpFlags::PSH, b"get");
+    core(&mut sim, &mut fp, true, &data);
+    assert_eq!(
+        from_iap(&fp, &data).verdict,
+        verdict::PASS,
+        "not established in the maps yet"
+    );
+    fp.on_tick(sim.proxy(jap_i).unwrap(), now);
+    let want = core(&mut sim, &mut fp, true, &data);
+    assert_eq!(tx(&from_iap(&fp, &data)), &want[..], "the core's NAT rewrite");
+    let reply = tcp(target, pool, TcpFlags::ACK | TcpFlags::PSH, b"200");
+    let want = core(&mut sim, &mut fp, false, &reply);
+    let r = fp.program().test_run(&eth(&reply), 1).unwrap();
+    assert_eq!(tx(&r), &want[..], "the core's reverse rewrite");
+    assert_eq!(fp.sync().counters().nat_installed, 2);
+}
+
 on_each_hook!(
     programs_mirror_real_proxies_byte_for_byte,
-    tunnel_mode_frames_match_the_proxy
+    tunnel_mode_frames_match_the_proxy,
+    events_drive_the_program_as_the_core_delivers
 );

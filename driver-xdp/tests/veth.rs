@@ -12,13 +12,14 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use driver_xdp::maps::{CFG_ENABLED, CFG_FIB, Config, counter};
-use driver_xdp::{Delivery, MapSync, Sizes, XdpProgram, ktime_now};
+use driver_xdp::{MapSync, Sizes, XdpProgram, ktime_now};
 use pias_proto::auth::SipKey;
 use pias_proto::control::{Answer, AnswerEntry};
 use pias_proto::tunnel::{DataHeader, Frame};
 use pias_proto::{FlowKey, IpProtocol, ProxyId, TransportAddr};
 use pias_state::iap::{IapCache, IapConfig};
 use pias_state::nat::{NatConfig, NatTable};
+use pias_state::proxy::Delivery;
 use pias_state::time::Instant;
 
 fn ip(args: &[&str]) {

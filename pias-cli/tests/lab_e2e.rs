@@ -791,6 +791,12 @@ fn lab_traffic(driver: &str) {
 /// at WARN within about a second, naming the likely causes, and keeps trying; `pias target --check` exits
 /// non-zero with the same causes, and 0 with the right key (deregistering again at once).
 fn wrong_key_is_told(driver: &str) {
+    // Target agents run on a user-space driver: the lab gives them tokio under the XDP drivers.
+    let driver = if driver.starts_with("xdp") {
+        "tokio"
+    } else {
+        driver
+    };
     let ns = format!("{NAME}-t1");
     let right = format!("{DIR}/keys/10.99.0.53-53-udp.key");
     let wrong = format!("{DIR}/keys/10.99.0.80-80-tcp.key");

@@ -296,6 +296,14 @@ impl IapCache {
         }
     }
 
+    /// The groups whose resolved entry names `jap` (to re-announce them when its address changes). O(entries).
+    pub fn groups_naming(&self, jap: ProxyId) -> impl Iterator<Item = TransportAddr> + '_ {
+        self.map
+            .iter()
+            .filter(move |(_, e)| e.table().is_some_and(|t| t.ids().contains(&jap)))
+            .map(|(g, _)| *g)
+    }
+
     /// Forgets a group.
     pub fn remove(&mut self, group: &TransportAddr) -> bool {
         self.map.remove(group).is_some()

@@ -328,6 +328,9 @@ pub struct BindingId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Translation {
     pub id: BindingId,
+    /// The binding's caller-chosen tag (the proxy's: the target's registration), so that a hit needs no
+    /// second lookup to know how to deliver.
+    pub tag: u32,
     pub src: IpAddr,
     pub src_port: u16,
     pub dst: IpAddr,
@@ -736,6 +739,7 @@ impl NatTable {
                 slot: i,
                 generation: e.generation,
             },
+            tag: e.tag,
             src: bytes_ip(&self.pool_ips[usize::from(e.pool_idx)], e.v6),
             src_port: e.pool_port,
             dst: bytes_ip(&e.target, e.v6),
@@ -763,6 +767,7 @@ impl NatTable {
                 slot: i,
                 generation: e.generation,
             },
+            tag: e.tag,
             src: bytes_ip(&e.group, e.v6),
             src_port: e.group_port,
             dst: bytes_ip(&e.client, e.v6),
@@ -981,6 +986,7 @@ impl NatTable {
         });
         Ok(Translation {
             id,
+            tag,
             src: reverse.dst,
             src_port: reverse.dst_port,
             dst: reverse.src,

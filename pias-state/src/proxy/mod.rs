@@ -49,7 +49,7 @@ use crate::flowhash::{MAX_JAPS, MaglevTable, flow_hash};
 use crate::iap::{CacheChange, IapCache, IapConfig, Route};
 use crate::lru::LruMap;
 use crate::membership::{MemberEvent, Membership, MembershipConfig};
-use crate::nat::{Direction, NatConfig, NatEvent, NatTable, TcpFlags};
+use crate::nat::{BindingId, Direction, NatConfig, NatEvent, NatTable, RemoveReason, TcpFlags};
 use crate::policy::PolicyTable;
 use crate::rap::{RapConfig, RapTable, Topology};
 use crate::registry::{Registry, RegistryConfig, RegistryEvent};
@@ -222,21 +222,42 @@ pub enum DropReason {
     Unsupported,
 }
 
-/// What happened, for drivers (XDP map sync), metrics and logs.
+/// What happened, for drivers, metrics and logs.
+///
+/// A fast path (XDP) is a cache of the core's decisions built from these events alone: each carries, or
+/// names where to read without deciding anything, what the fast path installs — a cache entry and its JAPs'
+/// overlay addresses ([`Proxy::cache_entry`], [`Proxy::jap_addr`]), a binding and how the core delivers its
+/// packets ([`Delivery`]). A fast path that missed events ([`Proxy::events_lost`] moved) rebuilds itself
+/// from [`Proxy::state_events`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// A proxy became usable (or changed address).
+    /// A proxy's data frames are accepted from `addr` (it became usable, or changed address). When a member
+    /// named by cached groups changes address, a [`Event::CacheInstalled`] follows for each of them.
     MemberUp { id: ProxyId, addr: SocketAddr },
-    /// A proxy is suspected: no data goes to it until it refutes.
+    /// A proxy is suspected: no data goes to it until it refutes (its frames are still accepted).
     MemberSuspect { id: ProxyId },
     /// A proxy is down or left.
     MemberDown { id: ProxyId },
-    /// The IAP cache entry of a group was installed or changed (read it with [`Proxy::cache_entry`]).
+    /// The IAP cache entry of a group was installed or changed, or a JAP it names changed address (read it
+    /// with [`Proxy::cache_entry`], the JAPs' addresses with [`Proxy::jap_addr`]).
     CacheInstalled { group: TransportAddr },
     /// The IAP cache entry of a group was removed.
     CacheRemoved { group: TransportAddr },
-    /// A NAT binding was created or removed.
-    Nat(NatEvent),
+    /// A NAT binding exists: client packets keyed `forward` are delivered as `delivery` says (for NAT,
+    /// rewritten to `reverse.reversed()`); the target's replies keyed `reverse` become `forward.reversed()`.
+    NatCreated {
+        id: BindingId,
+        forward: FlowKey,
+        reverse: FlowKey,
+        delivery: Delivery,
+    },
+    /// A NAT binding is gone from both indexes.
+    NatRemoved {
+        id: BindingId,
+        forward: FlowKey,
+        reverse: FlowKey,
+        reason: RemoveReason,
+    },
     /// A target registered with this proxy.
     TargetUp {
         group: TransportAddr,
@@ -247,6 +268,21 @@ pub enum Event {
         group: TransportAddr,
         service: TransportAddr,
     },
+}
+
+/// How the JAP delivers the client packets of a NAT binding. Decided in one place (the proxy's `delivery`),
+/// which the JAP applies to every packet and [`Event::NatCreated`] carries to a fast path, so that the two
+/// cannot differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// Rewritten by the binding (SPEC.md §11.1), replies rewritten back.
+    Nat,
+    /// Rewritten like [`Delivery::Nat`], and copied to the group's other chosen targets (`replicate`, UDP
+    /// only, SPEC.md §9.5): a fast path that cannot copy leaves these packets to the core.
+    Replicate,
+    /// Sent unchanged in a TO_TARGET data frame to this address, the target's IP at the overlay port
+    /// (tunnel mode, SPEC.md §11.6); its replies come back to the core.
+    Tunnel(SocketAddr),
 }
 
 /// Counters of the proxy's own decisions (the sub-machines have theirs; [`Proxy::for_each_counter`] walks all).
@@ -490,6 +526,12 @@ impl Proxy {
         self.iap.get(group)
     }
 
+    /// The overlay address the IAP sends a JAP's data frames to (this proxy's own for itself); `None` for a
+    /// proxy it does not know. What a fast path writes for the JAPs of a cache entry.
+    pub fn jap_addr(&self, id: ProxyId) -> Option<SocketAddr> {
+        self.addr_of(id)
+    }
+
     /// The flow hash every proxy computes for `flow` (SPEC.md §13.2).
     pub fn flow_hash(&self, flow: &FlowKey) -> u64 {
         flow_hash(&self.flow_key, flow)
@@ -548,6 +590,46 @@ impl Proxy {
         now: Instant,
     ) -> bool {
         self.nat.touch(id, dir, packets, bytes, now)
+    }
+
+    /// Events lost anywhere on their way to [`Proxy::poll_event`]: in the proxy's queue or in any
+    /// sub-machine's (membership, registry, NAT; cache changes go through the proxy's). It only grows; a fast
+    /// path that sees it move since it last looked may hold stale entries and rebuilds from
+    /// [`Proxy::state_events`].
+    pub fn events_lost(&self) -> u64 {
+        self.counters.events_dropped
+            + self.membership.counters().events_dropped
+            + self.registry.counters().events_dropped
+            + self.nat.counters().events_dropped
+    }
+
+    /// The events that build a fast path's state from nothing, as if it had seen every event since the
+    /// start: each member whose data frames are accepted ([`Event::MemberUp`], then [`Event::MemberSuspect`]
+    /// if it is suspected), each IAP cache entry ([`Event::CacheInstalled`]), each NAT binding
+    /// ([`Event::NatCreated`] with its delivery).
+    pub fn state_events(&self) -> impl Iterator<Item = Event> + '_ {
+        let m = &self.membership;
+        let members = m
+            .ring_members()
+            .filter(move |id| *id != self.me)
+            .filter_map(move |id| {
+                let addr = m.get(id)?.addr();
+                let suspect = (!m.is_usable(id)).then_some(Event::MemberSuspect { id });
+                Some([Some(Event::MemberUp { id, addr }), suspect])
+            })
+            .flatten()
+            .flatten();
+        let groups = self
+            .iap
+            .iter()
+            .map(|(group, _)| Event::CacheInstalled { group: *group });
+        let bindings = self.nat.iter().map(move |b| Event::NatCreated {
+            id: b.id,
+            forward: b.forward,
+            reverse: b.reverse,
+            delivery: self.delivery(b.tag, &b.forward, b.reverse.src),
+        });
+        members.chain(groups).chain(bindings)
     }
 
     /// Starts a graceful leave (SPEC.md §7.6). First the proxy answers its targets' Refreshes and Registers
@@ -776,11 +858,64 @@ impl Proxy {
     }
 
     fn push_event(&mut self, e: Event) {
-        if self.events.len() >= self.cfg.event_capacity {
-            self.counters.events_dropped += 1;
-            return;
+        queue_event(
+            &mut self.events,
+            self.cfg.event_capacity,
+            &mut self.counters.events_dropped,
+            e,
+        );
+    }
+
+    /// A NAT binding's event, a created one with the delivery the JAP applies to its packets.
+    fn push_nat_event(&mut self, ev: NatEvent) {
+        let e = match ev {
+            NatEvent::Created {
+                id,
+                forward,
+                reverse,
+                tag,
+            } => Event::NatCreated {
+                id,
+                forward,
+                reverse,
+                delivery: self.delivery(tag, &forward, reverse.src),
+            },
+            NatEvent::Removed {
+                id,
+                forward,
+                reverse,
+                reason,
+                ..
+            } => Event::NatRemoved {
+                id,
+                forward,
+                reverse,
+                reason,
+            },
+        };
+        self.push_event(e);
+    }
+
+    /// A member changed address: every cached group naming it is re-announced, so that a fast path takes
+    /// the new address ([`Proxy::jap_addr`]) without keeping its own index. Only a usable member's address
+    /// changes this way (any other member is in no entry: Suspect and Down remove it everywhere, answers
+    /// install only usable JAPs). O(entries), on a rare event.
+    fn push_cache_events_naming(&mut self, jap: ProxyId) {
+        let Proxy {
+            iap,
+            events,
+            cfg,
+            counters,
+            ..
+        } = self;
+        for group in iap.groups_naming(jap) {
+            queue_event(
+                events,
+                cfg.event_capacity,
+                &mut counters.events_dropped,
+                Event::CacheInstalled { group },
+            );
         }
-        self.events.push_back(e);
     }
 
     fn push_out(&mut self, o: Out) {
@@ -819,7 +954,7 @@ impl Proxy {
         match v {
             Verdict::Overlay(_) | Verdict::Host => {
                 while let Some(ev) = self.nat.poll_event() {
-                    self.push_event(Event::Nat(ev));
+                    self.push_nat_event(ev);
                 }
             }
             Verdict::Consumed | Verdict::Drop(_) => self.after_input(now),
@@ -837,9 +972,14 @@ impl Proxy {
         }
         while let Some(ev) = self.membership.poll_event() {
             match ev {
-                MemberEvent::Up { id, addr } | MemberEvent::AddrChanged { id, addr } => {
+                MemberEvent::Up { id, addr } => {
                     let _ = self.ring.insert(id);
                     self.push_event(Event::MemberUp { id, addr });
+                }
+                MemberEvent::AddrChanged { id, addr } => {
+                    let _ = self.ring.insert(id);
+                    self.push_event(Event::MemberUp { id, addr });
+                    self.push_cache_events_naming(id);
                 }
                 MemberEvent::Alive { id } => {
                     let _ = self.ring.insert(id);
@@ -883,7 +1023,7 @@ impl Proxy {
             }
         }
         while let Some(ev) = self.nat.poll_event() {
-            self.push_event(Event::Nat(ev));
+            self.push_nat_event(ev);
         }
         self.reporter
             .collect(now, &mut self.registry, &self.ring, self.cfg.rap_replicas);
@@ -1161,14 +1301,10 @@ impl Proxy {
         if let Some(f) = tcp {
             self.nat.observe_tcp(tr.id, f, Direction::Forward, now);
         }
+        let delivery = self.delivery(tr.tag, &flow, tr.dst);
         // A tunnel-mode target gets the client's packet unchanged, in a data frame (SPEC.md §11.6); the
         // binding still pins the flow to it.
-        if !self.tunnel_targets.is_empty()
-            && let Some(b) = self.nat.get(tr.id)
-            && let Some(t) = self.registry.target(b.tag)
-            && t.mode == DeliveryMode::Tunnel
-            && t.service.ip == tr.dst
-        {
+        if let Delivery::Tunnel(to) = delivery {
             let h = DataHeader {
                 vni: self.cfg.vni,
                 flags: flags::TO_TARGET,
@@ -1177,19 +1313,43 @@ impl Proxy {
             };
             self.counters.jap_delivered += 1;
             return match encapsulate(pkt, &h) {
-                Ok(()) => Verdict::Overlay(SocketAddr::new(t.service.ip, OVERLAY_PORT)),
+                Ok(()) => Verdict::Overlay(to),
                 Err(()) => Verdict::Drop(DropReason::Malformed),
             };
         }
         if ip.set_src_dst(tr.src, tr.src_port, tr.dst, tr.dst_port).is_err() {
             return Verdict::Drop(DropReason::Malformed);
         }
-        let opts = self.cfg.policies.lookup(&group).target;
-        if opts.replicate > 1 && flow.proto == IpProtocol::Udp {
+        if delivery == Delivery::Replicate {
+            let opts = self.cfg.policies.lookup(&group).target;
             self.replicate(&group, &flow, &opts, (tr.dst, tr.dst_port), pkt.bytes());
         }
         self.counters.jap_delivered += 1;
         Verdict::Host
+    }
+
+    /// How this JAP delivers the client packets of a binding: `tag` is its registration (the NAT tag),
+    /// `forward` its client flow, `target` the address it pins the flow to. The one place this is decided:
+    /// [`Proxy::jap_deliver`] applies it to each packet, [`Event::NatCreated`] carries it to a fast path.
+    ///
+    /// Tunnel mode only while the registration is a tunnel-mode target at the binding's address (a
+    /// registration slot reused by another target does not redirect an old binding); `replicate` copies UDP
+    /// packets only (SPEC.md §9.5: a TCP flow of such a group is plain NAT). The registry is consulted only
+    /// while tunnel-mode registrations exist, which keeps the NAT-only hit path to the policy lookup.
+    fn delivery(&self, tag: u32, forward: &FlowKey, target: IpAddr) -> Delivery {
+        if !self.tunnel_targets.is_empty()
+            && let Some(t) = self.registry.target(tag)
+            && t.mode == DeliveryMode::Tunnel
+            && t.service.ip == target
+        {
+            return Delivery::Tunnel(SocketAddr::new(target, OVERLAY_PORT));
+        }
+        if forward.proto == IpProtocol::Udp
+            && self.cfg.policies.lookup(&forward.dst_ta()).target.replicate > 1
+        {
+            return Delivery::Replicate;
+        }
+        Delivery::Nat
     }
 
     /// `replicate` (SPEC.md §9.5): copies of a UDP packet, already translated for its primary target, go to
@@ -1518,6 +1678,15 @@ fn pick(key: &SipKey, set: &[AnswerEntry], fh: u64) -> Option<ProxyId> {
         *l = (e.jap, e.weight);
     }
     MaglevTable::build(key, &list[..n]).pick_id(fh)
+}
+
+/// Queues an event in a bounded queue; a full queue drops it, counted (`events_dropped`).
+fn queue_event(events: &mut VecDeque<Event>, capacity: usize, dropped: &mut u64, e: Event) {
+    if events.len() >= capacity {
+        *dropped += 1;
+        return;
+    }
+    events.push_back(e);
 }
 
 /// Prepends a data header in the headroom.

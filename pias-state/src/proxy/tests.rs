@@ -99,3 +99,332 @@ fn a_leave_drains_for_drain_time_and_the_timer_says_when() {
     p.leave(end);
     assert!(p.is_drained(end));
 }
+
+// ----- what a fast path is told: the JAP's delivery, cache re-announcements, lost events -----
+
+use crate::agent::{AgentConfig, AgentState, TargetAgent};
+use crate::policy::{GroupMatch, GroupPolicy};
+use pias_proto::build::{Segment, tcp_segment};
+use pias_proto::control::Records;
+
+const REGISTRATION: &str = "10.99.255.1:6082";
+
+fn group_at(s: &str, proto: IpProtocol) -> TransportAddr {
+    let a: SocketAddr = s.parse().unwrap();
+    TransportAddr::new(a.ip(), a.port(), proto)
+}
+
+/// A lone proxy (IAP, RAP and JAP at once) whose targets register through its host side.
+struct Lone {
+    p: Proxy,
+    now: Instant,
+}
+
+impl Lone {
+    fn new(tune: impl FnOnce(&mut ProxyConfig)) -> Lone {
+        let mut c = cfg();
+        tune(&mut c);
+        Lone {
+            p: Proxy::new(c, Instant::ZERO).unwrap(),
+            now: Instant::from_secs(1),
+        }
+    }
+
+    /// Runs a target agent against the proxy until it is registered; returns its registration slot.
+    fn register(&mut self, group: TransportAddr, service: SocketAddr, mode: DeliveryMode) -> u32 {
+        let reg: SocketAddr = REGISTRATION.parse().unwrap();
+        let key = MasterKey::from_bytes([3; 32]).group_key(&group);
+        let svc = TransportAddr::new(service.ip(), service.port(), group.proto);
+        let mut agent = TargetAgent::new(AgentConfig::new(group, svc, mode, reg, key, 1, 9)).unwrap();
+        let me = SocketAddr::new(service.ip(), 40_000);
+        let mut buf = [0u8; 1600];
+        let mut pkt = [0u8; 1600];
+        for _ in 0..2000 {
+            self.now += Duration::from_millis(1);
+            agent.handle_timeout(self.now);
+            self.p.handle_timeout(self.now);
+            while let Some(n) = agent.poll_transmit(self.now, &mut buf) {
+                let len = udp_packet(me, reg, &buf[..n], &mut pkt[HEADROOM..]).unwrap();
+                let mut b = PacketBuf::new(&mut pkt, HEADROOM, HEADROOM + len);
+                assert_eq!(self.p.handle_host(self.now, &mut b), Verdict::Consumed);
+            }
+            while let Some(t) = self.p.poll_transmit(self.now, &mut buf) {
+                assert_eq!(t.dest, Dest::Host);
+                let ip = IpPacket::new_checked(&buf[..t.len]).unwrap();
+                let f = ip.flow().unwrap();
+                if SocketAddr::new(f.dst, f.dst_port) == me {
+                    let payload = ip.l4_bytes()[8..].to_vec();
+                    agent
+                        .handle_datagram(self.now, SocketAddr::new(f.src, f.src_port), &payload)
+                        .unwrap();
+                }
+            }
+            if matches!(agent.state(), AgentState::Registered { .. }) {
+                return self
+                    .p
+                    .registry()
+                    .targets(&group)
+                    .find(|t| t.service == svc)
+                    .unwrap()
+                    .slot;
+            }
+        }
+        panic!("the target did not register");
+    }
+
+    /// A client packet through the host side: the verdict, the bytes it left, and the events it caused.
+    fn client(&mut self, pkt_len: usize, pkt: &[u8]) -> (Verdict, Vec<u8>, Vec<Event>) {
+        let mut raw = vec![0u8; HEADROOM + pkt_len + 64];
+        raw[HEADROOM..HEADROOM + pkt_len].copy_from_slice(&pkt[..pkt_len]);
+        let mut b = PacketBuf::new(&mut raw, HEADROOM, HEADROOM + pkt_len);
+        let v = self.p.handle_host(self.now, &mut b);
+        let out = b.bytes().to_vec();
+        (v, out, core::iter::from_fn(|| self.p.poll_event()).collect())
+    }
+
+    fn udp(&mut self, from: &str, group: &TransportAddr) -> (Verdict, Vec<u8>, Vec<Event>) {
+        let mut pkt = [0u8; 256];
+        let dst = SocketAddr::new(group.ip, group.port);
+        let n = udp_packet(from.parse().unwrap(), dst, b"q", &mut pkt).unwrap();
+        self.client(n, &pkt)
+    }
+
+    fn drain_events(&mut self) {
+        while self.p.poll_event().is_some() {}
+    }
+}
+
+/// The deliveries the events announced for new bindings.
+fn created(events: &[Event]) -> Vec<Delivery> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::NatCreated { delivery, .. } => Some(*delivery),
+            _ => None,
+        })
+        .collect()
+}
+
+fn dst_of(bytes: &[u8]) -> SocketAddr {
+    let f = IpPacket::new_checked(bytes).unwrap().flow().unwrap();
+    SocketAddr::new(f.dst, f.dst_port)
+}
+
+fn replicate_udp_and_tcp(p: &mut ProxyConfig) {
+    p.policies.rules.push((
+        GroupMatch {
+            prefix: "10.99.1.0".parse().unwrap(),
+            len: 24,
+            port: None,
+            proto: None,
+        },
+        GroupPolicy {
+            target: crate::registry::TargetOptions {
+                replicate: 2,
+                ..Default::default()
+            },
+            ..GroupPolicy::default()
+        },
+    ));
+}
+
+#[test]
+fn a_new_binding_announces_the_delivery_its_packets_get() {
+    let mut l = Lone::new(replicate_udp_and_tcp);
+    let nat = group_at("10.99.0.1:53", IpProtocol::Udp);
+    let tunnel = group_at("10.99.0.2:7000", IpProtocol::Udp);
+    let rep_udp = group_at("10.99.1.1:53", IpProtocol::Udp);
+    let rep_tcp = group_at("10.99.1.2:80", IpProtocol::Tcp);
+    l.register(nat, "10.2.0.1:53".parse().unwrap(), DeliveryMode::Nat);
+    l.register(tunnel, "10.2.0.7:7000".parse().unwrap(), DeliveryMode::Tunnel);
+    for t in ["10.2.0.2:53", "10.2.0.3:53"] {
+        l.register(rep_udp, t.parse().unwrap(), DeliveryMode::Nat);
+    }
+    for t in ["10.2.0.2:80", "10.2.0.3:80"] {
+        l.register(rep_tcp, t.parse().unwrap(), DeliveryMode::Nat);
+    }
+    l.drain_events();
+
+    // NAT: rewritten to the target.
+    let (v, out, ev) = l.udp("10.1.0.1:5000", &nat);
+    assert_eq!(v, Verdict::Host);
+    assert_eq!(dst_of(&out), "10.2.0.1:53".parse().unwrap());
+    assert_eq!(created(&ev), [Delivery::Nat]);
+
+    // Tunnel mode: unchanged, in a frame to the target's address at the overlay port.
+    let (v, _, ev) = l.udp("10.1.0.1:5001", &tunnel);
+    let to: SocketAddr = "10.2.0.7:6081".parse().unwrap();
+    assert_eq!(v, Verdict::Overlay(to));
+    assert_eq!(created(&ev), [Delivery::Tunnel(to)]);
+
+    // replicate, UDP: rewritten for the primary, a copy for the other target.
+    let (v, _, ev) = l.udp("10.1.0.1:5002", &rep_udp);
+    assert_eq!(v, Verdict::Host);
+    assert_eq!(l.p.counters().replicas_sent, 1);
+    assert_eq!(created(&ev), [Delivery::Replicate]);
+
+    // replicate, TCP: plain NAT (SPEC.md §9.5: UDP only), so a fast path may serve it.
+    let mut pkt = [0u8; 256];
+    let seg = Segment {
+        flags: pias_proto::tcp::TcpFlags::SYN,
+        seq: 1,
+        ack: 0,
+        mss: None,
+    };
+    let dst = SocketAddr::new(rep_tcp.ip, rep_tcp.port);
+    let n = tcp_segment("10.1.0.1:5003".parse().unwrap(), dst, seg, b"", &mut pkt).unwrap();
+    let (v, out, ev) = l.client(n, &pkt);
+    assert_eq!(v, Verdict::Host);
+    assert_eq!(dst_of(&out).port(), 80);
+    assert_eq!(l.p.counters().replicas_sent, 1, "no copy of a TCP segment");
+    assert_eq!(created(&ev), [Delivery::Nat]);
+
+    // A rebuild from state announces the same deliveries.
+    let mut rebuilt: Vec<Delivery> = created(&l.p.state_events().collect::<Vec<_>>());
+    rebuilt.sort_by_key(|d| format!("{d:?}"));
+    let mut want = vec![
+        Delivery::Nat,
+        Delivery::Tunnel(to),
+        Delivery::Replicate,
+        Delivery::Nat,
+    ];
+    want.sort_by_key(|d| format!("{d:?}"));
+    assert_eq!(rebuilt, want);
+}
+
+#[test]
+fn tunnel_delivery_needs_the_registration_at_the_bindings_address() {
+    // A binding whose tag names a tunnel-mode registration at another address (the slot was reused by
+    // another target) is the NAT binding it was created as: the JAP never redirects it.
+    let mut l = Lone::new(|_| {});
+    let tunnel = group_at("10.99.0.2:7000", IpProtocol::Udp);
+    let slot = l.register(tunnel, "10.2.0.7:7000".parse().unwrap(), DeliveryMode::Tunnel);
+    let flow = FlowKey {
+        src: "10.1.0.1".parse().unwrap(),
+        dst: tunnel.ip,
+        src_port: 5000,
+        dst_port: tunnel.port,
+        proto: IpProtocol::Udp,
+    };
+    assert_eq!(
+        l.p.delivery(slot, &flow, "10.2.0.7".parse().unwrap()),
+        Delivery::Tunnel("10.2.0.7:6081".parse().unwrap())
+    );
+    assert_eq!(
+        l.p.delivery(slot, &flow, "10.2.0.8".parse().unwrap()),
+        Delivery::Nat
+    );
+    assert_eq!(
+        l.p.delivery(slot + 1, &flow, "10.2.0.7".parse().unwrap()),
+        Delivery::Nat,
+        "no such registration"
+    );
+}
+
+#[test]
+fn a_jap_changing_address_re_announces_the_groups_naming_it() {
+    let mut l = Lone::new(|_| {});
+    let key = MasterKey::from_bytes([3; 32]);
+    let mut two = Sealer::new(ProxyId(2), 1, key.overlay_key(), 1);
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "10.0.0.2:6081".parse().unwrap(),
+        "10.0.0.22:6081".parse().unwrap(),
+    );
+    let rec = |addr: SocketAddr, version: u32| ProxyRecord {
+        id: ProxyId(2),
+        incarnation: 1,
+        version,
+        status: MemberStatus::Alive,
+        addr,
+        coord: crate::coords::Coord::new().to_bytes(),
+    };
+    let mut send = |l: &mut Lone, msg: Message<'_>, from: SocketAddr| {
+        let mut raw = [0u8; 1600];
+        let n = two.seal(&msg, &mut raw[HEADROOM..]).unwrap();
+        let mut pb = PacketBuf::new(&mut raw, HEADROOM, HEADROOM + n);
+        assert_eq!(l.p.handle_overlay(l.now, from, &mut pb), Verdict::Consumed);
+        core::iter::from_fn(|| l.p.poll_event()).collect::<Vec<_>>()
+    };
+    let ev = send(&mut l, Message::Records(Records::Slice(&[rec(a, 1)])), a);
+    assert!(ev.contains(&Event::MemberUp {
+        id: ProxyId(2),
+        addr: a
+    }));
+    // Proxy 2 answers for two groups, one naming it, one naming only this proxy.
+    let g2 = group_at("10.99.0.1:53", IpProtocol::Udp);
+    let g1 = group_at("10.99.0.3:53", IpProtocol::Udp);
+    for (g, jap) in [(g2, 2), (g1, 1)] {
+        let answer = Answer::new(
+            g,
+            30_000,
+            &[AnswerEntry {
+                jap: ProxyId(jap),
+                weight: 1,
+            }],
+        );
+        let ev = send(&mut l, Message::Answer(answer), a);
+        assert_eq!(ev, [Event::CacheInstalled { group: g }]);
+    }
+    assert_eq!(l.p.jap_addr(ProxyId(2)), Some(a));
+    // It moves: the member's news, then the entry naming it again, with the address to write.
+    let ev = send(&mut l, Message::Records(Records::Slice(&[rec(b, 2)])), a);
+    assert_eq!(
+        ev,
+        [
+            Event::MemberUp {
+                id: ProxyId(2),
+                addr: b
+            },
+            Event::CacheInstalled { group: g2 }
+        ]
+    );
+    assert_eq!(l.p.jap_addr(ProxyId(2)), Some(b));
+}
+
+#[test]
+fn events_lost_counts_every_queue() {
+    // A full NAT table with a one-event queue: the next flow's binding evicts the first, and the NAT's
+    // queue keeps only the removal. The proxy's own queue lost nothing, yet a fast path must rebuild.
+    let mut l = Lone::new(|c| {
+        c.nat.max_entries = 1;
+        c.nat.event_capacity = 1;
+    });
+    let g = group_at("10.99.0.1:53", IpProtocol::Udp);
+    l.register(g, "10.2.0.1:53".parse().unwrap(), DeliveryMode::Nat);
+    l.drain_events();
+    let (_, _, ev) = l.udp("10.1.0.1:5000", &g);
+    assert_eq!(created(&ev), [Delivery::Nat]);
+    assert_eq!(l.p.events_lost(), 0);
+    let (v, _, ev) = l.udp("10.1.0.1:5001", &g);
+    assert_eq!(v, Verdict::Host);
+    assert!(matches!(ev[..], [Event::NatRemoved { .. }]), "{ev:?}");
+    assert_eq!(l.p.counters().events_dropped, 0);
+    assert_eq!(l.p.events_lost(), 1);
+    // The rebuild names the binding the lost event announced.
+    let b = l.p.nat().iter().next().unwrap();
+    assert!(
+        l.p.state_events()
+            .any(|e| matches!(e, Event::NatCreated { id, .. } if id == b.id))
+    );
+    // The proxy's own queue counts too.
+    let mut l = Lone::new(|c| c.event_capacity = 1);
+    l.register(g, "10.2.0.1:53".parse().unwrap(), DeliveryMode::Nat);
+    assert_eq!(l.p.events_lost(), 0, "TargetUp fits");
+    let mut pkt = [0u8; 256];
+    let n = udp_packet(
+        "10.1.0.1:5000".parse().unwrap(),
+        "10.99.0.1:53".parse().unwrap(),
+        b"q",
+        &mut pkt,
+    )
+    .unwrap();
+    let mut raw = vec![0u8; HEADROOM + n];
+    raw[HEADROOM..].copy_from_slice(&pkt[..n]);
+    let mut b = PacketBuf::new(&mut raw, HEADROOM, HEADROOM + n);
+    assert_eq!(l.p.handle_host(l.now, &mut b), Verdict::Host);
+    assert!(
+        l.p.events_lost() > 0,
+        "the binding's NatCreated found the queue full"
+    );
+    assert_eq!(l.p.events_lost(), l.p.counters().events_dropped);
+}
