@@ -340,7 +340,7 @@ pub struct Proxy {
     counters: ProxyCounters,
     /// Live tunnel-mode registrations by target address: frames from these addresses are accepted (§11.6),
     /// and the JAP checks a binding's delivery mode only while any exist (the NAT-only fast path skips it).
-    tunnel_targets: std::collections::HashMap<IpAddr, u32>,
+    tunnel_targets: std::collections::BTreeMap<IpAddr, u32>,
 }
 
 /// The proxy's view of membership for RAP selection.
@@ -424,7 +424,7 @@ impl Proxy {
             host_out: VecDeque::with_capacity(HOST_OUT_CAPACITY),
             events: VecDeque::with_capacity(cfg.event_capacity.min(65_536)),
             counters: ProxyCounters::default(),
-            tunnel_targets: std::collections::HashMap::new(),
+            tunnel_targets: std::collections::BTreeMap::new(),
             sealer,
             membership,
             ring,

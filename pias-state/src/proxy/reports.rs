@@ -2,7 +2,7 @@
 //! membership moves a group to new RAPs (SPEC.md §9.1).
 
 use core::time::Duration;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use pias_proto::ProxyId;
 use pias_proto::TransportAddr;
@@ -72,7 +72,11 @@ pub(crate) struct Reporter {
     local: Vec<ReportEntry>,
     next_refresh: Instant,
     ring_dirty: bool,
-    group_raps: HashMap<TransportAddr, Raps>,
+    /// The RAPs each reported group was last reported to. Ordered (not a `HashMap` with OS-random state):
+    /// the re-report after a ring change walks it, and the walk's order is the order of the entries on the
+    /// wire, which must be the same in every run of the same seed and inputs. Bounded by the registry's
+    /// groups: an entry exists only while the group's committed count is non-zero.
+    group_raps: BTreeMap<TransportAddr, Raps>,
     counters: ReporterCounters,
 }
 
@@ -88,7 +92,7 @@ impl Reporter {
             local: Vec::new(),
             next_refresh: now + cfg.refresh,
             ring_dirty: false,
-            group_raps: HashMap::new(),
+            group_raps: BTreeMap::new(),
             counters: ReporterCounters::default(),
         }
     }
@@ -165,7 +169,7 @@ impl Reporter {
                 if raps == old {
                     continue;
                 }
-                let Some(e) = registry.reported().find(|r| r.group == g) else {
+                let Some(e) = registry.reported_of(&g) else {
                     continue;
                 };
                 let e = ReportEntry {

@@ -1427,6 +1427,17 @@ impl Registry {
         })
     }
 
+    /// One group's last committed report (`None` if it never committed one): a keyed lookup, so re-reporting
+    /// after a ring change costs one probe per moved group, not a walk of every group.
+    pub fn reported_of(&self, group: &TransportAddr) -> Option<GroupReport> {
+        let g = self.group(group)?;
+        g.hyst.reported.map(|count| GroupReport {
+            group: g.group,
+            count,
+            flags: g.reported_flags,
+        })
+    }
+
     // ----- target choice -----
 
     /// Rebuilds the group's slot table if its target set changed since the last build.
