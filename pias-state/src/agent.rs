@@ -299,7 +299,7 @@ pub struct TargetAgent {
     challenge_window: ReplayWindow,
     /// Windows for RegisterAcks, per JAP id, with the time of last use.
     ack_windows: [(ProxyId, ReplayWindow, Instant); JAP_WINDOWS],
-    rng: u64,
+    rng: crate::rng::SplitMix,
     events: VecDeque<AgentEvent>,
     counters: AgentCounters,
     /// Registers sent since the last authenticated reply, and when the first of them went out.
@@ -310,14 +310,6 @@ pub struct TargetAgent {
     /// Whether an [`AgentEvent::Unanswered`] is outstanding (an [`AgentEvent::Answered`] then follows).
     warned: bool,
     outcome: Option<CheckOutcome>,
-}
-
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 impl TargetAgent {
@@ -343,7 +335,7 @@ impl TargetAgent {
             seq: SeqCounter::new(cfg.incarnation),
             challenge_window: ReplayWindow::default(),
             ack_windows: [(ProxyId::NONE, ReplayWindow::default(), Instant::ZERO); JAP_WINDOWS],
-            rng: cfg.seed,
+            rng: crate::rng::SplitMix::new(cfg.seed),
             events: VecDeque::with_capacity(EVENT_QUEUE),
             counters: AgentCounters::default(),
             unanswered: 0,
@@ -663,7 +655,7 @@ impl TargetAgent {
                     status,
                 });
                 let base = u64::from(self.cfg.full_backoff_ms);
-                let jitter = splitmix(&mut self.rng) % (base / 4 + 1);
+                let jitter = self.rng.next_u64() % (base / 4 + 1);
                 self.phase = Phase::BackingOff {
                     until: now + Duration::from_millis(base + jitter),
                 };

@@ -269,20 +269,6 @@ impl Strangers {
     }
 }
 
-/// Splitmix64: the module's only source of "randomness", seeded by the caller.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// The membership state machine of one proxy. See the module documentation for the driving order.
 #[derive(Debug)]
 pub struct Membership {
@@ -312,7 +298,7 @@ pub struct Membership {
     coord: Coord,
     published: Coord,
     last_coord_flood: Option<Instant>,
-    rng: Rng,
+    rng: crate::rng::SplitMix,
     counters: MembershipCounters,
 }
 
@@ -329,10 +315,10 @@ impl Membership {
         let mut table = Table::new(ring_key, cfg.max_members.max(1));
         // Cannot fail: the table is empty and its bound is at least 1.
         let _ = table.insert(me, ReplayWindow::default(), now);
-        let mut rng = Rng(seed);
+        let mut rng = crate::rng::SplitMix::new(seed);
         let probe_interval = cfg.probe_interval.max(Duration::from_millis(1));
         // Spread probe ticks of proxies started together.
-        let phase = Duration::from_micros(rng.next() % (probe_interval.as_micros() as u64).max(1));
+        let phase = Duration::from_micros(rng.next_u64() % (probe_interval.as_micros() as u64).max(1));
         let joining = cfg.seeds.iter().any(|s| *s != me.addr);
         Membership {
             strangers: Strangers {
@@ -1000,7 +986,7 @@ impl Membership {
         }
         for i in 0..self.chosen.len() {
             let id = self.chosen[i];
-            let nonce = self.rng.next();
+            let nonce = self.rng.next_u64();
             let mut suspect = false;
             if let Some(p) = self.peers.get_mut(&id) {
                 if p.outstanding {
@@ -1030,14 +1016,14 @@ impl Membership {
         if self.left_at.is_some() || self.tombstones.is_empty() {
             return;
         }
-        let i = (self.rng.next() % self.tombstones.len() as u64) as usize;
+        let i = (self.rng.next_u64() % self.tombstones.len() as u64) as usize;
         let id = self.tombstones[i].1;
         if self
             .table
             .get(id)
             .is_some_and(|m| m.record.status == MemberStatus::Down)
         {
-            let nonce = self.rng.next();
+            let nonce = self.rng.next_u64();
             self.push_out(Out::Probe { to: id, nonce });
         }
     }

@@ -479,20 +479,12 @@ pub struct NatTable {
     v4_pool: Vec<u16>,
     v6_pool: Vec<u16>,
     sip: SipKey,
-    rng: u64,
+    rng: crate::rng::SplitMix,
     now: u64,
     events: VecDeque<NatEvent>,
     sweeps: Vec<Sweep>,
     sweep_cursor: u32,
     counters: NatCounters,
-}
-
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 fn ip_bytes(ip: &IpAddr) -> ([u8; 16], bool) {
@@ -593,8 +585,8 @@ impl NatTable {
     /// everything: about 150 bytes per `max_entries`.
     pub fn new(cfg: NatConfig, seed: u64) -> Result<NatTable, NatConfigError> {
         cfg.validate()?;
-        let mut rng = seed;
-        let sip = SipKey(splitmix(&mut rng), splitmix(&mut rng));
+        let mut rng = crate::rng::SplitMix::new(seed);
+        let sip = SipKey(rng.next_u64(), rng.next_u64());
         let n = cfg.max_entries as usize;
         let oom = NatConfigError::OutOfMemory(cfg.max_entries);
         let mut slab = Vec::new();
@@ -872,7 +864,7 @@ impl NatTable {
         h.write(&k.src);
         let first = (h.finish() % fam.len() as u64) as usize;
         let span = u32::from(self.cfg.port_max - self.cfg.port_min) + 1;
-        let start = self.cfg.port_min + (splitmix(&mut self.rng) % u64::from(span)) as u16;
+        let start = self.cfg.port_min + (self.rng.next_u64() % u64::from(span)) as u16;
         let mut got = None;
         for j in 0..fam.len() {
             let pi = fam[(first + j) % fam.len()];

@@ -459,7 +459,7 @@ pub struct Registry {
     cookie_key: MacKey,
     flow_key: SipKey,
     sip: (u64, u64),
-    rng: u64,
+    rng: crate::rng::SplitMix,
     seq: SeqCounter,
 
     regs: Vec<Option<Reg>>,
@@ -483,19 +483,12 @@ pub struct Registry {
     draining: bool,
 }
 
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 fn mix(h: u64, slot: u32) -> u64 {
-    let mut x = h ^ u64::from(slot)
-        .wrapping_add(1)
-        .wrapping_mul(0xd6e8_feb8_6659_fd93);
-    splitmix(&mut x)
+    crate::rng::mix(
+        h ^ u64::from(slot)
+            .wrapping_add(1)
+            .wrapping_mul(0xd6e8_feb8_6659_fd93),
+    )
 }
 
 /// The address bytes a cookie and the tables hash: family, then 16 bytes (IPv4 in the first 4).
@@ -548,11 +541,11 @@ impl Registry {
         seed: u64,
     ) -> Result<Self, RegistryConfigError> {
         cfg.validate()?;
-        let mut s = seed;
-        let sip = (splitmix(&mut s), splitmix(&mut s));
-        let rng = splitmix(&mut s);
-        let key_seed = splitmix(&mut s);
-        let tomb_seed = splitmix(&mut s);
+        let mut s = crate::rng::SplitMix::new(seed);
+        let sip = (s.next_u64(), s.next_u64());
+        let rng = crate::rng::SplitMix::new(s.next_u64());
+        let key_seed = s.next_u64();
+        let tomb_seed = s.next_u64();
         Ok(Registry {
             cookie_key: MacKey::cookie_key(&cookie_secret),
             flow_key: master.flow_key(),
@@ -1487,7 +1480,7 @@ impl Registry {
         opts: &TargetOptions,
     ) -> Option<TargetChoice> {
         let h = if opts.random {
-            splitmix(&mut self.rng)
+            self.rng.next_u64()
         } else {
             flow_hash
         };
