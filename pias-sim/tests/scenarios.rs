@@ -904,7 +904,10 @@ fn many_groups_and_membership_changes_replay_byte_for_byte() {
         sim.capture_overlay(true);
         for n in 0..48u16 {
             let group = Sim::group(1 + (n % 3) as u8, 6000 + n, IpProtocol::Udp);
-            let svc = SocketAddr::new(IpAddr::V4([10, 2, (n / 200) as u8, (n % 200 + 1) as u8].into()), 6000 + n);
+            let svc = SocketAddr::new(
+                IpAddr::V4([10, 2, (n / 200) as u8, (n % 200 + 1) as u8].into()),
+                6000 + n,
+            );
             // Half the targets next to p5, half next to p6.
             let x = if n % 2 == 0 { 41.0 } else { 51.0 };
             sim.add_target(&format!("t{n}"), svc, group, (x, 1.0));
@@ -925,11 +928,26 @@ fn many_groups_and_membership_changes_replay_byte_for_byte() {
             .filter(|c| c.1 == "report_entries_sent")
             .map(|c| c.2)
             .sum();
-        (sim.captured().to_vec(), sim.overlay_sent.clone(), counters, reports)
+        (
+            sim.captured().to_vec(),
+            sim.overlay_sent.clone(),
+            counters,
+            reports,
+        )
     };
     let (a, b) = (run(), run());
-    assert!(a.3 > 96, "the JAPs re-reported after the membership changes: {}", a.3);
-    assert_eq!(a.1, b.1, "datagrams sent per proxy differ between runs of one seed");
+    assert!(
+        a.3 > 96,
+        "the JAPs re-reported after the membership changes: {}",
+        a.3
+    );
+    assert_eq!(
+        a.1, b.1,
+        "datagrams sent per proxy differ between runs of one seed"
+    );
     assert_eq!(a.2, b.2, "counters differ between runs of one seed");
-    assert!(a.0 == b.0, "captured overlay datagrams differ between runs of one seed");
+    assert!(
+        a.0 == b.0,
+        "captured overlay datagrams differ between runs of one seed"
+    );
 }

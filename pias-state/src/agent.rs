@@ -226,27 +226,29 @@ pub enum AgentError {
     Unexpected,
 }
 
-/// Counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AgentCounters {
-    pub sent_register: u64,
-    pub sent_refresh: u64,
-    pub sent_deregister: u64,
-    pub challenges: u64,
-    pub acks_ok: u64,
-    pub gone: u64,
-    pub full: u64,
-    pub draining: u64,
-    pub jap_lost: u64,
-    pub wrong_source: u64,
-    pub malformed: u64,
-    pub not_for_us: u64,
-    pub bad_mac: u64,
-    pub replay: u64,
-    pub unexpected: u64,
-    pub events_dropped: u64,
-    /// [`AgentEvent::Unanswered`] warnings emitted.
-    pub unanswered_warnings: u64,
+counters! {
+    /// Counters.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct AgentCounters("agent_") {
+        sent_register,
+        sent_refresh,
+        sent_deregister,
+        challenges,
+        acks_ok,
+        gone,
+        full,
+        draining,
+        jap_lost,
+        wrong_source,
+        malformed,
+        not_for_us,
+        bad_mac,
+        replay,
+        unexpected,
+        events_dropped,
+        /// [`AgentEvent::Unanswered`] warnings emitted.
+        unanswered_warnings,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -107,17 +107,19 @@ pub enum CacheChange {
     Removed(TransportAddr),
 }
 
-/// IAP counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IapCounters {
-    pub hits: u64,
-    pub misses: u64,
-    pub stale_hits: u64,
-    pub negative_drops: u64,
-    pub answers_installed: u64,
-    pub answers_ignored: u64,
-    pub invalidations: u64,
-    pub evictions: u64,
+counters! {
+    /// IAP counters.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct IapCounters("iap_") {
+        hits,
+        misses,
+        stale_hits,
+        negative_drops,
+        answers_installed,
+        answers_ignored,
+        invalidations,
+        evictions,
+    }
 }
 
 /// The IAP cache.

@@ -85,16 +85,18 @@ pub struct JapInfo {
 
 type JapList = SmallVec<[JapInfo; 4]>;
 
-/// RAP counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RapCounters {
-    pub reports: u64,
-    pub report_entries: u64,
-    pub groups_refused: u64,
-    pub japs_refused: u64,
-    pub expired: u64,
-    pub answers: u64,
-    pub empty_answers: u64,
+counters! {
+    /// RAP counters.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct RapCounters("rap_") {
+        reports,
+        report_entries,
+        groups_refused,
+        japs_refused,
+        expired,
+        answers,
+        empty_answers,
+    }
 }
 
 /// The RAP table.

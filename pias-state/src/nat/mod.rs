@@ -355,31 +355,58 @@ pub enum NatEvent {
     },
 }
 
-/// Counters; `created == len + expired total + evicted + removed + removed_target` always holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NatCounters {
-    pub created: u64,
-    /// Expiries per [`TimeoutClass`] index.
-    pub expired: [u64; TimeoutClass::COUNT],
-    pub evicted: u64,
-    pub removed: u64,
-    pub removed_target: u64,
-    pub port_exhausted: u64,
-    /// `create` calls refused for any other reason.
-    pub create_rejected: u64,
-    pub forward_hits: u64,
-    pub forward_misses: u64,
-    pub reverse_hits: u64,
-    pub reverse_misses: u64,
-    pub events_dropped: u64,
-    /// Target sweeps refused because [`MAX_PENDING_SWEEPS`] were in progress.
-    pub sweeps_refused: u64,
+counters! {
+    /// Counters; `created == len + expired total + evicted + removed + removed_target` always holds.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct NatCounters("nat_") {
+        created,
+        /// Expiries of [`TimeoutClass::Udp`] bindings.
+        expired_udp,
+        expired_icmp,
+        expired_tcp_established,
+        expired_tcp_transitory,
+        expired_tcp_closed,
+        evicted,
+        removed,
+        removed_target,
+        port_exhausted,
+        /// `create` calls refused for any other reason.
+        create_rejected,
+        forward_hits,
+        forward_misses,
+        reverse_hits,
+        reverse_misses,
+        events_dropped,
+        /// Target sweeps refused because [`MAX_PENDING_SWEEPS`] were in progress.
+        sweeps_refused,
+    }
 }
 
 impl NatCounters {
+    /// Expiries of one [`TimeoutClass`].
+    pub fn expired(&self, class: TimeoutClass) -> u64 {
+        match class {
+            TimeoutClass::Udp => self.expired_udp,
+            TimeoutClass::Icmp => self.expired_icmp,
+            TimeoutClass::TcpEstablished => self.expired_tcp_established,
+            TimeoutClass::TcpTransitory => self.expired_tcp_transitory,
+            TimeoutClass::TcpClosed => self.expired_tcp_closed,
+        }
+    }
+
+    fn expired_mut(&mut self, class: TimeoutClass) -> &mut u64 {
+        match class {
+            TimeoutClass::Udp => &mut self.expired_udp,
+            TimeoutClass::Icmp => &mut self.expired_icmp,
+            TimeoutClass::TcpEstablished => &mut self.expired_tcp_established,
+            TimeoutClass::TcpTransitory => &mut self.expired_tcp_transitory,
+            TimeoutClass::TcpClosed => &mut self.expired_tcp_closed,
+        }
+    }
+
     /// All expiries.
     pub fn expired_total(&self) -> u64 {
-        self.expired.iter().sum()
+        TimeoutClass::ALL.iter().map(|&c| self.expired(c)).sum()
     }
 }
 
@@ -1321,7 +1348,7 @@ impl NatTable {
         self.free_head = i;
         self.len -= 1;
         match reason {
-            RemoveReason::Timeout(c) => self.counters.expired[c as usize] += 1,
+            RemoveReason::Timeout(c) => *self.counters.expired_mut(c) += 1,
             RemoveReason::Evicted => self.counters.evicted += 1,
             RemoveReason::Removed => self.counters.removed += 1,
             RemoveReason::TargetRemoved => self.counters.removed_target += 1,

@@ -219,6 +219,9 @@ pub enum DropReason {
     NoRoute,
     TooBig,
     Unsupported,
+    /// The receive buffer had too little headroom in front of the packet for the overlay header: a
+    /// driver's buffer layout problem (see [`HEADROOM`]), not a bad packet.
+    NoHeadroom,
 }
 
 /// What happened, for drivers (XDP map sync), metrics and logs.
@@ -248,46 +251,49 @@ pub enum Event {
     },
 }
 
-/// Counters of the proxy's own decisions (the sub-machines have theirs; [`Proxy::for_each_counter`] walks all).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProxyCounters {
-    pub overlay_in: u64,
-    pub host_in: u64,
-    pub control_in: u64,
-    pub data_in: u64,
-    /// Data frames this proxy sent as IAP straight to a JAP (3-segment path).
-    pub iap_to_jap: u64,
-    /// Data frames this proxy sent as IAP to a RAP (first packets, 4-segment path).
-    pub iap_to_rap: u64,
-    /// Frames this proxy relayed as RAP to a JAP.
-    pub rap_relayed: u64,
-    /// Packets this proxy delivered as JAP to a target, by NAT or tunnel.
-    pub jap_delivered: u64,
-    /// Target replies this proxy sent back to clients.
-    pub jap_replies: u64,
-    pub answers_sent: u64,
-    pub answers_rate_limited: u64,
-    pub invalidations_sent: u64,
-    pub icmp_too_big_sent: u64,
-    pub icmp_rate_limited: u64,
-    pub mss_clamped: u64,
-    pub replicas_sent: u64,
-    pub replicas_dropped: u64,
-    pub events_dropped: u64,
-    pub outbox_dropped: u64,
-    pub drop_malformed: u64,
-    pub drop_wrong_vni: u64,
-    pub drop_bad_mac: u64,
-    pub drop_rejected: u64,
-    pub drop_data_from_stranger: u64,
-    pub drop_hops_exhausted: u64,
-    pub drop_no_jap: u64,
-    pub drop_no_target: u64,
-    pub drop_no_binding: u64,
-    pub drop_ports_exhausted: u64,
-    pub drop_no_route: u64,
-    pub drop_too_big: u64,
-    pub drop_unsupported: u64,
+counters! {
+    /// Counters of the proxy's own decisions (the sub-machines have theirs; [`Proxy::for_each_counter`] walks all).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct ProxyCounters("") {
+        overlay_in,
+        host_in,
+        control_in,
+        data_in,
+        /// Data frames this proxy sent as IAP straight to a JAP (3-segment path).
+        iap_to_jap,
+        /// Data frames this proxy sent as IAP to a RAP (first packets, 4-segment path).
+        iap_to_rap,
+        /// Frames this proxy relayed as RAP to a JAP.
+        rap_relayed,
+        /// Packets this proxy delivered as JAP to a target, by NAT or tunnel.
+        jap_delivered,
+        /// Target replies this proxy sent back to clients.
+        jap_replies,
+        answers_sent,
+        answers_rate_limited,
+        invalidations_sent,
+        icmp_too_big_sent,
+        icmp_rate_limited,
+        mss_clamped,
+        replicas_sent,
+        replicas_dropped,
+        events_dropped,
+        outbox_dropped,
+        drop_malformed,
+        drop_wrong_vni,
+        drop_bad_mac,
+        drop_rejected,
+        drop_data_from_stranger,
+        drop_hops_exhausted,
+        drop_no_jap,
+        drop_no_target,
+        drop_no_binding,
+        drop_ports_exhausted,
+        drop_no_route,
+        drop_too_big,
+        drop_unsupported,
+        drop_no_headroom,
+    }
 }
 
 /// A control message waiting to be sealed and sent.
@@ -617,119 +623,44 @@ impl Proxy {
         .min()
     }
 
-    /// Walks every counter of the proxy and its parts as `(name, value)` (names are Prometheus-ready).
+    /// Walks every counter of the proxy and its parts as `(name, value)` (names are Prometheus-ready), then
+    /// the table sizes named in [`GAUGES`]. Every field of every counters struct is walked: the structs are
+    /// defined with `counters!`, which generates their walk from the same list as their fields.
     pub fn for_each_counter(&self, mut f: impl FnMut(&'static str, u64)) {
-        let c = &self.counters;
-        for (n, v) in [
-            ("overlay_in", c.overlay_in),
-            ("host_in", c.host_in),
-            ("control_in", c.control_in),
-            ("data_in", c.data_in),
-            ("iap_to_jap", c.iap_to_jap),
-            ("iap_to_rap", c.iap_to_rap),
-            ("rap_relayed", c.rap_relayed),
-            ("jap_delivered", c.jap_delivered),
-            ("jap_replies", c.jap_replies),
-            ("answers_sent", c.answers_sent),
-            ("answers_rate_limited", c.answers_rate_limited),
-            ("invalidations_sent", c.invalidations_sent),
-            ("icmp_too_big_sent", c.icmp_too_big_sent),
-            ("icmp_rate_limited", c.icmp_rate_limited),
-            ("mss_clamped", c.mss_clamped),
-            ("replicas_sent", c.replicas_sent),
-            ("replicas_dropped", c.replicas_dropped),
-            ("events_dropped", c.events_dropped),
-            ("outbox_dropped", c.outbox_dropped),
-            ("drop_malformed", c.drop_malformed),
-            ("drop_wrong_vni", c.drop_wrong_vni),
-            ("drop_bad_mac", c.drop_bad_mac),
-            ("drop_rejected", c.drop_rejected),
-            ("drop_data_from_stranger", c.drop_data_from_stranger),
-            ("drop_hops_exhausted", c.drop_hops_exhausted),
-            ("drop_no_jap", c.drop_no_jap),
-            ("drop_no_target", c.drop_no_target),
-            ("drop_no_binding", c.drop_no_binding),
-            ("drop_ports_exhausted", c.drop_ports_exhausted),
-            ("drop_no_route", c.drop_no_route),
-            ("drop_too_big", c.drop_too_big),
-            ("drop_unsupported", c.drop_unsupported),
-        ] {
-            f(n, v);
-        }
-        let i = self.iap.counters();
-        for (n, v) in [
-            ("iap_hits", i.hits),
-            ("iap_misses", i.misses),
-            ("iap_stale_hits", i.stale_hits),
-            ("iap_negative_drops", i.negative_drops),
-            ("iap_answers_installed", i.answers_installed),
-            ("iap_invalidations", i.invalidations),
-            ("iap_evictions", i.evictions),
-            ("iap_entries", self.iap.len() as u64),
-        ] {
-            f(n, v);
-        }
-        let r = self.rap.counters();
-        for (n, v) in [
-            ("rap_reports", r.reports),
-            ("rap_report_entries", r.report_entries),
-            ("rap_groups_refused", r.groups_refused),
-            ("rap_japs_refused", r.japs_refused),
-            ("rap_expired", r.expired),
-            ("rap_answers", r.answers),
-            ("rap_empty_answers", r.empty_answers),
-            ("rap_groups", self.rap.len() as u64),
-        ] {
-            f(n, v);
-        }
+        let f: &mut dyn FnMut(&'static str, u64) = &mut f;
+        self.counters.for_each(f);
+        self.iap.counters().for_each(f);
+        self.rap.counters().for_each(f);
         let n = self.nat.counters();
-        for (name, v) in [
-            ("nat_created", n.created),
-            ("nat_evicted", n.evicted),
-            ("nat_port_exhausted", n.port_exhausted),
-            ("nat_expired", n.expired_total()),
-            ("nat_bindings", self.nat.len() as u64),
-        ] {
-            f(name, v);
-        }
-        self.reporter.for_each_counter(&mut f);
-        let m = self.membership.counters();
-        for (name, v) in [
-            ("member_probes_sent", m.probes_sent),
-            ("member_acks", m.acks),
-            ("member_suspects", m.suspects),
-            ("member_downs", m.downs),
-            ("member_refutations", m.refutations),
-            ("member_records_in", m.records_in),
-            ("member_records_applied", m.records_applied),
-            ("member_records_out", m.records_out),
-            ("member_floods", m.floods),
-            ("member_flood_dropped", m.flood_dropped),
-            ("member_ae_sessions", m.ae_sessions),
-            ("member_ae_dropped", m.ae_dropped),
-            ("members", self.membership.len() as u64),
-        ] {
-            f(name, v);
-        }
-        let g = self.registry.counters();
-        for (name, v) in [
-            ("reg_received", g.received),
-            ("reg_malformed", g.malformed),
-            ("reg_bad_mac", g.bad_mac),
-            ("reg_bad_cookie", g.bad_cookie),
-            ("reg_replay", g.replay),
-            ("reg_refused_full", g.refused_full),
-            ("reg_refused_draining", g.refused_draining),
-            ("reg_challenges", g.challenges),
-            ("reg_registered", g.registered),
-            ("reg_refreshed", g.refreshed),
-            ("reg_deregistered", g.deregistered),
-            ("reg_expired", g.expired),
-            ("reg_no_target", g.no_target),
-            ("registrations", self.registry.len() as u64),
-        ] {
-            f(name, v);
-        }
+        n.for_each(f);
+        f("nat_expired", n.expired_total());
+        self.reporter.counters().for_each(f);
+        self.membership.counters().for_each(f);
+        self.registry.counters().for_each(f);
+        f("iap_entries", self.iap.len() as u64);
+        f("rap_groups", self.rap.len() as u64);
+        f("nat_bindings", self.nat.len() as u64);
+        f("members", self.membership.len() as u64);
+        f("registrations", self.registry.len() as u64);
+    }
+
+    /// Every name [`Proxy::for_each_counter`] walks, in its order, from the counters definitions alone (no
+    /// proxy needed): what a metrics test compares the rendered output with.
+    pub fn counter_names() -> impl Iterator<Item = &'static str> {
+        [
+            ProxyCounters::NAMES,
+            crate::iap::IapCounters::NAMES,
+            crate::rap::RapCounters::NAMES,
+            crate::nat::NatCounters::NAMES,
+            &["nat_expired"],
+            ReporterCounters::NAMES,
+            crate::membership::MembershipCounters::NAMES,
+            crate::registry::RegistryCounters::NAMES,
+            GAUGES,
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
     }
 
     // ----- internals -----
@@ -751,6 +682,7 @@ impl Proxy {
                 DropReason::NoRoute => c.drop_no_route += 1,
                 DropReason::TooBig => c.drop_too_big += 1,
                 DropReason::Unsupported => c.drop_unsupported += 1,
+                DropReason::NoHeadroom => c.drop_no_headroom += 1,
             }
         }
         v
@@ -1159,7 +1091,7 @@ impl Proxy {
             self.counters.jap_delivered += 1;
             return match encapsulate(pkt, &h) {
                 Ok(()) => Verdict::Overlay(SocketAddr::new(t.service.ip, OVERLAY_PORT)),
-                Err(()) => Verdict::Drop(DropReason::Malformed),
+                Err(r) => Verdict::Drop(r),
             };
         }
         if ip.set_src_dst(tr.src, tr.src_port, tr.dst, tr.dst_port).is_err() {
@@ -1372,7 +1304,7 @@ impl Proxy {
                     hops: INITIAL_HOPS,
                     ingress: self.me,
                 };
-                encapsulate(pkt, &h).map_or(Verdict::Drop(DropReason::Malformed), |()| Verdict::Overlay(addr))
+                encapsulate(pkt, &h).map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr))
             }
             Route::ViaRap { want_answer } => {
                 let Some(rap) = self.pick_rap(&group) else {
@@ -1398,8 +1330,7 @@ impl Proxy {
                         hops: INITIAL_HOPS - 1,
                         ingress: self.me,
                     };
-                    return encapsulate(pkt, &h)
-                        .map_or(Verdict::Drop(DropReason::Malformed), |()| Verdict::Overlay(addr));
+                    return encapsulate(pkt, &h).map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr));
                 }
                 let Some(addr) = self.addr_of(rap) else {
                     return Verdict::Drop(DropReason::NoRoute);
@@ -1411,7 +1342,7 @@ impl Proxy {
                     hops: INITIAL_HOPS,
                     ingress: self.me,
                 };
-                encapsulate(pkt, &h).map_or(Verdict::Drop(DropReason::Malformed), |()| Verdict::Overlay(addr))
+                encapsulate(pkt, &h).map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr))
             }
             Route::NoJap => Verdict::Drop(DropReason::NoJap),
         }
@@ -1501,11 +1432,12 @@ fn pick(key: &SipKey, set: &[AnswerEntry], fh: u64) -> Option<ProxyId> {
     MaglevTable::build(key, &list[..n]).pick_id(fh)
 }
 
-/// Prepends a data header in the headroom.
-fn encapsulate(pkt: &mut PacketBuf<'_>, h: &DataHeader) -> Result<(), ()> {
+/// Prepends a data header in the headroom. Fails with `NoHeadroom` when the buffer has no room in front of
+/// the packet, and `Malformed` when the packet is not IPv4 or IPv6.
+fn encapsulate(pkt: &mut PacketBuf<'_>, h: &DataHeader) -> Result<(), DropReason> {
     let version = pkt.bytes().first().map(|b| b >> 4).unwrap_or(0);
-    let head = pkt.prepend(DATA_HEADER_LEN).ok_or(())?;
-    h.emit(version, head).map_err(|_| ())
+    let head = pkt.prepend(DATA_HEADER_LEN).ok_or(DropReason::NoHeadroom)?;
+    h.emit(version, head).map_err(|_| DropReason::Malformed)
 }
 
 /// Replaces a received frame's header (of `inner_off` bytes) by a fresh data header.
@@ -1513,6 +1445,15 @@ fn rewrite_header(pkt: &mut PacketBuf<'_>, inner_off: usize, h: &DataHeader) {
     pkt.strip_front(inner_off);
     let _ = encapsulate(pkt, h);
 }
+
+/// Names [`Proxy::for_each_counter`] walks that are current sizes, not running totals (Prometheus gauges).
+pub const GAUGES: &[&str] = &[
+    "iap_entries",
+    "rap_groups",
+    "nat_bindings",
+    "members",
+    "registrations",
+];
 
 /// Default overlay port, re-exported for drivers.
 pub const DEFAULT_OVERLAY_PORT: u16 = OVERLAY_PORT;

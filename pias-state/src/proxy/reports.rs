@@ -49,16 +49,18 @@ struct Inflight {
     rto: Duration,
 }
 
-/// Reporter counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReporterCounters {
-    pub messages: u64,
-    pub entries: u64,
-    pub retransmits: u64,
-    pub acked: u64,
-    pub inflight_dropped: u64,
-    pub pending_dropped: u64,
-    pub refreshes: u64,
+counters! {
+    /// Reporter counters.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct ReporterCounters("report_") {
+        messages as "reports_sent",
+        entries as "report_entries_sent",
+        retransmits as "report_retransmits",
+        acked as "reports_acked",
+        inflight_dropped,
+        pending_dropped,
+        refreshes,
+    }
 }
 
 #[derive(Debug)]
@@ -99,17 +101,6 @@ impl Reporter {
 
     pub(crate) fn counters(&self) -> &ReporterCounters {
         &self.counters
-    }
-
-    pub(crate) fn for_each_counter(&self, f: &mut impl FnMut(&'static str, u64)) {
-        let c = &self.counters;
-        f("reports_sent", c.messages);
-        f("report_entries_sent", c.entries);
-        f("report_retransmits", c.retransmits);
-        f("reports_acked", c.acked);
-        f("report_inflight_dropped", c.inflight_dropped);
-        f("report_pending_dropped", c.pending_dropped);
-        f("report_refreshes", c.refreshes);
     }
 
     /// Membership changed: groups may have new RAPs.

@@ -71,3 +71,72 @@ fn a_lone_proxy_serves_a_group_as_iap_rap_and_jap() {
     assert!(p.cache_entry(&g).is_some_and(|e| e.is_negative()));
     assert!(matches!(p.poll_event(), Some(Event::CacheInstalled { .. })));
 }
+
+#[test]
+fn every_counter_is_walked_once_under_a_prometheus_safe_name() {
+    let p = Proxy::new(cfg(), Instant::ZERO).unwrap();
+    let mut walked = Vec::new();
+    p.for_each_counter(|n, _| walked.push(n));
+    // The walk is exactly what the definitions list: a counter added to a struct is exported.
+    assert_eq!(walked, Proxy::counter_names().collect::<Vec<_>>());
+    let fields = ProxyCounters::NAMES.len()
+        + crate::iap::IapCounters::NAMES.len()
+        + crate::rap::RapCounters::NAMES.len()
+        + crate::nat::NatCounters::NAMES.len()
+        + ReporterCounters::NAMES.len()
+        + crate::membership::MembershipCounters::NAMES.len()
+        + crate::registry::RegistryCounters::NAMES.len();
+    // Plus the NAT expiry total and the gauges.
+    assert_eq!(walked.len(), fields + 1 + GAUGES.len());
+    let mut sorted = walked.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), walked.len(), "two counters share a name");
+    for n in &walked {
+        assert!(crate::counters::prometheus_safe(n), "{n}");
+    }
+    // Names operators and the lab tests read stay as they were.
+    for n in [
+        "reg_bad_mac",
+        "drop_no_target",
+        "iap_to_rap",
+        "rap_relayed",
+        "reports_sent",
+        "member_acks",
+        "nat_expired",
+        "nat_created",
+    ] {
+        assert!(walked.contains(&n), "{n}");
+    }
+    // The target agent's counters follow the same rules.
+    for n in crate::agent::AgentCounters::NAMES {
+        assert!(
+            crate::counters::prometheus_safe(n) && n.starts_with("agent_"),
+            "{n}"
+        );
+    }
+}
+
+#[test]
+fn a_buffer_without_headroom_is_not_counted_as_malformed() {
+    let mut raw = [0u8; 512];
+    let n = udp_packet(
+        "10.1.0.1:5000".parse().unwrap(),
+        "10.99.0.1:53".parse().unwrap(),
+        b"q",
+        &mut raw,
+    )
+    .unwrap();
+    let h = DataHeader {
+        vni: 1,
+        flags: 0,
+        hops: INITIAL_HOPS,
+        ingress: ProxyId(1),
+    };
+    let mut b = PacketBuf::new(&mut raw, 0, n);
+    assert_eq!(encapsulate(&mut b, &h), Err(DropReason::NoHeadroom));
+    let mut p = Proxy::new(cfg(), Instant::ZERO).unwrap();
+    p.count_verdict(Verdict::Drop(DropReason::NoHeadroom));
+    assert_eq!(p.counters().drop_no_headroom, 1);
+    assert_eq!(p.counters().drop_malformed, 0);
+}

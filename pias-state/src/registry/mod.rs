@@ -215,48 +215,50 @@ pub enum RegistryError {
     Draining,
 }
 
-/// Counters (SPEC.md §15); every refusal and every drop has one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RegistryCounters {
-    pub received: u64,
-    pub malformed: u64,
-    pub not_target_message: u64,
-    pub address_family: u64,
-    pub bad_mac: u64,
-    pub bad_cookie: u64,
-    pub replay: u64,
-    /// Refresh/Deregister for an unknown registration or from another source (answered Gone).
-    pub unknown_registration: u64,
-    /// New registrations refused because `max_registrations` (or the group bound) was reached.
-    pub refused_full: u64,
-    /// New registrations refused because the group had `max_targets_per_group` targets.
-    pub refused_group_full: u64,
-    /// Registers and Refreshes answered Draining because this proxy is leaving.
-    pub refused_draining: u64,
-    pub challenges: u64,
-    pub registered: u64,
-    /// Registers for an existing registration (weight, mode or source updated).
-    pub reregistered: u64,
-    pub replaced: u64,
-    pub refreshed: u64,
-    pub deregistered: u64,
-    pub expired: u64,
-    pub replies_sent: u64,
-    /// Replies dropped: queue full, or the caller's buffer too small.
-    pub replies_dropped: u64,
-    pub events_dropped: u64,
-    pub keys_derived: u64,
-    pub key_cache_hits: u64,
-    pub keys_evicted: u64,
-    pub tombstones_evicted: u64,
-    /// Register refused because a tombstone showed its sequence number was already used.
-    pub tombstone_replay: u64,
-    /// `choose_target` for a group with no live target.
-    pub no_target: u64,
-    /// `choose_target` where the options excluded every target (exclude_sender with only the sender).
-    pub no_eligible_target: u64,
-    pub tables_built: u64,
-    pub reports_committed: u64,
+counters! {
+    /// Counters (SPEC.md §15); every refusal and every drop has one.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct RegistryCounters("reg_") {
+        received,
+        malformed,
+        not_target_message,
+        address_family,
+        bad_mac,
+        bad_cookie,
+        replay,
+        /// Refresh/Deregister for an unknown registration or from another source (answered Gone).
+        unknown_registration,
+        /// New registrations refused because `max_registrations` (or the group bound) was reached.
+        refused_full,
+        /// New registrations refused because the group had `max_targets_per_group` targets.
+        refused_group_full,
+        /// Registers and Refreshes answered Draining because this proxy is leaving.
+        refused_draining,
+        challenges,
+        registered,
+        /// Registers for an existing registration (weight, mode or source updated).
+        reregistered,
+        replaced,
+        refreshed,
+        deregistered,
+        expired,
+        replies_sent,
+        /// Replies dropped: queue full, or the caller's buffer too small.
+        replies_dropped,
+        events_dropped,
+        keys_derived,
+        key_cache_hits,
+        keys_evicted,
+        tombstones_evicted,
+        /// Register refused because a tombstone showed its sequence number was already used.
+        tombstone_replay,
+        /// `choose_target` for a group with no live target.
+        no_target,
+        /// `choose_target` where the options excluded every target (exclude_sender with only the sender).
+        no_eligible_target,
+        tables_built,
+        reports_committed,
+    }
 }
 
 /// Why a target stopped being live.
