@@ -201,7 +201,8 @@ impl NatConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), NatConfigError> {
+    /// Checks every field; [`ProxyConfig::validate`](crate::proxy::ProxyConfig::validate) calls it too.
+    pub fn validate(&self) -> Result<(), NatConfigError> {
         if self.pool.is_empty() {
             return Err(NatConfigError::EmptyPool);
         }
@@ -275,6 +276,32 @@ pub enum NatConfigError {
     ZeroBudget { field: &'static str },
     #[error("nat.max_entries = {0}: not enough memory to preallocate the table; lower it")]
     OutOfMemory(u32),
+}
+
+impl NatConfigError {
+    /// The [`NatConfig`] field the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            NatConfigError::EmptyPool
+            | NatConfigError::PoolTooLarge(_)
+            | NatConfigError::BadPoolAddress(_)
+            | NatConfigError::DuplicatePoolAddress(_) => "pool",
+            NatConfigError::PortRange { .. } => "port_min",
+            NatConfigError::MaxEntriesTooLarge(_) | NatConfigError::OutOfMemory(_) => "max_entries",
+            NatConfigError::ZeroTimeout { field } | NatConfigError::ZeroBudget { field } => {
+                field.strip_prefix("nat.").unwrap_or(field)
+            }
+            NatConfigError::TouchGranularity(_) => "touch_granularity",
+        }
+    }
+
+    /// The pool address the error is about, if any.
+    pub fn pool_address(&self) -> Option<IpAddr> {
+        match self {
+            NatConfigError::BadPoolAddress(a) | NatConfigError::DuplicatePoolAddress(a) => Some(*a),
+            _ => None,
+        }
+    }
 }
 
 /// Why `create` refused; in every case the table is unchanged (except that an expired binding with the same

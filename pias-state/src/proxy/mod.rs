@@ -137,56 +137,232 @@ impl ProxyConfig {
         usize::from(self.overlay_mtu).saturating_sub(outer_ip + 8 + DATA_HEADER_LEN)
     }
 
-    /// Checks the configuration; the error names the field and the fix.
+    /// Checks the whole configuration — this struct's own fields and every sub-configuration's, through the
+    /// sub-configuration's own validator — and reports the first bad field: which part it is in, its name
+    /// there, and the fix. This is the one validation path: [`Proxy::new`] runs it, and front ends (the CLI's
+    /// TOML) only translate the field into their own key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigPart::Proxy as P;
         if !self.id.is_some() {
-            return Err(ConfigError::new(
+            return Err(ConfigError::field(
+                P,
                 "id",
                 "must not be 0: give every proxy a unique non-zero id",
             ));
         }
+        if self.overlay_addr.ip().is_unspecified() || self.overlay_addr.port() == 0 {
+            return Err(ConfigError::field(
+                P,
+                "overlay_addr",
+                "must be a concrete unicast address and port (peers send to it)",
+            ));
+        }
         if self.vni > 0x00ff_ffff {
-            return Err(ConfigError::new("vni", "must fit in 24 bits (0..=16777215)"));
+            return Err(ConfigError::field(P, "vni", "must fit in 24 bits (0..=16777215)"));
         }
         if self.overlay_mtu < 1280 {
-            return Err(ConfigError::new(
+            return Err(ConfigError::field(
+                P,
                 "overlay_mtu",
                 "must be at least 1280 (the IPv6 minimum MTU)",
             ));
         }
         if self.rap_replicas == 0 || self.rap_replicas > crate::ring::MAX_RAPS {
-            return Err(ConfigError::new(
+            return Err(ConfigError::field(
+                P,
                 "rap_replicas",
                 "must be between 1 and 8 (3 is the default)",
             ));
         }
         if self.ring_vnodes == 0 {
-            return Err(ConfigError::new(
+            return Err(ConfigError::field(
+                P,
                 "ring_vnodes",
                 "must be at least 1 (16 is the default)",
             ));
         }
-        if self.event_capacity == 0 || self.outbox_capacity == 0 {
-            return Err(ConfigError::new(
-                "event_capacity/outbox_capacity",
-                "must be at least 1",
+        if self.event_capacity == 0 {
+            return Err(ConfigError::field(
+                P,
+                "event_capacity",
+                "must be at least 1 (default 4096)",
             ));
         }
+        if self.outbox_capacity == 0 {
+            return Err(ConfigError::field(
+                P,
+                "outbox_capacity",
+                "must be at least 1 (default 4096)",
+            ));
+        }
+        self.membership.validate().map_err(ConfigError::from)?;
+        if let Some(i) = self.membership.seeds.iter().position(|s| *s == self.overlay_addr) {
+            return Err(ConfigError::field(
+                ConfigPart::Membership,
+                "seeds",
+                "is this proxy's own overlay address: list other proxies only",
+            )
+            .at(i));
+        }
+        self.iap.validate()?;
+        self.rap.validate()?;
+        self.reports.validate()?;
+        if self.rap.report_expiry <= self.reports.refresh {
+            return Err(ConfigError::field(
+                ConfigPart::Rap,
+                "report_expiry",
+                "must exceed the reports' refresh (default 3 × 30 s = 90 s)",
+            ));
+        }
+        self.registry.validate().map_err(ConfigError::from)?;
+        self.nat.validate().map_err(|e| {
+            // A duplicate is reported at its second occurrence.
+            let i = e
+                .pool_address()
+                .and_then(|a| self.nat.pool.iter().rposition(|p| *p == a));
+            let e = ConfigError::from(e);
+            match i {
+                Some(i) => e.at(i),
+                None => e,
+            }
+        })?;
+        if self.nat.max_entries == 0 {
+            // The NAT table alone accepts 0 (every create is refused); a proxy would deliver nothing.
+            return Err(ConfigError::field(
+                ConfigPart::Nat,
+                "max_entries",
+                "must be at least 1 (default 1000000)",
+            ));
+        }
+        self.policies.validate()?;
         Ok(())
     }
 }
 
-/// A configuration error: which field, and what to do about it.
+/// The part of [`ProxyConfig`] a field is in: the struct itself or one of its sub-configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConfigPart {
+    /// A field of [`ProxyConfig`] itself.
+    Proxy,
+    Membership,
+    Iap,
+    Rap,
+    Registry,
+    Nat,
+    Reports,
+    Policies,
+}
+
+impl ConfigPart {
+    /// The part's field name in [`ProxyConfig`] (`proxy` for the struct itself).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigPart::Proxy => "proxy",
+            ConfigPart::Membership => "membership",
+            ConfigPart::Iap => "iap",
+            ConfigPart::Rap => "rap",
+            ConfigPart::Registry => "registry",
+            ConfigPart::Nat => "nat",
+            ConfigPart::Reports => "reports",
+            ConfigPart::Policies => "policies",
+        }
+    }
+}
+
+/// A sub-configuration's own validation error, kept as the [`ConfigError`]'s source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("config field `{field}`: {fix}")]
+pub enum SubConfigError {
+    #[error(transparent)]
+    Membership(crate::membership::ConfigError),
+    #[error(transparent)]
+    Registry(crate::registry::RegistryConfigError),
+    #[error(transparent)]
+    Nat(crate::nat::NatConfigError),
+}
+
+/// A configuration error: the part of [`ProxyConfig`], the field in it (and the element, for a list), and
+/// what to do about it. Errors of sub-configurations with their own validator keep that error as the source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config field `{}`: {fix}", self.path())]
 pub struct ConfigError {
+    pub part: ConfigPart,
+    /// The field's name in its part (`max_entries` of `nat`, `scope_prefix` of a policy).
     pub field: &'static str,
-    pub fix: &'static str,
+    /// For a list: which element (the pool address, the seed, the policy rule; a policy error without one
+    /// is about the default policy).
+    pub index: Option<usize>,
+    pub fix: String,
+    #[source]
+    pub source: Option<SubConfigError>,
 }
 
 impl ConfigError {
-    pub fn new(field: &'static str, fix: &'static str) -> Self {
-        ConfigError { field, fix }
+    /// An error found by a check without an error type of its own.
+    pub fn field(part: ConfigPart, field: &'static str, fix: impl Into<String>) -> Self {
+        ConfigError {
+            part,
+            field,
+            index: None,
+            fix: fix.into(),
+            source: None,
+        }
+    }
+
+    /// The same error about element `i` of a list field.
+    pub fn at(mut self, i: usize) -> Self {
+        self.index = Some(i);
+        self
+    }
+
+    /// `part.field` or `part.field[i]`, with the names of [`ProxyConfig`]'s fields (`id`, `nat.max_entries`,
+    /// `policies.rules[2].replicate`).
+    pub fn path(&self) -> String {
+        let part = match self.part {
+            ConfigPart::Proxy => String::new(),
+            p => format!("{}.", p.name()),
+        };
+        match (self.part, self.index) {
+            (ConfigPart::Policies, Some(i)) => format!("policies.rules[{i}].{}", self.field),
+            (ConfigPart::Policies, None) => format!("policies.default.{}", self.field),
+            (_, Some(i)) => format!("{part}{}[{i}]", self.field),
+            (_, None) => format!("{part}{}", self.field),
+        }
+    }
+}
+
+impl From<crate::membership::ConfigError> for ConfigError {
+    fn from(e: crate::membership::ConfigError) -> Self {
+        ConfigError {
+            part: ConfigPart::Membership,
+            field: e.field,
+            index: None,
+            fix: format!("{}; {}", e.problem, e.fix),
+            source: Some(SubConfigError::Membership(e)),
+        }
+    }
+}
+
+impl From<crate::registry::RegistryConfigError> for ConfigError {
+    fn from(e: crate::registry::RegistryConfigError) -> Self {
+        ConfigError {
+            part: ConfigPart::Registry,
+            field: e.field,
+            index: None,
+            fix: e.fix.to_owned(),
+            source: Some(SubConfigError::Registry(e)),
+        }
+    }
+}
+
+impl From<crate::nat::NatConfigError> for ConfigError {
+    fn from(e: crate::nat::NatConfigError) -> Self {
+        ConfigError {
+            part: ConfigPart::Nat,
+            field: e.field(),
+            index: None,
+            fix: e.to_string(),
+            source: Some(SubConfigError::Nat(e)),
+        }
     }
 }
 
@@ -400,20 +576,15 @@ impl Proxy {
         for chunk in cookie_secret.chunks_mut(8) {
             chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
         }
+        // `validate` ran both validators; what is left is the NAT's preallocation failing.
         let registry = Registry::new(
             cfg.registry.clone(),
             cfg.master_key.clone(),
             me,
             cookie_secret,
             rng.next_u64(),
-        )
-        .map_err(|_| ConfigError::new("registry", "check refresh_ms < hold_ms and non-zero bounds"))?;
-        let nat = NatTable::new(cfg.nat.clone(), rng.next_u64()).map_err(|_| {
-            ConfigError::new(
-                "nat",
-                "give a NAT pool address of each group family and a port range",
-            )
-        })?;
+        )?;
+        let nat = NatTable::new(cfg.nat.clone(), rng.next_u64())?;
         Ok(Proxy {
             me,
             flow_key,

@@ -41,6 +41,44 @@ impl Default for ReportConfig {
     }
 }
 
+impl ReportConfig {
+    /// Checks every field; the error names the field and the fix.
+    pub fn validate(&self) -> Result<(), super::ConfigError> {
+        use super::{ConfigError, ConfigPart::Reports};
+        for (field, d, fix) in [
+            ("delay", self.delay, "must be at least 1 ms (default 50 ms)"),
+            ("rto", self.rto, "must be at least 1 ms (default 500 ms)"),
+            ("refresh", self.refresh, "must be at least 1 ms (default 30 s)"),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::field(Reports, field, fix));
+            }
+        }
+        if self.rto_max < self.rto {
+            return Err(ConfigError::field(
+                Reports,
+                "rto_max",
+                "must be at least rto (default 8 s)",
+            ));
+        }
+        if self.max_inflight == 0 {
+            return Err(ConfigError::field(
+                Reports,
+                "max_inflight",
+                "must be at least 1 (default 1024)",
+            ));
+        }
+        if self.max_pending == 0 {
+            return Err(ConfigError::field(
+                Reports,
+                "max_pending",
+                "must be at least 1 (default 65536)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Inflight {
     rap: ProxyId,

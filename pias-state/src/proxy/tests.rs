@@ -29,6 +29,151 @@ fn config_errors_name_the_field() {
     assert_eq!(c.validate().unwrap_err().field, "vni");
 }
 
+/// `ProxyConfig::validate` runs every sub-configuration's checks: one bad value per part is reported with
+/// the part, the field, a fix, and (for sub-configurations with their own error type) that error as source.
+#[test]
+fn validate_runs_every_sub_check() {
+    use std::error::Error as _;
+    type Tweak = fn(&mut ProxyConfig);
+    let cases: &[(Tweak, ConfigPart, &str, Option<usize>, &str)] = &[
+        (
+            |c| c.overlay_addr = "0.0.0.0:6081".parse().unwrap(),
+            ConfigPart::Proxy,
+            "overlay_addr",
+            None,
+            "overlay_addr",
+        ),
+        (
+            |c| c.outbox_capacity = 0,
+            ConfigPart::Proxy,
+            "outbox_capacity",
+            None,
+            "outbox_capacity",
+        ),
+        (
+            |c| c.membership.suspect_after = 0,
+            ConfigPart::Membership,
+            "suspect_after",
+            None,
+            "membership.suspect_after",
+        ),
+        (
+            |c| c.membership.seeds = vec!["10.0.0.2:6081".parse().unwrap(), c.overlay_addr],
+            ConfigPart::Membership,
+            "seeds",
+            Some(1),
+            "membership.seeds[1]",
+        ),
+        (
+            |c| c.iap.cache_entries = 0,
+            ConfigPart::Iap,
+            "cache_entries",
+            None,
+            "iap.cache_entries",
+        ),
+        (
+            |c| c.rap.negative_ttl = Duration::ZERO,
+            ConfigPart::Rap,
+            "negative_ttl",
+            None,
+            "rap.negative_ttl",
+        ),
+        (
+            |c| c.rap.report_expiry = c.reports.refresh,
+            ConfigPart::Rap,
+            "report_expiry",
+            None,
+            "rap.report_expiry",
+        ),
+        (
+            |c| c.reports.rto = Duration::ZERO,
+            ConfigPart::Reports,
+            "rto",
+            None,
+            "reports.rto",
+        ),
+        (
+            |c| c.registry.hold_ms = c.registry.refresh_ms,
+            ConfigPart::Registry,
+            "hold_ms",
+            None,
+            "registry.hold_ms",
+        ),
+        (
+            |c| c.nat.max_entries = u32::MAX,
+            ConfigPart::Nat,
+            "max_entries",
+            None,
+            "nat.max_entries",
+        ),
+        (
+            |c| c.nat.max_entries = 0,
+            ConfigPart::Nat,
+            "max_entries",
+            None,
+            "nat.max_entries",
+        ),
+        (
+            |c| c.nat.udp_timeout = Duration::ZERO,
+            ConfigPart::Nat,
+            "udp_timeout",
+            None,
+            "nat.udp_timeout",
+        ),
+        (
+            |c| c.nat.pool.push(c.nat.pool[0]),
+            ConfigPart::Nat,
+            "pool",
+            Some(1),
+            "nat.pool[1]",
+        ),
+        (
+            |c| c.policies.default.target.replicate = 5,
+            ConfigPart::Policies,
+            "replicate",
+            None,
+            "policies.default.replicate",
+        ),
+        (
+            |c| {
+                let m = crate::policy::GroupMatch {
+                    prefix: "10.99.0.0".parse().unwrap(),
+                    len: 24,
+                    port: None,
+                    proto: None,
+                };
+                let mut p = crate::policy::GroupPolicy::default();
+                p.target.scope_prefix = Some(33);
+                c.policies.rules = vec![(m, crate::policy::GroupPolicy::default()), (m, p)];
+            },
+            ConfigPart::Policies,
+            "scope_prefix",
+            Some(1),
+            "policies.rules[1].scope_prefix",
+        ),
+    ];
+    for (tweak, part, field, index, path) in cases {
+        let mut c = cfg();
+        tweak(&mut c);
+        let e = c.validate().unwrap_err();
+        assert_eq!((e.part, e.field, e.index), (*part, *field, *index), "{e}");
+        assert_eq!(e.path(), *path);
+        assert!(e.to_string().contains(path) && !e.fix.is_empty(), "{e}");
+        let sourced = matches!(
+            part,
+            ConfigPart::Membership | ConfigPart::Registry | ConfigPart::Nat
+        );
+        assert_eq!(
+            e.source().is_some(),
+            sourced && *field != "seeds" && e.fix != "must be at least 1 (default 1000000)",
+            "{e}"
+        );
+        // Proxy::new reports the same error instead of a summary of its own.
+        assert_eq!(Proxy::new(c, Instant::ZERO).unwrap_err(), e);
+    }
+    assert!(cfg().validate().is_ok());
+}
+
 #[test]
 fn garbage_is_counted_and_changes_nothing() {
     let mut p = Proxy::new(cfg(), Instant::ZERO).unwrap();
