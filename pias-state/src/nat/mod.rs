@@ -295,6 +295,34 @@ impl NatConfigError {
         }
     }
 
+    /// What to do about it, without the field's name (a front end names the field its own way).
+    pub fn fix(&self) -> String {
+        match self {
+            NatConfigError::EmptyPool => {
+                "is empty: list at least one IPv4 or IPv6 address routed to this proxy".to_owned()
+            }
+            NatConfigError::PoolTooLarge(n) => format!("has {n} addresses: use at most {MAX_POOL_ADDRS}"),
+            NatConfigError::BadPoolAddress(a) => {
+                format!("{a} is not a unicast address: use this proxy's own unicast addresses")
+            }
+            NatConfigError::DuplicatePoolAddress(a) => format!("{a} is listed twice: remove the duplicate"),
+            NatConfigError::PortRange { min, max } => {
+                format!(
+                    "port_min = {min}, port_max = {max}: need 1 <= port_min <= port_max (default 1024..=65535)"
+                )
+            }
+            NatConfigError::MaxEntriesTooLarge(n) => {
+                format!("{n} exceeds {MAX_ENTRIES_LIMIT}: lower it (default 1000000)")
+            }
+            NatConfigError::ZeroTimeout { .. } => "is zero: give a positive duration".to_owned(),
+            NatConfigError::TouchGranularity(d) => format!("{d:?} exceeds 3600 s: lower it (1 s is plenty)"),
+            NatConfigError::ZeroBudget { .. } => "is zero: give a positive count".to_owned(),
+            NatConfigError::OutOfMemory(n) => {
+                format!("{n}: not enough memory to preallocate the table; lower it")
+            }
+        }
+    }
+
     /// The pool address the error is about, if any.
     pub fn pool_address(&self) -> Option<IpAddr> {
         match self {

@@ -360,7 +360,7 @@ impl From<crate::nat::NatConfigError> for ConfigError {
             part: ConfigPart::Nat,
             field: e.field(),
             index: None,
-            fix: e.to_string(),
+            fix: e.fix(),
             source: Some(SubConfigError::Nat(e)),
         }
     }
