@@ -35,16 +35,16 @@ macro_rules! counters {
         $vis struct $name {
             $(
                 $(#[$fmeta])*
-                pub $field: u64,
+                $vis $field: u64,
             )*
         }
 
         impl $name {
             /// The exported name of every counter, in [`Self::for_each`] order.
-            pub const NAMES: &'static [&'static str] = &[$(counters!(@name $prefix, $field $(, $export)?)),*];
+            $vis const NAMES: &'static [&'static str] = &[$(counters!(@name $prefix, $field $(, $export)?)),*];
 
             /// Walks every counter as `(exported name, value)`.
-            pub fn for_each(&self, f: &mut dyn FnMut(&'static str, u64)) {
+            $vis fn for_each(&self, f: &mut dyn FnMut(&'static str, u64)) {
                 $( f(counters!(@name $prefix, $field $(, $export)?), self.$field); )*
             }
         }
