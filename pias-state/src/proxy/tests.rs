@@ -159,19 +159,37 @@ fn validate_runs_every_sub_check() {
         assert_eq!((e.part, e.field, e.index), (*part, *field, *index), "{e}");
         assert_eq!(e.path(), *path);
         assert!(e.to_string().contains(path) && !e.fix.is_empty(), "{e}");
-        let sourced = matches!(
-            part,
-            ConfigPart::Membership | ConfigPart::Registry | ConfigPart::Nat
-        );
-        assert_eq!(
-            e.source().is_some(),
-            sourced && *field != "seeds" && e.fix != "must be at least 1 (default 1000000)",
-            "{e}"
-        );
         // Proxy::new reports the same error instead of a summary of its own.
         assert_eq!(Proxy::new(c, Instant::ZERO).unwrap_err(), e);
     }
     assert!(cfg().validate().is_ok());
+    // Sub-configurations with their own error type keep it as the source.
+    let mut c = cfg();
+    c.membership.suspect_after = 0;
+    let e = c.validate().unwrap_err();
+    assert!(matches!(e.source, Some(SubConfigError::Membership(_))));
+    assert!(e.source().is_some());
+    let mut c = cfg();
+    c.registry.hold_ms = 1;
+    assert!(matches!(
+        c.validate().unwrap_err().source,
+        Some(SubConfigError::Registry(crate::registry::RegistryConfigError {
+            field: "hold_ms",
+            ..
+        }))
+    ));
+    let mut c = cfg();
+    c.nat.udp_timeout = Duration::ZERO;
+    assert!(matches!(
+        c.validate().unwrap_err().source,
+        Some(SubConfigError::Nat(
+            crate::nat::NatConfigError::ZeroTimeout { .. }
+        ))
+    ));
+    // The proxy's own checks have none.
+    let mut c = cfg();
+    c.nat.max_entries = 0;
+    assert!(c.validate().unwrap_err().source.is_none());
 }
 
 #[test]
