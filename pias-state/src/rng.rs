@@ -65,4 +65,43 @@ mod tests {
         assert_eq!(mix(0x9e37_79b9_7f4a_7c15), 0x6e78_9e6a_a1b9_65f4);
         assert!((0..1000).all(|_| (0.0..1.0).contains(&r.unit_f64())));
     }
+
+    /// The core has no OS randomness: no std hash map or set (their `RandomState` is seeded by the OS, so
+    /// iteration order differs between runs), no random crates. Keyed `hashbrown` tables are fine.
+    #[test]
+    fn no_os_random_state_in_the_core() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+        assert!(files.len() > 20);
+        // Split so this file does not match itself.
+        let banned = [
+            concat!("Random", "State"),
+            concat!("std::collections::", "HashMap"),
+            concat!("std::collections::", "HashSet"),
+            concat!("getrandom", "::"),
+            concat!("rand", "::"),
+        ];
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                let std_import = line.contains("use std::collections::{")
+                    && (line.contains("HashMap") || line.contains("HashSet"));
+                assert!(
+                    !std_import && !banned.iter().any(|b| line.contains(b)),
+                    "{}: {line}",
+                    f.display()
+                );
+            }
+        }
+    }
 }
