@@ -7,21 +7,12 @@
 
 use std::fmt::Write as _;
 
-use pias_state::proxy::Proxy;
+use pias_state::proxy::{GAUGES, Proxy};
 
 use crate::DriverCounters;
 
 /// Longest request head a server reads, bytes.
 pub const MAX_REQUEST: usize = 4096;
-
-/// Names `Proxy::for_each_counter` walks that are current sizes, not running totals.
-const GAUGES: &[&str] = &[
-    "iap_entries",
-    "rap_groups",
-    "nat_bindings",
-    "members",
-    "registrations",
-];
 
 /// Renders every counter as Prometheus text.
 pub fn render(p: &Proxy, d: &DriverCounters) -> String {
@@ -162,6 +153,55 @@ mod tests {
         assert_eq!(samples, names + driver + 1);
         assert!(s.contains("pias_members 1\n"), "{s}");
         assert!(s.contains("pias_drop_bad_mac_total 0\n"));
+    }
+
+    /// Every counter the core defines appears in /metrics under its name, and nothing else of the core's
+    /// does: a counter added to a counters struct cannot be left out of the scrape.
+    #[test]
+    fn metrics_render_exactly_the_defined_counters() {
+        use pias_proto::ProxyId;
+        use pias_proto::auth::MasterKey;
+        use pias_state::proxy::ProxyConfig;
+        let cfg = ProxyConfig::new(
+            ProxyId(3),
+            "10.0.0.3:6081".parse().unwrap(),
+            MasterKey::from_bytes([1; 32]),
+            vec!["10.98.0.3".parse().unwrap()],
+            vec!["10.99.0.250".parse().unwrap()],
+        );
+        let p = Proxy::new(cfg, pias_state::Instant::ZERO).unwrap();
+        let d = DriverCounters::default();
+        let s = render(&p, &d);
+        let mut rendered: Vec<String> = s
+            .lines()
+            .filter(|l| {
+                !l.starts_with('#') && !l.starts_with("pias_proxy_info") && !l.starts_with("pias_driver_")
+            })
+            .map(|l| l.split(' ').next().unwrap().to_owned())
+            .collect();
+        rendered.sort();
+        let mut defined: Vec<String> = Proxy::counter_names()
+            .map(|n| {
+                if GAUGES.contains(&n) {
+                    format!("pias_{n}")
+                } else {
+                    format!("pias_{n}_total")
+                }
+            })
+            .collect();
+        defined.sort();
+        assert_eq!(rendered, defined);
+        // Counters that were defined but never exported before the one-definition rule.
+        for n in [
+            "pias_member_probes_received_total",
+            "pias_reg_not_target_message_total",
+            "pias_nat_forward_hits_total",
+            "pias_nat_expired_udp_total",
+            "pias_iap_answers_ignored_total",
+            "pias_drop_no_headroom_total",
+        ] {
+            assert!(s.contains(&format!("{n} 0\n")), "{n}");
+        }
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! `pias proxy`'s TOML configuration: parsing, validation that names the bad field and the fix, and the
-//! translation into the core's `ProxyConfig` and the driver's settings.
+//! `pias proxy`'s TOML configuration: parsing, the translation into the core's `ProxyConfig` and the
+//! driver's settings, and errors that name the bad key and the fix.
+//!
+//! The core validates its configuration (`ProxyConfig::validate`, one path through every sub-config); this
+//! module only checks what the core cannot see — required keys, syntax, file paths, interface and TUN names,
+//! and how the NAT pool relates to the anycast prefixes — and translates the core's field names into this
+//! file's keys (`nat.udp_timeout` is `[nat] udp_timeout_s`, see [`toml_key`]).
 //!
 //! Every table rejects unknown keys (a typo is an error naming the key, not a silently ignored setting).
 //! Durations are integers with their unit in the key (`_ms`, `_s`). Relative paths are relative to the
@@ -13,7 +18,7 @@ use driver_common::{HostSetup, Prefix, ProxyDriverConfig};
 use pias_proto::auth::MasterKey;
 use pias_proto::{IpProtocol, ProxyId};
 use pias_state::policy::{GroupMatch, GroupPolicy, PolicyTable};
-use pias_state::proxy::{DEFAULT_OVERLAY_PORT, ProxyConfig};
+use pias_state::proxy::{ConfigError as CoreConfigError, ConfigPart, DEFAULT_OVERLAY_PORT, ProxyConfig};
 use pias_state::rap::RapPolicy;
 use pias_state::registry::TargetOptions;
 use serde::Deserialize;
@@ -323,7 +328,6 @@ fn build(
                 "missing: give every proxy a unique non-zero id (id = 1)",
             );
         }
-        Some(0) => return err("proxy.id", "must not be 0: give every proxy a unique non-zero id"),
         Some(n) => ProxyId(n),
     };
     let overlay = match &p.overlay {
@@ -338,16 +342,7 @@ fn build(
             fix: format!("{s:?} is not an address: write IP or IP:PORT, e.g. \"10.0.0.1:6081\""),
         })?,
     };
-    if overlay.ip().is_unspecified() || overlay.port() == 0 {
-        return err(
-            "proxy.overlay",
-            "must be a concrete unicast address and port (peers send to it)",
-        );
-    }
     let vni = p.vni.unwrap_or(1);
-    if vni > 0x00ff_ffff {
-        return err("proxy.vni", "must fit in 24 bits (0..=16777215)");
-    }
     let key_path = match &p.master_key_file {
         None => {
             return err(
@@ -396,16 +391,9 @@ fn build(
         );
     }
     let pool = ip_list("proxy.nat_pool", &p.nat_pool)?;
-    if pool.len() > pias_state::nat::MAX_POOL_ADDRS {
-        return err("proxy.nat_pool", "at most 256 addresses");
-    }
+    // The pool's own rules (size, duplicates, unicast) are the core's; how it relates to the anycast
+    // prefixes, which only the driver's host setup knows, is checked here.
     for (i, a) in pool.iter().enumerate() {
-        if pool[..i].contains(a) {
-            return err(format!("proxy.nat_pool[{i}]"), format!("{a} is listed twice"));
-        }
-        if a.is_unspecified() || a.is_multicast() {
-            return err(format!("proxy.nat_pool[{i}]"), "must be a unicast address");
-        }
         if anycast
             .iter()
             .any(|pre| pias_state::policy::prefix_match(pre.addr, pre.len, *a))
@@ -433,21 +421,9 @@ fn build(
             field: format!("proxy.seeds[{i}]"),
             fix: format!("{s:?} is not an address: write IP or IP:PORT of another proxy's overlay"),
         })?;
-        if a == overlay {
-            return err(
-                format!("proxy.seeds[{i}]"),
-                "is this proxy's own overlay address: list other proxies only",
-            );
-        }
         seeds.push(a);
     }
     let overlay_mtu = p.overlay_mtu.unwrap_or(1500);
-    if overlay_mtu < 1280 {
-        return err(
-            "proxy.overlay_mtu",
-            "must be at least 1280 (the IPv6 minimum MTU)",
-        );
-    }
 
     let mut cfg = ProxyConfig::new(id, overlay, master, pool, registration.clone());
     cfg.vni = vni;
@@ -456,9 +432,9 @@ fn build(
     cfg.seed = p.seed.unwrap_or_else(crate::key::random_u64);
     cfg.registry.incarnation = cfg.incarnation;
     cfg.membership.seeds = seeds;
-    apply_timers(&raw.timers, &mut cfg)?;
-    apply_nat(&raw.nat, &mut cfg)?;
-    apply_limits(&raw.limits, &mut cfg)?;
+    apply_timers(&raw.timers, &mut cfg);
+    apply_nat(&raw.nat, &mut cfg);
+    apply_limits(&raw.limits, &mut cfg);
     cfg.policies = PolicyTable {
         rules: Vec::new(),
         default: policy("default_policy", &raw.default_policy, false)?.1,
@@ -469,22 +445,8 @@ fn build(
             cfg.policies.rules.push((m, gp));
         }
     }
-    if let Err(e) = cfg.membership.validate() {
-        return err(
-            format!("timers.{}", membership_key(e.field)),
-            format!("{}; {}", e.problem, e.fix),
-        );
-    }
-    if let Err(e) = cfg.registry.validate() {
-        let field = match e.field {
-            "max_registrations" => "limits.registrations".to_owned(),
-            "max_targets_per_group" => "limits.targets_per_group".to_owned(),
-            f => format!("timers.{f}"),
-        };
-        return err(field, e.fix);
-    }
     if let Err(e) = cfg.validate() {
-        return err(format!("proxy.{}", e.field), e.fix);
+        return err(toml_key(&e), e.fix);
     }
 
     let t = &raw.tun;
@@ -544,13 +506,59 @@ fn build(
     })
 }
 
-/// The config-file key of a membership field.
-fn membership_key(field: &str) -> String {
-    match field {
-        "suspect_after" | "max_members" | "stranger_windows" | "ae_pending" | "ae_budget" | "max_peers"
-        | "flood_queue" | "out_queue" | "event_queue" => field.to_owned(),
-        f => format!("{f}_ms"),
-    }
+/// The config-file key of a field the core's validation names (`ConfigError::part` and `field`). Fields no
+/// key sets (built-in bounds) keep the core's name, which then reads `registry.max_tombstones`.
+fn toml_key(e: &CoreConfigError) -> String {
+    use ConfigPart as P;
+    let indexed = |key: &str| match e.index {
+        Some(i) => format!("{key}[{i}]"),
+        None => key.to_owned(),
+    };
+    let key = match (e.part, e.field) {
+        (P::Proxy, "id") => "proxy.id",
+        (P::Proxy, "overlay_addr") => "proxy.overlay",
+        (P::Proxy, "vni") => "proxy.vni",
+        (P::Proxy, "overlay_mtu") => "proxy.overlay_mtu",
+        (P::Proxy, "registration_addrs") => return indexed("proxy.registration"),
+        (P::Proxy, "icmp_rate") => "timers.icmp_rate",
+        (P::Proxy, "answer_interval") => "timers.answer_interval_ms",
+        (P::Proxy, "invalidate_interval") => "timers.invalidate_interval_ms",
+        (P::Membership, "seeds") => return indexed("proxy.seeds"),
+        (P::Membership, "max_members") => "limits.members",
+        (P::Membership, "suspect_after") => "timers.suspect_after",
+        (
+            P::Membership,
+            f @ ("probe_interval" | "suspect_timeout" | "flood_interval" | "ae_interval" | "join_retry"
+            | "drain_time" | "tombstone_time"),
+        ) => return format!("timers.{f}_ms"),
+        (P::Iap, "cache_entries") => "limits.iap_cache_entries",
+        (P::Iap, f @ ("stale_grace" | "resolve_retry")) => return format!("timers.{f}_ms"),
+        (P::Rap, "max_groups") => "limits.rap_groups",
+        (P::Rap, "max_japs_per_group") => "limits.japs_per_group",
+        (P::Rap, f @ ("report_expiry" | "cache_ttl" | "negative_ttl")) => return format!("timers.{f}_ms"),
+        (P::Reports, f @ ("delay" | "rto" | "refresh")) => return format!("timers.report_{f}_ms"),
+        (P::Registry, "max_registrations") => "limits.registrations",
+        (P::Registry, "max_targets_per_group") => "limits.targets_per_group",
+        (P::Registry, f @ ("refresh_ms" | "hold_ms" | "cookie_period_ms")) => return format!("timers.{f}"),
+        (P::Nat, "pool") => return indexed("proxy.nat_pool"),
+        (P::Nat, f @ ("port_min" | "port_max" | "max_entries")) => return format!("nat.{f}"),
+        (
+            P::Nat,
+            f @ ("udp_timeout"
+            | "icmp_timeout"
+            | "tcp_established_timeout"
+            | "tcp_transitory_timeout"
+            | "tcp_closed_timeout"),
+        ) => return format!("nat.{f}_s"),
+        (P::Policies, f) => {
+            return match e.index {
+                Some(i) => format!("policy[{i}].{f}"),
+                None => format!("default_policy.{f}"),
+            };
+        }
+        _ => return e.path(),
+    };
+    key.to_owned()
 }
 
 fn ms(v: u64) -> Duration {
@@ -611,7 +619,7 @@ fn xdp_settings(x: Option<&RawXdp>) -> Result<(Driver, Option<XdpSettings>), Con
     ))
 }
 
-fn apply_timers(t: &RawTimers, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
+fn apply_timers(t: &RawTimers, cfg: &mut ProxyConfig) {
     let m = &mut cfg.membership;
     let set = |d: &mut Duration, v: Option<u64>| {
         if let Some(v) = v {
@@ -650,29 +658,9 @@ fn apply_timers(t: &RawTimers, cfg: &mut ProxyConfig) -> Result<(), ConfigError>
     if let Some(v) = t.icmp_rate {
         cfg.icmp_rate = v;
     }
-    for (field, d) in [
-        ("timers.report_delay_ms", cfg.reports.delay),
-        ("timers.report_rto_ms", cfg.reports.rto),
-        ("timers.report_refresh_ms", cfg.reports.refresh),
-        ("timers.report_expiry_ms", cfg.rap.report_expiry),
-        ("timers.cache_ttl_ms", cfg.rap.cache_ttl),
-        ("timers.negative_ttl_ms", cfg.rap.negative_ttl),
-        ("timers.resolve_retry_ms", cfg.iap.resolve_retry),
-    ] {
-        if d.is_zero() {
-            return err(field, "must be at least 1 (see SPEC.md §14 for the default)");
-        }
-    }
-    if cfg.rap.report_expiry <= cfg.reports.refresh {
-        return err(
-            "timers.report_expiry_ms",
-            "must exceed report_refresh_ms (default 3 × report_refresh_ms = 90000)",
-        );
-    }
-    Ok(())
 }
 
-fn apply_nat(n: &RawNat, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
+fn apply_nat(n: &RawNat, cfg: &mut ProxyConfig) {
     let c = &mut cfg.nat;
     if let Some(v) = n.port_min {
         c.port_min = v;
@@ -680,60 +668,23 @@ fn apply_nat(n: &RawNat, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
     if let Some(v) = n.port_max {
         c.port_max = v;
     }
-    if c.port_min == 0 || c.port_min > c.port_max {
-        return err("nat.port_min", "must be 1..=port_max (default 1024..65535)");
-    }
     if let Some(v) = n.max_entries {
-        if v == 0 || v > pias_state::nat::MAX_ENTRIES_LIMIT {
-            return err("nat.max_entries", "must be 1..=268435456 (default 1000000)");
-        }
         c.max_entries = v;
     }
-    for (field, slot, v) in [
-        ("nat.udp_timeout_s", &mut c.udp_timeout, n.udp_timeout_s),
-        ("nat.icmp_timeout_s", &mut c.icmp_timeout, n.icmp_timeout_s),
-        (
-            "nat.tcp_established_timeout_s",
-            &mut c.tcp_established_timeout,
-            n.tcp_established_timeout_s,
-        ),
-        (
-            "nat.tcp_transitory_timeout_s",
-            &mut c.tcp_transitory_timeout,
-            n.tcp_transitory_timeout_s,
-        ),
-        (
-            "nat.tcp_closed_timeout_s",
-            &mut c.tcp_closed_timeout,
-            n.tcp_closed_timeout_s,
-        ),
+    for (slot, v) in [
+        (&mut c.udp_timeout, n.udp_timeout_s),
+        (&mut c.icmp_timeout, n.icmp_timeout_s),
+        (&mut c.tcp_established_timeout, n.tcp_established_timeout_s),
+        (&mut c.tcp_transitory_timeout, n.tcp_transitory_timeout_s),
+        (&mut c.tcp_closed_timeout, n.tcp_closed_timeout_s),
     ] {
         if let Some(v) = v {
-            if v == 0 {
-                return err(
-                    field,
-                    "must be at least 1 second (SPEC.md §11.3 has the defaults)",
-                );
-            }
             *slot = Duration::from_secs(v);
         }
     }
-    Ok(())
 }
 
-fn apply_limits(l: &RawLimits, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
-    for (field, v) in [
-        ("limits.members", l.members),
-        ("limits.iap_cache_entries", l.iap_cache_entries),
-        ("limits.rap_groups", l.rap_groups),
-        ("limits.japs_per_group", l.japs_per_group),
-        ("limits.registrations", l.registrations),
-        ("limits.targets_per_group", l.targets_per_group),
-    ] {
-        if v == Some(0) {
-            return err(field, "must be at least 1 (SPEC.md §14 has the defaults)");
-        }
-    }
+fn apply_limits(l: &RawLimits, cfg: &mut ProxyConfig) {
     if let Some(v) = l.members {
         cfg.membership.max_members = v;
     }
@@ -752,7 +703,6 @@ fn apply_limits(l: &RawLimits, cfg: &mut ProxyConfig) -> Result<(), ConfigError>
     if let Some(v) = l.targets_per_group {
         cfg.registry.max_targets_per_group = v;
     }
-    Ok(())
 }
 
 /// One `[[policy]]` (with `rule`) or `[default_policy]` (without).
@@ -765,9 +715,6 @@ fn policy(at: &str, p: &RawPolicy, rule: bool) -> Result<(Option<GroupMatch>, Gr
         })?,
     };
     let replicate = p.replicate.unwrap_or(0);
-    if replicate > pias_state::registry::MAX_REPLICAS as u8 {
-        return err(format!("{at}.replicate"), "must be 0..=4 (0 or 1: one target)");
-    }
     let target = TargetOptions {
         exclude_sender: p.exclude_sender.unwrap_or(false),
         scope_prefix: p.scope_prefix,
@@ -782,9 +729,6 @@ fn policy(at: &str, p: &RawPolicy, rule: bool) -> Result<(Option<GroupMatch>, Gr
                 "the default policy matches every group: move group/port/proto to a [[policy]]",
             );
         }
-        if p.scope_prefix.is_some_and(|n| n > 128) {
-            return err(format!("{at}.scope_prefix"), "must be 0..=128");
-        }
         return Ok((None, gp));
     }
     let Some(g) = &p.group else {
@@ -797,13 +741,6 @@ fn policy(at: &str, p: &RawPolicy, rule: bool) -> Result<(Option<GroupMatch>, Gr
         field: format!("{at}.group"),
         fix: e,
     })?;
-    let max = if pre.addr.is_ipv4() { 32 } else { 128 };
-    if p.scope_prefix.is_some_and(|n| n > max) {
-        return err(
-            format!("{at}.scope_prefix"),
-            format!("must be 0..={max} for this group family"),
-        );
-    }
     let proto = match p.proto.as_deref() {
         None => None,
         Some("udp") => Some(IpProtocol::Udp),
@@ -991,6 +928,156 @@ nat_pool = ["10.251.0.161"]
         ];
         for (text, field) in cases {
             assert_eq!(field_of(&text), field, "config:\n{text}");
+        }
+    }
+
+    /// The core validates (`ProxyConfig::validate`); the CLI names the key. One bad value per part of the
+    /// core's configuration, reported under the key the operator wrote, with the core's fix.
+    #[test]
+    fn core_errors_name_the_toml_key() {
+        let m = minimal();
+        let cases: Vec<(String, &str, &str)> = vec![
+            // proxy
+            (
+                m.replace("\"10.251.0.5\"", "\"0.0.0.0\""),
+                "proxy.overlay",
+                "concrete unicast",
+            ),
+            (
+                m.replace("id = 7", "id = 7\nvni = 16777216"),
+                "proxy.vni",
+                "24 bits",
+            ),
+            // membership
+            (
+                format!("{m}[timers]\nsuspect_after = 0\n"),
+                "timers.suspect_after",
+                "at least 1",
+            ),
+            (
+                format!("{m}[timers]\ntombstone_time_ms = 10\n"),
+                "timers.tombstone_time_ms",
+                "suspect_timeout",
+            ),
+            (
+                format!("{m}[limits]\nmembers = 0\n"),
+                "limits.members",
+                "1 ..= 4194304",
+            ),
+            (
+                m.replace("id = 7", "id = 7\nseeds = [\"10.251.0.6\", \"10.251.0.5:6081\"]"),
+                "proxy.seeds[1]",
+                "own overlay address",
+            ),
+            // iap
+            (
+                format!("{m}[limits]\niap_cache_entries = 0\n"),
+                "limits.iap_cache_entries",
+                "at least 1",
+            ),
+            (
+                format!("{m}[timers]\nresolve_retry_ms = 0\n"),
+                "timers.resolve_retry_ms",
+                "at least 1 ms",
+            ),
+            // rap
+            (
+                format!("{m}[limits]\nrap_groups = 0\n"),
+                "limits.rap_groups",
+                "at least 1",
+            ),
+            (
+                format!("{m}[limits]\njaps_per_group = 0\n"),
+                "limits.japs_per_group",
+                "at least 1",
+            ),
+            (
+                format!("{m}[timers]\nnegative_ttl_ms = 0\n"),
+                "timers.negative_ttl_ms",
+                "at least 1 ms",
+            ),
+            // reports
+            (
+                format!("{m}[timers]\nreport_rto_ms = 0\n"),
+                "timers.report_rto_ms",
+                "at least 1 ms",
+            ),
+            (
+                format!("{m}[timers]\nreport_delay_ms = 0\n"),
+                "timers.report_delay_ms",
+                "at least 1 ms",
+            ),
+            // registry
+            (
+                format!("{m}[limits]\nregistrations = 0\n"),
+                "limits.registrations",
+                "between 1",
+            ),
+            (
+                format!("{m}[limits]\ntargets_per_group = 5000\n"),
+                "limits.targets_per_group",
+                "4095",
+            ),
+            (
+                format!("{m}[timers]\ncookie_period_ms = 10\n"),
+                "timers.cookie_period_ms",
+                "at least 1000",
+            ),
+            // nat
+            (
+                format!("{m}[nat]\nmax_entries = 0\n"),
+                "nat.max_entries",
+                "at least 1",
+            ),
+            (
+                format!("{m}[nat]\nmax_entries = 300000000\n"),
+                "nat.max_entries",
+                "lower it",
+            ),
+            (
+                format!("{m}[nat]\nport_max = 0\n"),
+                "nat.port_min",
+                "port_min <= port_max",
+            ),
+            (
+                format!("{m}[nat]\ntcp_closed_timeout_s = 0\n"),
+                "nat.tcp_closed_timeout_s",
+                "positive duration",
+            ),
+            (
+                m.replace("[\"10.251.0.161\"]", "[\"10.251.0.161\", \"10.251.0.161\"]"),
+                "proxy.nat_pool[1]",
+                "listed twice",
+            ),
+            (
+                m.replace("[\"10.251.0.161\"]", "[\"224.0.0.1\"]"),
+                "proxy.nat_pool[0]",
+                "unicast",
+            ),
+            // policies
+            (
+                format!("{m}[default_policy]\nscope_prefix = 200\n"),
+                "default_policy.scope_prefix",
+                "0..=128",
+            ),
+            (
+                format!(
+                    "{m}[[policy]]\ngroup = \"10.0.0.0/8\"\n[[policy]]\ngroup = \"10.0.0.0/8\"\nscope_prefix = 33\n"
+                ),
+                "policy[1].scope_prefix",
+                "0..=32",
+            ),
+            (
+                format!("{m}[[policy]]\ngroup = \"10.0.0.0/8\"\nreplicate = 9\n"),
+                "policy[0].replicate",
+                "0..=4",
+            ),
+        ];
+        for (text, key, hint) in cases {
+            let e = parse_str(&text).unwrap_err();
+            assert_eq!(e.field, key, "config:\n{text}");
+            assert!(e.fix.contains(hint), "{key}: {e}");
+            assert!(e.to_string().starts_with(&format!("{key}: ")), "{e}");
         }
     }
 

@@ -221,11 +221,20 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
     if a.check {
         return check_result(&c);
     }
+    // Every counter the agent defines, under its exported name (the agent has no metrics endpoint).
+    let mut all = String::new();
+    c.for_each(&mut |n, v| {
+        if !all.is_empty() {
+            all.push(' ');
+        }
+        all.push_str(&format!("{n}={v}"));
+    });
     tracing::info!(
         registers = c.sent_register,
         refreshes = c.sent_refresh,
         acks = c.acks_ok,
         jap_lost = c.jap_lost,
+        counters = %all,
         "target agent stopped"
     );
     Ok(())

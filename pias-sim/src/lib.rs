@@ -192,7 +192,7 @@ enum Delivery {
 pub struct Sim {
     cfg: SimConfig,
     now: Instant,
-    rng: u64,
+    rng: pias_state::rng::SplitMix,
     seq: u64,
     master: MasterKey,
     proxies: Vec<SimProxy>,
@@ -251,7 +251,7 @@ impl Sim {
         Sim {
             cfg,
             now: Instant::from_secs(1),
-            rng: cfg.seed ^ 0x5349_4d00_0000_0001,
+            rng: pias_state::rng::SplitMix::new(cfg.seed ^ 0x5349_4d00_0000_0001),
             seq: 0,
             master,
             proxies: Vec::new(),
@@ -354,15 +354,11 @@ impl Sim {
     }
 
     fn rand(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
 
     fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.rand() >> 11) as f64 / (1u64 << 53) as f64 <= p
+        p > 0.0 && self.rng.unit_f64() <= p
     }
 
     /// Current simulated time.
@@ -786,10 +782,7 @@ impl Sim {
             return None;
         }
         if self.detour > 0.0 {
-            let mut x = self.cfg.seed ^ (h as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x00de_7041;
-            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            x ^= x >> 31;
+            let x = pias_state::rng::mix(self.cfg.seed ^ pias_state::rng::mix(h as u64) ^ 0x00de_7041);
             if ((x >> 11) as f64 / (1u64 << 53) as f64) < self.detour {
                 let alts: Vec<usize> = best[1..]
                     .iter()

@@ -10,26 +10,24 @@
 
 use core::fmt;
 
-/// A seeded 64-bit generator (SplitMix64), so topologies depend only on their seed.
+use pias_state::rng::SplitMix;
+
+/// A seeded 64-bit generator (the core's SplitMix64), so topologies depend only on their seed.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x7470_6f6c_6f67_7921)
+        Rng(SplitMix::new(seed ^ 0x7470_6f6c_6f67_7921))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
     pub fn f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit_f64()
     }
 
     /// Uniform in 0..n (n > 0).

@@ -230,27 +230,29 @@ pub enum AgentError {
     Unexpected,
 }
 
-/// Counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AgentCounters {
-    pub sent_register: u64,
-    pub sent_refresh: u64,
-    pub sent_deregister: u64,
-    pub challenges: u64,
-    pub acks_ok: u64,
-    pub gone: u64,
-    pub full: u64,
-    pub draining: u64,
-    pub jap_lost: u64,
-    pub wrong_source: u64,
-    pub malformed: u64,
-    pub not_for_us: u64,
-    pub bad_mac: u64,
-    pub replay: u64,
-    pub unexpected: u64,
-    pub events_dropped: u64,
-    /// [`AgentEvent::Unanswered`] warnings emitted.
-    pub unanswered_warnings: u64,
+counters! {
+    /// Counters.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct AgentCounters("agent_") {
+        sent_register,
+        sent_refresh,
+        sent_deregister,
+        challenges,
+        acks_ok,
+        gone,
+        full,
+        draining,
+        jap_lost,
+        wrong_source,
+        malformed,
+        not_for_us,
+        bad_mac,
+        replay,
+        unexpected,
+        events_dropped,
+        /// [`AgentEvent::Unanswered`] warnings emitted.
+        unanswered_warnings,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,7 +305,7 @@ pub struct TargetAgent {
     challenge_window: ReplayWindow,
     /// Windows for RegisterAcks, per JAP id, with the time of last use.
     ack_windows: [(ProxyId, ReplayWindow, Instant); JAP_WINDOWS],
-    rng: u64,
+    rng: crate::rng::SplitMix,
     events: VecDeque<AgentEvent>,
     counters: AgentCounters,
     /// Registers sent since the last authenticated reply, and when the first of them went out.
@@ -317,14 +319,6 @@ pub struct TargetAgent {
     /// Surrogate: when the next health check is due, and whether one runs (its result not reported yet).
     next_check: Instant,
     checking: bool,
-}
-
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 impl TargetAgent {
@@ -350,7 +344,7 @@ impl TargetAgent {
             seq: SeqCounter::new(cfg.incarnation),
             challenge_window: ReplayWindow::default(),
             ack_windows: [(ProxyId::NONE, ReplayWindow::default(), Instant::ZERO); JAP_WINDOWS],
-            rng: cfg.seed,
+            rng: crate::rng::SplitMix::new(cfg.seed),
             events: VecDeque::with_capacity(EVENT_QUEUE),
             counters: AgentCounters::default(),
             unanswered: 0,
@@ -672,7 +666,7 @@ impl TargetAgent {
                     status,
                 });
                 let base = u64::from(self.cfg.full_backoff_ms);
-                let jitter = splitmix(&mut self.rng) % (base / 4 + 1);
+                let jitter = self.rng.next_u64() % (base / 4 + 1);
                 self.phase = Phase::BackingOff {
                     until: now + Duration::from_millis(base + jitter),
                 };

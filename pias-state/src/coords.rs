@@ -96,16 +96,9 @@ fn clamp_component(v: f64) -> f64 {
     v.clamp(-MAX_MAGNITUDE, MAX_MAGNITUDE)
 }
 
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// The deterministic unit vector `u(seed)` of the rule.
 fn direction(seed: u64) -> [f64; 2] {
-    let z = splitmix64(seed);
+    let z = crate::rng::mix(seed);
     let a = f64::from((z >> 32) as u32 as i32);
     let b = f64::from(z as u32 as i32);
     let n = (a * a + b * b).sqrt();

@@ -37,6 +37,28 @@ impl Default for IapConfig {
     }
 }
 
+impl IapConfig {
+    /// Checks every field; the error names the field and the fix.
+    pub fn validate(&self) -> Result<(), crate::proxy::ConfigError> {
+        use crate::proxy::{ConfigError, ConfigPart::Iap};
+        if self.cache_entries == 0 {
+            return Err(ConfigError::field(
+                Iap,
+                "cache_entries",
+                "must be at least 1 (default 65536)",
+            ));
+        }
+        if self.resolve_retry.is_zero() {
+            return Err(ConfigError::field(
+                Iap,
+                "resolve_retry",
+                "must be at least 1 ms (default 250 ms)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 // Entries live in a preallocated slab, so the large variant costs no allocation; boxing it would.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
@@ -107,17 +129,19 @@ pub enum CacheChange {
     Removed(TransportAddr),
 }
 
-/// IAP counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IapCounters {
-    pub hits: u64,
-    pub misses: u64,
-    pub stale_hits: u64,
-    pub negative_drops: u64,
-    pub answers_installed: u64,
-    pub answers_ignored: u64,
-    pub invalidations: u64,
-    pub evictions: u64,
+counters! {
+    /// IAP counters.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct IapCounters("iap_") {
+        hits,
+        misses,
+        stale_hits,
+        negative_drops,
+        answers_installed,
+        answers_ignored,
+        invalidations,
+        evictions,
+    }
 }
 
 /// The IAP cache.

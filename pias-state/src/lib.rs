@@ -7,6 +7,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+#[macro_use]
+mod counters;
+
 pub mod agent;
 pub mod coords;
 pub mod flowhash;

@@ -18,6 +18,42 @@ pub struct GroupPolicy {
     pub target: TargetOptions,
 }
 
+impl GroupPolicy {
+    /// Checks the options; `rule` is the match of a rule (`None`: the default policy).
+    fn validate(&self, rule: Option<&GroupMatch>) -> Result<(), crate::proxy::ConfigError> {
+        use crate::proxy::{ConfigError, ConfigPart::Policies};
+        if usize::from(self.target.replicate) > crate::registry::MAX_REPLICAS {
+            return Err(ConfigError::field(
+                Policies,
+                "replicate",
+                "must be 0..=4 (0 or 1: one target)",
+            ));
+        }
+        let max = match rule {
+            Some(m) if m.prefix.is_ipv4() => 32,
+            _ => 128,
+        };
+        if self.target.scope_prefix.is_some_and(|n| n > max) {
+            let fix = if max == 32 {
+                "must be 0..=32 for an IPv4 group"
+            } else {
+                "must be 0..=128"
+            };
+            return Err(ConfigError::field(Policies, "scope_prefix", fix));
+        }
+        if let Some(m) = rule
+            && m.len > if m.prefix.is_ipv4() { 32 } else { 128 }
+        {
+            return Err(ConfigError::field(
+                Policies,
+                "prefix",
+                "the prefix length must be 0..=32 (IPv4) or 0..=128 (IPv6)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Which groups a rule applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupMatch {
@@ -65,6 +101,16 @@ pub struct PolicyTable {
 }
 
 impl PolicyTable {
+    /// Checks every rule and the default; the error's index is the rule's (none: the default).
+    pub fn validate(&self) -> Result<(), crate::proxy::ConfigError> {
+        let rules = self.rules.iter().map(|(m, p)| (Some(m), p));
+        for (i, (m, p)) in rules.chain([(None, &self.default)]).enumerate() {
+            let at = |e: crate::proxy::ConfigError| if m.is_some() { e.at(i) } else { e };
+            p.validate(m).map_err(at)?;
+        }
+        Ok(())
+    }
+
     /// The policy of a group.
     pub fn lookup(&self, g: &TransportAddr) -> GroupPolicy {
         self.rules

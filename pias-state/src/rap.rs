@@ -74,6 +74,65 @@ impl Default for RapConfig {
     }
 }
 
+impl RapConfig {
+    /// Checks every field; the error names the field and the fix. That `report_expiry` exceeds the JAPs'
+    /// report refresh is checked by [`ProxyConfig::validate`](crate::proxy::ProxyConfig::validate), which
+    /// sees both.
+    pub fn validate(&self) -> Result<(), crate::proxy::ConfigError> {
+        use crate::proxy::{ConfigError, ConfigPart::Rap};
+        if self.max_groups == 0 {
+            return Err(ConfigError::field(
+                Rap,
+                "max_groups",
+                "must be at least 1 (default 262144)",
+            ));
+        }
+        if self.max_japs_per_group == 0 {
+            return Err(ConfigError::field(
+                Rap,
+                "max_japs_per_group",
+                "must be at least 1 (default 1024)",
+            ));
+        }
+        for (field, d, fix) in [
+            (
+                "report_expiry",
+                self.report_expiry,
+                "must be at least 1 ms (default 90 s)",
+            ),
+            (
+                "cache_ttl",
+                self.cache_ttl,
+                "must be at least 1 ms (default 60 s)",
+            ),
+            (
+                "negative_ttl",
+                self.negative_ttl,
+                "must be at least 1 ms (default 2 s)",
+            ),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::field(Rap, field, fix));
+            }
+        }
+        if !(self.proximity_slack >= 1.0 && self.proximity_slack.is_finite()) {
+            return Err(ConfigError::field(
+                Rap,
+                "proximity_slack",
+                "must be a finite number >= 1 (default 1.25)",
+            ));
+        }
+        if self.proximity_max == 0 {
+            return Err(ConfigError::field(
+                Rap,
+                "proximity_max",
+                "must be at least 1 (default 4)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One JAP as a RAP knows it for one group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JapInfo {
@@ -85,16 +144,18 @@ pub struct JapInfo {
 
 type JapList = SmallVec<[JapInfo; 4]>;
 
-/// RAP counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RapCounters {
-    pub reports: u64,
-    pub report_entries: u64,
-    pub groups_refused: u64,
-    pub japs_refused: u64,
-    pub expired: u64,
-    pub answers: u64,
-    pub empty_answers: u64,
+counters! {
+    /// RAP counters.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct RapCounters("rap_") {
+        reports,
+        report_entries,
+        groups_refused,
+        japs_refused,
+        expired,
+        answers,
+        empty_answers,
+    }
 }
 
 /// The RAP table.

@@ -101,63 +101,65 @@ pub enum MemberEvent {
     Removed { id: ProxyId },
 }
 
-/// Counters (SPEC.md §15); plain totals since start.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MembershipCounters {
-    pub probes_sent: u64,
-    pub probes_received: u64,
-    pub acks_sent: u64,
-    pub acks: u64,
-    /// ProbeAcks whose nonce matched no outstanding probe (late, duplicated, or a reconnect probe's).
-    pub acks_unmatched: u64,
-    pub suspects: u64,
-    pub downs: u64,
-    pub refutations: u64,
-    /// Records received (in Records and Join messages).
-    pub records_in: u64,
-    /// Records received that were new or superseding.
-    pub records_applied: u64,
-    /// Records received that did not supersede the stored one.
-    pub records_stale: u64,
-    /// Records sent.
-    pub records_out: u64,
-    /// Records messages sent by flooding.
-    pub floods: u64,
-    /// Record ids dropped from a full flood queue.
-    pub flood_dropped: u64,
-    pub ae_sessions: u64,
-    pub ae_digests_sent: u64,
-    pub ae_pulls_sent: u64,
-    /// Records messages sent for anti-entropy (answers to Digest and Pull, and Join answers).
-    pub ae_records_sent: u64,
-    /// Anti-entropy work dropped from a full per-peer queue.
-    pub ae_dropped: u64,
-    pub joins_sent: u64,
-    /// Joins a joined proxy sent to seeds it did not see as members (island repair, §7.6).
-    pub seed_rejoins: u64,
-    /// Records messages from strangers ignored (after joining, without the sender's own record).
-    pub stranger_records_ignored: u64,
-    pub joins_received: u64,
-    /// Join whose record is not the sender's.
-    pub bad_joins: u64,
-    pub replays: u64,
-    pub unknown_sender: u64,
-    pub left_sender: u64,
-    pub bad_sender: u64,
-    /// New ids refused because the table was full.
-    pub table_full: u64,
-    /// Down or Left records for ids not in the table (ignored, §7.6).
-    pub tombstones_ignored: u64,
-    pub tombstones_expired: u64,
-    pub events_dropped: u64,
-    pub out_dropped: u64,
-    pub peers_full: u64,
-    pub strangers_evicted: u64,
-    pub timers_dropped: u64,
-    /// Re-floods of the own record for a coordinate change.
-    pub coord_floods: u64,
-    /// Frames handed to the driver.
-    pub frames_sent: u64,
+counters! {
+    /// Counters (SPEC.md §15); plain totals since start.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct MembershipCounters("member_") {
+        probes_sent,
+        probes_received,
+        acks_sent,
+        acks,
+        /// ProbeAcks whose nonce matched no outstanding probe (late, duplicated, or a reconnect probe's).
+        acks_unmatched,
+        suspects,
+        downs,
+        refutations,
+        /// Records received (in Records and Join messages).
+        records_in,
+        /// Records received that were new or superseding.
+        records_applied,
+        /// Records received that did not supersede the stored one.
+        records_stale,
+        /// Records sent.
+        records_out,
+        /// Records messages sent by flooding.
+        floods,
+        /// Record ids dropped from a full flood queue.
+        flood_dropped,
+        ae_sessions,
+        ae_digests_sent,
+        ae_pulls_sent,
+        /// Records messages sent for anti-entropy (answers to Digest and Pull, and Join answers).
+        ae_records_sent,
+        /// Anti-entropy work dropped from a full per-peer queue.
+        ae_dropped,
+        joins_sent,
+        /// Joins a joined proxy sent to seeds it did not see as members (island repair, §7.6).
+        seed_rejoins,
+        /// Records messages from strangers ignored (after joining, without the sender's own record).
+        stranger_records_ignored,
+        joins_received,
+        /// Join whose record is not the sender's.
+        bad_joins,
+        replays,
+        unknown_sender,
+        left_sender,
+        bad_sender,
+        /// New ids refused because the table was full.
+        table_full,
+        /// Down or Left records for ids not in the table (ignored, §7.6).
+        tombstones_ignored,
+        tombstones_expired,
+        events_dropped,
+        out_dropped,
+        peers_full,
+        strangers_evicted,
+        timers_dropped,
+        /// Re-floods of the own record for a coordinate change.
+        coord_floods,
+        /// Frames handed to the driver.
+        frames_sent,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,20 +271,6 @@ impl Strangers {
     }
 }
 
-/// Splitmix64: the module's only source of "randomness", seeded by the caller.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// The membership state machine of one proxy. See the module documentation for the driving order.
 #[derive(Debug)]
 pub struct Membership {
@@ -312,7 +300,7 @@ pub struct Membership {
     coord: Coord,
     published: Coord,
     last_coord_flood: Option<Instant>,
-    rng: Rng,
+    rng: crate::rng::SplitMix,
     counters: MembershipCounters,
 }
 
@@ -329,10 +317,10 @@ impl Membership {
         let mut table = Table::new(ring_key, cfg.max_members.max(1));
         // Cannot fail: the table is empty and its bound is at least 1.
         let _ = table.insert(me, ReplayWindow::default(), now);
-        let mut rng = Rng(seed);
+        let mut rng = crate::rng::SplitMix::new(seed);
         let probe_interval = cfg.probe_interval.max(Duration::from_millis(1));
         // Spread probe ticks of proxies started together.
-        let phase = Duration::from_micros(rng.next() % (probe_interval.as_micros() as u64).max(1));
+        let phase = Duration::from_micros(rng.next_u64() % (probe_interval.as_micros() as u64).max(1));
         let joining = cfg.seeds.iter().any(|s| *s != me.addr);
         Membership {
             strangers: Strangers {
@@ -1000,7 +988,7 @@ impl Membership {
         }
         for i in 0..self.chosen.len() {
             let id = self.chosen[i];
-            let nonce = self.rng.next();
+            let nonce = self.rng.next_u64();
             let mut suspect = false;
             if let Some(p) = self.peers.get_mut(&id) {
                 if p.outstanding {
@@ -1030,14 +1018,14 @@ impl Membership {
         if self.left_at.is_some() || self.tombstones.is_empty() {
             return;
         }
-        let i = (self.rng.next() % self.tombstones.len() as u64) as usize;
+        let i = (self.rng.next_u64() % self.tombstones.len() as u64) as usize;
         let id = self.tombstones[i].1;
         if self
             .table
             .get(id)
             .is_some_and(|m| m.record.status == MemberStatus::Down)
         {
-            let nonce = self.rng.next();
+            let nonce = self.rng.next_u64();
             self.push_out(Out::Probe { to: id, nonce });
         }
     }

@@ -2,7 +2,7 @@
 //! duplication and partitions, and real frames (sealed, parsed, MAC-verified, replay-checked).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -54,7 +54,7 @@ pub(super) struct Net {
     rng: u64,
     seq: u64,
     inflight: BinaryHeap<Flight>,
-    by_addr: HashMap<SocketAddr, usize>,
+    by_addr: BTreeMap<SocketAddr, usize>,
     pub(super) loss: f64,
     pub(super) dup: f64,
     /// Side of each node; frames between different sides are lost. `None`: no partition.
@@ -73,7 +73,7 @@ impl Net {
             rng: seed | 1,
             seq: 0,
             inflight: BinaryHeap::new(),
-            by_addr: HashMap::new(),
+            by_addr: BTreeMap::new(),
             loss: 0.0,
             dup: 0.0,
             sides: None,

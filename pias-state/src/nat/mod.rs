@@ -201,7 +201,8 @@ impl NatConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), NatConfigError> {
+    /// Checks every field; [`ProxyConfig::validate`](crate::proxy::ProxyConfig::validate) calls it too.
+    pub fn validate(&self) -> Result<(), NatConfigError> {
         if self.pool.is_empty() {
             return Err(NatConfigError::EmptyPool);
         }
@@ -275,6 +276,60 @@ pub enum NatConfigError {
     ZeroBudget { field: &'static str },
     #[error("nat.max_entries = {0}: not enough memory to preallocate the table; lower it")]
     OutOfMemory(u32),
+}
+
+impl NatConfigError {
+    /// The [`NatConfig`] field the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            NatConfigError::EmptyPool
+            | NatConfigError::PoolTooLarge(_)
+            | NatConfigError::BadPoolAddress(_)
+            | NatConfigError::DuplicatePoolAddress(_) => "pool",
+            NatConfigError::PortRange { .. } => "port_min",
+            NatConfigError::MaxEntriesTooLarge(_) | NatConfigError::OutOfMemory(_) => "max_entries",
+            NatConfigError::ZeroTimeout { field } | NatConfigError::ZeroBudget { field } => {
+                field.strip_prefix("nat.").unwrap_or(field)
+            }
+            NatConfigError::TouchGranularity(_) => "touch_granularity",
+        }
+    }
+
+    /// What to do about it, without the field's name (a front end names the field its own way).
+    pub fn fix(&self) -> String {
+        match self {
+            NatConfigError::EmptyPool => {
+                "is empty: list at least one IPv4 or IPv6 address routed to this proxy".to_owned()
+            }
+            NatConfigError::PoolTooLarge(n) => format!("has {n} addresses: use at most {MAX_POOL_ADDRS}"),
+            NatConfigError::BadPoolAddress(a) => {
+                format!("{a} is not a unicast address: use this proxy's own unicast addresses")
+            }
+            NatConfigError::DuplicatePoolAddress(a) => format!("{a} is listed twice: remove the duplicate"),
+            NatConfigError::PortRange { min, max } => {
+                format!(
+                    "port_min = {min}, port_max = {max}: need 1 <= port_min <= port_max (default 1024..=65535)"
+                )
+            }
+            NatConfigError::MaxEntriesTooLarge(n) => {
+                format!("{n} exceeds {MAX_ENTRIES_LIMIT}: lower it (default 1000000)")
+            }
+            NatConfigError::ZeroTimeout { .. } => "is zero: give a positive duration".to_owned(),
+            NatConfigError::TouchGranularity(d) => format!("{d:?} exceeds 3600 s: lower it (1 s is plenty)"),
+            NatConfigError::ZeroBudget { .. } => "is zero: give a positive count".to_owned(),
+            NatConfigError::OutOfMemory(n) => {
+                format!("{n}: not enough memory to preallocate the table; lower it")
+            }
+        }
+    }
+
+    /// The pool address the error is about, if any.
+    pub fn pool_address(&self) -> Option<IpAddr> {
+        match self {
+            NatConfigError::BadPoolAddress(a) | NatConfigError::DuplicatePoolAddress(a) => Some(*a),
+            _ => None,
+        }
+    }
 }
 
 /// Why `create` refused; in every case the table is unchanged (except that an expired binding with the same
@@ -358,31 +413,58 @@ pub enum NatEvent {
     },
 }
 
-/// Counters; `created == len + expired total + evicted + removed + removed_target` always holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NatCounters {
-    pub created: u64,
-    /// Expiries per [`TimeoutClass`] index.
-    pub expired: [u64; TimeoutClass::COUNT],
-    pub evicted: u64,
-    pub removed: u64,
-    pub removed_target: u64,
-    pub port_exhausted: u64,
-    /// `create` calls refused for any other reason.
-    pub create_rejected: u64,
-    pub forward_hits: u64,
-    pub forward_misses: u64,
-    pub reverse_hits: u64,
-    pub reverse_misses: u64,
-    pub events_dropped: u64,
-    /// Target sweeps refused because [`MAX_PENDING_SWEEPS`] were in progress.
-    pub sweeps_refused: u64,
+counters! {
+    /// Counters; `created == len + expired total + evicted + removed + removed_target` always holds.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct NatCounters("nat_") {
+        created,
+        /// Expiries of [`TimeoutClass::Udp`] bindings.
+        expired_udp,
+        expired_icmp,
+        expired_tcp_established,
+        expired_tcp_transitory,
+        expired_tcp_closed,
+        evicted,
+        removed,
+        removed_target,
+        port_exhausted,
+        /// `create` calls refused for any other reason.
+        create_rejected,
+        forward_hits,
+        forward_misses,
+        reverse_hits,
+        reverse_misses,
+        events_dropped,
+        /// Target sweeps refused because [`MAX_PENDING_SWEEPS`] were in progress.
+        sweeps_refused,
+    }
 }
 
 impl NatCounters {
+    /// Expiries of one [`TimeoutClass`].
+    pub fn expired(&self, class: TimeoutClass) -> u64 {
+        match class {
+            TimeoutClass::Udp => self.expired_udp,
+            TimeoutClass::Icmp => self.expired_icmp,
+            TimeoutClass::TcpEstablished => self.expired_tcp_established,
+            TimeoutClass::TcpTransitory => self.expired_tcp_transitory,
+            TimeoutClass::TcpClosed => self.expired_tcp_closed,
+        }
+    }
+
+    fn expired_mut(&mut self, class: TimeoutClass) -> &mut u64 {
+        match class {
+            TimeoutClass::Udp => &mut self.expired_udp,
+            TimeoutClass::Icmp => &mut self.expired_icmp,
+            TimeoutClass::TcpEstablished => &mut self.expired_tcp_established,
+            TimeoutClass::TcpTransitory => &mut self.expired_tcp_transitory,
+            TimeoutClass::TcpClosed => &mut self.expired_tcp_closed,
+        }
+    }
+
     /// All expiries.
     pub fn expired_total(&self) -> u64 {
-        self.expired.iter().sum()
+        TimeoutClass::ALL.iter().map(|&c| self.expired(c)).sum()
     }
 }
 
@@ -482,20 +564,12 @@ pub struct NatTable {
     v4_pool: Vec<u16>,
     v6_pool: Vec<u16>,
     sip: SipKey,
-    rng: u64,
+    rng: crate::rng::SplitMix,
     now: u64,
     events: VecDeque<NatEvent>,
     sweeps: Vec<Sweep>,
     sweep_cursor: u32,
     counters: NatCounters,
-}
-
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 fn ip_bytes(ip: &IpAddr) -> ([u8; 16], bool) {
@@ -596,8 +670,8 @@ impl NatTable {
     /// everything: about 150 bytes per `max_entries`.
     pub fn new(cfg: NatConfig, seed: u64) -> Result<NatTable, NatConfigError> {
         cfg.validate()?;
-        let mut rng = seed;
-        let sip = SipKey(splitmix(&mut rng), splitmix(&mut rng));
+        let mut rng = crate::rng::SplitMix::new(seed);
+        let sip = SipKey(rng.next_u64(), rng.next_u64());
         let n = cfg.max_entries as usize;
         let oom = NatConfigError::OutOfMemory(cfg.max_entries);
         let mut slab = Vec::new();
@@ -877,7 +951,7 @@ impl NatTable {
         h.write(&k.src);
         let first = (h.finish() % fam.len() as u64) as usize;
         let span = u32::from(self.cfg.port_max - self.cfg.port_min) + 1;
-        let start = self.cfg.port_min + (splitmix(&mut self.rng) % u64::from(span)) as u16;
+        let start = self.cfg.port_min + (self.rng.next_u64() % u64::from(span)) as u16;
         let mut got = None;
         for j in 0..fam.len() {
             let pi = fam[(first + j) % fam.len()];
@@ -1335,7 +1409,7 @@ impl NatTable {
         self.free_head = i;
         self.len -= 1;
         match reason {
-            RemoveReason::Timeout(c) => self.counters.expired[c as usize] += 1,
+            RemoveReason::Timeout(c) => *self.counters.expired_mut(c) += 1,
             RemoveReason::Evicted => self.counters.evicted += 1,
             RemoveReason::Removed => self.counters.removed += 1,
             RemoveReason::TargetRemoved => self.counters.removed_target += 1,

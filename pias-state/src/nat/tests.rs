@@ -157,7 +157,7 @@ fn tcp_handshake_and_close_move_through_states_and_timeouts() {
     assert_eq!(t.handle_timeout(secs(245)), 0);
     assert_eq!(t.handle_timeout(secs(246)), 1);
     assert!(t.is_empty());
-    assert_eq!(t.counters().expired[TimeoutClass::TcpTransitory as usize], 1);
+    assert_eq!(t.counters().expired(TimeoutClass::TcpTransitory), 1);
     assert_eq!(t.poll_timeout(), None);
 }
 
@@ -184,7 +184,7 @@ fn tcp_rst_closes_and_a_new_syn_reopens() {
     let rev = t.get_forward(&c).unwrap().reverse;
     assert_eq!(t.lookup_forward(&c, 0, secs(15)), None);
     assert_eq!(t.get_reverse(&rev), None);
-    assert_eq!(t.counters().expired[TimeoutClass::TcpClosed as usize], 1);
+    assert_eq!(t.counters().expired(TimeoutClass::TcpClosed), 1);
     assert_eq!(
         t.observe_tcp(id, TcpFlags::ACK, Direction::Forward, secs(16)),
         None,
@@ -262,7 +262,7 @@ fn full_table_evicts_the_earliest_deadline_and_counts() {
     let u4 = key(IpProtocol::Udp, "203.0.113.5", 1, "192.0.2.53", 53);
     t.create(&u4, (v4("10.0.0.7"), 53), 0, secs(200)).unwrap();
     assert_eq!(t.counters().evicted, 1);
-    assert_eq!(t.counters().expired[TimeoutClass::Udp as usize], 1);
+    assert_eq!(t.counters().expired(TimeoutClass::Udp), 1);
     // max_entries = 0: creation refused.
     let mut c = cfg(&["198.51.100.1"]);
     c.max_entries = 0;
@@ -874,5 +874,5 @@ fn lazy_touch_expires_at_most_one_granularity_late() {
     assert!(t.get_forward(&b).is_none());
     // A lookup of a due binding misses even before handle_timeout runs.
     assert_eq!(t.lookup_forward(&a, 0, secs(122)), None);
-    assert_eq!(t.counters().expired[TimeoutClass::Udp as usize], 2);
+    assert_eq!(t.counters().expired(TimeoutClass::Udp), 2);
 }

@@ -138,56 +138,232 @@ impl ProxyConfig {
         usize::from(self.overlay_mtu).saturating_sub(outer_ip + 8 + DATA_HEADER_LEN)
     }
 
-    /// Checks the configuration; the error names the field and the fix.
+    /// Checks the whole configuration — this struct's own fields and every sub-configuration's, through the
+    /// sub-configuration's own validator — and reports the first bad field: which part it is in, its name
+    /// there, and the fix. This is the one validation path: [`Proxy::new`] runs it, and front ends (the CLI's
+    /// TOML) only translate the field into their own key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigPart::Proxy as P;
         if !self.id.is_some() {
-            return Err(ConfigError::new(
+            return Err(ConfigError::field(
+                P,
                 "id",
                 "must not be 0: give every proxy a unique non-zero id",
             ));
         }
+        if self.overlay_addr.ip().is_unspecified() || self.overlay_addr.port() == 0 {
+            return Err(ConfigError::field(
+                P,
+                "overlay_addr",
+                "must be a concrete unicast address and port (peers send to it)",
+            ));
+        }
         if self.vni > 0x00ff_ffff {
-            return Err(ConfigError::new("vni", "must fit in 24 bits (0..=16777215)"));
+            return Err(ConfigError::field(P, "vni", "must fit in 24 bits (0..=16777215)"));
         }
         if self.overlay_mtu < 1280 {
-            return Err(ConfigError::new(
+            return Err(ConfigError::field(
+                P,
                 "overlay_mtu",
                 "must be at least 1280 (the IPv6 minimum MTU)",
             ));
         }
         if self.rap_replicas == 0 || self.rap_replicas > crate::ring::MAX_RAPS {
-            return Err(ConfigError::new(
+            return Err(ConfigError::field(
+                P,
                 "rap_replicas",
                 "must be between 1 and 8 (3 is the default)",
             ));
         }
         if self.ring_vnodes == 0 {
-            return Err(ConfigError::new(
+            return Err(ConfigError::field(
+                P,
                 "ring_vnodes",
                 "must be at least 1 (16 is the default)",
             ));
         }
-        if self.event_capacity == 0 || self.outbox_capacity == 0 {
-            return Err(ConfigError::new(
-                "event_capacity/outbox_capacity",
-                "must be at least 1",
+        if self.event_capacity == 0 {
+            return Err(ConfigError::field(
+                P,
+                "event_capacity",
+                "must be at least 1 (default 4096)",
             ));
         }
+        if self.outbox_capacity == 0 {
+            return Err(ConfigError::field(
+                P,
+                "outbox_capacity",
+                "must be at least 1 (default 4096)",
+            ));
+        }
+        self.membership.validate().map_err(ConfigError::from)?;
+        if let Some(i) = self.membership.seeds.iter().position(|s| *s == self.overlay_addr) {
+            return Err(ConfigError::field(
+                ConfigPart::Membership,
+                "seeds",
+                "is this proxy's own overlay address: list other proxies only",
+            )
+            .at(i));
+        }
+        self.iap.validate()?;
+        self.rap.validate()?;
+        self.reports.validate()?;
+        if self.rap.report_expiry <= self.reports.refresh {
+            return Err(ConfigError::field(
+                ConfigPart::Rap,
+                "report_expiry",
+                "must exceed the reports' refresh (default 3 × 30 s = 90 s)",
+            ));
+        }
+        self.registry.validate().map_err(ConfigError::from)?;
+        self.nat.validate().map_err(|e| {
+            // A duplicate is reported at its second occurrence.
+            let i = e
+                .pool_address()
+                .and_then(|a| self.nat.pool.iter().rposition(|p| *p == a));
+            let e = ConfigError::from(e);
+            match i {
+                Some(i) => e.at(i),
+                None => e,
+            }
+        })?;
+        if self.nat.max_entries == 0 {
+            // The NAT table alone accepts 0 (every create is refused); a proxy would deliver nothing.
+            return Err(ConfigError::field(
+                ConfigPart::Nat,
+                "max_entries",
+                "must be at least 1 (default 1000000)",
+            ));
+        }
+        self.policies.validate()?;
         Ok(())
     }
 }
 
-/// A configuration error: which field, and what to do about it.
+/// The part of [`ProxyConfig`] a field is in: the struct itself or one of its sub-configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConfigPart {
+    /// A field of [`ProxyConfig`] itself.
+    Proxy,
+    Membership,
+    Iap,
+    Rap,
+    Registry,
+    Nat,
+    Reports,
+    Policies,
+}
+
+impl ConfigPart {
+    /// The part's field name in [`ProxyConfig`] (`proxy` for the struct itself).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigPart::Proxy => "proxy",
+            ConfigPart::Membership => "membership",
+            ConfigPart::Iap => "iap",
+            ConfigPart::Rap => "rap",
+            ConfigPart::Registry => "registry",
+            ConfigPart::Nat => "nat",
+            ConfigPart::Reports => "reports",
+            ConfigPart::Policies => "policies",
+        }
+    }
+}
+
+/// A sub-configuration's own validation error, kept as the [`ConfigError`]'s source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("config field `{field}`: {fix}")]
+pub enum SubConfigError {
+    #[error(transparent)]
+    Membership(crate::membership::ConfigError),
+    #[error(transparent)]
+    Registry(crate::registry::RegistryConfigError),
+    #[error(transparent)]
+    Nat(crate::nat::NatConfigError),
+}
+
+/// A configuration error: the part of [`ProxyConfig`], the field in it (and the element, for a list), and
+/// what to do about it. Errors of sub-configurations with their own validator keep that error as the source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config field `{}`: {fix}", self.path())]
 pub struct ConfigError {
+    pub part: ConfigPart,
+    /// The field's name in its part (`max_entries` of `nat`, `scope_prefix` of a policy).
     pub field: &'static str,
-    pub fix: &'static str,
+    /// For a list: which element (the pool address, the seed, the policy rule; a policy error without one
+    /// is about the default policy).
+    pub index: Option<usize>,
+    pub fix: String,
+    #[source]
+    pub source: Option<SubConfigError>,
 }
 
 impl ConfigError {
-    pub fn new(field: &'static str, fix: &'static str) -> Self {
-        ConfigError { field, fix }
+    /// An error found by a check without an error type of its own.
+    pub fn field(part: ConfigPart, field: &'static str, fix: impl Into<String>) -> Self {
+        ConfigError {
+            part,
+            field,
+            index: None,
+            fix: fix.into(),
+            source: None,
+        }
+    }
+
+    /// The same error about element `i` of a list field.
+    pub fn at(mut self, i: usize) -> Self {
+        self.index = Some(i);
+        self
+    }
+
+    /// `part.field` or `part.field[i]`, with the names of [`ProxyConfig`]'s fields (`id`, `nat.max_entries`,
+    /// `policies.rules[2].replicate`).
+    pub fn path(&self) -> String {
+        let part = match self.part {
+            ConfigPart::Proxy => String::new(),
+            p => format!("{}.", p.name()),
+        };
+        match (self.part, self.index) {
+            (ConfigPart::Policies, Some(i)) => format!("policies.rules[{i}].{}", self.field),
+            (ConfigPart::Policies, None) => format!("policies.default.{}", self.field),
+            (_, Some(i)) => format!("{part}{}[{i}]", self.field),
+            (_, None) => format!("{part}{}", self.field),
+        }
+    }
+}
+
+impl From<crate::membership::ConfigError> for ConfigError {
+    fn from(e: crate::membership::ConfigError) -> Self {
+        ConfigError {
+            part: ConfigPart::Membership,
+            field: e.field,
+            index: None,
+            fix: format!("{}; {}", e.problem, e.fix),
+            source: Some(SubConfigError::Membership(e)),
+        }
+    }
+}
+
+impl From<crate::registry::RegistryConfigError> for ConfigError {
+    fn from(e: crate::registry::RegistryConfigError) -> Self {
+        ConfigError {
+            part: ConfigPart::Registry,
+            field: e.field,
+            index: None,
+            fix: e.fix.to_owned(),
+            source: Some(SubConfigError::Registry(e)),
+        }
+    }
+}
+
+impl From<crate::nat::NatConfigError> for ConfigError {
+    fn from(e: crate::nat::NatConfigError) -> Self {
+        ConfigError {
+            part: ConfigPart::Nat,
+            field: e.field(),
+            index: None,
+            fix: e.fix(),
+            source: Some(SubConfigError::Nat(e)),
+        }
     }
 }
 
@@ -220,6 +396,9 @@ pub enum DropReason {
     NoRoute,
     TooBig,
     Unsupported,
+    /// The receive buffer had too little headroom in front of the packet for the overlay header: a
+    /// driver's buffer layout problem (see [`HEADROOM`]), not a bad packet.
+    NoHeadroom,
 }
 
 /// What happened, for drivers, metrics and logs.
@@ -285,46 +464,49 @@ pub enum Delivery {
     Tunnel(SocketAddr),
 }
 
-/// Counters of the proxy's own decisions (the sub-machines have theirs; [`Proxy::for_each_counter`] walks all).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProxyCounters {
-    pub overlay_in: u64,
-    pub host_in: u64,
-    pub control_in: u64,
-    pub data_in: u64,
-    /// Data frames this proxy sent as IAP straight to a JAP (3-segment path).
-    pub iap_to_jap: u64,
-    /// Data frames this proxy sent as IAP to a RAP (first packets, 4-segment path).
-    pub iap_to_rap: u64,
-    /// Frames this proxy relayed as RAP to a JAP.
-    pub rap_relayed: u64,
-    /// Packets this proxy delivered as JAP to a target, by NAT or tunnel.
-    pub jap_delivered: u64,
-    /// Target replies this proxy sent back to clients.
-    pub jap_replies: u64,
-    pub answers_sent: u64,
-    pub answers_rate_limited: u64,
-    pub invalidations_sent: u64,
-    pub icmp_too_big_sent: u64,
-    pub icmp_rate_limited: u64,
-    pub mss_clamped: u64,
-    pub replicas_sent: u64,
-    pub replicas_dropped: u64,
-    pub events_dropped: u64,
-    pub outbox_dropped: u64,
-    pub drop_malformed: u64,
-    pub drop_wrong_vni: u64,
-    pub drop_bad_mac: u64,
-    pub drop_rejected: u64,
-    pub drop_data_from_stranger: u64,
-    pub drop_hops_exhausted: u64,
-    pub drop_no_jap: u64,
-    pub drop_no_target: u64,
-    pub drop_no_binding: u64,
-    pub drop_ports_exhausted: u64,
-    pub drop_no_route: u64,
-    pub drop_too_big: u64,
-    pub drop_unsupported: u64,
+counters! {
+    /// Counters of the proxy's own decisions (the sub-machines have theirs; [`Proxy::for_each_counter`] walks all).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct ProxyCounters("") {
+        overlay_in,
+        host_in,
+        control_in,
+        data_in,
+        /// Data frames this proxy sent as IAP straight to a JAP (3-segment path).
+        iap_to_jap,
+        /// Data frames this proxy sent as IAP to a RAP (first packets, 4-segment path).
+        iap_to_rap,
+        /// Frames this proxy relayed as RAP to a JAP.
+        rap_relayed,
+        /// Packets this proxy delivered as JAP to a target, by NAT or tunnel.
+        jap_delivered,
+        /// Target replies this proxy sent back to clients.
+        jap_replies,
+        answers_sent,
+        answers_rate_limited,
+        invalidations_sent,
+        icmp_too_big_sent,
+        icmp_rate_limited,
+        mss_clamped,
+        replicas_sent,
+        replicas_dropped,
+        events_dropped,
+        outbox_dropped,
+        drop_malformed,
+        drop_wrong_vni,
+        drop_bad_mac,
+        drop_rejected,
+        drop_data_from_stranger,
+        drop_hops_exhausted,
+        drop_no_jap,
+        drop_no_target,
+        drop_no_binding,
+        drop_ports_exhausted,
+        drop_no_route,
+        drop_too_big,
+        drop_unsupported,
+        drop_no_headroom,
+    }
 }
 
 /// A control message waiting to be sealed and sent.
@@ -382,7 +564,7 @@ pub struct Proxy {
     counters: ProxyCounters,
     /// Live tunnel-mode registrations by target address: frames from these addresses are accepted (§11.6),
     /// and the JAP checks a binding's delivery mode only while any exist (the NAT-only fast path skips it).
-    tunnel_targets: std::collections::HashMap<IpAddr, u32>,
+    tunnel_targets: std::collections::BTreeMap<IpAddr, u32>,
 }
 
 /// The proxy's view of membership for RAP selection.
@@ -436,20 +618,15 @@ impl Proxy {
         for chunk in cookie_secret.chunks_mut(8) {
             chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
         }
+        // `validate` ran both validators; what is left is the NAT's preallocation failing.
         let registry = Registry::new(
             cfg.registry.clone(),
             cfg.master_key.clone(),
             me,
             cookie_secret,
             rng.next_u64(),
-        )
-        .map_err(|_| ConfigError::new("registry", "check refresh_ms < hold_ms and non-zero bounds"))?;
-        let nat = NatTable::new(cfg.nat.clone(), rng.next_u64()).map_err(|_| {
-            ConfigError::new(
-                "nat",
-                "give a NAT pool address of each group family and a port range",
-            )
-        })?;
+        )?;
+        let nat = NatTable::new(cfg.nat.clone(), rng.next_u64())?;
         Ok(Proxy {
             me,
             flow_key,
@@ -468,7 +645,7 @@ impl Proxy {
             host_out: VecDeque::with_capacity(HOST_OUT_CAPACITY),
             events: VecDeque::with_capacity(cfg.event_capacity.min(65_536)),
             counters: ProxyCounters::default(),
-            tunnel_targets: std::collections::HashMap::new(),
+            tunnel_targets: std::collections::BTreeMap::new(),
             sealer,
             membership,
             ring,
@@ -718,119 +895,44 @@ impl Proxy {
         .min()
     }
 
-    /// Walks every counter of the proxy and its parts as `(name, value)` (names are Prometheus-ready).
+    /// Walks every counter of the proxy and its parts as `(name, value)` (names are Prometheus-ready), then
+    /// the table sizes named in [`GAUGES`]. Every field of every counters struct is walked: the structs are
+    /// defined with `counters!`, which generates their walk from the same list as their fields.
     pub fn for_each_counter(&self, mut f: impl FnMut(&'static str, u64)) {
-        let c = &self.counters;
-        for (n, v) in [
-            ("overlay_in", c.overlay_in),
-            ("host_in", c.host_in),
-            ("control_in", c.control_in),
-            ("data_in", c.data_in),
-            ("iap_to_jap", c.iap_to_jap),
-            ("iap_to_rap", c.iap_to_rap),
-            ("rap_relayed", c.rap_relayed),
-            ("jap_delivered", c.jap_delivered),
-            ("jap_replies", c.jap_replies),
-            ("answers_sent", c.answers_sent),
-            ("answers_rate_limited", c.answers_rate_limited),
-            ("invalidations_sent", c.invalidations_sent),
-            ("icmp_too_big_sent", c.icmp_too_big_sent),
-            ("icmp_rate_limited", c.icmp_rate_limited),
-            ("mss_clamped", c.mss_clamped),
-            ("replicas_sent", c.replicas_sent),
-            ("replicas_dropped", c.replicas_dropped),
-            ("events_dropped", c.events_dropped),
-            ("outbox_dropped", c.outbox_dropped),
-            ("drop_malformed", c.drop_malformed),
-            ("drop_wrong_vni", c.drop_wrong_vni),
-            ("drop_bad_mac", c.drop_bad_mac),
-            ("drop_rejected", c.drop_rejected),
-            ("drop_data_from_stranger", c.drop_data_from_stranger),
-            ("drop_hops_exhausted", c.drop_hops_exhausted),
-            ("drop_no_jap", c.drop_no_jap),
-            ("drop_no_target", c.drop_no_target),
-            ("drop_no_binding", c.drop_no_binding),
-            ("drop_ports_exhausted", c.drop_ports_exhausted),
-            ("drop_no_route", c.drop_no_route),
-            ("drop_too_big", c.drop_too_big),
-            ("drop_unsupported", c.drop_unsupported),
-        ] {
-            f(n, v);
-        }
-        let i = self.iap.counters();
-        for (n, v) in [
-            ("iap_hits", i.hits),
-            ("iap_misses", i.misses),
-            ("iap_stale_hits", i.stale_hits),
-            ("iap_negative_drops", i.negative_drops),
-            ("iap_answers_installed", i.answers_installed),
-            ("iap_invalidations", i.invalidations),
-            ("iap_evictions", i.evictions),
-            ("iap_entries", self.iap.len() as u64),
-        ] {
-            f(n, v);
-        }
-        let r = self.rap.counters();
-        for (n, v) in [
-            ("rap_reports", r.reports),
-            ("rap_report_entries", r.report_entries),
-            ("rap_groups_refused", r.groups_refused),
-            ("rap_japs_refused", r.japs_refused),
-            ("rap_expired", r.expired),
-            ("rap_answers", r.answers),
-            ("rap_empty_answers", r.empty_answers),
-            ("rap_groups", self.rap.len() as u64),
-        ] {
-            f(n, v);
-        }
+        let f: &mut dyn FnMut(&'static str, u64) = &mut f;
+        self.counters.for_each(f);
+        self.iap.counters().for_each(f);
+        self.rap.counters().for_each(f);
         let n = self.nat.counters();
-        for (name, v) in [
-            ("nat_created", n.created),
-            ("nat_evicted", n.evicted),
-            ("nat_port_exhausted", n.port_exhausted),
-            ("nat_expired", n.expired_total()),
-            ("nat_bindings", self.nat.len() as u64),
-        ] {
-            f(name, v);
-        }
-        self.reporter.for_each_counter(&mut f);
-        let m = self.membership.counters();
-        for (name, v) in [
-            ("member_probes_sent", m.probes_sent),
-            ("member_acks", m.acks),
-            ("member_suspects", m.suspects),
-            ("member_downs", m.downs),
-            ("member_refutations", m.refutations),
-            ("member_records_in", m.records_in),
-            ("member_records_applied", m.records_applied),
-            ("member_records_out", m.records_out),
-            ("member_floods", m.floods),
-            ("member_flood_dropped", m.flood_dropped),
-            ("member_ae_sessions", m.ae_sessions),
-            ("member_ae_dropped", m.ae_dropped),
-            ("members", self.membership.len() as u64),
-        ] {
-            f(name, v);
-        }
-        let g = self.registry.counters();
-        for (name, v) in [
-            ("reg_received", g.received),
-            ("reg_malformed", g.malformed),
-            ("reg_bad_mac", g.bad_mac),
-            ("reg_bad_cookie", g.bad_cookie),
-            ("reg_replay", g.replay),
-            ("reg_refused_full", g.refused_full),
-            ("reg_refused_draining", g.refused_draining),
-            ("reg_challenges", g.challenges),
-            ("reg_registered", g.registered),
-            ("reg_refreshed", g.refreshed),
-            ("reg_deregistered", g.deregistered),
-            ("reg_expired", g.expired),
-            ("reg_no_target", g.no_target),
-            ("registrations", self.registry.len() as u64),
-        ] {
-            f(name, v);
-        }
+        n.for_each(f);
+        f("nat_expired", n.expired_total());
+        self.reporter.counters().for_each(f);
+        self.membership.counters().for_each(f);
+        self.registry.counters().for_each(f);
+        f("iap_entries", self.iap.len() as u64);
+        f("rap_groups", self.rap.len() as u64);
+        f("nat_bindings", self.nat.len() as u64);
+        f("members", self.membership.len() as u64);
+        f("registrations", self.registry.len() as u64);
+    }
+
+    /// Every name [`Proxy::for_each_counter`] walks, in its order, from the counters definitions alone (no
+    /// proxy needed): what a metrics test compares the rendered output with.
+    pub fn counter_names() -> impl Iterator<Item = &'static str> {
+        [
+            ProxyCounters::NAMES,
+            crate::iap::IapCounters::NAMES,
+            crate::rap::RapCounters::NAMES,
+            crate::nat::NatCounters::NAMES,
+            &["nat_expired"],
+            ReporterCounters::NAMES,
+            crate::membership::MembershipCounters::NAMES,
+            crate::registry::RegistryCounters::NAMES,
+            GAUGES,
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
     }
 
     // ----- internals -----
@@ -852,6 +954,7 @@ impl Proxy {
                 DropReason::NoRoute => c.drop_no_route += 1,
                 DropReason::TooBig => c.drop_too_big += 1,
                 DropReason::Unsupported => c.drop_unsupported += 1,
+                DropReason::NoHeadroom => c.drop_no_headroom += 1,
             }
         }
         v
@@ -1314,7 +1417,7 @@ impl Proxy {
             self.counters.jap_delivered += 1;
             return match encapsulate(pkt, &h) {
                 Ok(()) => Verdict::Overlay(to),
-                Err(()) => Verdict::Drop(DropReason::Malformed),
+                Err(r) => Verdict::Drop(r),
             };
         }
         if ip.set_src_dst(tr.src, tr.src_port, tr.dst, tr.dst_port).is_err() {
@@ -1551,7 +1654,7 @@ impl Proxy {
                     hops: INITIAL_HOPS,
                     ingress: self.me,
                 };
-                encapsulate(pkt, &h).map_or(Verdict::Drop(DropReason::Malformed), |()| Verdict::Overlay(addr))
+                encapsulate(pkt, &h).map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr))
             }
             Route::ViaRap { want_answer } => {
                 let Some(rap) = self.pick_rap(&group) else {
@@ -1577,8 +1680,7 @@ impl Proxy {
                         hops: INITIAL_HOPS - 1,
                         ingress: self.me,
                     };
-                    return encapsulate(pkt, &h)
-                        .map_or(Verdict::Drop(DropReason::Malformed), |()| Verdict::Overlay(addr));
+                    return encapsulate(pkt, &h).map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr));
                 }
                 let Some(addr) = self.addr_of(rap) else {
                     return Verdict::Drop(DropReason::NoRoute);
@@ -1590,7 +1692,7 @@ impl Proxy {
                     hops: INITIAL_HOPS,
                     ingress: self.me,
                 };
-                encapsulate(pkt, &h).map_or(Verdict::Drop(DropReason::Malformed), |()| Verdict::Overlay(addr))
+                encapsulate(pkt, &h).map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr))
             }
             Route::NoJap => Verdict::Drop(DropReason::NoJap),
         }
@@ -1689,11 +1791,12 @@ fn queue_event(events: &mut VecDeque<Event>, capacity: usize, dropped: &mut u64,
     events.push_back(e);
 }
 
-/// Prepends a data header in the headroom.
-fn encapsulate(pkt: &mut PacketBuf<'_>, h: &DataHeader) -> Result<(), ()> {
+/// Prepends a data header in the headroom. Fails with `NoHeadroom` when the buffer has no room in front of
+/// the packet, and `Malformed` when the packet is not IPv4 or IPv6.
+fn encapsulate(pkt: &mut PacketBuf<'_>, h: &DataHeader) -> Result<(), DropReason> {
     let version = pkt.bytes().first().map(|b| b >> 4).unwrap_or(0);
-    let head = pkt.prepend(DATA_HEADER_LEN).ok_or(())?;
-    h.emit(version, head).map_err(|_| ())
+    let head = pkt.prepend(DATA_HEADER_LEN).ok_or(DropReason::NoHeadroom)?;
+    h.emit(version, head).map_err(|_| DropReason::Malformed)
 }
 
 /// Replaces a received frame's header (of `inner_off` bytes) by a fresh data header.
@@ -1701,6 +1804,15 @@ fn rewrite_header(pkt: &mut PacketBuf<'_>, inner_off: usize, h: &DataHeader) {
     pkt.strip_front(inner_off);
     let _ = encapsulate(pkt, h);
 }
+
+/// Names [`Proxy::for_each_counter`] walks that are current sizes, not running totals (Prometheus gauges).
+pub const GAUGES: &[&str] = &[
+    "iap_entries",
+    "rap_groups",
+    "nat_bindings",
+    "members",
+    "registrations",
+];
 
 /// Default overlay port, re-exported for drivers.
 pub const DEFAULT_OVERLAY_PORT: u16 = OVERLAY_PORT;

@@ -2,7 +2,7 @@
 //! membership moves a group to new RAPs (SPEC.md §9.1).
 
 use core::time::Duration;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use pias_proto::ProxyId;
 use pias_proto::TransportAddr;
@@ -41,6 +41,44 @@ impl Default for ReportConfig {
     }
 }
 
+impl ReportConfig {
+    /// Checks every field; the error names the field and the fix.
+    pub fn validate(&self) -> Result<(), super::ConfigError> {
+        use super::{ConfigError, ConfigPart::Reports};
+        for (field, d, fix) in [
+            ("delay", self.delay, "must be at least 1 ms (default 50 ms)"),
+            ("rto", self.rto, "must be at least 1 ms (default 500 ms)"),
+            ("refresh", self.refresh, "must be at least 1 ms (default 30 s)"),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::field(Reports, field, fix));
+            }
+        }
+        if self.rto_max < self.rto {
+            return Err(ConfigError::field(
+                Reports,
+                "rto_max",
+                "must be at least rto (default 8 s)",
+            ));
+        }
+        if self.max_inflight == 0 {
+            return Err(ConfigError::field(
+                Reports,
+                "max_inflight",
+                "must be at least 1 (default 1024)",
+            ));
+        }
+        if self.max_pending == 0 {
+            return Err(ConfigError::field(
+                Reports,
+                "max_pending",
+                "must be at least 1 (default 65536)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Inflight {
     rap: ProxyId,
@@ -49,16 +87,18 @@ struct Inflight {
     rto: Duration,
 }
 
-/// Reporter counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReporterCounters {
-    pub messages: u64,
-    pub entries: u64,
-    pub retransmits: u64,
-    pub acked: u64,
-    pub inflight_dropped: u64,
-    pub pending_dropped: u64,
-    pub refreshes: u64,
+counters! {
+    /// Reporter counters.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct ReporterCounters("report_") {
+        messages as "reports_sent",
+        entries as "report_entries_sent",
+        retransmits as "report_retransmits",
+        acked as "reports_acked",
+        inflight_dropped,
+        pending_dropped,
+        refreshes,
+    }
 }
 
 #[derive(Debug)]
@@ -72,7 +112,11 @@ pub(crate) struct Reporter {
     local: Vec<ReportEntry>,
     next_refresh: Instant,
     ring_dirty: bool,
-    group_raps: HashMap<TransportAddr, Raps>,
+    /// The RAPs each reported group was last reported to. Ordered (not a `HashMap` with OS-random state):
+    /// the re-report after a ring change walks it, and the walk's order is the order of the entries on the
+    /// wire, which must be the same in every run of the same seed and inputs. Bounded by the registry's
+    /// groups: an entry exists only while the group's committed count is non-zero.
+    group_raps: BTreeMap<TransportAddr, Raps>,
     counters: ReporterCounters,
 }
 
@@ -88,24 +132,13 @@ impl Reporter {
             local: Vec::new(),
             next_refresh: now + cfg.refresh,
             ring_dirty: false,
-            group_raps: HashMap::new(),
+            group_raps: BTreeMap::new(),
             counters: ReporterCounters::default(),
         }
     }
 
     pub(crate) fn counters(&self) -> &ReporterCounters {
         &self.counters
-    }
-
-    pub(crate) fn for_each_counter(&self, f: &mut impl FnMut(&'static str, u64)) {
-        let c = &self.counters;
-        f("reports_sent", c.messages);
-        f("report_entries_sent", c.entries);
-        f("report_retransmits", c.retransmits);
-        f("reports_acked", c.acked);
-        f("report_inflight_dropped", c.inflight_dropped);
-        f("report_pending_dropped", c.pending_dropped);
-        f("report_refreshes", c.refreshes);
     }
 
     /// Membership changed: groups may have new RAPs.
@@ -165,7 +198,7 @@ impl Reporter {
                 if raps == old {
                     continue;
                 }
-                let Some(e) = registry.reported().find(|r| r.group == g) else {
+                let Some(e) = registry.reported_of(&g) else {
                     continue;
                 };
                 let e = ReportEntry {

@@ -215,48 +215,50 @@ pub enum RegistryError {
     Draining,
 }
 
-/// Counters (SPEC.md §15); every refusal and every drop has one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RegistryCounters {
-    pub received: u64,
-    pub malformed: u64,
-    pub not_target_message: u64,
-    pub address_family: u64,
-    pub bad_mac: u64,
-    pub bad_cookie: u64,
-    pub replay: u64,
-    /// Refresh/Deregister for an unknown registration or from another source (answered Gone).
-    pub unknown_registration: u64,
-    /// New registrations refused because `max_registrations` (or the group bound) was reached.
-    pub refused_full: u64,
-    /// New registrations refused because the group had `max_targets_per_group` targets.
-    pub refused_group_full: u64,
-    /// Registers and Refreshes answered Draining because this proxy is leaving.
-    pub refused_draining: u64,
-    pub challenges: u64,
-    pub registered: u64,
-    /// Registers for an existing registration (weight, mode or source updated).
-    pub reregistered: u64,
-    pub replaced: u64,
-    pub refreshed: u64,
-    pub deregistered: u64,
-    pub expired: u64,
-    pub replies_sent: u64,
-    /// Replies dropped: queue full, or the caller's buffer too small.
-    pub replies_dropped: u64,
-    pub events_dropped: u64,
-    pub keys_derived: u64,
-    pub key_cache_hits: u64,
-    pub keys_evicted: u64,
-    pub tombstones_evicted: u64,
-    /// Register refused because a tombstone showed its sequence number was already used.
-    pub tombstone_replay: u64,
-    /// `choose_target` for a group with no live target.
-    pub no_target: u64,
-    /// `choose_target` where the options excluded every target (exclude_sender with only the sender).
-    pub no_eligible_target: u64,
-    pub tables_built: u64,
-    pub reports_committed: u64,
+counters! {
+    /// Counters (SPEC.md §15); every refusal and every drop has one.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct RegistryCounters("reg_") {
+        received,
+        malformed,
+        not_target_message,
+        address_family,
+        bad_mac,
+        bad_cookie,
+        replay,
+        /// Refresh/Deregister for an unknown registration or from another source (answered Gone).
+        unknown_registration,
+        /// New registrations refused because `max_registrations` (or the group bound) was reached.
+        refused_full,
+        /// New registrations refused because the group had `max_targets_per_group` targets.
+        refused_group_full,
+        /// Registers and Refreshes answered Draining because this proxy is leaving.
+        refused_draining,
+        challenges,
+        registered,
+        /// Registers for an existing registration (weight, mode or source updated).
+        reregistered,
+        replaced,
+        refreshed,
+        deregistered,
+        expired,
+        replies_sent,
+        /// Replies dropped: queue full, or the caller's buffer too small.
+        replies_dropped,
+        events_dropped,
+        keys_derived,
+        key_cache_hits,
+        keys_evicted,
+        tombstones_evicted,
+        /// Register refused because a tombstone showed its sequence number was already used.
+        tombstone_replay,
+        /// `choose_target` for a group with no live target.
+        no_target,
+        /// `choose_target` where the options excluded every target (exclude_sender with only the sender).
+        no_eligible_target,
+        tables_built,
+        reports_committed,
+    }
 }
 
 /// Why a target stopped being live.
@@ -459,7 +461,7 @@ pub struct Registry {
     cookie_key: MacKey,
     flow_key: SipKey,
     sip: (u64, u64),
-    rng: u64,
+    rng: crate::rng::SplitMix,
     seq: SeqCounter,
 
     regs: Vec<Option<Reg>>,
@@ -483,19 +485,12 @@ pub struct Registry {
     draining: bool,
 }
 
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 fn mix(h: u64, slot: u32) -> u64 {
-    let mut x = h ^ u64::from(slot)
-        .wrapping_add(1)
-        .wrapping_mul(0xd6e8_feb8_6659_fd93);
-    splitmix(&mut x)
+    crate::rng::mix(
+        h ^ u64::from(slot)
+            .wrapping_add(1)
+            .wrapping_mul(0xd6e8_feb8_6659_fd93),
+    )
 }
 
 /// The address bytes a cookie and the tables hash: family, then 16 bytes (IPv4 in the first 4).
@@ -548,11 +543,11 @@ impl Registry {
         seed: u64,
     ) -> Result<Self, RegistryConfigError> {
         cfg.validate()?;
-        let mut s = seed;
-        let sip = (splitmix(&mut s), splitmix(&mut s));
-        let rng = splitmix(&mut s);
-        let key_seed = splitmix(&mut s);
-        let tomb_seed = splitmix(&mut s);
+        let mut s = crate::rng::SplitMix::new(seed);
+        let sip = (s.next_u64(), s.next_u64());
+        let rng = crate::rng::SplitMix::new(s.next_u64());
+        let key_seed = s.next_u64();
+        let tomb_seed = s.next_u64();
         Ok(Registry {
             cookie_key: MacKey::cookie_key(&cookie_secret),
             flow_key: master.flow_key(),
@@ -1427,6 +1422,17 @@ impl Registry {
         })
     }
 
+    /// One group's last committed report (`None` if it never committed one): a keyed lookup, so re-reporting
+    /// after a ring change costs one probe per moved group, not a walk of every group.
+    pub fn reported_of(&self, group: &TransportAddr) -> Option<GroupReport> {
+        let g = self.group(group)?;
+        g.hyst.reported.map(|count| GroupReport {
+            group: g.group,
+            count,
+            flags: g.reported_flags,
+        })
+    }
+
     // ----- target choice -----
 
     /// Rebuilds the group's slot table if its target set changed since the last build.
@@ -1476,7 +1482,7 @@ impl Registry {
         opts: &TargetOptions,
     ) -> Option<TargetChoice> {
         let h = if opts.random {
-            splitmix(&mut self.rng)
+            self.rng.next_u64()
         } else {
             flow_hash
         };

@@ -979,8 +979,8 @@ fn churn(
     let mut reg = registry_with(cfg, 1);
     let key = MasterKey::from_bytes(MASTER).group_key(&group());
     let g = group();
-    let mut rng = seed | 1;
-    let next = |rng: &mut u64| splitmix(rng);
+    let mut rng = crate::rng::SplitMix::new(seed | 1);
+    let next = |rng: &mut crate::rng::SplitMix| rng.next_u64();
     // Per target: live?, silent?, next sequence number, last refresh.
     let mut live = vec![false; usize::from(pool)];
     let mut silent = vec![false; usize::from(pool)];
@@ -1241,7 +1241,7 @@ fn exclude_sender_never_picks_the_sender() {
     let mut seen = [0u32; 3];
     for i in 0..5000u64 {
         let f = flow_from(ip("10.0.0.2"), i as u16);
-        let h = splitmix(&mut (i + 1));
+        let h = crate::rng::mix(i + 1);
         let c = reg.choose_target(&group(), &f, h, &opts).unwrap();
         assert_ne!(c.first().service.ip, ip("10.0.0.2"));
         seen[ws.iter().position(|w| w.0 == c.first().service.ip).unwrap()] += 1;
@@ -1278,7 +1278,7 @@ fn scope_prefers_the_clients_prefix() {
     };
     let mut spread = [0u32; 5];
     for i in 0..4000u64 {
-        let h = splitmix(&mut (i + 5));
+        let h = crate::rng::mix(i + 5);
         let c = reg
             .choose_target(&group(), &flow_from(ip("10.1.77.3"), i as u16), h, &opts)
             .unwrap();
@@ -1303,7 +1303,7 @@ fn scope_prefers_the_clients_prefix() {
             .choose_target(
                 &group(),
                 &flow_from(ip("10.1.77.3"), 1),
-                splitmix(&mut (i + 9)),
+                crate::rng::mix(i + 9),
                 &opts,
             )
             .unwrap();
@@ -1333,7 +1333,7 @@ fn replicate_gives_distinct_targets_and_random_uses_the_generator() {
         ..TargetOptions::default()
     };
     for i in 0..500u64 {
-        let h = splitmix(&mut (i + 1));
+        let h = crate::rng::mix(i + 1);
         let f = flow_from(ip("198.51.100.1"), i as u16);
         let c = reg.choose_target(&group(), &f, h, &opts).unwrap();
         assert_eq!(c.len(), 3);
