@@ -20,6 +20,14 @@
 //! windows, peers, per-peer flood and anti-entropy queues, the outbox and the event queue are bounded and
 //! count what they drop. Steady-state traffic per proxy is a constant: a probe and an ack per chosen
 //! neighbour per `probe_interval`, whatever the overlay's size.
+//!
+//! # Layout
+//!
+//! This module holds the types, the entry points (`accept`, `handle`, `handle_timeout`, `poll_*`) and the
+//! getters; each concept has its own file: `records` (precedence, refutation, change bookkeeping), `flood`,
+//! `probes` (neighbour graph, probes and acks, coordinate samples), `anti_entropy`, `join` (join and
+//! leave), `outbox` (queued direct messages and their sealing), `table` (the member table and digest
+//! tree), `config`.
 
 mod anti_entropy;
 mod config;
