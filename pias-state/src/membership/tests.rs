@@ -8,6 +8,7 @@ use pias_proto::tunnel::Frame;
 
 use super::sim::{Net, RING_KEY, addr_of, record};
 use super::*;
+use crate::seal::Dest;
 
 fn rec(id: u32, inc: u32, ver: u32, status: MemberStatus) -> ProxyRecord {
     let mut r = record(id, addr_of(id as usize), inc);

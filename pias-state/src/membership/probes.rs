@@ -1,0 +1,247 @@
+//! Neighbours and probes (SPEC.md §7.2, §7.5): choosing the neighbour graph, the probe tick and
+//! suspicion, probes and acks, and the RTT samples that move the Vivaldi coordinate.
+
+use core::net::SocketAddr;
+use core::ops::Bound;
+use core::time::Duration;
+
+use pias_proto::control::{MemberStatus, Probe};
+use smallvec::SmallVec;
+
+use super::anti_entropy::AeJob;
+use super::outbox::Out;
+use super::table::{chord_position, ring_position};
+use super::{CHORDS, CHOSEN, Membership, PROBE_RING, Peer, peer_entry, supersedes};
+use crate::coords::Coord;
+use crate::time::Instant;
+
+impl Membership {
+    pub(super) fn peer(&mut self, id: u32) -> Option<&mut Peer> {
+        peer_entry(
+            &mut self.peers,
+            self.cfg.max_peers,
+            &mut self.counters.peers_full,
+            id,
+        )
+    }
+
+    /// Recomputes the chosen neighbours if membership changed (§7.2): O(log n).
+    pub(super) fn refresh_neighbours(&mut self) {
+        if !self.nbr_dirty {
+            return;
+        }
+        self.nbr_dirty = false;
+        let me = self.me.id.0;
+        let at = (ring_position(&self.ring_key, me), me);
+        let ring = self.table.ring();
+        let mut chosen: SmallVec<[u32; CHOSEN]> = SmallVec::new();
+        let add = |id: u32, chosen: &mut SmallVec<[u32; CHOSEN]>| {
+            if id != me && !chosen.contains(&id) {
+                chosen.push(id);
+            }
+        };
+        let after = ring
+            .range((Bound::Excluded(at), Bound::Unbounded))
+            .chain(ring.range(..at));
+        for &(_, id) in after.filter(|e| e.1 != me).take(2) {
+            add(id, &mut chosen);
+        }
+        let before = ring
+            .range(..at)
+            .rev()
+            .chain(ring.range((Bound::Excluded(at), Bound::Unbounded)).rev());
+        for &(_, id) in before.filter(|e| e.1 != me).take(2) {
+            add(id, &mut chosen);
+        }
+        for i in 0..CHORDS {
+            let c = chord_position(&self.ring_key, me, i);
+            let first = ring.range((c, 0)..).chain(ring.iter()).find(|e| e.1 != me);
+            if let Some(&(_, id)) = first {
+                add(id, &mut chosen);
+            }
+        }
+        for &old in &self.chosen {
+            if !chosen.contains(&old)
+                && let Some(p) = self.peers.get_mut(&old)
+            {
+                p.chosen = false;
+                p.outstanding = false;
+                p.missed = 0;
+            }
+        }
+        let mut kept: SmallVec<[u32; CHOSEN]> = SmallVec::new();
+        for &id in &chosen {
+            if let Some(p) = self.peer(id) {
+                p.chosen = true;
+                kept.push(id);
+            }
+        }
+        self.chosen = kept;
+    }
+
+    pub(super) fn probe_tick(&mut self, now: Instant) {
+        let recent = self.cfg.probe_interval.saturating_mul(3);
+        // Forget peers with nothing left to do.
+        self.peers.retain(|_, p| {
+            p.chosen
+                || p.probed_me.is_some_and(|t| now < t + recent)
+                || !p.flood.is_empty()
+                || !p.ae.is_empty()
+        });
+        if self.left_at.is_some() {
+            return;
+        }
+        for i in 0..self.chosen.len() {
+            let id = self.chosen[i];
+            let nonce = self.rng.next_u64();
+            let mut suspect = false;
+            if let Some(p) = self.peers.get_mut(&id) {
+                if p.outstanding {
+                    p.missed = p.missed.saturating_add(1);
+                    suspect = p.missed >= self.cfg.suspect_after;
+                }
+                p.outstanding = true;
+                p.probe_at = (p.probe_at + 1) % PROBE_RING;
+                p.probes[p.probe_at] = (nonce, None);
+            }
+            if suspect
+                && let Some(m) = self.table.get(id)
+                && m.record.status == MemberStatus::Alive
+            {
+                let mut r = m.record;
+                r.status = MemberStatus::Suspect;
+                self.counters.suspects += 1;
+                self.apply_local(now, r);
+            }
+            self.push_out(Out::Probe { to: id, nonce });
+        }
+    }
+
+    /// Every `ae_interval`, probe one Down tombstone: if it is alive again (a healed partition), the
+    /// answer makes both sides exchange records and the owner refute (§7.2).
+    pub(super) fn reconnect_probe(&mut self) {
+        if self.left_at.is_some() || self.tombstones.is_empty() {
+            return;
+        }
+        let i = (self.rng.next_u64() % self.tombstones.len() as u64) as usize;
+        let id = self.tombstones[i].1;
+        if self
+            .table
+            .get(id)
+            .is_some_and(|m| m.record.status == MemberStatus::Down)
+        {
+            let nonce = self.rng.next_u64();
+            self.push_out(Out::Probe { to: id, nonce });
+        }
+    }
+
+    pub(super) fn on_probe(&mut self, now: Instant, from: SocketAddr, sender: u32, p: &Probe) {
+        self.counters.probes_received += 1;
+        self.push_out(Out::Ack {
+            addr: from,
+            nonce: p.nonce,
+        });
+        if self.table.get(sender).is_none() {
+            return;
+        }
+        if let Some(peer) = self.peer(sender) {
+            peer.probed_me = Some(now);
+        }
+        self.after_exchange(now, from, sender, p);
+    }
+
+    pub(super) fn on_ack(&mut self, now: Instant, from: SocketAddr, sender: u32, p: &Probe) {
+        let mut rtt = None;
+        if let Some(peer) = self.peers.get_mut(&sender)
+            && peer.outstanding
+            && let Some(slot) = peer.probes.iter_mut().find(|(n, _)| *n == p.nonce && *n != 0)
+        {
+            peer.outstanding = false;
+            peer.missed = 0;
+            rtt = slot.1.map(|t| now - t);
+            // Each nonce answers once.
+            slot.0 = 0;
+            self.counters.acks += 1;
+        } else {
+            self.counters.acks_unmatched += 1;
+        }
+        if let Some(rtt) = rtt {
+            self.coord_sample(now, sender, &p.coord, rtt);
+        }
+        self.after_exchange(now, from, sender, p);
+    }
+
+    /// Common to Probe and ProbeAck from a member: correct a stale view of the sender, compare digests.
+    pub(super) fn after_exchange(&mut self, now: Instant, from: SocketAddr, sender: u32, p: &Probe) {
+        let Some(m) = self.table.get(sender) else { return };
+        // It is talking, yet we hold it Suspect or Down at a version it has not superseded: tell it, so it
+        // refutes (§7.2). This is also how a healed partition finds its way back.
+        if matches!(m.record.status, MemberStatus::Suspect | MemberStatus::Down)
+            && (p.incarnation, p.version) <= (m.record.incarnation, m.record.version)
+        {
+            self.push_out(Out::Tell {
+                addr: from,
+                ids: [sender, 0],
+            });
+        }
+        let mine = self.table.digest();
+        let ae_interval = self.cfg.ae_interval;
+        let Some(peer) = self.peer(sender) else { return };
+        if p.digest == mine {
+            peer.mismatches = 0;
+            return;
+        }
+        peer.mismatches = peer.mismatches.saturating_add(1);
+        if peer.mismatches >= 2 && peer.ae_last.is_none_or(|t| now >= t + ae_interval) {
+            peer.mismatches = 0;
+            peer.ae_last = Some(now);
+            self.counters.ae_sessions += 1;
+            self.push_ae(sender, AeJob::Digest { depth: 0, prefix: 0 });
+        }
+    }
+
+    /// Vivaldi update from a probe RTT, and a re-flood of the own record if it moved enough (§7.5).
+    pub(super) fn coord_sample(&mut self, now: Instant, sender: u32, remote: &[u8; 16], rtt: Duration) {
+        let Ok(rc) = Coord::from_bytes(remote) else { return };
+        if self.coord.update(&rc, rtt, u64::from(sender)).is_err() {
+            return;
+        }
+        // The first floods come quickly (1 s, 2 s, 4 s, … apart) so that proximity works soon after a proxy
+        // starts, when its coordinate moves most; then at most once per `coord_flood_interval` (§7.5).
+        let interval = Duration::from_secs(1u64 << self.counters.coord_floods.min(16))
+            .min(self.cfg.coord_flood_interval);
+        if self.left_at.is_some() || self.last_coord_flood.is_some_and(|t| now < t + interval) {
+            return;
+        }
+        let (a, b) = (self.coord.position(), self.published.position());
+        let moved = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+            + (self.coord.height() - self.published.height()).abs();
+        let nearest = self
+            .chosen
+            .iter()
+            .filter_map(|&id| self.table.get(id))
+            .map(|m| self.coord.distance_ms(&m.coord()))
+            .fold(f64::INFINITY, f64::min);
+        if nearest.is_finite() && moved > 0.25 * nearest {
+            self.last_coord_flood = Some(now);
+            self.published = self.coord;
+            self.counters.coord_floods += 1;
+            let mut r = self.me;
+            r.coord = self.coord.to_bytes();
+            r.version = r.version.saturating_add(1);
+            if supersedes(&r, &self.me) {
+                self.set_me(now, r);
+            }
+        }
+    }
+
+    pub(super) fn probe_body(&self, nonce: u64) -> Probe {
+        Probe {
+            nonce,
+            incarnation: self.me.incarnation,
+            version: self.me.version,
+            digest: self.table.digest(),
+            coord: self.coord.to_bytes(),
+        }
+    }
+}
