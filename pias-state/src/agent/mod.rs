@@ -47,6 +47,11 @@
 //! After any `handle_*`/`set_health`/`shutdown` call: `while let Some(n) = agent.poll_transmit(now, buf)`,
 //! then `while let Some(ev) = agent.poll_event()`, then (surrogate) start a check if
 //! `poll_health_check(now)` says so, then re-arm the timer on `poll_timeout()`.
+//!
+//! # Modules
+//!
+//! `config.rs`: the configuration and its validation; `health.rs`: the surrogate's health-check schedule;
+//! `unanswered.rs`: the Unanswered / Answered warnings and the end of a check-mode run.
 
 mod config;
 mod health;

@@ -42,6 +42,13 @@
 //! groups (`max_registrations`, then Full), derived keys (`max_derived_keys`, LRU), tombstones
 //! (`max_tombstones`, oldest evicted), reply queue (`reply_queue`, newest dropped), event queue
 //! (`event_queue`; expiry waits for room, other events are dropped when full). Each drop is counted.
+//!
+//! # Modules
+//!
+//! `config.rs`: the configuration and its validation; `handshake.rs`: cookies, keys, Register / Refresh /
+//! Deregister and the replies; `liveness.rs`: the liveness list, membership, tombstones and expiry;
+//! `reports.rs`: the per-group counts for the RAPs; `choice.rs`: how the JAP chooses a target for a flow;
+//! `table.rs`: the weighted slot table that choice and the XDP sync share.
 
 mod choice;
 mod config;
