@@ -47,6 +47,17 @@
 //! After any `handle_*`/`set_health`/`shutdown` call: `while let Some(n) = agent.poll_transmit(now, buf)`,
 //! then `while let Some(ev) = agent.poll_event()`, then (surrogate) start a check if
 //! `poll_health_check(now)` says so, then re-arm the timer on `poll_timeout()`.
+//!
+//! # Modules
+//!
+//! `config.rs`: the configuration and its validation; `health.rs`: the surrogate's health-check schedule;
+//! `unanswered.rs`: the Unanswered / Answered warnings and the end of a check-mode run.
+
+mod config;
+mod health;
+mod unanswered;
+
+pub use config::{AgentConfig, AgentConfigError};
 
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -76,100 +87,6 @@ this group's registration key (derive it with `pias key derive --master-file M -
 registrations it cannot authenticate, silently, by design); (2) the registration address is not routed to any \
 proxy from this host (check `ip route get <registration address>`); (3) the proxies are down or unreachable \
 (a firewall dropping UDP port 6082 either way). The agent keeps trying.";
-
-/// Configuration of one agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentConfig {
-    pub group: TransportAddr,
-    /// Where the target listens (its protocol is the group's; in NAT mode, so is its family).
-    pub service: TransportAddr,
-    pub mode: DeliveryMode,
-    /// Share of new flows at the JAP (1–65535; 0 is sent as 1).
-    pub weight: u16,
-    /// The registration address: an anycast IP and port 6082.
-    pub registration: SocketAddr,
-    /// The group's registration key (from `pias key`).
-    pub key: MacKey,
-    /// Refresh interval until a JAP says otherwise (default 200 ms).
-    pub refresh_ms: u32,
-    /// The JAP is dead after this long without a RegisterAck (default 700 ms).
-    pub hold_ms: u32,
-    /// Wait after a Full answer before registering again (default 5 s).
-    pub full_backoff_ms: u32,
-    /// Register only while [`TargetAgent::set_health`] reports a passing check.
-    pub surrogate: bool,
-    /// Consecutive failed checks after which a surrogate deregisters (default 2).
-    pub health_failures: u32,
-    /// The agent's incarnation (SPEC.md §3): larger at every start, so the JAP's windows accept it.
-    pub incarnation: u32,
-    /// Seeds the back-off jitter.
-    pub seed: u64,
-    /// Check mode (`pias target --check`): register once, then deregister and stop; stop at once when the
-    /// registration goes unanswered or is refused. See [`TargetAgent::check_outcome`].
-    pub check: bool,
-}
-
-/// A configuration value that cannot work: the field and how to fix it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("agent.{field}: {fix}")]
-pub struct AgentConfigError {
-    pub field: &'static str,
-    pub fix: &'static str,
-}
-
-impl AgentConfig {
-    /// A configuration with the defaults of SPEC.md §14.
-    pub fn new(
-        group: TransportAddr,
-        service: TransportAddr,
-        mode: DeliveryMode,
-        registration: SocketAddr,
-        key: MacKey,
-        incarnation: u32,
-        seed: u64,
-    ) -> Self {
-        AgentConfig {
-            group,
-            service,
-            mode,
-            weight: 1,
-            registration,
-            key,
-            refresh_ms: 200,
-            hold_ms: 700,
-            full_backoff_ms: 5000,
-            surrogate: false,
-            health_failures: 2,
-            incarnation,
-            seed,
-            check: false,
-        }
-    }
-
-    /// Checks every field; the error names the field and the fix.
-    pub fn validate(&self) -> Result<(), AgentConfigError> {
-        let e = |field, fix| Err(AgentConfigError { field, fix });
-        if self.group.proto != self.service.proto {
-            return e("service", "must use the group's protocol");
-        }
-        if self.mode == DeliveryMode::Nat && self.group.ip.is_ipv4() != self.service.ip.is_ipv4() {
-            return e(
-                "service",
-                "in NAT mode must be of the group's address family (or use tunnel mode)",
-            );
-        }
-        if self.refresh_ms == 0 {
-            return e("refresh_ms", "must be at least 1 (default 200)");
-        }
-        if self.hold_ms <= self.refresh_ms {
-            return e("hold_ms", "must exceed refresh_ms (default 700)");
-        }
-        if self.health_failures == 0 {
-            return e("health_failures", "must be at least 1 (default 2)");
-        }
-        Ok(())
-    }
-}
 
 /// Why the agent lost its registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -406,48 +323,6 @@ impl TargetAgent {
         } else {
             self.events.push_back(ev);
         }
-    }
-
-    /// In check mode, ends the check with `outcome` (the first one counts).
-    fn end_check(&mut self, now: Instant, outcome: CheckOutcome) {
-        if !self.cfg.check || self.outcome.is_some() {
-            return;
-        }
-        self.outcome = Some(outcome);
-        match outcome {
-            CheckOutcome::Registered { .. } => self.shutdown(now),
-            _ => self.phase = Phase::Stopped,
-        }
-    }
-
-    /// Before the next Register goes out: warns when the ones already sent went unanswered long enough
-    /// (so the warning comes with the next attempt after the threshold, or once the first is old enough).
-    fn warn_if_unanswered(&mut self, now: Instant) {
-        if self.unanswered == 0 {
-            return;
-        }
-        let waited = now.saturating_since(self.unanswered_since);
-        let first_due = !self.warned && waited >= UNANSWERED_WARN_AFTER;
-        if self.unanswered >= self.warn_at || first_due {
-            let attempts = self.unanswered;
-            self.warned = true;
-            self.warn_at = attempts.saturating_mul(2).max(UNANSWERED_WARN_ATTEMPTS);
-            self.counters.unanswered_warnings += 1;
-            self.push_event(AgentEvent::Unanswered { attempts, waited });
-            self.end_check(now, CheckOutcome::Unanswered { attempts });
-        }
-    }
-
-    /// An authenticated reply arrived.
-    fn note_answered(&mut self) {
-        if self.warned {
-            self.push_event(AgentEvent::Answered {
-                after_attempts: self.unanswered,
-            });
-        }
-        self.unanswered = 0;
-        self.warned = false;
-        self.warn_at = UNANSWERED_WARN_ATTEMPTS;
     }
 
     /// Starts a registration from scratch at `at`: zero cookie, fresh Challenge window.
@@ -714,68 +589,6 @@ impl TargetAgent {
         }
     }
 
-    /// Surrogate mode: `Some(limit)` when the driver must run a health check now (it fails if it has not
-    /// passed within `limit`, one configured refresh interval), and report it with
-    /// [`TargetAgent::set_health`]. `None` when no check is due, one runs, the agent is shutting down, or
-    /// it is not a surrogate. Each `Some` schedules the next check `refresh_ms` later.
-    pub fn poll_health_check(&mut self, now: Instant) -> Option<Duration> {
-        if !self.checks_due() || now < self.next_check {
-            return None;
-        }
-        let every = Duration::from_millis(u64::from(self.cfg.refresh_ms));
-        self.checking = true;
-        self.next_check = now + every;
-        Some(every)
-    }
-
-    /// Whether health checks are scheduled now: a surrogate, no check running, not shutting down.
-    fn checks_due(&self) -> bool {
-        self.cfg.surrogate && !self.checking && !self.shutting_down()
-    }
-
-    /// After [`TargetAgent::shutdown`] (or the end of a check): deregistering for good, or stopped.
-    fn shutting_down(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::Stopped | Phase::Leaving { then_idle: false, .. }
-        )
-    }
-
-    /// The surrogate's health check result (ignored unless `surrogate`, or once shutting down).
-    pub fn set_health(&mut self, now: Instant, ok: bool) {
-        self.checking = false;
-        if !self.cfg.surrogate || self.shutting_down() {
-            return;
-        }
-        self.advance(now);
-        if ok {
-            self.failures = 0;
-            self.healthy = true;
-            if self.phase == Phase::Idle {
-                self.restart(now);
-            }
-            return;
-        }
-        self.healthy = false;
-        self.failures = self.failures.saturating_add(1);
-        if self.failures >= self.cfg.health_failures {
-            match self.phase {
-                Phase::Registered { .. }
-                | Phase::Registering {
-                    cookie_sent: true, ..
-                } => {
-                    self.phase = Phase::Leaving {
-                        since: now,
-                        then_idle: true,
-                    };
-                    self.next_send = now;
-                }
-                Phase::Registering { .. } | Phase::BackingOff { .. } => self.phase = Phase::Idle,
-                _ => {}
-            }
-        }
-    }
-
     /// Timer: call at [`TargetAgent::poll_timeout`]. Early or repeated calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
@@ -890,67 +703,5 @@ impl TargetAgent {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<AgentEvent> {
         self.events.pop_front()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use pias_proto::IpProtocol;
-
-    fn surrogate() -> TargetAgent {
-        let g = TransportAddr::new("10.99.0.1".parse().unwrap(), 53, IpProtocol::Udp);
-        let svc = TransportAddr::new("10.2.0.1".parse().unwrap(), 53, IpProtocol::Udp);
-        let key = pias_proto::auth::MasterKey::from_bytes([3; 32]).group_key(&g);
-        let mut cfg = AgentConfig::new(
-            g,
-            svc,
-            DeliveryMode::Nat,
-            "10.99.0.250:6082".parse().unwrap(),
-            key,
-            1,
-            1,
-        );
-        cfg.surrogate = true;
-        TargetAgent::new(cfg).unwrap()
-    }
-
-    fn ms(n: u64) -> Instant {
-        Instant::from_micros(n * 1000)
-    }
-
-    #[test]
-    fn a_surrogate_schedules_its_health_checks() {
-        let mut a = surrogate();
-        let every = Duration::from_millis(200);
-        // Due at once, one at a time: none while one runs, whatever the time.
-        assert_eq!(a.poll_timeout(), Some(ms(0)));
-        assert_eq!(a.poll_health_check(ms(0)), Some(every));
-        assert_eq!(a.poll_health_check(ms(500)), None);
-        // Result at 50 ms: the next is due 200 ms after the previous started.
-        a.set_health(ms(50), true);
-        assert!(a.poll_timeout().is_some_and(|t| t <= ms(200)));
-        assert_eq!(a.poll_health_check(ms(199)), None);
-        assert_eq!(a.poll_health_check(ms(200)), Some(every));
-        // A result later than the interval: the next is due at once.
-        a.set_health(ms(450), false);
-        assert_eq!(a.poll_health_check(ms(450)), Some(every));
-        a.set_health(ms(460), true);
-        // Shutting down (never registered: stopped at once): no more checks, and a late result changes
-        // nothing.
-        a.shutdown(ms(470));
-        assert_eq!(a.poll_health_check(ms(10_000)), None);
-        a.set_health(ms(480), true);
-        assert_eq!(a.state(), AgentState::Stopped);
-        assert_eq!(a.poll_timeout(), None);
-    }
-
-    #[test]
-    fn a_plain_agent_schedules_no_health_check() {
-        let mut cfg = surrogate().cfg;
-        cfg.surrogate = false;
-        let mut a = TargetAgent::new(cfg).unwrap();
-        assert_eq!(a.poll_health_check(ms(0)), None);
-        assert_eq!(a.poll_health_check(ms(10_000)), None);
     }
 }
