@@ -1,8 +1,14 @@
 //! Single-proxy tests: configuration errors, garbage input, and a proxy that is IAP, RAP and JAP at once.
 //! Multi-proxy scenarios run in the `pias-sim` crate.
 
+use super::overlay::encapsulate;
 use super::*;
+use pias_proto::IpProtocol;
+use pias_proto::auth::MasterKey;
 use pias_proto::build::udp_packet;
+use pias_proto::control::{Answer, AnswerEntry, Message};
+use pias_proto::packet::IpPacket;
+use pias_proto::tunnel::{DataHeader, INITIAL_HOPS};
 
 fn cfg() -> ProxyConfig {
     ProxyConfig::new(

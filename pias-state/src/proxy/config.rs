@@ -1,0 +1,321 @@
+//! The proxy's configuration: [`ProxyConfig`] with SPEC.md §14's defaults, and its validation, whose
+//! [`ConfigError`] names the field to fix (also inside the membership, registry and NAT parts).
+
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+
+use pias_proto::ProxyId;
+use pias_proto::auth::MasterKey;
+use pias_proto::tunnel::DATA_HEADER_LEN;
+
+use crate::iap::IapConfig;
+use crate::membership::MembershipConfig;
+use crate::nat::NatConfig;
+use crate::policy::PolicyTable;
+use crate::rap::RapConfig;
+use crate::registry::RegistryConfig;
+
+use super::ReportConfig;
+
+/// Everything a proxy is configured with. [`ProxyConfig::new`] fills SPEC.md §14's defaults.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub id: ProxyId,
+    /// This proxy's overlay address (unicast IP and UDP port, normally 6081).
+    pub overlay_addr: SocketAddr,
+    /// The overlay id, carried in every frame's VNI.
+    pub vni: u32,
+    pub master_key: MasterKey,
+    /// Larger than any incarnation this proxy used before (drivers pass wall-clock seconds at start).
+    pub incarnation: u32,
+    /// The seed of every random choice the proxy makes.
+    pub seed: u64,
+    /// Registration anycast addresses (targets send to these, port 6082).
+    pub registration_addrs: Vec<IpAddr>,
+    /// MTU of the path between proxies.
+    pub overlay_mtu: u16,
+    /// RAPs per group (`k`).
+    pub rap_replicas: usize,
+    /// Ring points per proxy.
+    pub ring_vnodes: u16,
+    pub membership: MembershipConfig,
+    pub iap: IapConfig,
+    pub rap: RapConfig,
+    pub registry: RegistryConfig,
+    pub nat: NatConfig,
+    pub reports: ReportConfig,
+    pub policies: PolicyTable,
+    pub answer_interval: Duration,
+    pub invalidate_interval: Duration,
+    /// ICMP errors the proxy may generate per second.
+    pub icmp_rate: u32,
+    /// Bound of the event queue.
+    pub event_capacity: usize,
+    /// Bound of the queue of control messages waiting for `poll_transmit`.
+    pub outbox_capacity: usize,
+}
+
+impl ProxyConfig {
+    /// A configuration with SPEC.md's defaults for everything but identity, keys and addresses.
+    pub fn new(
+        id: ProxyId,
+        overlay_addr: SocketAddr,
+        master_key: MasterKey,
+        nat_pool: Vec<IpAddr>,
+        registration_addrs: Vec<IpAddr>,
+    ) -> Self {
+        ProxyConfig {
+            id,
+            overlay_addr,
+            vni: 1,
+            master_key,
+            incarnation: 1,
+            seed: u64::from(id.0),
+            registration_addrs,
+            overlay_mtu: 1500,
+            rap_replicas: crate::ring::DEFAULT_K,
+            ring_vnodes: crate::ring::DEFAULT_VNODES,
+            membership: MembershipConfig::default(),
+            iap: IapConfig::default(),
+            rap: RapConfig::default(),
+            registry: RegistryConfig::default(),
+            nat: NatConfig::with_pool(nat_pool),
+            reports: ReportConfig::default(),
+            policies: PolicyTable::default(),
+            answer_interval: Duration::from_millis(100),
+            invalidate_interval: Duration::from_secs(1),
+            icmp_rate: 100,
+            event_capacity: 4096,
+            outbox_capacity: 4096,
+        }
+    }
+
+    /// The largest client packet the overlay carries without fragmentation (SPEC.md §12).
+    pub fn inner_mtu(&self) -> usize {
+        let outer_ip = if self.overlay_addr.is_ipv4() { 20 } else { 40 };
+        usize::from(self.overlay_mtu).saturating_sub(outer_ip + 8 + DATA_HEADER_LEN)
+    }
+
+    /// Checks the whole configuration — this struct's own fields and every sub-configuration's, through the
+    /// sub-configuration's own validator — and reports the first bad field: which part it is in, its name
+    /// there, and the fix. This is the one validation path: [`Proxy::new`](super::Proxy::new) runs it, and
+    /// front ends (the CLI's TOML) only translate the field into their own key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigPart::Proxy as P;
+        if !self.id.is_some() {
+            return Err(ConfigError::field(
+                P,
+                "id",
+                "must not be 0: give every proxy a unique non-zero id",
+            ));
+        }
+        if self.overlay_addr.ip().is_unspecified() || self.overlay_addr.port() == 0 {
+            return Err(ConfigError::field(
+                P,
+                "overlay_addr",
+                "must be a concrete unicast address and port (peers send to it)",
+            ));
+        }
+        if self.vni > 0x00ff_ffff {
+            return Err(ConfigError::field(P, "vni", "must fit in 24 bits (0..=16777215)"));
+        }
+        if self.overlay_mtu < 1280 {
+            return Err(ConfigError::field(
+                P,
+                "overlay_mtu",
+                "must be at least 1280 (the IPv6 minimum MTU)",
+            ));
+        }
+        if self.rap_replicas == 0 || self.rap_replicas > crate::ring::MAX_RAPS {
+            return Err(ConfigError::field(
+                P,
+                "rap_replicas",
+                "must be between 1 and 8 (3 is the default)",
+            ));
+        }
+        if self.ring_vnodes == 0 {
+            return Err(ConfigError::field(
+                P,
+                "ring_vnodes",
+                "must be at least 1 (16 is the default)",
+            ));
+        }
+        if self.event_capacity == 0 {
+            return Err(ConfigError::field(
+                P,
+                "event_capacity",
+                "must be at least 1 (default 4096)",
+            ));
+        }
+        if self.outbox_capacity == 0 {
+            return Err(ConfigError::field(
+                P,
+                "outbox_capacity",
+                "must be at least 1 (default 4096)",
+            ));
+        }
+        self.membership.validate().map_err(ConfigError::from)?;
+        if let Some(i) = self.membership.seeds.iter().position(|s| *s == self.overlay_addr) {
+            return Err(ConfigError::field(
+                ConfigPart::Membership,
+                "seeds",
+                "is this proxy's own overlay address: list other proxies only",
+            )
+            .at(i));
+        }
+        self.iap.validate()?;
+        self.rap.validate()?;
+        self.reports.validate()?;
+        if self.rap.report_expiry <= self.reports.refresh {
+            return Err(ConfigError::field(
+                ConfigPart::Rap,
+                "report_expiry",
+                "must exceed the reports' refresh (default 3 × 30 s = 90 s)",
+            ));
+        }
+        self.registry.validate().map_err(ConfigError::from)?;
+        self.nat.validate().map_err(|e| {
+            // A duplicate is reported at its second occurrence.
+            let i = e
+                .pool_address()
+                .and_then(|a| self.nat.pool.iter().rposition(|p| *p == a));
+            let e = ConfigError::from(e);
+            match i {
+                Some(i) => e.at(i),
+                None => e,
+            }
+        })?;
+        if self.nat.max_entries == 0 {
+            // The NAT table alone accepts 0 (every create is refused); a proxy would deliver nothing.
+            return Err(ConfigError::field(
+                ConfigPart::Nat,
+                "max_entries",
+                "must be at least 1 (default 1000000)",
+            ));
+        }
+        self.policies.validate()?;
+        Ok(())
+    }
+}
+/// The part of [`ProxyConfig`] a field is in: the struct itself or one of its sub-configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConfigPart {
+    /// A field of [`ProxyConfig`] itself.
+    Proxy,
+    Membership,
+    Iap,
+    Rap,
+    Registry,
+    Nat,
+    Reports,
+    Policies,
+}
+
+impl ConfigPart {
+    /// The part's field name in [`ProxyConfig`] (`proxy` for the struct itself).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigPart::Proxy => "proxy",
+            ConfigPart::Membership => "membership",
+            ConfigPart::Iap => "iap",
+            ConfigPart::Rap => "rap",
+            ConfigPart::Registry => "registry",
+            ConfigPart::Nat => "nat",
+            ConfigPart::Reports => "reports",
+            ConfigPart::Policies => "policies",
+        }
+    }
+}
+/// A sub-configuration's own validation error, kept as the [`ConfigError`]'s source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubConfigError {
+    #[error(transparent)]
+    Membership(crate::membership::ConfigError),
+    #[error(transparent)]
+    Registry(crate::registry::RegistryConfigError),
+    #[error(transparent)]
+    Nat(crate::nat::NatConfigError),
+}
+
+/// A configuration error: the part of [`ProxyConfig`], the field in it (and the element, for a list), and
+/// what to do about it. Errors of sub-configurations with their own validator keep that error as the source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config field `{}`: {fix}", self.path())]
+pub struct ConfigError {
+    pub part: ConfigPart,
+    /// The field's name in its part (`max_entries` of `nat`, `scope_prefix` of a policy).
+    pub field: &'static str,
+    /// For a list: which element (the pool address, the seed, the policy rule; a policy error without one
+    /// is about the default policy).
+    pub index: Option<usize>,
+    pub fix: String,
+    #[source]
+    pub source: Option<SubConfigError>,
+}
+
+impl ConfigError {
+    /// An error found by a check without an error type of its own.
+    pub fn field(part: ConfigPart, field: &'static str, fix: impl Into<String>) -> Self {
+        ConfigError {
+            part,
+            field,
+            index: None,
+            fix: fix.into(),
+            source: None,
+        }
+    }
+
+    /// The same error about element `i` of a list field.
+    pub fn at(mut self, i: usize) -> Self {
+        self.index = Some(i);
+        self
+    }
+
+    /// `part.field` or `part.field[i]`, with the names of [`ProxyConfig`]'s fields (`id`, `nat.max_entries`,
+    /// `policies.rules[2].replicate`).
+    pub fn path(&self) -> String {
+        let part = match self.part {
+            ConfigPart::Proxy => String::new(),
+            p => format!("{}.", p.name()),
+        };
+        match (self.part, self.index) {
+            (ConfigPart::Policies, Some(i)) => format!("policies.rules[{i}].{}", self.field),
+            (ConfigPart::Policies, None) => format!("policies.default.{}", self.field),
+            (_, Some(i)) => format!("{part}{}[{i}]", self.field),
+            (_, None) => format!("{part}{}", self.field),
+        }
+    }
+}
+impl From<crate::membership::ConfigError> for ConfigError {
+    fn from(e: crate::membership::ConfigError) -> Self {
+        ConfigError {
+            part: ConfigPart::Membership,
+            field: e.field,
+            index: None,
+            fix: format!("{}; {}", e.problem, e.fix),
+            source: Some(SubConfigError::Membership(e)),
+        }
+    }
+}
+impl From<crate::registry::RegistryConfigError> for ConfigError {
+    fn from(e: crate::registry::RegistryConfigError) -> Self {
+        ConfigError {
+            part: ConfigPart::Registry,
+            field: e.field,
+            index: None,
+            fix: e.fix.to_owned(),
+            source: Some(SubConfigError::Registry(e)),
+        }
+    }
+}
+impl From<crate::nat::NatConfigError> for ConfigError {
+    fn from(e: crate::nat::NatConfigError) -> Self {
+        ConfigError {
+            part: ConfigPart::Nat,
+            field: e.field(),
+            index: None,
+            fix: e.fix(),
+            source: Some(SubConfigError::Nat(e)),
+        }
+    }
+}

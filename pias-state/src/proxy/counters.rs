@@ -1,0 +1,123 @@
+//! The proxy's counters ([`ProxyCounters`]), the walk over every counter of it and its parts
+//! ([`Proxy::for_each_counter`]) and the gauges ([`GAUGES`]): what `/metrics` and `pias ctl counters` show.
+
+use super::{DropReason, Proxy, ReporterCounters, Verdict};
+
+counters! {
+    /// Counters of the proxy's own decisions (the sub-machines have theirs; [`Proxy::for_each_counter`] walks all).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct ProxyCounters("") {
+        overlay_in,
+        host_in,
+        control_in,
+        data_in,
+        /// Data frames this proxy sent as IAP straight to a JAP (3-segment path).
+        iap_to_jap,
+        /// Data frames this proxy sent as IAP to a RAP (first packets, 4-segment path).
+        iap_to_rap,
+        /// Frames this proxy relayed as RAP to a JAP.
+        rap_relayed,
+        /// Packets this proxy delivered as JAP to a target, by NAT or tunnel.
+        jap_delivered,
+        /// Target replies this proxy sent back to clients.
+        jap_replies,
+        answers_sent,
+        answers_rate_limited,
+        invalidations_sent,
+        icmp_too_big_sent,
+        icmp_rate_limited,
+        mss_clamped,
+        replicas_sent,
+        replicas_dropped,
+        events_dropped,
+        outbox_dropped,
+        drop_malformed,
+        drop_wrong_vni,
+        drop_bad_mac,
+        drop_rejected,
+        drop_data_from_stranger,
+        drop_hops_exhausted,
+        drop_no_jap,
+        drop_no_target,
+        drop_no_binding,
+        drop_ports_exhausted,
+        drop_no_route,
+        drop_too_big,
+        drop_unsupported,
+        drop_no_headroom,
+    }
+}
+
+impl Proxy {
+    /// Walks every counter of the proxy and its parts as `(name, value)` (names are Prometheus-ready), then
+    /// the table sizes named in [`GAUGES`]. Every field of every counters struct is walked: the structs are
+    /// defined with `counters!`, which generates their walk from the same list as their fields.
+    pub fn for_each_counter(&self, mut f: impl FnMut(&'static str, u64)) {
+        let f: &mut dyn FnMut(&'static str, u64) = &mut f;
+        self.counters.for_each(f);
+        self.iap.counters().for_each(f);
+        self.rap.counters().for_each(f);
+        let n = self.nat.counters();
+        n.for_each(f);
+        f("nat_expired", n.expired_total());
+        self.reporter.counters().for_each(f);
+        self.membership.counters().for_each(f);
+        self.registry.counters().for_each(f);
+        f("iap_entries", self.iap.len() as u64);
+        f("rap_groups", self.rap.len() as u64);
+        f("nat_bindings", self.nat.len() as u64);
+        f("members", self.membership.len() as u64);
+        f("registrations", self.registry.len() as u64);
+    }
+
+    /// Every name [`Proxy::for_each_counter`] walks, in its order, from the counters definitions alone (no
+    /// proxy needed): what a metrics test compares the rendered output with.
+    pub fn counter_names() -> impl Iterator<Item = &'static str> {
+        [
+            ProxyCounters::NAMES,
+            crate::iap::IapCounters::NAMES,
+            crate::rap::RapCounters::NAMES,
+            crate::nat::NatCounters::NAMES,
+            &["nat_expired"],
+            ReporterCounters::NAMES,
+            crate::membership::MembershipCounters::NAMES,
+            crate::registry::RegistryCounters::NAMES,
+            GAUGES,
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
+    }
+
+    pub(super) fn count_verdict(&mut self, v: Verdict) -> Verdict {
+        if let Verdict::Drop(r) = v {
+            let c = &mut self.counters;
+            match r {
+                DropReason::Malformed => c.drop_malformed += 1,
+                DropReason::WrongVni => c.drop_wrong_vni += 1,
+                DropReason::BadMac => c.drop_bad_mac += 1,
+                DropReason::Rejected => c.drop_rejected += 1,
+                DropReason::DataFromStranger => c.drop_data_from_stranger += 1,
+                DropReason::HopsExhausted => c.drop_hops_exhausted += 1,
+                DropReason::NoJap => c.drop_no_jap += 1,
+                DropReason::NoTarget => c.drop_no_target += 1,
+                DropReason::NoBinding => c.drop_no_binding += 1,
+                DropReason::PortsExhausted => c.drop_ports_exhausted += 1,
+                DropReason::NoRoute => c.drop_no_route += 1,
+                DropReason::TooBig => c.drop_too_big += 1,
+                DropReason::Unsupported => c.drop_unsupported += 1,
+                DropReason::NoHeadroom => c.drop_no_headroom += 1,
+            }
+        }
+        v
+    }
+}
+
+/// Names [`Proxy::for_each_counter`] walks that are current sizes, not running totals (Prometheus gauges).
+pub const GAUGES: &[&str] = &[
+    "iap_entries",
+    "rap_groups",
+    "nat_bindings",
+    "members",
+    "registrations",
+];
