@@ -48,19 +48,9 @@ impl TargetAgent {
         self.healthy = false;
         self.failures = self.failures.saturating_add(1);
         if self.failures >= self.cfg.health_failures {
-            match self.phase {
-                Phase::Registered { .. }
-                | Phase::Registering {
-                    cookie_sent: true, ..
-                } => {
-                    self.phase = Phase::Leaving {
-                        since: now,
-                        then_idle: true,
-                    };
-                    self.next_send = now;
-                }
-                Phase::Registering { .. } | Phase::BackingOff { .. } => self.phase = Phase::Idle,
-                _ => {}
+            let leaving = self.start_leaving(now, true);
+            if !leaving && matches!(self.phase, Phase::Registering { .. } | Phase::BackingOff { .. }) {
+                self.phase = Phase::Idle;
             }
         }
     }

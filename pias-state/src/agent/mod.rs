@@ -589,13 +589,10 @@ impl TargetAgent {
         }
     }
 
-    /// Timer: call at [`TargetAgent::poll_timeout`]. Early or repeated calls are harmless.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.advance(now);
-    }
-
-    /// Starts deregistration (Deregister until Gone or `hold_ms`), or stops at once if not registered.
-    pub fn shutdown(&mut self, now: Instant) {
+    /// Starts deregistering (Deregister until Gone or `hold_ms`) when a JAP may hold the registration
+    /// (registered, or a Register with a cookie sent); afterwards Idle (`then_idle`) or Stopped. Returns
+    /// whether it did.
+    fn start_leaving(&mut self, now: Instant, then_idle: bool) -> bool {
         match self.phase {
             Phase::Registered { .. }
             | Phase::Registering {
@@ -603,10 +600,26 @@ impl TargetAgent {
             } => {
                 self.phase = Phase::Leaving {
                     since: now,
-                    then_idle: false,
+                    then_idle,
                 };
                 self.next_send = now;
+                true
             }
+            _ => false,
+        }
+    }
+
+    /// Timer: call at [`TargetAgent::poll_timeout`]. Early or repeated calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
+    /// Starts deregistration (Deregister until Gone or `hold_ms`), or stops at once if not registered.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.start_leaving(now, false) {
+            return;
+        }
+        match self.phase {
             Phase::Leaving { since, .. } => {
                 self.phase = Phase::Leaving {
                     since,
