@@ -271,6 +271,12 @@ fn lab_attack_loop_mio() {
     lab_attack_loop("mio");
 }
 
+/// The XDP program (XDP hook) on the proxies' veths in front of the tokio slow path.
+#[test]
+fn lab_attack_loop_xdp() {
+    lab_attack_loop("xdp");
+}
+
 /// The XDP program at the veths' TC ingress in front of the tokio slow path.
 #[test]
 fn lab_attack_loop_xdp_tc() {
