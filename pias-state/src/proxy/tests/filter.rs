@@ -292,3 +292,24 @@ fn overlay_prefix_lists_are_validated() {
     c.overlay_prefixes.pop();
     assert!(c.validate().is_ok());
 }
+
+#[test]
+fn a_tunnel_targets_reply_to_the_overlay_space_is_not_written() {
+    let (mut l, _) = echo_proxy();
+    let g = group_at("10.99.0.2:7000", IpProtocol::Udp);
+    l.register(g, "10.2.0.7:7000".parse().unwrap(), DeliveryMode::Tunnel);
+    l.drain_events();
+    let from: SocketAddr = "10.2.0.7:6081".parse().unwrap();
+    for (client, want) in [
+        ("10.1.0.1:5000", Verdict::Host),
+        ("10.99.0.2:7000", Verdict::Drop(DropReason::BadDestination)),
+        ("10.98.4.1:5000", Verdict::Drop(DropReason::BadDestination)),
+        ("127.0.0.1:5000", Verdict::Drop(DropReason::BadDestination)),
+    ] {
+        let pkt = udp_from("10.99.0.2:7000", client);
+        let mut raw = vec![0u8; HEADROOM + pkt.len()];
+        raw[HEADROOM..].copy_from_slice(&pkt);
+        let mut b = PacketBuf::new(&mut raw, HEADROOM, HEADROOM + pkt.len());
+        assert_eq!(l.p.tunnel_reply(from, &mut b, 0), want, "{client}");
+    }
+}
