@@ -44,6 +44,16 @@ struct {
 	__type(value, __u32);
 } pias_members SEC(".maps");
 
+/* Client sources the core refuses (SPEC.md §8.5): the overlay's space and the martian ranges, written once
+ * by MapSync from the core's configuration. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pias_filter_key);
+	__type(value, __u8);
+} pias_filter SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, C_MAX);

@@ -7,7 +7,8 @@
  * - JAP hit: a data frame from a member, for a flow with a forward NAT entry, is decapsulated and rewritten
  *   (addresses, ports, incremental checksums as pias-proto does); a target's reply matching a reverse entry
  *   is rewritten to come from the group and go to the client.
- * - Everything else is XDP_PASS, unchanged, to the user-space core (counted by reason).
+ * - Everything else is XDP_PASS, unchanged, to the user-space core (counted by reason) — including a client
+ *   packet whose source is in pias_filter (SPEC.md §8.5), which the core then drops and counts.
  *
  * No decision is made here that the core did not make: the maps are the core's state, mirrored by MapSync. */
 #include <linux/bpf.h>
@@ -266,6 +267,18 @@ static __always_inline int jap_reverse(pias_ctx *ctx, const struct pias_cfg *cfg
 }
 
 /* ---- IAP: client packet → JAP ---- */
+/* Whether the client's source is in pias_filter (the overlay's space or a martian range). */
+static __always_inline int source_refused(const struct pkt_info *pi)
+{
+	struct pias_filter_key k;
+
+	__builtin_memset(&k, 0, sizeof(k));
+	k.family = pi->family;
+	k.prefixlen = 8 + (pi->family == 4 ? 32 : 128);
+	__builtin_memcpy(k.addr, pi->flow.src, 16);
+	return bpf_map_lookup_elem(&pias_filter, &k) != 0;
+}
+
 /* The group entry of a client's packet (its destination transport address), if cached. */
 static __always_inline struct pias_group *group_of(const struct pkt_info *pi)
 {
@@ -406,10 +419,15 @@ int PIAS_PROGRAM(pias_ctx *ctx)
 			return pass(C_PASS_TRUNCATED);
 		return jap_forward(ctx, cfg, eth, oip, ouh);
 	}
-	/* A client's packet to a group (looked up first: the IAP path is the busier and the costlier). */
+	/* A client's packet to a group (looked up first: the IAP path is the busier and the costlier). A
+	 * source the core refuses (SPEC.md §8.5) goes to the slow path, which drops and counts it: no hit may
+	 * forward what the core would not. */
 	grp = group_of(&pi);
-	if (grp)
+	if (grp) {
+		if (source_refused(&pi))
+			return pass(C_PASS_FILTERED);
 		return iap_encap(ctx, cfg, grp, &pi);
+	}
 	/* A target's reply to a NAT pool endpoint. */
 	nat = bpf_map_lookup_elem(&pias_nat_rev, &pi.flow);
 	if (nat) {

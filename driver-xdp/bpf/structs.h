@@ -111,6 +111,18 @@ struct pias_sockaddr {
 	__u8 pad;
 };
 
+/* A source filter prefix (LPM_TRIE "pias_filter", SPEC.md §8.5): the family byte, then the address (IPv4 in
+ * the first 4 bytes); prefixlen counts the family's 8 bits too, so the families never match each other. */
+struct pias_filter_key {
+	__u32 prefixlen;
+	__u8 family; /* 4 or 6 */
+	__u8 addr[16];
+} __attribute__((packed));
+
+/* pias_filter values: why a source is refused (the core's drop reason; the program only passes). */
+#define FILTER_OVERLAY 1
+#define FILTER_MARTIAN 2
+
 /* Per-CPU counters (PERCPU_ARRAY "pias_counters"), index = enum. Keep in sync with COUNTER_NAMES. */
 enum pias_counter {
 	C_IAP_HIT,
@@ -140,6 +152,7 @@ enum pias_counter {
 	C_JAP_TUNNEL_HIT,
 	C_PASS_GSO,
 	C_IAP_LOCAL_HIT,
+	C_PASS_FILTERED,
 	C_MAX,
 };
 

@@ -29,13 +29,15 @@
 //! | `pias_groups` | hash (65 536) | group TA, SPEC §3 encoding — 20 B | deadline, last use, hits, JAPs (≤ 16 × overlay address), 251 slots — 608 B |
 //! | `pias_nat_fwd` / `pias_nat_rev` | hash | 5-tuple as received — 40 B | new src/dst address and port, flags (TCP fast), last use, packets, bytes — 64 B |
 //! | `pias_members` | hash (4096) | member overlay socket address — 20 B | proxy id |
+//! | `pias_filter` | LPM trie (1024) | family byte + address, prefix length + 8 — 21 B | 1 overlay space, 2 martian (SPEC §8.5) |
 //! | `pias_counters` | per-CPU array | [`maps::COUNTER_NAMES`] | u64 |
 //!
 //! Hash maps, not LRU: the core decides what is cached; an insert into a full map is counted
 //! (`xdp_sync_map_full`) and the entry stays on the slow path.
 //!
 //! # What stays with the core
-//! First packets (misses), TCP SYN/FIN/RST (MSS clamp, NAT state) and TCP bindings until the core saw them
+//! Client packets whose source the core refuses (in `pias_filter`: the overlay's space, martian ranges;
+//! counted `xdp_pass_filtered`, then dropped and counted by the core), first packets (misses), TCP SYN/FIN/RST (MSS clamp, NAT state) and TCP bindings until the core saw them
 //! established, ICMP (echo and errors), fragments, IP options, IPv6 extension headers, expired entries (the
 //! core re-resolves), JAPs that are this proxy, tunnel-mode targets' replies, IPv6 tunnel targets, UDP flows
 //! of `replicate` groups (the core copies them), overlay over IPv6, oversize packets, partial (offloaded)

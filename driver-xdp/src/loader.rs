@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
-use crate::maps::{COUNTER_NAMES, Config, Flow, Group, Nat, SockAddr, Ta};
+use crate::maps::{COUNTER_NAMES, Config, FilterData, Flow, Group, Nat, SockAddr, Ta};
 
 #[repr(C, align(32))]
 struct Aligned<B: ?Sized> {
@@ -132,6 +133,8 @@ pub struct Maps {
     pub nat_fwd: HashMap<MapData, Flow, Nat>,
     pub nat_rev: HashMap<MapData, Flow, Nat>,
     pub members: HashMap<MapData, SockAddr, u32>,
+    /// Client sources the core refuses (SPEC.md §8.5).
+    pub filter: LpmTrie<MapData, FilterData, u8>,
     pub counters: PerCpuArray<MapData, u64>,
 }
 
@@ -235,6 +238,10 @@ impl XdpProgram {
             nat_fwd: take(&mut ebpf, "pias_nat_fwd")?,
             nat_rev: take(&mut ebpf, "pias_nat_rev")?,
             members: take(&mut ebpf, "pias_members")?,
+            filter: LpmTrie::try_from(
+                ebpf.take_map("pias_filter")
+                    .ok_or(XdpError::Missing("pias_filter"))?,
+            )?,
             counters,
         };
         Ok((XdpProgram { ebpf, hook }, maps))

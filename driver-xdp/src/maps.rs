@@ -216,6 +216,49 @@ impl Nat {
     }
 }
 
+/// `pias_filter` value: the source is in the overlay's space (SPEC.md §8.5).
+pub const FILTER_OVERLAY: u8 = 1;
+/// `pias_filter` value: the source is martian (SPEC.md §8.5).
+pub const FILTER_MARTIAN: u8 = 2;
+
+/// The data of a `struct pias_filter_key` (after its prefix length): the family byte, then the address
+/// (IPv4 in the first 4 bytes).
+pub type FilterData = [u8; 17];
+
+/// The `pias_filter` key of `addr/len`: the prefix length counts the family byte's 8 bits too, so an IPv4
+/// prefix never matches an IPv6 address.
+pub fn filter_key(addr: IpAddr, len: u8) -> aya::maps::lpm_trie::Key<FilterData> {
+    let (a, family) = ip16(addr);
+    let mut d = [0u8; 17];
+    d[0] = family;
+    d[1..].copy_from_slice(&a);
+    aya::maps::lpm_trie::Key::new(8 + u32::from(len), d)
+}
+
+/// Every `pias_filter` entry for a proxy: the martian ranges and the overlay's space, as the core defines
+/// them (`pias_state::filter`); the program refuses nothing else.
+pub fn filter_entries(space: &pias_state::filter::OverlaySpace) -> Vec<(IpAddr, u8, u8)> {
+    use pias_state::filter::{MARTIAN_V4, MARTIAN_V6};
+    let mut v: Vec<(IpAddr, u8, u8)> = Vec::new();
+    v.extend(
+        MARTIAN_V4
+            .iter()
+            .map(|(a, l)| (IpAddr::V4(*a), *l, FILTER_MARTIAN)),
+    );
+    v.extend(
+        MARTIAN_V6
+            .iter()
+            .map(|(a, l)| (IpAddr::V6(*a), *l, FILTER_MARTIAN)),
+    );
+    v.extend(
+        space
+            .prefixes()
+            .iter()
+            .map(|p| (p.network(), p.len, FILTER_OVERLAY)),
+    );
+    v
+}
+
 /// `struct pias_sockaddr`: a member's overlay socket address.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -248,7 +291,7 @@ unsafe impl aya::Pod for Nat {}
 unsafe impl aya::Pod for SockAddr {}
 
 /// The program's per-CPU counters, in `enum pias_counter` order.
-pub const COUNTER_NAMES: [&str; 27] = [
+pub const COUNTER_NAMES: [&str; 28] = [
     "xdp_iap_hit",
     "xdp_jap_forward_hit",
     "xdp_jap_reverse_hit",
@@ -276,6 +319,7 @@ pub const COUNTER_NAMES: [&str; 27] = [
     "xdp_jap_tunnel_hit",
     "xdp_pass_gso",
     "xdp_iap_local_hit",
+    "xdp_pass_filtered",
 ];
 
 /// Index of a counter by name, for tests.

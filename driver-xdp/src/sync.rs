@@ -166,10 +166,25 @@ impl MapSync {
         for id in members {
             self.member_down(id);
         }
+        self.install_filter(proxy.overlay_space());
         for ev in proxy.state_events() {
             self.apply(proxy, &ev, now, ktime);
         }
         self.upgrade_tcp(proxy.nat());
+    }
+
+    /// Writes the source filter (SPEC.md §8.5): the martian ranges and the core's overlay space. The space
+    /// is fixed for a proxy's life, so entries are only ever added (rewriting one is harmless).
+    pub fn install_filter(&mut self, space: &pias_state::filter::OverlaySpace) {
+        for (addr, len, why) in crate::maps::filter_entries(space) {
+            if let Err(e) = self
+                .maps
+                .filter
+                .insert(&crate::maps::filter_key(addr, len), why, 0)
+            {
+                self.note_err(&e);
+            }
+        }
     }
 
     /// Installs (or replaces) a group's entry from the core's cache entry; removes it when the entry is not

@@ -12,6 +12,7 @@ mod counters;
 
 pub mod agent;
 pub mod coords;
+pub mod filter;
 pub mod flowhash;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -10,6 +10,9 @@ master_key_file = "master.key"          # 64 hex digits (`pias key generate`), t
 anycast_prefixes = ["10.251.0.128/28"]  # routed into the TUN; groups live here
 registration = ["10.251.0.150"]         # registration anycast addresses (targets register here, port 6082)
 nat_pool = ["10.251.0.161"]             # this proxy's own NAT source addresses (unique per proxy)
+overlay_prefixes = ["10.251.0.160/28"]  # other proxies' NAT pools (and any other overlay address): client
+                                        # sources and reply destinations there are refused (SPEC.md §8.5);
+                                        # the anycast prefixes, registration and nat_pool are added anyway
 seeds = ["10.251.0.6:6081"]             # overlay addresses to join through; empty for the first proxy
 driver = "tokio"                        # "tokio", "mio" (one mio Poll, recvmmsg/sendmmsg batches) or "xdp" (see [xdp])
 overlay_mtu = 1500                      # MTU of the path between proxies

@@ -16,6 +16,8 @@ pub(super) fn toml_key(e: &CoreConfigError) -> String {
         (P::Proxy, "vni") => "proxy.vni",
         (P::Proxy, "overlay_mtu") => "proxy.overlay_mtu",
         (P::Proxy, "registration_addrs") => return indexed("proxy.registration"),
+        (P::Proxy, "anycast_prefixes") => return indexed("proxy.anycast_prefixes"),
+        (P::Proxy, "overlay_prefixes") => return indexed("proxy.overlay_prefixes"),
         (P::Proxy, "icmp_rate") => "timers.icmp_rate",
         (P::Proxy, "answer_interval") => "timers.answer_interval_ms",
         (P::Proxy, "invalidate_interval") => "timers.invalidate_interval_ms",

@@ -100,6 +100,9 @@ struct RawProxy {
     registration: Vec<String>,
     #[serde(default)]
     nat_pool: Vec<String>,
+    /// The rest of the overlay's space (other proxies' NAT pools): refused as client sources.
+    #[serde(default)]
+    overlay_prefixes: Vec<String>,
     #[serde(default)]
     seeds: Vec<String>,
     driver: Option<String>,
@@ -364,6 +367,14 @@ fn build(
             );
         }
     }
+    let mut overlay_prefixes = Vec::new();
+    for (i, s) in p.overlay_prefixes.iter().enumerate() {
+        let pre: Prefix = s.parse().map_err(|e: String| ConfigError {
+            field: format!("proxy.overlay_prefixes[{i}]"),
+            fix: e,
+        })?;
+        overlay_prefixes.push(ip_prefix(pre));
+    }
     let mut seeds = Vec::new();
     for (i, s) in p.seeds.iter().enumerate() {
         let a = sockaddr(s, DEFAULT_OVERLAY_PORT).ok_or_else(|| ConfigError {
@@ -381,6 +392,10 @@ fn build(
     cfg.seed = p.seed.unwrap_or_else(crate::key::random_u64);
     cfg.registry.incarnation = cfg.incarnation;
     cfg.membership.seeds = seeds;
+    // The filters' overlay space (SPEC.md §8.5): the prefixes routed into the TUN are the proxy's own; the
+    // registration addresses and the pool the core adds itself.
+    cfg.anycast_prefixes = anycast.iter().map(|p| ip_prefix(*p)).collect();
+    cfg.overlay_prefixes = overlay_prefixes;
     apply_timers(&raw.timers, &mut cfg);
     apply_nat(&raw.nat, &mut cfg);
     apply_limits(&raw.limits, &mut cfg);
@@ -453,6 +468,13 @@ fn build(
         metrics,
         control,
     })
+}
+
+fn ip_prefix(p: Prefix) -> pias_state::filter::IpPrefix {
+    pias_state::filter::IpPrefix {
+        addr: p.addr,
+        len: p.len,
+    }
 }
 
 fn ms(v: u64) -> Duration {

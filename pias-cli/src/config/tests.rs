@@ -59,6 +59,47 @@ fn minimal_gets_defaults() {
     assert_eq!(routes, ["10.251.0.128/28", "10.251.0.150/32", "10.251.0.161/32"]);
 }
 
+/// The filters' overlay space (SPEC.md §8.5): the anycast prefixes, registration and pool by default, plus
+/// the operator's `overlay_prefixes`.
+#[test]
+fn overlay_space_comes_from_the_addresses_and_overlay_prefixes() {
+    let space = |c: &Config| -> Vec<String> {
+        c.driver
+            .proxy
+            .overlay_space()
+            .prefixes()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    };
+    let c = parse_str(&minimal()).unwrap();
+    assert_eq!(
+        space(&c),
+        ["10.251.0.128/28", "10.251.0.150/32", "10.251.0.161/32"]
+    );
+    let c = parse_str(&minimal().replace(
+        "id = 7",
+        "id = 7\noverlay_prefixes = [\"10.98.0.0/16\", \"fd98::/16\"]",
+    ))
+    .unwrap();
+    assert_eq!(
+        space(&c),
+        [
+            "10.251.0.128/28",
+            "10.251.0.150/32",
+            "10.251.0.161/32",
+            "10.98.0.0/16",
+            "fd98::/16"
+        ]
+    );
+    assert_eq!(
+        field_of(&minimal().replace("id = 7", "id = 7\noverlay_prefixes = [\"10.98.0.0/99\"]")),
+        "proxy.overlay_prefixes[0]"
+    );
+    let c = parse_str(EXAMPLE).unwrap();
+    assert!(space(&c).contains(&"10.251.0.160/28".to_owned()));
+}
+
 #[test]
 fn bad_fields_are_named() {
     let m = minimal();
@@ -166,6 +207,19 @@ fn core_errors_name_the_toml_key() {
             m.replace("id = 7", "id = 7\nvni = 16777216"),
             "proxy.vni",
             "24 bits",
+        ),
+        (
+            m.replace("10.251.0.128/28", "127.0.0.0/8"),
+            "proxy.anycast_prefixes[0]",
+            "loopback",
+        ),
+        (
+            m.replace(
+                "id = 7",
+                "id = 7\noverlay_prefixes = [\"10.98.0.0/16\", \"0.0.0.0/0\"]",
+            ),
+            "proxy.overlay_prefixes[1]",
+            "shorter than /8",
         ),
         // membership
         (

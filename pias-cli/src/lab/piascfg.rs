@@ -88,6 +88,14 @@ pub(crate) fn proxy_config(lab: &Lab, p: &Node) -> String {
         "nat_pool = [{}]",
         q(vec![p.pool4().to_string(), p.pool6().to_string()])
     );
+    // The other proxies' pools are overlay space this proxy cannot learn: client sources there are refused.
+    let others: Vec<String> = lab
+        .plan
+        .of(Kind::Proxy)
+        .filter(|o| o.name != p.name)
+        .flat_map(|o| [o.pool4_prefix(), o.pool6_prefix()])
+        .collect();
+    let _ = writeln!(c, "overlay_prefixes = [{}]", q(others));
     let _ = writeln!(c, "seeds = [{}]", q(seeds));
     let _ = writeln!(c, "seed = {}", p.index);
     if let Some(hook) = lab.plan.fast_path_hook() {

@@ -8,6 +8,7 @@ use pias_proto::ProxyId;
 use pias_proto::auth::MasterKey;
 use pias_proto::tunnel::DATA_HEADER_LEN;
 
+use crate::filter::{IpPrefix, MAX_PREFIXES, OverlaySpace};
 use crate::iap::IapConfig;
 use crate::membership::MembershipConfig;
 use crate::nat::NatConfig;
@@ -32,6 +33,13 @@ pub struct ProxyConfig {
     pub seed: u64,
     /// Registration anycast addresses (targets send to these, port 6082).
     pub registration_addrs: Vec<IpAddr>,
+    /// The anycast prefixes this proxy serves (routed into its TUN): part of the overlay's own space, which
+    /// client sources and reply destinations may not be in (SPEC.md §8.5). Empty by default (a front end
+    /// that routes prefixes fills it).
+    pub anycast_prefixes: Vec<IpPrefix>,
+    /// The rest of the overlay's address space this proxy cannot know by itself: other proxies' NAT pools
+    /// and any other overlay prefix (SPEC.md §8.5). Operator-given; empty by default.
+    pub overlay_prefixes: Vec<IpPrefix>,
     /// MTU of the path between proxies.
     pub overlay_mtu: u16,
     /// RAPs per group (`k`).
@@ -72,6 +80,8 @@ impl ProxyConfig {
             incarnation: 1,
             seed: u64::from(id.0),
             registration_addrs,
+            anycast_prefixes: Vec::new(),
+            overlay_prefixes: Vec::new(),
             overlay_mtu: 1500,
             rap_replicas: crate::ring::DEFAULT_K,
             ring_vnodes: crate::ring::DEFAULT_VNODES,
@@ -94,6 +104,19 @@ impl ProxyConfig {
     pub fn inner_mtu(&self) -> usize {
         let outer_ip = if self.overlay_addr.is_ipv4() { 20 } else { 40 };
         usize::from(self.overlay_mtu).saturating_sub(outer_ip + 8 + DATA_HEADER_LEN)
+    }
+
+    /// The overlay's address space as this proxy knows it (SPEC.md §8.5): its anycast prefixes,
+    /// registration addresses and NAT pool, and the operator's `overlay_prefixes`.
+    pub fn overlay_space(&self) -> OverlaySpace {
+        OverlaySpace::new(
+            self.anycast_prefixes
+                .iter()
+                .copied()
+                .chain(self.registration_addrs.iter().map(|a| IpPrefix::host(*a)))
+                .chain(self.nat.pool.iter().map(|a| IpPrefix::host(*a)))
+                .chain(self.overlay_prefixes.iter().copied()),
+        )
     }
 
     /// Checks the whole configuration — this struct's own fields and every sub-configuration's, through the
@@ -154,6 +177,12 @@ impl ProxyConfig {
                 "must be at least 1 (default 4096)",
             ));
         }
+        for (field, list) in [
+            ("anycast_prefixes", &self.anycast_prefixes),
+            ("overlay_prefixes", &self.overlay_prefixes),
+        ] {
+            validate_prefixes(field, list)?;
+        }
         self.membership.validate().map_err(ConfigError::from)?;
         if let Some(i) = self.membership.seeds.iter().position(|s| *s == self.overlay_addr) {
             return Err(ConfigError::field(
@@ -197,6 +226,48 @@ impl ProxyConfig {
         Ok(())
     }
 }
+/// A list of overlay prefixes: bounded, each a real prefix of its family, none so wide that every client
+/// would be refused, and none martian (the martian ranges are refused anyway; listing one is a mistake).
+fn validate_prefixes(field: &'static str, list: &[IpPrefix]) -> Result<(), ConfigError> {
+    if list.len() > MAX_PREFIXES {
+        return Err(ConfigError::field(
+            ConfigPart::Proxy,
+            field,
+            format!("at most {MAX_PREFIXES} prefixes"),
+        ));
+    }
+    for (i, p) in list.iter().enumerate() {
+        let max = if p.addr.is_ipv4() { 32 } else { 128 };
+        if p.len > max {
+            return Err(ConfigError::field(
+                ConfigPart::Proxy,
+                field,
+                format!("{}/{} is longer than the address (at most /{max})", p.addr, p.len),
+            )
+            .at(i));
+        }
+        if p.len < 8 {
+            return Err(ConfigError::field(
+                ConfigPart::Proxy,
+                field,
+                format!("{p} is shorter than /8: it would refuse most of the Internet's clients"),
+            )
+            .at(i));
+        }
+        if crate::filter::is_martian(p.network()) {
+            return Err(ConfigError::field(
+                ConfigPart::Proxy,
+                field,
+                format!(
+                    "{p} is a loopback, link-local, multicast or reserved range: list overlay addresses only"
+                ),
+            )
+            .at(i));
+        }
+    }
+    Ok(())
+}
+
 /// The part of [`ProxyConfig`] a field is in: the struct itself or one of its sub-configurations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConfigPart {

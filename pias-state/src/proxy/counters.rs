@@ -45,6 +45,14 @@ counters! {
         drop_too_big,
         drop_unsupported,
         drop_no_headroom,
+        /// Client packets whose source is martian (SPEC.md §8.5).
+        drop_martian_source,
+        /// Client packets whose source is in the overlay's address space (SPEC.md §8.5).
+        drop_overlay_source,
+        /// Replies not written to the host: their destination is martian or in the overlay's space.
+        drop_bad_destination,
+        /// Client packets not delivered: the chosen target is in the overlay's address space.
+        drop_overlay_target,
     }
 }
 
@@ -107,6 +115,10 @@ impl Proxy {
                 DropReason::TooBig => c.drop_too_big += 1,
                 DropReason::Unsupported => c.drop_unsupported += 1,
                 DropReason::NoHeadroom => c.drop_no_headroom += 1,
+                DropReason::MartianSource => c.drop_martian_source += 1,
+                DropReason::OverlaySource => c.drop_overlay_source += 1,
+                DropReason::BadDestination => c.drop_bad_destination += 1,
+                DropReason::OverlayTarget => c.drop_overlay_target += 1,
             }
         }
         v

@@ -25,6 +25,11 @@ impl Proxy {
         let Ok(mut ip) = IpPacket::new_checked(pkt.bytes_mut()) else {
             return Verdict::Drop(DropReason::Malformed);
         };
+        // The IAP filtered the source already; an IAP configured with less of the overlay's space (or a
+        // stale one) must not make this JAP send replies back into the overlay (SPEC.md §8.5).
+        if let Err(r) = self.check_client(ip.src_addr()) {
+            return Verdict::Drop(r);
+        }
         // ICMP errors from the client about a reply: translate by the quoted flow (SPEC.md §11.5).
         if ip.is_icmp_error() {
             let Ok(quoted) = ip.icmp_error_inner_flow() else {
@@ -54,6 +59,11 @@ impl Proxy {
                     return Verdict::Drop(DropReason::NoTarget);
                 };
                 let t = choice.first();
+                // A target inside the overlay's space (a registration naming a group or pool address)
+                // would send the packet straight back into the overlay (SPEC.md §8.5).
+                if self.space.contains(t.service.ip) {
+                    return Verdict::Drop(DropReason::OverlayTarget);
+                }
                 match self
                     .nat
                     .create(&flow, (t.service.ip, t.service.port), t.slot, now)
@@ -167,6 +177,10 @@ impl Proxy {
             return Verdict::Drop(DropReason::Unsupported);
         };
         let group = flow.src_ta();
+        // Egress filtering (SPEC.md §8.5), as for a NAT reply: the client may not be in the overlay's space.
+        if self.check_client(flow.dst).is_err() {
+            return Verdict::Drop(DropReason::BadDestination);
+        }
         let ok = self
             .registry
             .targets(&group)
@@ -217,6 +231,9 @@ impl Proxy {
             let Some(tr) = self.nat.lookup_reverse(&quoted.reversed(), len, now) else {
                 return Verdict::Drop(DropReason::NoBinding);
             };
+            if self.check_client(tr.dst).is_err() {
+                return Verdict::Drop(DropReason::BadDestination);
+            }
             if !translate_icmp_error(&mut ip, &tr) {
                 return Verdict::Drop(DropReason::Malformed);
             }
@@ -229,6 +246,11 @@ impl Proxy {
         let Some(tr) = self.nat.lookup_reverse(&flow, len, now) else {
             return Verdict::Drop(DropReason::NoBinding);
         };
+        // Egress filtering (SPEC.md §8.5): a reply to an address in the overlay's space (say `G:7 → G:7`
+        // after reverse translation) would be routed back into the TUN and loop; never write it.
+        if self.check_client(tr.dst).is_err() {
+            return Verdict::Drop(DropReason::BadDestination);
+        }
         if let Some(f) = ip.tcp_flags() {
             self.nat
                 .observe_tcp(tr.id, TcpFlags(f.bits() as u8), Direction::Reverse, now);

@@ -44,6 +44,18 @@ pub enum DropReason {
     /// The receive buffer had too little headroom in front of the packet for the overlay header: a
     /// driver's buffer layout problem (see [`HEADROOM`](super::HEADROOM)), not a bad packet.
     NoHeadroom,
+    /// A client packet's source is martian: loopback, this-network, link-local, multicast, reserved or
+    /// IPv4-mapped (SPEC.md §8.5).
+    MartianSource,
+    /// A client packet's source is in the overlay's own address space (SPEC.md §8.5): spoofed, or its reply
+    /// would re-enter the overlay.
+    OverlaySource,
+    /// A reply's destination (the client) is martian or in the overlay's space: writing it to the host
+    /// would send it back into the overlay or nowhere (SPEC.md §8.5).
+    BadDestination,
+    /// The target chosen for a client packet is in the overlay's space: delivering to it would re-enter
+    /// the overlay (SPEC.md §8.5).
+    OverlayTarget,
 }
 
 /// What happened, for drivers, metrics and logs.

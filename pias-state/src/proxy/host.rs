@@ -14,7 +14,7 @@ use super::{DropReason, PacketBuf, Proxy, Verdict};
 impl Proxy {
     pub(super) fn host_inner(&mut self, now: Instant, pkt: &mut PacketBuf<'_>) -> Verdict {
         // One parse decides the path and gives the IAP everything its hit path needs.
-        let (dst, flow, syn) = {
+        let (src, dst, flow, syn) = {
             let Ok(ip) = IpPacket::new_checked(pkt.bytes()) else {
                 return Verdict::Drop(DropReason::Malformed);
             };
@@ -23,7 +23,7 @@ impl Proxy {
                 (Some(f), false) => f.dst,
                 _ => ip.dst_addr(),
             };
-            (dst, flow, ip.tcp_flags().is_some_and(|f| f.syn()))
+            (ip.src_addr(), dst, flow, ip.tcp_flags().is_some_and(|f| f.syn()))
         };
         if let Some(f) = flow
             && f.proto == IpProtocol::Udp
@@ -43,6 +43,11 @@ impl Proxy {
         }
         if self.cfg.nat.pool.contains(&dst) {
             return self.jap_reply(now, pkt);
+        }
+        // Ingress filtering (SPEC.md §8.5): a client source in the overlay's space or martian is spoofed or
+        // would bring the reply back into the overlay (the one-packet loop G:7 → G:7).
+        if let Err(r) = self.check_client(src) {
+            return Verdict::Drop(r);
         }
         let Some(flow) = flow else {
             return Verdict::Drop(DropReason::Unsupported);

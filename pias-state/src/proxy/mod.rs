@@ -58,6 +58,7 @@ use pias_proto::control::{DeliveryMode, MemberStatus, ProxyRecord};
 use pias_proto::geneve::UDP_PORT as OVERLAY_PORT;
 use pias_proto::{FlowKey, ProxyId, TransportAddr};
 
+use crate::filter::{OverlaySpace, Refusal};
 use crate::flowhash::flow_hash;
 use crate::iap::{CacheChange, IapCache};
 use crate::lru::LruMap;
@@ -106,6 +107,9 @@ pub struct Proxy {
     /// Live tunnel-mode registrations by target address: frames from these addresses are accepted (§11.6),
     /// and the JAP checks a binding's delivery mode only while any exist (the NAT-only fast path skips it).
     tunnel_targets: std::collections::BTreeMap<IpAddr, u32>,
+    /// The overlay's address space, from the configuration (SPEC.md §8.5): client sources, reply
+    /// destinations and targets in it are refused.
+    space: OverlaySpace,
 }
 
 /// The proxy's view of membership for RAP selection.
@@ -187,6 +191,7 @@ impl Proxy {
             events: VecDeque::with_capacity(cfg.event_capacity.min(65_536)),
             counters: ProxyCounters::default(),
             tunnel_targets: std::collections::BTreeMap::new(),
+            space: cfg.overlay_space(),
             sealer,
             membership,
             ring,
@@ -208,6 +213,12 @@ impl Proxy {
 
     pub fn counters(&self) -> &ProxyCounters {
         &self.counters
+    }
+
+    /// The overlay's address space client sources are checked against (SPEC.md §8.5): what a fast path
+    /// installs to filter client packets the same way.
+    pub fn overlay_space(&self) -> &OverlaySpace {
+        &self.space
     }
 
     pub fn membership(&self) -> &Membership {
@@ -488,6 +499,15 @@ impl Proxy {
         for (jap, entry) in self.reporter.take_local() {
             self.rap.handle_report(now, jap, &entry);
         }
+    }
+
+    /// Whether a client address (a client packet's source, a reply's destination) is acceptable
+    /// (SPEC.md §8.5); `Err` is the drop reason for a client source.
+    pub(super) fn check_client(&self, a: IpAddr) -> Result<(), DropReason> {
+        self.space.check(a).map_err(|r| match r {
+            Refusal::Martian => DropReason::MartianSource,
+            Refusal::Overlay => DropReason::OverlaySource,
+        })
     }
 
     fn drop_jap_everywhere(&mut self, id: ProxyId) {

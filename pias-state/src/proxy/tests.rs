@@ -10,6 +10,9 @@ use pias_proto::control::{Answer, AnswerEntry, Message};
 use pias_proto::packet::IpPacket;
 use pias_proto::tunnel::{DataHeader, INITIAL_HOPS};
 
+/// Ingress and egress filtering (SPEC.md §8.5).
+mod filter;
+
 fn cfg() -> ProxyConfig {
     ProxyConfig::new(
         ProxyId(1),
