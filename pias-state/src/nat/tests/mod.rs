@@ -3,6 +3,7 @@
 //! property test are in the submodules.
 
 mod bounds;
+mod flood;
 mod model;
 mod tcp;
 
