@@ -572,7 +572,12 @@ fn nat_pool(
                         fix: format!("{s:?}: use a prefix of at most /120"),
                     })?;
             pool.extend(addrs);
-            routes.push(pre);
+            // The route names the network (host bits cleared: `ip route` refuses them).
+            let net = u128::from(a) & !(u128::MAX.checked_shr(u32::from(pre.len)).unwrap_or(0));
+            routes.push(Prefix {
+                addr: IpAddr::V6(std::net::Ipv6Addr::from(net)),
+                len: pre.len,
+            });
         } else {
             let a = s.parse::<IpAddr>().map_err(|_| ConfigError {
                 field,
