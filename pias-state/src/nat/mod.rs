@@ -427,6 +427,8 @@ pub struct NatTable {
     pool_ports: Vec<[PortBitmap; 3]>,
     v4_pool: Vec<u16>,
     v6_pool: Vec<u16>,
+    /// The pool, sorted: [`NatTable::is_pool_address`] in O(log n) for a pool taken from a prefix.
+    pool_sorted: Vec<IpAddr>,
     sip: SipKey,
     rng: crate::rng::SplitMix,
     now: u64,
@@ -494,6 +496,11 @@ impl NatTable {
             pool_ports,
             v4_pool,
             v6_pool,
+            pool_sorted: {
+                let mut v = cfg.pool.clone();
+                v.sort_unstable();
+                v
+            },
             sip,
             rng,
             now: 0,
@@ -538,6 +545,7 @@ impl NatTable {
             + self.pool_ips.capacity() * 16
             + self.pool_ports.capacity() * 3 * PortBitmap::BYTES
             + self.events.capacity() * core::mem::size_of::<NatEvent>()
+            + self.pool_sorted.capacity() * core::mem::size_of::<IpAddr>()
             + self.sweeps.capacity() * core::mem::size_of::<Sweep>()
             + self.prefix_counts.len() * 4
     }
@@ -548,6 +556,13 @@ impl NatTable {
         let (b, v6) = ip_bytes(&client);
         let [x, y] = self.prefix_slots(&b, v6);
         self.prefix_counts[x].min(self.prefix_counts[y])
+    }
+
+    /// Whether `ip` is one of the pool's addresses (a binary search: a pool taken from an IPv6 prefix has
+    /// dozens, and every packet from the host side asks).
+    #[inline]
+    pub fn is_pool_address(&self, ip: IpAddr) -> bool {
+        self.pool_sorted.binary_search(&ip).is_ok()
     }
 
     /// The binding `id` names, if it is still live (not looking at its deadline).

@@ -41,7 +41,7 @@ impl Proxy {
                 Err(_) => Verdict::Drop(DropReason::Rejected),
             };
         }
-        if self.cfg.nat.pool.contains(&dst) {
+        if self.nat.is_pool_address(dst) {
             return self.jap_reply(now, pkt);
         }
         let Some(flow) = flow else {

@@ -111,6 +111,17 @@ fn forward_and_reverse_rewrite_udp() {
 }
 
 #[test]
+fn pool_addresses_are_recognised() {
+    let t = NatTable::new(cfg(&["198.51.100.9", "2001:db8::1", "198.51.100.1"]), 1).unwrap();
+    for a in ["198.51.100.9", "2001:db8::1", "198.51.100.1"] {
+        assert!(t.is_pool_address(v4(a)), "{a}");
+    }
+    for a in ["198.51.100.2", "2001:db8::2", "10.0.0.1"] {
+        assert!(!t.is_pool_address(v4(a)), "{a}");
+    }
+}
+
+#[test]
 fn icmp_echo_identifier_is_the_port() {
     let mut t = NatTable::new(cfg(&["198.51.100.1"]), 1).unwrap();
     let c = key(IpProtocol::Icmp, "203.0.113.9", 777, "192.0.2.1", 777);
