@@ -42,6 +42,99 @@ fn lab_attack_nat_flood_mio() {
     lab_attack_nat_flood("mio");
 }
 
+#[test]
+fn lab_attack_nat_prefix_cap_tokio() {
+    lab_attack_nat_prefix_cap("tokio");
+}
+
+/// A flood from one /24 only (198.18.5.0/24, 5,000/s for 10 s): the JAP admits `nat.new_per_prefix` (4,096)
+/// new bindings from it and refuses the rest (`nat_prefix_refused`), without early drop (the ports are far
+/// from exhausted), while a legitimate client in another prefix keeps making new flows.
+fn lab_attack_nat_prefix_cap(driver: &str) {
+    let _lab = Lab::up(driver);
+    for n in PROXIES.iter().chain(["r1", "r2", "r3"].iter()) {
+        let o = exec(n, &["ip", "route", "replace", "blackhole", FLOOD_SOURCES]);
+        assert!(
+            o.status.success(),
+            "blackhole route in {n}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    kill9("t3", "agent-10.99.0.53-53-udp");
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        answer(&dig("c1", DNS4, "A")).is_some(),
+        "DNS works before the flood"
+    );
+    let a = counters();
+    let legit = spawn_in(
+        "c1",
+        &[
+            PIAS,
+            "lab",
+            "dns-watch",
+            "--server",
+            &format!("{DNS4}:53"),
+            "--duration-ms",
+            "10000",
+            "--interval-ms",
+            "100",
+            "--timeout-ms",
+            "1000",
+        ],
+    );
+    let flood = spawn_in(
+        "c1",
+        &[
+            PIAS,
+            "lab",
+            "flood",
+            "--server",
+            &format!("{DNS4}:53"),
+            "--sources",
+            "198.18.5.0/24",
+            "--rate",
+            "5000",
+            "--duration-ms",
+            "10000",
+        ],
+    );
+    let f = flood.wait_with_output().expect("flood");
+    let l = legit.wait_with_output().expect("legit dns-watch");
+    let b = counters();
+    assert!(
+        f.status.success(),
+        "flood: {}",
+        String::from_utf8_lossy(&f.stderr)
+    );
+    let (created, refused) = (
+        delta(&a, &b, "p1", "nat_created"),
+        delta(&a, &b, "p1", "nat_prefix_refused"),
+    );
+    eprintln!(
+        "{}; p1: nat_created +{created}, nat_prefix_refused +{refused}",
+        text(&f).trim()
+    );
+    // 4,096 from the /24 at most (plus the legitimate ~100), the other ~45,000 refused.
+    assert!(
+        created <= 4096 + 200,
+        "p1 created {created} bindings{}",
+        changed(&a, &b)
+    );
+    assert!(
+        refused >= 40_000,
+        "p1 refused only {refused} new flows of the /24{}",
+        changed(&a, &b)
+    );
+    assert_eq!(delta(&a, &b, "p1", "nat_early_drop"), 0, "no early drop needed");
+    let (ok, n) = answered(&text(&l));
+    eprintln!("legitimate new flows: {ok} of {n} answered");
+    assert!(
+        n >= 80 && ok * 100 >= n * 99,
+        "{ok} of {n} legitimate new flows answered"
+    );
+}
+
 /// The binding of c1's long-lived flow, from every proxy's NAT dump: (proxy, pool endpoint, class).
 fn stream_binding() -> Option<(String, String, String)> {
     for p in PROXIES {
