@@ -60,10 +60,25 @@ pub(super) fn apply_nat(n: &RawNat, cfg: &mut ProxyConfig) {
         (&mut c.tcp_established_timeout, n.tcp_established_timeout_s),
         (&mut c.tcp_transitory_timeout, n.tcp_transitory_timeout_s),
         (&mut c.tcp_closed_timeout, n.tcp_closed_timeout_s),
+        (&mut c.udp_transitory_timeout, n.udp_transitory_timeout_s),
+        (&mut c.tcp_half_open_timeout, n.tcp_half_open_timeout_s),
     ] {
         if let Some(v) = v {
             *slot = Duration::from_secs(v);
         }
+    }
+}
+
+pub(super) fn apply_nat_limits(n: &RawNat, cfg: &mut ProxyConfig) {
+    let c = &mut cfg.nat;
+    if let Some(v) = n.new_per_prefix {
+        c.new_per_prefix = v;
+    }
+    if let Some(v) = n.prefix_len_v4 {
+        c.prefix_len_v4 = v;
+    }
+    if let Some(v) = n.prefix_len_v6 {
+        c.prefix_len_v6 = v;
     }
 }
 

@@ -48,7 +48,11 @@ cache_ttl_ms = 60000
 port_min = 1024
 port_max = 65535
 max_entries = 1000000
-udp_timeout_s = 120
+udp_timeout_s = 120                     # assured UDP (replied, active 2 s after creation)
+udp_transitory_timeout_s = 30           # unreplied or one-shot UDP; early drop takes these first
+tcp_half_open_timeout_s = 30            # TCP nothing came back for
+new_per_prefix = 4096                   # new (unassured) bindings at once per client /24 or /56
+# prefix_addrs = 64                     # addresses taken from each IPv6 prefix in proxy.nat_pool ("fd00:98::/96")
 
 [default_policy]                        # for groups no [[policy]] matches
 rap = "proximity"                       # proximity | load | affinity | random

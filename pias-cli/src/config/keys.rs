@@ -39,14 +39,20 @@ pub(super) fn toml_key(e: &CoreConfigError) -> String {
         (P::Registry, "max_targets_per_group") => "limits.targets_per_group",
         (P::Registry, f @ ("refresh_ms" | "hold_ms" | "cookie_period_ms")) => return format!("timers.{f}"),
         (P::Nat, "pool") => return indexed("proxy.nat_pool"),
-        (P::Nat, f @ ("port_min" | "port_max" | "max_entries")) => return format!("nat.{f}"),
+        (
+            P::Nat,
+            f @ ("port_min" | "port_max" | "max_entries" | "new_per_prefix" | "prefix_len_v4"
+            | "prefix_len_v6"),
+        ) => return format!("nat.{f}"),
         (
             P::Nat,
             f @ ("udp_timeout"
             | "icmp_timeout"
             | "tcp_established_timeout"
             | "tcp_transitory_timeout"
-            | "tcp_closed_timeout"),
+            | "tcp_closed_timeout"
+            | "udp_transitory_timeout"
+            | "tcp_half_open_timeout"),
         ) => return format!("nat.{f}_s"),
         (P::Policies, f) => {
             return match e.index {

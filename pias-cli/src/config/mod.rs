@@ -29,7 +29,7 @@ use pias_state::rap::RapPolicy;
 use pias_state::registry::TargetOptions;
 use serde::Deserialize;
 
-use apply::{apply_limits, apply_nat, apply_timers, policy};
+use apply::{apply_limits, apply_nat, apply_nat_limits, apply_timers, policy};
 pub(crate) use example::EXAMPLE;
 use keys::toml_key;
 
@@ -170,6 +170,13 @@ struct RawNat {
     tcp_established_timeout_s: Option<u64>,
     tcp_transitory_timeout_s: Option<u64>,
     tcp_closed_timeout_s: Option<u64>,
+    udp_transitory_timeout_s: Option<u64>,
+    tcp_half_open_timeout_s: Option<u64>,
+    new_per_prefix: Option<u32>,
+    prefix_len_v4: Option<u8>,
+    prefix_len_v6: Option<u8>,
+    /// Addresses the NAT takes from each IPv6 prefix of `proxy.nat_pool`.
+    prefix_addrs: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -342,7 +349,8 @@ fn build(
             "give at least one NAT source address routed to this proxy, e.g. [\"10.98.1.1\"]",
         );
     }
-    let pool = ip_list("proxy.nat_pool", &p.nat_pool)?;
+    let seed = p.seed.unwrap_or_else(crate::key::random_u64);
+    let (pool, pool_routes) = nat_pool(&p.nat_pool, raw.nat.prefix_addrs, seed)?;
     // The pool's own rules (size, duplicates, unicast) are the core's; how it relates to the anycast
     // prefixes, which only the driver's host setup knows, is checked here.
     for (i, a) in pool.iter().enumerate() {
@@ -389,7 +397,7 @@ fn build(
     cfg.vni = vni;
     cfg.overlay_mtu = overlay_mtu;
     cfg.incarnation = driver_common::wall_clock_incarnation();
-    cfg.seed = p.seed.unwrap_or_else(crate::key::random_u64);
+    cfg.seed = seed;
     cfg.registry.incarnation = cfg.incarnation;
     cfg.membership.seeds = seeds;
     // The filters' overlay space (SPEC.md §8.5): the prefixes routed into the TUN are the proxy's own; the
@@ -398,6 +406,7 @@ fn build(
     cfg.overlay_prefixes = overlay_prefixes;
     apply_timers(&raw.timers, &mut cfg);
     apply_nat(&raw.nat, &mut cfg);
+    apply_nat_limits(&raw.nat, &mut cfg);
     apply_limits(&raw.limits, &mut cfg);
     cfg.policies = PolicyTable {
         rules: Vec::new(),
@@ -435,7 +444,7 @@ fn build(
         tun: tun_name,
         mtu: tun_mtu as u16,
         anycast,
-        pool: cfg.nat.pool.iter().map(|a| Prefix::host(*a)).collect(),
+        pool: pool_routes,
         sysctls: t.sysctls.unwrap_or(true),
     };
     let mut driver = ProxyDriverConfig::new(cfg, host);
@@ -542,6 +551,65 @@ pub(crate) fn sockaddr(s: &str, default_port: u16) -> Option<SocketAddr> {
     }
     let ip: IpAddr = s.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
     Some(SocketAddr::new(ip, default_port))
+}
+
+/// `proxy.nat_pool`: addresses, and IPv6 prefixes (`2001:db8:98::/96`) from which the NAT takes
+/// `nat.prefix_addrs` addresses (default 64, spread by the seed). Returns the pool and its routes into the TUN
+/// (a host route per address, the whole prefix for a prefix).
+fn nat_pool(
+    v: &[String],
+    prefix_addrs: Option<u16>,
+    seed: u64,
+) -> Result<(Vec<IpAddr>, Vec<Prefix>), ConfigError> {
+    let per_prefix = usize::from(prefix_addrs.unwrap_or(64));
+    if per_prefix == 0 || per_prefix > pias_state::nat::MAX_POOL_ADDRS {
+        return err(
+            "nat.prefix_addrs",
+            format!(
+                "addresses taken from each pool prefix: 1..={}",
+                pias_state::nat::MAX_POOL_ADDRS
+            ),
+        );
+    }
+    let (mut pool, mut routes) = (Vec::new(), Vec::new());
+    for (i, s) in v.iter().enumerate() {
+        let field = format!("proxy.nat_pool[{i}]");
+        if s.contains('/') {
+            let pre: Prefix = s.parse().map_err(|e: String| ConfigError {
+                field: field.clone(),
+                fix: e,
+            })?;
+            let IpAddr::V6(a) = pre.addr else {
+                return err(
+                    field,
+                    format!(
+                        "{s:?}: prefixes are for IPv6 (e.g. a /96 or /64); list IPv4 pool addresses one by one"
+                    ),
+                );
+            };
+            let addrs =
+                pias_state::nat::NatConfig::addresses_in_prefix(a, pre.len, per_prefix, seed ^ i as u64)
+                    .ok_or_else(|| ConfigError {
+                        field: field.clone(),
+                        fix: format!("{s:?}: use a prefix of at most /120"),
+                    })?;
+            pool.extend(addrs);
+            // The route names the network (host bits cleared: `ip route` refuses them).
+            let net = u128::from(a) & !(u128::MAX.checked_shr(u32::from(pre.len)).unwrap_or(0));
+            routes.push(Prefix {
+                addr: IpAddr::V6(std::net::Ipv6Addr::from(net)),
+                len: pre.len,
+            });
+        } else {
+            let a = s.parse::<IpAddr>().map_err(|_| ConfigError {
+                field,
+                fix: format!("{s:?} is not an IP address or IPv6 prefix"),
+            })?;
+            pool.push(a);
+            routes.push(Prefix::host(a));
+        }
+    }
+    Ok((pool, routes))
 }
 
 fn ip_list(field: &str, v: &[String]) -> Result<Vec<IpAddr>, ConfigError> {

@@ -318,6 +318,41 @@ fn core_errors_name_the_toml_key() {
             "positive duration",
         ),
         (
+            format!("{m}[nat]\nudp_transitory_timeout_s = 0\n"),
+            "nat.udp_transitory_timeout_s",
+            "positive duration",
+        ),
+        (
+            format!("{m}[nat]\ntcp_half_open_timeout_s = 0\n"),
+            "nat.tcp_half_open_timeout_s",
+            "positive duration",
+        ),
+        (
+            format!("{m}[nat]\nnew_per_prefix = 0\n"),
+            "nat.new_per_prefix",
+            "positive count",
+        ),
+        (
+            format!("{m}[nat]\nprefix_len_v4 = 33\n"),
+            "nat.prefix_len_v4",
+            "exceeds 32",
+        ),
+        (
+            format!("{m}[nat]\nprefix_addrs = 0\n"),
+            "nat.prefix_addrs",
+            "1..=256",
+        ),
+        (
+            m.replace("[\"10.251.0.161\"]", "[\"10.251.0.161\", \"10.98.0.0/24\"]"),
+            "proxy.nat_pool[1]",
+            "prefixes are for IPv6",
+        ),
+        (
+            m.replace("[\"10.251.0.161\"]", "[\"10.251.0.161\", \"fd00:98::/126\"]"),
+            "proxy.nat_pool[1]",
+            "at most /120",
+        ),
+        (
             m.replace("[\"10.251.0.161\"]", "[\"10.251.0.161\", \"10.251.0.161\"]"),
             "proxy.nat_pool[1]",
             "listed twice",
@@ -428,4 +463,47 @@ fn policies_translate() {
     assert_eq!(p.target.scope_prefix, Some(24));
     assert_eq!(p.target.replicate, 2);
     assert_eq!(p.rap, RapPolicy::Proximity);
+}
+
+/// Several IPv4 pool addresses and an IPv6 prefix: the NAT takes `nat.prefix_addrs` addresses of the prefix
+/// (the same ones for the same seed), and the whole prefix is routed into the TUN; the flood-defence keys
+/// reach the NAT.
+#[test]
+fn nat_pool_prefix_and_flood_keys() {
+    let m = minimal()
+        .replace(
+            "[\"10.251.0.161\"]",
+            "[\"10.251.0.161\", \"10.251.0.162\", \"fd00:98::7/96\"]\nseed = 5",
+        )
+        .replace("[\"10.251.0.128/28\"]", "[\"10.251.0.128/28\", \"fd00:99::/64\"]");
+    let s = format!(
+        "{m}[nat]\nprefix_addrs = 8\nnew_per_prefix = 100\nprefix_len_v4 = 20\nprefix_len_v6 = 48\nudp_transitory_timeout_s = 20\ntcp_half_open_timeout_s = 25\n"
+    );
+    let c = parse_str(&s).unwrap();
+    let n = &c.driver.proxy.nat;
+    assert_eq!(n.pool.len(), 10);
+    assert_eq!(
+        &n.pool[..2],
+        &[
+            "10.251.0.161".parse::<IpAddr>().unwrap(),
+            "10.251.0.162".parse().unwrap()
+        ]
+    );
+    let pre: Prefix = "fd00:98::/96".parse().unwrap();
+    for a in &n.pool[2..] {
+        assert!(pias_state::policy::prefix_match(pre.addr, pre.len, *a), "{a}");
+    }
+    assert_eq!(
+        parse_str(&s).unwrap().driver.proxy.nat.pool,
+        n.pool,
+        "same seed, same addresses"
+    );
+    let routes: Vec<String> = c.driver.host.pool.iter().map(|r| r.to_string()).collect();
+    assert_eq!(routes, ["10.251.0.161/32", "10.251.0.162/32", "fd00:98::/96"]);
+    assert_eq!(
+        (n.new_per_prefix, n.prefix_len_v4, n.prefix_len_v6),
+        (100, 20, 48)
+    );
+    assert_eq!(n.udp_transitory_timeout, Duration::from_secs(20));
+    assert_eq!(n.tcp_half_open_timeout, Duration::from_secs(25));
 }

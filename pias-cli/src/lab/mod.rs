@@ -103,6 +103,24 @@ enum Cmd {
         interval_ms: u64,
         #[arg(long, default_value_t = 250)]
         timeout_ms: u64,
+        /// Send every query from this one source port (one long-lived flow) instead of a new port each.
+        #[arg(long)]
+        src_port: Option<u16>,
+    },
+    /// (Internal) Spoofed-flow flood for the NAT attack test: one DNS query from a random address of SOURCES
+    /// (and a random port) each, RATE per second for DURATION ms, through a raw socket. Bounded (at most
+    /// 20,000/s for 120 s) and lab addresses only (10/8, 172.16/12, 192.168/16, 198.18/15).
+    #[command(hide = true)]
+    Flood {
+        #[arg(long)]
+        server: std::net::SocketAddrV4,
+        /// Source prefix, e.g. 198.18.0.0/15 (benchmarking space; route it to a blackhole in the lab).
+        #[arg(long)]
+        sources: String,
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        #[arg(long, default_value_t = 1000)]
+        duration_ms: u64,
     },
     /// (Internal) UDP round-trip probe: sends COUNT requests one after another, prints median and p99 in µs.
     #[command(hide = true)]
@@ -229,12 +247,26 @@ pub(crate) fn run(a: Args) -> Result<()> {
             duration_ms,
             interval_ms,
             timeout_ms,
+            src_port,
         } => tools::dns_watch(
             server,
             Duration::from_millis(duration_ms),
             Duration::from_millis(interval_ms),
             Duration::from_millis(timeout_ms),
+            src_port,
         ),
+        Cmd::Flood {
+            server,
+            sources,
+            rate,
+            duration_ms,
+        } => {
+            let (a, l) = sources
+                .split_once('/')
+                .and_then(|(a, l)| Some((a.parse().ok()?, l.parse().ok()?)))
+                .context("--sources: IPv4 prefix like 198.18.0.0/15")?;
+            tools::flood(server, (a, l), rate, Duration::from_millis(duration_ms)).map(|_| ())
+        }
         Cmd::UdpPing { to, count, from } => {
             let r = tools::udp_ping(to, count, Duration::from_millis(500), from)?;
             println!("{}", r.line());
@@ -281,7 +313,11 @@ pub(crate) fn run(a: Args) -> Result<()> {
                     preflight(true)?;
                     bench::run(&lab, b)
                 }
-                Cmd::Topology | Cmd::UdpEcho { .. } | Cmd::UdpPing { .. } | Cmd::DnsWatch { .. } => {
+                Cmd::Topology
+                | Cmd::UdpEcho { .. }
+                | Cmd::UdpPing { .. }
+                | Cmd::DnsWatch { .. }
+                | Cmd::Flood { .. } => {
                     unreachable!("handled above")
                 }
             }

@@ -83,10 +83,17 @@ pub(crate) fn proxy_config(lab: &Lab, p: &Node) -> String {
         "registration = [{}]",
         q(vec![t.registration4.to_string(), t.registration6.to_string()])
     );
+    // Two IPv4 pool addresses and an IPv6 /96 the NAT takes addresses from (SPEC.md §11.2): all inside the
+    // proxy's pool prefixes, which its bird announces once they are routed into the TUN.
+    let second = std::net::Ipv4Addr::from(u32::from(p.pool4()) + 1);
     let _ = writeln!(
         c,
         "nat_pool = [{}]",
-        q(vec![p.pool4().to_string(), p.pool6().to_string()])
+        q(vec![
+            p.pool4().to_string(),
+            second.to_string(),
+            format!("fd98:{:x}::/96", p.index)
+        ])
     );
     // The other proxies' pools are overlay space this proxy cannot learn: client sources there are refused.
     let others: Vec<String> = lab

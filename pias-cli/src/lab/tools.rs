@@ -147,19 +147,31 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Sends a query (a new socket, so a new flow, like `dig`) every `interval` for `duration`, each waiting at
-/// most `timeout`; prints `SENT_MS DONE_MS ANSWER` (Unix ms; ANSWER is an address or `timeout`) per query.
+/// Sends a query (a new socket, so a new flow, like `dig`; or always from `src_port`, one long-lived flow)
+/// every `interval` for `duration`, each waiting at most `timeout`; prints `SENT_MS DONE_MS ANSWER` (Unix
+/// ms; ANSWER is an address or `timeout`) per query.
 pub(crate) fn dns_watch(
     server: SocketAddr,
     duration: Duration,
     interval: Duration,
     timeout: Duration,
+    src_port: Option<u16>,
 ) -> Result<()> {
     use std::io::Write as _;
-    let bind: SocketAddr = if server.is_ipv4() {
+    let mut bind: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
         "[::]:0".parse()?
+    };
+    let one = match src_port {
+        Some(p) => {
+            bind.set_port(p);
+            let s = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
+            s.connect(server)?;
+            s.set_read_timeout(Some(timeout))?;
+            Some(s)
+        }
+        None => None,
     };
     let end = Instant::now() + duration;
     let mut id: u16 = (unix_ms() & 0xFFFF) as u16;
@@ -169,9 +181,16 @@ pub(crate) fn dns_watch(
         let t0 = Instant::now();
         let sent = unix_ms();
         id = id.wrapping_add(1);
-        let s = UdpSocket::bind(bind)?;
-        s.connect(server)?;
-        s.set_read_timeout(Some(timeout))?;
+        let fresh;
+        let s = match &one {
+            Some(s) => s,
+            None => {
+                fresh = UdpSocket::bind(bind)?;
+                fresh.connect(server)?;
+                fresh.set_read_timeout(Some(timeout))?;
+                &fresh
+            }
+        };
         let _ = s.send(&dns_query(id, !server.is_ipv4()));
         let deadline = t0 + timeout;
         let mut answer = None;
@@ -229,4 +248,188 @@ pub(crate) fn outage_ms(
         None => after.first()?,
     };
     Some(first_good.sent_ms.saturating_sub(kill_ms))
+}
+
+/// Most packets per second `flood` sends.
+pub(crate) const FLOOD_MAX_RATE: u32 = 20_000;
+/// Longest `flood` run.
+pub(crate) const FLOOD_MAX_DURATION: Duration = Duration::from_secs(120);
+
+/// Whether `a` is a lab address: private (RFC 1918) or benchmarking (RFC 2544, 198.18.0.0/15). The flood
+/// refuses anything else, for its destination and its sources alike, so that it can only ever address the
+/// lab's own namespaces.
+fn lab_v4(a: std::net::Ipv4Addr) -> bool {
+    let o = a.octets();
+    a.is_private() || (o[0] == 198 && (o[1] & 0xFE) == 18)
+}
+
+/// The ones' complement sum of `b` (RFC 1071), folded.
+fn csum(mut sum: u32, b: &[u8]) -> u16 {
+    for c in b.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// One IPv4/UDP packet carrying a DNS query from `src:sport` to `dst`, with correct checksums.
+pub(crate) fn spoofed_query(
+    src: std::net::Ipv4Addr,
+    sport: u16,
+    dst: std::net::SocketAddrV4,
+    id: u16,
+) -> Vec<u8> {
+    let q = dns_query(id, false);
+    let udp_len = 8 + q.len();
+    let total = 20 + udp_len;
+    let mut p = Vec::with_capacity(total);
+    p.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8]);
+    p.extend_from_slice(&id.to_be_bytes()); // IP id
+    p.extend_from_slice(&[0x40, 0, 64, 17, 0, 0]); // DF, ttl 64, UDP, checksum below
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.ip().octets());
+    let ipc = csum(0, &p[..20]);
+    p[10..12].copy_from_slice(&ipc.to_be_bytes());
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dst.port().to_be_bytes());
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(&q);
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, 17, (udp_len >> 8) as u8, udp_len as u8]);
+    let sum: u32 = pseudo
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    let mut uc = csum(sum, &p[20..]);
+    if uc == 0 {
+        uc = 0xFFFF;
+    }
+    p[26..28].copy_from_slice(&uc.to_be_bytes());
+    p
+}
+
+/// Sends spoofed new UDP flows, one DNS query each from a random address of `sources` (and a random port), to
+/// `server`, at `rate` per second for `duration`, through a raw socket (IP_HDRINCL); returns how many were
+/// sent. Bounded: at most [`FLOOD_MAX_RATE`] per second for at most [`FLOOD_MAX_DURATION`], and only lab
+/// addresses (private or 198.18.0.0/15) as destination and sources. Run it inside a lab namespace.
+pub(crate) fn flood(
+    server: std::net::SocketAddrV4,
+    sources: (std::net::Ipv4Addr, u8),
+    rate: u32,
+    duration: Duration,
+) -> Result<u64> {
+    use std::net::Ipv4Addr;
+    if rate == 0 || rate > FLOOD_MAX_RATE {
+        bail!("--rate must be 1..={FLOOD_MAX_RATE}");
+    }
+    if duration > FLOOD_MAX_DURATION {
+        bail!("--duration-ms must be at most {}", FLOOD_MAX_DURATION.as_millis());
+    }
+    let (net, len) = sources;
+    if !(8..=32).contains(&len) {
+        bail!("--sources: a prefix of length 8..=32");
+    }
+    let mask = if len == 32 { u32::MAX } else { !(u32::MAX >> len) };
+    let net = u32::from(net) & mask;
+    let last = Ipv4Addr::from(net | !mask);
+    if !lab_v4(*server.ip()) || !lab_v4(Ipv4Addr::from(net)) || !lab_v4(last) {
+        bail!("the flood only addresses lab addresses (10/8, 172.16/12, 192.168/16, 198.18/15)");
+    }
+    // SAFETY: plain socket(2); the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    if fd < 0 {
+        bail!(
+            "raw socket: {} (needs CAP_NET_RAW)",
+            std::io::Error::last_os_error()
+        );
+    }
+    let to = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: server.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*server.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut x = unix_ms() | 1;
+    let mut next = move || {
+        // xorshift64: varied sources, no quality needed.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let mut errors = 0u64;
+    while t0.elapsed() < duration {
+        let due = (t0.elapsed().as_secs_f64() * f64::from(rate)) as u64;
+        while sent + errors < due {
+            let r = next();
+            let src = Ipv4Addr::from(net | (r as u32 & !mask));
+            let sport = 1024 + ((r >> 32) as u16 % 64_000);
+            let p = spoofed_query(src, sport, server, (r >> 48) as u16);
+            // SAFETY: `p` and `to` outlive the call; lengths are theirs.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    p.as_ptr().cast(),
+                    p.len(),
+                    0,
+                    (&raw const to).cast(),
+                    core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if n < 0 {
+                errors += 1;
+            } else {
+                sent += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: our descriptor.
+    unsafe { libc::close(fd) };
+    println!("sent={sent} errors={errors}");
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod flood_tests {
+    use super::*;
+
+    #[test]
+    fn spoofed_query_checksums_verify() {
+        let p = spoofed_query(
+            "198.18.3.4".parse().unwrap(),
+            40000,
+            "10.99.0.53:53".parse().unwrap(),
+            0x1234,
+        );
+        assert_eq!(csum(0, &p[..20]), 0, "IPv4 header checksum");
+        let udp_len = p.len() - 20;
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[12..20]);
+        pseudo.extend_from_slice(&[0, 17, (udp_len >> 8) as u8, udp_len as u8]);
+        pseudo.extend_from_slice(&p[20..]);
+        assert_eq!(csum(0, &pseudo), 0, "UDP checksum");
+        assert_eq!(&p[28..30], &0x1234u16.to_be_bytes(), "DNS id");
+    }
+
+    #[test]
+    fn flood_refuses_non_lab_addresses_and_unbounded_runs() {
+        let lab = "10.99.0.53:53".parse().unwrap();
+        let src = ("198.18.0.0".parse().unwrap(), 15);
+        let d = Duration::from_millis(1);
+        assert!(flood("8.8.8.8:53".parse().unwrap(), src, 10, d).is_err());
+        assert!(flood(lab, ("1.0.0.0".parse().unwrap(), 8), 10, d).is_err());
+        assert!(flood(lab, ("198.0.0.0".parse().unwrap(), 8), 10, d).is_err());
+        assert!(flood(lab, src, FLOOD_MAX_RATE + 1, d).is_err());
+        assert!(flood(lab, src, 10, Duration::from_secs(121)).is_err());
+    }
 }

@@ -1,6 +1,6 @@
 //! The NAT's configuration: pool, port range, bound, timeouts and budgets, and the errors that refuse one.
 
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv6Addr};
 use core::time::Duration;
 
 use super::*;
@@ -16,14 +16,21 @@ pub struct NatConfig {
     pub port_max: u16,
     /// Hard bound on live bindings, at most [`MAX_ENTRIES_LIMIT`]. Default 1,000,000.
     pub max_entries: u32,
-    /// UDP idle timeout. Default 120 s (RFC 4787 REQ-5).
+    /// Idle timeout of assured UDP (replied, and active 2 s after creation). Default 120 s (RFC 4787 REQ-5;
+    /// conntrack's `udp_timeout_stream`).
     pub udp_timeout: Duration,
+    /// Idle timeout of UDP not yet assured (unreplied, or a one-shot exchange). Default 30 s (conntrack's
+    /// `udp_timeout`): a spoofed new flow holds its port a quarter as long.
+    pub udp_transitory_timeout: Duration,
     /// ICMP echo idle timeout. Default 60 s.
     pub icmp_timeout: Duration,
     /// TCP established idle timeout. Default 7440 s (RFC 5382).
     pub tcp_established_timeout: Duration,
-    /// TCP transitory (opening, or FIN both ways) idle timeout. Default 240 s.
+    /// TCP transitory (answered but not established, or FIN both ways) idle timeout. Default 240 s (RFC 5382).
     pub tcp_transitory_timeout: Duration,
+    /// TCP half-open (nothing seen from the target yet) idle timeout. Default 30 s: each SYN retransmission
+    /// refreshes it, and a spoofed SYN towards a silent target holds its port no longer.
+    pub tcp_half_open_timeout: Duration,
     /// TCP idle timeout after a RST. Default 10 s.
     pub tcp_closed_timeout: Duration,
     /// A hit moves a binding to the tail of its expiry list only if its last move is at least this old
@@ -38,6 +45,13 @@ pub struct NatConfig {
     pub sweep_budget: u32,
     /// Capacity of the event queue. Default 4096.
     pub event_capacity: u32,
+    /// Most new (not yet assured or established) bindings at once from one client prefix; more are refused
+    /// (`nat_prefix_refused`). Default 4096 (a /24 opening 136 one-shot flows per second for ever).
+    pub new_per_prefix: u32,
+    /// Length of an IPv4 client prefix for `new_per_prefix`. Default 24.
+    pub prefix_len_v4: u8,
+    /// Length of an IPv6 client prefix for `new_per_prefix`. Default 56 (a typical end site).
+    pub prefix_len_v6: u8,
 }
 
 impl NatConfig {
@@ -49,15 +63,44 @@ impl NatConfig {
             port_max: 65535,
             max_entries: 1_000_000,
             udp_timeout: Duration::from_secs(120),
+            udp_transitory_timeout: Duration::from_secs(30),
             icmp_timeout: Duration::from_secs(60),
             tcp_established_timeout: Duration::from_secs(7440),
             tcp_transitory_timeout: Duration::from_secs(240),
+            tcp_half_open_timeout: Duration::from_secs(30),
             tcp_closed_timeout: Duration::from_secs(10),
             touch_granularity: Duration::from_secs(1),
             expiry_budget: 1024,
             sweep_budget: 4096,
             event_capacity: 4096,
+            new_per_prefix: 4096,
+            prefix_len_v4: 24,
+            prefix_len_v6: 56,
         }
+    }
+
+    /// `n` distinct addresses of the IPv6 prefix `prefix/len` for a pool (`len` at most 120), spread over the
+    /// prefix by a keyed hash of `seed`, never the all-zero host part (the subnet-router anycast address).
+    /// A proxy given a whole prefix routes it all to itself and translates from these: `n` × the port range
+    /// endpoints per protocol. Deterministic for a seed; `None` if `len` is above 120 or `n` is 0.
+    pub fn addresses_in_prefix(prefix: Ipv6Addr, len: u8, n: usize, seed: u64) -> Option<Vec<IpAddr>> {
+        if len > 120 || n == 0 {
+            return None;
+        }
+        let host_mask = u128::MAX >> len;
+        let net = u128::from(prefix) & !host_mask;
+        let mut out: Vec<IpAddr> = Vec::with_capacity(n);
+        let mut i = 0u64;
+        while out.len() < n && i < 16 * n as u64 {
+            let h = (u128::from(crate::rng::mix(seed ^ i)) << 64) | u128::from(crate::rng::mix(!seed ^ i));
+            i += 1;
+            let host = h & host_mask;
+            let a = IpAddr::V6(Ipv6Addr::from(net | host));
+            if host != 0 && !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        Some(out)
     }
 
     /// The timeout of `class`.
@@ -68,6 +111,8 @@ impl NatConfig {
             TimeoutClass::TcpEstablished => self.tcp_established_timeout,
             TimeoutClass::TcpTransitory => self.tcp_transitory_timeout,
             TimeoutClass::TcpClosed => self.tcp_closed_timeout,
+            TimeoutClass::UdpTransitory => self.udp_transitory_timeout,
+            TimeoutClass::TcpHalfOpen => self.tcp_half_open_timeout,
         }
     }
 
@@ -102,6 +147,8 @@ impl NatConfig {
             ("nat.tcp_established_timeout", self.tcp_established_timeout),
             ("nat.tcp_transitory_timeout", self.tcp_transitory_timeout),
             ("nat.tcp_closed_timeout", self.tcp_closed_timeout),
+            ("nat.udp_transitory_timeout", self.udp_transitory_timeout),
+            ("nat.tcp_half_open_timeout", self.tcp_half_open_timeout),
         ] {
             if d.is_zero() {
                 return Err(NatConfigError::ZeroTimeout { field });
@@ -114,10 +161,25 @@ impl NatConfig {
             ("nat.expiry_budget", self.expiry_budget),
             ("nat.sweep_budget", self.sweep_budget),
             ("nat.event_capacity", self.event_capacity),
+            ("nat.new_per_prefix", self.new_per_prefix),
         ] {
             if v == 0 {
                 return Err(NatConfigError::ZeroBudget { field });
             }
+        }
+        if self.prefix_len_v4 > 32 {
+            return Err(NatConfigError::PrefixLen {
+                field: "nat.prefix_len_v4",
+                len: self.prefix_len_v4,
+                max: 32,
+            });
+        }
+        if self.prefix_len_v6 > 128 {
+            return Err(NatConfigError::PrefixLen {
+                field: "nat.prefix_len_v6",
+                len: self.prefix_len_v6,
+                max: 128,
+            });
         }
         Ok(())
     }
@@ -146,6 +208,8 @@ pub enum NatConfigError {
     ZeroBudget { field: &'static str },
     #[error("nat.max_entries = {0}: not enough memory to preallocate the table; lower it")]
     OutOfMemory(u32),
+    #[error("{field} = {len} exceeds {max}: give a prefix length of the family")]
+    PrefixLen { field: &'static str, len: u8, max: u8 },
 }
 
 impl NatConfigError {
@@ -158,9 +222,9 @@ impl NatConfigError {
             | NatConfigError::DuplicatePoolAddress(_) => "pool",
             NatConfigError::PortRange { .. } => "port_min",
             NatConfigError::MaxEntriesTooLarge(_) | NatConfigError::OutOfMemory(_) => "max_entries",
-            NatConfigError::ZeroTimeout { field } | NatConfigError::ZeroBudget { field } => {
-                field.strip_prefix("nat.").unwrap_or(field)
-            }
+            NatConfigError::ZeroTimeout { field }
+            | NatConfigError::ZeroBudget { field }
+            | NatConfigError::PrefixLen { field, .. } => field.strip_prefix("nat.").unwrap_or(field),
             NatConfigError::TouchGranularity(_) => "touch_granularity",
         }
     }
@@ -189,6 +253,9 @@ impl NatConfigError {
             NatConfigError::ZeroBudget { .. } => "is zero: give a positive count".to_owned(),
             NatConfigError::OutOfMemory(n) => {
                 format!("{n}: not enough memory to preallocate the table; lower it")
+            }
+            NatConfigError::PrefixLen { len, max, .. } => {
+                format!("{len} exceeds {max}: give a prefix length of the family")
             }
         }
     }

@@ -1,12 +1,16 @@
-//! Creating a binding: checks, the pool address (paired by a keyed hash of the client) and port (bitmap from a
-//! seeded start), room in a full table (the earliest deadline goes), a slab slot, and both index entries.
+//! Creating a binding: checks, the per-prefix cap on new bindings, the pool address (paired by a keyed hash of
+//! the client) and port (bitmap from a seeded start; early drop of a transitory binding of the same family and
+//! protocol when none is free), room in a full table (a due binding, else the oldest transitory one; never a
+//! protected one), a slab slot, and both index entries.
 
 use super::*;
 
 impl NatTable {
     /// Creates a binding for the client flow `key` towards `target` (ip, port; ignored port for ICMP echo),
-    /// with a caller-chosen `tag`, and returns the forward rewrite. In a full table, first removes the binding
-    /// with the earliest deadline (evicted, or expired if due). Emits [`NatEvent::Created`].
+    /// with a caller-chosen `tag`, and returns the forward rewrite. When ports or entries run out, first
+    /// removes a due binding or drops the oldest transitory one early ([`RemoveReason::Evicted`]); it never
+    /// removes an assured or established binding for a new flow and refuses instead. Emits
+    /// [`NatEvent::Created`].
     pub fn create(
         &mut self,
         key: &FlowKey,
@@ -18,6 +22,8 @@ impl NatTable {
         let r = self.create_inner(key, target, tag);
         match r {
             Err(NatError::PortsExhausted) => self.counters.port_exhausted += 1,
+            Err(NatError::Full) => self.counters.refused_full += 1,
+            Err(NatError::PrefixCap) => self.counters.prefix_refused += 1,
             Err(_) => self.counters.create_rejected += 1,
             Ok(_) => self.counters.created += 1,
         }
@@ -51,37 +57,35 @@ impl NatTable {
         if self.is_draining(target.0, target.1) {
             return Err(NatError::TargetDraining);
         }
+        // The per-prefix cap on new bindings: one source prefix (a spoofer's, say) cannot take every port.
+        let slots = self.prefix_slots(&k.src, k.v6);
+        if self.prefix_counts[slots[0]].min(self.prefix_counts[slots[1]]) >= self.cfg.new_per_prefix {
+            return Err(NatError::PrefixCap);
+        }
         // Pool address: keyed hash of the client, then the next ones of the family.
         let fam = if k.v6 { &self.v6_pool } else { &self.v4_pool };
         if fam.is_empty() {
             return Err(NatError::NoPoolAddress);
         }
-        let mut h = SipHasher13::new_with_keys(self.sip.1, self.sip.0);
-        h.write(&k.src);
-        let first = (h.finish() % fam.len() as u64) as usize;
-        let span = u32::from(self.cfg.port_max - self.cfg.port_min) + 1;
-        let start = self.cfg.port_min + (self.rng.next_u64() % u64::from(span)) as u16;
-        let mut got = None;
-        for j in 0..fam.len() {
-            let pi = fam[(first + j) % fam.len()];
-            let bm = &mut self.pool_ports[usize::from(pi)][class];
-            if bm.free() > 0
-                && let Some(p) = bm.allocate(start)
-            {
-                got = Some((pi, p));
-                break;
-            }
+        let mut got = self.allocate_port(&k, class);
+        if got.is_none()
+            && let Some(v) = self.early_drop_victim(Some((k.v6, class)))
+        {
+            self.drop_early(v);
+            got = self.allocate_port(&k, class);
         }
         let (pool_idx, pool_port) = got.ok_or(NatError::PortsExhausted)?;
-        // A slot: free list, fresh slab slot, or the earliest deadline.
+        // A slot: free list, fresh slab slot, or a due / the oldest transitory binding's.
         if self.len >= self.cfg.max_entries {
-            let victim = self.earliest();
-            if let Some((v, deadline)) = victim {
-                if deadline <= self.now {
-                    self.expire(v);
-                } else {
-                    self.remove_slot(v, RemoveReason::Evicted);
-                }
+            match self.earliest() {
+                Some((v, deadline)) if deadline <= self.now => self.expire(v),
+                _ => match self.early_drop_victim(None) {
+                    Some(v) => self.drop_early(v),
+                    None => {
+                        self.pool_ports[usize::from(pool_idx)][class].release(pool_port);
+                        return Err(NatError::Full);
+                    }
+                },
             }
         }
         let i = if self.free_head != NIL {
@@ -113,13 +117,14 @@ impl NatTable {
                 v6: false,
                 tcp: Seen::default(),
                 class: FREE,
+                flags: 0,
             });
             (self.slab.len() - 1) as u32
         };
         let icmp = class == 2;
         let tclass = match key.proto {
-            IpProtocol::Tcp => TimeoutClass::TcpTransitory,
-            IpProtocol::Udp => TimeoutClass::Udp,
+            IpProtocol::Tcp => TimeoutClass::TcpHalfOpen,
+            IpProtocol::Udp => TimeoutClass::UdpTransitory,
             _ => TimeoutClass::Icmp,
         } as u8;
         let e = &mut self.slab[i as usize];
@@ -148,7 +153,11 @@ impl NatTable {
             v6: k.v6,
             tcp: Seen::default(),
             class: FREE,
+            flags: FRESH,
         };
+        for s in slots {
+            self.prefix_counts[s] = self.prefix_counts[s].saturating_add(1);
+        }
         let e = &self.slab[i as usize];
         let sip = self.sip;
         let (slab, pool_ips) = (&self.slab, &self.pool_ips);
@@ -175,5 +184,70 @@ impl NatTable {
             dst: reverse.src,
             dst_port: reverse.src_port,
         })
+    }
+}
+
+impl NatTable {
+    /// A free pool port of the family of `k` and port class `class`: the client's paired address first.
+    fn allocate_port(&mut self, k: &RawKey, class: usize) -> Option<(u16, u16)> {
+        let fam = if k.v6 { &self.v6_pool } else { &self.v4_pool };
+        if fam.is_empty() {
+            return None;
+        }
+        let mut h = SipHasher13::new_with_keys(self.sip.1, self.sip.0);
+        h.write(&k.src);
+        let first = (h.finish() % fam.len() as u64) as usize;
+        let span = u32::from(self.cfg.port_max - self.cfg.port_min) + 1;
+        let start = self.cfg.port_min + (self.rng.next_u64() % u64::from(span)) as u16;
+        for j in 0..fam.len() {
+            let pi = fam[(first + j) % fam.len()];
+            let bm = &mut self.pool_ports[usize::from(pi)][class];
+            if bm.free() > 0
+                && let Some(p) = bm.allocate(start)
+            {
+                return Some((pi, p));
+            }
+        }
+        None
+    }
+
+    /// The transitory binding early drop takes: the least recently moved head of the transitory classes
+    /// (their lists are in last-seen order to within `touch_granularity`). With `want = (v6, port class)`, only
+    /// a binding of that family and protocol, whose port the new flow could use: each matching list is then
+    /// walked from its head for at most [`EARLY_DROP_SCAN`] nodes. `None` when every candidate is protected.
+    pub(super) fn early_drop_victim(&self, want: Option<(bool, usize)>) -> Option<u32> {
+        let mut best: Option<(u32, u64)> = None;
+        for c in TimeoutClass::ALL {
+            if !c.is_transitory() {
+                continue;
+            }
+            let mut i = self.heads[c as usize];
+            let mut left = if want.is_some() { EARLY_DROP_SCAN } else { 1 };
+            while i != NIL && left > 0 {
+                let e = &self.slab[i as usize];
+                let fits = want.is_none_or(|(v6, class)| {
+                    e.v6 == v6 && port_class(IpProtocol::from(e.proto)) == Some(class)
+                });
+                if fits {
+                    let moved = e.last_seen - u64::from(e.lag);
+                    if best.is_none_or(|(_, m)| moved < m) {
+                        best = Some((i, moved));
+                    }
+                    break;
+                }
+                i = e.next;
+                left -= 1;
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Removes transitory slot `i` for a new flow: an expiry if it is due, else an early drop.
+    pub(super) fn drop_early(&mut self, i: u32) {
+        if self.deadline(i) <= self.now {
+            self.expire(i);
+        } else {
+            self.remove_slot(i, RemoveReason::Evicted);
+        }
     }
 }

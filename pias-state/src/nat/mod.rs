@@ -18,19 +18,26 @@
 //!   spirit), through a two-level bitmap ([`ports`]): O(1), at most 18 word tests per address, exact (it fails
 //!   only when no port of the family and class is free), deterministic for a given seed. Failure is
 //!   [`NatError::PortsExhausted`], counted in [`NatCounters::port_exhausted`].
-//! - **Timeouts** (idle, refreshed by every hit; defaults in [`NatConfig::with_pool`]): UDP 120 s (RFC 4787
-//!   REQ-5), ICMP 60 s, TCP established 7440 s (RFC 5382), TCP transitory 240 s, TCP after RST 10 s. TCP state
-//!   comes from [`NatTable::observe_tcp`] (see [`tcp`] for the table): established once ACKs were seen both
-//!   ways, so a binding created by a non-SYN packet stays transitory until traffic is seen both ways; FIN both
-//!   ways → transitory; RST → closed. A binding is live until `last_seen + timeout(class)`; a lookup of a binding
-//!   past that instant expires it on the spot (and misses), whether or not `handle_timeout` ran; `handle_timeout`
-//!   removes it at most `touch_granularity` (default 1 s) after that instant (see Layout).
-//! - **Bound.** At most `max_entries` bindings. Creating one in a full table first removes the binding with the
-//!   earliest deadline: if that deadline has passed it is an expiry, otherwise an eviction counted in
-//!   [`NatCounters::evicted`] (earliest within `touch_granularity`). Evicting the earliest deadline rather than
-//!   the least recently used protects
-//!   long-lived established TCP connections from a flood of short UDP flows, and costs the same (a look at five
-//!   list heads). Creation never fails for lack of space unless `max_entries` is 0.
+//! - **Timeouts** (idle, refreshed by every hit; defaults in [`NatConfig::with_pool`]; SPEC.md §11.3): UDP
+//!   starts *transitory* (30 s) and becomes *assured* (120 s, RFC 4787 REQ-5) once it has seen a reply and a
+//!   packet [`UDP_ASSURE_AFTER_S`] after its creation (conntrack's stream rule); ICMP 60 s; TCP starts
+//!   *half-open* (30 s) until a segment from the target is seen, then transitory (240 s) until ACKs were seen
+//!   both ways, then established (7440 s, RFC 5382); FIN both ways → transitory; RST → closed (10 s). TCP state
+//!   comes from [`NatTable::observe_tcp`] (see [`tcp`] for the table). A binding is live until
+//!   `last_seen + timeout(class)`; a lookup of a binding past that instant expires it on the spot (and misses),
+//!   whether or not `handle_timeout` ran; `handle_timeout` removes it at most `touch_granularity` (default 1 s)
+//!   after that instant (see Layout).
+//! - **Bound and early drop** (SPEC.md §11.4). At most `max_entries` bindings. Assured UDP and established
+//!   TCP are *protected* ([`TimeoutClass::is_transitory`]): a new flow never removes one. Creating a binding in
+//!   a full table first removes a due binding (an expiry), else the oldest transitory one (the least recently
+//!   moved head of the transitory lists: an early drop, [`NatCounters::early_drop`]), else refuses with
+//!   [`NatError::Full`]. When the ports of the flow's family and protocol are all in use, the oldest
+//!   transitory binding of that family and port class is dropped the same way (at most [`EARLY_DROP_SCAN`]
+//!   nodes looked at per list), else [`NatError::PortsExhausted`]. So a flood of spoofed new flows recycles
+//!   its own bindings and those of other one-shot flows, and never breaks an established one.
+//! - **Per-prefix cap.** A client prefix (/24, /56 by default) holds at most `new_per_prefix` bindings that
+//!   are not yet protected; more are refused ([`NatError::PrefixCap`]). The counts live in a seeded count-min
+//!   sketch (two rows of [`PREFIX_BUCKETS`] counters): bounded, allocation-free, never an under-count.
 //! - **Expiry.** [`NatTable::poll_timeout`] is the earliest deadline (it may lie in the past when the last
 //!   [`NatTable::handle_timeout`] ran out of budget: then call it again). `handle_timeout(now)` removes at most
 //!   `expiry_budget` due bindings per call, and no more than the event queue has room for, so no expiry event is
@@ -96,6 +103,15 @@ pub const MAX_ENTRIES_LIMIT: u32 = 1 << 28;
 pub const MAX_POOL_ADDRS: usize = 256;
 /// Most target sweeps in progress at once.
 pub const MAX_PENDING_SWEEPS: usize = 16;
+/// A replied UDP binding still active this many seconds after its creation is assured (conntrack's 2 s
+/// "stream" rule), measured in whole seconds, so between 1 and 2 s in fact.
+pub const UDP_ASSURE_AFTER_S: u32 = 2;
+/// Most list nodes early drop visits per class when it looks for a binding of one family and protocol.
+pub const EARLY_DROP_SCAN: usize = 64;
+/// Counters per row of the per-prefix count-min sketch (two rows).
+pub const PREFIX_BUCKETS: usize = 1 << 15;
+/// [`Entry::flags`]: the binding is new (not yet assured or established) and counted in its client prefix.
+const FRESH: u8 = 1;
 
 /// Which way a packet goes through a binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,26 +123,37 @@ pub enum Direction {
 }
 
 /// The idle-timeout classes; each has one configured timeout and one expiry list.
+///
+/// [`Udp`](Self::Udp) and [`TcpEstablished`](Self::TcpEstablished) are *protected*: early drop never removes
+/// them to make room for a new flow. Every other class is *transitory* and may be dropped early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TimeoutClass {
+    /// Assured UDP: replied, and still active [`UDP_ASSURE_AFTER_S`] after creation.
     Udp = 0,
     Icmp = 1,
     TcpEstablished = 2,
+    /// TCP answered by the target but not established, or closing (FIN both ways).
     TcpTransitory = 3,
     /// After a RST.
     TcpClosed = 4,
+    /// UDP not (yet) assured: unreplied, or a one-shot exchange.
+    UdpTransitory = 5,
+    /// TCP with nothing seen from the target yet (SYN sent, or created by a mid-flow segment).
+    TcpHalfOpen = 6,
 }
 
 impl TimeoutClass {
     /// Number of classes.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 7;
     /// All classes, in index order.
-    pub const ALL: [TimeoutClass; 5] = [
+    pub const ALL: [TimeoutClass; 7] = [
         TimeoutClass::Udp,
         TimeoutClass::Icmp,
         TimeoutClass::TcpEstablished,
         TimeoutClass::TcpTransitory,
         TimeoutClass::TcpClosed,
+        TimeoutClass::UdpTransitory,
+        TimeoutClass::TcpHalfOpen,
     ];
 
     fn from_index(i: u8) -> TimeoutClass {
@@ -135,8 +162,15 @@ impl TimeoutClass {
             1 => TimeoutClass::Icmp,
             2 => TimeoutClass::TcpEstablished,
             3 => TimeoutClass::TcpTransitory,
-            _ => TimeoutClass::TcpClosed,
+            4 => TimeoutClass::TcpClosed,
+            5 => TimeoutClass::UdpTransitory,
+            _ => TimeoutClass::TcpHalfOpen,
         }
+    }
+
+    /// Whether early drop may remove a binding of this class to make room for a new flow.
+    pub fn is_transitory(self) -> bool {
+        !matches!(self, TimeoutClass::Udp | TimeoutClass::TcpEstablished)
     }
 }
 
@@ -153,9 +187,16 @@ pub enum NatError {
     /// The pool has no address of the flow's family.
     #[error("no pool address of this family")]
     NoPoolAddress,
-    /// Every pool port of the family and protocol is in use (counted in `port_exhausted`).
+    /// Every pool port of the family and protocol is in use by protected bindings, or by transitory ones
+    /// early drop did not find (counted in `port_exhausted`).
     #[error("pool ports exhausted")]
     PortsExhausted,
+    /// The table is full of protected (assured UDP, established TCP) bindings (counted in `refused_full`).
+    #[error("the table is full of established bindings")]
+    Full,
+    /// The client's prefix has `new_per_prefix` new bindings already (counted in `prefix_refused`).
+    #[error("too many new bindings from the client's prefix")]
+    PrefixCap,
     /// A live binding already has this forward key.
     #[error("a binding for this flow exists")]
     AlreadyExists(BindingId),
@@ -172,7 +213,7 @@ pub enum NatError {
 pub enum RemoveReason {
     /// Idle past its class's timeout.
     Timeout(TimeoutClass),
-    /// Removed to make room in a full table before its timeout.
+    /// A transitory binding dropped early, before its timeout, to make room (entries or ports) for a new flow.
     Evicted,
     /// Removed by [`NatTable::remove`].
     Removed,
@@ -222,20 +263,29 @@ pub enum NatEvent {
 }
 
 counters! {
-    /// Counters; `created == len + expired total + evicted + removed + removed_target` always holds.
+    /// Counters; `created == len + expired total + early_drop + removed + removed_target` always holds.
     #[derive(Debug, Clone, Default, PartialEq, Eq)]
     pub struct NatCounters("nat_") {
         created,
-        /// Expiries of [`TimeoutClass::Udp`] bindings.
+        /// Expiries of [`TimeoutClass::Udp`] (assured) bindings.
         expired_udp,
         expired_icmp,
         expired_tcp_established,
         expired_tcp_transitory,
         expired_tcp_closed,
-        evicted,
+        expired_udp_transitory,
+        expired_tcp_half_open,
+        /// Transitory bindings removed before their timeout to make room for a new flow.
+        early_drop,
         removed,
         removed_target,
         port_exhausted,
+        /// `create` refused: the table was full of protected bindings.
+        refused_full,
+        /// `create` refused: the client's prefix was at its cap of new bindings.
+        prefix_refused,
+        /// Bindings that became protected (UDP assured, TCP established) while new.
+        assured,
         /// `create` calls refused for any other reason.
         create_rejected,
         forward_hits,
@@ -257,6 +307,8 @@ impl NatCounters {
             TimeoutClass::TcpEstablished => self.expired_tcp_established,
             TimeoutClass::TcpTransitory => self.expired_tcp_transitory,
             TimeoutClass::TcpClosed => self.expired_tcp_closed,
+            TimeoutClass::UdpTransitory => self.expired_udp_transitory,
+            TimeoutClass::TcpHalfOpen => self.expired_tcp_half_open,
         }
     }
 
@@ -267,6 +319,8 @@ impl NatCounters {
             TimeoutClass::TcpEstablished => &mut self.expired_tcp_established,
             TimeoutClass::TcpTransitory => &mut self.expired_tcp_transitory,
             TimeoutClass::TcpClosed => &mut self.expired_tcp_closed,
+            TimeoutClass::UdpTransitory => &mut self.expired_udp_transitory,
+            TimeoutClass::TcpHalfOpen => &mut self.expired_tcp_half_open,
         }
     }
 
@@ -330,6 +384,8 @@ struct Entry {
     tcp: Seen,
     /// [`TimeoutClass`] index, or [`FREE`].
     class: u8,
+    /// [`FRESH`].
+    flags: u8,
 }
 
 const _: () = assert!(core::mem::size_of::<Entry>() == 128);
@@ -371,12 +427,17 @@ pub struct NatTable {
     pool_ports: Vec<[PortBitmap; 3]>,
     v4_pool: Vec<u16>,
     v6_pool: Vec<u16>,
+    /// The pool, sorted: [`NatTable::is_pool_address`] in O(log n) for a pool taken from a prefix.
+    pool_sorted: Vec<IpAddr>,
     sip: SipKey,
     rng: crate::rng::SplitMix,
     now: u64,
     events: VecDeque<NatEvent>,
     sweeps: Vec<Sweep>,
     sweep_cursor: u32,
+    /// Count-min sketch of new bindings per client prefix: two rows of [`PREFIX_BUCKETS`] counters.
+    prefix_counts: Box<[u32]>,
+    prefix_key: SipKey,
     counters: NatCounters,
 }
 
@@ -415,6 +476,12 @@ impl NatTable {
         }
         let timeouts =
             TimeoutClass::ALL.map(|c| u64::try_from(cfg.timeout(c).as_micros()).unwrap_or(u64::MAX));
+        // Derived from the index key rather than drawn from `rng`, so that port choices for a seed stay as
+        // they were.
+        let prefix_key = SipKey(
+            crate::rng::mix(sip.0 ^ 0x7072_6566_6978_3031),
+            crate::rng::mix(sip.1 ^ 0x7072_6566_6978_3032),
+        );
         Ok(NatTable {
             timeouts,
             granularity: cfg.touch_granularity.as_micros() as u64,
@@ -429,12 +496,19 @@ impl NatTable {
             pool_ports,
             v4_pool,
             v6_pool,
+            pool_sorted: {
+                let mut v = cfg.pool.clone();
+                v.sort_unstable();
+                v
+            },
             sip,
             rng,
             now: 0,
             events,
             sweeps: Vec::with_capacity(MAX_PENDING_SWEEPS),
             sweep_cursor: 0,
+            prefix_counts: vec![0u32; 2 * PREFIX_BUCKETS].into_boxed_slice(),
+            prefix_key,
             counters: NatCounters::default(),
             cfg,
         })
@@ -471,7 +545,24 @@ impl NatTable {
             + self.pool_ips.capacity() * 16
             + self.pool_ports.capacity() * 3 * PortBitmap::BYTES
             + self.events.capacity() * core::mem::size_of::<NatEvent>()
+            + self.pool_sorted.capacity() * core::mem::size_of::<IpAddr>()
             + self.sweeps.capacity() * core::mem::size_of::<Sweep>()
+            + self.prefix_counts.len() * 4
+    }
+
+    /// The number of new (not yet assured or established) bindings counted for `client`'s prefix: an upper
+    /// bound of the true count (a count-min sketch; exact unless another prefix shares both counters).
+    pub fn new_in_prefix(&self, client: IpAddr) -> u32 {
+        let (b, v6) = ip_bytes(&client);
+        let [x, y] = self.prefix_slots(&b, v6);
+        self.prefix_counts[x].min(self.prefix_counts[y])
+    }
+
+    /// Whether `ip` is one of the pool's addresses (a binary search: a pool taken from an IPv6 prefix has
+    /// dozens, and every packet from the host side asks).
+    #[inline]
+    pub fn is_pool_address(&self, ip: IpAddr) -> bool {
+        self.pool_sorted.binary_search(&ip).is_ok()
     }
 
     /// The binding `id` names, if it is still live (not looking at its deadline).
@@ -590,6 +681,9 @@ impl NatTable {
             e.last_seen = self.now;
             self.unlink(i);
             self.link_tail(i, class);
+            if class == TimeoutClass::TcpEstablished as u8 {
+                self.unfresh(i);
+            }
         }
         Some(state)
     }

@@ -163,6 +163,18 @@ impl NatTable {
         let lag = u64::from(e.lag) + self.now.saturating_sub(e.last_seen);
         e.last_seen = self.now;
         let class = e.class;
+        // conntrack's UDP "stream" rule: replied and still active a moment after creation means a real
+        // exchange, not a one-shot query or a spoofed probe; it becomes assured (protected, longer timeout).
+        if class == TimeoutClass::UdpTransitory as u8
+            && e.rev_packets > 0
+            && self.now / 1_000_000 >= u64::from(e.created_s) + u64::from(UDP_ASSURE_AFTER_S)
+        {
+            self.unlink(i);
+            self.link_tail(i, TimeoutClass::Udp as u8);
+            self.unfresh(i);
+            self.counters.assured += 1;
+            return;
+        }
         if self.tails[usize::from(class)] == i {
             e.lag = 0;
         } else if lag < self.granularity {
@@ -170,6 +182,45 @@ impl NatTable {
         } else {
             self.unlink(i);
             self.link_tail(i, class);
+        }
+    }
+
+    /// The two sketch counters of the client prefix of `addr` (its first `prefix_len_v4`/`v6` bits).
+    pub(super) fn prefix_slots(&self, addr: &[u8; 16], v6: bool) -> [usize; 2] {
+        let bits = u32::from(if v6 {
+            self.cfg.prefix_len_v6
+        } else {
+            self.cfg.prefix_len_v4
+        });
+        let mut p = *addr;
+        for (j, b) in p.iter_mut().enumerate() {
+            let lo = j as u32 * 8;
+            if lo >= bits {
+                *b = 0;
+            } else if bits - lo < 8 {
+                *b &= 0xffu8 << (8 - (bits - lo));
+            }
+        }
+        let mut h = SipHasher13::new_with_keys(self.prefix_key.0, self.prefix_key.1);
+        h.write_u8(u8::from(v6));
+        h.write(&p);
+        let x = h.finish();
+        [
+            (x as usize) % PREFIX_BUCKETS,
+            PREFIX_BUCKETS + ((x >> 32) as usize) % PREFIX_BUCKETS,
+        ]
+    }
+
+    /// Clears the [`FRESH`] mark of slot `i` (promoted or removed) and uncounts it from its prefix.
+    pub(super) fn unfresh(&mut self, i: u32) {
+        let e = &mut self.slab[i as usize];
+        if e.flags & FRESH == 0 {
+            return;
+        }
+        e.flags &= !FRESH;
+        let (client, v6) = (e.client, e.v6);
+        for s in self.prefix_slots(&client, v6) {
+            self.prefix_counts[s] = self.prefix_counts[s].saturating_sub(1);
         }
     }
 
@@ -287,6 +338,7 @@ impl NatTable {
             o.remove();
         }
         let (forward, reverse) = self.keys(i);
+        self.unfresh(i);
         self.unlink(i);
         if let Some(class) = port_class(IpProtocol::from(e.proto))
             && let Some(b) = self.pool_ports.get_mut(usize::from(e.pool_idx))
@@ -301,7 +353,7 @@ impl NatTable {
         self.len -= 1;
         match reason {
             RemoveReason::Timeout(c) => *self.counters.expired_mut(c) += 1,
-            RemoveReason::Evicted => self.counters.evicted += 1,
+            RemoveReason::Evicted => self.counters.early_drop += 1,
             RemoveReason::Removed => self.counters.removed += 1,
             RemoveReason::TargetRemoved => self.counters.removed_target += 1,
         }

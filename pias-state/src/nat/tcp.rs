@@ -1,6 +1,7 @@
 //! The minimal TCP tracking a NAT needs: which flags were seen in which direction, and from that the timeout class.
 //!
-//! No sequence numbers are checked (like most NATs); the state only picks the idle timeout (RFC 5382):
+//! No sequence numbers are checked (like most NATs); the state only picks the idle timeout (RFC 5382, and
+//! conntrack's short half-open timeout so that spoofed SYNs do not hold ports):
 //!
 //! | seen                                   | [`TcpState`]                 | timeout class        |
 //! | -------------------------------------- | ---------------------------- | -------------------- |
@@ -8,7 +9,8 @@
 //! | FIN both ways                          | `Closing`                    | `TcpTransitory` (240 s) |
 //! | ACK both ways, FIN one way             | `FinForward` / `FinReverse`  | `TcpEstablished` (7440 s) |
 //! | ACK both ways                          | `Established`                | `TcpEstablished`     |
-//! | anything else (SYN only, one-way data) | `Opening`                    | `TcpTransitory`      |
+//! | nothing from the target yet            | `HalfOpen`                   | `TcpHalfOpen` (30 s) |
+//! | anything else (answered, not both ACKs)| `Opening`                    | `TcpTransitory`      |
 //!
 //! A SYN without ACK from the client on a `Reset` or `Closing` binding starts over (the client reuses the port
 //! for a new connection): the tracked flags are cleared before the SYN is recorded.
@@ -46,7 +48,10 @@ impl core::ops::BitOr for TcpFlags {
 /// What the NAT knows of a TCP connection, derived from the flags it saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TcpState {
-    /// Not yet ACKs both ways: a handshake in progress, or a binding created by a mid-flow packet.
+    /// Nothing seen from the target yet: a SYN sent (perhaps from a spoofed source), or a binding created by a
+    /// mid-flow packet.
+    HalfOpen,
+    /// The target answered, but not yet ACKs both ways.
     Opening,
     /// ACKs seen both ways.
     Established,
@@ -112,6 +117,8 @@ impl Seen {
             } else {
                 TcpState::Established
             }
+        } else if s & (SYN_R | ACK_R | FIN_R) == 0 {
+            TcpState::HalfOpen
         } else {
             TcpState::Opening
         }
@@ -122,6 +129,7 @@ impl TcpState {
     /// The timeout class of a binding in this state.
     pub fn timeout_class(self) -> TimeoutClass {
         match self {
+            TcpState::HalfOpen => TimeoutClass::TcpHalfOpen,
             TcpState::Opening | TcpState::Closing => TimeoutClass::TcpTransitory,
             TcpState::Established | TcpState::FinForward | TcpState::FinReverse => {
                 TimeoutClass::TcpEstablished

@@ -41,7 +41,7 @@ impl Proxy {
                 Err(_) => Verdict::Drop(DropReason::Rejected),
             };
         }
-        if self.cfg.nat.pool.contains(&dst) {
+        if self.nat.is_pool_address(dst) {
             return self.jap_reply(now, pkt);
         }
         // Ingress filtering (SPEC.md §8.5): a client source in the overlay's space or martian is spoofed or

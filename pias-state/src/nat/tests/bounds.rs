@@ -5,6 +5,23 @@ use super::*;
 
 use std::collections::BTreeSet;
 
+/// Creates a UDP binding at `now` and makes it assured: a reply, then a packet 2 s later.
+fn assured(t: &mut NatTable, k: &FlowKey, now: Instant) -> Translation {
+    let tr = t.create(k, (v4("10.0.0.7"), 53), 0, now).unwrap();
+    let reply = FlowKey {
+        proto: k.proto,
+        src: tr.dst,
+        src_port: tr.dst_port,
+        dst: tr.src,
+        dst_port: tr.src_port,
+    };
+    t.lookup_reverse(&reply, 0, now).unwrap();
+    let later = now + Duration::from_secs(2);
+    t.lookup_forward(k, 0, later).unwrap();
+    assert_eq!(t.get_forward(k).unwrap().class, TimeoutClass::Udp);
+    tr
+}
+
 #[test]
 fn port_exhaustion_is_typed_and_counted() {
     let mut c = cfg(&["198.51.100.1"]);
@@ -13,26 +30,28 @@ fn port_exhaustion_is_typed_and_counted() {
     let mut ports = BTreeSet::new();
     for i in 0..4 {
         let k = key(IpProtocol::Udp, "203.0.113.9", 1000 + i, "192.0.2.53", 53);
-        ports.insert(t.create(&k, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap().src_port);
+        ports.insert(assured(&mut t, &k, secs(2 * u64::from(i))).src_port);
     }
     assert_eq!(ports, (2000..=2003).collect());
+    // Every port is held by an assured binding: nothing to drop, the new flow is refused.
     let k = key(IpProtocol::Udp, "203.0.113.9", 2000, "192.0.2.53", 53);
     assert_eq!(
-        t.create(&k, (v4("10.0.0.7"), 53), 0, secs(0)),
+        t.create(&k, (v4("10.0.0.7"), 53), 0, secs(8)),
         Err(NatError::PortsExhausted)
     );
     assert_eq!(t.counters().port_exhausted, 1);
+    assert_eq!(t.counters().early_drop, 0);
     // Another protocol has its own ports.
     let k = key(IpProtocol::Tcp, "203.0.113.9", 2000, "192.0.2.53", 53);
-    assert!(t.create(&k, (v4("10.0.0.7"), 53), 0, secs(0)).is_ok());
+    assert!(t.create(&k, (v4("10.0.0.7"), 53), 0, secs(8)).is_ok());
     // Expiry frees a port.
-    t.handle_timeout(secs(120));
+    t.handle_timeout(secs(122));
     let k = key(IpProtocol::Udp, "203.0.113.9", 2000, "192.0.2.53", 53);
-    assert!(t.create(&k, (v4("10.0.0.7"), 53), 0, secs(120)).is_ok());
+    assert!(t.create(&k, (v4("10.0.0.7"), 53), 0, secs(122)).is_ok());
 }
 
 #[test]
-fn full_table_evicts_the_earliest_deadline_and_counts() {
+fn full_table_drops_the_oldest_transitory_binding_and_counts() {
     let mut c = cfg(&["198.51.100.1"]);
     c.max_entries = 3;
     let mut t = NatTable::new(c, 9).unwrap();
@@ -49,8 +68,11 @@ fn full_table_evicts_the_earliest_deadline_and_counts() {
     let u3 = key(IpProtocol::Udp, "203.0.113.4", 1, "192.0.2.53", 53);
     t.create(&u3, (v4("10.0.0.7"), 53), 0, secs(4)).unwrap();
     assert_eq!(t.len(), 3);
-    assert_eq!(t.counters().evicted, 1);
-    assert!(t.get_forward(&u2).is_none(), "u2 had the earliest deadline");
+    assert_eq!(t.counters().early_drop, 1);
+    assert!(
+        t.get_forward(&u2).is_none(),
+        "u2 was the oldest transitory binding"
+    );
     assert!(t.get_forward(&tcp).is_some() && t.get_forward(&u1).is_some());
     let ev = drain(&mut t);
     assert!(
@@ -59,8 +81,8 @@ fn full_table_evicts_the_earliest_deadline_and_counts() {
     // A due binding is expired rather than evicted.
     let u4 = key(IpProtocol::Udp, "203.0.113.5", 1, "192.0.2.53", 53);
     t.create(&u4, (v4("10.0.0.7"), 53), 0, secs(200)).unwrap();
-    assert_eq!(t.counters().evicted, 1);
-    assert_eq!(t.counters().expired(TimeoutClass::Udp), 1);
+    assert_eq!(t.counters().early_drop, 1);
+    assert_eq!(t.counters().expired(TimeoutClass::UdpTransitory), 1);
     // max_entries = 0: creation refused.
     let mut c = cfg(&["198.51.100.1"]);
     c.max_entries = 0;
@@ -75,6 +97,7 @@ fn full_table_evicts_the_earliest_deadline_and_counts() {
 fn handle_timeout_does_bounded_work() {
     let mut c = cfg(&["198.51.100.1"]);
     c.expiry_budget = 10;
+    c.udp_transitory_timeout = Duration::from_secs(120);
     let mut t = NatTable::new(c, 5).unwrap();
     for i in 0..35u16 {
         let k = key(IpProtocol::Udp, "203.0.113.9", 1000 + i, "192.0.2.53", 53);
@@ -148,6 +171,7 @@ fn remove_where_target_sweeps_in_bounded_steps() {
 fn lazy_touch_expires_at_most_one_granularity_late() {
     let mut c = cfg(&["198.51.100.1"]);
     c.touch_granularity = Duration::from_secs(3);
+    c.udp_transitory_timeout = Duration::from_secs(120);
     let mut t = NatTable::new(c, 5).unwrap();
     let a = key(IpProtocol::Udp, "203.0.113.1", 1, "192.0.2.53", 53);
     let b = key(IpProtocol::Udp, "203.0.113.2", 1, "192.0.2.53", 53);
@@ -168,6 +192,7 @@ fn lazy_touch_expires_at_most_one_granularity_late() {
     // With granularity 0 the order is exact.
     let mut c = cfg(&["198.51.100.1"]);
     c.touch_granularity = Duration::ZERO;
+    c.udp_transitory_timeout = Duration::from_secs(120);
     let mut t = NatTable::new(c, 5).unwrap();
     t.create(&a, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap();
     t.create(&b, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap();
@@ -177,5 +202,5 @@ fn lazy_touch_expires_at_most_one_granularity_late() {
     assert!(t.get_forward(&b).is_none());
     // A lookup of a due binding misses even before handle_timeout runs.
     assert_eq!(t.lookup_forward(&a, 0, secs(122)), None);
-    assert_eq!(t.counters().expired(TimeoutClass::Udp), 2);
+    assert_eq!(t.counters().expired(TimeoutClass::UdpTransitory), 2);
 }

@@ -3,6 +3,7 @@
 //! property test are in the submodules.
 
 mod bounds;
+mod flood;
 mod model;
 mod tcp;
 
@@ -107,6 +108,17 @@ fn forward_and_reverse_rewrite_udp() {
         Err(NatError::UnsupportedProtocol(IpProtocol::Other(47)))
     );
     assert_eq!(t.counters().create_rejected, 3);
+}
+
+#[test]
+fn pool_addresses_are_recognised() {
+    let t = NatTable::new(cfg(&["198.51.100.9", "2001:db8::1", "198.51.100.1"]), 1).unwrap();
+    for a in ["198.51.100.9", "2001:db8::1", "198.51.100.1"] {
+        assert!(t.is_pool_address(v4(a)), "{a}");
+    }
+    for a in ["198.51.100.2", "2001:db8::2", "10.0.0.1"] {
+        assert!(!t.is_pool_address(v4(a)), "{a}");
+    }
 }
 
 #[test]

@@ -12,6 +12,8 @@ const TARGETS_V6: [&str; 2] = ["2001:db8:f::1", "2001:db8:f::2"];
 const PORT_MIN: u16 = 3000;
 const PORT_MAX: u16 = 3004;
 const MAX: usize = 8;
+/// `new_per_prefix`: the two v4 clients share a /24, the two v6 clients a /56.
+const CAP: usize = 3;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -60,6 +62,9 @@ struct MBinding {
     fin: [bool; 2],
     rst: bool,
     packets: [u64; 2],
+    /// Creation time in whole seconds, and whether it is still new (counted against its prefix's cap).
+    created_s: u64,
+    fresh: bool,
 }
 
 impl MBinding {
@@ -70,6 +75,8 @@ impl MBinding {
             TimeoutClass::TcpTransitory
         } else if self.ack[0] && self.ack[1] {
             TimeoutClass::TcpEstablished
+        } else if !(self.syn[1] || self.ack[1] || self.fin[1]) {
+            TimeoutClass::TcpHalfOpen
         } else {
             TimeoutClass::TcpTransitory
         }
@@ -94,6 +101,13 @@ impl Model {
         self.doomed
             .iter()
             .any(|&(ip, p)| b.reverse.src == ip && p.is_none_or(|p| p == b.reverse.src_port))
+    }
+    /// New bindings of `client`'s prefix (the test's clients: one v4 and one v6 prefix).
+    fn fresh_in_prefix(&self, v6: bool, except: Option<&FlowKey>) -> usize {
+        self.map
+            .iter()
+            .filter(|(k, b)| b.fresh && k.src.is_ipv6() == v6 && Some(*k) != except)
+            .count()
     }
     fn nth(&self, i: usize) -> Option<(FlowKey, MBinding)> {
         if self.map.is_empty() {
@@ -132,13 +146,33 @@ fn apply_events(t: &mut NatTable, m: &mut Model, created: &mut Vec<NatEvent>, fu
                         assert!(d <= m.now, "expired before its deadline");
                     }
                     RemoveReason::Evicted => {
-                        assert!(full_before, "evicted from a table that was not full");
                         assert!(d > m.now);
-                        let min = m.map.values().map(|x| m.deadline(x)).min().unwrap();
                         assert!(
-                            d <= min + m.slack,
-                            "victim has the earliest deadline (within the granularity)"
+                            b.class.is_transitory(),
+                            "early drop never takes a protected binding"
                         );
+                        // Whether for entries or for ports, no transitory binding of the victim's family and
+                        // port class was seen longer ago (within the granularity).
+                        let class = port_class(forward.proto);
+                        let same = m.map.iter().filter(|(k, x)| {
+                            x.class.is_transitory()
+                                && k.src.is_ipv6() == forward.src.is_ipv6()
+                                && port_class(k.proto) == class
+                        });
+                        let min = same.map(|(_, x)| x.last_seen).min().unwrap();
+                        assert!(
+                            b.last_seen <= min + m.slack,
+                            "early drop takes the oldest transitory binding (within the granularity)"
+                        );
+                        let ports_full = m
+                            .map
+                            .keys()
+                            .filter(|k| {
+                                k.src.is_ipv6() == forward.src.is_ipv6() && port_class(k.proto) == class
+                            })
+                            .count()
+                            == usize::from(PORT_MAX - PORT_MIN + 1);
+                        assert!(full_before || ports_full, "early drop without need");
                     }
                     RemoveReason::TargetRemoved => assert!(m.is_doomed(&b)),
                     RemoveReason::Removed => {}
@@ -155,7 +189,7 @@ fn check_invariants(t: &NatTable, m: &Model) {
     let c = t.counters();
     assert_eq!(
         c.created,
-        t.len() as u64 + c.expired_total() + c.evicted + c.removed + c.removed_target,
+        t.len() as u64 + c.expired_total() + c.early_drop + c.removed + c.removed_target,
         "counters add up"
     );
     let mut pool_used = BTreeSet::new();
@@ -176,6 +210,11 @@ fn check_invariants(t: &NatTable, m: &Model) {
             "pool port shared"
         );
         assert!((PORT_MIN..=PORT_MAX).contains(&b.reverse.dst_port));
+        assert_eq!(
+            t.new_in_prefix(k.src) as usize,
+            m.fresh_in_prefix(k.src.is_ipv6(), None),
+            "prefix count"
+        );
     }
     assert_eq!(t.iter().count(), m.map.len());
     for b in t.iter() {
@@ -189,6 +228,9 @@ fn run(ops: Vec<Op>, seed: u64, granularity_s: u64) {
     cfg.port_max = PORT_MAX;
     cfg.max_entries = MAX as u32;
     cfg.udp_timeout = Duration::from_secs(30);
+    cfg.udp_transitory_timeout = Duration::from_secs(10);
+    cfg.tcp_half_open_timeout = Duration::from_secs(8);
+    cfg.new_per_prefix = CAP as u32;
     cfg.icmp_timeout = Duration::from_secs(20);
     cfg.tcp_established_timeout = Duration::from_secs(300);
     cfg.tcp_transitory_timeout = Duration::from_secs(40);
@@ -250,6 +292,14 @@ fn run(ops: Vec<Op>, seed: u64, granularity_s: u64) {
                     })
                     .filter(|(kk, _)| !(existing.is_some() && !live_existing && **kk == k))
                     .count();
+                let stale = existing.as_ref().filter(|_| !live_existing).map(|_| &k);
+                let at_cap = m.fresh_in_prefix(v6, stale) >= CAP;
+                let droppable_ports = m.map.iter().any(|(kk, b)| {
+                    kk.src.is_ipv6() == v6
+                        && port_class(kk.proto) == Some(class)
+                        && b.class.is_transitory()
+                        && Some(kk) != stale
+                });
                 let r = t.create(&k, (tip, tport), 9, now);
                 apply_events(&mut t, &mut m, &mut created, full_before);
                 if live_existing {
@@ -261,8 +311,20 @@ fn run(ops: Vec<Op>, seed: u64, granularity_s: u64) {
                 {
                     assert!(t.is_draining(tip, tport));
                     assert_eq!(r, Err(NatError::TargetDraining));
-                } else if used == usize::from(PORT_MAX - PORT_MIN + 1) {
+                } else if at_cap {
+                    assert_eq!(r, Err(NatError::PrefixCap));
+                } else if used == usize::from(PORT_MAX - PORT_MIN + 1) && !droppable_ports {
                     assert_eq!(r, Err(NatError::PortsExhausted));
+                } else if r == Err(NatError::Full) {
+                    // Only when every binding is protected (none due, up to the granularity).
+                    assert_eq!(m.map.len(), MAX);
+                    for b in m.map.values() {
+                        assert!(
+                            !b.class.is_transitory(),
+                            "refused while a transitory binding was there"
+                        );
+                        assert!(m.deadline(b) + m.slack > m.now, "refused while a binding was due");
+                    }
                 } else {
                     let tr = r.expect("create succeeds");
                     let pool = v4(if v6 { "2001:db8:e::1" } else { "198.51.100.1" });
@@ -281,8 +343,8 @@ fn run(ops: Vec<Op>, seed: u64, granularity_s: u64) {
                         [NatEvent::Created { forward, reverse: r2, id, .. }] if forward == k && r2 == reverse && id == tr.id
                     ));
                     let class = match proto {
-                        IpProtocol::Tcp => TimeoutClass::TcpTransitory,
-                        IpProtocol::Udp => TimeoutClass::Udp,
+                        IpProtocol::Tcp => TimeoutClass::TcpHalfOpen,
+                        IpProtocol::Udp => TimeoutClass::UdpTransitory,
                         _ => TimeoutClass::Icmp,
                     };
                     m.map.insert(
@@ -297,6 +359,8 @@ fn run(ops: Vec<Op>, seed: u64, granularity_s: u64) {
                             fin: [false; 2],
                             rst: false,
                             packets: [0; 2],
+                            created_s: m.now / 1_000_000,
+                            fresh: true,
                         },
                     );
                 }
@@ -329,9 +393,17 @@ fn run(ops: Vec<Op>, seed: u64, granularity_s: u64) {
                                 (k.dst, k.dst_port, k.src, k.src_port)
                             );
                         }
+                        let now_s = m.now / 1_000_000;
                         let mb = m.map.get_mut(&k).unwrap();
                         mb.last_seen = m.now;
                         mb.packets[usize::from(!fwd)] += 1;
+                        if mb.class == TimeoutClass::UdpTransitory
+                            && mb.packets[1] > 0
+                            && now_s >= mb.created_s + u64::from(UDP_ASSURE_AFTER_S)
+                        {
+                            mb.class = TimeoutClass::Udp;
+                            mb.fresh = false;
+                        }
                     } else {
                         assert_eq!(r, None);
                         assert!(!m.map.contains_key(&k), "a miss removed the binding");
@@ -378,7 +450,11 @@ fn run(ops: Vec<Op>, seed: u64, granularity_s: u64) {
                             mb.ack[d] |= ack;
                             mb.fin[d] |= fin;
                         }
+                        let old = mb.class;
                         mb.class = mb.tcp_class();
+                        if mb.class != old && mb.class == TimeoutClass::TcpEstablished {
+                            mb.fresh = false;
+                        }
                         mb.last_seen = m.now;
                         assert_eq!(r.map(|s| s.timeout_class()), Some(mb.class));
                     }

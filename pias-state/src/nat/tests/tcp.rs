@@ -17,9 +17,9 @@ fn tcp_handshake_and_close_move_through_states_and_timeouts() {
         let b = t.get_forward(&c).unwrap();
         (b.tcp.unwrap(), b.expires)
     };
-    assert_eq!(exp(&t), (TcpState::Opening, secs(240)));
+    assert_eq!(exp(&t), (TcpState::HalfOpen, secs(30)));
     let steps: [(TcpFlags, Direction, TcpState, u64); 6] = [
-        (TcpFlags::SYN, F, TcpState::Opening, 240),
+        (TcpFlags::SYN, F, TcpState::HalfOpen, 30),
         (TcpFlags::SYN_ACK, R, TcpState::Opening, 240),
         (TcpFlags::ACK, F, TcpState::Established, 7440),
         (TcpFlags::FIN_ACK, F, TcpState::FinForward, 7440),
@@ -55,9 +55,9 @@ fn tcp_rst_closes_and_a_new_syn_reopens() {
     assert_eq!(t.get_forward(&c).unwrap().expires, secs(13));
     assert_eq!(
         t.observe_tcp(id, TcpFlags::SYN, Direction::Forward, secs(4)),
-        Some(TcpState::Opening)
+        Some(TcpState::HalfOpen)
     );
-    assert_eq!(t.get_forward(&c).unwrap().expires, secs(244));
+    assert_eq!(t.get_forward(&c).unwrap().expires, secs(34));
     t.observe_tcp(id, TcpFlags::RST | TcpFlags::ACK, Direction::Forward, secs(5));
     // Past the RST timeout a lookup misses and the binding is gone from both indexes.
     let rev = t.get_forward(&c).unwrap().reverse;
@@ -73,15 +73,44 @@ fn tcp_rst_closes_and_a_new_syn_reopens() {
 
 #[test]
 fn mid_flow_tcp_stays_transitory_until_both_ways() {
-    let (mut t, _c, id) = tcp_table();
+    let (mut t, c, id) = tcp_table();
     for s in 1..5 {
         assert_eq!(
             t.observe_tcp(id, TcpFlags::ACK, Direction::Forward, secs(s)),
-            Some(TcpState::Opening)
+            Some(TcpState::HalfOpen)
         );
     }
+    assert_eq!(t.get_forward(&c).unwrap().class, TimeoutClass::TcpHalfOpen);
+    assert_eq!(t.new_in_prefix(c.src), 1, "still new");
     assert_eq!(
         t.observe_tcp(id, TcpFlags::ACK, Direction::Reverse, secs(5)),
         Some(TcpState::Established)
     );
+    assert_eq!(
+        t.new_in_prefix(c.src),
+        0,
+        "established: no longer counted against the prefix"
+    );
+}
+
+/// A SYN nobody answers holds its port for the half-open timeout only; a SYN the target answers moves to the
+/// transitory class.
+#[test]
+fn half_open_tcp_expires_after_the_short_timeout() {
+    let (mut t, c, id) = tcp_table();
+    assert_eq!(t.get_forward(&c).unwrap().class, TimeoutClass::TcpHalfOpen);
+    assert_eq!(t.handle_timeout(secs(29)), 0);
+    assert_eq!(t.handle_timeout(secs(30)), 1);
+    assert_eq!(t.counters().expired(TimeoutClass::TcpHalfOpen), 1);
+    assert_eq!(
+        t.observe_tcp(id, TcpFlags::SYN, Direction::Forward, secs(31)),
+        None
+    );
+    let tr = t.create(&c, (v4("10.0.0.7"), 8080), 0, secs(40)).unwrap();
+    t.observe_tcp(tr.id, TcpFlags::SYN, Direction::Forward, secs(40));
+    assert_eq!(
+        t.observe_tcp(tr.id, TcpFlags::SYN_ACK, Direction::Reverse, secs(41)),
+        Some(TcpState::Opening)
+    );
+    assert_eq!(t.get_forward(&c).unwrap().expires, secs(41 + 240));
 }
