@@ -286,7 +286,12 @@ mod tests {
     use super::*;
 
     fn proxy() -> Proxy {
-        Proxy::new(crate::test_proxy_config(4), Instant::ZERO).unwrap()
+        Proxy::new(
+            crate::test_proxy_config(4),
+            &pias_state::secrets::Secrets::from_seed_for_tests(4),
+            Instant::ZERO,
+        )
+        .unwrap()
     }
 
     #[test]

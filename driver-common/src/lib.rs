@@ -17,6 +17,7 @@
 
 pub mod agent_loop;
 pub mod control;
+pub mod entropy;
 pub mod events;
 pub mod fastpath;
 pub mod host;

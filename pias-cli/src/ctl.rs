@@ -373,7 +373,12 @@ mod tests {
             vec!["10.98.0.4".parse().unwrap()],
             vec!["10.99.0.250".parse().unwrap()],
         );
-        Proxy::new(cfg, Instant::ZERO).unwrap()
+        Proxy::new(
+            cfg,
+            &pias_state::secrets::Secrets::from_seed_for_tests(1),
+            Instant::ZERO,
+        )
+        .unwrap()
     }
 
     #[test]

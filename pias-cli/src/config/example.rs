@@ -13,7 +13,7 @@ nat_pool = ["10.251.0.161"]             # this proxy's own NAT source addresses 
 seeds = ["10.251.0.6:6081"]             # overlay addresses to join through; empty for the first proxy
 driver = "tokio"                        # "tokio", "mio" (one mio Poll, recvmmsg/sendmmsg batches) or "xdp" (see [xdp])
 overlay_mtu = 1500                      # MTU of the path between proxies
-# seed = 42                             # seed of random choices (default: from the OS)
+# seed = 42                             # seed of non-secret random choices (default: from the OS); secrets always come from the OS
 
 [tun]
 name = "pias0"                          # created by the process, gone when it exits

@@ -1,5 +1,5 @@
 //! Creating a binding: checks, the pool address (paired by a keyed hash of the client) and port (bitmap from a
-//! seeded start), room in a full table (the earliest deadline goes), a slab slot, and both index entries.
+//! keyed pseudo-random start), room in a full table (the earliest deadline goes), a slab slot, and both index entries.
 
 use super::*;
 
@@ -60,7 +60,16 @@ impl NatTable {
         h.write(&k.src);
         let first = (h.finish() % fam.len() as u64) as usize;
         let span = u32::from(self.cfg.port_max - self.cfg.port_min) + 1;
-        let start = self.cfg.port_min + (self.rng.next_u64() % u64::from(span)) as u16;
+        let draw = crate::secrets::prf(
+            &pias_proto::auth::SipKey {
+                k0: self.sip.0,
+                k1: self.sip.1,
+            },
+            2,
+            self.port_draws,
+        );
+        self.port_draws = self.port_draws.wrapping_add(1);
+        let start = self.cfg.port_min + (draw % u64::from(span)) as u16;
         let mut got = None;
         for j in 0..fam.len() {
             let pi = fam[(first + j) % fam.len()];

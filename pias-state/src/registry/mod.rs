@@ -396,23 +396,22 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry for proxy `jap_id`. `cookie_secret` comes from the proxy's seeded generator (SPEC.md §8.1),
-    /// `seed` keys the hash tables and the `random` target choice.
+    /// A registry for proxy `jap_id`. The cookie key and the hash-table keys come from `secrets` (drawn by
+    /// the driver from the OS, SPEC.md §8.1); `seed` drives only the `random` target choice, which needs no
+    /// secrecy.
     pub fn new(
         cfg: RegistryConfig,
         master: MasterKey,
         jap_id: ProxyId,
-        cookie_secret: [u8; 32],
+        secrets: &crate::secrets::Secrets,
         seed: u64,
     ) -> Result<Self, RegistryConfigError> {
         cfg.validate()?;
-        let mut s = crate::rng::SplitMix::new(seed);
-        let sip = (s.next_u64(), s.next_u64());
-        let rng = crate::rng::SplitMix::new(s.next_u64());
-        let key_seed = s.next_u64();
-        let tomb_seed = s.next_u64();
+        let k = secrets.table_key("registry index");
+        let sip = (k.k0, k.k1);
+        let rng = crate::rng::SplitMix::new(seed);
         Ok(Registry {
-            cookie_key: MacKey::cookie_key(&cookie_secret),
+            cookie_key: MacKey::cookie_key(secrets.cookie()),
             flow_key: master.flow_key(),
             master,
             jap: jap_id,
@@ -426,8 +425,8 @@ impl Registry {
             tail: NIL,
             index: HashTable::new(),
             groups: HashTable::new(),
-            keys: LruMap::new(cfg.max_derived_keys, key_seed),
-            tombstones: LruMap::new(cfg.max_tombstones, tomb_seed),
+            keys: LruMap::new(cfg.max_derived_keys, secrets.table_key("registry group keys")),
+            tombstones: LruMap::new(cfg.max_tombstones, secrets.table_key("registry tombstones")),
             scratch: Scratch::default(),
             weights: Vec::new(),
             replies: VecDeque::with_capacity(cfg.reply_queue),

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 fn port_exhaustion_is_typed_and_counted() {
     let mut c = cfg(&["198.51.100.1"]);
     (c.port_min, c.port_max) = (2000, 2003);
-    let mut t = NatTable::new(c, 9).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(9)).unwrap();
     let mut ports = BTreeSet::new();
     for i in 0..4 {
         let k = key(IpProtocol::Udp, "203.0.113.9", 1000 + i, "192.0.2.53", 53);
@@ -35,7 +35,7 @@ fn port_exhaustion_is_typed_and_counted() {
 fn full_table_evicts_the_earliest_deadline_and_counts() {
     let mut c = cfg(&["198.51.100.1"]);
     c.max_entries = 3;
-    let mut t = NatTable::new(c, 9).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(9)).unwrap();
     let tcp = key(IpProtocol::Tcp, "203.0.113.1", 1, "192.0.2.53", 53);
     let id = t.create(&tcp, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap().id;
     t.observe_tcp(id, TcpFlags::SYN_ACK, Direction::Reverse, secs(0));
@@ -64,7 +64,7 @@ fn full_table_evicts_the_earliest_deadline_and_counts() {
     // max_entries = 0: creation refused.
     let mut c = cfg(&["198.51.100.1"]);
     c.max_entries = 0;
-    let mut t = NatTable::new(c, 9).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(9)).unwrap();
     assert_eq!(
         t.create(&u4, (v4("10.0.0.7"), 53), 0, secs(0)),
         Err(NatError::NoCapacity)
@@ -75,7 +75,7 @@ fn full_table_evicts_the_earliest_deadline_and_counts() {
 fn handle_timeout_does_bounded_work() {
     let mut c = cfg(&["198.51.100.1"]);
     c.expiry_budget = 10;
-    let mut t = NatTable::new(c, 5).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(5)).unwrap();
     for i in 0..35u16 {
         let k = key(IpProtocol::Udp, "203.0.113.9", 1000 + i, "192.0.2.53", 53);
         t.create(&k, (v4("10.0.0.7"), 53), 0, secs(u64::from(i))).unwrap();
@@ -95,7 +95,7 @@ fn handle_timeout_does_bounded_work() {
     // The event queue bounds expiry too: with room for 3 events, 3 per call.
     let mut c = cfg(&["198.51.100.1"]);
     c.event_capacity = 3;
-    let mut t = NatTable::new(c, 5).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(5)).unwrap();
     for i in 0..5u16 {
         let k = key(IpProtocol::Udp, "203.0.113.9", 1000 + i, "192.0.2.53", 53);
         t.create(&k, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap();
@@ -112,7 +112,7 @@ fn handle_timeout_does_bounded_work() {
 fn remove_where_target_sweeps_in_bounded_steps() {
     let mut c = cfg(&["198.51.100.1"]);
     c.sweep_budget = 8;
-    let mut t = NatTable::new(c, 5).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(5)).unwrap();
     let mut keys = Vec::new();
     for i in 0..40u16 {
         let k = key(IpProtocol::Udp, "203.0.113.9", 1000 + i, "192.0.2.53", 53);
@@ -148,7 +148,7 @@ fn remove_where_target_sweeps_in_bounded_steps() {
 fn lazy_touch_expires_at_most_one_granularity_late() {
     let mut c = cfg(&["198.51.100.1"]);
     c.touch_granularity = Duration::from_secs(3);
-    let mut t = NatTable::new(c, 5).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(5)).unwrap();
     let a = key(IpProtocol::Udp, "203.0.113.1", 1, "192.0.2.53", 53);
     let b = key(IpProtocol::Udp, "203.0.113.2", 1, "192.0.2.53", 53);
     t.create(&a, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap();
@@ -168,7 +168,7 @@ fn lazy_touch_expires_at_most_one_granularity_late() {
     // With granularity 0 the order is exact.
     let mut c = cfg(&["198.51.100.1"]);
     c.touch_granularity = Duration::ZERO;
-    let mut t = NatTable::new(c, 5).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(5)).unwrap();
     t.create(&a, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap();
     t.create(&b, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap();
     t.lookup_forward(&a, 0, secs(2));
