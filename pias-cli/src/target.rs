@@ -42,6 +42,9 @@ pub(crate) struct Args {
     /// File holding the group's registration key (64 hex digits, from `pias key derive`).
     #[arg(long, value_name = "FILE")]
     key_file: PathBuf,
+    /// Accept a key file that its group or others can access (refused by default: `chmod 600 FILE`).
+    #[arg(long)]
+    insecure_key_file_permissions: bool,
     /// The registration anycast address, IP or IP:PORT (port 6082 if omitted).
     #[arg(long, value_name = "ADDR")]
     registration: String,
@@ -144,6 +147,11 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             a.registration
         )
     })?;
+    crate::key::check_private(
+        &a.key_file,
+        a.insecure_key_file_permissions,
+        "pass --insecure-key-file-permissions",
+    )?;
     let key = crate::key::read_group_key(&a.key_file)?;
     let mode = match a.mode {
         Mode::Nat => DeliveryMode::Nat,
