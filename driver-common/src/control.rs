@@ -8,11 +8,152 @@
 //! Each driver serves the socket its own way and answers every line with [`answer`] (or, when the proxy
 //! lives on another task, [`parse_request`], [`dump`] there, and [`ok_line`]).
 
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use pias_state::Instant;
 use pias_state::proxy::Proxy;
 use serde_json::{Value, json};
+use tracing::warn;
 
 use crate::DriverCounters;
+
+// ----- who may connect (SPEC.md §8.5) -----
+
+/// Connections refused by [`Access::admit`] since start (exported as `driver_control_refused`).
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Connections the control socket refused since the process started.
+pub fn refused() -> u64 {
+    REFUSED.load(Ordering::Relaxed)
+}
+
+/// Who may use the control socket: root, the account the proxy runs as, and with `[control] group` that
+/// group. The socket file's mode says the same (0600, or 0660 owned by the group); the peer check holds
+/// even if the file's mode is changed or the socket is reached through a descriptor passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub owner: u32,
+    pub group: Option<u32>,
+}
+
+/// A connected peer's credentials (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Access {
+    /// The process's own account, and `group` (a gid) if configured.
+    pub fn for_this_process(group: Option<u32>) -> Access {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let owner = unsafe { libc::geteuid() };
+        Access { owner, group }
+    }
+
+    /// Whether `peer` may use the socket.
+    pub fn allows(&self, peer: &Peer) -> bool {
+        peer.uid == 0 || peer.uid == self.owner || self.group.is_some_and(|g| peer.gid == g)
+    }
+
+    /// Checks a freshly accepted connection: `true` to serve it; `false` (counted, logged) to close it.
+    /// A peer whose credentials cannot be read is refused.
+    pub fn admit(&self, conn: BorrowedFd<'_>) -> bool {
+        match peer_of(conn) {
+            Ok(p) if self.allows(&p) => true,
+            Ok(p) => {
+                REFUSED.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    pid = p.pid,
+                    uid = p.uid,
+                    gid = p.gid,
+                    "control socket: connection refused"
+                );
+                false
+            }
+            Err(e) => {
+                REFUSED.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "control socket: peer credentials unreadable, connection refused");
+                false
+            }
+        }
+    }
+}
+
+/// The credentials of the process at the other end of a Unix stream socket.
+pub fn peer_of(conn: BorrowedFd<'_>) -> io::Result<Peer> {
+    let mut c = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = core::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `c` is a writable ucred and `len` its size, as SO_PEERCRED requires.
+    let r = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut c).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Peer {
+        pid: c.pid,
+        uid: c.uid,
+        gid: c.gid,
+    })
+}
+
+/// The gid of a group name (or a decimal gid).
+pub fn gid_of(name: &str) -> io::Result<u32> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: an all-zero `group` is a valid value (null pointers, gid 0); getgrnam_r overwrites it.
+    let mut grp: libc::group = unsafe { core::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::group = core::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and `buf.len()` is the buffer's size.
+    let r = unsafe { libc::getgrnam_r(c.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    if out.is_null() {
+        return Err(io::Error::from(io::ErrorKind::NotFound));
+    }
+    Ok(grp.gr_gid)
+}
+
+/// Binds the control socket at `path` (which must not exist): mode 0600, or with `group` 0660 and owned by
+/// that group. The file is created under a umask that leaves it private from the start, so there is no
+/// moment at which the umask's mode (often 0755) applies.
+pub fn bind_socket(path: &Path, group: Option<u32>) -> io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask has no preconditions; the old mask is restored below. The process is starting (no
+    // other thread creates files now).
+    let old = unsafe { libc::umask(0o177) };
+    let l = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let l = l?;
+    if let Some(g) = group {
+        std::os::unix::fs::chown(path, None, Some(g))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    } else {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(l)
+}
 
 /// Longest request line a server accepts, bytes.
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -292,6 +433,62 @@ mod tests {
             Instant::ZERO,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn socket_is_private_and_peers_are_checked() {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("pias-ctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ctl.sock");
+        let _ = std::fs::remove_file(&path);
+        // 0600, not what the umask gives a socket (0777 & !umask: 0755 under the usual 022).
+        let l = bind_socket(&path, None).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // The peer of a connection is this process.
+        let c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let me = peer_of(s.as_fd()).unwrap();
+        assert_eq!(me.pid as u32, std::process::id());
+        let a = Access::for_this_process(None);
+        assert_eq!(me.uid, a.owner);
+        assert!(a.admit(s.as_fd()));
+        drop((c, s, l));
+        // With a group: 0660, owned by it.
+        std::fs::remove_file(&path).unwrap();
+        // SAFETY: getegid has no preconditions.
+        let gid = unsafe { libc::getegid() };
+        let _l = bind_socket(&path, Some(gid)).unwrap();
+        let md = std::fs::metadata(&path).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o660);
+        assert_eq!(std::os::unix::fs::MetadataExt::gid(&md), gid);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn access_rules() {
+        let peer = |uid, gid| Peer { pid: 1, uid, gid };
+        let a = Access {
+            owner: 1000,
+            group: None,
+        };
+        assert!(a.allows(&peer(0, 0)), "root");
+        assert!(a.allows(&peer(1000, 1000)), "the owner");
+        assert!(
+            !a.allows(&peer(1001, 1000)),
+            "not the owner's group without [control] group"
+        );
+        let g = Access {
+            owner: 1000,
+            group: Some(50),
+        };
+        assert!(g.allows(&peer(1001, 50)));
+        assert!(!g.allows(&peer(1001, 51)));
+        assert_eq!(gid_of("0").unwrap(), 0);
+        assert_eq!(gid_of("root").unwrap(), 0);
+        assert!(gid_of("no-such-group-pias").is_err());
     }
 
     #[test]

@@ -139,6 +139,7 @@ impl DriverCounters {
             ("driver_overlay_tx_full", self.overlay_tx_full),
             ("driver_rx_batches", self.rx_batches),
             ("driver_timer_fires", self.timer_fires),
+            ("driver_control_refused", control::refused()),
         ] {
             f(n, v);
         }

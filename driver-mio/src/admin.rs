@@ -43,6 +43,8 @@ struct Conn {
 pub(crate) struct Admin {
     metrics: Option<TcpListener>,
     control: Option<UnixListener>,
+    /// Who may use the control socket (checked on every accepted connection, SPEC.md §8.5).
+    access: Option<control::Access>,
     conns: Vec<Option<Conn>>,
 }
 
@@ -53,9 +55,10 @@ impl Admin {
         Ok(())
     }
 
-    pub(crate) fn set_control(&mut self, l: StdUnixListener) -> io::Result<()> {
+    pub(crate) fn set_control(&mut self, l: StdUnixListener, access: control::Access) -> io::Result<()> {
         l.set_nonblocking(true)?;
         self.control = Some(UnixListener::from_std(l));
+        self.access = Some(access);
         Ok(())
     }
 
@@ -110,7 +113,13 @@ impl Admin {
                 }
             } else {
                 match self.control.as_ref().map(|l| l.accept()) {
-                    Some(Ok((s, _))) => Stream::Control(s),
+                    Some(Ok((s, _))) => {
+                        use std::os::fd::AsFd;
+                        if !self.access.is_some_and(|a| a.admit(s.as_fd())) {
+                            continue; // refused (counted, logged): dropping closes it
+                        }
+                        Stream::Control(s)
+                    }
                     Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Some(Err(e)) => {
                         debug!(error = %e, "control accept failed");

@@ -124,8 +124,18 @@ async fn request(socket: &Path, what: What, limit: usize) -> anyhow::Result<Stri
 
 // ----- server -----
 
-/// Binds the control socket, replacing a stale one (a socket file no process listens on).
-pub(crate) fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+/// Binds the control socket, replacing a stale one (a socket file no process listens on): mode 0600, or
+/// 0660 owned by `group` (SPEC.md §8.5). Returns it with who may connect (checked per connection).
+pub(crate) fn bind(
+    path: &Path,
+    group: Option<&str>,
+) -> anyhow::Result<(std::os::unix::net::UnixListener, driver_common::control::Access)> {
+    let gid = group
+        .map(|g| {
+            driver_common::control::gid_of(g)
+                .with_context(|| format!("control.group: no group named {g:?} (see /etc/group)"))
+        })
+        .transpose()?;
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
@@ -137,7 +147,8 @@ pub(crate) fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListen
         }
         std::fs::remove_file(path).with_context(|| format!("remove stale {}", path.display()))?;
     }
-    Ok(std::os::unix::net::UnixListener::bind(path)?)
+    let l = driver_common::control::bind_socket(path, gid)?;
+    Ok((l, driver_common::control::Access::for_this_process(gid)))
 }
 
 // ----- human output -----

@@ -127,11 +127,12 @@ fn run_tokio(cfg: &crate::config::Config) -> anyhow::Result<DriverCounters> {
             tokio::spawn(driver_tokio::serve_metrics(l, handle.clone()));
         }
         if let Some(p) = &cfg.control {
-            let l = crate::ctl::bind(p).with_context(|| format!("control.socket {}", p.display()))?;
+            let (l, access) = crate::ctl::bind(p, cfg.control_group.as_deref())
+                .with_context(|| format!("control.socket {}", p.display()))?;
             l.set_nonblocking(true)?;
             let l = tokio::net::UnixListener::from_std(l)?;
             info!(path = %p.display(), "control socket");
-            tokio::spawn(driver_tokio::serve_control(l, handle.clone()));
+            tokio::spawn(driver_tokio::serve_control(l, handle.clone(), access));
         }
         drop(handle);
         Ok(driver.run(signals).await?)
@@ -153,8 +154,9 @@ fn run_mio(cfg: &crate::config::Config) -> anyhow::Result<DriverCounters> {
         info!(%addr, "metrics on http://{addr}/metrics");
     }
     if let Some(p) = &cfg.control {
-        let l = crate::ctl::bind(p).with_context(|| format!("control.socket {}", p.display()))?;
-        runner.control(l)?;
+        let (l, access) = crate::ctl::bind(p, cfg.control_group.as_deref())
+            .with_context(|| format!("control.socket {}", p.display()))?;
+        runner.control(l, access)?;
         info!(path = %p.display(), "control socket");
     }
     Ok(runner.run(signals)?)
