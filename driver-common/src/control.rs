@@ -204,27 +204,57 @@ impl Query {
     }
 }
 
-/// Parses one request line into the query and its row limit.
-pub fn parse_request(line: &str) -> Result<(Query, usize), String> {
+/// Most rows one answer carries (`limit` is capped to it): an answer is built on the proxy's own loop (or
+/// task), so its work must be bounded whatever a client asks (SPEC.md §8.5). Larger tables are read page by
+/// page with `cursor`.
+pub const MAX_PAGE: usize = 1000;
+
+/// One request: what, how many rows at most (1..=[`MAX_PAGE`]), from which row of the table's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub query: Query,
+    pub limit: usize,
+    pub cursor: usize,
+}
+
+/// Parses one request line (`{"cmd":"nat","limit":100,"cursor":200}` or a bare word).
+pub fn parse_request(line: &str) -> Result<Request, String> {
     let line = line.trim();
     let bad = || {
         format!(
             "unknown request {line:?}: send one of members, groups, registrations, cache, nat, counters \
-             (or JSON {{\"cmd\":\"nat\",\"limit\":100}})"
+             (or JSON {{\"cmd\":\"nat\",\"limit\":100,\"cursor\":0}})"
         )
+    };
+    let page = |query, limit: Option<u64>, cursor: Option<u64>| Request {
+        query,
+        limit: limit
+            .map_or(MAX_PAGE, |n| usize::try_from(n).unwrap_or(MAX_PAGE))
+            .clamp(1, MAX_PAGE),
+        cursor: cursor.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
     };
     if line.starts_with('{') {
         let v: Value = serde_json::from_str(line).map_err(|e| format!("bad JSON: {e}"))?;
         let what = v["cmd"].as_str().and_then(Query::from_word).ok_or_else(bad)?;
-        let limit = v["limit"].as_u64().map_or(1000, |n| n as usize);
-        return Ok((what, limit));
+        return Ok(page(what, v["limit"].as_u64(), v["cursor"].as_u64()));
     }
-    Query::from_word(line).map(|w| (w, 1000)).ok_or_else(bad)
+    Query::from_word(line)
+        .map(|w| page(w, None, None))
+        .ok_or_else(bad)
 }
 
 /// The answer line (with its newline) carrying `data` for `what`.
 pub fn ok_line(what: Query, data: Value) -> String {
-    let mut s = json!({"ok": true, "cmd": what.word(), "data": data}).to_string();
+    page_line(what, data, None)
+}
+
+/// The answer line carrying one page of `what`; `next` is the cursor of the next page (absent: the last).
+pub fn page_line(what: Query, data: Value, next: Option<usize>) -> String {
+    let mut v = json!({"ok": true, "cmd": what.word(), "data": data});
+    if let Some(n) = next {
+        v["next"] = json!(n);
+    }
+    let mut s = v.to_string();
     s.push('\n');
     s
 }
@@ -250,7 +280,10 @@ pub fn answer_with(
     now: Instant,
 ) -> String {
     match parse_request(line) {
-        Ok((what, limit)) => ok_line(what, dump_with(what, limit, p, d, fast, now)),
+        Ok(r) => {
+            let (data, next) = dump_page(r, p, d, fast, now);
+            page_line(r.query, data, next)
+        }
         Err(e) => error_line(&e),
     }
 }
@@ -263,48 +296,78 @@ fn ms_until(now: Instant, t: Instant) -> Option<u64> {
     (t != Instant::FAR_FUTURE).then(|| t.saturating_since(now).as_millis() as u64)
 }
 
-/// The JSON data of one command, read from the proxy.
+/// The JSON data of the first page (at most `limit` rows, capped to [`MAX_PAGE`]) of one command.
 pub fn dump(what: Query, limit: usize, p: &Proxy, d: &DriverCounters, now: Instant) -> Value {
-    dump_with(what, limit, p, d, None, now)
+    let r = Request {
+        query: what,
+        limit: limit.clamp(1, MAX_PAGE),
+        cursor: 0,
+    };
+    dump_page(r, p, d, None, now).0
 }
 
-/// [`dump`], with the fast path's counters (if any) in `counters`.
-pub fn dump_with(
-    what: Query,
-    limit: usize,
+/// Rows `cursor..cursor + limit` of `rows` (the table's own order), and the next page's cursor if any.
+/// Skipped rows cost an iterator step each, no formatting; the page is sorted by `key` within itself.
+fn page<T>(
+    rows: impl Iterator<Item = T>,
+    r: Request,
+    row: impl Fn(T) -> Value,
+    key: impl Fn(&Value) -> String,
+) -> (Vec<Value>, Option<usize>) {
+    let mut it = rows.skip(r.cursor);
+    let mut v: Vec<Value> = it.by_ref().take(r.limit).map(row).collect();
+    let more = it.next().is_some();
+    v.sort_by_cached_key(|x| key(x));
+    (v, more.then_some(r.cursor.saturating_add(r.limit)))
+}
+
+/// Members sort by id (zero-padded so the text order is numeric).
+fn by_id(v: &Value) -> String {
+    format!("{:010}", v["id"].as_u64().unwrap_or(0))
+}
+
+fn by_group(v: &Value) -> String {
+    v["group"].as_str().unwrap_or_default().to_owned()
+}
+
+/// One page of one command's JSON data, and the cursor of the next page (`None` after the last). The work
+/// is bounded by `r.cursor + r.limit` iterator steps and `r.limit` rows (SPEC.md §8.5). Pages follow the
+/// table's internal order: a table changing between pages may show an entry twice or not at all.
+pub fn dump_page(
+    r: Request,
     p: &Proxy,
     d: &DriverCounters,
     fast: Option<&dyn crate::FastPath>,
     now: Instant,
-) -> Value {
-    match what {
+) -> (Value, Option<usize>) {
+    match r.query {
         Query::Members => {
             let me = p.id();
-            let mut v: Vec<Value> = p
-                .membership()
-                .iter()
-                .map(|m| {
-                    let r = m.record();
+            let (v, next) = page(
+                p.membership().iter(),
+                r,
+                |m| {
+                    let rec = m.record();
                     json!({
-                        "id": r.id.0,
-                        "status": format!("{:?}", r.status).to_lowercase(),
-                        "addr": r.addr.to_string(),
-                        "incarnation": r.incarnation,
-                        "version": r.version,
+                        "id": rec.id.0,
+                        "status": format!("{:?}", rec.status).to_lowercase(),
+                        "addr": rec.addr.to_string(),
+                        "incarnation": rec.incarnation,
+                        "version": rec.version,
                         "since_ms": ms_since(now, m.since()),
-                        "self": r.id == me,
+                        "self": rec.id == me,
                     })
-                })
-                .collect();
-            v.sort_by_key(|m| m["id"].as_u64());
-            Value::Array(v)
+                },
+                by_id,
+            );
+            (Value::Array(v), next)
         }
         Query::Groups => {
-            let mut v: Vec<Value> = p
-                .rap()
-                .iter()
-                .map(|(g, japs)| {
-                    let raps: Vec<u32> = p.raps_of(g).iter().map(|r| r.0).collect();
+            let (v, next) = page(
+                p.rap().iter(),
+                r,
+                |(g, japs)| {
+                    let raps: Vec<u32> = p.raps_of(g).iter().map(|x| x.0).collect();
                     json!({
                         "group": g.to_string(),
                         "raps": raps,
@@ -315,29 +378,30 @@ pub fn dump_with(
                             "report_age_ms": ms_since(now, j.last_report),
                         })).collect::<Vec<_>>(),
                     })
-                })
-                .collect();
-            v.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
-            Value::Array(v)
+                },
+                by_group,
+            );
+            (Value::Array(v), next)
         }
         Query::Registrations => {
-            let mut groups: Vec<Value> = p
-                .registry()
-                .groups()
-                .map(|g| {
+            // Both lists from the same cursor: a page holds up to `limit` of each.
+            let (groups, g_next) = page(
+                p.registry().groups(),
+                r,
+                |g| {
                     json!({
                         "group": g.group.to_string(),
                         "targets": g.count,
                         "tunnel": g.tunnel,
                         "reported": g.reported,
                     })
-                })
-                .collect();
-            groups.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
-            let mut targets: Vec<Value> = p
-                .registry()
-                .iter()
-                .map(|t| {
+                },
+                by_group,
+            );
+            let (targets, t_next) = page(
+                p.registry().iter(),
+                r,
+                |t| {
                     json!({
                         "group": t.group.to_string(),
                         "service": t.service.to_string(),
@@ -347,19 +411,16 @@ pub fn dump_with(
                         "via": t.local.to_string(),
                         "refresh_age_ms": ms_since(now, t.last_refresh),
                     })
-                })
-                .collect();
-            targets.sort_by(|a, b| {
-                (a["group"].as_str(), a["service"].as_str())
-                    .cmp(&(b["group"].as_str(), b["service"].as_str()))
-            });
-            json!({"groups": groups, "targets": targets})
+                },
+                |v| format!("{} {}", by_group(v), v["service"].as_str().unwrap_or_default()),
+            );
+            (json!({"groups": groups, "targets": targets}), g_next.or(t_next))
         }
         Query::Cache => {
-            let mut v: Vec<Value> = p
-                .iap()
-                .iter()
-                .map(|(g, e)| {
+            let (v, next) = page(
+                p.iap().iter(),
+                r,
+                |(g, e)| {
                     let state = if e.is_pending() {
                         "pending"
                     } else if e.is_negative() {
@@ -373,18 +434,17 @@ pub fn dump_with(
                         "expires_in_ms": ms_until(now, e.expires()),
                         "japs": e.japs().map(|(j, w)| json!({"jap": j.0, "weight": w})).collect::<Vec<_>>(),
                     })
-                })
-                .collect();
-            v.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
-            Value::Array(v)
+                },
+                by_group,
+            );
+            (Value::Array(v), next)
         }
         Query::Nat => {
             let total = p.nat().len();
-            let bindings: Vec<Value> = p
-                .nat()
-                .iter()
-                .take(limit)
-                .map(|b| {
+            let (bindings, next) = page(
+                p.nat().iter(),
+                r,
+                |b| {
                     json!({
                         "client": format!("{}:{}", b.forward.src, b.forward.src_port),
                         "group": b.forward.dst_ta().to_string(),
@@ -400,9 +460,13 @@ pub fn dump_with(
                         "bytes_in": b.forward_bytes,
                         "bytes_out": b.reverse_bytes,
                     })
-                })
-                .collect();
-            json!({"total": total, "shown": bindings.len(), "bindings": bindings})
+                },
+                |_| String::new(), // the table's order (stable sort: unchanged)
+            );
+            (
+                json!({"total": total, "shown": bindings.len(), "bindings": bindings}),
+                next,
+            )
         }
         Query::Counters => {
             let mut m = serde_json::Map::new();
@@ -417,7 +481,7 @@ pub fn dump_with(
                     m.insert(n.to_owned(), json!(v));
                 });
             }
-            Value::Object(m)
+            (Value::Object(m), None)
         }
     }
 }
@@ -468,6 +532,53 @@ mod tests {
     }
 
     #[test]
+    fn pages_cover_a_table_once_with_bounded_rows() {
+        let rows = || 0..2500u64;
+        let r = |cursor| Request {
+            query: Query::Members,
+            limit: MAX_PAGE,
+            cursor,
+        };
+        let id = |v: &Value| by_id(v);
+        let mut seen = Vec::new();
+        let mut cursor = Some(0);
+        let mut pages = 0;
+        while let Some(c) = cursor {
+            let (v, next) = page(rows(), r(c), |x| json!({ "id": x }), id);
+            assert!(v.len() <= MAX_PAGE);
+            seen.extend(v.iter().map(|x| x["id"].as_u64().unwrap()));
+            cursor = next;
+            pages += 1;
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(seen, rows().collect::<Vec<_>>());
+        // Past the end: nothing, and no next page.
+        assert_eq!(page(rows(), r(5000), |x| json!({ "id": x }), id), (vec![], None));
+        // Exactly one page: no next.
+        assert_eq!(page(0..MAX_PAGE as u64, r(0), |x| json!({ "id": x }), id).1, None);
+        // Through the socket protocol: a huge limit is one capped page; `next` says where to go on.
+        let p = proxy();
+        let d = DriverCounters::default();
+        let a: Value = serde_json::from_str(&answer(
+            "{\"cmd\":\"members\",\"limit\":99999999}",
+            &p,
+            &d,
+            Instant::ZERO,
+        ))
+        .unwrap();
+        assert_eq!(a["data"].as_array().unwrap().len(), 1);
+        assert!(a.get("next").is_none(), "{a}");
+        let a: Value = serde_json::from_str(&answer(
+            "{\"cmd\":\"members\",\"cursor\":1}",
+            &p,
+            &d,
+            Instant::ZERO,
+        ))
+        .unwrap();
+        assert_eq!(a["data"], json!([]));
+    }
+
+    #[test]
     fn access_rules() {
         let peer = |uid, gid| Peer { pid: 1, uid, gid };
         let a = Access {
@@ -493,11 +604,21 @@ mod tests {
 
     #[test]
     fn requests_parse() {
-        assert_eq!(parse_request("members\n"), Ok((Query::Members, 1000)));
-        assert_eq!(parse_request("COUNTERS"), Ok((Query::Counters, 1000)));
+        let req = |query, limit, cursor| Ok(Request { query, limit, cursor });
+        assert_eq!(parse_request("members\n"), req(Query::Members, MAX_PAGE, 0));
+        assert_eq!(parse_request("COUNTERS"), req(Query::Counters, MAX_PAGE, 0));
         assert_eq!(
             parse_request("{\"cmd\":\"nat\",\"limit\":5}"),
-            Ok((Query::Nat, 5))
+            req(Query::Nat, 5, 0)
+        );
+        // An uncapped limit is capped; a zero one is one row; the cursor is where the page starts.
+        assert_eq!(
+            parse_request("{\"cmd\":\"nat\",\"limit\":100000000000,\"cursor\":3000}"),
+            req(Query::Nat, MAX_PAGE, 3000)
+        );
+        assert_eq!(
+            parse_request("{\"cmd\":\"members\",\"limit\":0}"),
+            req(Query::Members, 1, 0)
         );
         assert!(parse_request("shutdown").unwrap_err().contains("members, groups"));
         assert!(parse_request("{\"cmd\":1}").is_err());

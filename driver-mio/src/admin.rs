@@ -22,6 +22,8 @@ const CONTROL: Token = Token(9);
 const CONN_BASE: usize = 16;
 const MAX_CONNS: usize = 32;
 const CONN_TIME: Duration = Duration::from_secs(5);
+/// Control requests answered per connection and wake-up.
+const MAX_LINES: usize = 8;
 
 #[derive(Debug)]
 enum Stream {
@@ -207,11 +209,24 @@ impl Conn {
                 }
             }
             Stream::Control(_) => {
+                // At most MAX_LINES answers per wake-up: each is bounded (a capped page), and so is their
+                // number, so a client pipelining requests cannot hold the proxy's loop (SPEC.md §8.5).
+                let mut answered = 0;
                 while let Some(nl) = self.input.iter().position(|&b| b == b'\n') {
+                    if answered == MAX_LINES {
+                        self.output.extend_from_slice(
+                            control::error_line("too many requests at once: send one, read its answer")
+                                .as_bytes(),
+                        );
+                        self.input.clear();
+                        self.closing = true;
+                        break;
+                    }
                     let line = String::from_utf8_lossy(&self.input[..nl]).into_owned();
                     self.input.drain(..=nl);
                     let a = p.answer(&line);
                     self.output.extend_from_slice(a.as_bytes());
+                    answered += 1;
                 }
                 if self.input.len() >= limit {
                     self.output
