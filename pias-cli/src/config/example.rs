@@ -31,7 +31,8 @@ sysctls = true                          # set ip_forward (and IPv6 forwarding) a
 listen = "127.0.0.1:9851"               # Prometheus text format on http://ADDR/metrics; omit to disable
 
 [control]
-socket = "/run/pias/pias0.sock"         # `pias ctl --socket PATH`; omit to disable
+socket = "/run/pias/pias0.sock"         # `pias ctl --socket PATH`; omit to disable. Mode 0600: root and this user
+# group = "pias"                        # also this group's members (mode 0660, owned by the group)
 
 [timers]                                # SPEC.md §14; all optional
 probe_interval_ms = 200
