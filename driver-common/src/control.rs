@@ -2,8 +2,10 @@
 //! (`members`) or JSON (`{"cmd":"nat","limit":100}`); each answer is one line of JSON:
 //! `{"ok":true,"cmd":..,"data":..}` or `{"ok":false,"error":".."}`. Commands: `members`, `groups` (this proxy
 //! as RAP: JAPs per group), `registrations` (as JAP: groups and targets registered here), `cache` (as IAP:
-//! group → JAPs), `nat` (NAT bindings, at most `limit`, default 1000), `counters`. Times are milliseconds
-//! relative to the proxy's `now` (ages positive, deadlines as "in" values).
+//! group → JAPs), `nat` (NAT bindings), `counters`. Times are milliseconds relative to the proxy's `now` (ages
+//! positive, deadlines as "in" values). Tables come in pages of at most `limit` rows (capped to
+//! [`MAX_PAGE`]) from `cursor`; an answer with more after it carries `"next"`. The socket is private and
+//! checks its peers ([`bind_socket`], [`Access`], SPEC.md §8.5).
 //!
 //! Each driver serves the socket its own way and answers every line with [`answer`] (or, when the proxy
 //! lives on another task, [`parse_request`], [`dump`] there, and [`ok_line`]).

@@ -38,6 +38,12 @@ fn lab_attack_reflection_tokio() {
     lab_attack_reflection("tokio");
 }
 
+/// The same with every proxy and agent on the mio driver (its own control-socket server).
+#[test]
+fn lab_attack_reflection_mio() {
+    lab_attack_reflection("mio");
+}
+
 /// A target message for the DNS group and t1's service, MACed with the group key from the lab's key file.
 fn crafted(msg: Message<'_>) -> Vec<u8> {
     let hex = std::fs::read_to_string(format!("{DIR}/keys/{GROUP}-53-udp.key")).expect("group key file");
@@ -244,4 +250,86 @@ fn lab_attack_reflection(driver: &str) {
         }
     }
     dns_ok("after");
+
+    // ----- 3. local surfaces (SPEC.md §8.5) -----
+    control_socket_is_private();
+    open_key_file_is_refused();
+}
+
+/// The proxy's control socket is 0600, and a peer that is neither root nor the proxy's user is refused by
+/// the peer check even when the file's mode would let it in.
+fn control_socket_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let sock = format!("{DIR}/p1/ctl.sock");
+    let mode = std::fs::metadata(&sock)
+        .expect("p1's control socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{sock}: mode {:o}", mode & 0o777);
+    // Open the file to everyone and the path to it, then connect as nobody: SO_PEERCRED still refuses.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    for d in [DIR.to_owned(), format!("{DIR}/p1")] {
+        let m = std::fs::metadata(&d).unwrap().permissions().mode();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(m | 0o005)).unwrap();
+    }
+    let a = counters();
+    let o = run(
+        "python3",
+        &[
+            "-c",
+            "import os, socket, sys\n\
+             os.setgroups([]); os.setgid(65534); os.setuid(65534)\n\
+             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+             s.settimeout(3); s.connect(sys.argv[1])\n\
+             try:\n    s.sendall(b'counters\\n'); print('answer' if s.recv(100) else 'closed')\n\
+             except (BrokenPipeError, ConnectionResetError, socket.timeout):\n    print('closed')\n",
+            &sock,
+        ],
+    );
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let b = counters();
+    assert_eq!(
+        text(&o).trim(),
+        "closed",
+        "nobody got an answer: {}{}",
+        String::from_utf8_lossy(&o.stderr),
+        changed(&a, &b)
+    );
+    assert_eq!(
+        delta(&a, &b, "p1", "driver_control_refused"),
+        1,
+        "{}",
+        changed(&a, &b)
+    );
+}
+
+/// `pias target` refuses a group key file that others can read, naming the file and the fix.
+fn open_key_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let open = format!("{DIR}/open.key");
+    std::fs::copy(format!("{DIR}/keys/{GROUP}-53-udp.key"), &open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let service = format!("{}:53", T1.0);
+    let o = exec(
+        "t1",
+        &[
+            "timeout",
+            "5",
+            PIAS,
+            "target",
+            "--group",
+            "10.99.0.53:53/udp",
+            "--service",
+            &service,
+            "--key-file",
+            &open,
+            "--registration",
+            REGISTRATION,
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "pias target ran with a 0644 key file: {err}");
+    assert!(err.contains(&format!("chmod 600 {open}")), "{err}");
+    assert!(err.contains("--insecure-key-file-permissions"), "{err}");
+    let _ = std::fs::remove_file(&open);
 }
