@@ -122,7 +122,7 @@ async fn request(socket: &Path, what: What, limit: usize) -> anyhow::Result<Valu
     let mut cursor = 0usize;
     let mut data: Option<Value> = None;
     loop {
-        let page = left.min(driver_common::control::MAX_PAGE).max(1);
+        let page = left.clamp(1, driver_common::control::MAX_PAGE);
         let req = json!({"cmd": what.word(), "limit": page, "cursor": cursor}).to_string();
         let fut = async {
             w.write_all(req.as_bytes()).await?;
