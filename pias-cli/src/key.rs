@@ -20,7 +20,7 @@ const LONG_ABOUT: &str = "\nKeys: the operator's master key (every proxy holds i
 #[command(help_template = crate::proxy::HELP_TEMPLATE, before_help = "\nMore with --help.", before_long_help = LONG_ABOUT, after_help = "\
 Examples:
   pias key generate > /etc/pias/master.key && chmod 600 /etc/pias/master.key
-  pias key derive --master-file /etc/pias/master.key --group 10.99.0.1:53/udp > dns.key
+  (umask 077; pias key derive --master-file /etc/pias/master.key --group 10.99.0.1:53/udp > dns.key)
   pias target --group 10.99.0.1:53/udp --service 10.2.0.1:53 --key-file dns.key --registration 10.99.0.250")]
 pub(crate) struct Args {
     #[command(subcommand)]

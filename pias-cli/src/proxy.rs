@@ -25,7 +25,7 @@ const LONG_ABOUT: &str = "\nRuns a PIAS proxy: every role (IAP, RAP, JAP) for ev
 #[command(help_template = crate::proxy::HELP_TEMPLATE, before_help = "\nMore with --help.", before_long_help = LONG_ABOUT, after_help = "\
 Examples:
   pias proxy --example-config > /etc/pias/p1.toml     # every key, commented
-  pias key generate > /etc/pias/master.key
+  (umask 077; pias key generate > /etc/pias/master.key)  # private: others' access is refused
   pias proxy --config /etc/pias/p1.toml
   RUST_LOG=debug pias proxy --config /etc/pias/p1.toml  # NAT and cache events too
   pias proxy --config /etc/pias/p1.toml --check         # validate only

@@ -30,7 +30,8 @@ Examples:
   pias target --group 10.99.0.2:80/tcp --service 10.2.0.7:80 --key-file web.key \\
       --registration 10.99.0.250 --surrogate --health tcp
 
-The key file holds the group's registration key: pias key derive --master-file M --group G > FILE")]
+The key file holds the group's registration key: pias key derive --master-file M --group G > FILE. It must
+be private (chmod 600 FILE): a key file its group or others can access is refused.")]
 pub(crate) struct Args {
     /// The group: IP:PORT/PROTO in an anycast prefix, e.g. 10.99.0.1:53/udp or [fd99::1]:443/tcp.
     #[arg(long, value_name = "GROUP", value_parser = parse_group)]
