@@ -473,3 +473,23 @@ fn every_reply_is_no_larger_than_its_request() {
     assert!(pairs >= 4, "Challenge, Ok, refreshes, Gone: {pairs}");
     assert_eq!(p.regs[0].counters().replies_oversize, 0);
 }
+
+#[test]
+fn cookies_come_from_the_secrets_not_the_seed() {
+    // SPEC.md §8.1: the same seed with other secrets gives other cookies (the seed derives no secret); the
+    // same secrets give the same cookie (reproducible simulations).
+    let key = MasterKey::from_bytes(MASTER).group_key(&group());
+    let cookie = |secret_seed: u64| {
+        let mut reg = Registry::new(
+            RegistryConfig::default(),
+            MasterKey::from_bytes(MASTER),
+            ProxyId(1),
+            &crate::secrets::Secrets::from_seed_for_tests(secret_seed),
+            7,
+        )
+        .unwrap();
+        challenge(&mut reg, t(0), agent_addr(5), &key, 1).1
+    };
+    assert_eq!(cookie(1), cookie(1));
+    assert_ne!(cookie(1), cookie(2));
+}
