@@ -17,6 +17,7 @@
 
 pub mod agent_loop;
 pub mod control;
+pub mod entropy;
 pub mod events;
 pub mod fastpath;
 pub mod host;
@@ -138,6 +139,7 @@ impl DriverCounters {
             ("driver_overlay_tx_full", self.overlay_tx_full),
             ("driver_rx_batches", self.rx_batches),
             ("driver_timer_fires", self.timer_fires),
+            ("driver_control_refused", control::refused()),
         ] {
             f(n, v);
         }

@@ -143,7 +143,12 @@ mod tests {
     #[test]
     fn real_proxy_renders_every_counter() {
         let cfg = crate::test_proxy_config(3);
-        let p = Proxy::new(cfg, pias_state::Instant::ZERO).unwrap();
+        let p = Proxy::new(
+            cfg,
+            &pias_state::secrets::Secrets::from_seed_for_tests(1),
+            pias_state::Instant::ZERO,
+        )
+        .unwrap();
         let s = render(&p, &DriverCounters::default());
         let mut names = 0;
         p.for_each_counter(|_, _| names += 1);
@@ -169,7 +174,12 @@ mod tests {
             vec!["10.98.0.3".parse().unwrap()],
             vec!["10.99.0.250".parse().unwrap()],
         );
-        let p = Proxy::new(cfg, pias_state::Instant::ZERO).unwrap();
+        let p = Proxy::new(
+            cfg,
+            &pias_state::secrets::Secrets::from_seed_for_tests(1),
+            pias_state::Instant::ZERO,
+        )
+        .unwrap();
         let d = DriverCounters::default();
         let s = render(&p, &d);
         let mut rendered: Vec<String> = s

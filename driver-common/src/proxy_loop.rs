@@ -75,7 +75,9 @@ impl ProxyLoop {
     /// the device's real name). Logs the start, naming the driver.
     pub fn new(cfg: &ProxyDriverConfig, host: HostSetup, driver: &'static str) -> io::Result<ProxyLoop> {
         let clock = Clock::new();
-        let proxy = Proxy::new(cfg.proxy.clone(), clock.now())
+        // Secrets come from the OS at every start, never from `cfg.proxy.seed` (SPEC.md §8.1).
+        let secrets = crate::entropy::os_secrets()?;
+        let proxy = Proxy::new(cfg.proxy.clone(), &secrets, clock.now())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         info!(
             id = %proxy.id(),

@@ -22,6 +22,8 @@ const CONTROL: Token = Token(9);
 const CONN_BASE: usize = 16;
 const MAX_CONNS: usize = 32;
 const CONN_TIME: Duration = Duration::from_secs(5);
+/// Control requests answered per connection and wake-up.
+const MAX_LINES: usize = 8;
 
 #[derive(Debug)]
 enum Stream {
@@ -43,6 +45,8 @@ struct Conn {
 pub(crate) struct Admin {
     metrics: Option<TcpListener>,
     control: Option<UnixListener>,
+    /// Who may use the control socket (checked on every accepted connection, SPEC.md §8.5).
+    access: Option<control::Access>,
     conns: Vec<Option<Conn>>,
 }
 
@@ -53,9 +57,10 @@ impl Admin {
         Ok(())
     }
 
-    pub(crate) fn set_control(&mut self, l: StdUnixListener) -> io::Result<()> {
+    pub(crate) fn set_control(&mut self, l: StdUnixListener, access: control::Access) -> io::Result<()> {
         l.set_nonblocking(true)?;
         self.control = Some(UnixListener::from_std(l));
+        self.access = Some(access);
         Ok(())
     }
 
@@ -110,7 +115,13 @@ impl Admin {
                 }
             } else {
                 match self.control.as_ref().map(|l| l.accept()) {
-                    Some(Ok((s, _))) => Stream::Control(s),
+                    Some(Ok((s, _))) => {
+                        use std::os::fd::AsFd;
+                        if !self.access.is_some_and(|a| a.admit(s.as_fd())) {
+                            continue; // refused (counted, logged): dropping closes it
+                        }
+                        Stream::Control(s)
+                    }
                     Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Some(Err(e)) => {
                         debug!(error = %e, "control accept failed");
@@ -198,11 +209,24 @@ impl Conn {
                 }
             }
             Stream::Control(_) => {
+                // At most MAX_LINES answers per wake-up: each is bounded (a capped page), and so is their
+                // number, so a client pipelining requests cannot hold the proxy's loop (SPEC.md §8.5).
+                let mut answered = 0;
                 while let Some(nl) = self.input.iter().position(|&b| b == b'\n') {
+                    if answered == MAX_LINES {
+                        self.output.extend_from_slice(
+                            control::error_line("too many requests at once: send one, read its answer")
+                                .as_bytes(),
+                        );
+                        self.input.clear();
+                        self.closing = true;
+                        break;
+                    }
                     let line = String::from_utf8_lossy(&self.input[..nl]).into_owned();
                     self.input.drain(..=nl);
                     let a = p.answer(&line);
                     self.output.extend_from_slice(a.as_bytes());
+                    answered += 1;
                 }
                 if self.input.len() >= limit {
                     self.output

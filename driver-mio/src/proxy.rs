@@ -377,8 +377,8 @@ impl ProxyRunner {
     }
 
     /// Serves the control protocol on `l`.
-    pub fn control(&mut self, l: UnixListener) -> io::Result<()> {
-        self.admin.set_control(l)
+    pub fn control(&mut self, l: UnixListener, access: driver_common::control::Access) -> io::Result<()> {
+        self.admin.set_control(l, access)
     }
 
     /// The proxy.

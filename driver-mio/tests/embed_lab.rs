@@ -300,6 +300,8 @@ fn embed_example_serves_its_own_echo_and_pias() {
     let master = MasterKey::from_bytes(MASTER);
     let key_file = lab.dir.join("master.key");
     fs::write(&key_file, master.to_hex()).unwrap();
+    // Key files are private (pias proxy / pias target refuse others, SPEC.md §8.5).
+    fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     for (name, ns, id, me, seed, pool) in [("h1", &a, "1", "5", "6", "161"), ("h2", &b, "2", "6", "5", "162")]
     {
         let args: Vec<String> = vec![

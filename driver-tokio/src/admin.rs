@@ -23,10 +23,14 @@ pub async fn serve_metrics(l: TcpListener, h: ProxyHandle) {
     .await
 }
 
-/// Answers control requests on `l` until the proxy stops (spawn it on the proxy's runtime).
-pub async fn serve_control(l: UnixListener, h: ProxyHandle) {
-    accept_each(l, h, |s, h| async move {
-        let _ = connection(s, h).await;
+/// Answers control requests on `l` until the proxy stops (spawn it on the proxy's runtime). Each connection
+/// is first checked against `access` (SPEC.md §8.5): a refused peer is counted, logged and closed.
+pub async fn serve_control(l: UnixListener, h: ProxyHandle, access: control::Access) {
+    accept_each(l, h, move |s, h| async move {
+        use std::os::fd::AsFd;
+        if access.admit(s.as_fd()) {
+            let _ = connection(s, h).await;
+        }
     })
     .await
 }

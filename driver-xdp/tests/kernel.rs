@@ -154,7 +154,11 @@ struct Iap {
 impl Iap {
     fn new() -> Iap {
         Iap {
-            cache: IapCache::new(IapConfig::default(), KEY, 7),
+            cache: IapCache::new(
+                IapConfig::default(),
+                KEY,
+                pias_state::secrets::table_key_for_tests(7),
+            ),
             now: Instant::from_secs(100),
         }
     }
@@ -593,7 +597,7 @@ impl Jap {
                     max_entries: 4096,
                     ..NatConfig::with_pool(pool)
                 },
-                11,
+                pias_state::secrets::table_key_for_tests(11),
             )
             .unwrap(),
             now: Instant::from_secs(100),

@@ -148,7 +148,11 @@ fn native_xdp_on_veth_serves_iap_and_jap_hits_between_real_sockets() {
         let overlay: SocketAddr = "10.9.0.1:6081".parse().unwrap();
         let cfg = Config::new(&KEY, 1, ProxyId(1), overlay, 1452, CFG_ENABLED | CFG_FIB);
         sync.maps_mut().config.set(0, cfg, 0).unwrap();
-        let mut cache = IapCache::new(IapConfig::default(), KEY, 1);
+        let mut cache = IapCache::new(
+            IapConfig::default(),
+            KEY,
+            pias_state::secrets::table_key_for_tests(1),
+        );
         let now = Instant::from_secs(10);
         let answer = Answer::new(
             group,
@@ -169,7 +173,11 @@ fn native_xdp_on_veth_serves_iap_and_jap_hits_between_real_sockets() {
         );
         // A NAT binding for the client's flow towards the target, and B's overlay socket as a member.
         sync.member_up(ProxyId(2), "10.9.0.2:6081".parse().unwrap());
-        let mut nat = NatTable::new(NatConfig::with_pool(vec!["100.64.0.1".parse().unwrap()]), 3).unwrap();
+        let mut nat = NatTable::new(
+            NatConfig::with_pool(vec!["100.64.0.1".parse().unwrap()]),
+            pias_state::secrets::table_key_for_tests(3),
+        )
+        .unwrap();
         let flow = FlowKey {
             proto: IpProtocol::Udp,
             src: "10.77.0.2".parse().unwrap(),

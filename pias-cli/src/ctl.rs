@@ -42,7 +42,8 @@ pub(crate) struct Args {
     /// Print the raw JSON answer instead of a table.
     #[arg(long)]
     json: bool,
-    /// At most this many rows of large tables (NAT bindings).
+    /// At most this many NAT bindings (fetched in pages of at most 1000; other tables are shown whole,
+    /// also page by page).
     #[arg(long, default_value_t = 1000)]
     limit: usize,
 }
@@ -88,44 +89,122 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let line = rt.block_on(request(&a.socket, a.what, a.limit))?;
-    let v: Value = serde_json::from_str(&line).context("the proxy's answer is not JSON")?;
-    if v["ok"] != Value::Bool(true) {
-        anyhow::bail!("proxy: {}", v["error"].as_str().unwrap_or("error"));
-    }
+    let data = rt.block_on(request(&a.socket, a.what, a.limit))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&v["data"])?);
+        println!("{}", serde_json::to_string_pretty(&data)?);
     } else {
-        print!("{}", format(a.what, &v["data"]));
+        print!("{}", format(a.what, &data));
     }
     Ok(())
 }
 
-async fn request(socket: &Path, what: What, limit: usize) -> anyhow::Result<String> {
-    let fut = async {
-        let s = UnixStream::connect(socket).await.with_context(|| {
+/// Rows still wanted: every row, but for `nat` at most `limit` (the proxy caps each page at
+/// `driver_common::control::MAX_PAGE` and says where the next one starts).
+fn wanted(what: What, limit: usize) -> usize {
+    if what == What::Nat { limit } else { usize::MAX }
+}
+
+/// Asks for `what` page by page on one connection and returns the pages' data merged.
+async fn request(socket: &Path, what: What, limit: usize) -> anyhow::Result<Value> {
+    let s = tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(socket))
+        .await
+        .context("connecting took over 5 s")?
+        .with_context(|| {
             format!(
-                "cannot connect to {} (is the proxy running, with [control] socket set?)",
+                "cannot connect to {} (is the proxy running, with [control] socket set? are you root or \
+                 the proxy's user, or in its [control] group?)",
                 socket.display()
             )
         })?;
-        let (r, mut w) = s.into_split();
-        let req = json!({"cmd": what.word(), "limit": limit}).to_string();
-        w.write_all(req.as_bytes()).await?;
-        w.write_all(b"\n").await?;
-        let mut line = String::new();
-        BufReader::new(r).read_line(&mut line).await?;
-        anyhow::Ok(line)
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r);
+    let mut left = wanted(what, limit);
+    let mut cursor = 0usize;
+    let mut data: Option<Value> = None;
+    loop {
+        let page = left.clamp(1, driver_common::control::MAX_PAGE);
+        let req = json!({"cmd": what.word(), "limit": page, "cursor": cursor}).to_string();
+        let fut = async {
+            w.write_all(req.as_bytes()).await?;
+            w.write_all(b"\n").await?;
+            let mut line = String::new();
+            r.read_line(&mut line).await?;
+            anyhow::Ok(line)
+        };
+        let line = tokio::time::timeout(Duration::from_secs(5), fut)
+            .await
+            .context("the proxy did not answer within 5 s")??;
+        if line.is_empty() {
+            anyhow::bail!("the proxy closed the connection (not allowed to use its control socket?)");
+        }
+        let v: Value = serde_json::from_str(&line).context("the proxy's answer is not JSON")?;
+        if v["ok"] != Value::Bool(true) {
+            anyhow::bail!("proxy: {}", v["error"].as_str().unwrap_or("error"));
+        }
+        let rows = merge(&mut data, v["data"].clone());
+        left = left.saturating_sub(rows);
+        match v["next"].as_u64() {
+            Some(n) if left > 0 => cursor = n as usize,
+            _ => break,
+        }
+    }
+    Ok(data.unwrap_or(Value::Null))
+}
+
+/// Appends one page to what came before; returns the rows it held.
+fn merge(acc: &mut Option<Value>, page: Value) -> usize {
+    let rows = |v: &Value| match v {
+        Value::Array(a) => a.len(),
+        Value::Object(o) => ["bindings", "targets", "groups"]
+            .iter()
+            .map(|k| o.get(*k).and_then(Value::as_array).map_or(0, Vec::len))
+            .max()
+            .unwrap_or(0),
+        _ => 0,
     };
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .context("the proxy did not answer within 5 s")?
+    let n = rows(&page);
+    match acc {
+        None => *acc = Some(page),
+        Some(Value::Array(a)) => {
+            if let Value::Array(b) = page {
+                a.extend(b);
+            }
+        }
+        Some(Value::Object(o)) => {
+            if let Value::Object(b) = page {
+                for k in ["bindings", "targets", "groups"] {
+                    if let (Some(Value::Array(x)), Some(Value::Array(y))) = (o.get_mut(k), b.get(k)) {
+                        x.extend(y.iter().cloned());
+                    }
+                }
+                if let Some(t) = b.get("total") {
+                    o.insert("total".into(), t.clone());
+                }
+                let shown = o.get("bindings").and_then(Value::as_array).map(Vec::len);
+                if let Some(s) = shown {
+                    o.insert("shown".into(), json!(s));
+                }
+            }
+        }
+        Some(_) => {}
+    }
+    n
 }
 
 // ----- server -----
 
-/// Binds the control socket, replacing a stale one (a socket file no process listens on).
-pub(crate) fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+/// Binds the control socket, replacing a stale one (a socket file no process listens on): mode 0600, or
+/// 0660 owned by `group` (SPEC.md §8.6). Returns it with who may connect (checked per connection).
+pub(crate) fn bind(
+    path: &Path,
+    group: Option<&str>,
+) -> anyhow::Result<(std::os::unix::net::UnixListener, driver_common::control::Access)> {
+    let gid = group
+        .map(|g| {
+            driver_common::control::gid_of(g)
+                .with_context(|| format!("control.group: no group named {g:?} (see /etc/group)"))
+        })
+        .transpose()?;
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
@@ -137,7 +216,8 @@ pub(crate) fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListen
         }
         std::fs::remove_file(path).with_context(|| format!("remove stale {}", path.display()))?;
     }
-    Ok(std::os::unix::net::UnixListener::bind(path)?)
+    let l = driver_common::control::bind_socket(path, gid)?;
+    Ok((l, driver_common::control::Access::for_this_process(gid)))
 }
 
 // ----- human output -----
@@ -373,7 +453,32 @@ mod tests {
             vec!["10.98.0.4".parse().unwrap()],
             vec!["10.99.0.250".parse().unwrap()],
         );
-        Proxy::new(cfg, Instant::ZERO).unwrap()
+        Proxy::new(
+            cfg,
+            &pias_state::secrets::Secrets::from_seed_for_tests(1),
+            Instant::ZERO,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn pages_merge() {
+        let mut acc = None;
+        assert_eq!(merge(&mut acc, json!([{"id": 1}, {"id": 2}])), 2);
+        assert_eq!(merge(&mut acc, json!([{"id": 3}])), 1);
+        assert_eq!(acc, Some(json!([{"id": 1}, {"id": 2}, {"id": 3}])));
+        let mut acc = None;
+        let nat =
+            |n: usize, total: usize| json!({"total": total, "shown": n, "bindings": vec![json!({}); n]});
+        assert_eq!(merge(&mut acc, nat(1000, 2500)), 1000);
+        assert_eq!(merge(&mut acc, nat(500, 2501)), 500);
+        let a = acc.unwrap();
+        assert_eq!(
+            (a["shown"].clone(), a["total"].clone()),
+            (json!(1500), json!(2501))
+        );
+        assert_eq!(wanted(What::Nat, 20), 20);
+        assert_eq!(wanted(What::Members, 20), usize::MAX);
     }
 
     #[test]

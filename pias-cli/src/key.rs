@@ -20,7 +20,7 @@ const LONG_ABOUT: &str = "\nKeys: the operator's master key (every proxy holds i
 #[command(help_template = crate::proxy::HELP_TEMPLATE, before_help = "\nMore with --help.", before_long_help = LONG_ABOUT, after_help = "\
 Examples:
   pias key generate > /etc/pias/master.key && chmod 600 /etc/pias/master.key
-  pias key derive --master-file /etc/pias/master.key --group 10.99.0.1:53/udp > dns.key
+  (umask 077; pias key derive --master-file /etc/pias/master.key --group 10.99.0.1:53/udp > dns.key)
   pias target --group 10.99.0.1:53/udp --service 10.2.0.1:53 --key-file dns.key --registration 10.99.0.250")]
 pub(crate) struct Args {
     #[command(subcommand)]
@@ -79,6 +79,27 @@ pub(crate) fn read_group_key(p: &Path) -> anyhow::Result<MacKey> {
     })
 }
 
+/// Refuses a key file that its group or others may read or write (SPEC.md §8.6): a key readable by another
+/// account is a key that account holds. `insecure` (the operator said so explicitly) allows it. The error
+/// names the file and the fix.
+pub(crate) fn check_private(p: &Path, insecure: bool, override_hint: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p)
+        .with_context(|| format!("cannot read key file {}", p.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 && !insecure {
+        bail!(
+            "{}: key file is accessible by group or others (mode {:03o}); run `chmod 600 {}` (or, to \
+             accept this, {override_hint})",
+            p.display(),
+            mode & 0o777,
+            p.display()
+        );
+    }
+    Ok(())
+}
+
 /// Fills `b` from the OS's random source.
 pub(crate) fn random_bytes(b: &mut [u8]) -> anyhow::Result<()> {
     let mut f = std::fs::File::open("/dev/urandom").context("open /dev/urandom")?;
@@ -103,6 +124,32 @@ pub(crate) fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_key_files_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let p = std::env::temp_dir().join(format!("pias-key-{}.key", std::process::id()));
+        std::fs::write(&p, "00").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        check_private(&p, false, "x").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
+        check_private(&p, false, "x").unwrap();
+        for mode in [0o644, 0o620, 0o602, 0o610] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = check_private(&p, false, "pass --insecure-key-file-permissions")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("chmod 600 {}", p.display())), "{e}");
+            assert!(e.contains(&format!("mode {mode:03o}")), "{e}");
+            assert!(e.contains("--insecure-key-file-permissions"), "{e}");
+            check_private(&p, true, "x").unwrap();
+        }
+        let _ = std::fs::remove_file(&p);
+        assert!(
+            check_private(&p, true, "x").is_err(),
+            "a missing file is an error either way"
+        );
+    }
 
     #[test]
     fn derive_matches_the_core() {

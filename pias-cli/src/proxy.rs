@@ -25,7 +25,7 @@ const LONG_ABOUT: &str = "\nRuns a PIAS proxy: every role (IAP, RAP, JAP) for ev
 #[command(help_template = crate::proxy::HELP_TEMPLATE, before_help = "\nMore with --help.", before_long_help = LONG_ABOUT, after_help = "\
 Examples:
   pias proxy --example-config > /etc/pias/p1.toml     # every key, commented
-  pias key generate > /etc/pias/master.key
+  (umask 077; pias key generate > /etc/pias/master.key)  # private: others' access is refused
   pias proxy --config /etc/pias/p1.toml
   RUST_LOG=debug pias proxy --config /etc/pias/p1.toml  # NAT and cache events too
   pias proxy --config /etc/pias/p1.toml --check         # validate only
@@ -127,11 +127,12 @@ fn run_tokio(cfg: &crate::config::Config) -> anyhow::Result<DriverCounters> {
             tokio::spawn(driver_tokio::serve_metrics(l, handle.clone()));
         }
         if let Some(p) = &cfg.control {
-            let l = crate::ctl::bind(p).with_context(|| format!("control.socket {}", p.display()))?;
+            let (l, access) = crate::ctl::bind(p, cfg.control_group.as_deref())
+                .with_context(|| format!("control.socket {}", p.display()))?;
             l.set_nonblocking(true)?;
             let l = tokio::net::UnixListener::from_std(l)?;
             info!(path = %p.display(), "control socket");
-            tokio::spawn(driver_tokio::serve_control(l, handle.clone()));
+            tokio::spawn(driver_tokio::serve_control(l, handle.clone(), access));
         }
         drop(handle);
         Ok(driver.run(signals).await?)
@@ -153,8 +154,9 @@ fn run_mio(cfg: &crate::config::Config) -> anyhow::Result<DriverCounters> {
         info!(%addr, "metrics on http://{addr}/metrics");
     }
     if let Some(p) = &cfg.control {
-        let l = crate::ctl::bind(p).with_context(|| format!("control.socket {}", p.display()))?;
-        runner.control(l)?;
+        let (l, access) = crate::ctl::bind(p, cfg.control_group.as_deref())
+            .with_context(|| format!("control.socket {}", p.display()))?;
+        runner.control(l, access)?;
         info!(path = %p.display(), "control socket");
     }
     Ok(runner.run(signals)?)

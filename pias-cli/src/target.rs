@@ -30,7 +30,8 @@ Examples:
   pias target --group 10.99.0.2:80/tcp --service 10.2.0.7:80 --key-file web.key \\
       --registration 10.99.0.250 --surrogate --health tcp
 
-The key file holds the group's registration key: pias key derive --master-file M --group G > FILE")]
+The key file holds the group's registration key: pias key derive --master-file M --group G > FILE. It must
+be private (chmod 600 FILE): a key file its group or others can access is refused.")]
 pub(crate) struct Args {
     /// The group: IP:PORT/PROTO in an anycast prefix, e.g. 10.99.0.1:53/udp or [fd99::1]:443/tcp.
     #[arg(long, value_name = "GROUP", value_parser = parse_group)]
@@ -42,6 +43,9 @@ pub(crate) struct Args {
     /// File holding the group's registration key (64 hex digits, from `pias key derive`).
     #[arg(long, value_name = "FILE")]
     key_file: PathBuf,
+    /// Accept a key file that its group or others can access (refused by default: `chmod 600 FILE`).
+    #[arg(long)]
+    insecure_key_file_permissions: bool,
     /// The registration anycast address, IP or IP:PORT (port 6082 if omitted).
     #[arg(long, value_name = "ADDR")]
     registration: String,
@@ -144,6 +148,11 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             a.registration
         )
     })?;
+    crate::key::check_private(
+        &a.key_file,
+        a.insecure_key_file_permissions,
+        "pass --insecure-key-file-permissions",
+    )?;
     let key = crate::key::read_group_key(&a.key_file)?;
     let mode = match a.mode {
         Mode::Nat => DeliveryMode::Nat,

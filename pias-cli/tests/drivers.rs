@@ -325,7 +325,7 @@ fn start(
 
     // Keys and configuration.
     let master = must(PIAS, &["key", "generate"]);
-    fs::write(lab.path("master.key"), &master).unwrap();
+    write_key(&lab.path("master.key"), &master);
     let gkey = must(
         PIAS,
         &[
@@ -337,7 +337,7 @@ fn start(
             &format!("{group}/udp"),
         ],
     );
-    fs::write(lab.path("group.key"), &gkey).unwrap();
+    write_key(&lab.path("group.key"), &gkey);
     for (i, overlay, seed, pool) in [
         (1, set.ip("5"), set.ip("6"), set.ip("161")),
         (2, set.ip("6"), set.ip("5"), set.ip("162")),
@@ -662,7 +662,7 @@ fn bench_one(set: Setup, pings: usize, secs: f64) -> BenchRow {
             &format!("{tcp_group}/tcp"),
         ],
     );
-    fs::write(lab.path("tcp.key"), &tkey).unwrap();
+    write_key(&lab.path("tcp.key"), &tkey);
     let tkey = lab.path("tcp.key");
     lab.spawn(
         "tcp-target",
@@ -777,4 +777,11 @@ fn bench_kernel_tokio_mio() {
         ));
     }
     println!("\n{out}");
+}
+
+/// Writes a key file readable by its owner only (`pias proxy` and `pias target` refuse others, SPEC.md §8.5).
+fn write_key(p: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(p, text).unwrap();
+    fs::set_permissions(p, fs::Permissions::from_mode(0o600)).unwrap();
 }

@@ -303,6 +303,8 @@ fn lab_traffic(driver: &str) {
         ],
     );
     std::fs::write(&wrong_key, text(&k)).unwrap();
+    // Private, as `pias target` requires (SPEC.md §8.5): the MAC is what this step tests.
+    std::fs::set_permissions(&wrong_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let a = counters();
     let o = exec(
         "t1",

@@ -41,7 +41,12 @@ fn measure(name: &str, tune: impl FnOnce(&mut ProxyConfig)) {
     );
     tune(&mut cfg);
     let before = LIVE.load(Ordering::Relaxed);
-    let p = Proxy::new(cfg, Instant::from_secs(1)).unwrap();
+    let p = Proxy::new(
+        cfg,
+        &pias_state::secrets::Secrets::from_seed_for_tests(1),
+        Instant::from_secs(1),
+    )
+    .unwrap();
     let after = LIVE.load(Ordering::Relaxed);
     println!("{name}: {:.2} MB", (after - before) as f64 / 1e6);
     drop(p);

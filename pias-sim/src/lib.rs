@@ -228,6 +228,12 @@ pub struct Sim {
     member_log: Option<Vec<MemberNote>>,
 }
 
+/// A simulated proxy's secrets: derived from its seed and incarnation (a restarted proxy draws new ones, as
+/// a driver does), so a run is reproducible; never how a driver gets them (SPEC.md §8.1).
+fn sim_secrets(cfg: &pias_state::proxy::ProxyConfig) -> pias_state::secrets::Secrets {
+    pias_state::secrets::Secrets::from_seed_for_tests(cfg.seed ^ (u64::from(cfg.incarnation) << 48))
+}
+
 /// The 8-byte id at the start of a UDP payload, which tests use to follow a packet.
 fn payload_id(ip: &IpPacket<&[u8]>) -> Option<u64> {
     let l4 = ip.l4_bytes();
@@ -384,7 +390,7 @@ impl Sim {
         tune(&mut cfg);
         let incarnation = 1;
         cfg.incarnation = incarnation;
-        let proxy = Proxy::new(cfg.clone(), self.now).ok();
+        let proxy = Proxy::new(cfg.clone(), &sim_secrets(&cfg), self.now).ok();
         self.by_overlay.entry(cfg.overlay_addr).or_insert(i);
         for a in &cfg.nat.pool {
             self.by_pool.entry(*a).or_insert(i);
@@ -495,7 +501,7 @@ impl Sim {
             p.incarnation += 1;
             p.withdrawn = false;
             p.cfg.incarnation = p.incarnation;
-            p.proxy = Proxy::new(p.cfg.clone(), now).ok();
+            p.proxy = Proxy::new(p.cfg.clone(), &sim_secrets(&p.cfg), now).ok();
             self.epoch += 1;
             self.arm_proxy(i);
         }

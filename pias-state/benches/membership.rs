@@ -31,7 +31,14 @@ fn rec(id: u32, version: u32) -> ProxyRecord {
 }
 
 fn membership(c: &mut Criterion) {
-    let mut m = Membership::new(MembershipConfig::default(), rec(1, 1), KEY, 7, Instant::ZERO);
+    let mut m = Membership::new(
+        MembershipConfig::default(),
+        rec(1, 1),
+        KEY,
+        pias_state::secrets::Secrets::from_seed_for_tests(7).nonce_key(),
+        7,
+        Instant::ZERO,
+    );
     for id in 2..=N {
         m.apply_record_for_test(Instant::ZERO, rec(id, 1));
     }

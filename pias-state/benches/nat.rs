@@ -43,7 +43,7 @@ fn table(n: u32, touch_granularity: Duration) -> NatTable {
     let mut cfg = NatConfig::with_pool(pool);
     cfg.max_entries = n;
     cfg.touch_granularity = touch_granularity;
-    let mut t = NatTable::new(cfg, 1).unwrap();
+    let mut t = NatTable::new(cfg, pias_state::secrets::table_key_for_tests(1)).unwrap();
     let target = IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1));
     for i in 0..n {
         t.create(&key(i), (target, 53), i, Instant::ZERO).unwrap();

@@ -210,7 +210,11 @@ pub fn proxy_events(data: &[u8]) {
     let cfg = small_config();
     let master = cfg.master_key.clone();
     let mut now = Instant::from_secs(1);
-    let Ok(mut p) = Proxy::new(cfg.clone(), now) else {
+    let Ok(mut p) = Proxy::new(
+        cfg.clone(),
+        &crate::secrets::Secrets::from_seed_for_tests(cfg.seed),
+        now,
+    ) else {
         return;
     };
     let mut inp = Input { b: data };

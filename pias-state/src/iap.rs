@@ -154,11 +154,13 @@ pub struct IapCache {
 }
 
 impl IapCache {
-    pub fn new(cfg: IapConfig, flow_key: SipKey, seed: u64) -> Self {
+    /// A cache choosing JAPs by `flow_key` (shared by all proxies, §13.2), its table keyed by `table_key`
+    /// (this proxy's secret, §8.1).
+    pub fn new(cfg: IapConfig, flow_key: SipKey, table_key: SipKey) -> Self {
         IapCache {
             cfg,
             key: flow_key,
-            map: LruMap::new(cfg.cache_entries, seed),
+            map: LruMap::new(cfg.cache_entries, table_key),
             counters: IapCounters::default(),
         }
     }
@@ -394,7 +396,11 @@ mod tests {
 
     #[test]
     fn miss_then_hit_then_stale_then_miss() {
-        let mut c = IapCache::new(IapConfig::default(), key(), 1);
+        let mut c = IapCache::new(
+            IapConfig::default(),
+            key(),
+            crate::secrets::table_key_for_tests(1),
+        );
         let t0 = Instant::from_secs(1);
         assert_eq!(c.route(t0, &g(), 5), Route::ViaRap { want_answer: true });
         assert_eq!(
@@ -439,7 +445,11 @@ mod tests {
 
     #[test]
     fn negative_answers_drop_until_expiry() {
-        let mut c = IapCache::new(IapConfig::default(), key(), 1);
+        let mut c = IapCache::new(
+            IapConfig::default(),
+            key(),
+            crate::secrets::table_key_for_tests(1),
+        );
         let t0 = Instant::from_secs(1);
         c.install(t0, &answer(&[], 2000), |_| true);
         assert_eq!(c.route(t0 + Duration::from_secs(1), &g(), 1), Route::NoJap);
@@ -451,7 +461,11 @@ mod tests {
 
     #[test]
     fn unusable_and_invalidated_japs_are_left_out() {
-        let mut c = IapCache::new(IapConfig::default(), key(), 1);
+        let mut c = IapCache::new(
+            IapConfig::default(),
+            key(),
+            crate::secrets::table_key_for_tests(1),
+        );
         let t0 = Instant::from_secs(1);
         c.install(t0, &answer(&[(1, 1), (2, 1), (3, 1)], 60_000), |id| {
             id != ProxyId(2)
@@ -486,8 +500,16 @@ mod tests {
     #[test]
     fn two_iaps_with_the_same_answer_pick_the_same_jap_per_flow() {
         let a = answer(&[(11, 3), (12, 1), (13, 2)], 60_000);
-        let mut c1 = IapCache::new(IapConfig::default(), key(), 1);
-        let mut c2 = IapCache::new(IapConfig::default(), key(), 999);
+        let mut c1 = IapCache::new(
+            IapConfig::default(),
+            key(),
+            crate::secrets::table_key_for_tests(1),
+        );
+        let mut c2 = IapCache::new(
+            IapConfig::default(),
+            key(),
+            crate::secrets::table_key_for_tests(999),
+        );
         let t = Instant::from_secs(1);
         c1.install(t, &a, |_| true);
         // Same set in another order.
@@ -509,7 +531,7 @@ mod tests {
                 ..IapConfig::default()
             },
             key(),
-            1,
+            crate::secrets::table_key_for_tests(1),
         );
         let t = Instant::from_secs(1);
         for p in 0..100u16 {

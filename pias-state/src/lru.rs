@@ -36,8 +36,9 @@ pub struct LruMap<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V> LruMap<K, V> {
-    /// A map holding at most `cap` entries (at least 1), hashing under a key derived from `seed`.
-    pub fn new(cap: usize, seed: u64) -> Self {
+    /// A map holding at most `cap` entries (at least 1), hashing under `key` (secret: from
+    /// [`crate::secrets::Secrets::table_key`], so spoofed keys cannot be made to collide).
+    pub fn new(cap: usize, key: pias_proto::auth::SipKey) -> Self {
         let cap = cap.max(1);
         let mut slab = Vec::with_capacity(cap);
         slab.resize_with(cap, || None);
@@ -48,8 +49,8 @@ impl<K: Hash + Eq + Clone, V> LruMap<K, V> {
             head: NIL,
             tail: NIL,
             cap,
-            k0: seed ^ 0x5049_4153_6c72_7500,
-            k1: seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
+            k0: key.k0,
+            k1: key.k1,
             evictions: 0,
         }
     }
@@ -261,7 +262,7 @@ mod tests {
 
     #[test]
     fn evicts_least_recently_used() {
-        let mut m = LruMap::new(2, 1);
+        let mut m = LruMap::new(2, crate::secrets::table_key_for_tests(1));
         assert!(m.insert(1, "a").is_none());
         assert!(m.insert(2, "b").is_none());
         assert!(m.get_mut(&1).is_some());
@@ -278,7 +279,7 @@ mod tests {
         /// Against a model (Vec in use order): same contents, same order, never above the bound.
         #[test]
         fn matches_model(ops in proptest::collection::vec((0u8..4, 0u16..20), 1..300), cap in 1usize..8) {
-            let mut m = LruMap::new(cap, 7);
+            let mut m = LruMap::new(cap, crate::secrets::table_key_for_tests(7));
             let mut model: Vec<(u16, u16)> = Vec::new(); // front = most recent
             for (op, k) in ops {
                 match op {

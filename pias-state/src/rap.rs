@@ -167,10 +167,11 @@ pub struct RapTable {
 }
 
 impl RapTable {
-    pub fn new(cfg: RapConfig, seed: u64) -> Self {
+    /// A table keyed by `key` (secret, SPEC.md §8.1).
+    pub fn new(cfg: RapConfig, key: pias_proto::auth::SipKey) -> Self {
         RapTable {
             cfg,
-            groups: LruMap::new(cfg.max_groups, seed),
+            groups: LruMap::new(cfg.max_groups, key),
             counters: RapCounters::default(),
         }
     }
@@ -398,7 +399,7 @@ mod tests {
 
     #[test]
     fn policies_pick_as_specified() {
-        let mut t = RapTable::new(RapConfig::default(), 1);
+        let mut t = RapTable::new(RapConfig::default(), crate::secrets::table_key_for_tests(1));
         let now = Instant::from_secs(10);
         for (jap, count) in [(10, 5), (20, 50), (12, 7), (99, 100), (40, 1)] {
             t.handle_report(now, ProxyId(jap), &rep(count));
@@ -425,7 +426,7 @@ mod tests {
 
     #[test]
     fn reports_expire_and_zero_removes() {
-        let mut t = RapTable::new(RapConfig::default(), 1);
+        let mut t = RapTable::new(RapConfig::default(), crate::secrets::table_key_for_tests(1));
         let t0 = Instant::from_secs(10);
         t.handle_report(t0, ProxyId(1), &rep(3));
         t.handle_report(t0, ProxyId(2), &rep(3));
@@ -445,7 +446,7 @@ mod tests {
             max_japs_per_group: 2,
             ..RapConfig::default()
         };
-        let mut t = RapTable::new(cfg, 1);
+        let mut t = RapTable::new(cfg, crate::secrets::table_key_for_tests(1));
         let now = Instant::from_secs(1);
         for port in 0..5u16 {
             let e = ReportEntry {
@@ -464,7 +465,7 @@ mod tests {
                 max_japs_per_group: 2,
                 ..RapConfig::default()
             },
-            1,
+            crate::secrets::table_key_for_tests(1),
         );
         t.handle_report(now, ProxyId(1), &rep(1));
         t.handle_report(now, ProxyId(2), &rep(5));

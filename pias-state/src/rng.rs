@@ -1,9 +1,10 @@
 //! The core's only source of randomness: a seeded SplitMix64 generator.
 //!
-//! The core never reads an OS random source; every random choice comes from a generator seeded by the
-//! configuration, so the same seed and inputs replay the same run. SplitMix64 (Steele, Lea, Flood 2014) is
-//! fast, has a full 2^64 period and is what seeding other generators usually uses; nothing here needs
-//! cryptographic randomness (keys come from the operator's master key, cookies from a MAC).
+//! The core never reads an OS random source; every non-secret random choice comes from a generator seeded by
+//! the configuration, so the same seed and inputs replay the same run. SplitMix64 (Steele, Lea, Flood 2014) is
+//! fast, has a full 2^64 period and is what seeding other generators usually uses. It is for choices that
+//! need no secrecy only: its output gives its state away, so secrets (cookie key, hash-table keys, probe
+//! nonces) come from [`crate::secrets::Secrets`], which the driver draws from the OS (SPEC.md §8.1).
 
 /// SplitMix64's increment (the golden ratio in 64-bit fixed point).
 const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;

@@ -16,7 +16,7 @@ overlay_prefixes = ["10.251.0.160/28"]  # other proxies' NAT pools (and any othe
 seeds = ["10.251.0.6:6081"]             # overlay addresses to join through; empty for the first proxy
 driver = "tokio"                        # "tokio", "mio" (one mio Poll, recvmmsg/sendmmsg batches) or "xdp" (see [xdp])
 overlay_mtu = 1500                      # MTU of the path between proxies
-# seed = 42                             # seed of random choices (default: from the OS)
+# seed = 42                             # seed of non-secret random choices (default: from the OS); secrets always come from the OS
 
 [tun]
 name = "pias0"                          # created by the process, gone when it exits
@@ -34,7 +34,8 @@ sysctls = true                          # set ip_forward (and IPv6 forwarding) a
 listen = "127.0.0.1:9851"               # Prometheus text format on http://ADDR/metrics; omit to disable
 
 [control]
-socket = "/run/pias/pias0.sock"         # `pias ctl --socket PATH`; omit to disable
+socket = "/run/pias/pias0.sock"         # `pias ctl --socket PATH`; omit to disable. Mode 0600: root and this user
+# group = "pias"                        # also this group's members (mode 0660, owned by the group)
 
 [timers]                                # SPEC.md §14; all optional
 probe_interval_ms = 200

@@ -108,6 +108,8 @@ struct RawProxy {
     driver: Option<String>,
     overlay_mtu: Option<u16>,
     seed: Option<u64>,
+    /// Accept a master key file its group or others can access (refused by default, SPEC.md §8.6).
+    insecure_key_file_permissions: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +132,8 @@ struct RawMetrics {
 #[serde(deny_unknown_fields)]
 struct RawControl {
     socket: Option<PathBuf>,
+    /// A group whose members may use the socket too (mode 0660 instead of 0600).
+    group: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +236,12 @@ pub(crate) struct Config {
     pub(crate) driver: ProxyDriverConfig,
     pub(crate) metrics: Option<SocketAddr>,
     pub(crate) control: Option<PathBuf>,
+    /// `[control] group`: the socket is 0660 and owned by this group (else 0600).
+    pub(crate) control_group: Option<String>,
+    /// The master key file, checked for group/other access by [`load`] unless
+    /// `insecure_key_file_permissions` allows it.
+    pub(crate) master_key_file: PathBuf,
+    pub(crate) insecure_key_file_permissions: bool,
 }
 
 /// Reads and validates a configuration file.
@@ -241,6 +251,12 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
     let base = path.parent().unwrap_or(Path::new("."));
     let cfg = parse(&text, base, &|p| std::fs::read_to_string(p))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    crate::key::check_private(
+        &cfg.master_key_file,
+        cfg.insecure_key_file_permissions,
+        "set insecure_key_file_permissions = true in [proxy]",
+    )
+    .map_err(|e| anyhow::anyhow!("{}: proxy.master_key_file: {e}", path.display()))?;
     Ok(cfg)
 }
 
@@ -470,12 +486,23 @@ fn build(
         Some(s) => Some(base.join(s)),
         None => None,
     };
+    if let Some(g) = &raw.control.group
+        && g.is_empty()
+    {
+        return err(
+            "control.group",
+            "give a group name, e.g. \"pias\", or omit the key",
+        );
+    }
     Ok(Config {
         runtime,
         xdp,
         driver,
         metrics,
         control,
+        control_group: raw.control.group.clone(),
+        master_key_file: key_path,
+        insecure_key_file_permissions: p.insecure_key_file_permissions.unwrap_or(false),
     })
 }
 

@@ -507,3 +507,48 @@ fn nat_pool_prefix_and_flood_keys() {
     assert_eq!(n.udp_transitory_timeout, Duration::from_secs(20));
     assert_eq!(n.tcp_half_open_timeout, Duration::from_secs(25));
 }
+
+#[test]
+fn key_file_open_to_others_is_refused_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("pias-keyperm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("m.key");
+    std::fs::write(&key, KEY).unwrap();
+    let cfg = dir.join("proxy.toml");
+    std::fs::write(&cfg, minimal()).unwrap();
+    for mode in [0o644, 0o640, 0o604, 0o660] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let e = load(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("chmod 600 {}", key.display())),
+            "{mode:o}: {e}"
+        );
+        assert!(
+            e.contains("proxy.master_key_file") && e.contains("insecure_key_file_permissions"),
+            "{e}"
+        );
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(load(&cfg).is_ok());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let allowed = minimal().replace("id = 7", "id = 7\ninsecure_key_file_permissions = true");
+    std::fs::write(&cfg, allowed).unwrap();
+    assert!(load(&cfg).is_ok(), "explicitly allowed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn control_group_is_read() {
+    assert_eq!(parse_str(&minimal()).unwrap().control_group, None);
+    let c = parse_str(&format!(
+        "{}[control]\nsocket = \"c.sock\"\ngroup = \"pias\"\n",
+        minimal()
+    ))
+    .unwrap();
+    assert_eq!(c.control_group.as_deref(), Some("pias"));
+    assert_eq!(
+        field_of(&format!("{}[control]\ngroup = \"\"\n", minimal())),
+        "control.group"
+    );
+}

@@ -27,22 +27,34 @@ pub(crate) fn key_file(lab: &Lab, g: &Group) -> PathBuf {
     lab.dir.join("keys").join(format!("{}.key", g.tag()))
 }
 
-/// A master key for the overlay and each group's registration key (kept across `up`s of a running lab).
+/// Writes a key file readable by its owner only (`pias proxy` and `pias target` refuse others, §8.5).
+fn write_private(p: &std::path::Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(p, text)?;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// A master key for the overlay and each group's registration key (kept across `up`s of a running lab;
+/// made private again each time, for a lab directory an older version wrote).
 pub(crate) fn write_keys(lab: &Lab) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let m = master_file(lab);
     if !m.exists() {
-        fs::write(&m, pias(lab, &["key", "generate"])?)?;
+        write_private(&m, &pias(lab, &["key", "generate"])?)?;
     }
+    fs::set_permissions(&m, fs::Permissions::from_mode(0o600))?;
     fs::create_dir_all(lab.dir.join("keys"))?;
     let ms = m.display().to_string();
     for g in &lab.plan.groups {
         let k = key_file(lab, g);
         if !k.exists() {
-            fs::write(
+            write_private(
                 &k,
-                pias(lab, &["key", "derive", "--master-file", &ms, "--group", &g.spec])?,
+                &pias(lab, &["key", "derive", "--master-file", &ms, "--group", &g.spec])?,
             )?;
         }
+        fs::set_permissions(&k, fs::Permissions::from_mode(0o600))?;
     }
     Ok(())
 }

@@ -83,6 +83,7 @@ pub fn member_table(p: &MemberTableParams, log: &mut dyn FnMut(&str)) -> Result<
             MembershipConfig::default(),
             rec(1, 1, p.seed),
             key,
+            pias_state::secrets::Secrets::from_seed_for_tests(p.seed).nonce_key(),
             p.seed,
             Instant::ZERO,
         );

@@ -273,14 +273,26 @@ pub struct Membership {
     published: Coord,
     last_coord_flood: Option<Instant>,
     rng: crate::rng::SplitMix,
+    /// Key of probe nonces (a secret, SPEC.md §8.1) and how many were drawn.
+    nonce_key: SipKey,
+    nonces: u64,
     counters: MembershipCounters,
 }
 
 impl Membership {
     /// A proxy's membership with only its own record. `me` carries the id, overlay address and incarnation;
     /// it is stored Alive with version at least 1. Call [`MembershipConfig::validate`] first: an invalid
-    /// configuration is not rejected here, only clamped into something that cannot panic.
-    pub fn new(cfg: MembershipConfig, me: ProxyRecord, ring_key: SipKey, seed: u64, now: Instant) -> Self {
+    /// configuration is not rejected here, only clamped into something that cannot panic. `nonce_key` keys
+    /// probe nonces (secret, from [`crate::secrets::Secrets::nonce_key`]); `seed` drives the choices that
+    /// need no secrecy (probe phase, which tombstone to re-probe).
+    pub fn new(
+        cfg: MembershipConfig,
+        me: ProxyRecord,
+        ring_key: SipKey,
+        nonce_key: SipKey,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
         let mut me = me;
         me.status = MemberStatus::Alive;
         me.version = me.version.max(1);
@@ -325,6 +337,8 @@ impl Membership {
             published: coord,
             last_coord_flood: None,
             rng,
+            nonce_key,
+            nonces: 0,
             counters: MembershipCounters::default(),
         }
     }

@@ -93,7 +93,7 @@ impl Membership {
         }
         for i in 0..self.chosen.len() {
             let id = self.chosen[i];
-            let nonce = self.rng.next_u64();
+            let nonce = self.next_nonce();
             let mut suspect = false;
             if let Some(p) = self.peers.get_mut(&id) {
                 if p.outstanding {
@@ -130,9 +130,17 @@ impl Membership {
             .get(id)
             .is_some_and(|m| m.record.status == MemberStatus::Down)
         {
-            let nonce = self.rng.next_u64();
+            let nonce = self.next_nonce();
             self.push_out(Out::Probe { to: id, nonce });
         }
+    }
+
+    /// A fresh probe nonce: a keyed PRF of a counter (SPEC.md §8.1). Nonces travel in plaintext, so they
+    /// must not be outputs of the seeded generator (a SplitMix64 output gives its state, hence every later
+    /// choice, away). Never 0: an ack with nonce 0 answers nothing.
+    fn next_nonce(&mut self) -> u64 {
+        self.nonces = self.nonces.wrapping_add(1);
+        crate::secrets::prf(&self.nonce_key, 1, self.nonces).max(1)
     }
 
     pub(super) fn on_probe(&mut self, now: Instant, from: SocketAddr, sender: u32, p: &Probe) {

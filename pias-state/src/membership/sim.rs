@@ -91,6 +91,7 @@ impl Net {
                 c,
                 record(id, addr_of(i), 1),
                 RING_KEY,
+                crate::secrets::Secrets::from_seed_for_tests(seed ^ u64::from(id) << 20).nonce_key(),
                 seed ^ u64::from(id) << 20,
                 start,
             );

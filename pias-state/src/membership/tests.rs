@@ -18,7 +18,14 @@ fn rec(id: u32, inc: u32, ver: u32, status: MemberStatus) -> ProxyRecord {
 }
 
 fn solo(cfg: MembershipConfig) -> Membership {
-    Membership::new(cfg, record(1, addr_of(1), 5), RING_KEY, 9, Instant::ZERO)
+    Membership::new(
+        cfg,
+        record(1, addr_of(1), 5),
+        RING_KEY,
+        crate::secrets::Secrets::from_seed_for_tests(9).nonce_key(),
+        9,
+        Instant::ZERO,
+    )
 }
 
 fn sealer(id: u32) -> Sealer {
@@ -736,4 +743,51 @@ fn handles_hostile_inputs_without_panicking() {
         let _ = drain(&mut m, t + Duration::from_millis(30));
     }
     m.table.check_invariants();
+}
+
+/// The nonces of the Probes `m` sends within its first `secs` seconds.
+fn probe_nonces(mut m: Membership, secs: u64) -> Vec<u64> {
+    let mut s = sealer(1);
+    let mut buf = [0u8; 1500];
+    let mut out = Vec::new();
+    m.apply_record_for_test(Instant::ZERO, rec(2, 1, 1, MemberStatus::Alive));
+    for ms in (0..secs * 1000).step_by(100) {
+        let now = Instant::ZERO + Duration::from_millis(ms);
+        m.handle_timeout(now);
+        while let Some(t) = m.poll_transmit(now, &mut s, &mut buf) {
+            let Ok(Frame::Control(g)) = Frame::parse(&buf[..t.len]) else {
+                panic!()
+            };
+            let p = ControlPacket::new_checked(g.payload()).unwrap();
+            if let Ok(Message::Probe(p)) = p.message() {
+                out.push(p.nonce);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn probe_nonces_are_keyed_not_seeded() {
+    // SPEC.md §8.1: a nonce is on the wire in plaintext, so it must come from the nonce secret, not from the
+    // seeded generator (whose output is its state). Same seed, different secrets: different nonces; same
+    // secrets: the same run (reproducible); and no nonce is an output of SplitMix64 seeded with the seed.
+    let with = |secret_seed: u64| {
+        Membership::new(
+            MembershipConfig::default(),
+            record(1, addr_of(1), 5),
+            RING_KEY,
+            crate::secrets::Secrets::from_seed_for_tests(secret_seed).nonce_key(),
+            9,
+            Instant::ZERO,
+        )
+    };
+    let a = probe_nonces(with(1), 5);
+    let b = probe_nonces(with(2), 5);
+    assert!(a.len() >= 3, "probes were sent: {a:?}");
+    assert_eq!(a, probe_nonces(with(1), 5));
+    assert!(a.iter().all(|n| !b.contains(n)), "{a:?} vs {b:?}");
+    let mut g = crate::rng::SplitMix::new(9);
+    let seeded: Vec<u64> = (0..64).map(|_| g.next_u64()).collect();
+    assert!(a.iter().all(|n| !seeded.contains(n) && *n != 0));
 }

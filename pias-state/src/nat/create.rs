@@ -1,5 +1,5 @@
 //! Creating a binding: checks, the per-prefix cap on new bindings, the pool address (paired by a keyed hash of
-//! the client) and port (bitmap from a seeded start; early drop of a transitory binding of the same family and
+//! the client) and port (bitmap from a keyed pseudo-random start; early drop of a transitory binding of the same family and
 //! protocol when none is free), room in a full table (a due binding, else the oldest transitory one; never a
 //! protected one), a slab slot, and both index entries.
 
@@ -198,7 +198,18 @@ impl NatTable {
         h.write(&k.src);
         let first = (h.finish() % fam.len() as u64) as usize;
         let span = u32::from(self.cfg.port_max - self.cfg.port_min) + 1;
-        let start = self.cfg.port_min + (self.rng.next_u64() % u64::from(span)) as u16;
+        // A keyed PRF of a counter under the table secret (§8.1): unpredictable from outside (RFC 6056
+        // §3.3.2 style), unlike a generator whose state shows in its outputs.
+        let draw = crate::secrets::prf(
+            &pias_proto::auth::SipKey {
+                k0: self.sip.0,
+                k1: self.sip.1,
+            },
+            2,
+            self.port_draws,
+        );
+        self.port_draws = self.port_draws.wrapping_add(1);
+        let start = self.cfg.port_min + (draw % u64::from(span)) as u16;
         for j in 0..fam.len() {
             let pi = fam[(first + j) % fam.len()];
             let bm = &mut self.pool_ports[usize::from(pi)][class];

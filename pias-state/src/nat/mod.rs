@@ -14,9 +14,9 @@
 //!   classes are TCP, UDP and ICMP echo), which makes the reverse key unique and the NAT a bijection. The pool
 //!   address is picked by a keyed hash of the client address (so one client keeps one pool address while it
 //!   has free ports — "paired" pooling, RFC 4787 REQ-2), then the next addresses of the family in turn. The
-//!   port starts at a seeded random point of the range and takes the first free port after it (RFC 6056
+//!   port starts at a keyed pseudo-random point of the range and takes the first free port after it (RFC 6056
 //!   spirit), through a two-level bitmap ([`ports`]): O(1), at most 18 word tests per address, exact (it fails
-//!   only when no port of the family and class is free), deterministic for a given seed. Failure is
+//!   only when no port of the family and class is free), deterministic for a given key. Failure is
 //!   [`NatError::PortsExhausted`], counted in [`NatCounters::port_exhausted`].
 //! - **Timeouts** (idle, refreshed by every hit; defaults in [`NatConfig::with_pool`]; SPEC.md §11.3): UDP
 //!   starts *transitory* (30 s) and becomes *assured* (120 s, RFC 4787 REQ-5) once it has seen a reply and a
@@ -59,7 +59,7 @@
 //! unlinking touches two neighbours at random places in memory, which would double the cost of a hit, and a
 //! busy flow needs it at most once a second. The list is then in last-seen order to within that granularity,
 //! which is all the lateness it can cause. Two `hashbrown::HashTable<u32>` indexes (forward key → slot,
-//! reverse key → slot) store only the slot and re-hash from the slab, under SipHash-1-3 with a seeded key so
+//! reverse key → slot) store only the slot and re-hash from the slab, under SipHash-1-3 with a secret key so
 //! that nobody can choose colliding flows. They are sized for a load of at most one half, so that deletions
 //! leave no tombstones in practice and the tables never grow after construction. Lookups, touches, creation
 //! and removal allocate nothing. At 10^6 bindings the whole table takes about 150 MB ([`NatTable::memory_bytes`]).
@@ -430,7 +430,8 @@ pub struct NatTable {
     /// The pool, sorted: [`NatTable::is_pool_address`] in O(log n) for a pool taken from a prefix.
     pool_sorted: Vec<IpAddr>,
     sip: SipKey,
-    rng: crate::rng::SplitMix,
+    /// Port starts drawn so far: the input of the keyed port PRF (RFC 6056 §3.3.2, with a secret key).
+    port_draws: u64,
     now: u64,
     events: VecDeque<NatEvent>,
     sweeps: Vec<Sweep>,
@@ -442,12 +443,12 @@ pub struct NatTable {
 }
 
 impl NatTable {
-    /// A table for `cfg`, with its randomness (hash key, port choice) derived from `seed`. Preallocates
-    /// everything: about 150 bytes per `max_entries`.
-    pub fn new(cfg: NatConfig, seed: u64) -> Result<NatTable, NatConfigError> {
+    /// A table for `cfg`, with its hash key and port choice keyed by `key` (secret, SPEC.md §8.1: neither the
+    /// index buckets nor the next port can be predicted from outside). Preallocates everything: about 150
+    /// bytes per `max_entries`.
+    pub fn new(cfg: NatConfig, key: pias_proto::auth::SipKey) -> Result<NatTable, NatConfigError> {
         cfg.validate()?;
-        let mut rng = crate::rng::SplitMix::new(seed);
-        let sip = SipKey(rng.next_u64(), rng.next_u64());
+        let sip = SipKey(key.k0, key.k1);
         let n = cfg.max_entries as usize;
         let oom = NatConfigError::OutOfMemory(cfg.max_entries);
         let mut slab = Vec::new();
@@ -502,7 +503,7 @@ impl NatTable {
                 v
             },
             sip,
-            rng,
+            port_draws: 0,
             now: 0,
             events,
             sweeps: Vec::with_capacity(MAX_PENDING_SWEEPS),

@@ -1,7 +1,7 @@
 //! Pool port allocation: a two-level bitmap per (pool address, protocol class).
 //!
 //! One bit per port (set = free) in 1024 words, and a 16-word summary with one bit per word (set = that word has
-//! a free port). Allocation starts at a caller-chosen (seeded random) port and takes the first free port at or
+//! a free port). Allocation starts at a caller-chosen (keyed pseudo-random) port and takes the first free port at or
 //! after it, wrapping around: at most one word test plus 17 summary-word tests, so it is O(1), never scans
 //! unboundedly, and finds a free port whenever one exists. Ports outside the configured range are simply never
 //! set free. Memory: 8,320 bytes per bitmap.

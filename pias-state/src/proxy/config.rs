@@ -29,7 +29,8 @@ pub struct ProxyConfig {
     pub master_key: MasterKey,
     /// Larger than any incarnation this proxy used before (drivers pass wall-clock seconds at start).
     pub incarnation: u32,
-    /// The seed of every random choice the proxy makes.
+    /// The seed of the random choices that need no secrecy (probe phase, `random` target choice): it makes
+    /// simulations reproducible and never derives a secret (those are [`crate::secrets::Secrets`], §8.1).
     pub seed: u64,
     /// Registration anycast addresses (targets send to these, port 6082).
     pub registration_addrs: Vec<IpAddr>,

@@ -68,6 +68,7 @@ use crate::rap::{RapTable, Topology};
 use crate::registry::{Registry, RegistryEvent};
 use crate::ring::Ring;
 use crate::seal::{Dest, Sealer, Transmit};
+use crate::secrets::Secrets;
 use crate::time::Instant;
 use overlay::Out;
 use reports::Reporter;
@@ -140,8 +141,10 @@ const RAP_SWEEP_BUDGET: usize = 1024;
 const HOST_OUT_CAPACITY: usize = 256;
 
 impl Proxy {
-    /// A proxy starting at `now`. It joins the overlay through `cfg.membership.seeds`.
-    pub fn new(cfg: ProxyConfig, now: Instant) -> Result<Self, ConfigError> {
+    /// A proxy starting at `now`. It joins the overlay through `cfg.membership.seeds`. `secrets` key its
+    /// cookies, hash tables and probe nonces (a driver draws them from the OS; simulations and tests use
+    /// [`Secrets::from_seed_for_tests`]); `cfg.seed` drives only choices that need no secrecy (SPEC.md §8.1).
+    pub fn new(cfg: ProxyConfig, secrets: &Secrets, now: Instant) -> Result<Self, ConfigError> {
         cfg.validate()?;
         let me = cfg.id;
         let ring_key = cfg.master_key.ring_key();
@@ -156,30 +159,33 @@ impl Proxy {
             addr: cfg.overlay_addr,
             coord: crate::coords::Coord::new().to_bytes(),
         };
-        let membership = Membership::new(cfg.membership.clone(), own, ring_key, rng.next_u64(), now);
+        let membership = Membership::new(
+            cfg.membership.clone(),
+            own,
+            ring_key,
+            secrets.nonce_key(),
+            rng.next_u64(),
+            now,
+        );
         let mut ring = Ring::new(ring_key, cfg.ring_vnodes);
         let _ = ring.insert(me);
-        let mut cookie_secret = [0u8; 32];
-        for chunk in cookie_secret.chunks_mut(8) {
-            chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
-        }
         // `validate` ran both validators; what is left is the NAT's preallocation failing.
         let registry = Registry::new(
             cfg.registry.clone(),
             cfg.master_key.clone(),
             me,
-            cookie_secret,
+            secrets,
             rng.next_u64(),
         )?;
-        let nat = NatTable::new(cfg.nat.clone(), rng.next_u64())?;
+        let nat = NatTable::new(cfg.nat.clone(), secrets.table_key("nat"))?;
         Ok(Proxy {
             me,
             flow_key,
-            iap: IapCache::new(cfg.iap, flow_key, rng.next_u64()),
-            rap: RapTable::new(cfg.rap, rng.next_u64()),
+            iap: IapCache::new(cfg.iap, flow_key, secrets.table_key("iap cache")),
+            rap: RapTable::new(cfg.rap, secrets.table_key("rap groups")),
             reporter: Reporter::new(cfg.reports, me, now),
-            answer_limit: LruMap::new(4096, rng.next_u64()),
-            invalidate_limit: LruMap::new(4096, rng.next_u64()),
+            answer_limit: LruMap::new(4096, secrets.table_key("answer limit")),
+            invalidate_limit: LruMap::new(4096, secrets.table_key("invalidate limit")),
             icmp_tokens: cfg.icmp_rate,
             icmp_refill: now,
             rap_sweep_at: now + RAP_SWEEP_INTERVAL,

@@ -30,7 +30,7 @@ fn config_errors_name_the_field() {
     assert_eq!(c.validate().unwrap_err().field, "id");
     let mut c = cfg();
     c.overlay_mtu = 1000;
-    let e = Proxy::new(c, Instant::ZERO).unwrap_err();
+    let e = Proxy::new(c, &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap_err();
     assert_eq!(e.field, "overlay_mtu");
     assert!(e.to_string().contains("1280"));
     let mut c = cfg();
@@ -169,7 +169,10 @@ fn validate_runs_every_sub_check() {
         assert_eq!(e.path(), *path);
         assert!(e.to_string().contains(path) && !e.fix.is_empty(), "{e}");
         // Proxy::new reports the same error instead of a summary of its own.
-        assert_eq!(Proxy::new(c, Instant::ZERO).unwrap_err(), e);
+        assert_eq!(
+            Proxy::new(c, &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap_err(),
+            e
+        );
     }
     assert!(cfg().validate().is_ok());
     // Sub-configurations with their own error type keep it as the source.
@@ -203,7 +206,7 @@ fn validate_runs_every_sub_check() {
 
 #[test]
 fn garbage_is_counted_and_changes_nothing() {
-    let mut p = Proxy::new(cfg(), Instant::ZERO).unwrap();
+    let mut p = Proxy::new(cfg(), &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap();
     let now = Instant::from_secs(1);
     let mut raw = [0u8; 512];
     for len in [0usize, 1, 7, 8, 20, 60, 200] {
@@ -227,7 +230,7 @@ fn garbage_is_counted_and_changes_nothing() {
 fn a_lone_proxy_serves_a_group_as_iap_rap_and_jap() {
     // With one proxy every role is local: a client packet to a group without targets is dropped (no JAP),
     // and the answer is cached negatively.
-    let mut p = Proxy::new(cfg(), Instant::ZERO).unwrap();
+    let mut p = Proxy::new(cfg(), &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap();
     let now = Instant::from_secs(1);
     let mut raw = [0u8; 512];
     let n = udp_packet(
@@ -246,7 +249,7 @@ fn a_lone_proxy_serves_a_group_as_iap_rap_and_jap() {
 
 #[test]
 fn a_leave_drains_for_drain_time_and_the_timer_says_when() {
-    let mut p = Proxy::new(cfg(), Instant::ZERO).unwrap();
+    let mut p = Proxy::new(cfg(), &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap();
     let drain = p.config().membership.drain_time;
     let t0 = Instant::from_secs(1);
     assert!(!p.is_drained(t0));
@@ -297,7 +300,7 @@ impl Lone {
         let mut c = cfg();
         tune(&mut c);
         Lone {
-            p: Proxy::new(c, Instant::ZERO).unwrap(),
+            p: Proxy::new(c, &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap(),
             now: Instant::from_secs(1),
         }
     }
@@ -603,7 +606,7 @@ fn events_lost_counts_every_queue() {
 
 #[test]
 fn every_counter_is_walked_once_under_a_prometheus_safe_name() {
-    let p = Proxy::new(cfg(), Instant::ZERO).unwrap();
+    let p = Proxy::new(cfg(), &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap();
     let mut walked = Vec::new();
     p.for_each_counter(|n, _| walked.push(n));
     // The walk is exactly what the definitions list: a counter added to a struct is exported.
@@ -664,7 +667,7 @@ fn a_buffer_without_headroom_is_not_counted_as_malformed() {
     };
     let mut b = PacketBuf::new(&mut raw, 0, n);
     assert_eq!(encapsulate(&mut b, &h), Err(DropReason::NoHeadroom));
-    let mut p = Proxy::new(cfg(), Instant::ZERO).unwrap();
+    let mut p = Proxy::new(cfg(), &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap();
     p.count_verdict(Verdict::Drop(DropReason::NoHeadroom));
     assert_eq!(p.counters().drop_no_headroom, 1);
     assert_eq!(p.counters().drop_malformed, 0);

@@ -29,6 +29,13 @@ pub struct RegistryConfig {
     pub expiry_budget: usize,
     /// This proxy's incarnation (SPEC.md §3): the high half of reply sequence numbers.
     pub incarnation: u32,
+    /// Replies per second to one source prefix (/24, /56) for requests whose source is not verified yet
+    /// (Challenge, Gone; SPEC.md §8.4).
+    pub reply_rate: u32,
+    /// How many such replies a prefix may draw at once (the bucket size).
+    pub reply_burst: u32,
+    /// Source prefixes whose reply buckets are kept (least recently used evicted).
+    pub reply_limit_prefixes: usize,
 }
 
 impl Default for RegistryConfig {
@@ -46,6 +53,9 @@ impl Default for RegistryConfig {
             event_queue: 4096,
             expiry_budget: 1024,
             incarnation: 0,
+            reply_rate: 20,
+            reply_burst: 64,
+            reply_limit_prefixes: 4096,
         }
     }
 }
@@ -100,6 +110,15 @@ impl RegistryConfig {
         }
         if self.expiry_budget == 0 {
             return e("expiry_budget", "must be at least 1 (default 1024)");
+        }
+        if self.reply_rate == 0 {
+            return e("reply_rate", "must be at least 1 (default 20)");
+        }
+        if self.reply_burst == 0 {
+            return e("reply_burst", "must be at least 1 (default 64)");
+        }
+        if self.reply_limit_prefixes == 0 {
+            return e("reply_limit_prefixes", "must be at least 1 (default 4096)");
         }
         Ok(())
     }

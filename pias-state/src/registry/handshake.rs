@@ -20,8 +20,12 @@ fn ip_bytes(ip: IpAddr) -> [u8; 17] {
 }
 
 impl Registry {
+    /// Queues a reply to the request being handled. A reply larger than its request is never sent (SPEC.md
+    /// §8.4: none is by construction; this keeps it so whatever the message sizes become).
     fn push_reply(&mut self, local: SocketAddr, to: SocketAddr, key: &MacKey, body: ReplyBody) {
-        if self.replies.len() >= self.cfg.reply_queue {
+        if body.wire_len() > self.request_len {
+            self.counters.replies_oversize += 1;
+        } else if self.replies.len() >= self.cfg.reply_queue {
             self.counters.replies_dropped += 1;
         } else {
             self.replies.push_back(Reply {
@@ -30,6 +34,21 @@ impl Registry {
                 key: key.clone(),
                 body,
             });
+        }
+    }
+
+    /// Queues a reply to a request whose source is not verified (a Challenge, or Gone for no registration):
+    /// only while the source prefix has reply tokens (SPEC.md §8.4).
+    fn push_unverified_reply(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        to: SocketAddr,
+        key: &MacKey,
+        body: ReplyBody,
+    ) {
+        if self.reply_allowed(now, to.ip()) {
+            self.push_reply(local, to, key, body);
         }
     }
 
@@ -123,6 +142,7 @@ impl Registry {
         from: SocketAddr,
         payload: &[u8],
     ) -> Result<(), RegistryError> {
+        self.request_len = payload.len();
         let pkt = ControlPacket::new_checked(payload).map_err(RegistryError::Malformed)?;
         let msg = pkt.message().map_err(RegistryError::Malformed)?;
         let group = match msg {
@@ -159,7 +179,8 @@ impl Registry {
         if m.cookie == [0; COOKIE_LEN] {
             let cookie = self.cookie(self.epoch(now), from, &m.group);
             self.counters.challenges += 1;
-            self.push_reply(
+            self.push_unverified_reply(
+                now,
                 local,
                 from,
                 key,
@@ -332,6 +353,26 @@ impl Registry {
         (r.source == from).then_some(slot)
     }
 
+    /// A Refresh or Deregister that is not from a registration's own source. For a registration held by
+    /// another source it is a replay from a forged address (or a target whose address changed, which its
+    /// registration's expiry after `hold_ms` then answers): no reply. For no registration at all: Gone, so
+    /// a target this JAP forgot registers again at once — rate-limited, since the source is not verified.
+    fn answer_unknown(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        op: &TargetOp,
+        key: &MacKey,
+    ) {
+        if self.find_reg(&op.group, &op.service).is_some() {
+            self.counters.other_source += 1;
+            return;
+        }
+        let gone = self.ack(op.group, op.service, RegAckStatus::Gone);
+        self.push_unverified_reply(now, local, from, key, gone);
+    }
+
     fn on_refresh(
         &mut self,
         now: Instant,
@@ -342,8 +383,7 @@ impl Registry {
         key: &MacKey,
     ) -> Result<(), RegistryError> {
         let Some(slot) = self.own_reg(op, from) else {
-            let ack = self.ack(op.group, op.service, RegAckStatus::Gone);
-            self.push_reply(local, from, key, ack);
+            self.answer_unknown(now, local, from, op, key);
             return Err(RegistryError::UnknownRegistration);
         };
         let Some(r) = self.regs.get_mut(slot as usize).and_then(|r| r.as_mut()) else {
@@ -373,11 +413,11 @@ impl Registry {
         op: &TargetOp,
         key: &MacKey,
     ) -> Result<(), RegistryError> {
-        let gone = self.ack(op.group, op.service, RegAckStatus::Gone);
         let Some(slot) = self.own_reg(op, from) else {
-            self.push_reply(local, from, key, gone);
+            self.answer_unknown(now, local, from, op, key);
             return Err(RegistryError::UnknownRegistration);
         };
+        let gone = self.ack(op.group, op.service, RegAckStatus::Gone);
         let Some(r) = self.regs.get_mut(slot as usize).and_then(|r| r.as_mut()) else {
             return Err(RegistryError::UnknownRegistration);
         };
@@ -411,10 +451,7 @@ impl Registry {
     }
 
     fn emit_reply(&mut self, reply: &Reply, buf: &mut [u8]) -> Option<usize> {
-        let msg = match reply.body {
-            ReplyBody::Challenge(c) => Message::Challenge(c),
-            ReplyBody::Ack(a) => Message::RegisterAck(a),
-        };
+        let msg = reply.body.message();
         let ip_len = match reply.local.ip() {
             IpAddr::V4(_) => pias_proto::ipv4::HEADER_LEN,
             IpAddr::V6(_) => pias_proto::ipv6::HEADER_LEN,

@@ -34,7 +34,9 @@
 //! sequence number fresh for the registration's replay window. When a registration ends its window is kept
 //! as a *tombstone* for two cookie periods (the life of any cookie it could have used), so a recorded
 //! Register cannot resurrect a deregistered target. Refused inputs change nothing but counters; Full and
-//! Gone answers are replies, not state.
+//! Gone answers are replies, not state. Replies to requests whose source is not verified yet (Challenge, Gone)
+//! are never larger than the request and are rate-limited per source prefix (`limit.rs`, §8.4); a Refresh or
+//! Deregister for a registration held by another source is not answered at all (a spoofed replay).
 //!
 //! # Bounds
 //!
@@ -46,13 +48,14 @@
 //! # Modules
 //!
 //! `config.rs`: the configuration and its validation; `handshake.rs`: cookies, keys, Register / Refresh /
-//! Deregister and the replies; `liveness.rs`: the liveness list, membership, tombstones and expiry;
+//! Deregister and the replies; `limit.rs`: the per-prefix rate limit of unverified replies; `liveness.rs`: the liveness list, membership, tombstones and expiry;
 //! `reports.rs`: the per-group counts for the RAPs; `choice.rs`: how the JAP chooses a target for a flow;
 //! `table.rs`: the weighted slot table that choice and the XDP sync share.
 
 mod choice;
 mod config;
 mod handshake;
+mod limit;
 mod liveness;
 mod reports;
 mod table;
@@ -136,8 +139,17 @@ counters! {
         bad_mac,
         bad_cookie,
         replay,
-        /// Refresh/Deregister for an unknown registration or from another source (answered Gone).
+        /// Refresh/Deregister for an unknown registration (answered Gone, rate-limited) or from another source
+        /// than the registration's (not answered: a spoofed replay, SPEC.md §8.4).
         unknown_registration,
+        /// Of `unknown_registration`: the registration exists with another source, so nothing was answered.
+        other_source,
+        /// Challenges and Gone answers not sent because their source prefix had no reply tokens left.
+        replies_rate_limited,
+        /// Replies not sent because they would have been larger than their request (a bug if ever non-zero).
+        replies_oversize,
+        /// Prefixes evicted from the full reply-limit table (`reply_limit_prefixes`).
+        reply_limit_evicted,
         /// New registrations refused because `max_registrations` (or the group bound) was reached.
         refused_full,
         /// New registrations refused because the group had `max_targets_per_group` targets.
@@ -354,6 +366,20 @@ enum ReplyBody {
     Ack(RegisterAck),
 }
 
+impl ReplyBody {
+    fn message(&self) -> Message<'static> {
+        match *self {
+            ReplyBody::Challenge(c) => Message::Challenge(c),
+            ReplyBody::Ack(a) => Message::RegisterAck(a),
+        }
+    }
+
+    /// The UDP payload length of the reply (header, body and MAC).
+    fn wire_len(&self) -> usize {
+        self.message().buffer_len()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Reply {
     local: SocketAddr,
@@ -384,6 +410,8 @@ pub struct Registry {
     groups: HashTable<GroupState>,
     keys: LruMap<TransportAddr, MacKey>,
     tombstones: LruMap<(TransportAddr, TransportAddr), Tombstone>,
+    /// Reply tokens of the source prefixes unverified requests came from (SPEC.md §8.4).
+    reply_limit: LruMap<limit::Prefix, limit::Bucket>,
     scratch: Scratch,
     weights: Vec<(u32, u32)>,
 
@@ -391,28 +419,29 @@ pub struct Registry {
     events: VecDeque<RegistryEvent>,
     reports: VecDeque<TransportAddr>,
     counters: RegistryCounters,
+    /// UDP payload length of the request being handled: no reply may be longer (SPEC.md §8.4).
+    request_len: usize,
     /// Set by [`Registry::drain`]; never cleared (a proxy that left restarts with a new incarnation).
     draining: bool,
 }
 
 impl Registry {
-    /// A registry for proxy `jap_id`. `cookie_secret` comes from the proxy's seeded generator (SPEC.md §8.1),
-    /// `seed` keys the hash tables and the `random` target choice.
+    /// A registry for proxy `jap_id`. The cookie key and the hash-table keys come from `secrets` (drawn by
+    /// the driver from the OS, SPEC.md §8.1); `seed` drives only the `random` target choice, which needs no
+    /// secrecy.
     pub fn new(
         cfg: RegistryConfig,
         master: MasterKey,
         jap_id: ProxyId,
-        cookie_secret: [u8; 32],
+        secrets: &crate::secrets::Secrets,
         seed: u64,
     ) -> Result<Self, RegistryConfigError> {
         cfg.validate()?;
-        let mut s = crate::rng::SplitMix::new(seed);
-        let sip = (s.next_u64(), s.next_u64());
-        let rng = crate::rng::SplitMix::new(s.next_u64());
-        let key_seed = s.next_u64();
-        let tomb_seed = s.next_u64();
+        let k = secrets.table_key("registry index");
+        let sip = (k.k0, k.k1);
+        let rng = crate::rng::SplitMix::new(seed);
         Ok(Registry {
-            cookie_key: MacKey::cookie_key(&cookie_secret),
+            cookie_key: MacKey::cookie_key(secrets.cookie()),
             flow_key: master.flow_key(),
             master,
             jap: jap_id,
@@ -426,14 +455,19 @@ impl Registry {
             tail: NIL,
             index: HashTable::new(),
             groups: HashTable::new(),
-            keys: LruMap::new(cfg.max_derived_keys, key_seed),
-            tombstones: LruMap::new(cfg.max_tombstones, tomb_seed),
+            keys: LruMap::new(cfg.max_derived_keys, secrets.table_key("registry group keys")),
+            tombstones: LruMap::new(cfg.max_tombstones, secrets.table_key("registry tombstones")),
+            reply_limit: LruMap::new(
+                cfg.reply_limit_prefixes,
+                secrets.table_key("registry reply limit"),
+            ),
             scratch: Scratch::default(),
             weights: Vec::new(),
             replies: VecDeque::with_capacity(cfg.reply_queue),
             events: VecDeque::with_capacity(cfg.event_queue.min(65_536)),
             reports: VecDeque::new(),
             counters: RegistryCounters::default(),
+            request_len: 0,
             draining: false,
             cfg,
         })

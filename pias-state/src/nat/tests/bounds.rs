@@ -26,7 +26,7 @@ fn assured(t: &mut NatTable, k: &FlowKey, now: Instant) -> Translation {
 fn port_exhaustion_is_typed_and_counted() {
     let mut c = cfg(&["198.51.100.1"]);
     (c.port_min, c.port_max) = (2000, 2003);
-    let mut t = NatTable::new(c, 9).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(9)).unwrap();
     let mut ports = BTreeSet::new();
     for i in 0..4 {
         let k = key(IpProtocol::Udp, "203.0.113.9", 1000 + i, "192.0.2.53", 53);
@@ -54,7 +54,7 @@ fn port_exhaustion_is_typed_and_counted() {
 fn full_table_drops_the_oldest_transitory_binding_and_counts() {
     let mut c = cfg(&["198.51.100.1"]);
     c.max_entries = 3;
-    let mut t = NatTable::new(c, 9).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(9)).unwrap();
     let tcp = key(IpProtocol::Tcp, "203.0.113.1", 1, "192.0.2.53", 53);
     let id = t.create(&tcp, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap().id;
     t.observe_tcp(id, TcpFlags::SYN_ACK, Direction::Reverse, secs(0));
@@ -86,7 +86,7 @@ fn full_table_drops_the_oldest_transitory_binding_and_counts() {
     // max_entries = 0: creation refused.
     let mut c = cfg(&["198.51.100.1"]);
     c.max_entries = 0;
-    let mut t = NatTable::new(c, 9).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(9)).unwrap();
     assert_eq!(
         t.create(&u4, (v4("10.0.0.7"), 53), 0, secs(0)),
         Err(NatError::NoCapacity)
@@ -98,7 +98,7 @@ fn handle_timeout_does_bounded_work() {
     let mut c = cfg(&["198.51.100.1"]);
     c.expiry_budget = 10;
     c.udp_transitory_timeout = Duration::from_secs(120);
-    let mut t = NatTable::new(c, 5).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(5)).unwrap();
     for i in 0..35u16 {
         let k = key(IpProtocol::Udp, "203.0.113.9", 1000 + i, "192.0.2.53", 53);
         t.create(&k, (v4("10.0.0.7"), 53), 0, secs(u64::from(i))).unwrap();
@@ -118,7 +118,7 @@ fn handle_timeout_does_bounded_work() {
     // The event queue bounds expiry too: with room for 3 events, 3 per call.
     let mut c = cfg(&["198.51.100.1"]);
     c.event_capacity = 3;
-    let mut t = NatTable::new(c, 5).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(5)).unwrap();
     for i in 0..5u16 {
         let k = key(IpProtocol::Udp, "203.0.113.9", 1000 + i, "192.0.2.53", 53);
         t.create(&k, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap();
@@ -135,7 +135,7 @@ fn handle_timeout_does_bounded_work() {
 fn remove_where_target_sweeps_in_bounded_steps() {
     let mut c = cfg(&["198.51.100.1"]);
     c.sweep_budget = 8;
-    let mut t = NatTable::new(c, 5).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(5)).unwrap();
     let mut keys = Vec::new();
     for i in 0..40u16 {
         let k = key(IpProtocol::Udp, "203.0.113.9", 1000 + i, "192.0.2.53", 53);
@@ -172,7 +172,7 @@ fn lazy_touch_expires_at_most_one_granularity_late() {
     let mut c = cfg(&["198.51.100.1"]);
     c.touch_granularity = Duration::from_secs(3);
     c.udp_transitory_timeout = Duration::from_secs(120);
-    let mut t = NatTable::new(c, 5).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(5)).unwrap();
     let a = key(IpProtocol::Udp, "203.0.113.1", 1, "192.0.2.53", 53);
     let b = key(IpProtocol::Udp, "203.0.113.2", 1, "192.0.2.53", 53);
     t.create(&a, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap();
@@ -193,7 +193,7 @@ fn lazy_touch_expires_at_most_one_granularity_late() {
     let mut c = cfg(&["198.51.100.1"]);
     c.touch_granularity = Duration::ZERO;
     c.udp_transitory_timeout = Duration::from_secs(120);
-    let mut t = NatTable::new(c, 5).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(5)).unwrap();
     t.create(&a, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap();
     t.create(&b, (v4("10.0.0.7"), 53), 0, secs(0)).unwrap();
     t.lookup_forward(&a, 0, secs(2));

@@ -49,7 +49,7 @@ fn spoofed(i: u32) -> FlowKey {
 
 #[test]
 fn a_one_shot_exchange_stays_transitory_a_stream_is_assured() {
-    let mut t = NatTable::new(cfg(&["198.51.100.1"]), 1).unwrap();
+    let mut t = NatTable::new(cfg(&["198.51.100.1"]), crate::secrets::table_key_for_tests(1)).unwrap();
     let q = key(IpProtocol::Udp, "203.0.113.9", 5000, "192.0.2.53", 53);
     let tr = t.create(&q, (v4("10.0.0.7"), 53), 0, secs(10)).unwrap();
     assert_eq!(t.get_forward(&q).unwrap().expires, secs(40), "unreplied: 30 s");
@@ -80,7 +80,7 @@ fn a_one_shot_exchange_stays_transitory_a_stream_is_assured() {
 fn a_flood_drops_the_oldest_transitory_binding_and_never_a_protected_one() {
     let mut c = cfg(&["198.51.100.1"]);
     c.max_entries = 6;
-    let mut t = NatTable::new(c, 4).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(4)).unwrap();
     let u = key(IpProtocol::Udp, "203.0.113.1", 4000, "192.0.2.53", 53);
     let tcp = key(IpProtocol::Tcp, "203.0.113.2", 4000, "192.0.2.80", 80);
     assured_udp(&mut t, &u, 0);
@@ -107,7 +107,7 @@ fn a_flood_drops_the_oldest_transitory_binding_and_never_a_protected_one() {
     // Full of protected bindings: a new flow is refused and counted, nothing is dropped.
     let mut c = cfg(&["198.51.100.1"]);
     c.max_entries = 2;
-    let mut t = NatTable::new(c, 4).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(4)).unwrap();
     assured_udp(&mut t, &u, 0);
     established_tcp(&mut t, &tcp, 1);
     drain(&mut t);
@@ -128,7 +128,7 @@ fn a_flood_drops_the_oldest_transitory_binding_and_never_a_protected_one() {
 fn port_exhaustion_drops_a_transitory_binding_of_the_same_family_and_protocol() {
     let mut c = NatConfig::with_pool(vec![v4("198.51.100.1"), v4("198.51.100.2"), v4("2001:db8:e::1")]);
     (c.port_min, c.port_max) = (2000, 2001);
-    let mut t = NatTable::new(c, 8).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(8)).unwrap();
     // Four v4 UDP ports over two addresses: two assured, two transitory.
     let ks: Vec<FlowKey> = (1..=4)
         .map(|i| key(IpProtocol::Udp, &format!("203.0.113.{i}"), 7, "192.0.2.53", 53))
@@ -187,7 +187,7 @@ fn port_exhaustion_drops_a_transitory_binding_of_the_same_family_and_protocol() 
 fn the_prefix_cap_bounds_new_bindings_per_client_prefix() {
     let mut c = NatConfig::with_pool(vec![v4("198.51.100.1"), v4("2001:db8:e::1")]);
     c.new_per_prefix = 3;
-    let mut t = NatTable::new(c, 2).unwrap();
+    let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(2)).unwrap();
     let k = |src: &str, p: u16| key(IpProtocol::Udp, src, p, "192.0.2.53", 53);
     for (i, src) in ["203.0.113.1", "203.0.113.200", "203.0.113.77"]
         .iter()
@@ -267,7 +267,7 @@ proptest! {
         c.max_entries = max;
         (c.port_min, c.port_max) = (3000, 3000 + ports - 1);
         c.new_per_prefix = u32::MAX;
-        let mut t = NatTable::new(c, seed).unwrap();
+        let mut t = NatTable::new(c, crate::secrets::table_key_for_tests(seed)).unwrap();
         let mut now = 0;
         let mut protected = 0u16;
         for op in ops {

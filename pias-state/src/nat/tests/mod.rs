@@ -38,7 +38,11 @@ pub(super) fn secs(s: u64) -> Instant {
 
 #[test]
 fn forward_and_reverse_rewrite_udp() {
-    let mut t = NatTable::new(cfg(&["198.51.100.1", "2001:db8::1"]), 7).unwrap();
+    let mut t = NatTable::new(
+        cfg(&["198.51.100.1", "2001:db8::1"]),
+        crate::secrets::table_key_for_tests(7),
+    )
+    .unwrap();
     let c = key(IpProtocol::Udp, "203.0.113.9", 5353, "192.0.2.53", 53);
     let tr = t.create(&c, (v4("10.0.0.7"), 5300), 42, secs(1)).unwrap();
     assert_eq!(tr.src, v4("198.51.100.1"));
@@ -112,7 +116,11 @@ fn forward_and_reverse_rewrite_udp() {
 
 #[test]
 fn pool_addresses_are_recognised() {
-    let t = NatTable::new(cfg(&["198.51.100.9", "2001:db8::1", "198.51.100.1"]), 1).unwrap();
+    let t = NatTable::new(
+        cfg(&["198.51.100.9", "2001:db8::1", "198.51.100.1"]),
+        crate::secrets::table_key_for_tests(1),
+    )
+    .unwrap();
     for a in ["198.51.100.9", "2001:db8::1", "198.51.100.1"] {
         assert!(t.is_pool_address(v4(a)), "{a}");
     }
@@ -123,7 +131,7 @@ fn pool_addresses_are_recognised() {
 
 #[test]
 fn icmp_echo_identifier_is_the_port() {
-    let mut t = NatTable::new(cfg(&["198.51.100.1"]), 1).unwrap();
+    let mut t = NatTable::new(cfg(&["198.51.100.1"]), crate::secrets::table_key_for_tests(1)).unwrap();
     let c = key(IpProtocol::Icmp, "203.0.113.9", 777, "192.0.2.1", 777);
     let tr = t.create(&c, (v4("10.0.0.7"), 0), 0, secs(0)).unwrap();
     assert_eq!(tr.src_port, tr.dst_port, "the new identifier on both sides");
@@ -145,7 +153,9 @@ fn config_errors_name_the_field() {
     let bad = |f: fn(&mut NatConfig)| {
         let mut c = cfg(&["198.51.100.1"]);
         f(&mut c);
-        NatTable::new(c, 0).unwrap_err().to_string()
+        NatTable::new(c, crate::secrets::table_key_for_tests(0))
+            .unwrap_err()
+            .to_string()
     };
     assert!(bad(|c| c.pool.clear()).contains("nat.pool"));
     assert!(bad(|c| c.pool.push(v4("198.51.100.1"))).contains("twice"));
@@ -160,7 +170,11 @@ fn config_errors_name_the_field() {
 #[test]
 fn same_seed_same_ports() {
     let run = |seed| {
-        let mut t = NatTable::new(cfg(&["198.51.100.1", "198.51.100.2"]), seed).unwrap();
+        let mut t = NatTable::new(
+            cfg(&["198.51.100.1", "198.51.100.2"]),
+            crate::secrets::table_key_for_tests(seed),
+        )
+        .unwrap();
         (0..50u16)
             .map(|i| {
                 let k = key(IpProtocol::Udp, "203.0.113.9", i, "192.0.2.53", 53);
@@ -179,7 +193,7 @@ fn a_million_bindings_fit_in_160_mb() {
     let pool: Vec<IpAddr> = (1..=20)
         .map(|i| IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)))
         .collect();
-    let mut t = NatTable::new(NatConfig::with_pool(pool), 1).unwrap();
+    let mut t = NatTable::new(NatConfig::with_pool(pool), crate::secrets::table_key_for_tests(1)).unwrap();
     let before = t.memory_bytes();
     for i in 0..1_000_000u32 {
         let k = FlowKey {

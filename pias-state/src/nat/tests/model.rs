@@ -239,7 +239,7 @@ fn run(ops: Vec<Op>, seed: u64, granularity_s: u64) {
     cfg.expiry_budget = 2;
     cfg.sweep_budget = 3;
     cfg.event_capacity = 64;
-    let mut t = NatTable::new(cfg.clone(), seed).unwrap();
+    let mut t = NatTable::new(cfg.clone(), crate::secrets::table_key_for_tests(seed)).unwrap();
     let mut m = Model {
         cfg,
         now: 0,

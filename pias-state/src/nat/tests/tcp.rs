@@ -3,7 +3,7 @@
 use super::*;
 
 fn tcp_table() -> (NatTable, FlowKey, BindingId) {
-    let mut t = NatTable::new(cfg(&["198.51.100.1"]), 3).unwrap();
+    let mut t = NatTable::new(cfg(&["198.51.100.1"]), crate::secrets::table_key_for_tests(3)).unwrap();
     let c = key(IpProtocol::Tcp, "203.0.113.9", 40000, "192.0.2.80", 80);
     let tr = t.create(&c, (v4("10.0.0.7"), 8080), 0, secs(0)).unwrap();
     (t, c, tr.id)

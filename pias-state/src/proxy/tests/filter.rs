@@ -167,7 +167,12 @@ fn without_the_ingress_filter_the_jap_still_ends_the_loop() {
     // The loop as the issue describes it, with no filter at all: it only stops at the test's bound.
     l.p.space = OverlaySpace::default();
     let mut blind = Lone {
-        p: Proxy::new(l.p.config().clone(), Instant::ZERO).unwrap(),
+        p: Proxy::new(
+            l.p.config().clone(),
+            &crate::secrets::Secrets::from_seed_for_tests(1),
+            Instant::ZERO,
+        )
+        .unwrap(),
         now: l.now,
     };
     blind.p.space = OverlaySpace::default();
@@ -240,7 +245,12 @@ fn overlay_space_is_what_the_proxy_knows() {
             pre("10.98.0.0/16")
         ]
     );
-    assert_eq!(Proxy::new(c, Instant::ZERO).unwrap().overlay_space(), &s);
+    assert_eq!(
+        Proxy::new(c, &crate::secrets::Secrets::from_seed_for_tests(1), Instant::ZERO)
+            .unwrap()
+            .overlay_space(),
+        &s
+    );
 }
 
 #[test]

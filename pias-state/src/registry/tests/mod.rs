@@ -53,7 +53,7 @@ fn registry_with(cfg: RegistryConfig, jap: u32) -> Registry {
         cfg,
         MasterKey::from_bytes(MASTER),
         ProxyId(jap),
-        [jap as u8; 32],
+        &crate::secrets::Secrets::from_seed_for_tests(u64::from(jap)),
         u64::from(jap),
     )
     .unwrap()

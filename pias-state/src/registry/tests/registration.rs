@@ -318,7 +318,16 @@ fn config_validation_names_the_field() {
         ..RegistryConfig::default()
     };
     assert_eq!(c.validate().unwrap_err().field, "max_targets_per_group");
-    assert!(Registry::new(c, MasterKey::from_bytes(MASTER), ProxyId(1), [0; 32], 0).is_err());
+    assert!(
+        Registry::new(
+            c,
+            MasterKey::from_bytes(MASTER),
+            ProxyId(1),
+            &crate::secrets::Secrets::from_seed_for_tests(0),
+            0
+        )
+        .is_err()
+    );
     let mut a = agent_cfg(group(), service(1), reg_addr());
     a.service.proto = IpProtocol::Tcp;
     assert_eq!(a.validate().unwrap_err().field, "service");

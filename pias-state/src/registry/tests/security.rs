@@ -129,16 +129,16 @@ fn refresh_replay_and_foreign_refresh_are_refused() {
     );
     assert_eq!(reg.counters().replay, 1);
     assert!(replies(reg).is_empty(), "a replay gets no answer");
-    // The same refresh from another source: Gone, and nothing refreshed.
+    // The same refresh from another source: nothing refreshed and no answer (a spoofed replay must not
+    // draw replies towards its forged source, SPEC.md §8.4).
     let last = reg.targets(&group()).next().unwrap().last_refresh;
     assert_eq!(
         reg.handle_target_packet(t(400), reg_addr(), agent_addr(9), &refresh),
         Err(RegistryError::UnknownRegistration)
     );
     assert_eq!(reg.targets(&group()).next().unwrap().last_refresh, last);
-    let r = replies(reg);
-    assert_eq!(r.len(), 1);
-    assert_eq!(r[0].1, agent_addr(9));
+    assert!(replies(reg).is_empty());
+    assert_eq!(reg.counters().other_source, 1);
     // A replayed Deregister from the right source does nothing either.
     p.agent.shutdown(t(500));
     let mut buf = [0u8; 1500];
@@ -336,4 +336,160 @@ fn derived_key_cache_is_bounded() {
     // Each group's key was derived once and then hit (second Register) while cached.
     assert_eq!(reg.counters().keys_derived, 10);
     assert_eq!(reg.counters().key_cache_hits, 10);
+}
+
+// ----- reflection (SPEC.md §8.4) -----
+
+/// A spoofed source in 198.51.100.0/24, the n-th of the flood.
+fn spoofed(n: u32) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(core::net::Ipv4Addr::new(198, 51, 100, (n % 254) as u8 + 1)),
+        1024 + (n % 60_000) as u16,
+    )
+}
+
+#[test]
+fn replayed_zero_cookie_register_draws_bounded_challenges() {
+    // 10,000 copies of one recorded zero-cookie Register, from forged sources of one /24, over 5 s: the
+    // Challenges towards that /24 are at most burst + rate × 5 s, each smaller than its request.
+    let mut reg = registry(1);
+    let key = MasterKey::from_bytes(MASTER).group_key(&group());
+    let register = register_bytes(&key, &group(), &service(5), [0; COOKIE_LEN], 1, 1);
+    let mut got = 0usize;
+    for n in 0..10_000u32 {
+        let now = t(u64::from(n) / 2); // 2 per ms: 5 s
+        assert_eq!(
+            reg.handle_target_packet(now, reg_addr(), spoofed(n), &register),
+            Ok(())
+        );
+        for (_, dst, payload) in replies(&mut reg) {
+            assert!(
+                payload.len() < register.len(),
+                "a Challenge is smaller than the Register"
+            );
+            assert_eq!(prefix_v4(dst.ip()), [198, 51, 100]);
+            got += 1;
+        }
+    }
+    let c = reg.config().clone();
+    let bound = c.reply_burst as usize + c.reply_rate as usize * 5;
+    assert!(got <= bound, "{got} challenges, bound {bound}");
+    assert!(got >= c.reply_burst as usize, "the burst is answered: {got}");
+    assert_eq!(reg.counters().replies_rate_limited as usize, 10_000 - got);
+    assert_eq!(reg.counters().replies_oversize, 0);
+    // Another prefix is not affected: a real target elsewhere still gets its Challenge at once.
+    let (answers, _) = challenge(&mut reg, t(5000), agent_addr(7), &key, 1);
+    assert_eq!(answers, 1);
+    // And the flooded prefix gets tokens back at the configured rate.
+    assert!(replies(&mut reg).is_empty());
+    let later = t(5000 + 1000);
+    reg.handle_target_packet(later, reg_addr(), spoofed(1), &register)
+        .unwrap();
+    assert_eq!(replies(&mut reg).len(), 1);
+}
+
+fn prefix_v4(ip: IpAddr) -> [u8; 3] {
+    match ip {
+        IpAddr::V4(a) => [a.octets()[0], a.octets()[1], a.octets()[2]],
+        IpAddr::V6(_) => panic!("v6"),
+    }
+}
+
+#[test]
+fn replayed_refresh_and_deregister_from_spoofed_sources_draw_no_reply() {
+    // 10,000 copies each of a recorded Refresh and Deregister from forged sources: while the registration
+    // exists (from its real source) none is answered and nothing changes.
+    let (mut p, _) = registered_pair();
+    p.now = t(300);
+    p.exchange();
+    let refresh = p.sent.last().unwrap().clone();
+    let key = p.agent.config().key.clone();
+    let dereg = op_bytes(&key, &group(), &p.agent.config().service, 99, false);
+    let reg = &mut p.regs[0];
+    let before = reg.counters().refreshed;
+    for n in 0..10_000u32 {
+        let now = t(301 + u64::from(n) / 4);
+        let msg = if n % 2 == 0 { &refresh } else { &dereg };
+        assert_eq!(
+            reg.handle_target_packet(now, reg_addr(), spoofed(n), msg),
+            Err(RegistryError::UnknownRegistration)
+        );
+    }
+    assert!(replies(reg).is_empty());
+    assert_eq!(reg.counters().other_source, 10_000);
+    assert_eq!(reg.counters().refreshed, before);
+    assert_eq!(reg.group_count(&group()), 1, "the real target stays registered");
+}
+
+#[test]
+fn gone_for_no_registration_is_rate_limited_per_prefix() {
+    // A Refresh for a registration this JAP does not hold is answered Gone (so a forgotten target registers
+    // again at once) — but only within the prefix's reply budget.
+    let mut reg = registry(1);
+    let key = MasterKey::from_bytes(MASTER).group_key(&group());
+    let refresh = op_bytes(&key, &group(), &service(5), 7, true);
+    let mut got = 0;
+    for n in 0..10_000u32 {
+        let _ = reg.handle_target_packet(t(u64::from(n) / 10), reg_addr(), spoofed(n), &refresh);
+        for (_, _, payload) in replies(&mut reg) {
+            assert!(
+                payload.len() <= refresh.len(),
+                "Gone is no larger than the Refresh"
+            );
+            got += 1;
+        }
+    }
+    let c = reg.config().clone();
+    assert!(
+        got <= c.reply_burst as usize + c.reply_rate as usize,
+        "{got} in 1 s"
+    );
+    assert!(got >= c.reply_burst as usize);
+    assert_eq!(reg.counters().unknown_registration, 10_000);
+}
+
+#[test]
+fn every_reply_is_no_larger_than_its_request() {
+    // The whole life of a registration: each reply against the request that caused it.
+    let mut p = Pair::new(reg_addr(), agent_addr(5));
+    let mut buf = [0u8; 1500];
+    let mut pairs = 0;
+    for step in 0..6u64 {
+        p.now = t(step * 300);
+        if step == 5 {
+            p.agent.shutdown(p.now);
+        }
+        p.agent.handle_timeout(p.now);
+        while let Some(n) = p.agent.poll_transmit(p.now, &mut buf) {
+            let req = buf[..n].to_vec();
+            let _ = p.regs[0].handle_target_packet(p.now, reg_addr(), p.me, &req);
+            for (src, _, payload) in replies(&mut p.regs[0]) {
+                assert!(payload.len() <= req.len(), "{} > {}", payload.len(), req.len());
+                let _ = p.agent.handle_datagram(p.now, src, &payload);
+                pairs += 1;
+            }
+        }
+    }
+    assert!(pairs >= 4, "Challenge, Ok, refreshes, Gone: {pairs}");
+    assert_eq!(p.regs[0].counters().replies_oversize, 0);
+}
+
+#[test]
+fn cookies_come_from_the_secrets_not_the_seed() {
+    // SPEC.md §8.1: the same seed with other secrets gives other cookies (the seed derives no secret); the
+    // same secrets give the same cookie (reproducible simulations).
+    let key = MasterKey::from_bytes(MASTER).group_key(&group());
+    let cookie = |secret_seed: u64| {
+        let mut reg = Registry::new(
+            RegistryConfig::default(),
+            MasterKey::from_bytes(MASTER),
+            ProxyId(1),
+            &crate::secrets::Secrets::from_seed_for_tests(secret_seed),
+            7,
+        )
+        .unwrap();
+        challenge(&mut reg, t(0), agent_addr(5), &key, 1).1
+    };
+    assert_eq!(cookie(1), cookie(1));
+    assert_ne!(cookie(1), cookie(2));
 }
