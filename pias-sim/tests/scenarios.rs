@@ -437,8 +437,8 @@ fn tcp_syn_mss_is_clamped_on_the_reverse_path() {
         .unwrap();
     assert_eq!(synack.tcp_flags & 0x12, 0x12);
     assert_eq!(synack.from, SocketAddr::new(g.ip, g.port));
-    // 1500 − 20 (outer IPv4) − 8 (UDP) − 20 (PIAS header) − 40 (inner IPv4 + TCP) = 1412.
-    assert_eq!(synack.mss, Some(1412));
+    // 1500 − 20 (outer IPv4) − 8 (UDP) − 28 (PIAS header) − 40 (inner IPv4 + TCP) = 1404.
+    assert_eq!(synack.mss, Some(1404));
 }
 
 #[test]
@@ -499,6 +499,67 @@ fn wrong_keys_and_forged_messages_change_nothing() {
     w.sim.send_udp(w.client, 40000, w.group, 77, b"still");
     w.sim.run_for(Duration::from_millis(500));
     assert_eq!(replies_from(&w.sim, w.client, 77), vec!["still@t1"]);
+}
+
+/// Data frames from a member's overlay address that do not carry the overlay's tag — untagged, tagged under
+/// another master key, or a correctly tagged frame whose inner header was changed on the way — reach no
+/// target and are counted as bad tags; the same frame, correctly tagged, is delivered (SPEC.md §4.1).
+#[test]
+fn data_frames_without_the_overlays_tag_reach_no_target() {
+    use pias_proto::build::udp_packet;
+    use pias_proto::tunnel::{DATA_HEADER_LEN, DataHeader, DataKeys};
+    let mut w = world(SimConfig::default());
+    w.sim.send_udp(w.client, 40000, w.group, 1, b"warm");
+    w.sim.run_for(Duration::from_millis(500));
+    assert_eq!(replies_from(&w.sim, w.client, 1), vec!["warm@t1"]);
+    let jap = 4;
+    let frame = |id: u64, key: Option<&MasterKey>| {
+        let mut payload = id.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"spoof");
+        let mut inner = [0u8; 256];
+        let n = udp_packet(
+            sa("10.1.0.10:40001"),
+            SocketAddr::new(w.group.ip, w.group.port),
+            &payload,
+            &mut inner,
+        )
+        .unwrap();
+        let h = DataHeader {
+            vni: 1,
+            flags: 0,
+            hops: 2,
+            epoch: 0,
+            ingress: ProxyId(1),
+        };
+        let mut f = vec![0u8; DATA_HEADER_LEN + n];
+        match key {
+            Some(k) => h.encapsulate_tagged(DataKeys::new(k, 0).current(), &inner[..n], &mut f),
+            None => h.encapsulate(&inner[..n], &mut f),
+        }
+        .unwrap();
+        f
+    };
+    let before = w.sim.proxy(jap).unwrap().counters().drop_bad_tag;
+    let member = Sim::overlay_addr(0);
+    w.sim.inject_overlay(jap, member, frame(2, None));
+    w.sim
+        .inject_overlay(jap, member, frame(3, Some(&MasterKey::from_bytes([1; 32]))));
+    let mut altered = frame(4, Some(&master()));
+    altered[DATA_HEADER_LEN + 21] ^= 0x01; // the inner source port
+    w.sim.inject_overlay(jap, member, altered);
+    w.sim.run_for(Duration::from_millis(500));
+    assert_eq!(w.sim.proxy(jap).unwrap().counters().drop_bad_tag, before + 3);
+    for id in 2..=4 {
+        assert!(
+            replies_from(&w.sim, w.client, id).is_empty(),
+            "frame {id} was delivered"
+        );
+    }
+    // The control: the same frame under the overlay's key is delivered and answered.
+    w.sim.inject_overlay(jap, member, frame(5, Some(&master())));
+    w.sim.run_for(Duration::from_millis(500));
+    assert_eq!(replies_from(&w.sim, w.client, 5), vec!["spoof@t1"]);
+    assert_eq!(w.sim.proxy(jap).unwrap().counters().drop_bad_tag, before + 3);
 }
 
 #[test]
