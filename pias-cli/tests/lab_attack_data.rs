@@ -63,12 +63,28 @@ struct Spoof {
     reply_port: u16,
 }
 
-/// A data frame for the echo group with inner source `client:port`, under `key` (`None`: untagged), in an
-/// outer UDP datagram from `from` to `to`; `alter` changes the frame after tagging.
-fn spoof(
+/// Where a spoofed frame claims to come from (a member's overlay address and id) and goes to.
+#[derive(Clone, Copy)]
+struct Leg {
     from: SocketAddr,
     to: SocketAddr,
     ingress: ProxyId,
+}
+
+/// To proxy `i` at `to`, claiming to be the next proxy (a live member).
+fn leg(overlays: &[SocketAddr], i: usize, to: SocketAddr) -> Leg {
+    let j = (i + 1) % overlays.len();
+    Leg {
+        from: overlays[j],
+        to,
+        ingress: ProxyId(j as u32 + 1),
+    }
+}
+
+/// A data frame for the echo group with inner source `client:port`, under `key` (`None`: untagged), in an
+/// outer UDP datagram along `leg`; `alter` changes the frame after tagging.
+fn spoof(
+    leg: Leg,
     client: Ipv4Addr,
     port: u16,
     payload: &[u8],
@@ -88,7 +104,7 @@ fn spoof(
         flags: 0,
         hops: 2,
         epoch: 0,
-        ingress,
+        ingress: leg.ingress,
     };
     let mut frame = vec![0u8; DATA_HEADER_LEN + n];
     match key {
@@ -98,7 +114,7 @@ fn spoof(
     .unwrap();
     alter(&mut frame);
     let mut packet = vec![0u8; 1600];
-    let m = udp_packet(from, to, &frame, &mut packet).unwrap();
+    let m = udp_packet(leg.from, leg.to, &frame, &mut packet).unwrap();
     packet.truncate(m);
     Spoof {
         packet,
@@ -182,35 +198,16 @@ fn attack_data(driver: &str) {
     // To each proxy, from the next one's overlay address (a live member): four frames that must not pass.
     let mut attacks = Vec::new();
     for (i, to) in overlays.iter().enumerate() {
-        let j = (i + 1) % overlays.len();
-        let (from, ingress) = (overlays[j], ProxyId(j as u32 + 1));
+        let leg = leg(&overlays, i, *to);
         let base = 41000 + 10 * i as u16;
         let long = b"pias attack: forged data frame payload";
-        attacks.push(spoof(from, *to, ingress, client, base, long, None, |_| {}));
-        attacks.push(spoof(from, *to, ingress, client, base + 1, b"x", None, |_| {}));
-        attacks.push(spoof(
-            from,
-            *to,
-            ingress,
-            client,
-            base + 2,
-            long,
-            Some(&wrong),
-            |_| {},
-        ));
+        attacks.push(spoof(leg, client, base, long, None, |_| {}));
+        attacks.push(spoof(leg, client, base + 1, b"x", None, |_| {}));
+        attacks.push(spoof(leg, client, base + 2, long, Some(&wrong), |_| {}));
         // A valid frame whose inner source port is rewritten on the way (to steer the echo elsewhere).
-        attacks.push(spoof(
-            from,
-            *to,
-            ingress,
-            client,
-            base + 3,
-            long,
-            Some(&master),
-            |f| {
-                f[DATA_HEADER_LEN + 21] ^= 0x01;
-            },
-        ));
+        attacks.push(spoof(leg, client, base + 3, long, Some(&master), |f| {
+            f[DATA_HEADER_LEN + 21] ^= 0x01;
+        }));
     }
     let a = counters();
     let echoed = send_raw(attacker, &attacks);
@@ -257,12 +254,9 @@ fn attack_data(driver: &str) {
         .iter()
         .enumerate()
         .map(|(i, to)| {
-            let j = (i + 1) % overlays.len();
             let port = 41000 + 10 * i as u16 + 5;
             spoof(
-                overlays[j],
-                *to,
-                ProxyId(j as u32 + 1),
+                leg(&overlays, i, *to),
                 client,
                 port,
                 b"pias attack: control frame",
