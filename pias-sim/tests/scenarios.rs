@@ -562,6 +562,48 @@ fn data_frames_without_the_overlays_tag_reach_no_target() {
     assert_eq!(w.sim.proxy(jap).unwrap().counters().drop_bad_tag, before + 3);
 }
 
+/// Key rotation (SPEC.md §8.1): proxies one epoch apart interoperate (each accepts the previous epoch's
+/// key), proxies two epochs apart do not — their frames are dropped as bad tags.
+#[test]
+fn data_key_rotation_tolerates_one_epoch_not_two() {
+    for (far, works) in [(1, true), (2, false)] {
+        let mut sim = Sim::new(SimConfig::default(), master());
+        for i in 0..5 {
+            sim.add_proxy((10.0 * i as f64, 0.0), |c| {
+                // The IAP side (p1–p3) is still on epoch 0; the JAPs (p4, p5) have moved on.
+                c.data_key_epoch = if i >= 3 { far } else { 0 };
+            });
+        }
+        sim.run_for(Duration::from_secs(5));
+        let group = Sim::group(1, 5001, IpProtocol::Udp);
+        let client = sim.add_client(ip("10.1.0.10"), (-1.0, 1.0));
+        sim.add_target(
+            "t1",
+            SocketAddr::new(ip("10.2.0.1"), group.port),
+            group,
+            (41.0, 1.0),
+        );
+        sim.run_for(Duration::from_secs(2));
+        for k in 0..3u64 {
+            sim.send_udp(client, 40000, group, 10 + k, b"rot");
+            sim.run_for(Duration::from_millis(300));
+        }
+        let answered = (10..13)
+            .filter(|id| !replies_from(&sim, client, *id).is_empty())
+            .count();
+        let bad: u64 = (0..5)
+            .map(|i| sim.proxy(i).unwrap().counters().drop_bad_tag)
+            .sum();
+        if works {
+            assert_eq!(answered, 3, "one epoch apart must interoperate");
+            assert_eq!(bad, 0);
+        } else {
+            assert_eq!(answered, 0, "two epochs apart must not");
+            assert!(bad > 0, "their frames are counted as bad tags");
+        }
+    }
+}
+
 #[test]
 fn service_survives_loss_duplication_and_reordering() {
     let cfg = SimConfig {
