@@ -1,11 +1,54 @@
 /* SPDX-License-Identifier: (Apache-2.0 OR MIT) */
 /* The overlay frame an IAP sends to a JAP: outer IPv4 + UDP + Geneve header + PIAS data option, the data
- * header exactly as pias-proto's DataHeader::emit writes it for flags 0, hops 2 (SPEC.md §4.1). */
+ * header exactly as pias-proto's DataHeader::emit writes it for flags 0, hops 2, tagged as
+ * pias_proto::tunnel::write_tag tags it (SPEC.md §4.1); and the tag check of a received data frame. */
 #ifndef PIAS_ENCAP_H
 #define PIAS_ENCAP_H
 
 #include "csum.h"
 #include "parse.h"
+#include "hook.h"
+#include "siphash.h"
+
+/* The tag of the data frame whose Geneve header is at `g` (its 20 authenticated bytes) and whose inner
+ * packet, `inner_len` bytes, starts at frame offset `inner_off` (= g + 28). The usual case, 48 inner bytes
+ * or more, reads eight-byte words straight from the packet; a shorter inner packet is copied with the
+ * hook's load helper into a zeroed buffer. Returns -1 (and no tag) when the bytes are not there. */
+static __always_inline int frame_tag(pias_ctx *ctx, void *end, const __u8 *g, __u32 inner_off, __u32 inner_len,
+				     __u64 k0, __u64 k1, __u64 *tag)
+{
+	const __u8 *inner = g + PIAS_DATA_HEADER_LEN;
+	__u64 b[9];
+	__u32 n;
+	int i;
+
+	if ((void *)(inner + 4) > end)
+		return -1;
+	if (inner_len >= PIAS_TAG_INNER) {
+		if ((void *)(inner + PIAS_TAG_INNER) > end)
+			return -1;
+		b[0] = *(const __u64 *)g;
+		b[1] = *(const __u64 *)(g + 8);
+		b[2] = (__u64)*(const __u32 *)(g + 16) | ((__u64)*(const __u32 *)inner << 32);
+#pragma unroll
+		for (i = 0; i < 5; i++)
+			b[3 + i] = *(const __u64 *)(inner + 4 + 8 * i);
+		b[8] = *(const __u32 *)(inner + 44);
+		*tag = siphash13_tag(k0, k1, b, PIAS_TAG_OFFSET + PIAS_TAG_INNER);
+		return 0;
+	}
+	__builtin_memset(b, 0, sizeof(b));
+	b[0] = *(const __u64 *)g;
+	b[1] = *(const __u64 *)(g + 8);
+	b[2] = *(const __u32 *)(g + 16);
+	n = inner_len;
+	if (n == 0 || n >= PIAS_TAG_INNER)
+		return -1;
+	if (hook_load_bytes(ctx, inner_off, (__u8 *)b + PIAS_TAG_OFFSET, n))
+		return -1;
+	*tag = siphash13_tag(k0, k1, b, PIAS_TAG_OFFSET + n);
+	return 0;
+}
 
 /* Sum (pias_proto::checksum::add) of the whole inner IP header, 20 or 40 bytes, read before moving it. */
 static __always_inline __u64 inner_header_sum(void *data, void *end, __u32 off, __u8 family)
@@ -54,28 +97,29 @@ static __always_inline int csum_partial_suspect(const struct pkt_info *pi)
 	return pi->l4_csum == csum_fold64(inner_pseudo_sum(pi));
 }
 
-/* The 10 big-endian words of the data header. */
+/* The 10 big-endian words of the data header in front of the tag. */
 static __always_inline void data_header_words(__u16 w[10], __u8 family, __u32 vni, __u32 ingress, __u8 flags,
-					      __u8 hops)
+					      __u8 hops, __u8 epoch)
 {
-	w[0] = 0x0340; /* ver 0, 3 option words; O=0, C=1 */
+	w[0] = 0x0540; /* ver 0, 5 option words; O=0, C=1 */
 	w[1] = family == 4 ? ETH_P_IP : ETH_P_IPV6;
 	w[2] = (vni >> 8) & 0xffff;
 	w[3] = (vni & 0xff) << 8;
 	w[4] = PIAS_OPTION_CLASS;
-	w[5] = (PIAS_OPTION_TYPE_DATA << 8) | 2;
+	w[5] = (PIAS_OPTION_TYPE_DATA << 8) | 4;
 	w[6] = ((__u16)flags << 8) | hops;
-	w[7] = 0;
+	w[7] = (__u16)epoch << 8;
 	w[8] = ingress >> 16;
 	w[9] = ingress & 0xffff;
 }
 
 /* Writes outer IPv4, UDP (to dst_addr, IPv4, and dst_port, BE) and the data header (flags, hops, ingress =
- * this proxy) at data + ETH_HLEN (the caller made PIAS_ENCAP_V4_LEN bytes of room in front of the inner
+ * this proxy, tagged under the configured epoch's key over the inner packet behind it) at data + ETH_HLEN (the caller made PIAS_ENCAP_V4_LEN bytes of room in front of the inner
  * packet, or reuses a received frame's). `l4_sum` is the inner packet's one's complement sum (header words plus
  * the L4 part derived from its valid checksum): the outer UDP checksum comes from it without reading the
  * payload, as Linux's local checksum offload does. */
-static __always_inline int write_encap_v4(void *data, void *end, const struct pias_cfg *cfg, const __u8 *dst_addr,
+static __always_inline int write_encap_v4(pias_ctx *ctx, void *data, void *end, const struct pias_cfg *cfg,
+					  const __u8 *dst_addr,
 					  __u16 dst_port, __u8 inner_family, __u32 inner_len, __u64 inner_sum,
 					  __u8 flags, __u8 hops)
 {
@@ -84,11 +128,11 @@ static __always_inline int write_encap_v4(void *data, void *end, const struct pi
 	__u16 *g = (void *)(uh + 1);
 	__u16 w[10];
 	__u32 saddr, daddr, *ipw;
-	__u64 acc = 0;
+	__u64 acc = 0, tag;
 	__u16 udp_len = sizeof(*uh) + PIAS_DATA_HEADER_LEN + inner_len;
 	int i;
 
-	if ((void *)(g + 10) > end)
+	if ((void *)(g + 14) > end)
 		return -1;
 	__builtin_memcpy(&saddr, cfg->overlay_addr, 4);
 	__builtin_memcpy(&daddr, dst_addr, 4);
@@ -110,12 +154,21 @@ static __always_inline int write_encap_v4(void *data, void *end, const struct pi
 		acc += bpf_ntohl(ipw[i]);
 	ip->check = bpf_htons((__u16)~csum_fold64(acc));
 
-	data_header_words(w, inner_family, cfg->vni, cfg->self_id, flags, hops);
+	data_header_words(w, inner_family, cfg->vni, cfg->self_id, flags, hops, cfg->tag_epoch);
 	acc = inner_sum;
 #pragma unroll
 	for (i = 0; i < 10; i++) {
 		g[i] = bpf_htons(w[i]);
 		acc += w[i];
+	}
+	if (frame_tag(ctx, end, (const __u8 *)g, ETH_HLEN + PIAS_ENCAP_V4_LEN, inner_len, cfg->tag_k0, cfg->tag_k1,
+		      &tag))
+		return -1;
+#pragma unroll
+	for (i = 0; i < 4; i++) {
+		__u16 t = (__u16)(tag >> (48 - 16 * i));
+		g[10 + i] = bpf_htons(t);
+		acc += t;
 	}
 	uh->source = cfg->overlay_port;
 	uh->dest = dst_port;

@@ -2,11 +2,13 @@
 /* PIAS XDP fast path: a kernel-resident cache of the core's decisions (Katran's lesson).
  *
  * - IAP hit: a client's TCP/UDP packet to a group whose entry is in pias_groups is encapsulated in the
- *   overlay frame pias-proto emits (Geneve + PIAS data option, flags 0, hops 2) towards the JAP the core's
- *   slot table names for the flow (SipHash-1-3 flow hash, SPEC.md §13.2/§13.3).
- * - JAP hit: a data frame from a member, for a flow with a forward NAT entry, is decapsulated and rewritten
- *   (addresses, ports, incremental checksums as pias-proto does); a target's reply matching a reverse entry
- *   is rewritten to come from the group and go to the client.
+ *   overlay frame pias-proto emits (Geneve + PIAS data option, flags 0, hops 2, tagged under the data key,
+ *   SPEC.md §4.1) towards the JAP the core's slot table names for the flow (SipHash-1-3 flow hash, SPEC.md
+ *   §13.2/§13.3).
+ * - Data frames: the tag is checked first (after layout and VNI); a wrong one is dropped here, counted.
+ * - JAP hit: a tagged data frame from a member, for a flow with a forward NAT entry, is decapsulated and
+ *   rewritten (addresses, ports, incremental checksums as pias-proto does); a target's reply matching a
+ *   reverse entry is rewritten to come from the group and go to the client.
  * - Everything else is XDP_PASS, unchanged, to the user-space core (counted by reason) — including a client
  *   packet whose source is in pias_filter (SPEC.md §8.5), which the core then drops and counts.
  *
@@ -123,7 +125,7 @@ static __always_inline int jap_tunnel(pias_ctx *ctx, const struct pias_cfg *cfg,
 	      (__u16)~csum_fold64(inner_pseudo_sum(pi));
 	if (write_eth(ctx, mac, bpf_htons(ETH_P_IP)))
 		return ACT_ABORTED;
-	if (write_encap_v4(data, end, cfg, nat->dst, nat->dport, pi->family, pi->ip_len, sum, PIAS_FLAG_TO_TARGET, 0))
+	if (write_encap_v4(ctx, data, end, cfg, nat->dst, nat->dport, pi->family, pi->ip_len, sum, PIAS_FLAG_TO_TARGET, 0))
 		return ACT_ABORTED;
 	touch_nat(nat, pi->ip_len);
 	count(C_JAP_TUNNEL_HIT);
@@ -144,22 +146,14 @@ static __always_inline int jap_forward(pias_ctx *ctx, const struct pias_cfg *cfg
 	__u32 ifindex = 0, r, vni;
 	__u16 inner_proto;
 
-	/* A member's overlay address (or our own) only (SPEC.md §4.1). */
-	__builtin_memset(&from, 0, sizeof(from));
-	__builtin_memcpy(from.addr, &oip->saddr, 4);
-	from.port = ouh->source;
-	from.family = 4;
-	if (!bpf_map_lookup_elem(&pias_members, &from) &&
-	    !(ouh->source == cfg->overlay_port && oip->saddr == *(__u32 *)cfg->overlay_addr))
-		return pass(C_PASS_STRANGER);
-
 	if ((void *)(g + PIAS_DATA_HEADER_LEN) > end)
 		return pass(C_PASS_TRUNCATED);
-	/* Exactly our layout: version 0, 3 option words, O clear, one PIAS data option of 2 words, not for a
-	 * RAP (TO_RAP) and not a tunnel-mode reply (TO_TARGET). Anything else is the core's. */
+	/* Exactly our layout: version 0, 5 option words, O clear, one PIAS data option of 4 words, our VNI.
+	 * Anything else is the core's. A tunnel-mode target's reply (TO_TARGET) carries no tag (SPEC.md §11.6):
+	 * the core judges it. */
 	vni = ((__u32)g[4] << 16) | ((__u32)g[5] << 8) | g[6];
-	if (g[0] != 0x03 || (g[1] & 0x80) || vni != cfg->vni || g[8] != 0xff || g[9] != 0x50 ||
-	    g[10] != PIAS_OPTION_TYPE_DATA || g[11] != 2 || (g[12] & (PIAS_FLAG_TO_RAP | PIAS_FLAG_TO_TARGET)))
+	if (g[0] != 0x05 || (g[1] & 0x80) || vni != cfg->vni || g[8] != 0xff || g[9] != 0x50 ||
+	    g[10] != PIAS_OPTION_TYPE_DATA || g[11] != 4 || (g[12] & PIAS_FLAG_TO_TARGET))
 		return pass(C_PASS_FRAME_OTHER);
 	inner_proto = *(__u16 *)(g + 2);
 	if (inner_proto != bpf_htons(ETH_P_IP) && inner_proto != bpf_htons(ETH_P_IPV6))
@@ -170,6 +164,38 @@ static __always_inline int jap_forward(pias_ctx *ctx, const struct pias_cfg *cfg
 		return pass(r);
 	/* The inner packet fills the datagram exactly. */
 	if (pi.ip_len + PIAS_ENCAP_V4_LEN != bpf_ntohs(oip->tot_len))
+		return pass(C_PASS_FRAME_OTHER);
+
+	/* The tag before anything else (SPEC.md §4.1): under the key of the frame's epoch, current or previous.
+	 * A forged or altered frame never reaches the slow path. */
+	{
+		__u8 epoch = g[14];
+		__u64 tag, want;
+		int bad;
+
+		if (epoch == cfg->tag_epoch)
+			bad = frame_tag(ctx, end, g, ETH_HLEN + PIAS_ENCAP_V4_LEN, pi.ip_len, cfg->tag_k0,
+					cfg->tag_k1, &want);
+		else if (cfg->has_prev && epoch == cfg->prev_epoch)
+			bad = frame_tag(ctx, end, g, ETH_HLEN + PIAS_ENCAP_V4_LEN, pi.ip_len, cfg->prev_k0,
+					cfg->prev_k1, &want);
+		else
+			bad = 1;
+		__builtin_memcpy(&tag, g + PIAS_TAG_OFFSET, 8);
+		if (bad || bpf_be64_to_cpu(tag) != want) {
+			count(C_DROP_BAD_TAG);
+			return ACT_DROP;
+		}
+	}
+	/* Then a member's overlay address only (SPEC.md §4.1): never our own, we send ourselves nothing. */
+	__builtin_memset(&from, 0, sizeof(from));
+	__builtin_memcpy(from.addr, &oip->saddr, 4);
+	from.port = ouh->source;
+	from.family = 4;
+	if (!bpf_map_lookup_elem(&pias_members, &from))
+		return pass(C_PASS_STRANGER);
+	/* Frames addressed to a RAP are the core's. */
+	if (g[12] & PIAS_FLAG_TO_RAP)
 		return pass(C_PASS_FRAME_OTHER);
 	if (tcp_control(&pi))
 		return pass(C_PASS_TCP_CONTROL);
@@ -371,7 +397,7 @@ static __always_inline int iap_encap(pias_ctx *ctx, const struct pias_cfg *cfg, 
 		return ACT_ABORTED;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
-	if (write_encap_v4(data, end, cfg, jap->addr, jap->port, pi->family, pi->ip_len, sum, 0, PIAS_INITIAL_HOPS))
+	if (write_encap_v4(ctx, data, end, cfg, jap->addr, jap->port, pi->family, pi->ip_len, sum, 0, PIAS_INITIAL_HOPS))
 		return ACT_ABORTED;
 	grp->last_used_ns = now;
 	grp->packets += 1;

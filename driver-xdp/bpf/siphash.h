@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: (Apache-2.0 OR MIT) */
-/* SipHash-1-3 over the 37-byte flow layout (SPEC.md §13.2), equal to the Rust `siphasher::SipHasher13`. */
+/* SipHash-1-3 over the 37-byte flow layout (SPEC.md §13.2) and over a data frame's tagged bytes (SPEC.md
+ * §4.1), both equal to the Rust `siphasher::SipHasher13`. */
 #ifndef PIAS_SIPHASH_H
 #define PIAS_SIPHASH_H
 
@@ -35,6 +36,40 @@ static __always_inline __u64 siphash13_flow(__u64 k0, __u64 k1, const __u64 m[5]
 	v3 ^= b;
 	SIPROUND;
 	v0 ^= b;
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* The data tag: SipHash-1-3 over `len` bytes (28..68: the frame's 20 header bytes, then up to 48 inner
+ * bytes) held in `b` as little-endian words, every byte from `len` on zero. The words are compressed in
+ * one unrolled pass: those below len / 8 fully, the next one as SipHash's last block with the length. */
+static __always_inline __u64 siphash13_tag(__u64 k0, __u64 k1, const __u64 b[9], __u32 len)
+{
+	__u64 v0 = k0 ^ 0x736f6d6570736575ULL;
+	__u64 v1 = k1 ^ 0x646f72616e646f6dULL;
+	__u64 v2 = k0 ^ 0x6c7967656e657261ULL;
+	__u64 v3 = k1 ^ 0x7465646279746573ULL;
+	__u32 full = len / 8;
+	__u64 last = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 9; i++) {
+		if (i < full) {
+			v3 ^= b[i];
+			SIPROUND;
+			v0 ^= b[i];
+		} else if (i == full) {
+			last = b[i];
+		}
+	}
+	last |= (__u64)len << 56;
+	v3 ^= last;
+	SIPROUND;
+	v0 ^= last;
 	v2 ^= 0xff;
 	SIPROUND;
 	SIPROUND;

@@ -12,15 +12,18 @@
 #define PIAS_SLOTS_PADDED 256
 #define PIAS_FLOW_BYTES 37
 
-/* Geneve + PIAS data option (SPEC.md §4.1). */
-#define PIAS_DATA_HEADER_LEN 20
+/* Geneve + PIAS data option (SPEC.md §4.1): 20 authenticated bytes, the 8-byte tag, then the inner packet. */
+#define PIAS_DATA_HEADER_LEN 28
+#define PIAS_TAG_OFFSET 20
+/* Inner bytes the tag covers at most. */
+#define PIAS_TAG_INNER 48
 #define PIAS_OPTION_CLASS 0xFF50
 #define PIAS_OPTION_TYPE_DATA 0x81
 #define PIAS_FLAG_TO_TARGET 0x04
 #define PIAS_FLAG_TO_RAP 0x08
 #define PIAS_INITIAL_HOPS 2
-/* Outer IPv4 (20) + UDP (8) + data header (20). */
-#define PIAS_ENCAP_V4_LEN 48
+/* Outer IPv4 (20) + UDP (8) + data header (28). */
+#define PIAS_ENCAP_V4_LEN 56
 
 /* pias_cfg.flags */
 #define CFG_ENABLED 0x01
@@ -43,6 +46,14 @@ struct pias_cfg {
 	__u8 flags;            /* CFG_* */
 	__u16 inner_mtu;       /* largest client packet sent on the overlay (SPEC.md §12) */
 	__u16 pad;
+	__u64 tag_k0;          /* data tag key of the configured epoch (SPEC.md §8.1): frames are sent under it */
+	__u64 tag_k1;
+	__u64 prev_k0;         /* the previous epoch's key, accepted too (if has_prev) */
+	__u64 prev_k1;
+	__u8 tag_epoch;        /* the epoch byte frames are sent with */
+	__u8 prev_epoch;
+	__u8 has_prev;
+	__u8 pad2[5];
 };
 
 /* A group: its transport address as SPEC.md §3 encodes it (20 bytes). */
@@ -153,6 +164,7 @@ enum pias_counter {
 	C_PASS_GSO,
 	C_IAP_LOCAL_HIT,
 	C_PASS_FILTERED,
+	C_DROP_BAD_TAG,
 	C_MAX,
 };
 

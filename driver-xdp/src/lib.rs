@@ -11,21 +11,27 @@
 //!
 //! - **IAP hit**: a client's TCP/UDP packet (not a SYN: the core clamps the MSS) to a group with a fresh
 //!   resolved entry → `SipHash-1-3(flow key, 37-byte flow layout)` → `slots[h mod 251]` → JAP → the overlay
-//!   data frame `DataHeader::encapsulate` makes (flags 0, hops 2, ingress = this proxy) in outer IPv4/UDP
-//!   from this proxy's overlay socket address to the JAP's. The outer UDP checksum is derived from the inner
+//!   data frame the core makes (flags 0, hops 2, ingress = this proxy, tagged with SipHash-1-3 under the data
+//!   key of the configured epoch, SPEC.md §4.1) in outer IPv4/UDP from this proxy's overlay socket address
+//!   to the JAP's. The outer UDP checksum is derived from the inner
 //!   packet's checksum (as Linux's local checksum offload does), never by reading the payload.
-//! - **JAP forward hit**: a data frame (exact layout, our VNI, not TO_RAP/TO_TARGET) from a member's overlay
-//!   socket, for a flow with a NAT binding → decapsulated and rewritten as `IpPacket::set_src_dst` does
+//! - **Data tag check**: every data frame of the exact layout and our VNI, except a tunnel-mode target's
+//!   TO_TARGET reply, has its tag checked first, under the current or the previous epoch's key; a wrong tag
+//!   is dropped here (`xdp_drop_bad_tag`), so forgeries never reach the slow path. The proxy's own address
+//!   is not accepted as a member's.
+//! - **JAP forward hit**: a tagged data frame (exact layout, our VNI, not TO_RAP/TO_TARGET) from a member's
+//!   overlay socket, for a flow with a NAT binding → decapsulated and rewritten as `IpPacket::set_src_dst` does
 //!   (same RFC 1624 arithmetic, so byte-identical, zero UDP checksums included).
 //! - **JAP reverse hit**: a target's reply matching a binding → rewritten to come from the group.
 //! - **JAP tunnel hit**: a data frame for a flow bound to a tunnel-mode target (IPv4) → the frame's headers
-//!   rewritten in place to the TO_TARGET frame the core sends (hops 0, ingress = this proxy), inner untouched.
+//!   rewritten in place to the TO_TARGET frame the core sends (hops 0, ingress = this proxy, tagged anew),
+//!   inner untouched.
 //!
 //! # Maps (`bpf/structs.h`, mirrored in [`maps`])
 //!
 //! | map | type | key | value |
 //! |---|---|---|---|
-//! | `pias_cfg` | array (1 entry) | 0 | flow key, VNI, own id, overlay address, inner MTU, flags (enabled, FIB) — 48 B |
+//! | `pias_cfg` | array (1 entry) | 0 | flow key, VNI, own id, overlay address, inner MTU, flags (enabled, FIB), data tag keys of the current and previous epoch — 88 B |
 //! | `pias_groups` | hash (65 536) | group TA, SPEC §3 encoding — 20 B | deadline, last use, hits, JAPs (≤ 16 × overlay address), 251 slots — 608 B |
 //! | `pias_nat_fwd` / `pias_nat_rev` | hash | 5-tuple as received — 40 B | new src/dst address and port, flags (TCP fast), last use, packets, bytes — 64 B |
 //! | `pias_members` | hash (4096) | member overlay socket address — 20 B | proxy id |

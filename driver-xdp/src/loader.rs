@@ -166,7 +166,8 @@ pub struct XdpProgram {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunResult {
     /// In XDP terms whatever the hook: `XDP_PASS` (2), `XDP_TX` (3), `XDP_REDIRECT` (4), … A TC program's
-    /// `TC_ACT_OK` is reported as PASS, `TC_ACT_SHOT` as ABORTED (the program drops nothing else) and
+    /// `TC_ACT_OK` is reported as PASS, `TC_ACT_SHOT` as DROP (a data frame with a bad tag; the program's
+    /// aborts are SHOT too on TC, told apart by the counters) and
     /// `TC_ACT_REDIRECT` as TX (a test run has no routes, so every hit goes back out; see `raw`).
     pub verdict: u32,
     /// The program's own return value.
@@ -279,7 +280,7 @@ impl XdpProgram {
         let verdict = match (self.hook, r.return_value) {
             (Hook::Xdp, v) => v,
             (Hook::Tc, tc_act::OK) => verdict::PASS,
-            (Hook::Tc, tc_act::SHOT) => verdict::ABORTED,
+            (Hook::Tc, tc_act::SHOT) => verdict::DROP,
             (Hook::Tc, tc_act::REDIRECT) => verdict::TX,
             (Hook::Tc, v) => 0x100 | v,
         };

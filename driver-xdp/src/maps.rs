@@ -51,12 +51,25 @@ pub struct Config {
     pub flags: u8,
     pub inner_mtu: u16,
     pub pad: u16,
+    /// The data tag key frames are sent (and accepted) under (SPEC.md §8.1).
+    pub tag_k0: u64,
+    pub tag_k1: u64,
+    /// The previous epoch's data tag key, accepted too when `has_prev` is 1.
+    pub prev_k0: u64,
+    pub prev_k1: u64,
+    /// The epoch byte of `tag_k*`.
+    pub tag_epoch: u8,
+    /// The epoch byte of `prev_k*`.
+    pub prev_epoch: u8,
+    pub has_prev: u8,
+    pub pad2: [u8; 5],
 }
 
 impl Config {
-    /// The configuration of a proxy: its flow key, overlay id, id and overlay address.
+    /// The configuration of a proxy: its flow key, data tag keys, overlay id, id and overlay address.
     pub fn new(
         key: &pias_proto::auth::SipKey,
+        data: &pias_proto::tunnel::DataKeys,
         vni: u32,
         id: pias_proto::ProxyId,
         overlay: SocketAddr,
@@ -64,7 +77,16 @@ impl Config {
         flags: u8,
     ) -> Config {
         let (addr, family) = ip16(overlay.ip());
+        let prev = data.previous().copied();
         Config {
+            tag_k0: data.current().k0,
+            tag_k1: data.current().k1,
+            prev_k0: prev.map_or(0, |k| k.k0),
+            prev_k1: prev.map_or(0, |k| k.k1),
+            tag_epoch: data.wire_epoch(),
+            prev_epoch: data.epoch().wrapping_sub(1) as u8,
+            has_prev: u8::from(prev.is_some()),
+            pad2: [0; 5],
             sip_k0: key.k0,
             sip_k1: key.k1,
             vni,
@@ -86,6 +108,7 @@ impl Config {
         let c = proxy.config();
         Config::new(
             &c.master_key.flow_key(),
+            &pias_proto::tunnel::DataKeys::new(&c.master_key, c.data_key_epoch),
             c.vni,
             proxy.id(),
             c.overlay_addr,
@@ -291,7 +314,7 @@ unsafe impl aya::Pod for Nat {}
 unsafe impl aya::Pod for SockAddr {}
 
 /// The program's per-CPU counters, in `enum pias_counter` order.
-pub const COUNTER_NAMES: [&str; 28] = [
+pub const COUNTER_NAMES: [&str; 29] = [
     "xdp_iap_hit",
     "xdp_jap_forward_hit",
     "xdp_jap_reverse_hit",
@@ -320,6 +343,7 @@ pub const COUNTER_NAMES: [&str; 28] = [
     "xdp_pass_gso",
     "xdp_iap_local_hit",
     "xdp_pass_filtered",
+    "xdp_drop_bad_tag",
 ];
 
 /// Index of a counter by name, for tests.
@@ -336,7 +360,7 @@ mod tests {
 
     #[test]
     fn layouts_match_structs_h() {
-        assert_eq!(size_of::<Config>(), 48);
+        assert_eq!(size_of::<Config>(), 88);
         assert_eq!(size_of::<Ta>(), 20);
         assert_eq!(size_of::<Jap>(), 20);
         assert_eq!(size_of::<Group>(), 608);

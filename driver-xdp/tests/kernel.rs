@@ -11,12 +11,12 @@ use core::net::{IpAddr, SocketAddr};
 
 use driver_xdp::maps::{CFG_ENABLED, Config, counter};
 use driver_xdp::{Hook, MapSync, RunResult, Sizes, XdpProgram, ktime_now, verdict};
-use pias_proto::auth::SipKey;
+use pias_proto::auth::{MasterKey, SipKey};
 use pias_proto::build::{Segment, tcp_segment, udp_packet};
 use pias_proto::control::{Answer, AnswerEntry};
 use pias_proto::packet::IpPacket;
 use pias_proto::tcp::TcpFlags;
-use pias_proto::tunnel::{DataHeader, Frame, flags};
+use pias_proto::tunnel::{DATA_HEADER_LEN, DataHeader, DataKeys, Frame, flags};
 use pias_proto::{FlowKey, IpProtocol, ProxyId, TransportAddr};
 use pias_state::flowhash::flow_hash;
 use pias_state::iap::{IapCache, IapConfig, Route};
@@ -45,7 +45,12 @@ fn tc_test_runs(frame: &[u8]) -> bool {
         Some(_) => true,
     }
 }
-const ENCAP: usize = 20 + 8 + 20;
+const ENCAP: usize = 20 + 8 + DATA_HEADER_LEN;
+
+/// The data tag keys the program is configured with: epoch 2, so that epoch 1's key is accepted too.
+fn data_keys() -> DataKeys {
+    DataKeys::new(&MasterKey::from_bytes([0x33; 32]), 2)
+}
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -82,7 +87,7 @@ impl Rig {
             )
         });
         let mut sync = MapSync::new(maps);
-        let cfg = Config::new(&KEY, VNI, ME, me_addr(), 1452, CFG_ENABLED);
+        let cfg = Config::new(&KEY, &data_keys(), VNI, ME, me_addr(), 1452, CFG_ENABLED);
         sync.maps_mut().config.set(0, cfg, 0).unwrap();
         Rig { prog, sync }
     }
@@ -194,14 +199,16 @@ impl Iap {
         if jap == ME {
             return None;
         }
+        let keys = data_keys();
         let h = DataHeader {
             vni: VNI,
             flags: 0,
             hops: 2,
+            epoch: keys.wire_epoch(),
             ingress: ME,
         };
-        let mut out = vec![0u8; ip.len() + 20];
-        let n = h.encapsulate(ip, &mut out).unwrap();
+        let mut out = vec![0u8; ip.len() + DATA_HEADER_LEN];
+        let n = h.encapsulate_tagged(keys.current(), ip, &mut out).unwrap();
         out.truncate(n);
         Some((jap_addr(jap), out))
     }
@@ -229,6 +236,7 @@ fn check_encap(r: &RunResult, input: &[u8], to: SocketAddr, payload: &[u8]) {
     match Frame::parse(&out[ETH_LEN + 28..]).unwrap() {
         Frame::Data(d) => {
             assert_eq!(d.header().ingress, ME);
+            d.verify_tag(&data_keys()).expect("tagged under the data key");
             IpPacket::new_checked(d.inner())
                 .unwrap()
                 .verify_checksums()
@@ -653,15 +661,27 @@ fn rewrite(ip: &[u8], tr: &Translation) -> Vec<u8> {
     b
 }
 
+/// A data frame from `from`, tagged under the program's current data key.
 fn data_frame(from: SocketAddr, fl: u8, inner: &[u8]) -> Vec<u8> {
+    let k = data_keys();
+    data_frame_keyed(from, fl, inner, Some((k.wire_epoch(), k.current())))
+}
+
+/// A data frame tagged under `key` in epoch byte `.0` (`None`: untagged, epoch 0).
+fn data_frame_keyed(from: SocketAddr, fl: u8, inner: &[u8], key: Option<(u8, &SipKey)>) -> Vec<u8> {
     let h = DataHeader {
         vni: VNI,
         flags: fl,
         hops: 2,
+        epoch: key.map_or(0, |k| k.0),
         ingress: ProxyId(2),
     };
-    let mut g = vec![0u8; inner.len() + 20];
-    h.encapsulate(inner, &mut g).unwrap();
+    let mut g = vec![0u8; inner.len() + DATA_HEADER_LEN];
+    match key {
+        Some((_, k)) => h.encapsulate_tagged(k, inner, &mut g),
+        None => h.encapsulate(inner, &mut g),
+    }
+    .unwrap();
     eth(&udp(from, me_addr(), &g))
 }
 
@@ -863,6 +883,70 @@ fn jap_passes_what_is_not_a_hit(hook: Hook) {
     assert_eq!(rig.sync.counters().nat_slow_only, 2);
 }
 
+/// The tag is checked before anything else: untagged frames, frames under another key or an epoch the
+/// program holds no key for, and tagged frames altered in a covered byte are dropped and counted, whoever
+/// sends them; the previous epoch's key is accepted; the program's own address is no member's.
+fn jap_drops_bad_tags(hook: Hook) {
+    let mut rig = Rig::new(hook);
+    let mut jap = Jap::new();
+    let member = jap_addr(ProxyId(2));
+    rig.sync.member_up(ProxyId(2), member);
+    let master = MasterKey::from_bytes([0x33; 32]);
+    // Inner packets long and short of the 48 tagged bytes (the short ones go through the load helper).
+    let long = udp(
+        sa("198.51.100.7:40000"),
+        sa("192.0.2.10:53"),
+        b"a request of some length",
+    );
+    let short = udp(sa("198.51.100.7:40001"), sa("192.0.2.10:53"), b"q");
+    assert!(long.len() >= 48 && short.len() < 48);
+    let mut drops = 0;
+    for ip in [&long, &short] {
+        jap.bind(&mut rig, &flow_of(ip), sa("10.1.0.5:5353"));
+        let want = jap.expect_forward(ip);
+        let (k1, k2, k0) = (master.data_key(1), master.data_key(2), master.data_key(0));
+        let other = MasterKey::from_bytes([0x34; 32]).data_key(2);
+        let mut bad = vec![
+            data_frame_keyed(member, 0, ip, None),
+            data_frame_keyed(member, 0, ip, Some((2, &other))),
+            data_frame_keyed(member, 0, ip, Some((0, &k0))),
+            data_frame_keyed(member, 0, ip, Some((1, &k2))),
+            // A stranger's forgery is dropped as a bad tag too: the tag comes first.
+            data_frame_keyed(sa("10.9.9.9:6081"), 0, ip, None),
+        ];
+        // A good frame altered on the way: hops, ingress, inner source address, inner source port, and the
+        // last tagged inner byte.
+        let good = data_frame(member, 0, ip);
+        let g0 = ETH_LEN + 28;
+        for at in [
+            g0 + 13,
+            g0 + 19,
+            g0 + DATA_HEADER_LEN + 12,
+            g0 + DATA_HEADER_LEN + 21,
+            g0 + DATA_HEADER_LEN + ip.len().min(48) - 1,
+        ] {
+            let mut f = good.clone();
+            f[at] ^= 0x01;
+            bad.push(f);
+        }
+        for f in &bad {
+            let r = rig.run(f);
+            assert_eq!(r.verdict, verdict::DROP, "bad tag must be dropped");
+            drops += 1;
+            assert_eq!(rig.counter("xdp_drop_bad_tag"), drops);
+        }
+        // The current and the previous epoch's keys are accepted.
+        check_nat(&rig.run(&good), &want);
+        check_nat(&rig.run(&data_frame_keyed(member, 0, ip, Some((1, &k1)))), &want);
+        // Our own address is no member's (a correctly tagged frame from it is left to the core, which
+        // drops it too).
+        let own = data_frame(me_addr(), 0, ip);
+        check_pass(&rig.run(&own), &own);
+    }
+    assert_eq!(rig.counter("xdp_pass_stranger"), 2);
+    assert_eq!(rig.counter("xdp_jap_forward_hit"), 4);
+}
+
 fn full_maps_degrade_to_the_slow_path_counted(hook: Hook) {
     let (prog, maps) = XdpProgram::load_hook(
         Sizes {
@@ -877,7 +961,7 @@ fn full_maps_degrade_to_the_slow_path_counted(hook: Hook) {
         prog,
         sync: MapSync::new(maps),
     };
-    let cfg = Config::new(&KEY, VNI, ME, me_addr(), 1452, CFG_ENABLED);
+    let cfg = Config::new(&KEY, &data_keys(), VNI, ME, me_addr(), 1452, CFG_ENABLED);
     rig.sync.maps_mut().config.set(0, cfg, 0).unwrap();
     let mut iap = Iap::new();
     for port in 1..=3u16 {
@@ -1072,6 +1156,9 @@ fn differential_iap_and_jap_against_the_core(hook: Hook) {
 /// The counters check that every run was a hit. Single runs (repeat 1) of each path are averaged too.
 fn cycle_rig(hook: Hook, v6: bool) -> (Rig, Vec<u8>, Vec<u8>) {
     let mut rig = Rig::new(hook);
+    // The program accepts no frame from its own address (SPEC.md §4.1): for the cycle, that address is
+    // also a member's.
+    rig.sync.member_up(ProxyId(2), me_addr());
     let (c, g, p, t) = if v6 {
         (
             sa("[2001:db8:1::7]:40000"),
@@ -1218,6 +1305,7 @@ on_each_hook!(
     iap_passes_what_it_must_not_touch,
     jap_forward_and_reverse_hits,
     jap_passes_what_is_not_a_hit,
+    jap_drops_bad_tags,
     full_maps_degrade_to_the_slow_path_counted,
     garbage_passes_unchanged,
     differential_iap_and_jap_against_the_core,

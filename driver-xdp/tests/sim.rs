@@ -15,7 +15,7 @@ use pias_proto::auth::MasterKey;
 use pias_proto::build::{Segment, tcp_segment, udp_packet};
 use pias_proto::packet::IpPacket;
 use pias_proto::tcp::TcpFlags;
-use pias_proto::tunnel::{DataHeader, INITIAL_HOPS};
+use pias_proto::tunnel::{DATA_HEADER_LEN, DataHeader, DataKeys, INITIAL_HOPS};
 use pias_proto::{IpProtocol, ProxyId, TransportAddr};
 use pias_sim::{Sim, SimConfig};
 use pias_state::policy::{GroupMatch, GroupPolicy};
@@ -159,10 +159,12 @@ fn programs_mirror_real_proxies_byte_for_byte(hook: Hook) {
             vni: sim.proxy(jap_i).unwrap().config().vni,
             flags: 0,
             hops: INITIAL_HOPS,
+            epoch: 0,
             ingress: ProxyId(iap_i as u32 + 1),
         };
-        let mut frame = vec![0u8; pkt.len() + 20];
-        h.encapsulate(&pkt, &mut frame).unwrap();
+        let keys = DataKeys::new(&sim.proxy(jap_i).unwrap().config().master_key, 0);
+        let mut frame = vec![0u8; pkt.len() + DATA_HEADER_LEN];
+        h.encapsulate_tagged(keys.current(), &pkt, &mut frame).unwrap();
         let (v, want) = overlay(sim.proxy_mut(jap_i).unwrap(), now, iap_addr, &frame);
         assert_eq!(v, Verdict::Host);
         let r = jap_fp
@@ -240,10 +242,12 @@ fn tunnel_mode_frames_match_the_proxy(hook: Hook) {
             vni: sim.proxy(jap_i).unwrap().config().vni,
             flags: 0,
             hops: INITIAL_HOPS,
+            epoch: 0,
             ingress: ProxyId(iap_i as u32 + 1),
         };
-        let mut frame = vec![0u8; pkt.len() + 20];
-        h.encapsulate(&pkt, &mut frame).unwrap();
+        let keys = DataKeys::new(&sim.proxy(jap_i).unwrap().config().master_key, 0);
+        let mut frame = vec![0u8; pkt.len() + DATA_HEADER_LEN];
+        h.encapsulate_tagged(keys.current(), &pkt, &mut frame).unwrap();
         let (v, want) = overlay(sim.proxy_mut(jap_i).unwrap(), now, iap_addr, &frame);
         assert_eq!(v, Verdict::Overlay(SocketAddr::new(service.ip(), 6081)));
         let r = fp
@@ -336,15 +340,17 @@ fn events_drive_the_program_as_the_core_delivers(hook: Hook) {
     let mut fp = rig_for(hook, sim.proxy(jap_i).unwrap(), now);
     assert_eq!(fp.sync().counters().nat_installed, 0, "no flow yet");
     let vni = sim.proxy(jap_i).unwrap().config().vni;
+    let keys = DataKeys::new(&sim.proxy(jap_i).unwrap().config().master_key, 0);
     let frame = |pkt: &[u8]| {
         let h = DataHeader {
             vni,
             flags: 0,
             hops: INITIAL_HOPS,
+            epoch: 0,
             ingress: ProxyId(iap_i as u32 + 1),
         };
-        let mut f = vec![0u8; pkt.len() + 20];
-        h.encapsulate(pkt, &mut f).unwrap();
+        let mut f = vec![0u8; pkt.len() + DATA_HEADER_LEN];
+        h.encapsulate_tagged(keys.current(), pkt, &mut f).unwrap();
         f
     };
     // A packet through the core (its events applied to the program, as a driver does).

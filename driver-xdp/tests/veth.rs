@@ -15,7 +15,7 @@ use driver_xdp::maps::{CFG_ENABLED, CFG_FIB, Config, counter};
 use driver_xdp::{MapSync, Sizes, XdpProgram, ktime_now};
 use pias_proto::auth::SipKey;
 use pias_proto::control::{Answer, AnswerEntry};
-use pias_proto::tunnel::{DataHeader, Frame};
+use pias_proto::tunnel::{DATA_HEADER_LEN, DataHeader, DataKeys, Frame};
 use pias_proto::{FlowKey, IpProtocol, ProxyId, TransportAddr};
 use pias_state::iap::{IapCache, IapConfig};
 use pias_state::nat::{NatConfig, NatTable};
@@ -62,6 +62,11 @@ fn enter(ns: &str) {
 }
 
 const KEY: SipKey = SipKey { k0: 1, k1: 2 };
+
+/// The program's data tag keys.
+fn data_keys() -> DataKeys {
+    DataKeys::new(&pias_proto::auth::MasterKey::from_bytes([0x44; 32]), 0)
+}
 
 #[test]
 fn native_xdp_on_veth_serves_iap_and_jap_hits_between_real_sockets() {
@@ -146,7 +151,15 @@ fn native_xdp_on_veth_serves_iap_and_jap_hits_between_real_sockets() {
         .expect("load");
         let mut sync = MapSync::new(maps);
         let overlay: SocketAddr = "10.9.0.1:6081".parse().unwrap();
-        let cfg = Config::new(&KEY, 1, ProxyId(1), overlay, 1452, CFG_ENABLED | CFG_FIB);
+        let cfg = Config::new(
+            &KEY,
+            &data_keys(),
+            1,
+            ProxyId(1),
+            overlay,
+            1452,
+            CFG_ENABLED | CFG_FIB,
+        );
         sync.maps_mut().config.set(0, cfg, 0).unwrap();
         let mut cache = IapCache::new(
             IapConfig::default(),
@@ -270,10 +283,12 @@ fn native_xdp_on_veth_serves_iap_and_jap_hits_between_real_sockets() {
             vni: 1,
             flags: 0,
             hops: 2,
+            epoch: 0,
             ingress: ProxyId(2),
         };
-        let mut frame = vec![0u8; n + 20];
-        h.encapsulate(&inner[..n], &mut frame).unwrap();
+        let mut frame = vec![0u8; n + DATA_HEADER_LEN];
+        h.encapsulate_tagged(data_keys().current(), &inner[..n], &mut frame)
+            .unwrap();
         jap.send_to(&frame, "10.9.0.1:6081").unwrap();
         let (n, pool) = target
             .recv_from(&mut buf)
@@ -322,6 +337,7 @@ fn native_xdp_on_veth_serves_iap_and_jap_hits_between_real_sockets() {
         match Frame::parse(&g[..]).expect("a PIAS frame") {
             Frame::Data(d) => {
                 assert_eq!(d.header().ingress, ProxyId(1));
+                d.verify_tag(&data_keys()).expect("tagged by the program");
                 let p = pias_proto::packet::IpPacket::new_checked(d.inner()).unwrap();
                 p.verify_checksums().unwrap();
                 assert_eq!(

@@ -1,8 +1,10 @@
 //! `pias decode`: print a capture as PIAS sees it.
 //!
 //! For each IP packet: the flow; for UDP to or from the overlay port, the Geneve frame (data: flags, hops,
-//! ingress proxy and the client packet inside; control: the message); for UDP to or from the registration
-//! port, the target message. With `--key`, MACs are checked under the overlay key or the group's key.
+//! key epoch, ingress proxy and the client packet inside; control: the message); for UDP to or from the
+//! registration port, the target message. With `--key`, MACs are checked under the overlay key or the
+//! group's key, and data tags under the data key of the frame's epoch (SPEC.md §4.1; the epoch byte is
+//! taken as the epoch, so a deployment past epoch 255 names it with `--data-epoch`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -13,7 +15,7 @@ use pias_proto::control::{ControlPacket, Message, REGISTRATION_PORT};
 use pias_proto::geneve::{HEADER_LEN as GENEVE_HEADER_LEN, UDP_PORT as OVERLAY_PORT};
 use pias_proto::packet::IpPacket;
 use pias_proto::pcap::PcapReader;
-use pias_proto::tunnel::{Frame, flags};
+use pias_proto::tunnel::{DataKeys, Frame, flags};
 use pias_proto::{FlowKey, IpProtocol};
 
 #[derive(Debug, clap::Args)]
@@ -26,6 +28,10 @@ pub(crate) struct Args {
     /// The operator's master key file (64 hex digits): check every MAC.
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// The data key epoch to check data tags under (with `--key`; default: the frame's epoch byte). Frames
+    /// of this epoch and the one before are checked, as a proxy configured with it would.
+    #[arg(long)]
+    pub data_epoch: Option<u32>,
     /// Print at most this many packets.
     #[arg(long)]
     pub count: Option<usize>,
@@ -61,7 +67,7 @@ pub(crate) fn run(a: Args) -> Result<()> {
         let t0 = *first.get_or_insert(rec.time_ns);
         let t = (rec.time_ns - t0) as f64 / 1e9;
         let line = match rec.ip() {
-            Some(ip) => describe(ip, key.as_ref()),
+            Some(ip) => describe_with(ip, key.as_ref(), a.data_epoch),
             None => format!("link type {}: not an IP frame", rec.link_type),
         };
         println!("#{:<4} {t:>10.6} {line}", i + 1);
@@ -84,6 +90,11 @@ fn flow_str(f: &FlowKey) -> String {
 
 /// One line for one IP packet (and what it carries).
 pub(crate) fn describe(ip: &[u8], key: Option<&MasterKey>) -> String {
+    describe_with(ip, key, None)
+}
+
+/// [`describe`], checking data tags under the keys of `data_epoch` (default: each frame's epoch byte).
+fn describe_with(ip: &[u8], key: Option<&MasterKey>, data_epoch: Option<u32>) -> String {
     let p = match IpPacket::new_checked(ip) {
         Ok(p) => p,
         Err(e) => return format!("malformed IP packet: {e}"),
@@ -100,7 +111,7 @@ pub(crate) fn describe(ip: &[u8], key: Option<&MasterKey>) -> String {
                 let payload = p.l4_bytes().get(8..).unwrap_or(&[]);
                 if f.dst_port == OVERLAY_PORT || f.src_port == OVERLAY_PORT {
                     s.push_str(" | ");
-                    s.push_str(&overlay(payload, key));
+                    s.push_str(&overlay(payload, key, data_epoch));
                 } else if f.dst_port == REGISTRATION_PORT || f.src_port == REGISTRATION_PORT {
                     s.push_str(" | target ");
                     s.push_str(&control(payload, key, false));
@@ -143,7 +154,7 @@ fn tcp_flags(bits: u16) -> String {
         .collect()
 }
 
-fn overlay(payload: &[u8], key: Option<&MasterKey>) -> String {
+fn overlay(payload: &[u8], key: Option<&MasterKey>, data_epoch: Option<u32>) -> String {
     match Frame::parse(payload) {
         Ok(Frame::Data(d)) => {
             let h = d.header();
@@ -163,10 +174,23 @@ fn overlay(payload: &[u8], key: Option<&MasterKey>) -> String {
             } else {
                 names.join("|")
             };
+            let tag = match key {
+                None => String::new(),
+                // A tunnel-mode target holds no data key and sends a zero tag (SPEC.md §11.6).
+                Some(_) if h.flags & flags::TO_TARGET != 0 && d.tag() == 0 => " [untagged]".into(),
+                Some(k) => {
+                    let keys = DataKeys::new(k, data_epoch.unwrap_or(u32::from(h.epoch)));
+                    match d.verify_tag(&keys) {
+                        Ok(()) => " [tag ok]".into(),
+                        Err(_) => format!(" [TAG BAD {:#018x}]", d.tag()),
+                    }
+                }
+            };
             format!(
-                "geneve vni {} data [{fl}] hops {} ingress {} | {}",
+                "geneve vni {} data [{fl}] hops {} epoch {} ingress {}{tag} | {}",
                 h.vni,
                 h.hops,
+                h.epoch,
                 h.ingress,
                 describe(d.inner(), key)
             )
@@ -279,9 +303,12 @@ mod tests {
             vni: 7,
             flags: flags::TO_RAP | flags::WANT_ANSWER,
             hops: 2,
+            epoch: 3,
             ingress: ProxyId(3),
         };
-        let fl = h.encapsulate(&inner[..n], &mut frame).unwrap();
+        let fl = h
+            .encapsulate_tagged(&master.data_key(3), &inner[..n], &mut frame)
+            .unwrap();
         let mut outer = [0u8; 512];
         let m = udp_packet(
             "10.0.0.3:6081".parse().unwrap(),
@@ -292,10 +319,18 @@ mod tests {
         .unwrap();
         let line = describe(&outer[..m], Some(&master));
         assert!(
-            line.contains("data [TO_RAP|WANT_ANSWER] hops 2 ingress p3"),
+            line.contains("data [TO_RAP|WANT_ANSWER] hops 2 epoch 3 ingress p3 [tag ok]"),
             "{line}"
         );
         assert!(line.contains("udp 10.1.0.1:4000 > 10.99.0.1:53"), "{line}");
+        // Under another master key, or another configured epoch, or without a key.
+        let bad = describe(&outer[..m], Some(&MasterKey::from_bytes([2; 32])));
+        assert!(bad.contains("[TAG BAD 0x"), "{bad}");
+        let old = describe_with(&outer[..m], Some(&master), Some(5));
+        assert!(old.contains("[TAG BAD"), "{old}");
+        let prev = describe_with(&outer[..m], Some(&master), Some(4));
+        assert!(prev.contains("[tag ok]"), "{prev}");
+        assert!(!describe(&outer[..m], None).contains("tag"));
 
         let g = pias_proto::TransportAddr::new("10.99.0.1".parse().unwrap(), 53, IpProtocol::Udp);
         let c = Message::Resolve(Resolve { group: g })

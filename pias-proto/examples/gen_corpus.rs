@@ -72,19 +72,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             vni: 0x00_0102,
             flags: flags::WANT_ANSWER,
             hops: 2,
+            epoch: 1,
             ingress: ProxyId(7),
         },
         DataHeader {
             vni: 0xff_fffe,
             flags: flags::VIA_RAP | flags::TO_TARGET,
             hops: 0,
+            epoch: 0,
             ingress: ProxyId(u32::MAX),
         },
     ];
+    // Tagged under the fuzz targets' data keys (epoch 1; the epoch-0 frames under the previous key).
+    let keys = pias_proto::fuzzing::fuzz_data_keys();
     for (i, p) in inner.iter().enumerate() {
         let h = headers[i % headers.len()];
+        let key = keys.for_wire_epoch(h.epoch).unwrap_or(keys.current());
         let mut frame = vec![0u8; pias_proto::tunnel::DATA_HEADER_LEN + p.len()];
-        let n = h.encapsulate(p, &mut frame)?;
+        let n = h.encapsulate_tagged(key, p, &mut frame)?;
         frame.truncate(n);
         corpus.entry("tunnel_frame").or_default().push(frame.clone());
         corpus.entry("geneve").or_default().push(frame);
@@ -97,9 +102,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         corpus.entry("geneve").or_default().push(frame);
     }
     // A Geneve frame with several options, one critical and unknown, in front of the PIAS one.
-    let mut g = vec![0x07, 0x40, 0x08, 0x00, 0x00, 0x00, 0x05, 0x00];
+    let mut g = vec![0x09, 0x40, 0x08, 0x00, 0x00, 0x00, 0x05, 0x00];
     g.extend_from_slice(&[0x01, 0x02, 0x03, 0x00]); // class 0x0102, type 3, no data
-    g.extend_from_slice(&[0xff, 0x50, 0x81, 0x02, 0x02, 0x02, 0, 0, 0, 0, 0, 9]); // PIAS data option
+    g.extend_from_slice(&[0xff, 0x50, 0x81, 0x04, 0x02, 0x02, 1, 0, 0, 0, 0, 9]); // PIAS data option
+    g.extend_from_slice(&[0; 8]); // its (zero) tag
     g.extend_from_slice(&[0xab, 0xcd, 0x85, 0x02, 1, 2, 3, 4, 5, 6, 7, 8]); // critical, 8 bytes of data
     g.extend_from_slice(&inner[0]);
     corpus.entry("geneve").or_default().push(g.clone());

@@ -9,6 +9,7 @@
 //! | group registration key | `derive_key("PIAS v1 group registration", master ‖ group TA (20 bytes))` |
 //! | RAP ring key (128 bit) | first 16 bytes of `derive_key("PIAS v1 RAP ring", master)` |
 //! | flow hash key (128 bit) | first 16 bytes of `derive_key("PIAS v1 flow hash", master)` |
+//! | data tag key of epoch `e` (128 bit) | first 16 bytes of `derive_key("PIAS v1 data tag", master ‖ e as u32 BE)` |
 //!
 //! Because a group's registration key is a function of the master key and the group address, any proxy can
 //! check a target's registration without per-group configuration, and a target given the key of one group
@@ -32,6 +33,7 @@ const CTX_OVERLAY: &str = "PIAS v1 overlay MAC";
 const CTX_GROUP: &str = "PIAS v1 group registration";
 const CTX_RING: &str = "PIAS v1 RAP ring";
 const CTX_FLOW: &str = "PIAS v1 flow hash";
+const CTX_DATA: &str = "PIAS v1 data tag";
 const CTX_COOKIE: &str = "PIAS v1 registration cookie";
 
 /// The operator's master key. Its `Debug` output never shows the key.
@@ -107,6 +109,15 @@ impl MasterKey {
     /// The key of the per-flow hash that picks a JAP (shared by all proxies so they all pick alike).
     pub fn flow_key(&self) -> SipKey {
         sip_key(blake3::derive_key(CTX_FLOW, &self.0))
+    }
+
+    /// The key of the data-frame tag (SipHash-1-3, SPEC.md §4.1) for key epoch `epoch`. One key per epoch for
+    /// the whole overlay: every member holds the master key, so per-sender keys would stop no member.
+    pub fn data_key(&self, epoch: u32) -> SipKey {
+        let mut material = [0u8; KEY_LEN + 4];
+        material[..KEY_LEN].copy_from_slice(&self.0);
+        material[KEY_LEN..].copy_from_slice(&epoch.to_be_bytes());
+        sip_key(blake3::derive_key(CTX_DATA, &material))
     }
 }
 

@@ -141,17 +141,38 @@ pub fn tunnel_frame(data: &[u8]) {
                 other => panic!("re-encapsulated data frame parsed as {other:?}"),
             }
 
-            // The relay's in-place rewrite touches flags and hops only.
+            // The tag check never panics, and a frame re-tagged under the fuzz key verifies.
+            let keys = fuzz_data_keys();
+            let _ = d.verify_tag(&keys);
+            let mut tagged = out[..n].to_vec();
+            crate::tunnel::write_tag(
+                keys.for_wire_epoch(h.epoch).unwrap_or(keys.current()),
+                &mut tagged,
+            )
+            .expect("room for the tag");
+            if keys.for_wire_epoch(h.epoch).is_some() {
+                let dt = DataFrame::new_checked(&tagged[..]).expect("re-tagged frame re-checks");
+                assert!(dt.verify_tag(&keys).is_ok(), "re-tagged frame must verify");
+            }
+
+            // The relay's in-place rewrite touches flags, hops and epoch only, and re-tags.
             let mut copy = data.to_vec();
             let mut d3 = DataFrame::new_checked(&mut copy[..]).expect("checked frame re-checks");
             let (fl, hops) = (!h.flags, h.hops.wrapping_sub(1));
-            d3.set_flags_hops(fl, hops);
+            d3.set_flags_hops(fl, hops, keys.wire_epoch(), keys.current());
             assert_eq!(d3.header().flags, fl & flags::KNOWN);
             assert_eq!(d3.header().hops, hops);
             assert_eq!((d3.vni(), d3.ingress()), (h.vni, h.ingress));
             assert_eq!(d3.inner(), inner);
+            assert!(d3.verify_tag(&keys).is_ok(), "relayed frame must verify");
         }
     }
+}
+
+/// The data keys the fuzz targets (and the corpus generator) tag frames with: master key of bytes 0x42,
+/// epoch 1.
+pub fn fuzz_data_keys() -> crate::tunnel::DataKeys {
+    crate::tunnel::DataKeys::new(&crate::auth::MasterKey::from_bytes([0x42; 32]), 1)
 }
 
 /// The protocol type of a frame that passed `GenevePacket::new_checked`.

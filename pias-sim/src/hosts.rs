@@ -330,6 +330,8 @@ impl Sim {
                         vni: d.vni(),
                         flags: flags::TO_TARGET,
                         hops: 0,
+                        // A target holds no data key: zero epoch, zero tag (SPEC.md §11.6).
+                        epoch: 0,
                         ingress: ProxyId::NONE,
                     };
                     let mut frame = vec![0u8; n + 64];

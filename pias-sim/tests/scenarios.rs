@@ -437,8 +437,8 @@ fn tcp_syn_mss_is_clamped_on_the_reverse_path() {
         .unwrap();
     assert_eq!(synack.tcp_flags & 0x12, 0x12);
     assert_eq!(synack.from, SocketAddr::new(g.ip, g.port));
-    // 1500 − 20 (outer IPv4) − 8 (UDP) − 20 (PIAS header) − 40 (inner IPv4 + TCP) = 1412.
-    assert_eq!(synack.mss, Some(1412));
+    // 1500 − 20 (outer IPv4) − 8 (UDP) − 28 (PIAS header) − 40 (inner IPv4 + TCP) = 1404.
+    assert_eq!(synack.mss, Some(1404));
 }
 
 #[test]
@@ -499,6 +499,109 @@ fn wrong_keys_and_forged_messages_change_nothing() {
     w.sim.send_udp(w.client, 40000, w.group, 77, b"still");
     w.sim.run_for(Duration::from_millis(500));
     assert_eq!(replies_from(&w.sim, w.client, 77), vec!["still@t1"]);
+}
+
+/// Data frames from a member's overlay address that do not carry the overlay's tag — untagged, tagged under
+/// another master key, or a correctly tagged frame whose inner header was changed on the way — reach no
+/// target and are counted as bad tags; the same frame, correctly tagged, is delivered (SPEC.md §4.1).
+#[test]
+fn data_frames_without_the_overlays_tag_reach_no_target() {
+    use pias_proto::build::udp_packet;
+    use pias_proto::tunnel::{DATA_HEADER_LEN, DataHeader, DataKeys};
+    let mut w = world(SimConfig::default());
+    w.sim.send_udp(w.client, 40000, w.group, 1, b"warm");
+    w.sim.run_for(Duration::from_millis(500));
+    assert_eq!(replies_from(&w.sim, w.client, 1), vec!["warm@t1"]);
+    let jap = 4;
+    let frame = |id: u64, key: Option<&MasterKey>| {
+        let mut payload = id.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"spoof");
+        let mut inner = [0u8; 256];
+        let n = udp_packet(
+            sa("10.1.0.10:40001"),
+            SocketAddr::new(w.group.ip, w.group.port),
+            &payload,
+            &mut inner,
+        )
+        .unwrap();
+        let h = DataHeader {
+            vni: 1,
+            flags: 0,
+            hops: 2,
+            epoch: 0,
+            ingress: ProxyId(1),
+        };
+        let mut f = vec![0u8; DATA_HEADER_LEN + n];
+        match key {
+            Some(k) => h.encapsulate_tagged(DataKeys::new(k, 0).current(), &inner[..n], &mut f),
+            None => h.encapsulate(&inner[..n], &mut f),
+        }
+        .unwrap();
+        f
+    };
+    let before = w.sim.proxy(jap).unwrap().counters().drop_bad_tag;
+    let member = Sim::overlay_addr(0);
+    w.sim.inject_overlay(jap, member, frame(2, None));
+    w.sim
+        .inject_overlay(jap, member, frame(3, Some(&MasterKey::from_bytes([1; 32]))));
+    let mut altered = frame(4, Some(&master()));
+    altered[DATA_HEADER_LEN + 21] ^= 0x01; // the inner source port
+    w.sim.inject_overlay(jap, member, altered);
+    w.sim.run_for(Duration::from_millis(500));
+    assert_eq!(w.sim.proxy(jap).unwrap().counters().drop_bad_tag, before + 3);
+    for id in 2..=4 {
+        assert!(
+            replies_from(&w.sim, w.client, id).is_empty(),
+            "frame {id} was delivered"
+        );
+    }
+    // The control: the same frame under the overlay's key is delivered and answered.
+    w.sim.inject_overlay(jap, member, frame(5, Some(&master())));
+    w.sim.run_for(Duration::from_millis(500));
+    assert_eq!(replies_from(&w.sim, w.client, 5), vec!["spoof@t1"]);
+    assert_eq!(w.sim.proxy(jap).unwrap().counters().drop_bad_tag, before + 3);
+}
+
+/// Key rotation (SPEC.md §8.1): proxies one epoch apart interoperate (each accepts the previous epoch's
+/// key), proxies two epochs apart do not — their frames are dropped as bad tags.
+#[test]
+fn data_key_rotation_tolerates_one_epoch_not_two() {
+    for (far, works) in [(1, true), (2, false)] {
+        let mut sim = Sim::new(SimConfig::default(), master());
+        for i in 0..5 {
+            sim.add_proxy((10.0 * i as f64, 0.0), |c| {
+                // The IAP side (p1–p3) is still on epoch 0; the JAPs (p4, p5) have moved on.
+                c.data_key_epoch = if i >= 3 { far } else { 0 };
+            });
+        }
+        sim.run_for(Duration::from_secs(5));
+        let group = Sim::group(1, 5001, IpProtocol::Udp);
+        let client = sim.add_client(ip("10.1.0.10"), (-1.0, 1.0));
+        sim.add_target(
+            "t1",
+            SocketAddr::new(ip("10.2.0.1"), group.port),
+            group,
+            (41.0, 1.0),
+        );
+        sim.run_for(Duration::from_secs(2));
+        for k in 0..3u64 {
+            sim.send_udp(client, 40000, group, 10 + k, b"rot");
+            sim.run_for(Duration::from_millis(300));
+        }
+        let answered = (10..13)
+            .filter(|id| !replies_from(&sim, client, *id).is_empty())
+            .count();
+        let bad: u64 = (0..5)
+            .map(|i| sim.proxy(i).unwrap().counters().drop_bad_tag)
+            .sum();
+        if works {
+            assert_eq!(answered, 3, "one epoch apart must interoperate");
+            assert_eq!(bad, 0);
+        } else {
+            assert_eq!(answered, 0, "two epochs apart must not");
+            assert!(bad > 0, "their frames are counted as bad tags");
+        }
+    }
 }
 
 #[test]

@@ -241,10 +241,19 @@ pub fn proxy_events(data: &[u8]) {
                     vni: 1,
                     flags: inp.u8() & 0x0f,
                     hops: inp.u8() % 3,
+                    epoch: 0,
                     ingress: ProxyId(u32::from(1 + inp.u8() % 6)),
                 };
+                // Mostly tagged under the overlay's data key (so the input reaches past the tag check),
+                // sometimes left untagged.
+                let keys = pias_proto::tunnel::DataKeys::new(&master, 0);
                 let mut f = vec![0u8; 512];
-                let m = h.encapsulate(&pkt[..n], &mut f).unwrap_or(0);
+                let m = if inp.u8() & 3 == 0 {
+                    h.encapsulate(&pkt[..n], &mut f).unwrap_or(0)
+                } else {
+                    h.encapsulate_tagged(keys.current(), &pkt[..n], &mut f)
+                        .unwrap_or(0)
+                };
                 f.truncate(m);
                 (f, overlay_of(2 + inp.u8() % 5), true)
             }

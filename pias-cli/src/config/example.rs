@@ -7,6 +7,8 @@ id = 1                                  # unique, non-zero, like a router id
 overlay = "10.251.0.5:6081"             # this proxy's unicast address (port 6081 if omitted)
 vni = 1                                 # overlay id (24 bits), the same on every proxy
 master_key_file = "master.key"          # 64 hex digits (`pias key generate`), the same on every proxy
+data_key_epoch = 0                      # data-frame tag key epoch: raise it by 1 on every proxy to rotate
+                                        # (frames of this epoch and the one before are accepted)
 anycast_prefixes = ["10.251.0.128/28"]  # routed into the TUN; groups live here
 registration = ["10.251.0.150"]         # registration anycast addresses (targets register here, port 6082)
 nat_pool = ["10.251.0.161"]             # this proxy's own NAT source addresses (unique per proxy)

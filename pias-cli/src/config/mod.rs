@@ -94,6 +94,7 @@ struct RawProxy {
     overlay: Option<String>,
     vni: Option<u32>,
     master_key_file: Option<PathBuf>,
+    data_key_epoch: Option<u32>,
     #[serde(default)]
     anycast_prefixes: Vec<String>,
     #[serde(default)]
@@ -412,6 +413,7 @@ fn build(
     let mut cfg = ProxyConfig::new(id, overlay, master, pool, registration.clone());
     cfg.vni = vni;
     cfg.overlay_mtu = overlay_mtu;
+    cfg.data_key_epoch = p.data_key_epoch.unwrap_or(0);
     cfg.incarnation = driver_common::wall_clock_incarnation();
     cfg.seed = seed;
     cfg.registry.incarnation = cfg.incarnation;

@@ -27,6 +27,9 @@ pub struct ProxyConfig {
     /// The overlay id, carried in every frame's VNI.
     pub vni: u32,
     pub master_key: MasterKey,
+    /// The data-tag key epoch (SPEC.md §8.1): frames are tagged under this epoch's key and accepted under it
+    /// or the previous one. Operators raise it on every proxy to rotate the data key.
+    pub data_key_epoch: u32,
     /// Larger than any incarnation this proxy used before (drivers pass wall-clock seconds at start).
     pub incarnation: u32,
     /// The seed of the random choices that need no secrecy (probe phase, `random` target choice): it makes
@@ -78,6 +81,7 @@ impl ProxyConfig {
             overlay_addr,
             vni: 1,
             master_key,
+            data_key_epoch: 0,
             incarnation: 1,
             seed: u64::from(id.0),
             registration_addrs,

@@ -33,6 +33,10 @@ counters! {
         outbox_dropped,
         drop_malformed,
         drop_wrong_vni,
+        /// Data frames with a wrong tag (forged, altered, or an unknown key epoch), SPEC.md §4.1.
+        drop_bad_tag,
+        /// TO_TARGET frames refused (wrong source, or an inner packet a tunnel target may not send).
+        drop_tunnel_reply_refused,
         drop_bad_mac,
         drop_rejected,
         drop_data_from_stranger,
@@ -103,6 +107,8 @@ impl Proxy {
             match r {
                 DropReason::Malformed => c.drop_malformed += 1,
                 DropReason::WrongVni => c.drop_wrong_vni += 1,
+                DropReason::BadTag => c.drop_bad_tag += 1,
+                DropReason::TunnelReplyRefused => c.drop_tunnel_reply_refused += 1,
                 DropReason::BadMac => c.drop_bad_mac += 1,
                 DropReason::Rejected => c.drop_rejected += 1,
                 DropReason::DataFromStranger => c.drop_data_from_stranger += 1,

@@ -84,10 +84,11 @@ impl Proxy {
                 vni: self.cfg.vni,
                 flags: flags::TO_TARGET,
                 hops: 0,
+                epoch: self.data_keys.wire_epoch(),
                 ingress: self.me,
             };
             self.counters.jap_delivered += 1;
-            return match encapsulate(pkt, &h) {
+            return match encapsulate(pkt, &h, self.data_keys.current()) {
                 Ok(()) => Verdict::Overlay(to),
                 Err(r) => Verdict::Drop(r),
             };
@@ -162,8 +163,12 @@ impl Proxy {
         }
     }
 
-    /// A tunnel-mode target's reply in a TO_TARGET frame: forwarded to the client unchanged if its source
-    /// is a group the sending target is registered for (a target cannot speak for another group).
+    /// A tunnel-mode target's reply in a TO_TARGET frame, already known to come from a tunnel-mode target's
+    /// overlay address (its IP, port 6081): forwarded to the client unchanged if its source is a group that
+    /// target is registered for (a target cannot speak for another group) and its destination lies outside
+    /// the overlay's own space (SPEC.md §11.6). A target holds no data key, so the frame has no tag to check;
+    /// the destination check keeps a spoofed "reply" from being routed back into the overlay (a G → G packet
+    /// would loop between the TUN, the IAP and an echoing target for ever).
     pub(super) fn tunnel_reply(
         &mut self,
         from: SocketAddr,
@@ -185,12 +190,25 @@ impl Proxy {
             .registry
             .targets(&group)
             .any(|t| t.mode == DeliveryMode::Tunnel && t.service.ip == from.ip());
-        if !ok {
-            return Verdict::Drop(DropReason::Rejected);
+        if !ok || self.in_overlay_space(&flow) {
+            return Verdict::Drop(DropReason::TunnelReplyRefused);
         }
         pkt.strip_front(inner_off);
         self.counters.jap_replies += 1;
         Verdict::Host
+    }
+
+    /// Whether a packet's destination is one of the overlay's own addresses beyond the configured overlay
+    /// space that the egress filter checks first (§8.5: anycast prefixes, registration addresses, NAT pools):
+    /// the packet's own source IP (the group's address, and every group sharing it), this proxy's overlay
+    /// address, or a group this proxy serves or has cached.
+    fn in_overlay_space(&self, flow: &FlowKey) -> bool {
+        let dst = flow.dst;
+        let dst_ta = flow.dst_ta();
+        dst == flow.src
+            || dst == self.cfg.overlay_addr.ip()
+            || self.registry.group_count(&dst_ta) > 0
+            || self.iap.get(&dst_ta).is_some()
     }
 
     fn invalidate(&mut self, now: Instant, ingress: ProxyId, group: &TransportAddr) {

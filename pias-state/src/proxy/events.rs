@@ -30,6 +30,12 @@ pub enum Verdict {
 pub enum DropReason {
     Malformed,
     WrongVni,
+    /// A data frame whose tag is wrong or under an epoch this proxy holds no key for (SPEC.md §4.1): forged,
+    /// altered on the way, or from a proxy two key epochs away.
+    BadTag,
+    /// A TO_TARGET frame refused: not from a tunnel-mode target's exact overlay address, or its inner packet
+    /// is not from a group that target serves or is addressed into the overlay's own space (SPEC.md §11.6).
+    TunnelReplyRefused,
     BadMac,
     Rejected,
     DataFromStranger,

@@ -57,9 +57,11 @@ impl Proxy {
                     vni: self.cfg.vni,
                     flags: 0,
                     hops: INITIAL_HOPS,
+                    epoch: self.data_keys.wire_epoch(),
                     ingress: self.me,
                 };
-                encapsulate(pkt, &h).map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr))
+                encapsulate(pkt, &h, self.data_keys.current())
+                    .map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr))
             }
             Route::ViaRap { want_answer } => {
                 let Some(rap) = self.pick_rap(&group) else {
@@ -83,9 +85,11 @@ impl Proxy {
                         vni: self.cfg.vni,
                         flags: flags::VIA_RAP,
                         hops: INITIAL_HOPS - 1,
+                        epoch: self.data_keys.wire_epoch(),
                         ingress: self.me,
                     };
-                    return encapsulate(pkt, &h).map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr));
+                    return encapsulate(pkt, &h, self.data_keys.current())
+                        .map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr));
                 }
                 let Some(addr) = self.addr_of(rap) else {
                     return Verdict::Drop(DropReason::NoRoute);
@@ -95,9 +99,11 @@ impl Proxy {
                     vni: self.cfg.vni,
                     flags: fl,
                     hops: INITIAL_HOPS,
+                    epoch: self.data_keys.wire_epoch(),
                     ingress: self.me,
                 };
-                encapsulate(pkt, &h).map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr))
+                encapsulate(pkt, &h, self.data_keys.current())
+                    .map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr))
             }
             Route::NoJap => Verdict::Drop(DropReason::NoJap),
         }

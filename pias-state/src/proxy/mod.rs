@@ -58,6 +58,8 @@ use pias_proto::control::{DeliveryMode, MemberStatus, ProxyRecord};
 use pias_proto::geneve::UDP_PORT as OVERLAY_PORT;
 use pias_proto::{FlowKey, ProxyId, TransportAddr};
 
+use pias_proto::tunnel::DataKeys;
+
 use crate::filter::{OverlaySpace, Refusal};
 use crate::flowhash::flow_hash;
 use crate::iap::{CacheChange, IapCache};
@@ -81,6 +83,8 @@ pub struct Proxy {
     me: ProxyId,
     sealer: Sealer,
     flow_key: SipKey,
+    /// The data-frame tag keys (current and previous epoch, SPEC.md §4.1).
+    data_keys: DataKeys,
     membership: Membership,
     ring: Ring,
     iap: IapCache,
@@ -181,6 +185,7 @@ impl Proxy {
         Ok(Proxy {
             me,
             flow_key,
+            data_keys: DataKeys::new(&cfg.master_key, cfg.data_key_epoch),
             iap: IapCache::new(cfg.iap, flow_key, secrets.table_key("iap cache")),
             rap: RapTable::new(cfg.rap, secrets.table_key("rap groups")),
             reporter: Reporter::new(cfg.reports, me, now),

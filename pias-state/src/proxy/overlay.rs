@@ -1,11 +1,13 @@
-//! Overlay input and output: the checks a received frame passes (VNI, data only from members or tunnel
-//! targets) and the dispatch of data frames to the RAP or JAP role and of control messages to their
+//! Overlay input and output: the checks a received frame passes (VNI, the data tag, data only from members
+//! or tunnel targets) and the dispatch of data frames to the RAP or JAP role and of control messages to their
 //! machines; the outbox of control messages to seal; the data header put in front of a forwarded packet.
 
 use core::net::SocketAddr;
 
+use pias_proto::auth::SipKey;
 use pias_proto::control::{Answer, ControlPacket, Invalidate, Message, ReportAck, Resolve};
-use pias_proto::tunnel::{DATA_HEADER_LEN, DataHeader, Frame, flags};
+use pias_proto::geneve::UDP_PORT as OVERLAY_PORT;
+use pias_proto::tunnel::{DATA_HEADER_LEN, DataHeader, Frame, flags, write_tag};
 use pias_proto::{ProxyId, TransportAddr};
 
 use crate::seal::{Dest, Transmit};
@@ -28,10 +30,25 @@ impl Proxy {
                 }
                 None
             }
-            Ok(Frame::Data(d)) => Some((d.header(), d.inner_offset())),
+            Ok(Frame::Data(d)) => {
+                // A tunnel-mode target holds no data key: its TO_TARGET replies are judged by where they come
+                // from and what they carry instead (`tunnel_reply`, SPEC.md §11.6). Every other data frame
+                // must carry the overlay's tag before anything else is looked at (SPEC.md §4.1).
+                let from_target =
+                    d.flags() & flags::TO_TARGET != 0 && self.tunnel_targets.contains_key(&from.ip());
+                if from_target && from.port() != OVERLAY_PORT {
+                    // A target sends from its overlay port only: another port of its IP is refused as a
+                    // reply, and counted as such.
+                    return Verdict::Drop(DropReason::TunnelReplyRefused);
+                }
+                if d.vni() == self.cfg.vni && !from_target && d.verify_tag(&self.data_keys).is_err() {
+                    return Verdict::Drop(DropReason::BadTag);
+                }
+                Some((d.header(), d.inner_offset(), from_target))
+            }
             Err(_) => return Verdict::Drop(DropReason::Malformed),
         };
-        let Some((hdr, inner_off)) = data else {
+        let Some((hdr, inner_off, from_target)) = data else {
             self.counters.control_in += 1;
             let payload = &pkt.bytes()[pias_proto::geneve::HEADER_LEN..];
             return self.control(now, from, payload);
@@ -40,13 +57,12 @@ impl Proxy {
             return Verdict::Drop(DropReason::WrongVni);
         }
         self.counters.data_in += 1;
-        // Data frames only from the overlay address of a live member (SPEC.md §4.1), or a tunnel-mode
-        // target's reply from a registered target address (§11.6).
-        let member = self.membership.id_by_addr(from).is_some() || from == self.cfg.overlay_addr;
-        let target_reply = hdr.flags & flags::TO_TARGET != 0 && self.tunnel_targets.contains_key(&from.ip());
-        if target_reply {
+        if from_target {
             return self.tunnel_reply(from, pkt, inner_off);
         }
+        // A correct tag, and, as a second layer, the overlay address of a live member (SPEC.md §4.1). This
+        // proxy never sends data frames to itself, so its own address is no member's.
+        let member = self.membership.id_by_addr(from).is_some_and(|id| id != self.me);
         if !member {
             return Verdict::Drop(DropReason::DataFromStranger);
         }
@@ -161,16 +177,18 @@ pub(super) enum Out {
     },
 }
 
-/// Prepends a data header in the headroom. Fails with `NoHeadroom` when the buffer has no room in front of
-/// the packet, and `Malformed` when the packet is not IPv4 or IPv6.
-pub(super) fn encapsulate(pkt: &mut PacketBuf<'_>, h: &DataHeader) -> Result<(), DropReason> {
+/// Prepends a data header in the headroom and tags the frame under `key` (the key of `h.epoch`). Fails with
+/// `NoHeadroom` when the buffer has no room in front of the packet, and `Malformed` when the packet is not
+/// IPv4 or IPv6.
+pub(super) fn encapsulate(pkt: &mut PacketBuf<'_>, h: &DataHeader, key: &SipKey) -> Result<(), DropReason> {
     let version = pkt.bytes().first().map(|b| b >> 4).unwrap_or(0);
     let head = pkt.prepend(DATA_HEADER_LEN).ok_or(DropReason::NoHeadroom)?;
-    h.emit(version, head).map_err(|_| DropReason::Malformed)
+    h.emit(version, head).map_err(|_| DropReason::Malformed)?;
+    write_tag(key, pkt.bytes_mut()).map_err(|_| DropReason::Malformed)
 }
 
-/// Replaces a received frame's header (of `inner_off` bytes) by a fresh data header.
-pub(super) fn rewrite_header(pkt: &mut PacketBuf<'_>, inner_off: usize, h: &DataHeader) {
+/// Replaces a received frame's header (of `inner_off` bytes) by a fresh, tagged data header.
+pub(super) fn rewrite_header(pkt: &mut PacketBuf<'_>, inner_off: usize, h: &DataHeader, key: &SipKey) {
     pkt.strip_front(inner_off);
-    let _ = encapsulate(pkt, h);
+    let _ = encapsulate(pkt, h, key);
 }

@@ -85,9 +85,10 @@ impl Proxy {
             vni: hdr.vni,
             flags: flags::VIA_RAP,
             hops: hdr.hops - 1,
+            epoch: self.data_keys.wire_epoch(),
             ingress: hdr.ingress,
         };
-        rewrite_header(pkt, inner_off, &relayed);
+        rewrite_header(pkt, inner_off, &relayed, self.data_keys.current());
         Verdict::Overlay(addr)
     }
 

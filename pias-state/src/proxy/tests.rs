@@ -663,12 +663,135 @@ fn a_buffer_without_headroom_is_not_counted_as_malformed() {
         vni: 1,
         flags: 0,
         hops: INITIAL_HOPS,
+        epoch: 0,
         ingress: ProxyId(1),
     };
     let mut b = PacketBuf::new(&mut raw, 0, n);
-    assert_eq!(encapsulate(&mut b, &h), Err(DropReason::NoHeadroom));
+    let key = MasterKey::from_bytes([3; 32]).data_key(0);
+    assert_eq!(encapsulate(&mut b, &h, &key), Err(DropReason::NoHeadroom));
     let mut p = Proxy::new(cfg(), &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap();
     p.count_verdict(Verdict::Drop(DropReason::NoHeadroom));
     assert_eq!(p.counters().drop_no_headroom, 1);
     assert_eq!(p.counters().drop_malformed, 0);
+}
+
+/// A data frame as a peer would send it: `inner` under a header tagged with `key` (`None`: untagged).
+fn data_frame(h: &DataHeader, key: Option<&pias_proto::auth::SipKey>, inner: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; pias_proto::tunnel::DATA_HEADER_LEN + inner.len()];
+    match key {
+        Some(k) => h.encapsulate_tagged(k, inner, &mut f).unwrap(),
+        None => h.encapsulate(inner, &mut f).unwrap(),
+    };
+    f
+}
+
+impl Lone {
+    fn overlay(&mut self, from: &str, frame: &[u8]) -> Verdict {
+        let mut raw = vec![0u8; HEADROOM + frame.len()];
+        raw[HEADROOM..].copy_from_slice(frame);
+        let mut b = PacketBuf::new(&mut raw, HEADROOM, HEADROOM + frame.len());
+        self.p.handle_overlay(self.now, from.parse().unwrap(), &mut b)
+    }
+}
+
+#[test]
+fn data_frames_pass_the_tag_check_before_anything_else() {
+    let mut l = Lone::new(|c| c.data_key_epoch = 7);
+    let master = MasterKey::from_bytes([3; 32]);
+    let mut inner = [0u8; 256];
+    let n = udp_packet(
+        "10.1.0.1:5000".parse().unwrap(),
+        "10.99.0.1:53".parse().unwrap(),
+        b"q",
+        &mut inner,
+    )
+    .unwrap();
+    let h = |epoch| DataHeader {
+        vni: 1,
+        flags: 0,
+        hops: INITIAL_HOPS,
+        epoch,
+        ingress: ProxyId(2),
+    };
+    // Untagged, wrongly keyed, two epochs back: dropped as bad tags, whoever the sender claims to be.
+    for (e, key) in [
+        (7, None),
+        (7, Some(MasterKey::from_bytes([4; 32]).data_key(7))),
+        (5, Some(master.data_key(5))),
+        (6, Some(master.data_key(7))),
+    ] {
+        let f = data_frame(&h(e), key.as_ref(), &inner[..n]);
+        assert_eq!(l.overlay("10.0.0.2:6081", &f), Verdict::Drop(DropReason::BadTag));
+    }
+    assert_eq!(l.p.counters().drop_bad_tag, 4);
+    // Current and previous epoch pass the tag; the sender check still applies, and this proxy's own
+    // address is no member's.
+    for (e, key) in [(7, master.data_key(7)), (6, master.data_key(6))] {
+        let f = data_frame(&h(e), Some(&key), &inner[..n]);
+        for from in ["10.0.0.2:6081", "10.0.0.1:6081"] {
+            assert_eq!(l.overlay(from, &f), Verdict::Drop(DropReason::DataFromStranger));
+        }
+    }
+    // What the proxy sends verifies under its own keys (tunnel delivery of a registered group).
+    let tunnel = group_at("10.99.0.2:7000", IpProtocol::Udp);
+    l.register(tunnel, "10.2.0.7:7000".parse().unwrap(), DeliveryMode::Tunnel);
+    let (v, out, _) = l.udp("10.1.0.1:5001", &tunnel);
+    assert!(matches!(v, Verdict::Overlay(_)));
+    let d = pias_proto::tunnel::DataFrame::new_checked(&out[..]).unwrap();
+    assert_eq!(d.epoch(), 7);
+    assert!(
+        d.verify_tag(&pias_proto::tunnel::DataKeys::new(&master, 7))
+            .is_ok()
+    );
+}
+
+#[test]
+fn tunnel_replies_come_from_the_target_and_stay_out_of_the_overlay() {
+    let mut l = Lone::new(|_| {});
+    let tunnel = group_at("10.99.0.2:7000", IpProtocol::Udp);
+    let other = group_at("10.99.0.3:7000", IpProtocol::Udp);
+    l.register(tunnel, "10.2.0.7:7000".parse().unwrap(), DeliveryMode::Tunnel);
+    l.register(other, "10.2.0.8:7000".parse().unwrap(), DeliveryMode::Tunnel);
+    let reply = |src: &str, dst: &str| {
+        let mut inner = [0u8; 256];
+        let n = udp_packet(src.parse().unwrap(), dst.parse().unwrap(), b"r", &mut inner).unwrap();
+        let h = DataHeader {
+            vni: 1,
+            flags: pias_proto::tunnel::flags::TO_TARGET,
+            hops: 0,
+            epoch: 0,
+            ingress: ProxyId::NONE,
+        };
+        data_frame(&h, None, &inner[..n])
+    };
+    let refused = Verdict::Drop(DropReason::TunnelReplyRefused);
+    let ok = reply("10.99.0.2:7000", "10.1.0.1:5000");
+    assert_eq!(l.overlay("10.2.0.7:6081", &ok), Verdict::Host);
+    // Another port of the target's IP, another target, another group.
+    assert_eq!(l.overlay("10.2.0.7:5555", &ok), refused);
+    assert_eq!(l.overlay("10.2.0.8:6081", &ok), refused);
+    let f = reply("10.99.0.3:7000", "10.1.0.1:5000");
+    assert_eq!(l.overlay("10.2.0.7:6081", &f), refused);
+    // Into the overlay's own space: the group itself (the G → G loop), another group, the NAT pool, the
+    // registration address, this proxy.
+    for dst in [
+        "10.99.0.2:7000",
+        "10.99.0.2:9",
+        "10.99.0.3:7000",
+        "10.200.0.1:40000",
+        "10.99.255.1:6082",
+        "10.0.0.1:6081",
+    ] {
+        let f = reply("10.99.0.2:7000", dst);
+        // The egress filter (§8.5) refuses the configured overlay space first; the rest is refused here.
+        let v = l.overlay("10.2.0.7:6081", &f);
+        assert!(
+            v == refused || v == Verdict::Drop(DropReason::BadDestination),
+            "to {dst}: {v:?}"
+        );
+    }
+    // A stranger's untagged TO_TARGET frame is a bad tag; counted through the usual path.
+    assert_eq!(l.overlay("10.9.9.9:6081", &ok), Verdict::Drop(DropReason::BadTag));
+    let c = l.p.counters();
+    assert!(c.drop_tunnel_reply_refused + c.drop_bad_destination >= 9);
 }
