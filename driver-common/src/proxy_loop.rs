@@ -75,7 +75,9 @@ impl ProxyLoop {
     /// the device's real name). Logs the start, naming the driver.
     pub fn new(cfg: &ProxyDriverConfig, host: HostSetup, driver: &'static str) -> io::Result<ProxyLoop> {
         let clock = Clock::new();
-        let proxy = Proxy::new(cfg.proxy.clone(), clock.now())
+        let mut core_cfg = cfg.proxy.clone();
+        core_cfg.wall_origin_ms = clock.wall_origin_ms();
+        let proxy = Proxy::new(core_cfg, clock.now())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         info!(
             id = %proxy.id(),

@@ -478,9 +478,11 @@ fn wrong_keys_and_forged_messages_change_nothing() {
         let n = Message::Resolve(Resolve { group: w.group })
             .emit_frame(
                 1,
+                Sim::overlay_addr(0),
                 ControlHeader {
                     sender: ProxyId(2),
                     seq: u64::MAX,
+                    time_ms: 0,
                 },
                 &evil,
                 &mut out,

@@ -102,7 +102,12 @@ fn small_config() -> ProxyConfig {
 }
 
 /// A correctly sealed control message from proxy `sender`, built from the input.
-fn control(inp: &mut Input<'_>, seqs: &mut [u64; 7], master: &MasterKey) -> (SocketAddr, Vec<u8>) {
+fn control(
+    inp: &mut Input<'_>,
+    seqs: &mut [u64; 7],
+    master: &MasterKey,
+    now: Instant,
+) -> (SocketAddr, Vec<u8>) {
     let sender = 2 + inp.u8() % 5;
     let g = group(inp);
     let rec = ProxyRecord {
@@ -176,9 +181,12 @@ fn control(inp: &mut Input<'_>, seqs: &mut [u64; 7], master: &MasterKey) -> (Soc
     let n = msg
         .emit_frame(
             1,
+            overlay_of(1),
             ControlHeader {
                 sender: ProxyId(u32::from(sender)),
                 seq: (1 << 32) | *s,
+                // The proxy's wall origin is 0: its wall clock is `now`.
+                time_ms: now.as_millis(),
             },
             &master.overlay_key(),
             &mut out,
@@ -223,7 +231,7 @@ pub fn proxy_events(data: &[u8]) {
         let op = inp.u8() % 8;
         let (packet, from, overlay) = match op {
             0 | 1 => {
-                let (from, frame) = control(&mut inp, &mut seqs, &master);
+                let (from, frame) = control(&mut inp, &mut seqs, &master, now);
                 (frame, from, true)
             }
             2 => (inp.bytes(256), overlay_of(inp.u8() % 7), true),

@@ -16,6 +16,7 @@ pub(super) fn apply_timers(t: &RawTimers, cfg: &mut ProxyConfig) {
     set(&mut m.join_retry, t.join_retry_ms);
     set(&mut m.drain_time, t.drain_time_ms);
     set(&mut m.tombstone_time, t.tombstone_time_ms);
+    set(&mut cfg.replay_skew, t.replay_skew_ms);
     if let Some(v) = t.suspect_after {
         m.suspect_after = v;
     }

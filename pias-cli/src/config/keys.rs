@@ -19,6 +19,7 @@ pub(super) fn toml_key(e: &CoreConfigError) -> String {
         (P::Proxy, "icmp_rate") => "timers.icmp_rate",
         (P::Proxy, "answer_interval") => "timers.answer_interval_ms",
         (P::Proxy, "invalidate_interval") => "timers.invalidate_interval_ms",
+        (P::Proxy, "replay_skew") => "timers.replay_skew_ms",
         (P::Membership, "seeds") => return indexed("proxy.seeds"),
         (P::Membership, "max_members") => "limits.members",
         (P::Membership, "suspect_after") => "timers.suspect_after",

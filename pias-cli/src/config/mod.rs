@@ -140,6 +140,7 @@ struct RawTimers {
     join_retry_ms: Option<u64>,
     drain_time_ms: Option<u64>,
     tombstone_time_ms: Option<u64>,
+    replay_skew_ms: Option<u64>,
     report_delay_ms: Option<u64>,
     report_rto_ms: Option<u64>,
     report_refresh_ms: Option<u64>,

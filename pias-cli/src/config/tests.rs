@@ -179,6 +179,11 @@ fn core_errors_name_the_toml_key() {
             "suspect_timeout",
         ),
         (
+            format!("{m}[timers]\nreplay_skew_ms = 300000\n"),
+            "timers.replay_skew_ms",
+            "below membership.tombstone_time",
+        ),
+        (
             format!("{m}[limits]\nmembers = 0\n"),
             "limits.members",
             "1 ..= 4194304",

@@ -30,6 +30,13 @@ pub struct ProxyConfig {
     pub incarnation: u32,
     /// The seed of every random choice the proxy makes.
     pub seed: u64,
+    /// The wall-clock time (Unix milliseconds) of the core's `Instant::ZERO`: the core reads no clock, so
+    /// the driver tells it what its origin was (wall time = `wall_origin_ms` + `now`). Control messages are
+    /// stamped with it and checked against it (SPEC.md §8.2).
+    pub wall_origin_ms: u64,
+    /// How far a received control message's timestamp may be from this proxy's wall clock (SPEC.md §8.2):
+    /// the longest a replay into a forgotten window stays possible, and the clock disagreement tolerated.
+    pub replay_skew: Duration,
     /// Registration anycast addresses (targets send to these, port 6082).
     pub registration_addrs: Vec<IpAddr>,
     /// MTU of the path between proxies.
@@ -71,6 +78,8 @@ impl ProxyConfig {
             master_key,
             incarnation: 1,
             seed: u64::from(id.0),
+            wall_origin_ms: 0,
+            replay_skew: Duration::from_secs(30),
             registration_addrs,
             overlay_mtu: 1500,
             rap_replicas: crate::ring::DEFAULT_K,
@@ -194,6 +203,15 @@ impl ProxyConfig {
             ));
         }
         self.policies.validate()?;
+        // After the membership's own checks, so a bad tombstone_time is reported as itself.
+        if self.replay_skew.is_zero() || self.replay_skew >= self.membership.tombstone_time {
+            return Err(ConfigError::field(
+                P,
+                "replay_skew",
+                "must be above 0 and below membership.tombstone_time (30 s is the default): a Join replayed \
+                 after its sender's tombstone expired must be stale",
+            ));
+        }
         Ok(())
     }
 }

@@ -34,6 +34,8 @@ counters! {
         drop_malformed,
         drop_wrong_vni,
         drop_bad_mac,
+        /// Control messages refused for their timestamp (SPEC.md §8.2).
+        drop_stale,
         drop_rejected,
         drop_data_from_stranger,
         drop_hops_exhausted,
@@ -96,6 +98,7 @@ impl Proxy {
                 DropReason::Malformed => c.drop_malformed += 1,
                 DropReason::WrongVni => c.drop_wrong_vni += 1,
                 DropReason::BadMac => c.drop_bad_mac += 1,
+                DropReason::Stale => c.drop_stale += 1,
                 DropReason::Rejected => c.drop_rejected += 1,
                 DropReason::DataFromStranger => c.drop_data_from_stranger += 1,
                 DropReason::HopsExhausted => c.drop_hops_exhausted += 1,

@@ -31,6 +31,8 @@ pub enum DropReason {
     Malformed,
     WrongVni,
     BadMac,
+    /// A control message whose timestamp is outside the skew window or before this proxy started (§8.2).
+    Stale,
     Rejected,
     DataFromStranger,
     HopsExhausted,

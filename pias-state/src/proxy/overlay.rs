@@ -8,7 +8,7 @@ use pias_proto::control::{Answer, ControlPacket, Invalidate, Message, ReportAck,
 use pias_proto::tunnel::{DATA_HEADER_LEN, DataHeader, Frame, flags};
 use pias_proto::{ProxyId, TransportAddr};
 
-use crate::seal::{Dest, Transmit};
+use crate::seal::{Dest, OpenError, Transmit};
 use crate::time::Instant;
 
 use super::{DropReason, PacketBuf, Proxy, Verdict};
@@ -65,10 +65,12 @@ impl Proxy {
         let Ok(cp) = ControlPacket::new_checked(payload) else {
             return Verdict::Drop(DropReason::Malformed);
         };
-        if cp.verify(self.sealer.key()).is_err() {
-            return Verdict::Drop(DropReason::BadMac);
-        }
-        let hdr = cp.header();
+        // MAC bound to this receiver and VNI, then a fresh timestamp, then the sequence window (§8.2).
+        let hdr = match self.sealer.open(now, self.cfg.overlay_addr, &cp) {
+            Ok(h) => h,
+            Err(OpenError::BadMac) => return Verdict::Drop(DropReason::BadMac),
+            Err(OpenError::Stale(_)) => return Verdict::Drop(DropReason::Stale),
+        };
         if self.membership.accept(hdr.sender, hdr.seq, cp.kind()).is_err() {
             return Verdict::Drop(DropReason::Rejected);
         }
@@ -123,7 +125,7 @@ impl Proxy {
         self.outbox.push_back(o);
     }
 
-    pub(super) fn seal_out(&mut self, out: Out, buf: &mut [u8]) -> Option<Transmit> {
+    pub(super) fn seal_out(&mut self, now: Instant, out: Out, buf: &mut [u8]) -> Option<Transmit> {
         let (to, msg) = match out {
             Out::Answer { to, answer } => (to, Message::Answer(answer)),
             Out::ReportAck { to, seq } => (to, Message::ReportAck(ReportAck { acked_seq: seq })),
@@ -131,7 +133,7 @@ impl Proxy {
             Out::Invalidate { to, group, reason } => (to, Message::Invalidate(Invalidate { group, reason })),
         };
         let addr = self.addr_of(to)?;
-        let len = self.sealer.seal(&msg, buf)?;
+        let len = self.sealer.seal(now, addr, &msg, buf)?;
         Some(Transmit {
             dest: Dest::Overlay(addr),
             len,
