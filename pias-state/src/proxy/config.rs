@@ -182,6 +182,13 @@ impl ProxyConfig {
                 "must exceed the reports' refresh (default 3 × 30 s = 90 s)",
             ));
         }
+        if self.rap.cache_ttl > self.iap.max_ttl {
+            return Err(ConfigError::field(
+                ConfigPart::Rap,
+                "cache_ttl",
+                "must not exceed iap.max_ttl (default 300 s): IAPs cap what an Answer's TTL may say",
+            ));
+        }
         self.registry.validate().map_err(ConfigError::from)?;
         self.nat.validate().map_err(|e| {
             // A duplicate is reported at its second occurrence.

@@ -104,8 +104,9 @@ impl Proxy {
             Message::Answer(a) => {
                 let m = &self.membership;
                 let me = self.me;
-                let c = self.iap.install(now, &a, |id| id == me || m.is_usable(id));
-                self.push_cache_event(c);
+                if let Some(c) = self.iap.accept_answer(now, &a, |id| id == me || m.is_usable(id)) {
+                    self.push_cache_event(c);
+                }
             }
             Message::Invalidate(inv) => {
                 if let Some(c) = self.iap.invalidate(&inv.group, sender) {
