@@ -27,15 +27,16 @@ fn lab_attack_replay_tokio() {
 const CAPTURE: &str = r#"
 import socket, sys, time
 src, secs = sys.argv[1], float(sys.argv[2])
-s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+# ETH_P_ALL: a packet socket bound to one protocol never sees outgoing packets.
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))
 s.settimeout(0.2)
 seen, end = set(), time.time() + secs
 while time.time() < end:
     try:
-        p = s.recv(65535)
+        p, addr = s.recvfrom(65535)
     except socket.timeout:
         continue
-    if len(p) < 28 or p[9] != 17 or socket.inet_ntoa(p[12:16]) != src:
+    if addr[1] != 0x0800 or len(p) < 28 or p[9] != 17 or socket.inet_ntoa(p[12:16]) != src:
         continue
     ihl = (p[0] & 15) * 4
     u = p[ihl:]
