@@ -394,6 +394,14 @@ impl Overlay {
             c.iap.cache_entries = 16;
             c.rap.max_groups = 16;
             c.registry.max_registrations = 16;
+            // Small tables: three proxies are built per input, and their preallocation is most of its cost.
+            c.registry.max_tombstones = 16;
+            c.registry.max_derived_keys = 16;
+            c.registry.reply_queue = 64;
+            c.registry.event_queue = 64;
+            c.membership.max_members = 16;
+            c.membership.stranger_windows = 16;
+            c.membership.event_queue = 64;
             c.event_capacity = 64;
             c.outbox_capacity = 64;
             proxies.push(Proxy::new(c.clone(), now).ok()?);
