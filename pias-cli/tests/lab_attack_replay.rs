@@ -22,6 +22,11 @@ fn lab_attack_replay_tokio() {
     replay_attack("tokio");
 }
 
+#[test]
+fn lab_attack_replay_mio() {
+    replay_attack("mio");
+}
+
 /// Captures, in p1's namespace for `secs`, the Geneve control frames p1 sends from `src`: one
 /// `DST_IP HEX` line per distinct frame.
 const CAPTURE: &str = r#"
