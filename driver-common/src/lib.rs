@@ -160,6 +160,16 @@ impl Clock {
         }
     }
 
+    /// The wall-clock time (Unix milliseconds) of this clock's origin: what the core takes as
+    /// `ProxyConfig::wall_origin_ms`, since it reads no clock itself (SPEC.md §8.2).
+    pub fn wall_origin_ms(&self) -> u64 {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(self.origin.elapsed());
+        u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// The core's `now`.
     pub fn now(&self) -> pias_state::Instant {
         pias_state::Instant::from_micros(self.origin.elapsed().as_micros() as u64)
@@ -208,4 +218,25 @@ pub(crate) fn test_proxy_config(id: u8) -> ProxyConfig {
         vec![format!("10.98.0.{id}").parse().unwrap()],
         vec!["10.99.0.250".parse().unwrap()],
     )
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::Clock;
+
+    #[test]
+    fn wall_origin_plus_now_is_the_wall_clock() {
+        let c = Clock::new();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let core = c.wall_origin_ms() + c.now().as_millis();
+        assert!(core.abs_diff(wall) < 1000, "core {core} wall {wall}");
+        assert!(
+            c.wall_origin_ms() + 15 <= wall,
+            "the origin is when the clock was made"
+        );
+    }
 }

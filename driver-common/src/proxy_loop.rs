@@ -77,7 +77,9 @@ impl ProxyLoop {
         let clock = Clock::new();
         // Secrets come from the OS at every start, never from `cfg.proxy.seed` (SPEC.md §8.1).
         let secrets = crate::entropy::os_secrets()?;
-        let proxy = Proxy::new(cfg.proxy.clone(), &secrets, clock.now())
+        let mut core_cfg = cfg.proxy.clone();
+        core_cfg.wall_origin_ms = clock.wall_origin_ms();
+        let proxy = Proxy::new(core_cfg, &secrets, clock.now())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         info!(
             id = %proxy.id(),

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use pias_proto::auth::MasterKey;
-use pias_proto::control::{ControlPacket, Message, REGISTRATION_PORT};
+use pias_proto::control::{Binding, ControlPacket, Message, REGISTRATION_PORT};
 use pias_proto::geneve::{HEADER_LEN as GENEVE_HEADER_LEN, UDP_PORT as OVERLAY_PORT};
 use pias_proto::packet::IpPacket;
 use pias_proto::pcap::PcapReader;
@@ -111,10 +111,15 @@ fn describe_with(ip: &[u8], key: Option<&MasterKey>, data_epoch: Option<u32>) ->
                 let payload = p.l4_bytes().get(8..).unwrap_or(&[]);
                 if f.dst_port == OVERLAY_PORT || f.src_port == OVERLAY_PORT {
                     s.push_str(" | ");
-                    s.push_str(&overlay(payload, key, data_epoch));
+                    s.push_str(&overlay(
+                        payload,
+                        key,
+                        data_epoch,
+                        std::net::SocketAddr::new(f.dst, f.dst_port),
+                    ));
                 } else if f.dst_port == REGISTRATION_PORT || f.src_port == REGISTRATION_PORT {
                     s.push_str(" | target ");
-                    s.push_str(&control(payload, key, false));
+                    s.push_str(&control(payload, key, None));
                 }
             }
         }
@@ -154,7 +159,13 @@ fn tcp_flags(bits: u16) -> String {
         .collect()
 }
 
-fn overlay(payload: &[u8], key: Option<&MasterKey>, data_epoch: Option<u32>) -> String {
+/// `to`: the datagram's destination, which the MAC of a control frame is bound to (SPEC.md §8.2).
+fn overlay(
+    payload: &[u8],
+    key: Option<&MasterKey>,
+    data_epoch: Option<u32>,
+    to: std::net::SocketAddr,
+) -> String {
     match Frame::parse(payload) {
         Ok(Frame::Data(d)) => {
             let h = d.header();
@@ -199,14 +210,22 @@ fn overlay(payload: &[u8], key: Option<&MasterKey>, data_epoch: Option<u32>) -> 
             format!(
                 "geneve vni {} control | {}",
                 g.vni(),
-                control(&payload[GENEVE_HEADER_LEN..], key, true)
+                control(
+                    &payload[GENEVE_HEADER_LEN..],
+                    key,
+                    Some(Binding::Overlay {
+                        vni: g.vni(),
+                        receiver: to,
+                    })
+                )
             )
         }
         Err(e) => format!("not a PIAS frame: {e}"),
     }
 }
 
-fn control(payload: &[u8], key: Option<&MasterKey>, overlay: bool) -> String {
+/// `overlay`: the binding of a proxy-to-proxy message; `None` for a target message.
+fn control(payload: &[u8], key: Option<&MasterKey>, overlay: Option<Binding>) -> String {
     let cp = match ControlPacket::new_checked(payload) {
         Ok(c) => c,
         Err(e) => return format!("malformed control message: {e}"),
@@ -219,12 +238,11 @@ fn control(payload: &[u8], key: Option<&MasterKey>, overlay: bool) -> String {
     let mac = match key {
         None => "",
         Some(k) => {
-            let mk = if overlay {
-                Some(k.overlay_key())
-            } else {
-                msg.target_group().map(|g| k.group_key(&g))
+            let mk = match overlay {
+                Some(b) => Some((k.overlay_key(), b)),
+                None => msg.target_group().map(|g| (k.group_key(&g), Binding::Target)),
             };
-            match mk.map(|mk| cp.verify(&mk)) {
+            match mk.map(|(mk, b)| cp.verify(&mk, b)) {
                 Some(Ok(())) => " [mac ok]",
                 _ => " [MAC BAD]",
             }
@@ -336,9 +354,11 @@ mod tests {
         let c = Message::Resolve(Resolve { group: g })
             .emit_frame(
                 7,
+                "10.0.0.5:6081".parse().unwrap(),
                 ControlHeader {
                     sender: ProxyId(3),
                     seq: 5,
+                    time_ms: 1,
                 },
                 &master.overlay_key(),
                 &mut frame,

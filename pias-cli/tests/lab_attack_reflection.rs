@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::lab::*;
 use pias_proto::auth::MacKey;
-use pias_proto::control::{COOKIE_LEN, ControlHeader, DeliveryMode, Message, Register, TargetOp};
+use pias_proto::control::{Binding, COOKIE_LEN, ControlHeader, DeliveryMode, Message, Register, TargetOp};
 use pias_proto::{IpProtocol, ProxyId, TransportAddr};
 
 /// The registry's default reply budget per source prefix (RegistryConfig: reply_burst, reply_rate).
@@ -53,8 +53,10 @@ fn crafted(msg: Message<'_>) -> Vec<u8> {
         ControlHeader {
             sender: ProxyId::NONE,
             seq: 1,
+            time_ms: 0,
         },
         &key,
+        Binding::Target,
         &mut b,
     )
     .expect("emit");

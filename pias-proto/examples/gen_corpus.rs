@@ -46,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hdr = ControlHeader {
         sender: ProxyId(3),
         seq: 1000,
+        time_ms: 1_700_000_000_000,
     };
     for m in &messages {
         let msg = emit(m, hdr, &key)?;
@@ -96,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for m in messages.iter().take(3) {
         let mut frame = vec![0u8; 8 + m.buffer_len()];
-        let n = m.emit_frame(0x00_0102, hdr, &key, &mut frame)?;
+        let n = m.emit_frame(0x00_0102, "192.0.2.1:6081".parse()?, hdr, &key, &mut frame)?;
         frame.truncate(n);
         corpus.entry("tunnel_frame").or_default().push(frame.clone());
         corpus.entry("geneve").or_default().push(frame);
@@ -174,7 +175,7 @@ fn add(corpus: &Path, args: &[std::ffi::OsString]) -> Result<(), Box<dyn std::er
 
 fn emit(m: &Message<'_>, hdr: ControlHeader, key: &MacKey) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     let mut b = vec![0u8; m.buffer_len()];
-    let n = m.emit(hdr, key, &mut b)?;
+    let n = m.emit(hdr, key, pias_proto::control::Binding::Target, &mut b)?;
     b.truncate(n);
     Ok(b)
 }

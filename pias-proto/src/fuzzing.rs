@@ -20,7 +20,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::addr::{FlowKey, IpProtocol, ProxyId, TransportAddr};
 use crate::auth::{MacKey, TAG_LEN};
-use crate::control::{self, ControlHeader, ControlPacket, MAX_BODY_LEN, MAX_MESSAGE_LEN, Message};
+use crate::control::{self, Binding, ControlHeader, ControlPacket, MAX_BODY_LEN, MAX_MESSAGE_LEN, Message};
 use crate::error::WireError;
 use crate::geneve::{
     ETHERTYPE_IPV6, ETHERTYPE_PIAS_CONTROL, GenevePacket, GeneveRepr, HEADER_LEN as GENEVE_HEADER_LEN,
@@ -55,6 +55,8 @@ pub fn test_key() -> MacKey {
 pub const BODY_SENDER: ProxyId = ProxyId(0x0102_0304);
 /// Sequence number of the frames [`control_body`] builds.
 pub const BODY_SEQ: u64 = 0x1122_3344_5566_7788;
+/// The timestamp of every message [`control_body`] builds.
+pub const BODY_TIME: u64 = 0x0102_0304_0506;
 
 /// The message types [`control_body`] chooses from: its first input byte, modulo the length, indexes this.
 pub const CONTROL_KINDS: [u8; 16] = [
@@ -108,7 +110,7 @@ pub fn tunnel_frame(data: &[u8]) {
             // What a proxy does next with a control frame; the payload is untrusted too.
             if let Ok(p) = ControlPacket::new_checked(g.payload()) {
                 let _ = p.header();
-                let _ = p.verify(&test_key());
+                let _ = p.verify(&test_key(), Binding::Target);
                 let _ = p.message();
             }
         }
@@ -252,7 +254,7 @@ pub fn control(data: &[u8]) {
         return;
     };
     assert_eq!(control::HEADER_LEN + p.body().len() + TAG_LEN, data.len());
-    let _ = p.verify(&test_key());
+    let _ = p.verify(&test_key(), Binding::Target);
     if let Ok(m) = p.message() {
         assert_eq!(m.kind(), p.kind());
         assert!(
@@ -274,10 +276,11 @@ pub fn control_body(data: &[u8]) {
         p.header(),
         ControlHeader {
             sender: BODY_SENDER,
-            seq: BODY_SEQ
+            seq: BODY_SEQ,
+            time_ms: BODY_TIME,
         }
     );
-    p.verify(&test_key())
+    p.verify(&test_key(), Binding::Target)
         .expect("built control message does not verify");
     assert_eq!(p.body(), &data[1..msg.len() - TAG_LEN - control::HEADER_LEN + 1]);
     if let Ok(m) = p.message() {
@@ -290,22 +293,25 @@ pub fn control_body(data: &[u8]) {
     }
 }
 
-/// The whole control message [`control_body`] builds from its input: header (version 1, the chosen type,
-/// [`BODY_SENDER`], [`BODY_SEQ`], body length), body (at most 65535 bytes of the input), and the tag under
+/// The whole control message [`control_body`] builds from its input: header (version 2, the chosen type,
+/// [`BODY_SENDER`], [`BODY_SEQ`], body length, [`BODY_TIME`]), body (at most 65535 bytes of the input), and the tag under
 /// [`test_key`]. `None` for empty input.
 pub fn control_body_input(data: &[u8]) -> Option<Vec<u8>> {
     let (&sel, body) = data.split_first()?;
     let kind = CONTROL_KINDS[usize::from(sel) % CONTROL_KINDS.len()];
     let body = &body[..body.len().min(usize::from(u16::MAX))];
     let mut msg = Vec::with_capacity(control::HEADER_LEN + body.len() + TAG_LEN);
-    // Layout per `control` module docs: version, type, flags, reserved, sender, seq, body length, reserved.
+    // Layout per `control` module docs: version, type, flags, reserved, sender, seq, body length, reserved,
+    // timestamp.
     msg.extend_from_slice(&[control::VERSION, kind, 0, 0]);
     msg.extend_from_slice(&BODY_SENDER.0.to_be_bytes());
     msg.extend_from_slice(&BODY_SEQ.to_be_bytes());
     msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
     msg.extend_from_slice(&[0, 0]);
+    msg.extend_from_slice(&BODY_TIME.to_be_bytes());
     msg.extend_from_slice(body);
-    let tag = test_key().tag(&msg);
+    let (b, n) = Binding::Target.encode();
+    let tag = test_key().tag_parts(&[&b[..n], &msg]);
     msg.extend_from_slice(&tag);
     Some(msg)
 }
@@ -322,7 +328,7 @@ fn check_reemit(hdr: ControlHeader, m: &Message<'_>) {
     let mut out = [0u8; MAX_MESSAGE_LEN];
     if m.body_len() > MAX_BODY_LEN {
         // A message larger than a sender may emit can still be received (the length field allows 64 KiB).
-        let r = m.emit(hdr, &key, &mut out);
+        let r = m.emit(hdr, &key, Binding::Target, &mut out);
         assert!(
             matches!(r, Err(WireError::BadLength { .. })),
             "emitting an oversized body gave {r:?}"
@@ -330,9 +336,11 @@ fn check_reemit(hdr: ControlHeader, m: &Message<'_>) {
         return;
     }
     let n = m.buffer_len();
-    assert_short_buffer_untouched("control emit", &mut out[..n - 1], |b| m.emit(hdr, &key, b));
+    assert_short_buffer_untouched("control emit", &mut out[..n - 1], |b| {
+        m.emit(hdr, &key, Binding::Target, b)
+    });
     let n2 = m
-        .emit(hdr, &key, &mut out)
+        .emit(hdr, &key, Binding::Target, &mut out)
         .unwrap_or_else(|e| panic!("re-emitting {m:?} failed: {e}"));
     assert_eq!(n2, n, "emit length differs from buffer_len");
     let out = &out[..n];
@@ -342,7 +350,8 @@ fn check_reemit(hdr: ControlHeader, m: &Message<'_>) {
     assert_eq!(p.header(), hdr);
     assert_eq!(p.kind(), m.kind());
     assert_eq!(p.body().len(), m.body_len());
-    p.verify(&key).expect("re-emitted message does not verify");
+    p.verify(&key, Binding::Target)
+        .expect("re-emitted message does not verify");
     let m2 = p
         .message()
         .unwrap_or_else(|e| panic!("re-emitted {m:?} does not decode: {e}"));
@@ -350,7 +359,9 @@ fn check_reemit(hdr: ControlHeader, m: &Message<'_>) {
 
     // Emission is canonical: emitting the re-parsed message gives the same bytes.
     let mut again = [0u8; MAX_MESSAGE_LEN];
-    let n3 = m2.emit(hdr, &key, &mut again).expect("second emission failed");
+    let n3 = m2
+        .emit(hdr, &key, Binding::Target, &mut again)
+        .expect("second emission failed");
     assert_eq!(&again[..n3], out, "emission is not canonical");
 }
 
@@ -710,7 +721,7 @@ mod tests {
         let msg = control_body_input(&[3, 0, 0, 0, 0]).unwrap();
         let p = ControlPacket::new_checked(&msg).unwrap();
         assert_eq!(p.kind(), control::kind::DIGEST);
-        assert!(p.verify(&test_key()).is_ok());
+        assert!(p.verify(&test_key(), Binding::Target).is_ok());
         assert_eq!(control_body_selector(control::kind::DIGEST), Some(3));
         assert!(control_body_input(&[]).is_none());
     }

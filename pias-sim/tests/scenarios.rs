@@ -478,9 +478,11 @@ fn wrong_keys_and_forged_messages_change_nothing() {
         let n = Message::Resolve(Resolve { group: w.group })
             .emit_frame(
                 1,
+                Sim::overlay_addr(0),
                 ControlHeader {
                     sender: ProxyId(2),
                     seq: u64::MAX,
+                    time_ms: 0,
                 },
                 &evil,
                 &mut out,
@@ -1052,5 +1054,136 @@ fn many_groups_and_membership_changes_replay_byte_for_byte() {
     assert!(
         a.0 == b.0,
         "captured overlay datagrams differ between runs of one seed"
+    );
+}
+
+/// Every membership snapshot: per running proxy, the (id, status, incarnation) of each member it knows.
+fn member_views(sim: &Sim) -> Vec<Vec<(u32, pias_proto::control::MemberStatus, u32)>> {
+    (0..sim.proxy_count())
+        .filter_map(|i| sim.proxy(i))
+        .map(|p| {
+            let mut v: Vec<_> = p
+                .membership()
+                .iter()
+                .map(|m| (m.id().0, m.status(), m.record().incarnation))
+                .collect();
+            v.sort();
+            v
+        })
+        .collect()
+}
+
+/// Control frames refused by proxy `i`, by reason: (bad MAC, stale, replay or other refusal).
+fn refusals(sim: &Sim, i: usize) -> (u64, u64, u64) {
+    let c = sim.proxy(i).unwrap().counters();
+    (c.drop_bad_mac, c.drop_stale, c.drop_rejected)
+}
+
+/// Replay across receivers and after a departure (SPEC.md §8.2): every control frame one proxy sent is
+/// recorded and replayed to every proxy — its original receiver and all the others. While the sender is
+/// in the overlay, each copy is refused (bad MAC at another receiver, replay at the original one); after
+/// it left and its tombstones expired, every copy — its Join included — is stale. Membership never moves.
+#[test]
+fn recorded_control_frames_replayed_to_any_proxy_change_nothing() {
+    let mut sim = Sim::new(SimConfig::default(), master());
+    sim.capture_overlay(true);
+    for i in 0..4 {
+        sim.add_proxy((10.0 * i as f64, 0.0), |c| {
+            // Shorter than the default 300 s so the test is quick; still above the 30 s replay skew.
+            c.membership.tombstone_time = Duration::from_secs(40);
+        });
+    }
+    sim.run_for(Duration::from_secs(5));
+    let sender = Sim::overlay_addr(3);
+    let gone = sim.proxy(3).unwrap().id();
+    let frames: Vec<(SocketAddr, Vec<u8>)> = sim
+        .captured()
+        .iter()
+        .filter(|c| c.from == sender)
+        .filter(|c| {
+            matches!(
+                pias_proto::tunnel::Frame::parse(&c.bytes),
+                Ok(pias_proto::tunnel::Frame::Control(_))
+            )
+        })
+        .map(|c| (c.to, c.bytes.clone()))
+        .collect();
+    sim.capture_overlay(false);
+    let joins = frames
+        .iter()
+        .filter(|(_, b)| b[8 + 1] == pias_proto::control::kind::JOIN)
+        .count();
+    assert!(
+        joins > 0 && frames.len() > 50,
+        "{} frames, {joins} Joins",
+        frames.len()
+    );
+    assert_eq!(member_views(&sim).len(), 4);
+    assert!(
+        member_views(&sim).iter().all(|v| v.len() == 4),
+        "{:?}",
+        member_views(&sim)
+    );
+
+    // 1. Replayed to every other proxy while the sender is a member.
+    let views = member_views(&sim);
+    let before: Vec<_> = (0..3).map(|i| refusals(&sim, i)).collect();
+    let mut expected = [(0u64, 0u64); 3]; // (bad MAC, replays) per receiver
+    for (to, bytes) in &frames {
+        for (i, e) in expected.iter_mut().enumerate() {
+            sim.inject_overlay(i, sender, bytes.clone());
+            if *to == Sim::overlay_addr(i) {
+                e.1 += 1;
+            } else {
+                e.0 += 1;
+            }
+        }
+    }
+    sim.run_for(Duration::from_millis(50));
+    for (i, (bad_mac, replays)) in expected.iter().enumerate() {
+        let (m, s, r) = refusals(&sim, i);
+        assert_eq!(m - before[i].0, *bad_mac, "proxy {i}: bad MAC");
+        assert_eq!(s - before[i].1, 0, "proxy {i}: stale");
+        assert_eq!(r - before[i].2, *replays, "proxy {i}: replays");
+    }
+    assert_eq!(
+        member_views(&sim)[..3],
+        views[..3],
+        "replays changed a member table"
+    );
+
+    // 2. The sender leaves; its tombstones expire everywhere; everything it ever sent is replayed.
+    sim.leave_proxy(3);
+    sim.run_for(Duration::from_secs(3));
+    sim.crash_proxy(3);
+    sim.run_for(Duration::from_secs(45));
+    for v in member_views(&sim) {
+        assert!(
+            v.iter().all(|m| m.0 != gone.0),
+            "tombstone of {gone} still there: {v:?}"
+        );
+    }
+    let views = member_views(&sim);
+    let before: Vec<_> = (0..3).map(|i| refusals(&sim, i)).collect();
+    for (_, bytes) in &frames {
+        for i in 0..3 {
+            sim.inject_overlay(i, sender, bytes.clone());
+        }
+    }
+    sim.run_for(Duration::from_secs(5));
+    for (i, b) in before.iter().enumerate() {
+        let (m, s, _) = refusals(&sim, i);
+        // Frames for another receiver fail the MAC first; every frame for this one is stale.
+        let mine = frames
+            .iter()
+            .filter(|(to, _)| *to == Sim::overlay_addr(i))
+            .count() as u64;
+        assert_eq!(s - b.1, mine, "proxy {i}: stale");
+        assert_eq!(m - b.0, frames.len() as u64 - mine, "proxy {i}: bad MAC");
+    }
+    assert_eq!(
+        member_views(&sim),
+        views,
+        "a departed proxy's frames brought it back"
     );
 }

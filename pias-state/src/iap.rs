@@ -25,6 +25,8 @@ pub struct IapConfig {
     pub cache_entries: usize,
     pub stale_grace: Duration,
     pub resolve_retry: Duration,
+    /// Longest validity an Answer's `ttl_ms` may give an entry (SPEC.md §9.3); longer ones are capped.
+    pub max_ttl: Duration,
 }
 
 impl Default for IapConfig {
@@ -33,6 +35,7 @@ impl Default for IapConfig {
             cache_entries: 65_536,
             stale_grace: Duration::from_secs(10),
             resolve_retry: Duration::from_millis(250),
+            max_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -53,6 +56,13 @@ impl IapConfig {
                 Iap,
                 "resolve_retry",
                 "must be at least 1 ms (default 250 ms)",
+            ));
+        }
+        if self.max_ttl.is_zero() {
+            return Err(ConfigError::field(
+                Iap,
+                "max_ttl",
+                "must be at least 1 ms (default 300 s)",
             ));
         }
         Ok(())
@@ -138,7 +148,10 @@ counters! {
         stale_hits,
         negative_drops,
         answers_installed,
+        /// Answers for a group this IAP had no question outstanding for (SPEC.md §9.3).
         answers_ignored,
+        /// Answers whose `ttl_ms` was above `max_ttl` (installed with `max_ttl`).
+        ttls_capped,
         invalidations,
         evictions,
     }
@@ -226,8 +239,27 @@ impl IapCache {
         }
     }
 
+    /// Installs an Answer received from a RAP, only if this IAP asked for the group (a pending entry, or a
+    /// stale one that sent a Resolve) and not yet answered; otherwise ignores it (counted). `None` when
+    /// ignored. An authenticated member can still send what nobody asked for; the cache takes only answers
+    /// to its own questions, for no longer than `max_ttl` (SPEC.md §9.3).
+    pub fn accept_answer(
+        &mut self,
+        now: Instant,
+        answer: &Answer,
+        usable: impl Fn(ProxyId) -> bool,
+    ) -> Option<CacheChange> {
+        let asked = self.map.peek(&answer.group).is_some_and(|e| e.last_ask.is_some());
+        if !asked {
+            self.counters.answers_ignored += 1;
+            return None;
+        }
+        Some(self.install(now, answer, usable))
+    }
+
     /// Installs a RAP's answer. JAPs for which `usable` is false are left out (SPEC.md §9.3). Returns the
-    /// change to report.
+    /// change to report. This proxy's own RAP role calls it directly; answers from others go through
+    /// [`IapCache::accept_answer`].
     pub fn install(
         &mut self,
         now: Instant,
@@ -242,7 +274,12 @@ impl IapCache {
                 n += 1;
             }
         }
-        let expires = now + Duration::from_millis(u64::from(answer.ttl_ms));
+        let mut ttl = Duration::from_millis(u64::from(answer.ttl_ms));
+        if ttl > self.cfg.max_ttl {
+            self.counters.ttls_capped += 1;
+            ttl = self.cfg.max_ttl;
+        }
+        let expires = now + ttl;
         let state = if n == 0 {
             State::Negative
         } else {
@@ -540,5 +577,42 @@ mod tests {
             assert!(c.len() <= 8);
         }
         assert_eq!(c.counters().evictions, 92);
+    }
+
+    #[test]
+    fn unsolicited_answers_are_ignored_and_ttls_capped() {
+        let mut c = IapCache::new(
+            IapConfig::default(),
+            key(),
+            crate::secrets::table_key_for_tests(1),
+        );
+        let t0 = Instant::from_secs(1);
+        // Nobody asked: ignored, nothing cached.
+        assert_eq!(c.accept_answer(t0, &answer(&[(7, 1)], 1000), |_| true), None);
+        assert!(c.get(&g()).is_none());
+        assert_eq!(c.counters().answers_ignored, 1);
+        // Asked (a miss): accepted once; a second answer to the same question is ignored.
+        assert_eq!(c.route(t0, &g(), 5), Route::ViaRap { want_answer: true });
+        let huge = answer(&[(7, 1)], u32::MAX);
+        assert_eq!(
+            c.accept_answer(t0, &huge, |_| true),
+            Some(CacheChange::Installed(g()))
+        );
+        assert_eq!(c.counters().ttls_capped, 1);
+        assert_eq!(c.get(&g()).unwrap().expires(), t0 + IapConfig::default().max_ttl);
+        assert_eq!(c.accept_answer(t0, &answer(&[(8, 1)], 1000), |_| true), None);
+        assert_eq!(c.get(&g()).unwrap().japs().next(), Some((ProxyId(7), 1)));
+        assert_eq!(c.counters().answers_ignored, 2);
+        // Stale and asking again (a Resolve went out): the answer is taken.
+        let t1 = t0 + IapConfig::default().max_ttl + Duration::from_secs(1);
+        assert_eq!(
+            c.route(t1, &g(), 5),
+            Route::Jap {
+                jap: ProxyId(7),
+                resolve: true
+            }
+        );
+        assert!(c.accept_answer(t1, &answer(&[(8, 1)], 1000), |_| true).is_some());
+        assert_eq!(c.get(&g()).unwrap().japs().next(), Some((ProxyId(8), 1)));
     }
 }

@@ -5,6 +5,7 @@
 //! away. Each of a group's `k` RAPs receives the same reports, so they converge to the same view.
 
 use core::time::Duration;
+use std::collections::BTreeMap;
 
 use pias_proto::control::{AnswerEntry, MAX_ANSWER_ENTRIES, ReportEntry};
 use pias_proto::{ProxyId, TransportAddr};
@@ -58,6 +59,12 @@ pub struct RapConfig {
     pub negative_ttl: Duration,
     pub proximity_slack: f64,
     pub proximity_max: usize,
+    /// Groups one JAP may have in this table (SPEC.md §9.1): a member reporting more is refused the excess
+    /// (counted), so one proxy cannot fill the table. Default: what one JAP can hold, its registrations.
+    pub max_groups_per_jap: usize,
+    /// Largest target count a report may claim: what one JAP can hold for one group (`targets_per_group`,
+    /// at most 4095). Larger counts are capped (counted), so one member cannot outweigh every other JAP.
+    pub max_count: u32,
 }
 
 impl Default for RapConfig {
@@ -70,6 +77,8 @@ impl Default for RapConfig {
             negative_ttl: Duration::from_secs(2),
             proximity_slack: 1.25,
             proximity_max: 4,
+            max_groups_per_jap: 65_536,
+            max_count: crate::registry::MAX_TABLE_MEMBERS as u32,
         }
     }
 }
@@ -129,6 +138,20 @@ impl RapConfig {
                 "must be at least 1 (default 4)",
             ));
         }
+        if self.max_groups_per_jap == 0 {
+            return Err(ConfigError::field(
+                Rap,
+                "max_groups_per_jap",
+                "must be at least 1 (default 65536)",
+            ));
+        }
+        if self.max_count == 0 {
+            return Err(ConfigError::field(
+                Rap,
+                "max_count",
+                "must be at least 1 (default 4095)",
+            ));
+        }
         Ok(())
     }
 }
@@ -152,6 +175,10 @@ counters! {
         report_entries,
         groups_refused,
         japs_refused,
+        /// Report entries refused because their JAP already had `max_groups_per_jap` groups here.
+        jap_groups_refused,
+        /// Report entries whose count was above `max_count` (applied capped).
+        counts_capped,
         expired,
         answers,
         empty_answers,
@@ -163,7 +190,20 @@ counters! {
 pub struct RapTable {
     cfg: RapConfig,
     groups: LruMap<TransportAddr, JapList>,
+    /// Groups each JAP is in here (only JAPs in at most one group; authenticated members only, so bounded
+    /// by the member table).
+    per_jap: BTreeMap<ProxyId, usize>,
     counters: RapCounters,
+}
+
+/// One group fewer for `jap` in `per_jap`.
+fn forget(per_jap: &mut BTreeMap<ProxyId, usize>, jap: ProxyId) {
+    if let Some(n) = per_jap.get_mut(&jap) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            per_jap.remove(&jap);
+        }
+    }
 }
 
 impl RapTable {
@@ -172,32 +212,53 @@ impl RapTable {
         RapTable {
             cfg,
             groups: LruMap::new(cfg.max_groups, key),
+            per_jap: BTreeMap::new(),
             counters: RapCounters::default(),
         }
     }
 
-    /// Applies one report entry from `jap`. A count of 0 removes the JAP from the group.
+    /// Applies one report entry from `jap`. A count of 0 removes the JAP from the group. A count is capped
+    /// at `max_count`, and a JAP gets at most `max_groups_per_jap` groups (SPEC.md §9.1): a report is
+    /// trusted to come from its member, not to be plausible.
     pub fn handle_report(&mut self, now: Instant, jap: ProxyId, e: &ReportEntry) {
         self.counters.report_entries += 1;
         if e.count == 0 {
-            let empty = match self.groups.peek_mut(&e.group) {
+            let (empty, removed) = match self.groups.peek_mut(&e.group) {
                 Some(list) => {
+                    let before = list.len();
                     list.retain(|j| j.jap != jap);
-                    list.is_empty()
+                    (list.is_empty(), list.len() < before)
                 }
-                None => false,
+                None => (false, false),
             };
+            if removed {
+                forget(&mut self.per_jap, jap);
+            }
             if empty {
                 self.groups.remove(&e.group);
             }
             return;
         }
+        let count = if e.count > self.cfg.max_count {
+            self.counters.counts_capped += 1;
+            self.cfg.max_count
+        } else {
+            e.count
+        };
         let info = JapInfo {
             jap,
-            count: e.count,
+            count,
             flags: e.flags,
             last_report: now,
         };
+        let known = self
+            .groups
+            .peek(&e.group)
+            .is_some_and(|l| l.iter().any(|j| j.jap == jap));
+        if !known && self.per_jap.get(&jap).copied().unwrap_or(0) >= self.cfg.max_groups_per_jap {
+            self.counters.jap_groups_refused += 1;
+            return;
+        }
         if self.groups.peek(&e.group).is_none() {
             if self.groups.len() >= self.groups.capacity() {
                 // SPEC §14: new groups are refused when the table is full (reports are soft state; the JAP
@@ -215,13 +276,22 @@ impl RapTable {
             *j = info;
         } else if list.len() < max {
             list.push(info);
+            *self.per_jap.entry(jap).or_insert(0) += 1;
         } else if let Some((i, smallest)) = list.iter().enumerate().min_by_key(|(_, j)| (j.count, j.jap)) {
             if smallest.count < info.count {
+                let old = smallest.jap;
                 list[i] = info;
+                forget(&mut self.per_jap, old);
+                *self.per_jap.entry(jap).or_insert(0) += 1;
             } else {
                 self.counters.japs_refused += 1;
             }
         }
+    }
+
+    /// Groups `jap` has in this table.
+    pub fn groups_of(&self, jap: ProxyId) -> usize {
+        self.per_jap.get(&jap).copied().unwrap_or(0)
     }
 
     /// Counts one received Report message.
@@ -331,9 +401,16 @@ impl RapTable {
     pub fn sweep(&mut self, now: Instant, budget: usize, topo: &impl Topology) -> usize {
         let expiry = self.cfg.report_expiry;
         let mut expired = 0u64;
+        let per_jap = &mut self.per_jap;
         let removed = self.groups.retain_budgeted(budget, |_, list| {
             let before = list.len();
-            list.retain(|j| topo.usable(j.jap) && now.saturating_since(j.last_report) < expiry);
+            list.retain(|j| {
+                let keep = topo.usable(j.jap) && now.saturating_since(j.last_report) < expiry;
+                if !keep {
+                    forget(per_jap, j.jap);
+                }
+                keep
+            });
             expired += (before - list.len()) as u64;
             !list.is_empty()
         });
@@ -475,5 +552,78 @@ mod tests {
         ids.sort();
         assert_eq!(ids, vec![2, 3]);
         assert_eq!(t.counters().japs_refused, 1);
+    }
+
+    #[test]
+    fn reports_are_bounded_by_what_a_jap_can_hold() {
+        let mut t = RapTable::new(
+            RapConfig {
+                max_groups_per_jap: 3,
+                ..RapConfig::default()
+            },
+            crate::secrets::table_key_for_tests(1),
+        );
+        let now = Instant::from_secs(1);
+        let grp = |p: u16| TransportAddr::new("10.99.0.1".parse().unwrap(), p, IpProtocol::Udp);
+        let entry = |p: u16, count: u32| ReportEntry {
+            group: grp(p),
+            count,
+            flags: 0,
+        };
+        // A count above what one JAP can hold is capped.
+        t.handle_report(now, ProxyId(5), &entry(1, u32::MAX));
+        assert_eq!(t.japs(&grp(1))[0].count, RapConfig::default().max_count);
+        assert_eq!(t.counters().counts_capped, 1);
+        // Groups per JAP: the fourth is refused, others' reports are not affected.
+        for p in 2..=4 {
+            t.handle_report(now, ProxyId(5), &entry(p, 1));
+        }
+        assert_eq!(t.groups_of(ProxyId(5)), 3);
+        assert!(t.japs(&grp(4)).is_empty());
+        assert_eq!(t.counters().jap_groups_refused, 1);
+        assert_eq!(t.len(), 3, "a refused report creates no group");
+        t.handle_report(now, ProxyId(6), &entry(4, 1));
+        assert_eq!(t.japs(&grp(4)).len(), 1);
+        // Updating a group it is in is not a new group; leaving one frees a place.
+        t.handle_report(now, ProxyId(5), &entry(2, 9));
+        assert_eq!(t.counters().jap_groups_refused, 1);
+        t.handle_report(now, ProxyId(5), &entry(2, 0));
+        assert_eq!(t.groups_of(ProxyId(5)), 2);
+        t.handle_report(now, ProxyId(5), &entry(4, 1));
+        assert_eq!(t.groups_of(ProxyId(5)), 3);
+        // Expiry gives the places back.
+        let later = now + RapConfig::default().report_expiry + Duration::from_secs(1);
+        t.sweep(later, usize::MAX, &Line);
+        assert_eq!(t.groups_of(ProxyId(5)), 0);
+        assert_eq!(t.groups_of(ProxyId(6)), 0);
+        assert!(t.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Whatever the reports, each JAP's group count equals the groups that list it, and stays within
+        /// the bound.
+        #[test]
+        fn per_jap_counts_match_the_table(
+            ops in proptest::collection::vec((1u32..5, 0u16..6, 0u32..4), 1..120),
+        ) {
+            let mut t = RapTable::new(
+                RapConfig { max_groups_per_jap: 3, max_japs_per_group: 2, ..RapConfig::default() },
+                crate::secrets::table_key_for_tests(1),
+            );
+            let now = Instant::from_secs(1);
+            for (jap, port, count) in ops {
+                let e = ReportEntry {
+                    group: TransportAddr::new("10.99.0.1".parse().unwrap(), port, IpProtocol::Udp),
+                    count,
+                    flags: 0,
+                };
+                t.handle_report(now, ProxyId(jap), &e);
+                for j in 1..5 {
+                    let listed = t.iter().filter(|(_, l)| l.iter().any(|x| x.jap == ProxyId(j))).count();
+                    proptest::prop_assert_eq!(t.groups_of(ProxyId(j)), listed);
+                    proptest::prop_assert!(listed <= 3);
+                }
+            }
+        }
     }
 }

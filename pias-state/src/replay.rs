@@ -3,6 +3,62 @@
 //! Sequence numbers are `(incarnation << 32) | counter`. A number above the highest seen is accepted and
 //! slides the window; one among the last 64 and not yet seen is accepted once; anything older is a replay.
 //! Because the incarnation is in the high bits, a restarted sender (higher incarnation) is accepted at once.
+//!
+//! Windows are memory, and memory is lost: a receiver restarts, a tombstone expires, a stranger's window is
+//! evicted. [`Freshness`] bounds what such a loss can re-open: every sealed message carries its sender's
+//! wall-clock time, and a receiver refuses one outside `±skew` of its own clock or older than its own start,
+//! so only a message younger than `skew` can ever be replayed into a forgotten window (SPEC.md §8.2).
+
+use crate::time::Instant;
+
+/// A proxy's wall clock and its freshness rule for received control messages. The core reads no clock:
+/// the driver gives the wall-clock time (Unix milliseconds) of the core's [`Instant::ZERO`] as `origin_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    origin_ms: u64,
+    skew_ms: u64,
+    /// The wall-clock time the proxy started: anything sealed before it may have been accepted by the
+    /// previous life of this proxy, whose windows are gone.
+    start_ms: u64,
+}
+
+/// Why [`Freshness::check`] refused a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// More than `skew` from the receiver's clock (either way).
+    Skew,
+    /// Sealed before the receiver started.
+    BeforeStart,
+}
+
+impl Freshness {
+    /// The clock of a proxy started at `start` (core time), whose `Instant::ZERO` is `origin_ms` of wall
+    /// time, accepting timestamps within `skew_ms` of its own clock.
+    pub fn new(origin_ms: u64, skew_ms: u64, start: Instant) -> Self {
+        Freshness {
+            origin_ms,
+            skew_ms,
+            start_ms: origin_ms.saturating_add(start.as_millis()),
+        }
+    }
+
+    /// The wall-clock time at `now`, in Unix milliseconds: what this proxy stamps into what it seals.
+    pub fn wall_ms(&self, now: Instant) -> u64 {
+        self.origin_ms.saturating_add(now.as_millis())
+    }
+
+    /// Whether a message stamped `time_ms` may be accepted at `now`.
+    pub fn check(&self, time_ms: u64, now: Instant) -> Result<(), Stale> {
+        let wall = self.wall_ms(now);
+        if time_ms.abs_diff(wall) > self.skew_ms {
+            Err(Stale::Skew)
+        } else if time_ms < self.start_ms {
+            Err(Stale::BeforeStart)
+        } else {
+            Ok(())
+        }
+    }
+}
 
 /// Width of the window in sequence numbers.
 pub const WINDOW: u64 = 64;
@@ -112,6 +168,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn freshness_bounds_age_future_and_restart() {
+        // Core time zero is Unix time 1_000_000 ms; the proxy started at core time 10 s; skew 30 s.
+        let f = Freshness::new(1_000_000, 30_000, Instant::from_secs(10));
+        let now = Instant::from_secs(100);
+        let wall = f.wall_ms(now);
+        assert_eq!(wall, 1_100_000);
+        assert_eq!(f.check(wall, now), Ok(()));
+        assert_eq!(f.check(wall - 30_000, now), Ok(()));
+        assert_eq!(f.check(wall + 30_000, now), Ok(()));
+        assert_eq!(f.check(wall - 30_001, now), Err(Stale::Skew));
+        assert_eq!(f.check(wall + 30_001, now), Err(Stale::Skew));
+        assert_eq!(f.check(0, now), Err(Stale::Skew));
+        assert_eq!(f.check(u64::MAX, now), Err(Stale::Skew));
+        // Shortly after the start, a message sealed before it is refused even inside the skew: the
+        // previous life of this proxy may have accepted it, and its windows are gone.
+        let early = Instant::from_secs(12);
+        assert_eq!(
+            f.check(f.wall_ms(Instant::from_secs(9)), early),
+            Err(Stale::BeforeStart)
+        );
+        assert_eq!(f.check(f.wall_ms(Instant::from_secs(10)), early), Ok(()));
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub(super) fn apply_timers(t: &RawTimers, cfg: &mut ProxyConfig) {
     set(&mut m.join_retry, t.join_retry_ms);
     set(&mut m.drain_time, t.drain_time_ms);
     set(&mut m.tombstone_time, t.tombstone_time_ms);
+    set(&mut cfg.replay_skew, t.replay_skew_ms);
+    set(&mut cfg.iap.max_ttl, t.max_answer_ttl_ms);
     if let Some(v) = t.suspect_after {
         m.suspect_after = v;
     }
@@ -94,6 +96,9 @@ pub(super) fn apply_limits(l: &RawLimits, cfg: &mut ProxyConfig) {
     }
     if let Some(v) = l.japs_per_group {
         cfg.rap.max_japs_per_group = v;
+    }
+    if let Some(v) = l.rap_groups_per_jap {
+        cfg.rap.max_groups_per_jap = v;
     }
     if let Some(v) = l.registrations {
         cfg.registry.max_registrations = v;

@@ -148,6 +148,8 @@ struct RawTimers {
     join_retry_ms: Option<u64>,
     drain_time_ms: Option<u64>,
     tombstone_time_ms: Option<u64>,
+    replay_skew_ms: Option<u64>,
+    max_answer_ttl_ms: Option<u64>,
     report_delay_ms: Option<u64>,
     report_rto_ms: Option<u64>,
     report_refresh_ms: Option<u64>,
@@ -191,6 +193,7 @@ struct RawLimits {
     iap_cache_entries: Option<usize>,
     rap_groups: Option<usize>,
     japs_per_group: Option<usize>,
+    rap_groups_per_jap: Option<usize>,
     registrations: Option<usize>,
     targets_per_group: Option<usize>,
 }

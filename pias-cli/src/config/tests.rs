@@ -233,6 +233,21 @@ fn core_errors_name_the_toml_key() {
             "suspect_timeout",
         ),
         (
+            format!("{m}[timers]\nmax_answer_ttl_ms = 0\n"),
+            "timers.max_answer_ttl_ms",
+            "at least 1 ms",
+        ),
+        (
+            format!("{m}[limits]\nrap_groups_per_jap = 0\n"),
+            "limits.rap_groups_per_jap",
+            "at least 1",
+        ),
+        (
+            format!("{m}[timers]\nreplay_skew_ms = 300000\n"),
+            "timers.replay_skew_ms",
+            "below membership.tombstone_time",
+        ),
+        (
             format!("{m}[limits]\nmembers = 0\n"),
             "limits.members",
             "1 ..= 4194304",

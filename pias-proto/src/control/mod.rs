@@ -9,11 +9,17 @@
 //! | version| type   | flags  | rsvd   |          sender proxy id          |
 //!  8                                                                      16
 //! |                      sequence number (u64)                            |
-//! 16                18                20
-//! |  body length    |   reserved      |  body ...  | MAC tag (16 bytes)   |
+//! 16                18                20                                  28
+//! |  body length    |   reserved      |   timestamp (u64, Unix ms)        |
+//! 28
+//! |  body ...  | MAC tag (16 bytes)   |
 //! ```
 //!
-//! The tag is BLAKE3-keyed over bytes `0 .. 20 + body length`. All integers are big-endian. Receivers:
+//! The tag is BLAKE3-keyed over the [`Binding`] (who the message is for) followed by bytes
+//! `0 .. 28 + body length`. The binding is not sent: the sender knows where it sends and the receiver knows
+//! where it listens, so a message recorded on its way to one proxy fails the MAC at any other (SPEC.md
+//! §8.2). The timestamp lets a receiver refuse a message older than its replay windows' memory (a restart,
+//! an expired tombstone). All integers are big-endian. Receivers:
 //! reject a version other than [`VERSION`]; reject an unknown type (counted); ignore bytes of a body beyond
 //! the fields they know (newer senders append fields), but reject a body shorter than the type's minimum;
 //! ignore the flags and reserved bytes (sent as zero).
@@ -37,9 +43,9 @@ use crate::error::{Result, WireError, need, room};
 use crate::geneve::{ETHERTYPE_PIAS_CONTROL, GeneveRepr, HEADER_LEN as GENEVE_LEN};
 
 /// The control protocol version this implementation speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes of the control header.
-pub const HEADER_LEN: usize = 20;
+pub const HEADER_LEN: usize = 28;
 /// Largest control message (header, body and tag) a sender may emit: with Geneve, UDP and an IPv6 header
 /// it still fits the IPv6 minimum MTU of 1280 bytes, so control traffic never needs fragmentation.
 pub const MAX_MESSAGE_LEN: usize = 1200;
@@ -74,6 +80,46 @@ mod field {
     pub(super) const SENDER: core::ops::Range<usize> = 4..8;
     pub(super) const SEQ: core::ops::Range<usize> = 8..16;
     pub(super) const BODY_LEN: core::ops::Range<usize> = 16..18;
+    pub(super) const TIME: core::ops::Range<usize> = 20..28;
+}
+
+/// Who a message is for: the part of the MAC input that is not on the wire (SPEC.md §8.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// A target message to or from a registration address. The registration address is anycast — the same
+    /// at every proxy — so binding it would add nothing; the group key, the cookie and the registration's
+    /// own window carry its protection (SPEC.md §8.2).
+    Target,
+    /// A proxy-to-proxy message for the overlay `vni`, sent to the overlay socket address `receiver`.
+    Overlay {
+        vni: u32,
+        receiver: core::net::SocketAddr,
+    },
+}
+
+impl Binding {
+    /// Bytes of the longest encoding.
+    pub const MAX_LEN: usize = 1 + 4 + 16 + 2;
+
+    /// The MAC prefix: a domain byte (0 target, 1 overlay), then for the overlay the VNI (4), the receiver's
+    /// IP as 16 bytes (IPv4 mapped into IPv6) and its port (2). Returns the buffer and the used length.
+    pub fn encode(&self) -> ([u8; Self::MAX_LEN], usize) {
+        let mut b = [0u8; Self::MAX_LEN];
+        match self {
+            Binding::Target => (b, 1),
+            Binding::Overlay { vni, receiver } => {
+                b[0] = 1;
+                b[1..5].copy_from_slice(&vni.to_be_bytes());
+                let ip = match receiver.ip() {
+                    core::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
+                    core::net::IpAddr::V6(a) => a,
+                };
+                b[5..21].copy_from_slice(&ip.octets());
+                b[21..23].copy_from_slice(&receiver.port().to_be_bytes());
+                (b, Self::MAX_LEN)
+            }
+        }
+    }
 }
 
 /// The header fields a sender chooses for each message.
@@ -83,6 +129,9 @@ pub struct ControlHeader {
     pub sender: crate::ProxyId,
     /// Strictly increasing per sender (and key): the receiver's replay window keys on it (SPEC.md §8.2).
     pub seq: u64,
+    /// The sender's wall clock when it sealed the message, in milliseconds of Unix time; 0 in target
+    /// messages (target hosts' clocks are not trusted to agree with the proxies', SPEC.md §8.2).
+    pub time_ms: u64,
 }
 
 /// A view over a received control message. After construction the body and tag lie inside the buffer.
@@ -122,15 +171,13 @@ impl<'a> ControlPacket<'a> {
         self.buf[field::KIND]
     }
 
-    /// The header's sender and sequence number.
+    /// The header's sender, sequence number and timestamp.
     pub fn header(&self) -> ControlHeader {
         let s = &self.buf[field::SENDER];
-        let q = &self.buf[field::SEQ];
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(q);
         ControlHeader {
             sender: crate::ProxyId(u32::from_be_bytes([s[0], s[1], s[2], s[3]])),
-            seq: u64::from_be_bytes(seq),
+            seq: rd::u64(self.buf, field::SEQ.start),
+            time_ms: rd::u64(self.buf, field::TIME.start),
         }
     }
 
@@ -139,10 +186,16 @@ impl<'a> ControlPacket<'a> {
         &self.buf[HEADER_LEN..HEADER_LEN + self.body_len]
     }
 
-    /// Checks the tag under `key` (constant time).
-    pub fn verify(&self, key: &MacKey) -> Result<()> {
+    /// Checks the tag under `key` for the receiver `bind` (constant time).
+    pub fn verify(&self, key: &MacKey, bind: Binding) -> Result<()> {
         let signed = HEADER_LEN + self.body_len;
-        key.verify(&self.buf[..signed], &self.buf[signed..])
+        let (b, n) = bind.encode();
+        let tag = key.tag_parts(&[&b[..n], &self.buf[..signed]]);
+        if crate::auth::ct_eq(&tag, &self.buf[signed..]) {
+            Ok(())
+        } else {
+            Err(WireError::BadMac)
+        }
     }
 
     /// Decodes the body by type. Decoding is not authentication: call [`ControlPacket::verify`] before
@@ -294,7 +347,7 @@ impl<'a> Message<'a> {
 
     /// Writes header, body and tag into `out`; returns the length. On error nothing the caller may rely on
     /// was written (the buffer is checked before any byte is).
-    pub fn emit(&self, hdr: ControlHeader, key: &MacKey, out: &mut [u8]) -> Result<usize> {
+    pub fn emit(&self, hdr: ControlHeader, key: &MacKey, bind: Binding, out: &mut [u8]) -> Result<usize> {
         let body_len = self.body_len();
         if body_len > MAX_BODY_LEN {
             return Err(WireError::BadLength {
@@ -311,16 +364,26 @@ impl<'a> Message<'a> {
         h[field::SENDER].copy_from_slice(&hdr.sender.0.to_be_bytes());
         h[field::SEQ].copy_from_slice(&hdr.seq.to_be_bytes());
         h[field::BODY_LEN].copy_from_slice(&(body_len as u16).to_be_bytes());
+        h[field::TIME].copy_from_slice(&hdr.time_ms.to_be_bytes());
         self.emit_body(&mut out[HEADER_LEN..HEADER_LEN + body_len])?;
         let signed = HEADER_LEN + body_len;
-        let tag = key.tag(&out[..signed]);
+        let (b, n) = bind.encode();
+        let tag = key.tag_parts(&[&b[..n], &out[..signed]]);
         out[signed..total].copy_from_slice(&tag);
         Ok(total)
     }
 
-    /// Writes a Geneve control frame (header with O bit, VNI, no options) around the message; returns the
-    /// frame length. This is what goes in a UDP datagram to another proxy's overlay port.
-    pub fn emit_frame(&self, vni: u32, hdr: ControlHeader, key: &MacKey, out: &mut [u8]) -> Result<usize> {
+    /// Writes a Geneve control frame (header with O bit, VNI, no options) around the message, bound to
+    /// `vni` and the overlay address `to` it is sent to; returns the frame length. This is what goes in a
+    /// UDP datagram to another proxy's overlay port.
+    pub fn emit_frame(
+        &self,
+        vni: u32,
+        to: core::net::SocketAddr,
+        hdr: ControlHeader,
+        key: &MacKey,
+        out: &mut [u8],
+    ) -> Result<usize> {
         room(out, GENEVE_LEN + self.buffer_len())?;
         GeneveRepr {
             oam: true,
@@ -330,7 +393,12 @@ impl<'a> Message<'a> {
             options_len: 0,
         }
         .emit(out)?;
-        let n = self.emit(hdr, key, &mut out[GENEVE_LEN..])?;
+        let n = self.emit(
+            hdr,
+            key,
+            Binding::Overlay { vni, receiver: to },
+            &mut out[GENEVE_LEN..],
+        )?;
         Ok(GENEVE_LEN + n)
     }
 }

@@ -12,6 +12,16 @@ fn key() -> MacKey {
     MasterKey::from_bytes([0x42; 32]).overlay_key()
 }
 
+/// The binding most tests use (the overlay binding is exercised by its own tests).
+const B: Binding = Binding::Target;
+
+fn overlay(vni: u32, to: &str) -> Binding {
+    Binding::Overlay {
+        vni,
+        receiver: to.parse().unwrap(),
+    }
+}
+
 fn any_ip() -> impl Strategy<Value = IpAddr> {
     prop_oneof![
         any::<[u8; 4]>().prop_map(|o| IpAddr::V4(Ipv4Addr::from(o))),
@@ -161,12 +171,13 @@ fn round_trip(m: Message<'_>, seq: u64) -> Vec<u8> {
     let hdr = ControlHeader {
         sender: ProxyId(3),
         seq,
+        time_ms: 1_700_000_000_123,
     };
     let mut buf = vec![0u8; m.buffer_len()];
-    let n = m.emit(hdr, &key(), &mut buf).unwrap();
+    let n = m.emit(hdr, &key(), B, &mut buf).unwrap();
     assert_eq!(n, buf.len());
     let p = ControlPacket::new_checked(&buf).unwrap();
-    p.verify(&key()).unwrap();
+    p.verify(&key(), B).unwrap();
     assert_eq!(p.header(), hdr);
     let back = p.message().unwrap();
     // Lists compare by content (Wire vs Slice representations).
@@ -176,7 +187,7 @@ fn round_trip(m: Message<'_>, seq: u64) -> Vec<u8> {
         _ => assert_eq!(back, m),
     }
     let mut again = vec![0u8; back.buffer_len()];
-    back.emit(hdr, &key(), &mut again).unwrap();
+    back.emit(hdr, &key(), B, &mut again).unwrap();
     assert_eq!(again, buf, "parse → emit must reproduce the bytes");
     buf
 }
@@ -229,10 +240,10 @@ proptest! {
     /// body length it claimed.
     #[test]
     fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..400), kind: u8) {
-        let _ = ControlPacket::new_checked(&b).map(|p| (p.header(), p.message(), p.verify(&key())));
+        let _ = ControlPacket::new_checked(&b).map(|p| (p.header(), p.message(), p.verify(&key(), B)));
         if let Ok(m) = Message::parse_body(kind, &b) {
             let mut out = vec![0u8; m.buffer_len()];
-            m.emit(ControlHeader { sender: ProxyId(1), seq: 1 }, &key(), &mut out).unwrap();
+            m.emit(ControlHeader { sender: ProxyId(1), seq: 1, time_ms: 5 }, &key(), B, &mut out).unwrap();
         }
     }
 
@@ -241,9 +252,9 @@ proptest! {
     fn any_bit_flip_is_detected(p in any_probe(), bit in 0usize..(HEADER_LEN + Probe::LEN + 16) * 8) {
         let m = Message::Probe(p);
         let mut buf = vec![0u8; m.buffer_len()];
-        m.emit(ControlHeader { sender: ProxyId(9), seq: 77 }, &key(), &mut buf).unwrap();
+        m.emit(ControlHeader { sender: ProxyId(9), seq: 77, time_ms: 5 }, &key(), B, &mut buf).unwrap();
         buf[bit / 8] ^= 1 << (bit % 8);
-        let ok = ControlPacket::new_checked(&buf).and_then(|p| p.verify(&key()));
+        let ok = ControlPacket::new_checked(&buf).and_then(|p| p.verify(&key(), B));
         prop_assert!(ok.is_err());
     }
 }
@@ -257,28 +268,31 @@ fn golden_probe_bytes() {
         digest: 0xAA,
         coord: [0; 16],
     });
-    let mut buf = [0u8; 76];
+    let mut buf = [0u8; 84];
     let n = m
         .emit(
             ControlHeader {
                 sender: ProxyId(0x01020304),
                 seq: 0x1122,
+                time_ms: 1_700_000_000_000,
             },
             &key(),
+            B,
             &mut buf,
         )
         .unwrap();
-    assert_eq!(n, 76);
+    assert_eq!(n, 84);
     assert_eq!(
-        &buf[..28],
+        &buf[..36],
         &[
-            1, 0x01, 0, 0, 1, 2, 3, 4, // version, type, flags, reserved, sender
+            2, 0x01, 0, 0, 1, 2, 3, 4, // version, type, flags, reserved, sender
             0, 0, 0, 0, 0, 0, 0x11, 0x22, // seq
             0, 40, 0, 0, // body length, reserved
+            0, 0, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, // timestamp 1_700_000_000_000 ms
             1, 2, 3, 4, 5, 6, 7, 8, // nonce
         ]
     );
-    assert_eq!(&buf[28..36], &[0, 0, 0, 9, 0, 0, 0, 10]);
+    assert_eq!(&buf[36..44], &[0, 0, 0, 9, 0, 0, 0, 10]);
 }
 
 #[test]
@@ -289,8 +303,10 @@ fn framing_errors_are_typed() {
         ControlHeader {
             sender: ProxyId(1),
             seq: 1,
+            time_ms: 1_700_000_000_000,
         },
         &key(),
+        B,
         &mut buf,
     )
     .unwrap();
@@ -308,10 +324,10 @@ fn framing_errors_are_typed() {
         ControlPacket::new_checked(&long),
         Err(WireError::BadLength { .. })
     ));
-    let mut v2 = buf.clone();
-    v2[0] = 2;
+    let mut v1 = buf.clone();
+    v1[0] = 1;
     assert!(matches!(
-        ControlPacket::new_checked(&v2),
+        ControlPacket::new_checked(&v1),
         Err(WireError::BadVersion { .. })
     ));
     let mut unknown = buf.clone();
@@ -322,7 +338,7 @@ fn framing_errors_are_typed() {
     ));
     let other = MasterKey::from_bytes([1; 32]).overlay_key();
     assert_eq!(
-        ControlPacket::new_checked(&buf).unwrap().verify(&other),
+        ControlPacket::new_checked(&buf).unwrap().verify(&other, B),
         Err(WireError::BadMac)
     );
     // A too-small output buffer is an error that writes nothing.
@@ -331,9 +347,11 @@ fn framing_errors_are_typed() {
         m.emit(
             ControlHeader {
                 sender: ProxyId(1),
-                seq: 1
+                seq: 1,
+                time_ms: 1_700_000_000_000,
             },
             &key(),
+            B,
             &mut small
         ),
         Err(WireError::BufferTooSmall { .. })
@@ -392,9 +410,11 @@ fn geneve_control_frame() {
     let n = m
         .emit_frame(
             0x00abcd,
+            "192.0.2.1:6081".parse().unwrap(),
             ControlHeader {
                 sender: ProxyId(2),
                 seq: 3,
+                time_ms: 1_700_000_000_000,
             },
             &key(),
             &mut out,
@@ -404,7 +424,7 @@ fn geneve_control_frame() {
         crate::tunnel::Frame::Control(g) => {
             assert_eq!(g.vni(), 0xabcd);
             let p = ControlPacket::new_checked(g.payload()).unwrap();
-            p.verify(&key()).unwrap();
+            p.verify(&key(), overlay(0x00abcd, "192.0.2.1:6081")).unwrap();
             assert_eq!(p.message().unwrap(), m);
         }
         crate::tunnel::Frame::Data(_) => panic!("control frame parsed as data"),
@@ -433,11 +453,87 @@ fn list_capacities_fit_the_size_limit() {
         m.emit(
             ControlHeader {
                 sender: ProxyId(1),
-                seq: 1
+                seq: 1,
+                time_ms: 1_700_000_000_000,
             },
             &key(),
+            B,
             &mut out
         ),
         Err(WireError::BadLength { .. })
     ));
+}
+
+/// The MAC binds each field of the overlay binding: a message sealed for one receiver, VNI or domain fails
+/// at any other, so a frame recorded on its way to proxy A is refused by proxy B (SPEC.md §8.2).
+#[test]
+fn mac_binds_receiver_vni_and_domain() {
+    let m = Message::Join(ProxyRecord {
+        id: ProxyId(4),
+        incarnation: 1,
+        version: 1,
+        status: MemberStatus::Alive,
+        addr: "192.0.2.4:6081".parse().unwrap(),
+        coord: [0; 16],
+    });
+    let hdr = ControlHeader {
+        sender: ProxyId(4),
+        seq: 1,
+        time_ms: 1,
+    };
+    let to_a = overlay(7, "192.0.2.1:6081");
+    let mut buf = vec![0u8; m.buffer_len()];
+    m.emit(hdr, &key(), to_a, &mut buf).unwrap();
+    let p = ControlPacket::new_checked(&buf).unwrap();
+    assert_eq!(p.verify(&key(), to_a), Ok(()));
+    for other in [
+        overlay(7, "192.0.2.2:6081"),          // another proxy
+        overlay(7, "192.0.2.1:6082"),          // another port of the same host
+        overlay(8, "192.0.2.1:6081"),          // another overlay
+        overlay(7, "[::ffff:192.0.2.2]:6081"), // another proxy, in mapped form
+        Binding::Target,
+    ] {
+        assert_eq!(p.verify(&key(), other), Err(WireError::BadMac), "{other:?}");
+    }
+    // An IPv4 receiver and its IPv4-mapped IPv6 form are one address.
+    assert_eq!(p.verify(&key(), overlay(7, "[::ffff:192.0.2.1]:6081")), Ok(()));
+}
+
+proptest! {
+    /// Changing any field of the binding (VNI, any receiver address bit, port) breaks the tag, and so does
+    /// changing the timestamp in the header.
+    #[test]
+    fn binding_and_timestamp_are_authenticated(
+        vni in 0u32..(1 << 24),
+        ip: [u8; 16],
+        port: u16,
+        which in 0usize..4,
+        bit in 0usize..128,
+        time_ms: u64,
+    ) {
+        let to = SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port);
+        let bind = Binding::Overlay { vni, receiver: to };
+        let m = Message::Pull(Pull { depth: 0, prefix: 0 });
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(ControlHeader { sender: ProxyId(1), seq: 1, time_ms }, &key(), bind, &mut buf).unwrap();
+        prop_assert_eq!(ControlPacket::new_checked(&buf).unwrap().header().time_ms, time_ms);
+        let wrong = match which {
+            0 => Binding::Overlay { vni: vni ^ (1 << (bit % 24)), receiver: to },
+            1 => {
+                let mut o = ip;
+                o[bit / 8] ^= 1 << (bit % 8);
+                Binding::Overlay { vni, receiver: SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port) }
+            }
+            2 => Binding::Overlay { vni, receiver: SocketAddr::new(to.ip(), port ^ (1 << (bit % 16))) },
+            _ => {
+                // The timestamp: flip one of its bits on the wire.
+                buf[20 + (bit % 64) / 8] ^= 1 << (bit % 8);
+                bind
+            }
+        };
+        prop_assert_eq!(
+            ControlPacket::new_checked(&buf).unwrap().verify(&key(), wrong),
+            Err(WireError::BadMac)
+        );
+    }
 }

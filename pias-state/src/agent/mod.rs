@@ -65,7 +65,8 @@ use std::collections::VecDeque;
 
 use pias_proto::auth::MacKey;
 use pias_proto::control::{
-    COOKIE_LEN, ControlHeader, ControlPacket, DeliveryMode, Message, RegAckStatus, Register, TargetOp,
+    Binding, COOKIE_LEN, ControlHeader, ControlPacket, DeliveryMode, Message, RegAckStatus, Register,
+    TargetOp,
 };
 use pias_proto::{ProxyId, TransportAddr, WireError};
 
@@ -415,7 +416,8 @@ impl TargetAgent {
         if !ours {
             return Err(AgentError::NotForUs);
         }
-        pkt.verify(&self.cfg.key).map_err(|_| AgentError::BadMac)?;
+        pkt.verify(&self.cfg.key, Binding::Target)
+            .map_err(|_| AgentError::BadMac)?;
         let seq = pkt.header().seq;
         // Replies come from whichever proxy anycast reaches, each with its own sequence numbers: Acks are
         // checked per JAP id, Challenges in a window that starts afresh with each registration attempt.
@@ -689,8 +691,9 @@ impl TargetAgent {
         let hdr = ControlHeader {
             sender: ProxyId::NONE,
             seq: probe.next_seq(),
+            time_ms: 0,
         };
-        let n = msg.emit(hdr, &self.cfg.key, buf).ok()?;
+        let n = msg.emit(hdr, &self.cfg.key, Binding::Target, buf).ok()?;
         self.seq = probe;
         self.next_send = now + self.refresh;
         match msg {

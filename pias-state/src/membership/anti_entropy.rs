@@ -118,6 +118,7 @@ impl Membership {
 
     pub(super) fn emit_ae(
         &mut self,
+        now: Instant,
         pid: u32,
         sealer: &mut Sealer,
         buf: &mut [u8],
@@ -144,7 +145,7 @@ impl Membership {
                     hashes,
                     counts: counts.map(sat16),
                 });
-                let Some(len) = sealer.seal(&msg, buf) else {
+                let Some(len) = sealer.seal(now, addr, &msg, buf) else {
                     return Step::Blocked;
                 };
                 self.pop_ae(pid, 1, None);
@@ -155,7 +156,7 @@ impl Membership {
                 })
             }
             AeJob::Pull { depth, prefix } => {
-                let Some(len) = sealer.seal(&Message::Pull(Pull { depth, prefix }), buf) else {
+                let Some(len) = sealer.seal(now, addr, &Message::Pull(Pull { depth, prefix }), buf) else {
                     return Step::Blocked;
                 };
                 self.pop_ae(pid, 1, None);
@@ -198,7 +199,7 @@ impl Membership {
                     return Step::Skip;
                 }
                 let msg = Message::Records(Records::Slice(&scratch[..n]));
-                let Some(len) = sealer.seal(&msg, buf) else {
+                let Some(len) = sealer.seal(now, addr, &msg, buf) else {
                     return Step::Blocked;
                 };
                 self.pop_ae(pid, done, partial);

@@ -40,6 +40,7 @@ impl Membership {
 
     pub(super) fn emit_flood(
         &mut self,
+        now: Instant,
         pid: u32,
         sealer: &mut Sealer,
         buf: &mut [u8],
@@ -78,7 +79,7 @@ impl Membership {
             return Step::Skip;
         }
         let msg = Message::Records(Records::Slice(&scratch[..n]));
-        let Some(len) = sealer.seal(&msg, buf) else {
+        let Some(len) = sealer.seal(now, addr, &msg, buf) else {
             return Step::Blocked;
         };
         if let Some(p) = self.peers.get_mut(&pid) {

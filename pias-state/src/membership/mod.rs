@@ -655,7 +655,7 @@ impl Membership {
         // 2. Flooding, at the tick.
         if self.flood_due {
             while let Some(&pid) = self.flush.last() {
-                match self.emit_flood(pid, sealer, buf, &mut scratch) {
+                match self.emit_flood(now, pid, sealer, buf, &mut scratch) {
                     Step::Sent(t) => return Some(self.sent(t)),
                     Step::Skip => {
                         self.flush.pop();
@@ -680,7 +680,7 @@ impl Membership {
             let Some(pid) = self.ae_ring.pop_front() else {
                 break;
             };
-            match self.emit_ae(pid, sealer, buf, &mut scratch) {
+            match self.emit_ae(now, pid, sealer, buf, &mut scratch) {
                 Step::Sent(t) => {
                     self.ae_left -= 1;
                     self.requeue_ae(pid);

@@ -64,7 +64,7 @@ impl Membership {
                     return Step::Skip;
                 };
                 let msg = Message::Probe(self.probe_body(nonce));
-                let Some(len) = sealer.seal(&msg, buf) else {
+                let Some(len) = sealer.seal(now, addr, &msg, buf) else {
                     return Step::Blocked;
                 };
                 if let Some(p) = self.peers.get_mut(&to)
@@ -80,7 +80,7 @@ impl Membership {
             }
             Out::Ack { addr, nonce } => {
                 let msg = Message::ProbeAck(self.probe_body(nonce));
-                let Some(len) = sealer.seal(&msg, buf) else {
+                let Some(len) = sealer.seal(now, addr, &msg, buf) else {
                     return Step::Blocked;
                 };
                 self.counters.acks_sent += 1;
@@ -91,7 +91,7 @@ impl Membership {
             }
             Out::Join { addr } => {
                 let msg = Message::Join(self.me);
-                let Some(len) = sealer.seal(&msg, buf) else {
+                let Some(len) = sealer.seal(now, addr, &msg, buf) else {
                     return Step::Blocked;
                 };
                 self.counters.joins_sent += 1;
@@ -112,7 +112,7 @@ impl Membership {
                     return Step::Skip;
                 }
                 let msg = Message::Records(Records::Slice(&scratch[..n]));
-                let Some(len) = sealer.seal(&msg, buf) else {
+                let Some(len) = sealer.seal(now, addr, &msg, buf) else {
                     return Step::Blocked;
                 };
                 self.counters.records_out += n as u64;

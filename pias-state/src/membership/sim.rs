@@ -13,6 +13,7 @@ use pias_proto::tunnel::Frame;
 
 use super::{MemberEvent, Membership, MembershipConfig};
 use crate::coords::Coord;
+use crate::replay::Freshness;
 use crate::seal::{Dest, Sealer};
 use crate::time::Instant;
 
@@ -22,6 +23,8 @@ pub(super) const RING_KEY: SipKey = SipKey {
 };
 const MAC: [u8; 32] = [7; 32];
 const VNI: u32 = 42;
+/// Wall-clock time of the simulation's `Instant::ZERO` (any fixed value: every node shares the clock).
+const SIM_WALL_ORIGIN_MS: u64 = 1_700_000_000_000;
 
 pub(super) fn addr_of(i: usize) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8)), 6081)
@@ -98,7 +101,13 @@ impl Net {
             net.by_addr.insert(addr_of(i), i);
             net.nodes.push(Node {
                 m,
-                sealer: Sealer::new(ProxyId(id), VNI, MacKey::from_bytes(MAC), 1),
+                sealer: Sealer::new(
+                    ProxyId(id),
+                    VNI,
+                    MacKey::from_bytes(MAC),
+                    1,
+                    Freshness::new(SIM_WALL_ORIGIN_MS, 30_000, start),
+                ),
                 up: true,
                 events: Vec::new(),
                 next: Some(start),
@@ -180,9 +189,11 @@ impl Net {
             panic!("membership frames are control frames")
         };
         let pkt = ControlPacket::new_checked(g.payload()).expect("well-formed control message");
-        pkt.verify(node.sealer.key()).expect("MAC verifies");
+        let hdr = node
+            .sealer
+            .open(self.now, addr_of(to), &pkt)
+            .expect("MAC verifies for its receiver, timestamp fresh");
         let msg = pkt.message().expect("body parses");
-        let hdr = pkt.header();
         if node.m.accept(hdr.sender, hdr.seq, pkt.kind()).is_ok() {
             node.m.handle(self.now, addr_of(from), hdr.sender, &msg);
             self.delivered += 1;

@@ -29,7 +29,13 @@ fn solo(cfg: MembershipConfig) -> Membership {
 }
 
 fn sealer(id: u32) -> Sealer {
-    Sealer::new(ProxyId(id), 42, MacKey::from_bytes([7; 32]), 1)
+    Sealer::new(
+        ProxyId(id),
+        42,
+        MacKey::from_bytes([7; 32]),
+        1,
+        crate::replay::Freshness::new(0, 30_000, Instant::ZERO),
+    )
 }
 
 /// Drains every frame, parsed back into (destination, kind, records carried).

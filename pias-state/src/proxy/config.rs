@@ -35,6 +35,13 @@ pub struct ProxyConfig {
     /// The seed of the random choices that need no secrecy (probe phase, `random` target choice): it makes
     /// simulations reproducible and never derives a secret (those are [`crate::secrets::Secrets`], §8.1).
     pub seed: u64,
+    /// The wall-clock time (Unix milliseconds) of the core's `Instant::ZERO`: the core reads no clock, so
+    /// the driver tells it what its origin was (wall time = `wall_origin_ms` + `now`). Control messages are
+    /// stamped with it and checked against it (SPEC.md §8.2).
+    pub wall_origin_ms: u64,
+    /// How far a received control message's timestamp may be from this proxy's wall clock (SPEC.md §8.2):
+    /// the longest a replay into a forgotten window stays possible, and the clock disagreement tolerated.
+    pub replay_skew: Duration,
     /// Registration anycast addresses (targets send to these, port 6082).
     pub registration_addrs: Vec<IpAddr>,
     /// The anycast prefixes this proxy serves (routed into its TUN): part of the overlay's own space, which
@@ -84,6 +91,8 @@ impl ProxyConfig {
             data_key_epoch: 0,
             incarnation: 1,
             seed: u64::from(id.0),
+            wall_origin_ms: 0,
+            replay_skew: Duration::from_secs(30),
             registration_addrs,
             anycast_prefixes: Vec::new(),
             overlay_prefixes: Vec::new(),
@@ -207,6 +216,13 @@ impl ProxyConfig {
                 "must exceed the reports' refresh (default 3 × 30 s = 90 s)",
             ));
         }
+        if self.rap.cache_ttl > self.iap.max_ttl {
+            return Err(ConfigError::field(
+                ConfigPart::Rap,
+                "cache_ttl",
+                "must not exceed iap.max_ttl (default 300 s): IAPs cap what an Answer's TTL may say",
+            ));
+        }
         self.registry.validate().map_err(ConfigError::from)?;
         self.nat.validate().map_err(|e| {
             // A duplicate is reported at its second occurrence.
@@ -228,6 +244,15 @@ impl ProxyConfig {
             ));
         }
         self.policies.validate()?;
+        // After the membership's own checks, so a bad tombstone_time is reported as itself.
+        if self.replay_skew.is_zero() || self.replay_skew >= self.membership.tombstone_time {
+            return Err(ConfigError::field(
+                P,
+                "replay_skew",
+                "must be above 0 and below membership.tombstone_time (30 s is the default): a Join replayed \
+                 after its sender's tombstone expired must be stale",
+            ));
+        }
         Ok(())
     }
 }

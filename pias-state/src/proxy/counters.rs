@@ -38,6 +38,8 @@ counters! {
         /// TO_TARGET frames refused (wrong source, or an inner packet a tunnel target may not send).
         drop_tunnel_reply_refused,
         drop_bad_mac,
+        /// Control messages refused for their timestamp (SPEC.md §8.2).
+        drop_stale,
         drop_rejected,
         drop_data_from_stranger,
         drop_hops_exhausted,
@@ -110,6 +112,7 @@ impl Proxy {
                 DropReason::BadTag => c.drop_bad_tag += 1,
                 DropReason::TunnelReplyRefused => c.drop_tunnel_reply_refused += 1,
                 DropReason::BadMac => c.drop_bad_mac += 1,
+                DropReason::Stale => c.drop_stale += 1,
                 DropReason::Rejected => c.drop_rejected += 1,
                 DropReason::DataFromStranger => c.drop_data_from_stranger += 1,
                 DropReason::HopsExhausted => c.drop_hops_exhausted += 1,

@@ -37,6 +37,8 @@ pub enum DropReason {
     /// is not from a group that target serves or is addressed into the overlay's own space (SPEC.md §11.6).
     TunnelReplyRefused,
     BadMac,
+    /// A control message whose timestamp is outside the skew window or before this proxy started (§8.2).
+    Stale,
     Rejected,
     DataFromStranger,
     HopsExhausted,

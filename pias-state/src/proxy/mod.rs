@@ -153,7 +153,12 @@ impl Proxy {
         let me = cfg.id;
         let ring_key = cfg.master_key.ring_key();
         let flow_key = cfg.master_key.flow_key();
-        let sealer = Sealer::new(me, cfg.vni, cfg.master_key.overlay_key(), cfg.incarnation);
+        let clock = crate::replay::Freshness::new(
+            cfg.wall_origin_ms,
+            u64::try_from(cfg.replay_skew.as_millis()).unwrap_or(u64::MAX),
+            now,
+        );
+        let sealer = Sealer::new(me, cfg.vni, cfg.master_key.overlay_key(), cfg.incarnation, clock);
         let mut rng = crate::rng::SplitMix::new(cfg.seed);
         let own = ProxyRecord {
             id: me,
@@ -383,7 +388,7 @@ impl Proxy {
             return Some(t);
         }
         while let Some(out) = self.outbox.pop_front() {
-            if let Some(t) = self.seal_out(out, buf) {
+            if let Some(t) = self.seal_out(now, out, buf) {
                 return Some(t);
             }
         }

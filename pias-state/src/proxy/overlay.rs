@@ -10,7 +10,7 @@ use pias_proto::geneve::UDP_PORT as OVERLAY_PORT;
 use pias_proto::tunnel::{DATA_HEADER_LEN, DataHeader, Frame, flags, write_tag};
 use pias_proto::{ProxyId, TransportAddr};
 
-use crate::seal::{Dest, Transmit};
+use crate::seal::{Dest, OpenError, Transmit};
 use crate::time::Instant;
 
 use super::{DropReason, PacketBuf, Proxy, Verdict};
@@ -81,10 +81,12 @@ impl Proxy {
         let Ok(cp) = ControlPacket::new_checked(payload) else {
             return Verdict::Drop(DropReason::Malformed);
         };
-        if cp.verify(self.sealer.key()).is_err() {
-            return Verdict::Drop(DropReason::BadMac);
-        }
-        let hdr = cp.header();
+        // MAC bound to this receiver and VNI, then a fresh timestamp, then the sequence window (§8.2).
+        let hdr = match self.sealer.open(now, self.cfg.overlay_addr, &cp) {
+            Ok(h) => h,
+            Err(OpenError::BadMac) => return Verdict::Drop(DropReason::BadMac),
+            Err(OpenError::Stale(_)) => return Verdict::Drop(DropReason::Stale),
+        };
         if self.membership.accept(hdr.sender, hdr.seq, cp.kind()).is_err() {
             return Verdict::Drop(DropReason::Rejected);
         }
@@ -118,8 +120,9 @@ impl Proxy {
             Message::Answer(a) => {
                 let m = &self.membership;
                 let me = self.me;
-                let c = self.iap.install(now, &a, |id| id == me || m.is_usable(id));
-                self.push_cache_event(c);
+                if let Some(c) = self.iap.accept_answer(now, &a, |id| id == me || m.is_usable(id)) {
+                    self.push_cache_event(c);
+                }
             }
             Message::Invalidate(inv) => {
                 if let Some(c) = self.iap.invalidate(&inv.group, sender) {
@@ -139,7 +142,7 @@ impl Proxy {
         self.outbox.push_back(o);
     }
 
-    pub(super) fn seal_out(&mut self, out: Out, buf: &mut [u8]) -> Option<Transmit> {
+    pub(super) fn seal_out(&mut self, now: Instant, out: Out, buf: &mut [u8]) -> Option<Transmit> {
         let (to, msg) = match out {
             Out::Answer { to, answer } => (to, Message::Answer(answer)),
             Out::ReportAck { to, seq } => (to, Message::ReportAck(ReportAck { acked_seq: seq })),
@@ -147,7 +150,7 @@ impl Proxy {
             Out::Invalidate { to, group, reason } => (to, Message::Invalidate(Invalidate { group, reason })),
         };
         let addr = self.addr_of(to)?;
-        let len = self.sealer.seal(&msg, buf)?;
+        let len = self.sealer.seal(now, addr, &msg, buf)?;
         Some(Transmit {
             dest: Dest::Overlay(addr),
             len,

@@ -272,7 +272,8 @@ impl Reporter {
             && let Some(mut inf) = self.inflight.remove(&seq)
             && membership.is_usable(inf.rap)
             && let Some(addr) = membership.get(inf.rap).map(|m| m.addr())
-            && let Some((len, seq)) = sealer.seal_seq(&Message::Report(Reports::Slice(&inf.entries)), buf)
+            && let Some((len, seq)) =
+                sealer.seal_seq(now, addr, &Message::Report(Reports::Slice(&inf.entries)), buf)
         {
             self.counters.retransmits += 1;
             inf.rto = (inf.rto * 2).min(self.cfg.rto_max);
@@ -298,7 +299,9 @@ impl Reporter {
                 let Some(addr) = membership.get(rap).map(|m| m.addr()) else {
                     continue;
                 };
-                let Some((len, seq)) = sealer.seal_seq(&Message::Report(Reports::Slice(&list)), buf) else {
+                let Some((len, seq)) =
+                    sealer.seal_seq(now, addr, &Message::Report(Reports::Slice(&list)), buf)
+                else {
                     continue;
                 };
                 self.counters.messages += 1;

@@ -36,6 +36,12 @@ fn config_errors_name_the_field() {
     let mut c = cfg();
     c.vni = 1 << 24;
     assert_eq!(c.validate().unwrap_err().field, "vni");
+    // A skew as long as the tombstone time would let a departed proxy's Join outlive its tombstone.
+    for skew in [Duration::ZERO, cfg().membership.tombstone_time] {
+        let mut c = cfg();
+        c.replay_skew = skew;
+        assert_eq!(c.validate().unwrap_err().field, "replay_skew");
+    }
 }
 
 /// `ProxyConfig::validate` runs every sub-configuration's checks: one bad value per part is reported with
@@ -500,7 +506,13 @@ fn tunnel_delivery_needs_the_registration_at_the_bindings_address() {
 fn a_jap_changing_address_re_announces_the_groups_naming_it() {
     let mut l = Lone::new(|_| {});
     let key = MasterKey::from_bytes([3; 32]);
-    let mut two = Sealer::new(ProxyId(2), 1, key.overlay_key(), 1);
+    let mut two = Sealer::new(
+        ProxyId(2),
+        1,
+        key.overlay_key(),
+        1,
+        crate::replay::Freshness::new(0, 30_000, Instant::ZERO),
+    );
     let (a, b): (SocketAddr, SocketAddr) = (
         "10.0.0.2:6081".parse().unwrap(),
         "10.0.0.22:6081".parse().unwrap(),
@@ -515,7 +527,14 @@ fn a_jap_changing_address_re_announces_the_groups_naming_it() {
     };
     let mut send = |l: &mut Lone, msg: Message<'_>, from: SocketAddr| {
         let mut raw = [0u8; 1600];
-        let n = two.seal(&msg, &mut raw[HEADROOM..]).unwrap();
+        let n = two
+            .seal(
+                l.now,
+                "10.0.0.1:6081".parse().unwrap(),
+                &msg,
+                &mut raw[HEADROOM..],
+            )
+            .unwrap();
         let mut pb = PacketBuf::new(&mut raw, HEADROOM, HEADROOM + n);
         assert_eq!(l.p.handle_overlay(l.now, from, &mut pb), Verdict::Consumed);
         core::iter::from_fn(|| l.p.poll_event()).collect::<Vec<_>>()
@@ -537,6 +556,13 @@ fn a_jap_changing_address_re_announces_the_groups_naming_it() {
                 weight: 1,
             }],
         );
+        // Unsolicited: ignored, counted.
+        let before = l.p.iap().counters().answers_ignored;
+        assert_eq!(send(&mut l, Message::Answer(answer), a), []);
+        assert!(l.p.cache_entry(&g).is_none());
+        assert_eq!(l.p.iap().counters().answers_ignored, before + 1);
+        // The IAP asked (a client packet missed): only then is an Answer taken (SPEC.md §9.3).
+        l.p.iap.route(l.now, &g, 0);
         let ev = send(&mut l, Message::Answer(answer), a);
         assert_eq!(ev, [Event::CacheInstalled { group: g }]);
     }
@@ -794,4 +820,182 @@ fn tunnel_replies_come_from_the_target_and_stay_out_of_the_overlay() {
     assert_eq!(l.overlay("10.9.9.9:6081", &ok), Verdict::Drop(DropReason::BadTag));
     let c = l.p.counters();
     assert!(c.drop_tunnel_reply_refused + c.drop_bad_destination >= 9);
+}
+
+/// Replay defences at one receiver (SPEC.md §8.2): the MAC binds the receiver and VNI, timestamps bound a
+/// message's age, and neither a restart nor an expired tombstone re-opens what was recorded earlier.
+mod replay_defences {
+    use super::*;
+    use crate::replay::Freshness;
+    use crate::seal::Sealer;
+    use pias_proto::control::{MemberStatus, ProxyRecord, Records};
+
+    const ORIGIN: u64 = 1_700_000_000_000;
+    const ME: &str = "10.0.0.1:6081";
+    const TWO: &str = "10.0.0.2:6081";
+
+    fn config() -> ProxyConfig {
+        let mut c = cfg();
+        c.wall_origin_ms = ORIGIN;
+        c
+    }
+
+    /// Proxy 2's sealer, sharing the wall clock.
+    fn two() -> Sealer {
+        Sealer::new(
+            ProxyId(2),
+            1,
+            MasterKey::from_bytes([3; 32]).overlay_key(),
+            1,
+            Freshness::new(ORIGIN, 30_000, Instant::ZERO),
+        )
+    }
+
+    fn record(version: u32, status: MemberStatus) -> ProxyRecord {
+        ProxyRecord {
+            id: ProxyId(2),
+            incarnation: 1,
+            version,
+            status,
+            addr: TWO.parse().unwrap(),
+            coord: crate::coords::Coord::new().to_bytes(),
+        }
+    }
+
+    fn seal(s: &mut Sealer, at: Instant, to: &str, msg: &Message<'_>) -> Vec<u8> {
+        let mut b = vec![0u8; 1600];
+        let n = s.seal(at, to.parse().unwrap(), msg, &mut b).unwrap();
+        b.truncate(n);
+        b
+    }
+
+    fn feed(p: &mut Proxy, now: Instant, frame: &[u8]) -> Verdict {
+        let mut raw = vec![0u8; HEADROOM + frame.len()];
+        raw[HEADROOM..].copy_from_slice(frame);
+        let end = raw.len();
+        let mut pb = PacketBuf::new(&mut raw, HEADROOM, end);
+        let v = p.handle_overlay(now, TWO.parse().unwrap(), &mut pb);
+        let mut out = [0u8; 2048];
+        while p.poll_transmit(now, &mut out).is_some() {}
+        while p.poll_event().is_some() {}
+        v
+    }
+
+    #[test]
+    fn a_frame_for_another_receiver_or_vni_is_refused() {
+        let now = Instant::from_secs(10);
+        let mut p = Proxy::new(config(), &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap();
+        let mut s = two();
+        let join = Message::Join(record(1, MemberStatus::Alive));
+        // Recorded on its way to proxy 9: refused here, nothing learnt.
+        assert_eq!(
+            feed(&mut p, now, &seal(&mut s, now, "10.0.0.9:6081", &join)),
+            Verdict::Drop(DropReason::BadMac)
+        );
+        // Sealed for this address under another VNI.
+        let mut other_vni = Sealer::new(
+            ProxyId(2),
+            2,
+            MasterKey::from_bytes([3; 32]).overlay_key(),
+            1,
+            Freshness::new(ORIGIN, 30_000, Instant::ZERO),
+        );
+        let mut f = seal(&mut other_vni, now, ME, &join);
+        f[4..7].copy_from_slice(&[0, 0, 1]); // the Geneve VNI says 1: only the MAC knows better
+        assert_eq!(feed(&mut p, now, &f), Verdict::Drop(DropReason::BadMac));
+        assert!(p.membership().get(ProxyId(2)).is_none());
+        assert_eq!(p.counters().drop_bad_mac, 2);
+        // Sealed for this proxy: accepted once, then a replay.
+        let ok = seal(&mut s, now, ME, &join);
+        assert_eq!(feed(&mut p, now, &ok), Verdict::Consumed);
+        assert!(p.membership().get(ProxyId(2)).is_some());
+        assert_eq!(feed(&mut p, now, &ok), Verdict::Drop(DropReason::Rejected));
+    }
+
+    #[test]
+    fn stale_and_future_timestamps_are_refused() {
+        let now = Instant::from_secs(100);
+        let mut p = Proxy::new(config(), &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap();
+        let mut s = two();
+        let join = Message::Join(record(1, MemberStatus::Alive));
+        for at in [Instant::from_secs(69), Instant::from_secs(131)] {
+            assert_eq!(
+                feed(&mut p, now, &seal(&mut s, at, ME, &join)),
+                Verdict::Drop(DropReason::Stale),
+                "{at:?}"
+            );
+        }
+        assert_eq!(p.counters().drop_stale, 2);
+        assert!(p.membership().get(ProxyId(2)).is_none());
+        // Within the skew either way: accepted.
+        assert_eq!(
+            feed(&mut p, now, &seal(&mut s, Instant::from_secs(71), ME, &join)),
+            Verdict::Consumed
+        );
+    }
+
+    /// A restarted receiver has lost its windows: what was sent to its previous life is refused by time.
+    #[test]
+    fn a_receiver_restart_does_not_reopen_old_frames() {
+        let mut s = two();
+        let t0 = Instant::from_secs(10);
+        let mut p = Proxy::new(config(), &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap();
+        let join = seal(&mut s, t0, ME, &Message::Join(record(1, MemberStatus::Alive)));
+        let left = seal(
+            &mut s,
+            t0,
+            ME,
+            &Message::Records(Records::Slice(&[record(2, MemberStatus::Left)])),
+        );
+        assert_eq!(feed(&mut p, t0, &join), Verdict::Consumed);
+        assert_eq!(feed(&mut p, t0, &left), Verdict::Consumed);
+        // Restart 1 s later, well inside the skew.
+        let t1 = Instant::from_secs(11);
+        let mut p = Proxy::new(config(), &Secrets::from_seed_for_tests(1), t1).unwrap();
+        assert_eq!(feed(&mut p, t1, &join), Verdict::Drop(DropReason::Stale));
+        assert!(p.membership().get(ProxyId(2)).is_none());
+        assert_eq!(
+            feed(
+                &mut p,
+                t1,
+                &seal(&mut s, t1, ME, &Message::Join(record(1, MemberStatus::Alive)))
+            ),
+            Verdict::Consumed,
+            "a Join sealed after the restart is accepted"
+        );
+    }
+
+    /// A departed proxy's recorded Join, replayed after its tombstone expired, is stale: it does not bring
+    /// the proxy back as Alive.
+    #[test]
+    fn a_departed_proxys_join_after_tombstone_expiry_is_refused() {
+        let mut s = two();
+        let t0 = Instant::from_secs(10);
+        let mut p = Proxy::new(config(), &Secrets::from_seed_for_tests(1), Instant::ZERO).unwrap();
+        let join = seal(&mut s, t0, ME, &Message::Join(record(1, MemberStatus::Alive)));
+        assert_eq!(feed(&mut p, t0, &join), Verdict::Consumed);
+        let left = seal(
+            &mut s,
+            t0,
+            ME,
+            &Message::Records(Records::Slice(&[record(2, MemberStatus::Left)])),
+        );
+        assert_eq!(feed(&mut p, t0, &left), Verdict::Consumed);
+        assert_eq!(
+            p.membership().get(ProxyId(2)).unwrap().record.status,
+            MemberStatus::Left
+        );
+        // Past the tombstone time: the record and its window are gone.
+        let mut now = t0;
+        let end = t0 + p.config().membership.tombstone_time + Duration::from_secs(5);
+        while now < end {
+            now += Duration::from_secs(1);
+            p.handle_timeout(now);
+            let mut out = [0u8; 2048];
+            while p.poll_transmit(now, &mut out).is_some() {}
+        }
+        assert!(p.membership().get(ProxyId(2)).is_none(), "tombstone expired");
+        assert_eq!(feed(&mut p, now, &join), Verdict::Drop(DropReason::Stale));
+        assert!(p.membership().get(ProxyId(2)).is_none());
+    }
 }

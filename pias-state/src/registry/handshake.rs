@@ -154,7 +154,8 @@ impl Registry {
             return Err(RegistryError::AddressFamily);
         }
         let (key, cached) = self.group_key(&group);
-        pkt.verify(&key).map_err(|_| RegistryError::BadMac)?;
+        pkt.verify(&key, pias_proto::control::Binding::Target)
+            .map_err(|_| RegistryError::BadMac)?;
         if !cached && self.keys.insert(group, key.clone()).is_some() {
             self.counters.keys_evicted += 1;
         }
@@ -465,11 +466,13 @@ impl Registry {
         let hdr = ControlHeader {
             sender: ProxyId::NONE,
             seq: probe.next_seq(),
+            time_ms: 0,
         };
         let (src, dst) = (reply.local.ip(), reply.to.ip());
         msg.emit(
             hdr,
             &reply.key,
+            pias_proto::control::Binding::Target,
             &mut buf[ip_len + pias_proto::udp::HEADER_LEN..total],
         )
         .ok()?;

@@ -223,8 +223,10 @@ fn register_bytes(
         ControlHeader {
             sender: ProxyId::NONE,
             seq,
+            time_ms: 0,
         },
         key,
+        pias_proto::control::Binding::Target,
         &mut b,
     )
     .unwrap();
@@ -246,8 +248,10 @@ fn op_bytes(key: &MacKey, g: &TransportAddr, s: &TransportAddr, seq: u64, refres
         ControlHeader {
             sender: ProxyId::NONE,
             seq,
+            time_ms: 0,
         },
         key,
+        pias_proto::control::Binding::Target,
         &mut b,
     )
     .unwrap();
@@ -272,7 +276,7 @@ fn challenge(
     .unwrap();
     let r = replies(reg);
     let pkt = ControlPacket::new_checked(&r[0].2).unwrap();
-    pkt.verify(key).unwrap();
+    pkt.verify(key, pias_proto::control::Binding::Target).unwrap();
     match pkt.message().unwrap() {
         Message::Challenge(c) => (r.len(), c.cookie),
         m => panic!("{m:?}"),

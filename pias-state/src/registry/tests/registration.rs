@@ -266,8 +266,10 @@ fn mode_and_source_changes_replace_and_reports_carry_the_tunnel_flag() {
         ControlHeader {
             sender: ProxyId::NONE,
             seq: 21,
+            time_ms: 0,
         },
         &key,
+        pias_proto::control::Binding::Target,
         &mut b,
     )
     .unwrap();

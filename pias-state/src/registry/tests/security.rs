@@ -179,8 +179,10 @@ fn forged_and_replayed_acks_are_ignored_by_the_agent() {
             ControlHeader {
                 sender: ProxyId::NONE,
                 seq,
+                time_ms: 0,
             },
             key,
+            pias_proto::control::Binding::Target,
             &mut b,
         )
         .unwrap();
@@ -219,7 +221,7 @@ fn forged_and_replayed_acks_are_ignored_by_the_agent() {
         a.handle_datagram(t(1), reg_addr(), b"garbage"),
         Err(crate::agent::AgentError::Malformed(WireError::Truncated {
             what: "control header",
-            need: 20,
+            need: 28,
             have: 7
         }))
     );
