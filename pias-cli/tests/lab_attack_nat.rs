@@ -52,20 +52,7 @@ fn lab_attack_nat_prefix_cap_tokio() {
 /// from exhausted), while a legitimate client in another prefix keeps making new flows.
 fn lab_attack_nat_prefix_cap(driver: &str) {
     let _lab = Lab::up(driver);
-    for n in PROXIES.iter().chain(["r1", "r2", "r3"].iter()) {
-        let o = exec(n, &["ip", "route", "replace", "blackhole", FLOOD_SOURCES]);
-        assert!(
-            o.status.success(),
-            "blackhole route in {n}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    kill9("t3", "agent-10.99.0.53-53-udp");
-    std::thread::sleep(Duration::from_secs(5));
-    assert!(
-        answer(&dig("c1", DNS4, "A")).is_some(),
-        "DNS works before the flood"
-    );
+    one_jap_and_blackholed_sources();
     let a = counters();
     let legit = spawn_in(
         "c1",
@@ -183,23 +170,7 @@ fn answered(out: &str) -> (usize, usize) {
 
 fn lab_attack_nat_flood(driver: &str) {
     let _lab = Lab::up(driver);
-    // Replies to spoofed sources die where they are written: no namespace forwards 198.18.0.0/15 anywhere.
-    for n in PROXIES.iter().chain(["r1", "r2", "r3"].iter()) {
-        let o = exec(n, &["ip", "route", "replace", "blackhole", FLOOD_SOURCES]);
-        assert!(
-            o.status.success(),
-            "blackhole route in {n}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    // One JAP: with t3's DNS agent gone, t1 is the group's only target and p1 its only JAP, so the whole
-    // flood (not half of it, as proximity would otherwise share it between p1 and p3) hits one NAT.
-    kill9("t3", "agent-10.99.0.53-53-udp");
-    std::thread::sleep(Duration::from_secs(5));
-    assert!(
-        answer(&dig("c1", DNS4, "A")).is_some(),
-        "DNS through the lab works before the flood"
-    );
+    one_jap_and_blackholed_sources();
 
     // The long-lived flow: one source port, a query every 100 ms, for the whole run and the cool-down.
     let total_ms = (5 + FLOOD_S + 40) * 1000;
@@ -324,5 +295,26 @@ fn lab_attack_nat_flood(driver: &str) {
         ok * 100 >= n * 99,
         "the long-lived flow lost {} of {n} queries",
         n - ok
+    );
+}
+
+/// The set-up both floods share. Replies to spoofed sources die where they are written: no namespace forwards
+/// the flood's source range anywhere. One JAP: with t3's DNS agent gone, t1 is the group's only target and p1
+/// its only JAP, so the whole flood (not half of it, as proximity would otherwise share it between p1 and
+/// p3) hits one NAT. DNS must work before the flood starts.
+fn one_jap_and_blackholed_sources() {
+    for n in PROXIES.iter().chain(["r1", "r2", "r3"].iter()) {
+        let o = exec(n, &["ip", "route", "replace", "blackhole", FLOOD_SOURCES]);
+        assert!(
+            o.status.success(),
+            "blackhole route in {n}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    kill9("t3", "agent-10.99.0.53-53-udp");
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        answer(&dig("c1", DNS4, "A")).is_some(),
+        "DNS through the lab works before the flood"
     );
 }
