@@ -1,5 +1,6 @@
-//! `pias lab`: a namespace lab with real anycast routing (BIRD 2, OSPF), real clients (`dig`, `curl`) and real
-//! servers (`dnsmasq`, an HTTP server) behind PIAS proxies — Mininet for anycast.
+//! `pias lab`: a namespace lab with real anycast routing (BIRD 2: one OSPF domain, or an Internet of ASes
+//! speaking eBGP), real clients (`dig`, `curl`) and real servers (`dnsmasq`, an HTTP server) behind PIAS
+//! proxies — Mininet for anycast.
 //!
 //! Layout: `topo` (the TOML model and derived addresses), `net` (namespaces, veths, addresses), `bird` (BIRD
 //! configs), `proc` (background processes with pid files), `services` (what runs where), `status`, `demo`,
@@ -31,19 +32,32 @@ pub(crate) use topo::Plan;
 /// Options every lab subcommand takes.
 #[derive(Debug, Clone, Parser)]
 pub(crate) struct Common {
-    /// Topology file (TOML); default: the built-in three-ISP topology (`pias lab topology` prints it).
+    /// Topology file (TOML); default: the built-in topology of `--routing` (`pias lab topology` prints it).
     #[arg(long, global = true)]
     topology: Option<PathBuf>,
+    /// Routing between the lab's ISPs: `ospf` (one OSPF domain: three ISP routers in a line, "nearest" by
+    /// link cost) or `bgp` (seven ASes, one router each, eBGP with customer/peer policy: a tier-1 pair,
+    /// two transit ASes, stubs and a multi-homed AS; "nearest" by local preference and AS path). Without
+    /// `--topology` it picks the built-in topology; with one, it overrides the file's `routing`.
+    /// Default: ospf.
+    #[arg(long, global = true, value_enum)]
+    routing: Option<topo::Routing>,
     /// Lab directory (configs, sockets, pid files, logs); default /tmp/NAME-lab.
     #[arg(long, global = true)]
     dir: Option<PathBuf>,
 }
 
-/// Run a namespace lab: three ISPs with clients and PIAS proxies, routers speaking OSPF (BIRD 2), and two
-/// target sites with dnsmasq and an HTTP server registered into anycast groups.
+/// Run a namespace lab: ISPs with clients and PIAS proxies, routers running BIRD 2, and two target sites
+/// with dnsmasq and an HTTP server registered into anycast groups.
+///
+/// Two routings (`--routing`): `ospf`, three ISP routers in one OSPF domain, where the anycast prefix goes
+/// to the proxy nearest by link cost; or `bgp`, seven ASes (tier-1 pair, transit, stubs, one multi-homed)
+/// with eBGP between them and Gao-Rexford policy, each proxy announcing the anycast prefix from its own
+/// private AS to its ISP, so clients reach the proxy their ISPs' policy and AS paths prefer, and a proxy
+/// that stops or drains is withdrawn by BGP.
 ///
 /// Needs root and: ip (iproute2), bird/birdc (bird2), dnsmasq, dig (dnsutils), curl, python3; iperf3 for
-/// `bench`. Typical use: `pias lab demo`, or `pias lab up`, then `pias lab status`,
+/// `bench`. Typical use: `pias lab demo`, or `pias lab up --routing bgp`, then `pias lab status`,
 /// `pias lab exec c1 -- dig @10.99.0.53 www.demo.pias`, `pias lab down`.
 #[derive(Debug, Parser)]
 pub(crate) struct Args {
@@ -83,7 +97,7 @@ enum Cmd {
     /// Print every proxy's counters as `PROXY COUNTER VALUE` lines (from `pias ctl counters --json`), only the
     /// named counters if any are given.
     Counters { names: Vec<String> },
-    /// Print the built-in topology (a starting point for `--topology`).
+    /// Print the built-in topology of `--routing` (a starting point for `--topology`).
     Topology,
     /// (Internal) UDP echo server the lab runs on target sites.
     #[command(hide = true)]
@@ -146,7 +160,7 @@ pub(crate) struct Lab {
 
 impl Lab {
     pub(crate) fn load(c: &Common) -> Result<Lab> {
-        let topo = topo::Topology::load(c.topology.as_deref())?;
+        let topo = topo::Topology::load(c.topology.as_deref(), c.routing)?;
         let plan = topo.plan()?;
         let dir = c
             .dir
@@ -238,7 +252,7 @@ pub(crate) fn which(prog: &str) -> Option<PathBuf> {
 pub(crate) fn run(a: Args) -> Result<()> {
     match a.cmd {
         Cmd::Topology => {
-            print!("{}", topo::DEFAULT_TOML);
+            print!("{}", a.common.routing.unwrap_or_default().builtin());
             Ok(())
         }
         Cmd::UdpEcho { bind } => tools::udp_echo(bind),
