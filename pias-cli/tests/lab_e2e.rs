@@ -10,6 +10,12 @@
 //! Default topology (see `pias lab topology`): r1 — r2 — r3 (OSPF cost 10 per hop); client cN and proxy pN
 //! on rN; target sites t1 on r1 and t3 on r3; groups 10.99.0.53:53/udp (exclude_sender), [fd99::53]:53/udp,
 //! 10.99.0.80:80/tcp (affinity); registration 10.99.0.1 / fd99::1.
+//!
+//! The suite runs on both routings: `*_bgp_*` on the BGP topology (`pias lab topology --routing bgp`: seven
+//! ASes speaking eBGP, the same proxies, c1..c3 and sites at the same routers). The user-space drivers run
+//! it on both; the XDP drivers on OSPF only (the fast path does not see routing). `lab_bgp_tokio` checks
+//! what only BGP has: several origin ASes, policy and AS-path "nearest", and withdrawal by UPDATE versus by
+//! the hold timer.
 mod common;
 
 use std::collections::BTreeMap;
@@ -22,22 +28,42 @@ use common::lab::*;
 /// exclude_sender.
 #[test]
 fn lab_traffic_tokio() {
-    lab_traffic("tokio");
+    lab_traffic("tokio", "ospf");
 }
 
 #[test]
 fn lab_traffic_mio() {
-    lab_traffic("mio");
+    lab_traffic("mio", "ospf");
 }
 
 #[test]
 fn lab_failover_tokio() {
-    lab_failover("tokio");
+    lab_failover("tokio", "ospf");
 }
 
 #[test]
 fn lab_failover_mio() {
-    lab_failover("mio");
+    lab_failover("mio", "ospf");
+}
+
+#[test]
+fn lab_traffic_bgp_tokio() {
+    lab_traffic("tokio", "bgp");
+}
+
+#[test]
+fn lab_traffic_bgp_mio() {
+    lab_traffic("mio", "bgp");
+}
+
+#[test]
+fn lab_failover_bgp_tokio() {
+    lab_failover("tokio", "bgp");
+}
+
+#[test]
+fn lab_failover_bgp_mio() {
+    lab_failover("mio", "bgp");
 }
 
 /// `driver = "xdp"`: the proxies run the XDP fast path (driver-xdp) natively on their router-facing veth,
@@ -45,24 +71,24 @@ fn lab_failover_mio() {
 /// (`xdp_*_hit`) instead of the core.
 #[test]
 fn lab_traffic_xdp() {
-    lab_traffic("xdp");
+    lab_traffic("xdp", "ospf");
 }
 
 #[test]
 fn lab_failover_xdp() {
-    lab_failover("xdp");
+    lab_failover("xdp", "ospf");
 }
 
 /// `driver = "xdp-tc"`: the same program at the veths' TC ingress (`hook = "tc"`), frames sent back to the
 /// router handed to its veth end directly (`bpf_redirect_peer`); the same suite.
 #[test]
 fn lab_traffic_xdp_tc() {
-    lab_traffic("xdp-tc");
+    lab_traffic("xdp-tc", "ospf");
 }
 
 #[test]
 fn lab_failover_xdp_tc() {
-    lab_failover("xdp-tc");
+    lab_failover("xdp-tc", "ospf");
 }
 
 /// Growth of `n` at `p`, plus that of the XDP counters that count the same forwarding when the fast path
@@ -96,10 +122,11 @@ fn grew_fwd(
 
 /// The suite runs once per driver (tokio, mio, xdp, xdp-tc), from this one source, so the drivers cannot
 /// drift apart in what they carry.
-fn lab_traffic(driver: &str) {
-    let _lab = Lab::up(driver);
-    let sites4 = [T1.0, T3.0];
-    let sites6 = [T1.1, T3.1];
+fn lab_traffic(driver: &str, routing: &str) {
+    let _lab = Lab::up_with(driver, routing);
+    let (t1, t3) = (site_addrs("t1"), site_addrs("t3"));
+    let sites4 = [t1.0.as_str(), t3.0.as_str()];
+    let sites6 = [t1.1.as_str(), t3.1.as_str()];
 
     // 1. The first packet of a group at each IAP goes IAP→RAP→JAP (4 segments); the next IAP→JAP (3).
     //    `up` sends no client traffic, so every IAP cache is cold here.
@@ -316,7 +343,7 @@ fn lab_traffic(driver: &str) {
             "--group",
             "10.99.0.53:53/udp",
             "--service",
-            &format!("{}:5353", T1.0),
+            &format!("{}:5353", t1.0),
             "--key-file",
             &wrong_key,
             "--registration",
@@ -371,7 +398,7 @@ fn lab_traffic(driver: &str) {
     //    query. Its JAP has no other target for the group, so the query is dropped there (SPEC §9.5: "if it
     //    is the only target, the packet is dropped (counted)") or, when another JAP is chosen, answered by
     //    the other target — never by itself. Its dnsmasq logs no query meanwhile.
-    for (site, me) in [("t1", T1.0), ("t3", T3.0)] {
+    for (site, me) in [("t1", t1.0.as_str()), ("t3", t3.0.as_str())] {
         let qlog = format!("{DIR}/{site}/dns-queries.log");
         let lines = || {
             std::fs::read_to_string(&qlog)
@@ -411,13 +438,13 @@ fn lab_traffic(driver: &str) {
     );
 
     // 7. A wrong key: the proxies stay silent on the wire, and the agent tells its own user.
-    wrong_key_is_told(driver);
+    wrong_key_is_told(driver, &t1.0);
 }
 
 /// A `pias target` for the DNS group with another group's key (on t1, with the lab's agent driver) warns
 /// at WARN within about a second, naming the likely causes, and keeps trying; `pias target --check` exits
 /// non-zero with the same causes, and 0 with the right key (deregistering again at once).
-fn wrong_key_is_told(driver: &str) {
+fn wrong_key_is_told(driver: &str, t1: &str) {
     // Target agents run on a user-space driver: the lab gives them tokio under the XDP drivers.
     let driver = if driver.starts_with("xdp") {
         "tokio"
@@ -429,7 +456,7 @@ fn wrong_key_is_told(driver: &str) {
     let wrong = format!("{DIR}/keys/10.99.0.80-80-tcp.key");
     assert!(std::path::Path::new(&right).exists() && std::path::Path::new(&wrong).exists());
     // A service port nothing else registers, so the lab's own target of the group is left alone.
-    let service = format!("{}:5454", T1.0);
+    let service = format!("{t1}:5454");
     let argv = |key: &str, check: bool| {
         let mut v = vec![
             "netns",
@@ -546,8 +573,9 @@ fn counters_like(
 }
 
 /// Failures: a target, a JAP, an ingress proxy; and a TCP download across an ingress change.
-fn lab_failover(driver: &str) {
-    let lab_ = Lab::up(driver);
+fn lab_failover(driver: &str, routing: &str) {
+    let lab_ = Lab::up_with(driver, routing);
+    let t1 = site_addrs("t1");
 
     // 0. A TCP download survives a change of ingress mid-transfer: r1 gets a /32 for the HTTP group via r2,
     //    so c1's packets move from p1 to p2 (policy affinity: both IAPs pick the same JAP for the flow).
@@ -602,7 +630,8 @@ fn lab_failover(driver: &str) {
         got < 10 << 20,
         "the download went too fast to move it mid-transfer ({got} bytes already)"
     );
-    // r1's address towards r2 is 10.0.1.1; r2's is 10.0.1.2 (link 1 of the default topology).
+    // r1's address towards r2 is 10.0.1.1; r2's is 10.0.1.2 (link 1 of both built-in topologies; under BGP
+    // r2 routes the group to its own customer p2 as OSPF does).
     let o = run(
         "ip",
         &[
@@ -669,7 +698,7 @@ fn lab_failover(driver: &str) {
 
     // 1. Killed target (SIGKILL its dnsmasq and its agent): answers from the other target within 1 s.
     let served = answer(&dig("c1", DNS4, "A")).expect("c1 answered");
-    let site = if served == T1.0 { "t1" } else { "t3" };
+    let site = if served == t1.0 { "t1" } else { "t3" };
     let (probes, at) = watch(
         "c1",
         DNS4,
@@ -737,7 +766,10 @@ fn lab_failover(driver: &str) {
     let after = ingress("c1");
     eprintln!("ingress {before} killed: c1 now reaches {after}, answered again after {ms} ms");
     assert_ne!(after, before, "c1 must reach another proxy");
-    assert!(ms <= 3000, "killed ingress: {ms} ms (> OSPF dead interval 3 s)");
+    assert!(
+        ms <= 3000,
+        "killed ingress: {ms} ms (> 3 s, OSPF's dead interval and BGP's hold time)"
+    );
     lab_.restore();
 
     // 4. A proxy that leaves gracefully (SIGTERM) hands its targets over before it stops.
@@ -906,4 +938,125 @@ fn late_boot_joins(proxy: &str, link: &str) {
     while run("ip", &["-n", &ns, "link", "show", "pias0"]).status.success() {
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// What only the BGP lab has (`routing = "bgp"`, timers keepalive 1 s / hold 3 s):
+/// 1. the anycast prefix has several origin ASes (each proxy announces it from its own private AS), and the
+///    multi-homed AS (r7, customer of r4 and r5) hears it from both providers, with different origins;
+/// 2. each client enters at the proxy its ISPs' policy picks: its own AS's proxy first, then a customer
+///    route over a provider route (c4 at transit r4 reaches p3 at its customer r3, not p1 at its provider
+///    r1), then the shorter AS path;
+/// 3. a proxy that goes away is withdrawn by BGP, and how fast the clients behind it move depends on how
+///    it goes: a graceful leave (SIGTERM: routes withdrawn while it drains) and a process crash (its TUN
+///    and routes vanish, its BIRD sends the withdrawal at once) cost next to nothing or a second; a host
+///    crash (the proxy's BGP speaker falls silent too) is noticed only when the router's hold timer
+///    expires, so it costs about 3 s, and less than 10 s.
+#[test]
+fn lab_bgp_tokio() {
+    let lab_ = Lab::up_with("tokio", "bgp");
+
+    // 1. Origins: p1..p3 are AS 64601..64603.
+    for prefix in ["10.99.0.0/24", "fd99::/64"] {
+        let r7 = bird_routes("r7", prefix);
+        let origins: std::collections::BTreeSet<&str> = r7
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("BGP.as_path:"))
+            .filter_map(|p| p.split_whitespace().last())
+            .collect();
+        assert!(
+            origins.len() >= 2,
+            "r7 (multi-homed) must hear {prefix} from two providers with different origin ASes:\n{r7}"
+        );
+        eprintln!("r7 hears {prefix} with origins {origins:?}");
+    }
+
+    // 2. Policy and AS-path "nearest". c7 (r7) has two provider routes of equal length (via r4 to p3, via
+    //    r5 to p2); BGP's last tie-break, the lower neighbour router id, picks r4's.
+    let want = [
+        ("c1", "p1"),
+        ("c2", "p2"),
+        ("c3", "p3"),
+        ("c4", "p3"),
+        ("c5", "p2"),
+        ("c6", "p2"),
+        ("c7", "p3"),
+    ];
+    let t1 = site_addrs("t1");
+    let t3 = site_addrs("t3");
+    for (c, p) in want {
+        assert_eq!(ingress(c), p, "{c} must enter at {p}");
+        for (server, qtype, sites) in [(DNS4, "A", [&t1.0, &t3.0]), (DNS6, "AAAA", [&t1.1, &t3.1])] {
+            let out = dig(c, server, qtype);
+            assert!(
+                answer(&out).is_some_and(|a| sites.iter().any(|s| **s == a)),
+                "{c} via {server}:\n{out}"
+            );
+        }
+    }
+
+    // 3. c4 enters at p3 (r4 -> r3 -> p3); when p3 goes, r4's next best is p1 through its provider r1.
+    let watch_p3 = |what: &str, total: u64, event: &dyn Fn()| -> u64 {
+        assert_eq!(ingress("c4"), "p3", "before the {what}");
+        let (probes, at) = watch(
+            "c4",
+            DNS4,
+            Duration::from_secs(total),
+            Duration::from_millis(600),
+            event,
+        );
+        let (ms, stray) = outage(&probes, at, 2, |_| true)
+            .unwrap_or_else(|| panic!("c4 must be answered again after p3's {what}"));
+        let now = ingress("c4");
+        eprintln!(
+            "p3 {what}: c4 now enters at {now}, answered again after {ms} ms ({stray} isolated losses)"
+        );
+        assert_eq!(
+            now, "p1",
+            "after p3's {what}, c4 must enter at p1 (r4's provider route)"
+        );
+        ms
+    };
+    let graceful = watch_p3("graceful leave", 4, &|| {
+        let pid = pid_of("p3", "proxy");
+        assert!(
+            run("bash", &["-c", &format!("kill -s TERM {pid}")])
+                .status
+                .success()
+        );
+    });
+    assert!(graceful <= 1000, "graceful leave under BGP: {graceful} ms");
+    lab_.restore();
+
+    let crash = watch_p3("process crash", 5, &|| kill9("p3", "proxy"));
+    assert!(crash <= 3000, "process crash under BGP: {crash} ms");
+    lab_.restore();
+
+    // A dead host: its BIRD stops (SIGSTOP: its TCP session stays open, nothing more is sent) and the
+    // proxy dies; only r3's hold timer can tell.
+    let bird = pid_of("p3", "bird");
+    let host = watch_p3("host crash", 9, &|| {
+        assert!(
+            run("bash", &["-c", &format!("kill -s STOP {bird}")])
+                .status
+                .success()
+        );
+        kill9("p3", "proxy");
+    });
+    let r3_log = std::fs::read_to_string(format!("{DIR}/r3/bird.log")).unwrap_or_default();
+    let _ = run("bash", &["-c", &format!("kill -s KILL {bird}")]);
+    assert!(
+        r3_log.contains("Hold timer expired"),
+        "r3 must drop the session with p3 by its hold timer"
+    );
+    assert!(
+        (2000..10_000).contains(&host),
+        "host crash under BGP: {host} ms (the 3 s hold timer, then the withdrawal's propagation)"
+    );
+    eprintln!("BGP: graceful leave {graceful} ms, process crash {crash} ms, host crash {host} ms");
+    lab_.restore();
+    assert_eq!(
+        ingress("c4"),
+        "p3",
+        "c4 is back on p3 once p3 and its BIRD are back"
+    );
 }

@@ -140,7 +140,16 @@ pub(crate) fn bgp_config(plan: &Plan, node: &Node, log: &str) -> String {
         };
         format!("[ {any}+, {pool}+ ]")
     };
-    if !proxy {
+    if proxy {
+        // Its own link's prefix, which its router announces too, must stay the kernel's connected route:
+        // installed via the router (IPv6 connected routes have metric 256, BIRD's 32), the router's
+        // address would resolve through itself and every other route fail with "No route to host".
+        let _ = writeln!(
+            c,
+            "protocol direct {{ ipv4; ipv6; interface \"{}\"; }}",
+            node.ifaces[0].name
+        );
+    } else {
         let _ = writeln!(c, "protocol direct {{ ipv4; ipv6; }}");
     }
     for v in ["4", "6"] {
@@ -272,7 +281,7 @@ mod tests {
         assert!(p3.contains(
             "export filter { if source = RTS_INHERIT && net ~ [ fd99::/64+, fd98:3::/64+ ] then accept; reject; };"
         ));
-        assert!(!p3.contains("protocol direct"));
+        assert!(p3.contains("protocol direct { ipv4; ipv6; interface \"r3\"; }"));
         let c = Topology::load(None, None).unwrap().plan().unwrap();
         let o = config(&c, c.node("r1").unwrap(), "/tmp/x.log");
         assert!(o.contains("protocol ospf v2") && !o.contains("protocol bgp"));

@@ -5,6 +5,11 @@
 //! Default topology (see `pias lab topology`): r1 — r2 — r3 (OSPF cost 10 per hop); client cN and proxy pN
 //! on rN; target sites t1 on r1 and t3 on r3; groups 10.99.0.53:53/udp (exclude_sender), [fd99::53]:53/udp,
 //! 10.99.0.80:80/tcp (affinity); registration 10.99.0.1 / fd99::1.
+//!
+//! [`Lab::up_with`] brings up the BGP topology instead (`pias lab topology --routing bgp`): seven ASes, one
+//! router each, with p1..p3, c1..c3, t1 and t3 at the same routers and link 1 = r1–r2, so a test written for
+//! the OSPF lab runs on it too; only the sites' addresses differ ([`site_addrs`]), and clients c4..c7 are
+//! added.
 #![allow(dead_code)] // each test binary uses part of the harness
 
 use std::collections::BTreeMap;
@@ -80,15 +85,26 @@ pub(crate) fn flock() -> std::fs::File {
 impl Lab {
     /// Brings the lab up with every proxy and agent on `driver` ("tokio" or "mio").
     pub(crate) fn up(driver: &str) -> Lab {
+        Self::up_with(driver, "ospf")
+    }
+
+    /// Brings up the built-in topology of `routing` ("ospf" or "bgp") with every proxy and agent on
+    /// `driver`.
+    pub(crate) fn up_with(driver: &str, routing: &str) -> Lab {
         let lock = LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let fl = flock();
         preflight();
-        let topo = text(&run(PIAS, &["lab", "topology"]))
+        let topo = text(&run(PIAS, &["lab", "topology", "--routing", routing]))
             .replace("name = \"pias\"", &format!("name = \"{NAME}\""))
             .replace("driver = \"tokio\"", &format!("driver = \"{driver}\""));
         assert!(
             topo.contains(&format!("driver = \"{driver}\"")),
             "the lab topology names no driver"
+        );
+        assert_eq!(
+            topo.contains("routing = \"bgp\""),
+            routing == "bgp",
+            "the {routing} topology"
         );
         std::fs::write(topo_file(), topo).expect("writing the test topology");
         let _ = lab(&["down"]);
@@ -408,4 +424,26 @@ pub(crate) fn log_ms(line: &str) -> Option<u64> {
     let days = era * 146_097 + doe - 719_468;
     let ms = ((days * 24 + h) * 60 + min) * 60_000 + (sec * 1000.0) as i64;
     u64::try_from(ms).ok()
+}
+
+/// A site's (IPv4, IPv6) address in the running lab, from `pias lab status` ([`T1`] and [`T3`] in the OSPF
+/// topology; the BGP topology numbers its attachments differently).
+pub(crate) fn site_addrs(site: &str) -> (String, String) {
+    let out = text(&lab(&["status"]));
+    out.lines()
+        .skip_while(|l| !l.starts_with("target sites:"))
+        .find_map(|l| {
+            let v: Vec<&str> = l.split_whitespace().collect();
+            (v.first() == Some(&site) && v.len() >= 3).then(|| (v[1].to_owned(), v[2].to_owned()))
+        })
+        .unwrap_or_else(|| panic!("{site} is not among the target sites of `pias lab status`:\n{out}"))
+}
+
+/// `birdc show route for PREFIX all` on a router or proxy of the lab.
+pub(crate) fn bird_routes(node: &str, prefix: &str) -> String {
+    let ctl = format!("{DIR}/{node}/bird.ctl");
+    text(&run(
+        "birdc",
+        &["-s", &ctl, "show", "route", "for", prefix, "all"],
+    ))
 }
