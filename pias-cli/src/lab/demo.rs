@@ -3,6 +3,12 @@
 //! `iap_to_rap`/`rap_relayed` for the 4-segment first packet, `iap_to_jap` for later ones, `jap_delivered`)
 //! and which target answered, then kills a target, a JAP and an ingress proxy one after another and times
 //! how long DNS service was interrupted each time.
+//!
+//! The ways a proxy can go away depend on the routing, so they are measured under both: the demo's own
+//! routing first, then (with the built-in topologies) the same three on the other routing's lab — a process
+//! crash (the TUN and its routes vanish; BIRD withdraws at once), a host crash (the proxy's BIRD falls silent
+//! too: OSPF's dead interval or BGP's hold timer must expire) and a graceful leave (SIGTERM) — and printed
+//! side by side.
 
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
@@ -11,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::proc::Daemon;
-use super::topo::{Group, Kind, Node, Service};
+use super::topo::{Group, Kind, Node, Rel, Routing, Service};
 use super::{Lab, net, piascfg, services, status, tools};
 
 fn head(s: &str) {
@@ -104,8 +110,13 @@ fn site_ip(lab: &Lab, site: &str) -> Option<IpAddr> {
     lab.plan.node(site).map(|n| IpAddr::V4(n.addr4()))
 }
 
-pub(crate) fn run(lab: &Lab, keep: bool) -> Result<()> {
-    let r = tour(lab);
+/// One measured failover: (what, ms until every query is answered again, queries lost, the goal).
+type Measured = (String, Option<u64>, usize, &'static str);
+
+/// `compare`: the lab of the other routing (the same name and directory), brought up after the tour to
+/// measure the proxy failovers there too.
+pub(crate) fn run(lab: &Lab, keep: bool, compare: Option<&Lab>) -> Result<()> {
+    let r = tour(lab, compare);
     if keep {
         println!(
             "\nlab left running (--keep): `pias lab status`, `pias lab exec c1 -- dig @10.99.0.53 www.demo.pias`, `pias lab down`"
@@ -117,18 +128,64 @@ pub(crate) fn run(lab: &Lab, keep: bool) -> Result<()> {
     r
 }
 
-fn tour(lab: &Lab) -> Result<()> {
+fn tour(lab: &Lab, compare: Option<&Lab>) -> Result<()> {
     let plan = &lab.plan;
-    let mut results: Vec<(String, Option<u64>, usize, &str)> = Vec::new();
-    head("1. bring the lab up: 3 ISP routers (OSPF), a client and a PIAS proxy per ISP, 2 target sites");
+    let routing = plan.routing();
+    let mut results: Vec<Measured> = Vec::new();
+    let (n_r, n_c, n_p, n_s) = (
+        plan.of(Kind::Router).count(),
+        plan.of(Kind::Client).count(),
+        plan.of(Kind::Proxy).count(),
+        plan.of(Kind::Site).count(),
+    );
+    match routing {
+        Routing::Ospf => head(&format!(
+            "1. bring the lab up: {n_r} ISP routers (one OSPF domain), {n_c} clients, {n_p} PIAS proxies, {n_s} target sites"
+        )),
+        Routing::Bgp => head(&format!(
+            "1. bring the lab up: {n_r} ASes (one router each, eBGP: customer/peer policy), {n_c} clients, {n_p} PIAS proxies each announcing the anycast prefix from its own AS, {n_s} target sites"
+        )),
+    }
     services::down(lab).ok();
     services::up(lab, true)?;
+    if routing == Routing::Bgp {
+        for r in plan.of(Kind::Router) {
+            let rels: Vec<String> = r
+                .ifaces
+                .iter()
+                .filter_map(|i| Some(format!("{} {}", rel_word(i.rel?), i.name)))
+                .collect();
+            println!("  {} AS {}: {}", r.name, r.asn.unwrap_or(0), rels.join(", "));
+        }
+    }
+    let why = match routing {
+        Routing::Ospf => "nearest by OSPF cost",
+        Routing::Bgp => "its ISP's BGP choice: customer > peer > provider, then the shorter AS path",
+    };
     for c in plan.of(Kind::Client) {
+        let ing = status::ingress(lab, c, &plan.topo.anycast4).unwrap_or_else(|| "?".into());
+        let path = match (routing, c.router.as_deref()) {
+            (Routing::Bgp, Some(r)) => format!(", AS path {}", status::as_path(lab, r, &plan.topo.anycast4)),
+            _ => String::new(),
+        };
         println!(
-            "  {} ({}) reaches proxy {} by anycast (nearest by OSPF cost)",
+            "  {} ({}) reaches proxy {ing} by anycast ({why}{path})",
             c.name,
             c.addr4(),
-            status::ingress(lab, c, &plan.topo.anycast4).unwrap_or_else(|| "?".into())
+        );
+    }
+    if routing == Routing::Bgp
+        && let Some(r) = plan
+            .of(Kind::Router)
+            .find(|r| r.ifaces.iter().filter(|i| i.rel == Some(Rel::Provider)).count() >= 2)
+    {
+        let paths = status::as_paths(lab, &r.name, &plan.topo.anycast4);
+        println!(
+            "  {} (multi-homed) hears {} from {} neighbours: {}",
+            r.name,
+            plan.topo.anycast4,
+            paths.len(),
+            paths.join(" | ")
         );
     }
     for s in plan.of(Kind::Site) {
@@ -281,60 +338,147 @@ fn tour(lab: &Lab) -> Result<()> {
         }
     }
 
-    head("6. kill an ingress proxy: its TUN and routes vanish, OSPF moves the client to the next proxy");
-    let ing = status::ingress(lab, c1, &plan.topo.anycast4).context("no ingress")?;
-    let d = services::daemon(lab, &ing, "proxy")?;
-    let (probes, at) = watch_around(
-        lab,
-        c1,
-        g.addr,
-        Duration::from_secs(6),
-        Duration::from_millis(800),
-        || {
-            d.kill();
-            Ok(())
-        },
-    )?;
-    let now = status::ingress(lab, c1, &plan.topo.anycast4).unwrap_or_else(|| "?".into());
-    let outage = tools::outage_ms(&probes, at, |_| true);
-    results.push((
-        "ingress proxy killed".into(),
-        outage,
-        lost(&probes, at),
-        "OSPF dead interval 3 s",
-    ));
-    match outage {
-        Some(ms) => println!(
-            "    {} reached {ing}; after killing it, {} reaches {now} and every query is answered again from +{ms} ms ({})",
-            c1.name,
-            c1.name,
-            summary(&probes, at, "kill")
-        ),
-        None => println!(
-            "    service did NOT come back within 6 s ({})",
-            summary(&probes, at, "kill")
-        ),
-    }
-    print_now(lab, c1, g);
-    services::up(lab, true)?;
-    println!(
-        "    {ing} restarted; `pias lab status` shows {} back on it",
-        c1.name
-    );
-
-    head("7. maintenance: SIGTERM a proxy (graceful leave: routes withdrawn, targets sent elsewhere, drain)");
-    graceful_leave(lab, c1, g, &mut results)?;
+    let own = proxy_failovers(lab, c1, g, 6)?;
+    results.extend(own.iter().cloned());
+    let other = match compare {
+        None => None,
+        Some(o) => {
+            head(&format!(
+                "9. the same proxy failovers under {}: its built-in lab, measured now",
+                o.plan.routing().name()
+            ));
+            services::down(lab)?;
+            services::up(o, true)?;
+            let c = o.plan.of(Kind::Client).next().context("no client")?;
+            let og = o
+                .plan
+                .group(Service::Dns, true, true)
+                .context("no IPv4 DNS group")?;
+            let r = proxy_failovers(o, c, og, 9);
+            services::down(o)?;
+            services::up(lab, true)?;
+            Some(r?)
+        }
+    };
 
     head(
         "summary: until every query is answered again, and queries lost (one every 20 ms, 100 ms timeout, new flow each)",
     );
+    println!("    measured under {}:", routing.name());
     for (what, ms, lost, goal) in &results {
         match ms {
             Some(ms) => println!("    {what:<22} {ms:>5} ms  {lost:>3} lost   ({goal})"),
             None => println!("    {what:<22}  none  {lost:>3} lost   (service did not come back; {goal})"),
         }
     }
+    if let (Some(other), Some(o)) = (other, compare) {
+        let (a, b) = (routing.name(), o.plan.routing().name());
+        println!("\n    a proxy going away, side by side (both measured in this run):");
+        println!("    {:<22} {a:>14} {b:>14}", "");
+        let cell = |m: Option<&Measured>| match m {
+            Some((_, Some(ms), lost, _)) => format!("{ms} ms/{lost} lost"),
+            Some((_, None, lost, _)) => format!("none/{lost} lost"),
+            None => "-".into(),
+        };
+        for (what, ..) in &own {
+            let mine = own.iter().find(|m| &m.0 == what);
+            let theirs = other.iter().find(|m| &m.0 == what);
+            println!("    {what:<22} {:>14} {:>14}", cell(mine), cell(theirs));
+        }
+    }
     services::up(lab, true)?;
+    Ok(())
+}
+
+fn rel_word(r: Rel) -> &'static str {
+    match r {
+        Rel::Customer => "provider of",
+        Rel::Peer => "peer of",
+        Rel::Provider => "customer of",
+    }
+}
+
+/// The three ways a proxy goes away, each from `c`'s ingress, numbered from step `n`: a process crash
+/// (SIGKILL: its TUN and routes vanish and its BIRD withdraws them at once), a host crash (its BIRD is
+/// frozen first, so only the neighbours' timers can tell: OSPF's dead interval, BGP's hold time, 3 s both)
+/// and a graceful leave (SIGTERM).
+fn proxy_failovers(lab: &Lab, c: &Node, g: &Group, n: u32) -> Result<Vec<Measured>> {
+    let plan = &lab.plan;
+    let routing = plan.routing();
+    let mut results: Vec<Measured> = Vec::new();
+    let (moves, timer) = match routing {
+        Routing::Ospf => ("OSPF moves", "OSPF's dead interval (3 s)"),
+        Routing::Bgp => ("BGP withdraws it and moves", "BGP's hold timer (3 s)"),
+    };
+    head(&format!(
+        "{n}. kill an ingress proxy: its TUN and routes vanish, its BIRD says so at once, {moves} the client to the next proxy"
+    ));
+    kill_ingress(lab, c, g, false, &mut results)?;
+    head(&format!(
+        "{}. crash an ingress proxy's host (freeze its BIRD, kill the proxy): only {timer} can tell",
+        n + 1
+    ));
+    kill_ingress(lab, c, g, true, &mut results)?;
+    head(&format!(
+        "{}. maintenance: SIGTERM a proxy (graceful leave: routes withdrawn, targets sent elsewhere, drain)",
+        n + 2
+    ));
+    graceful_leave(lab, c, g, &mut results)?;
+    services::up(lab, true)?;
+    Ok(results)
+}
+
+/// Kills `c`'s ingress proxy (with `host`, its BIRD is frozen first) and measures `c`'s outage.
+fn kill_ingress(lab: &Lab, c: &Node, g: &Group, host: bool, results: &mut Vec<Measured>) -> Result<()> {
+    let plan = &lab.plan;
+    let ing = status::ingress(lab, c, &plan.topo.anycast4).context("no ingress")?;
+    let d = services::daemon(lab, &ing, "proxy")?;
+    let bird = services::daemon(lab, &ing, "bird")?;
+    let (probes, at) = watch_around(
+        lab,
+        c,
+        g.addr,
+        Duration::from_secs(if host { 8 } else { 6 }),
+        Duration::from_millis(800),
+        || {
+            if host {
+                bird.signal("STOP").context("the proxy's BIRD is not running")?;
+            }
+            d.kill();
+            Ok(())
+        },
+    )?;
+    if host {
+        bird.kill();
+    }
+    let now = status::ingress(lab, c, &plan.topo.anycast4).unwrap_or_else(|| "?".into());
+    let outage = tools::outage_ms(&probes, at, |_| true);
+    let (what, goal) = match (host, plan.routing()) {
+        (false, Routing::Ospf) => ("proxy process killed", "OSPF: the LSA goes at once"),
+        (false, Routing::Bgp) => ("proxy process killed", "BGP: the withdrawal goes at once"),
+        (true, Routing::Ospf) => ("proxy host crashed", "OSPF dead interval 3 s"),
+        (true, Routing::Bgp) => ("proxy host crashed", "BGP hold time 3 s"),
+    };
+    results.push((what.into(), outage, lost(&probes, at), goal));
+    match outage {
+        Some(ms) => println!(
+            "    {} reached {ing}; after the {}, {} reaches {now} and every query is answered again from +{ms} ms ({})",
+            c.name,
+            if host { "host crash" } else { "kill" },
+            c.name,
+            summary(&probes, at, "kill")
+        ),
+        None => println!(
+            "    service did NOT come back within the watch ({})",
+            summary(&probes, at, "kill")
+        ),
+    }
+    print_now(lab, c, g);
+    services::up(lab, true)?;
+    println!(
+        "    {ing} restarted; `pias lab status` shows {} back on it",
+        c.name
+    );
     Ok(())
 }
 
@@ -359,12 +503,7 @@ fn registered_with(lab: &Lab, site: &str, g: &Group) -> Option<String> {
 
 /// SIGTERMs `c`'s ingress proxy and watches `c`'s queries across its drain; reports which sites' agents
 /// moved and where.
-fn graceful_leave(
-    lab: &Lab,
-    c: &Node,
-    g: &Group,
-    results: &mut Vec<(String, Option<u64>, usize, &str)>,
-) -> Result<()> {
+fn graceful_leave(lab: &Lab, c: &Node, g: &Group, results: &mut Vec<Measured>) -> Result<()> {
     let ing = status::ingress(lab, c, &lab.plan.topo.anycast4).context("no ingress")?;
     let sites: Vec<String> = g
         .sites

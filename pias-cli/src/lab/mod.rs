@@ -77,11 +77,16 @@ enum Cmd {
     /// Show which proxy each client reaches (IPv4 and IPv6), routes, and every proxy's state.
     Status,
     /// Bring the lab up, query through PIAS from every client, show the paths, kill a target, a JAP and an
-    /// ingress proxy one after another while service continues, then tear down.
+    /// ingress proxy one after another while service continues, crash a proxy's host and let one leave
+    /// gracefully; measure those proxy failovers on the other routing's lab too; then tear down.
     Demo {
         /// Leave the lab running at the end.
         #[arg(long)]
         keep: bool,
+        /// Skip the comparison: without it (and without `--topology`), the proxy failovers are measured
+        /// on the other routing's built-in lab too and printed beside this one's.
+        #[arg(long)]
+        no_compare: bool,
     },
     /// Run a command in a lab node's namespace: `pias lab exec c1 -- dig @10.99.0.53 www.demo.pias`.
     Exec {
@@ -307,9 +312,22 @@ pub(crate) fn run(a: Args) -> Result<()> {
                     }
                     Ok(())
                 }
-                Cmd::Demo { keep } => {
+                Cmd::Demo { keep, no_compare } => {
                     preflight(false)?;
-                    demo::run(&lab, keep)
+                    let other = (!no_compare && a.common.topology.is_none())
+                        .then(|| {
+                            let r = match lab.plan.routing() {
+                                topo::Routing::Ospf => topo::Routing::Bgp,
+                                topo::Routing::Bgp => topo::Routing::Ospf,
+                            };
+                            let c = Common {
+                                routing: Some(r),
+                                ..a.common.clone()
+                            };
+                            Lab::load(&c)
+                        })
+                        .transpose()?;
+                    demo::run(&lab, keep, other.as_ref())
                 }
                 Cmd::Exec { node, cmd } => {
                     let ns = lab.ns(&node)?;

@@ -39,7 +39,45 @@ pub(crate) fn ingress_of(lab: &Lab, client: &Node, addr: IpAddr) -> Option<Strin
     None
 }
 
-/// The OSPF route a router uses for a prefix, as BIRD shows it (first line of `show route`).
+/// Every BGP path a router has for a prefix, best first, as `AS_PATH (via NEIGHBOUR)` (from
+/// `birdc show route for PREFIX all`; empty under OSPF).
+pub(crate) fn as_paths(lab: &Lab, router: &str, prefix: &str) -> Vec<String> {
+    let Ok(out) = net::run(
+        "birdc",
+        &[
+            "-s",
+            &services::bird_ctl(lab, router),
+            "show",
+            "route",
+            "for",
+            prefix,
+            "all",
+        ],
+    ) else {
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    let mut via = String::new();
+    for l in out.lines().map(str::trim) {
+        if let Some(v) = l.strip_prefix("via ") {
+            via = v.split_whitespace().nth(2).unwrap_or("?").to_owned();
+        } else if let Some(p) = l.strip_prefix("BGP.as_path:") {
+            paths.push(format!("{} (via {via})", p.trim()));
+        }
+    }
+    paths
+}
+
+/// The AS path of a router's best route for a prefix ("-" if it has none).
+pub(crate) fn as_path(lab: &Lab, router: &str, prefix: &str) -> String {
+    as_paths(lab, router, prefix)
+        .into_iter()
+        .next()
+        .and_then(|p| p.split(" (via").next().map(str::to_owned))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The route a router uses for a prefix, as BIRD shows it (first line of `show route`).
 pub(crate) fn bird_route(lab: &Lab, router: &str, prefix: &str) -> String {
     net::run(
         "birdc",
@@ -119,7 +157,10 @@ pub(crate) fn print(lab: &Lab) -> Result<()> {
         plan.topo.registration4,
         plan.topo.registration6
     );
-    println!("\nclients (ingress = the proxy their packets reach, following the routers' OSPF routes):");
+    println!(
+        "\nclients (ingress = the proxy their packets reach, following the routers' {} routes):",
+        plan.routing().name()
+    );
     println!(
         "  {:<6} {:<12} {:<14} {:<10} {:<10}",
         "client", "IPv4", "IPv6", "ingress4", "ingress6"
@@ -143,6 +184,17 @@ pub(crate) fn print(lab: &Lab) -> Result<()> {
             r.name,
             bird_route(lab, &r.name, &plan.topo.anycast4)
         );
+    }
+    if plan.routing() == super::topo::Routing::Bgp {
+        println!("\nBGP paths for {} (best first):", plan.topo.anycast4);
+        for r in plan.of(Kind::Router) {
+            println!(
+                "  {:<4} AS {:<6} {}",
+                r.name,
+                r.asn.unwrap_or(0),
+                as_paths(lab, &r.name, &plan.topo.anycast4).join(" | ")
+            );
+        }
     }
     println!("\nproxies:");
     for p in plan.of(Kind::Proxy) {
