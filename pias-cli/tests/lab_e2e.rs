@@ -1048,8 +1048,10 @@ fn lab_bgp_tokio() {
         r3_log.contains("Hold timer expired"),
         "r3 must drop the session with p3 by its hold timer"
     );
+    // The hold timer runs from the last keepalive p3 sent (one a second), so it expires 2-3 s after the
+    // freeze; a crash that costs much less was not noticed by the timer.
     assert!(
-        (2000..10_000).contains(&host),
+        (1500..10_000).contains(&host),
         "host crash under BGP: {host} ms (the 3 s hold timer, then the withdrawal's propagation)"
     );
     eprintln!("BGP: graceful leave {graceful} ms, process crash {crash} ms, host crash {host} ms");
