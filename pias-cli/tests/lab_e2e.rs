@@ -7,7 +7,7 @@
 //! name `pe2e` (namespaces `pe2e-*`, directory `/tmp/pe2e-lab`), holds a lock so tests never share or race on
 //! it, and tears it down with a guard, also when it fails.
 //!
-//! Default topology (see `pias lab topology`): r1 — r2 — r3 (OSPF cost 10 per hop); client cN and proxy pN
+//! OSPF topology (see `pias lab topology --routing ospf`): r1 — r2 — r3 (OSPF cost 10 per hop); client cN and proxy pN
 //! on rN; target sites t1 on r1 and t3 on r3; groups 10.99.0.53:53/udp (exclude_sender), [fd99::53]:53/udp,
 //! 10.99.0.80:80/tcp (affinity); registration 10.99.0.1 / fd99::1.
 //!

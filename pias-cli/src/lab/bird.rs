@@ -282,7 +282,7 @@ mod tests {
             "export filter { if source = RTS_INHERIT && net ~ [ fd99::/64+, fd98:3::/64+ ] then accept; reject; };"
         ));
         assert!(p3.contains("protocol direct { ipv4; ipv6; interface \"r3\"; }"));
-        let c = Topology::load(None, None).unwrap().plan().unwrap();
+        let c = Topology::load(None, Some(Routing::Ospf)).unwrap().plan().unwrap();
         let o = config(&c, c.node("r1").unwrap(), "/tmp/x.log");
         assert!(o.contains("protocol ospf v2") && !o.contains("protocol bgp"));
     }

@@ -38,8 +38,8 @@ pub(crate) struct Common {
     /// Routing between the lab's ISPs: `ospf` (one OSPF domain: three ISP routers in a line, "nearest" by
     /// link cost) or `bgp` (seven ASes, one router each, eBGP with customer/peer policy: a tier-1 pair,
     /// two transit ASes, stubs and a multi-homed AS; "nearest" by local preference and AS path). Without
-    /// `--topology` it picks the built-in topology; with one, it overrides the file's `routing`.
-    /// Default: ospf.
+    /// `--topology` it picks the built-in topology; with one, it overrides the file's `routing` (a file
+    /// without `routing` is OSPF). Default: bgp (`bench`: ospf).
     #[arg(long, global = true, value_enum)]
     routing: Option<topo::Routing>,
     /// Lab directory (configs, sockets, pid files, logs); default /tmp/NAME-lab.
@@ -257,7 +257,10 @@ pub(crate) fn which(prog: &str) -> Option<PathBuf> {
 pub(crate) fn run(a: Args) -> Result<()> {
     match a.cmd {
         Cmd::Topology => {
-            print!("{}", a.common.routing.unwrap_or_default().builtin());
+            print!(
+                "{}",
+                a.common.routing.unwrap_or(topo::Routing::CLI_DEFAULT).builtin()
+            );
             Ok(())
         }
         Cmd::UdpEcho { bind } => tools::udp_echo(bind),
@@ -292,7 +295,12 @@ pub(crate) fn run(a: Args) -> Result<()> {
             Ok(())
         }
         cmd => {
-            let lab = Lab::load(&a.common)?;
+            let mut common = a.common.clone();
+            if matches!(cmd, Cmd::Bench(_)) && common.topology.is_none() {
+                // The bench's baselines and BENCHMARKS.md are the OSPF lab's (one ISP per client).
+                common.routing.get_or_insert(topo::Routing::Ospf);
+            }
+            let lab = Lab::load(&common)?;
             match cmd {
                 Cmd::Up => {
                     preflight(false)?;

@@ -19,11 +19,12 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-/// The built-in topology (`pias lab up` without `--topology`).
+/// The built-in OSPF topology (`pias lab up --routing ospf`).
 pub(crate) const DEFAULT_TOML: &str = r#"# PIAS lab default topology: three ISPs in a line, r1 -- r2 -- r3 (cost 10 per hop).
 # Each ISP router has a client (cN) and a proxy (pN) attached; target sites t1 (at r1) and t3 (at r3).
 name = "pias"
 driver = "tokio"   # or "mio": the user-space driver of every proxy and target agent; or "xdp" (proxies: XDP fast path on their router-facing veth, slow path tokio; agents: tokio); or "xdp-tc" (the same program at the veth's TC ingress)
+routing = "ospf"   # or "bgp" (then every router needs an asn; see `pias lab topology --routing bgp`)
 anycast4 = "10.99.0.0/24"
 anycast6 = "fd99::/64"
 registration4 = "10.99.0.1"
@@ -144,6 +145,10 @@ impl Routing {
             Routing::Bgp => "BGP",
         }
     }
+    /// The built-in lab of `pias lab` without `--routing` or `--topology` (`bench` excepted: its baselines
+    /// and BENCHMARKS.md are the OSPF lab's). A topology *file* without `routing` is OSPF.
+    pub(crate) const CLI_DEFAULT: Routing = Routing::Bgp;
+
     /// The built-in topology of this routing.
     pub(crate) fn builtin(self) -> &'static str {
         match self {
@@ -418,12 +423,12 @@ pub(crate) fn parse_group(s: &str) -> Result<(SocketAddr, bool)> {
 }
 
 impl Topology {
-    /// The topology in `path`, or the built-in one of `routing` (OSPF's without it). A `routing` given with a
-    /// file overrides the file's own.
+    /// The topology in `path`, or the built-in one of `routing` ([`Routing::CLI_DEFAULT`]'s without it). A
+    /// `routing` given with a file overrides the file's own.
     pub(crate) fn load(path: Option<&Path>, routing: Option<Routing>) -> Result<Topology> {
         let text = match path {
             Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-            None => routing.unwrap_or_default().builtin().to_owned(),
+            None => routing.unwrap_or(Routing::CLI_DEFAULT).builtin().to_owned(),
         };
         let mut t: Topology = toml::from_str(&text).context("topology TOML")?;
         if let Some(r) = routing {
@@ -649,7 +654,7 @@ mod tests {
 
     #[test]
     fn default_plan() {
-        let p = Topology::load(None, None).unwrap().plan().unwrap();
+        let p = Topology::load(None, Some(Routing::Ospf)).unwrap().plan().unwrap();
         assert_eq!(p.topo.routing, Routing::Ospf);
         assert_eq!(p.nodes.len(), 11);
         let p1 = p.node("p1").unwrap();
@@ -667,8 +672,8 @@ mod tests {
     /// and sites at the same routers, link 1 = r1--r2; and its policy is what the picture says.
     #[test]
     fn bgp_plan() {
-        let o = Topology::load(None, None).unwrap().plan().unwrap();
-        let p = Topology::load(None, Some(Routing::Bgp)).unwrap().plan().unwrap();
+        let o = Topology::load(None, Some(Routing::Ospf)).unwrap().plan().unwrap();
+        let p = Topology::load(None, None).unwrap().plan().unwrap();
         assert_eq!(p.routing(), Routing::Bgp);
         assert!(p.nodes.len() < 30);
         for n in ["p1", "p2", "p3", "c1", "c2", "c3", "t1", "t3"] {
@@ -709,8 +714,16 @@ mod tests {
     }
 
     #[test]
+    fn a_file_without_routing_is_ospf() {
+        let text = DEFAULT_TOML.replace("routing = \"ospf\"", "");
+        let t: Topology = toml::from_str(&text).unwrap();
+        assert_eq!(t.routing, Routing::Ospf);
+        assert_eq!(Topology::load(None, None).unwrap().routing, Routing::CLI_DEFAULT);
+    }
+
+    #[test]
     fn bgp_needs_an_asn_per_router() {
-        let mut t = Topology::load(None, None).unwrap();
+        let mut t = Topology::load(None, Some(Routing::Ospf)).unwrap();
         t.routing = Routing::Bgp;
         let e = t.plan().unwrap_err().to_string();
         assert!(e.contains("needs an asn"), "{e}");
