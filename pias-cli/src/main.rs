@@ -41,8 +41,9 @@ enum Cmd {
     Key(key::Args),
     /// Show a running proxy's state (members, groups, registrations, cache, NAT, counters).
     Ctl(ctl::Args),
-    /// A namespace lab: routers running OSPF (BIRD 2), clients, PIAS proxies announcing the anycast prefixes,
-    /// and target sites with dnsmasq and an HTTP server. `pias lab demo` shows it all working.
+    /// A namespace lab: ISP routers running BIRD 2 (eBGP between ASes, or one OSPF domain), clients, PIAS
+    /// proxies announcing the anycast prefixes, and target sites with dnsmasq and an HTTP server.
+    /// `pias lab demo` shows it all working.
     Lab(lab::Args),
     /// Scale experiments on simulated Internet-like topologies: path stretch, membership growth, a 10^5-member
     /// table, RAP updates under churn, flash crowds (CSV, SVG plots, Markdown).
