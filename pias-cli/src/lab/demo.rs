@@ -344,7 +344,7 @@ fn tour(lab: &Lab, compare: Option<&Lab>) -> Result<()> {
         None => None,
         Some(o) => {
             head(&format!(
-                "9. the same proxy failovers under {}: its built-in lab, measured now",
+                "compare: the same proxy failovers (steps 9-11) under {}, on its built-in lab, measured now",
                 o.plan.routing().name()
             ));
             services::down(lab)?;
