@@ -158,21 +158,22 @@ fn tour(lab: &Lab, compare: Option<&Lab>) -> Result<()> {
             println!("  {} AS {}: {}", r.name, r.asn.unwrap_or(0), rels.join(", "));
         }
     }
-    let why = match routing {
-        Routing::Ospf => "nearest by OSPF cost",
-        Routing::Bgp => "its ISP's BGP choice: customer > peer > provider, then the shorter AS path",
-    };
+    match routing {
+        Routing::Ospf => println!("  each client reaches the proxy nearest by OSPF cost:"),
+        Routing::Bgp => println!(
+            "  each client reaches the proxy its ISP's BGP route leads to (local preference customer > peer > provider, then the shorter AS path):"
+        ),
+    }
     for c in plan.of(Kind::Client) {
         let ing = status::ingress(lab, c, &plan.topo.anycast4).unwrap_or_else(|| "?".into());
         let path = match (routing, c.router.as_deref()) {
-            (Routing::Bgp, Some(r)) => format!(", AS path {}", status::as_path(lab, r, &plan.topo.anycast4)),
+            (Routing::Bgp, Some(r)) => format!(
+                " (AS path at {r}: {})",
+                status::as_path(lab, r, &plan.topo.anycast4)
+            ),
             _ => String::new(),
         };
-        println!(
-            "  {} ({}) reaches proxy {ing} by anycast ({why}{path})",
-            c.name,
-            c.addr4(),
-        );
+        println!("    {} ({}) → proxy {ing}{path}", c.name, c.addr4());
     }
     if routing == Routing::Bgp
         && let Some(r) = plan
@@ -374,7 +375,7 @@ fn tour(lab: &Lab, compare: Option<&Lab>) -> Result<()> {
     if let (Some(other), Some(o)) = (other, compare) {
         let (a, b) = (routing.name(), o.plan.routing().name());
         println!("\n    a proxy going away, side by side (both measured in this run):");
-        println!("    {:<22} {a:>14} {b:>14}", "");
+        println!("    {:<22} {a:>16} {b:>16}", "");
         let cell = |m: Option<&Measured>| match m {
             Some((_, Some(ms), lost, _)) => format!("{ms} ms/{lost} lost"),
             Some((_, None, lost, _)) => format!("none/{lost} lost"),
@@ -383,7 +384,7 @@ fn tour(lab: &Lab, compare: Option<&Lab>) -> Result<()> {
         for (what, ..) in &own {
             let mine = own.iter().find(|m| &m.0 == what);
             let theirs = other.iter().find(|m| &m.0 == what);
-            println!("    {what:<22} {:>14} {:>14}", cell(mine), cell(theirs));
+            println!("    {what:<22} {:>16} {:>16}", cell(mine), cell(theirs));
         }
     }
     services::up(lab, true)?;
