@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 /// The built-in OSPF topology (`pias lab up --routing ospf`).
-pub(crate) const DEFAULT_TOML: &str = r#"# PIAS lab default topology: three ISPs in a line, r1 -- r2 -- r3 (cost 10 per hop).
+pub(crate) const DEFAULT_TOML: &str = r#"# PIAS lab OSPF topology: three ISPs in a line, r1 -- r2 -- r3 (cost 10 per hop).
 # Each ISP router has a client (cN) and a proxy (pN) attached; target sites t1 (at r1) and t3 (at r3).
 name = "pias"
 driver = "tokio"   # or "mio": the user-space driver of every proxy and target agent; or "xdp" (proxies: XDP fast path on their router-facing veth, slow path tokio; agents: tokio); or "xdp-tc" (the same program at the veth's TC ingress)
