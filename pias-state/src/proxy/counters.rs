@@ -85,6 +85,10 @@ impl Proxy {
         f("members", self.membership.len() as u64);
         f("registrations", self.registry.len() as u64);
         f("announced", u64::from(self.announce().up));
+        // For alerting: members usable now (Alive, this proxy included; `members` counts tombstones too), and
+        // the NAT table's bound (`nat_bindings / nat_capacity` is how near exhaustion it is).
+        f("members_alive", self.membership.usable().count() as u64);
+        f("nat_capacity", u64::from(self.cfg.nat.max_entries));
     }
 
     /// Every name [`Proxy::for_each_counter`] walks, in its order, from the counters definitions alone (no
@@ -145,4 +149,6 @@ pub const GAUGES: &[&str] = &[
     "members",
     "registrations",
     "announced",
+    "members_alive",
+    "nat_capacity",
 ];
