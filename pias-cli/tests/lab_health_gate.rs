@@ -12,10 +12,13 @@
 //! 2. *Operator.* `pias ctl announce off` withdraws (c1 moves, with the graceful leave's table-local copy:
 //!    nearly no loss), `auto` restores at once (healthy), `on` is reported as the operator's.
 //! 3. *Metrics.* The proxy's real `/metrics` (scraped over HTTP in its namespace) carries the announcement's
-//!    gauge and counter with the values the test expects.
+//!    gauge and counter with the values the test expects, and every metric deploy/'s alerting rules and
+//!    Grafana dashboard use.
 //!
 //! Needs root and the lab's tools; runs under the lab's lock (one lab at a time, across processes).
 mod common;
+#[path = "support/metric_names.rs"]
+mod metric_names;
 
 use std::time::{Duration, Instant};
 
@@ -153,6 +156,12 @@ fn health_gate(driver: &str) {
     let page = scrape(&victim);
     assert_eq!(metric(&page, "pias_announced"), Some(1), "{page}");
     let withdrawals = metric(&page, "pias_announce_withdrawals_total").expect("withdrawals counter");
+    let unknown = metric_names::unknown_names(&page);
+    assert!(
+        unknown.is_empty(),
+        "deploy/ monitoring files use metrics {victim}'s /metrics lacks:\n{}",
+        unknown.join("\n")
+    );
 
     // 1. Isolation: the overlay path is cut, the router link stays up.
     let (me, others) = overlay_ips(&victim);
