@@ -65,8 +65,10 @@ impl Proxy {
 
     pub(super) fn update_announce(&mut self, now: Instant) {
         let leaving = self.registry.is_draining();
+        let was_up = self.announcer.state().up;
         if let Some(a) = self.announcer.update(now, &self.membership, leaving) {
-            if !a.up {
+            // A change of reason while withdrawn (isolated → recovering) is not another withdrawal.
+            if was_up && !a.up {
                 self.counters.announce_withdrawals += 1;
             }
             self.push_event(Event::AnnounceChanged {

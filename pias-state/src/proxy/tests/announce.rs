@@ -156,6 +156,11 @@ fn a_cut_off_proxy_withdraws_after_the_hold_down_and_returns_after_the_hold_up()
     let ups: Vec<_> = s.changes.iter().filter(|c| c.0 > healed && c.1.up).collect();
     assert_eq!(ups.len(), 1, "announced once, no flapping: {:?}", s.changes);
     assert_eq!(ups[0].1.reason, AnnounceReason::Healthy);
+    assert_eq!(
+        s.p[0].counters().announce_withdrawals,
+        1,
+        "recovering is not another withdrawal"
+    );
     let first_ok = s
         .changes
         .iter()
