@@ -345,19 +345,24 @@ impl Announcer {
         }
     }
 
-    /// When [`Announcer::update`] may next change its answer by time alone.
+    /// When [`Announcer::update`] may next change its answer by time alone: the hold-down of a sign of
+    /// trouble while announced, the end of the hold-up while recovering. Never while an override or a leave
+    /// decides (a deadline left in the past would spin a driver's timer).
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         if self.mode != AnnounceMode::Auto {
             return None;
         }
-        if self.state.up {
-            let since = match (self.overlay_failed, self.last_ack.filter(|_| self.others)) {
-                (Some(t), _) => Some(t),
-                (None, t) => t,
-            };
-            since.map(|t| t + self.cfg.hold_down)
-        } else {
-            self.well_since.map(|t| t + self.cfg.hold_up)
+        match (self.state.up, self.state.reason) {
+            (true, _) => {
+                let since = match (self.overlay_failed, self.last_ack.filter(|_| self.others)) {
+                    (Some(t), _) => Some(t),
+                    (None, t) => t,
+                };
+                since.map(|t| t + self.cfg.hold_down)
+            }
+            (false, AnnounceReason::Recovering) => self.well_since.map(|t| t + self.cfg.hold_up),
+            // Withdrawn for a fault: only an input (an ack, the driver's report) changes that.
+            (false, _) => None,
         }
     }
 }

@@ -215,6 +215,34 @@ fn draining_withdraws_whatever_the_operator_said() {
 }
 
 #[test]
+fn a_withdrawal_leaves_no_deadline_in_the_past() {
+    // Draining, and withdrawn for a fault: the driver's timer must not be left due for ever.
+    let mut p = proxy(1, P1, &[]);
+    let t0 = Instant::from_millis(1000);
+    p.leave(t0);
+    assert!(!p.announce().up);
+    let late = t0 + Duration::from_secs(30);
+    p.handle_timeout(late);
+    assert!(
+        p.poll_timeout().is_none_or(|t| t > late),
+        "{:?}",
+        p.poll_timeout()
+    );
+
+    let mut p = proxy(1, P1, &[]);
+    p.set_overlay_failed(t0, true);
+    p.handle_timeout(late);
+    assert_eq!(p.announce().reason, AnnounceReason::OverlayFailed);
+    let later = late + Duration::from_secs(30);
+    p.handle_timeout(later);
+    assert!(
+        p.poll_timeout().is_none_or(|t| t > later),
+        "{:?}",
+        p.poll_timeout()
+    );
+}
+
+#[test]
 fn the_operator_overrides_and_auto_returns_to_the_rule() {
     let mut s = Pair::new();
     s.run(Duration::from_secs(3));
