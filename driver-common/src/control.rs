@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pias_state::Instant;
-use pias_state::proxy::Proxy;
+use pias_state::proxy::{AnnounceMode, Proxy};
 use serde_json::{Value, json};
 use tracing::warn;
 
@@ -175,17 +175,21 @@ pub enum Query {
     Nat,
     /// Every counter.
     Counters,
+    /// Whether the anycast prefixes are announced, why, and the operator's mode (SPEC.md §7.7). The one
+    /// request that can also change something: `announce off|on|auto` (see [`parse_announce`]).
+    Announce,
 }
 
 impl Query {
     /// Every query.
-    pub const ALL: [Query; 6] = [
+    pub const ALL: [Query; 7] = [
         Query::Members,
         Query::Groups,
         Query::Registrations,
         Query::Cache,
         Query::Nat,
         Query::Counters,
+        Query::Announce,
     ];
 
     /// The request word.
@@ -197,6 +201,7 @@ impl Query {
             Query::Cache => "cache",
             Query::Nat => "nat",
             Query::Counters => "counters",
+            Query::Announce => "announce",
         }
     }
 
@@ -224,8 +229,8 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
     let line = line.trim();
     let bad = || {
         format!(
-            "unknown request {line:?}: send one of members, groups, registrations, cache, nat, counters \
-             (or JSON {{\"cmd\":\"nat\",\"limit\":100,\"cursor\":0}})"
+            "unknown request {line:?}: send one of members, groups, registrations, cache, nat, counters, \
+             announce [off|on|auto] (or JSON {{\"cmd\":\"nat\",\"limit\":100,\"cursor\":0}})"
         )
     };
     let page = |query, limit: Option<u64>, cursor: Option<u64>| Request {
@@ -243,6 +248,40 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
     Query::from_word(line)
         .map(|w| page(w, None, None))
         .ok_or_else(bad)
+}
+
+/// Parses the one request that changes the proxy: `announce off|on|auto`, or JSON
+/// `{"cmd":"announce","mode":"off"}`. `None` if the line is not an announce request with a mode (a bare
+/// `announce` is a read, answered by [`dump_page`]); `Some(Err)` for a bad mode.
+pub fn parse_announce(line: &str) -> Option<Result<AnnounceMode, String>> {
+    let line = line.trim();
+    let mode = if line.starts_with('{') {
+        let v: Value = serde_json::from_str(line).ok()?;
+        if !v["cmd"].as_str()?.eq_ignore_ascii_case("announce") {
+            return None;
+        }
+        match &v["mode"] {
+            Value::Null => return None,
+            m => m.as_str().unwrap_or_default().to_owned(),
+        }
+    } else {
+        let mut w = line.split_whitespace();
+        if !w.next()?.eq_ignore_ascii_case("announce") {
+            return None;
+        }
+        let m = w.next()?.to_owned();
+        if w.next().is_some() {
+            return Some(Err(format!("{line:?}: announce takes one mode: off, on or auto")));
+        }
+        m
+    };
+    Some(AnnounceMode::from_word(&mode).ok_or_else(|| format!("announce mode {mode:?}: use off, on or auto")))
+}
+
+/// The JSON of [`Query::Announce`]: `{"up":..,"reason":..,"mode":..}`.
+pub fn announce_data(p: &Proxy) -> Value {
+    let a = p.announce();
+    json!({"up": a.up, "reason": a.reason.word(), "mode": p.announce_mode().word()})
 }
 
 /// The answer line (with its newline) carrying `data` for `what`.
@@ -485,6 +524,7 @@ pub fn dump_page(
             }
             (Value::Object(m), None)
         }
+        Query::Announce => (announce_data(p), None),
     }
 }
 
@@ -646,5 +686,23 @@ mod tests {
         for q in Query::ALL {
             assert_eq!(Query::from_word(q.word()), Some(q));
         }
+        let a: Value = serde_json::from_str(&answer("announce", &p, &d, Instant::ZERO)).unwrap();
+        assert_eq!(a["data"], json!({"up": true, "reason": "alone", "mode": "auto"}));
+    }
+
+    #[test]
+    fn announce_requests_parse() {
+        assert_eq!(parse_announce("announce off\n"), Some(Ok(AnnounceMode::Off)));
+        assert_eq!(parse_announce("ANNOUNCE Auto"), Some(Ok(AnnounceMode::Auto)));
+        assert_eq!(
+            parse_announce(r#"{"cmd":"announce","mode":"on"}"#),
+            Some(Ok(AnnounceMode::On))
+        );
+        assert_eq!(parse_announce("announce"), None, "a bare announce is a read");
+        assert_eq!(parse_announce(r#"{"cmd":"announce"}"#), None);
+        assert_eq!(parse_announce("members"), None);
+        assert!(parse_announce("announce maybe").unwrap().is_err());
+        assert!(parse_announce("announce off now").unwrap().is_err());
+        assert!(parse_announce(r#"{"cmd":"announce","mode":1}"#).unwrap().is_err());
     }
 }

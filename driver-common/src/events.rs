@@ -18,6 +18,12 @@ pub fn log_proxy_event(ev: &Event) {
             forward, delivery, ..
         } => debug!(flow = ?forward, ?delivery, "NAT binding created"),
         Event::NatRemoved { forward, reason, .. } => debug!(flow = ?forward, ?reason, "NAT binding removed"),
+        Event::AnnounceChanged { up: true, reason } => {
+            info!(reason = reason.word(), "announcement: anycast prefixes announced")
+        }
+        Event::AnnounceChanged { up: false, reason } => {
+            warn!(reason = reason.word(), "announcement: anycast prefixes withdrawn")
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //! earlier ([`HostSetup::withdraw`], SPEC.md §7.6): the anycast routes leave the `main` table at the start of
 //! the drain, so a routing daemon that redistributes them (the lab's BIRD does) moves clients and
 //! re-registering targets to other proxies, while a copy in the `local` table keeps delivering what still
-//! arrives; the NAT pool routes stay until exit.
+//! arrives; the NAT pool routes stay until exit. A proxy that is running but cannot serve withdraws the same
+//! way, and announces again with [`HostSetup::announce`] (the health-gated announcement, SPEC.md §7.7).
 //!
 //! Sysctls (when enabled): `net.ipv4.ip_forward=1` (client packets arrive on a host interface and leave
 //! into the TUN; the JAP's packets to targets leave the TUN towards a host interface), and
@@ -130,6 +131,28 @@ impl HostSetup {
                 }
                 Err(e) => tracing::warn!(route = %p, error = %e, "route not withdrawn"),
             }
+        }
+        n
+    }
+}
+
+impl HostSetup {
+    /// Announces the anycast routes again after [`HostSetup::withdraw`]: each goes back into `main` (the
+    /// routing daemon sees it and announces the prefix), then its copy leaves `local`. Failures are logged
+    /// and the rest still tried. Returns how many are in `main` again. Blocking, like `withdraw`.
+    pub fn announce(&self) -> usize {
+        let mut n = 0;
+        for p in &self.anycast {
+            let (fam, net) = (family(p), p.to_string());
+            match ip(&[fam, "route", "replace", &net, "dev", &self.tun]) {
+                Ok(()) => {
+                    n += 1;
+                    tracing::info!(route = %p, dev = %self.tun, "route announced");
+                }
+                Err(e) => tracing::warn!(route = %p, error = %e, "route not announced"),
+            }
+            // No copy (withdraw could not make one) is fine: nothing to remove.
+            let _ = ip(&[fam, "route", "del", &net, "dev", &self.tun, "table", "local"]);
         }
         n
     }

@@ -68,6 +68,10 @@ pub struct ProxyLoop {
     tx: Vec<u8>,
     /// A signal started the graceful leave.
     leaving: bool,
+    /// Whether the anycast routes are in `main` now: what [`ProxyLoop::sync_announce`] last applied.
+    announced: bool,
+    /// Whether the last overlay send failed (not for a full queue): what the core was last told.
+    overlay_failing: bool,
 }
 
 impl ProxyLoop {
@@ -98,6 +102,9 @@ impl ProxyLoop {
             batch: cfg.batch.max(1),
             tx: vec![0; MAX_PACKET],
             leaving: false,
+            // `HostSetup::apply` installed the routes before the core started, which starts announced.
+            announced: true,
+            overlay_failing: false,
         })
     }
 
@@ -146,9 +153,21 @@ impl ProxyLoop {
         crate::metrics::render_with(&self.proxy, &self.counters, self.fast.get())
     }
 
-    /// The control socket's answer to one request line.
-    pub fn answer(&self, line: &str) -> String {
-        crate::control::answer_with(line, &self.proxy, &self.counters, self.fast.get(), self.now())
+    /// The control socket's answer to one request line. `announce off|on|auto` sets the operator's mode
+    /// (SPEC.md §7.7) and applies the result to the routes at once; every other request only reads.
+    pub fn answer(&mut self, line: &str) -> String {
+        use crate::control;
+        match control::parse_announce(line) {
+            Some(Ok(mode)) => {
+                let now = self.clock.now();
+                info!(mode = mode.word(), "operator: announce");
+                self.proxy.set_announce_mode(now, mode);
+                self.sync_announce();
+                control::ok_line(control::Query::Announce, control::announce_data(&self.proxy))
+            }
+            Some(Err(e)) => control::error_line(&e),
+            None => control::answer_with(line, &self.proxy, &self.counters, self.fast.get(), self.now()),
+        }
     }
 
     // ----- input -----
@@ -257,6 +276,11 @@ impl ProxyLoop {
         match r {
             Ok(_) => self.on_sent_batch(side, 1, 0, 0),
             Err(e) if is_full(&e) => self.on_sent_batch(side, 0, 1, 0),
+            // Too big for the path is the packet's problem, not the socket's: counted, not reported.
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                debug!(error = %e, ?side, to = ?to, "send failed");
+                self.counters.count_sent(side, 0, 0, 1);
+            }
             Err(e) => {
                 debug!(error = %e, ?side, to = ?to, "send failed");
                 self.on_sent_batch(side, 0, 0, 1);
@@ -266,8 +290,39 @@ impl ProxyLoop {
 
     /// Counts a batch a driver sent its own way (e.g. `sendmmsg`): `sent` went, `full` were dropped on a
     /// full queue, `failed` were refused.
+    /// An overlay batch in which nothing went and some sends were refused tells the core the socket
+    /// fails; one that sent anything tells it the socket works (only changes reach the core, SPEC.md §7.7).
     pub fn on_sent_batch(&mut self, side: Side, sent: usize, full: usize, failed: usize) {
-        let c = &mut self.counters;
+        self.counters.count_sent(side, sent, full, failed);
+        if side == Side::Overlay {
+            let failing = if sent > 0 {
+                false
+            } else if failed > 0 {
+                true
+            } else {
+                return;
+            };
+            if failing != self.overlay_failing {
+                self.overlay_failing = failing;
+                if failing {
+                    tracing::warn!("overlay sends failing");
+                } else {
+                    info!("overlay sends succeed again");
+                }
+                self.proxy.set_overlay_failed(self.clock.now(), failing);
+            }
+        }
+    }
+
+    /// Whether the last overlay send the driver counted failed (see [`ProxyLoop::on_sent_batch`]).
+    pub fn overlay_failing(&self) -> bool {
+        self.overlay_failing
+    }
+}
+
+impl DriverCounters {
+    fn count_sent(&mut self, side: Side, sent: usize, full: usize, failed: usize) {
+        let c = self;
         let (ok, f, err) = match side {
             Side::Tun => (&mut c.tun_tx, &mut c.tun_tx_full, &mut c.tun_tx_errors),
             Side::Overlay => (
@@ -280,7 +335,9 @@ impl ProxyLoop {
         *f += full as u64;
         *err += failed as u64;
     }
+}
 
+impl ProxyLoop {
     /// Sends everything the core queued, then logs its events and passes them to the fast path.
     pub fn drain(&mut self, wire: &mut impl Wire) {
         let now = self.clock.now();
@@ -296,6 +353,31 @@ impl ProxyLoop {
             log_proxy_event(&ev);
             self.fast.on_event(&self.proxy, &ev, now);
         }
+        self.sync_announce();
+    }
+
+    /// Makes the routes say what the core's [`Proxy::announce`] says (SPEC.md §7.7): the one place the
+    /// anycast routes are withdrawn and announced again, whatever the reason (a graceful leave, a fault,
+    /// the operator). It compares states rather than following events, so a lost event cannot leave the
+    /// routes wrong. Blocking `ip` runs, only on a change.
+    pub fn sync_announce(&mut self) {
+        let a = self.proxy.announce();
+        if a.up == self.announced {
+            return;
+        }
+        self.announced = a.up;
+        if a.up {
+            let n = self.host.announce();
+            info!(routes = n, reason = a.reason.word(), "anycast routes announced");
+        } else {
+            let n = self.host.withdraw();
+            info!(routes = n, reason = a.reason.word(), "anycast routes withdrawn");
+        }
+    }
+
+    /// Whether the anycast routes are in the main table (announced) now.
+    pub fn announced(&self) -> bool {
+        self.announced
     }
 
     // ----- time -----
@@ -329,7 +411,8 @@ impl ProxyLoop {
     }
 
     /// Starts a graceful stop (SPEC.md §7.6): the proxy leaves the overlay, its anycast routes are moved
-    /// out of the main table (blocking `ip` runs, once: the loop pauses for a few milliseconds), and it
+    /// out of the main table ([`ProxyLoop::sync_announce`]: blocking `ip` runs, once: the loop pauses for a
+    /// few milliseconds), and it
     /// keeps forwarding for its `drain_time`, after which [`ProxyLoop::is_drained`]. Call
     /// [`ProxyLoop::drain`] after it.
     pub fn leave(&mut self) {
@@ -340,9 +423,9 @@ impl ProxyLoop {
         let now = self.clock.now();
         let drain = self.proxy.config().membership.drain_time;
         info!(drain_ms = drain.as_millis() as u64, "leaving the overlay");
+        // The core now answers "withdraw" (Draining); applied at once, before any more packets.
         self.proxy.leave(now);
-        let n = self.host.withdraw();
-        info!(routes = n, "anycast routes withdrawn");
+        self.sync_announce();
     }
 
     /// Whether a graceful stop has drained: the driver may now stop (dropping the TUN deletes it and its
@@ -423,6 +506,47 @@ mod tests {
         assert_eq!((c.tun_tx, c.tun_tx_full, c.tun_tx_errors), (1, 2, 0));
         let m = l.metrics();
         assert!(m.contains("pias_driver_overlay_tx_full_total 3\n"), "{m}");
+    }
+
+    #[test]
+    fn failing_overlay_sends_reach_the_core_and_withdraw_after_its_hold_down() {
+        let mut l = proxy_loop();
+        let to: SocketAddr = "10.0.0.9:6081".parse().unwrap();
+        // Too big is the packet's fault: counted, not reported.
+        l.on_sent(
+            Side::Overlay,
+            Err(io::Error::from_raw_os_error(libc::EMSGSIZE)),
+            Some(to),
+        );
+        // A full queue is overload, not failure.
+        l.on_sent(Side::Overlay, Err(io::ErrorKind::WouldBlock.into()), Some(to));
+        assert!(!l.overlay_failing());
+        l.on_sent(
+            Side::Overlay,
+            Err(io::Error::from_raw_os_error(libc::EPERM)),
+            Some(to),
+        );
+        assert!(l.overlay_failing());
+        assert_eq!(l.counters().overlay_tx_errors, 2);
+        let hold = l.proxy().config().announce.hold_down;
+        assert!(
+            l.deadline() <= std::time::Instant::now() + hold,
+            "the core wakes at the hold-down"
+        );
+        std::thread::sleep(hold);
+        l.handle_timeout();
+        let mut w = TestWire::default();
+        l.drain(&mut w);
+        assert!(!l.proxy().announce().up);
+        assert!(!l.announced(), "the loop applied the withdrawal");
+        // One send that goes clears the failure (the core then waits for its hold-up).
+        l.on_sent_batch(Side::Overlay, 1, 0, 0);
+        assert!(!l.overlay_failing());
+        // The operator's `on` announces at once, through the same place.
+        let a = l.answer("announce on");
+        assert!(a.contains(r#""up":true"#) && a.contains(r#""mode":"on""#), "{a}");
+        assert!(l.announced());
+        assert!(l.answer("announce sideways").contains(r#""ok":false"#));
     }
 
     #[test]

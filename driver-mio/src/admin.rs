@@ -93,7 +93,7 @@ impl Admin {
         }
     }
 
-    pub(crate) fn handle_ready(&mut self, r: &Registry, t: Token, p: &ProxyLoop) {
+    pub(crate) fn handle_ready(&mut self, r: &Registry, t: Token, p: &mut ProxyLoop) {
         if t == METRICS || t == CONTROL {
             self.accept(r, t == METRICS, p);
         } else if t.0 >= CONN_BASE && t.0 - CONN_BASE < self.conns.len() {
@@ -101,7 +101,7 @@ impl Admin {
         }
     }
 
-    fn accept(&mut self, r: &Registry, http: bool, p: &ProxyLoop) {
+    fn accept(&mut self, r: &Registry, http: bool, p: &mut ProxyLoop) {
         loop {
             let stream = if http {
                 match self.metrics.as_ref().map(|l| l.accept()) {
@@ -162,7 +162,7 @@ impl Admin {
         }
     }
 
-    fn serve(&mut self, r: &Registry, i: usize, p: &ProxyLoop) {
+    fn serve(&mut self, r: &Registry, i: usize, p: &mut ProxyLoop) {
         let Some(c) = self.conns[i].as_mut() else { return };
         let done = c.step(p).unwrap_or(true);
         if done {
@@ -182,7 +182,7 @@ impl Admin {
 
 impl Conn {
     /// Reads what is there, answers whole requests, writes what it can; `Ok(true)` when finished.
-    fn step(&mut self, p: &ProxyLoop) -> io::Result<bool> {
+    fn step(&mut self, p: &mut ProxyLoop) -> io::Result<bool> {
         let limit = match self.stream {
             Stream::Http(_) => metrics::MAX_REQUEST,
             Stream::Control(_) => control::MAX_REQUEST,

@@ -230,6 +230,12 @@ impl MioProxy {
         &self.core
     }
 
+    /// The loop body, for the control socket's one changing request (`announce off|on|auto`), which
+    /// applies its result to the routes itself.
+    pub fn core_mut(&mut self) -> &mut ProxyLoop {
+        &mut self.core
+    }
+
     /// The driver's counters.
     pub fn counters(&self) -> &DriverCounters {
         self.core.counters()
@@ -427,7 +433,7 @@ impl ProxyRunner {
                         }
                     }
                 } else {
-                    admin.handle_ready(poll.registry(), t, proxy.core());
+                    admin.handle_ready(poll.registry(), t, proxy.core_mut());
                 }
             }
             let now = StdInstant::now();

@@ -27,8 +27,9 @@ use driver_common::{DriverCounters, FastPath, MAX_PACKET, ProxyDriverConfig, Pro
 use crate::tun::{ReadyGuard, Tun};
 use crate::{Signals, deadline};
 
-/// A read-only look at the running proxy, run on the driver's task between wake-ups.
-type Job = Box<dyn FnOnce(&ProxyLoop) + Send>;
+/// A look at the running proxy (or an operator's change: `announce off|on|auto`), run on the driver's task
+/// between wake-ups; the loop drains after it.
+type Job = Box<dyn FnOnce(&mut ProxyLoop) + Send>;
 
 /// A handle to a running proxy: the metrics endpoint and the control socket read its state through it.
 #[derive(Debug, Clone)]
@@ -43,6 +44,14 @@ impl ProxyHandle {
         &self,
         f: impl FnOnce(&ProxyLoop) -> R + Send + 'static,
     ) -> Option<R> {
+        self.run(move |l: &mut ProxyLoop| f(l)).await
+    }
+
+    /// Runs `f` on the proxy's task with its loop, which it may change; `None` if the proxy stopped.
+    async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ProxyLoop) -> R + Send + 'static,
+    ) -> Option<R> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |l| {
             let _ = tx.send(f(l));
@@ -56,9 +65,10 @@ impl ProxyHandle {
         self.inspect(ProxyLoop::metrics).await
     }
 
-    /// The control socket's answer to one request line; `None` if the proxy stopped.
+    /// The control socket's answer to one request line (which may change the announcement, SPEC.md §7.7);
+    /// `None` if the proxy stopped.
     pub async fn answer(&self, line: String) -> Option<String> {
-        self.inspect(move |l| l.answer(&line)).await
+        self.run(move |l| l.answer(&line)).await
     }
 }
 
@@ -153,7 +163,7 @@ impl ProxyDriver {
                     core.read_batch(Side::Overlay, &mut rx, |b| overlay.try_recv_from(b), &mut wire);
                 }
                 () = &mut timer => core.handle_timeout(),
-                Some(job) = jobs.recv() => job(&core),
+                Some(job) = jobs.recv() => job(&mut core),
                 sig = signals.recv() => {
                     if core.on_signal(sig) {
                         return Ok(*core.counters());

@@ -148,6 +148,8 @@ impl MapSync {
             Event::MemberSuspect { .. } => {} // its frames are still accepted (SPEC.md §4.1): stays
             Event::MemberDown { id } => self.member_down(id),
             Event::TargetUp { .. } | Event::TargetDown { .. } => {}
+            // The routes into the TUN steer what reaches the program; the loop moves them (SPEC.md §7.7).
+            Event::AnnounceChanged { .. } => {}
         }
     }
 

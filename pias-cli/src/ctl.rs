@@ -18,10 +18,11 @@ use tokio::net::UnixStream;
 
 /// `--help`'s description (clap replaces a subcommand struct's doc comment with its variant's, so it
 /// goes in `before_long_help`, placed by [`crate::proxy::HELP_TEMPLATE`]).
-const LONG_ABOUT: &str = "\nShows a running proxy's state: members, groups as RAP, registrations as JAP, IAP cache, NAT table, counters. Human tables by default, --json for machines.";
+const LONG_ABOUT: &str = "\nShows a running proxy's state: members, groups as RAP, registrations as JAP, IAP cache, NAT table, counters, announcement. Human tables by default, --json for machines.\n\n`announce off|on|auto` is the one command that changes something: `off` withdraws the proxy's anycast prefixes (maintenance without stopping it), `on` announces them whatever its health says (not while it leaves), `auto` returns to the health rule (SPEC.md §7.7). The mode lasts until the process exits.";
 
 /// Shows a running proxy's state: members, groups as RAP, registrations as JAP, IAP cache, NAT table,
-/// counters. Human tables by default, --json for machines.
+/// counters, announcement; `announce off|on|auto` sets the operator's say over the announcement. Human
+/// tables by default, --json for machines.
 #[derive(Debug, ClapArgs)]
 #[command(help_template = crate::proxy::HELP_TEMPLATE, before_help = "\nMore with --help.", before_long_help = LONG_ABOUT, after_help = "\
 Examples:
@@ -29,6 +30,8 @@ Examples:
   pias ctl --socket /run/pias/pias0.sock cache           # which JAPs this IAP uses per group
   pias ctl --socket /run/pias/pias0.sock nat --limit 20
   pias ctl --socket /run/pias/pias0.sock counters --json | jq .iap_to_rap
+  pias ctl --socket /run/pias/pias0.sock announce off    # withdraw the anycast prefixes (maintenance)
+  pias ctl --socket /run/pias/pias0.sock announce auto   # back to the health rule
 
 The socket path is [control] socket in the proxy's configuration. Protocol: one request line (a command
 word, or JSON {\"cmd\":\"nat\",\"limit\":20}) → one JSON line.")]
@@ -39,6 +42,9 @@ pub(crate) struct Args {
     /// What to show.
     #[arg(value_enum)]
     what: What,
+    /// With `announce`: set the operator's mode (off: withdraw, on: announce, auto: the health rule).
+    #[arg(value_enum)]
+    mode: Option<Mode>,
     /// Print the raw JSON answer instead of a table.
     #[arg(long)]
     json: bool,
@@ -62,6 +68,29 @@ pub(crate) enum What {
     Nat,
     /// Every counter.
     Counters,
+    /// Whether the anycast prefixes are announced, why, and the operator's mode (SPEC.md §7.7).
+    Announce,
+}
+
+/// The operator's say over the announcement (`pias ctl announce MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// Withdraw the anycast prefixes.
+    Off,
+    /// Announce them whatever the health rule says.
+    On,
+    /// The health rule decides.
+    Auto,
+}
+
+impl Mode {
+    fn word(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::On => "on",
+            Mode::Auto => "auto",
+        }
+    }
 }
 
 impl What {
@@ -73,6 +102,7 @@ impl What {
             What::Cache => "cache",
             What::Nat => "nat",
             What::Counters => "counters",
+            What::Announce => "announce",
         }
     }
 
@@ -89,7 +119,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let data = rt.block_on(request(&a.socket, a.what, a.limit))?;
+    if a.mode.is_some() && a.what != What::Announce {
+        anyhow::bail!("a mode (off, on, auto) goes only with `announce`");
+    }
+    let data = rt.block_on(request(&a.socket, a.what, a.mode, a.limit))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&data)?);
     } else {
@@ -105,7 +138,7 @@ fn wanted(what: What, limit: usize) -> usize {
 }
 
 /// Asks for `what` page by page on one connection and returns the pages' data merged.
-async fn request(socket: &Path, what: What, limit: usize) -> anyhow::Result<Value> {
+async fn request(socket: &Path, what: What, mode: Option<Mode>, limit: usize) -> anyhow::Result<Value> {
     let s = tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(socket))
         .await
         .context("connecting took over 5 s")?
@@ -123,7 +156,11 @@ async fn request(socket: &Path, what: What, limit: usize) -> anyhow::Result<Valu
     let mut data: Option<Value> = None;
     loop {
         let page = left.clamp(1, driver_common::control::MAX_PAGE);
-        let req = json!({"cmd": what.word(), "limit": page, "cursor": cursor}).to_string();
+        let mut req = json!({"cmd": what.word(), "limit": page, "cursor": cursor});
+        if let Some(m) = mode {
+            req["mode"] = json!(m.word());
+        }
+        let req = req.to_string();
         let fut = async {
             w.write_all(req.as_bytes()).await?;
             w.write_all(b"\n").await?;
@@ -429,6 +466,17 @@ pub(crate) fn format(what: What, data: &Value) -> String {
             }
             table(&rows)
         }
+        What::Announce => {
+            let state = if data["up"] == Value::Bool(true) {
+                "announced"
+            } else {
+                "withdrawn"
+            };
+            table(&[
+                header(&["STATE", "REASON", "MODE"]),
+                vec![state.to_owned(), s(&data["reason"]), s(&data["mode"])],
+            ])
+        }
     }
 }
 
@@ -508,6 +556,7 @@ mod tests {
             What::Cache,
             What::Nat,
             What::Counters,
+            What::Announce,
         ] {
             let d = dump(w, 10, &p, &DriverCounters::default(), Instant::ZERO);
             let t = format(w, &d);
@@ -528,6 +577,11 @@ mod tests {
             &dump(What::Nat, 10, &p, &DriverCounters::default(), Instant::ZERO),
         );
         assert!(nat.ends_with("0 of 0 bindings shown\n"), "{nat}");
+        let a = format(
+            What::Announce,
+            &dump(What::Announce, 10, &p, &DriverCounters::default(), Instant::ZERO),
+        );
+        assert_eq!(a.lines().nth(1), Some("announced  alone   auto"), "{a}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::policy::PolicyTable;
 use crate::rap::RapConfig;
 use crate::registry::RegistryConfig;
 
-use super::ReportConfig;
+use super::{AnnounceConfig, ReportConfig};
 
 /// Everything a proxy is configured with. [`ProxyConfig::new`] fills SPEC.md §14's defaults.
 #[derive(Debug, Clone)]
@@ -72,6 +72,8 @@ pub struct ProxyConfig {
     pub event_capacity: usize,
     /// Bound of the queue of control messages waiting for `poll_transmit`.
     pub outbox_capacity: usize,
+    /// The health-gated announcement's timers (SPEC.md §7.7).
+    pub announce: AnnounceConfig,
 }
 
 impl ProxyConfig {
@@ -111,6 +113,7 @@ impl ProxyConfig {
             icmp_rate: 100,
             event_capacity: 4096,
             outbox_capacity: 4096,
+            announce: AnnounceConfig::default(),
         }
     }
 
@@ -198,6 +201,15 @@ impl ProxyConfig {
             validate_prefixes(field, list)?;
         }
         self.membership.validate().map_err(ConfigError::from)?;
+        // A healthy proxy's round trips come every probe interval; a hold-down within a few of them would
+        // withdraw it for ordinary probe losses.
+        if self.announce.hold_down < self.membership.probe_interval * (self.membership.suspect_after + 1) {
+            return Err(ConfigError::field(
+                P,
+                "announce_hold_down",
+                "must be at least (suspect_after + 1) probe intervals (default 2 s)",
+            ));
+        }
         if let Some(i) = self.membership.seeds.iter().position(|s| *s == self.overlay_addr) {
             return Err(ConfigError::field(
                 ConfigPart::Membership,

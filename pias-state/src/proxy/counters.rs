@@ -59,6 +59,8 @@ counters! {
         drop_bad_destination,
         /// Client packets not delivered: the chosen target is in the overlay's address space.
         drop_overlay_target,
+        /// Times the proxy stopped announcing its anycast prefixes (SPEC.md §7.7), for any reason.
+        announce_withdrawals,
     }
 }
 
@@ -82,6 +84,11 @@ impl Proxy {
         f("nat_bindings", self.nat.len() as u64);
         f("members", self.membership.len() as u64);
         f("registrations", self.registry.len() as u64);
+        f("announced", u64::from(self.announce().up));
+        // For alerting: members usable now (Alive, this proxy included; `members` counts tombstones too), and
+        // the NAT table's bound (`nat_bindings / nat_capacity` is how near exhaustion it is).
+        f("members_alive", self.membership.usable().count() as u64);
+        f("nat_capacity", u64::from(self.cfg.nat.max_entries));
     }
 
     /// Every name [`Proxy::for_each_counter`] walks, in its order, from the counters definitions alone (no
@@ -141,4 +148,7 @@ pub const GAUGES: &[&str] = &[
     "nat_bindings",
     "members",
     "registrations",
+    "announced",
+    "members_alive",
+    "nat_capacity",
 ];

@@ -10,7 +10,7 @@ use pias_proto::{FlowKey, ProxyId, TransportAddr};
 use crate::iap::CacheChange;
 use crate::nat::{BindingId, NatEvent, RemoveReason};
 
-use super::Proxy;
+use super::{AnnounceReason, Proxy};
 
 /// Where a packet handed to [`Proxy::handle_overlay`] or [`Proxy::handle_host`] goes now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +112,9 @@ pub enum Event {
         group: TransportAddr,
         service: TransportAddr,
     },
+    /// Whether to announce the anycast prefixes and registration addresses changed (SPEC.md §7.7): the
+    /// driver adds (`up`) or withdraws their routes; the NAT pool's stay. [`Proxy::announce`] says the same.
+    AnnounceChanged { up: bool, reason: AnnounceReason },
 }
 
 /// How the JAP delivers the client packets of a NAT binding. Decided in one place (the proxy's `delivery`),

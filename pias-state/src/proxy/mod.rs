@@ -30,6 +30,7 @@
 //! `host` (packets from the TUN), and one file per role: `ingress` (IAP), `rendezvous` (RAP), `delivery`
 //! (JAP). `reports` is the JAP's reports to RAPs, `buf` the in-place [`PacketBuf`].
 
+mod announce;
 mod buf;
 mod config;
 mod counters;
@@ -44,6 +45,7 @@ mod reports;
 #[cfg(test)]
 mod tests;
 
+pub use announce::{Announce, AnnounceConfig, AnnounceMode, AnnounceReason};
 pub use buf::{HEADROOM, PacketBuf};
 pub use config::{ConfigError, ConfigPart, ProxyConfig, SubConfigError};
 pub use counters::{GAUGES, ProxyCounters};
@@ -72,6 +74,7 @@ use crate::ring::Ring;
 use crate::seal::{Dest, Sealer, Transmit};
 use crate::secrets::Secrets;
 use crate::time::Instant;
+use announce::Announcer;
 use overlay::Out;
 use reports::Reporter;
 pub use reports::{ReportConfig, ReporterCounters};
@@ -115,6 +118,8 @@ pub struct Proxy {
     /// The overlay's address space, from the configuration (SPEC.md §8.5): client sources, reply
     /// destinations and targets in it are refused.
     space: OverlaySpace,
+    /// Whether the anycast prefixes are announced now (SPEC.md §7.7).
+    announcer: Announcer,
 }
 
 /// The proxy's view of membership for RAP selection.
@@ -208,6 +213,7 @@ impl Proxy {
             counters: ProxyCounters::default(),
             tunnel_targets: std::collections::BTreeMap::new(),
             space: cfg.overlay_space(),
+            announcer: Announcer::new(cfg.announce),
             sealer,
             membership,
             ring,
@@ -338,8 +344,8 @@ impl Proxy {
     }
 
     /// Starts a graceful leave (SPEC.md §7.6). First the proxy answers its targets' Refreshes and Registers
-    /// with Draining, so they register again elsewhere (through anycast: the driver withdraws this proxy's
-    /// routes now), while it stays their JAP with the registrations it holds (they no longer expire). Status
+    /// with Draining, so they register again elsewhere (through anycast: [`Event::AnnounceChanged`] tells the
+    /// driver to withdraw this proxy's routes now, SPEC.md §7.7), while it stays their JAP with the registrations it holds (they no longer expire). Status
     /// Left — which takes it out of every RAP's and IAP's choice at once — is flooded at half the
     /// `drain_time` (at once if it holds no registration): flooded at once, it would leave a group whose
     /// targets were all here with no JAP until they registered elsewhere, and IAPs asking meanwhile would
@@ -417,6 +423,7 @@ impl Proxy {
             Some(self.rap_sweep_at),
             self.left_by,
             self.drain_end.filter(|_| !self.drain_seen),
+            self.announcer.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -455,6 +462,7 @@ impl Proxy {
             self.membership.leave(now);
         }
         while let Some(ev) = self.membership.poll_event() {
+            self.announcer.membership_changed();
             match ev {
                 MemberEvent::Up { id, addr } => {
                     let _ = self.ring.insert(id);
@@ -515,6 +523,7 @@ impl Proxy {
         for (jap, entry) in self.reporter.take_local() {
             self.rap.handle_report(now, jap, &entry);
         }
+        self.update_announce(now);
     }
 
     /// Whether a client address (a client packet's source, a reply's destination) is acceptable

@@ -13,6 +13,9 @@ use pias_proto::tunnel::{DataHeader, INITIAL_HOPS};
 /// Ingress and egress filtering (SPEC.md §8.5).
 mod filter;
 
+/// The health-gated announcement (SPEC.md §7.7).
+mod announce;
+
 fn cfg() -> ProxyConfig {
     ProxyConfig::new(
         ProxyId(1),
