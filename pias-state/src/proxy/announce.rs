@@ -13,17 +13,21 @@
 //!    again once it has been healthy for `hold_up` (hysteresis: a flapping path does not flap the route).
 //!
 //! Unhealthy is either of:
-//! - *isolated*: the proxy has reached other members before (a probe of its was acknowledged), some other
-//!   member is still in its table without having left, and no probe round trip has succeeded since — a
-//!   healthy proxy sees one every `probe_interval` per neighbour;
+//! - *isolated*: the proxy has reached other members before (a probe of its was acknowledged), at its last
+//!   successful round trip at least two other members were Alive, some other member is still in its table
+//!   without having left, and no probe round trip has succeeded since — a healthy proxy sees one every
+//!   `probe_interval` per neighbour;
 //! - *overlay failed*: the driver reports that sending on the overlay socket fails.
 //!
 //! A proxy that never reached another member announces ([`AnnounceReason::Alone`]): it cannot tell an overlay
 //! of one (which serves its own targets) from a cut-off start, and refusing to announce would leave the first
-//! proxy of every new overlay dark. Neither can a proxy whose every peer is Down tell whether they all
-//! failed or it is cut off; it takes the safe side and withdraws, and the operator's `on` overrides that
-//! (SPEC.md §7.7 says why an overlay of two needs it). When every other member has *left* (gracefully), the
-//! proxy is alone again and announces.
+//! proxy of every new overlay dark. Neither can a proxy whose only reachable peer went silent tell whether
+//! that peer failed or it is cut off; it keeps announcing (reason `Alone`), because the other answer would
+//! take the survivor of a crash out with the dead — in an overlay of two, a crash would become an outage,
+//! and even the crashed proxy's targets, re-registering at the anycast registration address, would find
+//! nobody to register with. Losing *every one* of two or more Alive peers at once is what isolation looks
+//! like (independent crashes are rarely that close), so that withdraws. When every other member has *left*
+//! (gracefully), the proxy is alone again and announces.
 
 use core::time::Duration;
 
@@ -79,6 +83,10 @@ impl Proxy {
     }
 }
 
+/// How many Alive peers a proxy must lose at once to count as cut off rather than as the survivor of their
+/// crash (SPEC.md §7.7).
+pub const ISOLATION_PEERS: u8 = 2;
+
 /// The announcement timers (SPEC.md §7.7, §14).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnnounceConfig {
@@ -133,7 +141,8 @@ impl AnnounceMode {
 pub enum AnnounceReason {
     /// Announced: probe round trips succeed and the overlay socket works.
     Healthy,
-    /// Announced: no other member was ever reached, or every other member left.
+    /// Announced: no other member was ever reached, every other member left, or the only peer it could
+    /// reach went silent (its crash cannot be told from being cut off, §7.7).
     Alone,
     /// No probe round trip succeeded for `hold_down` while other members are known.
     Isolated,
@@ -187,6 +196,11 @@ pub(super) struct Announcer {
     well_since: Option<Instant>,
     /// Whether some other member that has not left is in the table; recounted only after membership news.
     others: bool,
+    /// Other members Alive at the last recount, counted up to [`ISOLATION_PEERS`].
+    alive_others: u8,
+    /// `alive_others` at the last successful round trip: losing fewer than [`ISOLATION_PEERS`] peers cannot
+    /// be told from their crash, so it does not make the proxy isolated.
+    alive_at_ack: u8,
     others_dirty: bool,
     /// The membership's lost-event counter when last looked at: lost news also forces a recount.
     events_lost_seen: u64,
@@ -207,6 +221,8 @@ impl Announcer {
             sick_since: None,
             well_since: None,
             others: false,
+            alive_others: 0,
+            alive_at_ack: 0,
             others_dirty: true,
             events_lost_seen: 0,
         }
@@ -240,33 +256,41 @@ impl Announcer {
 
     /// Re-decides at `now`; returns the new state if it changed.
     pub(super) fn update(&mut self, now: Instant, m: &Membership, leaving: bool) -> Option<Announce> {
-        let acks = m.counters().acks;
-        if acks != self.acks_seen {
-            self.acks_seen = acks;
-            self.last_ack = Some(now);
-        }
         let lost = m.counters().events_dropped;
         if self.others_dirty || lost != self.events_lost_seen {
             self.others_dirty = false;
             self.events_lost_seen = lost;
             let me = m.me().id;
-            let (mut others, mut left) = (false, false);
+            let (mut others, mut left, mut alive) = (false, false, 0u8);
+            // Stops as soon as the answer is known: at 10^5 members this runs on membership news.
             for r in m.iter() {
                 if r.id() == me {
                     continue;
                 }
-                if r.status() == MemberStatus::Left {
-                    left = true;
-                } else {
-                    others = true;
-                    break;
+                match r.status() {
+                    MemberStatus::Left => left = true,
+                    MemberStatus::Alive => {
+                        others = true;
+                        alive += 1;
+                        if alive >= ISOLATION_PEERS {
+                            break;
+                        }
+                    }
+                    _ => others = true,
                 }
             }
             self.others = others;
+            self.alive_others = alive;
             if !others && left {
                 // Every other member left gracefully: an overlay of one again.
                 self.last_ack = None;
             }
+        }
+        let acks = m.counters().acks;
+        if acks != self.acks_seen {
+            self.acks_seen = acks;
+            self.last_ack = Some(now);
+            self.alive_at_ack = self.alive_others;
         }
         let next = self.decide(now, leaving);
         (next != self.state).then(|| {
@@ -283,7 +307,11 @@ impl Announcer {
         match self.last_ack {
             // Unreachable since the last round trip; a fault once that is `hold_down` old (the
             // hold-down is measured from the last sign of health, not from when it was noticed).
-            Some(t) if self.others && now.saturating_since(t) >= self.cfg.hold_down => {
+            Some(t)
+                if self.others
+                    && self.alive_at_ack >= ISOLATION_PEERS
+                    && now.saturating_since(t) >= self.cfg.hold_down =>
+            {
                 Some((AnnounceReason::Isolated, t))
             }
             _ => None,
@@ -314,10 +342,11 @@ impl Announcer {
             AnnounceMode::Off => return down(AnnounceReason::Operator),
             AnnounceMode::Auto => {}
         }
-        let healthy = if self.last_ack.is_some() && self.others {
-            AnnounceReason::Healthy
-        } else {
-            AnnounceReason::Alone
+        // Healthy while round trips succeed; alone when none ever did, every other member left, or the only
+        // peer(s) it had went silent (which does not make it isolated, see the module's doc).
+        let healthy = match self.last_ack {
+            Some(t) if self.others && now.saturating_since(t) < self.cfg.hold_down => AnnounceReason::Healthy,
+            _ => AnnounceReason::Alone,
         };
         match fault {
             Some((reason, since)) => {
@@ -353,10 +382,14 @@ impl Announcer {
             return None;
         }
         match (self.state.up, self.state.reason) {
-            (true, _) => {
-                let since = match (self.overlay_failed, self.last_ack.filter(|_| self.others)) {
+            (true, reason) => {
+                // A failing socket withdraws hold_down after it began; a healthy proxy's last round trip
+                // ages into isolation (or into alone) hold_down after it. Alone has no such deadline: it
+                // would be in the past and spin the driver's timer.
+                let since = match (self.overlay_failed, reason) {
                     (Some(t), _) => Some(t),
-                    (None, t) => t,
+                    (None, AnnounceReason::Healthy) => self.last_ack.filter(|_| self.others),
+                    (None, _) => None,
                 };
                 since.map(|t| t + self.cfg.hold_down)
             }

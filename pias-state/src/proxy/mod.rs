@@ -45,7 +45,7 @@ mod reports;
 #[cfg(test)]
 mod tests;
 
-pub use announce::{Announce, AnnounceConfig, AnnounceMode, AnnounceReason};
+pub use announce::{Announce, AnnounceConfig, AnnounceMode, AnnounceReason, ISOLATION_PEERS};
 pub use buf::{HEADROOM, PacketBuf};
 pub use config::{ConfigError, ConfigPart, ProxyConfig, SubConfigError};
 pub use counters::{GAUGES, ProxyCounters};

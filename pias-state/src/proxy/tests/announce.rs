@@ -1,11 +1,13 @@
-//! The health-gated announcement (SPEC.md §7.7): two proxies on a fabric that can be cut, the rule's
-//! hysteresis, the lone proxy, draining, the operator's override and the driver's overlay report.
+//! The health-gated announcement (SPEC.md §7.7): proxies on a fabric where proxy 1 can be cut off, the
+//! rule's hysteresis, the lone proxy, the survivor of an overlay of two, draining, the operator's override
+//! and the driver's overlay report.
 
 use super::*;
 use crate::seal::Dest;
 
 const P1: &str = "10.0.0.1:6081";
 const P2: &str = "10.0.0.2:6081";
+const P3: &str = "10.0.0.3:6081";
 
 fn proxy(id: u32, addr: &str, seeds: &[&str]) -> Proxy {
     let mut c = ProxyConfig::new(
@@ -19,10 +21,11 @@ fn proxy(id: u32, addr: &str, seeds: &[&str]) -> Proxy {
     Proxy::new(c, &Secrets::from_seed_for_tests(id.into()), Instant::ZERO).unwrap()
 }
 
-/// Two proxies whose overlay datagrams reach each other unless the path is cut; time advances in 10 ms
-/// steps, and every `AnnounceChanged` of proxy 1 is recorded with its time.
+/// Proxies whose overlay datagrams reach each other unless proxy 1 is cut off (every datagram to or from
+/// it is lost); time advances in 10 ms steps, and every `AnnounceChanged` of proxy 1 is recorded with its
+/// time. Three by default: proxy 1 cut off loses two Alive peers at once, which is isolation.
 struct Pair {
-    p: [Proxy; 2],
+    p: Vec<Proxy>,
     now: Instant,
     cut: bool,
     changes: Vec<(Instant, Announce)>,
@@ -30,8 +33,17 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
+        Pair::of(&[P1, P2, P3])
+    }
+
+    fn of(addrs: &[&str]) -> Pair {
+        let p = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| proxy(i as u32 + 1, a, if i == 0 { &[] } else { &[P1] }))
+            .collect();
         Pair {
-            p: [proxy(1, P1, &[]), proxy(2, P2, &[P1])],
+            p,
             now: Instant::ZERO,
             cut: false,
             changes: Vec::new(),
@@ -54,12 +66,12 @@ impl Pair {
             }
         }
         for (from, to, bytes) in wire {
-            if self.cut {
-                continue;
-            }
             let Some(j) = self.p.iter().position(|p| p.config().overlay_addr == to) else {
                 continue;
             };
+            if self.cut && (from == 0 || j == 0) {
+                continue;
+            }
             let src = self.p[from].config().overlay_addr;
             let mut b = vec![0u8; HEADROOM + bytes.len()];
             b[HEADROOM..].copy_from_slice(&bytes);
@@ -75,7 +87,9 @@ impl Pair {
                 self.changes.push((self.now, Announce { up, reason }));
             }
         }
-        while self.p[1].poll_event().is_some() {}
+        for p in &mut self.p[1..] {
+            while p.poll_event().is_some() {}
+        }
     }
 
     fn run(&mut self, d: Duration) {
@@ -117,7 +131,7 @@ fn a_lone_proxy_announces_and_stays_announced() {
 fn a_cut_off_proxy_withdraws_after_the_hold_down_and_returns_after_the_hold_up() {
     let mut s = Pair::new();
     s.run(Duration::from_secs(3));
-    assert_eq!(s.p[0].membership().usable().count(), 2, "joined");
+    assert_eq!(s.p[0].membership().usable().count(), 3, "joined");
     assert_eq!(s.up().reason, AnnounceReason::Healthy);
     assert!(
         s.changes.iter().all(|c| c.1.up),
@@ -330,4 +344,54 @@ fn a_hold_down_shorter_than_a_suspicion_is_refused() {
     let mut c = proxy(1, P1, &[]).config().clone();
     c.announce.hold_down = Duration::from_millis(300);
     assert_eq!(c.validate().unwrap_err().field, "announce_hold_down");
+}
+
+#[test]
+fn the_survivor_of_an_overlay_of_two_stays_announced() {
+    // Proxy 2 goes silent: a crash and a cut look the same from proxy 1, and withdrawing would turn the
+    // crash of one proxy into an outage of both (SPEC.md §7.7).
+    let mut s = Pair::of(&[P1, P2]);
+    s.run(Duration::from_secs(3));
+    assert_eq!(s.up().reason, AnnounceReason::Healthy);
+    s.cut = true;
+    s.run(Duration::from_secs(10));
+    assert!(
+        s.changes.iter().all(|c| c.1.up),
+        "never withdrawn: {:?}",
+        s.changes
+    );
+    assert_eq!(s.up().reason, AnnounceReason::Alone);
+    assert_eq!(s.p[0].counters().announce_withdrawals, 0);
+    let t = s.p[0].poll_timeout();
+    assert!(
+        t.is_none_or(|t| t > s.now),
+        "no deadline left in the past: {t:?} at {:?}",
+        s.now
+    );
+    // The peer returns: healthy again, still no withdrawal.
+    s.cut = false;
+    s.run(Duration::from_secs(10));
+    assert_eq!(s.up().reason, AnnounceReason::Healthy);
+    assert_eq!(s.p[0].counters().announce_withdrawals, 0);
+}
+
+#[test]
+fn losing_peers_one_by_one_leaves_the_last_one_announced() {
+    // Three proxies; proxy 3 goes silent first and is declared Down, then proxy 2: proxy 1 lost one Alive
+    // peer at a time, which is what crashes look like, so it stays announced to the end.
+    let mut s = Pair::new();
+    s.run(Duration::from_secs(3));
+    let p3 = s.p.pop().expect("three");
+    drop(p3);
+    s.run(Duration::from_secs(6));
+    assert!(s.up().up, "{:?}", s.up());
+    let p2 = s.p.pop().expect("two");
+    drop(p2);
+    s.run(Duration::from_secs(6));
+    assert!(
+        s.changes.iter().all(|c| c.1.up),
+        "never withdrawn: {:?}",
+        s.changes
+    );
+    assert_eq!(s.up().reason, AnnounceReason::Alone);
 }
