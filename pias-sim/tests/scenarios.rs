@@ -613,6 +613,7 @@ fn service_survives_loss_duplication_and_reordering() {
         loss: 0.05,
         duplicate: 0.05,
         jitter: Duration::from_millis(5),
+        ..SimConfig::default()
     };
     let mut w = world(cfg);
     // Until the group is resolved once: under loss the RAP can be asked before the JAP's report (or its
@@ -676,6 +677,7 @@ fn runs_are_deterministic_for_a_seed() {
             loss: 0.02,
             duplicate: 0.02,
             jitter: Duration::from_millis(2),
+            ..SimConfig::default()
         };
         let mut w = world(cfg);
         for k in 0..20u64 {
