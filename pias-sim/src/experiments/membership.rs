@@ -39,6 +39,9 @@ params! {
         jitter_tail: String = "pareto:0.1:1.5".to_string(),
         /// Each jitter phase runs this long before its measurement window (`steady_s`) starts (s).
         jitter_settle_s: f64 = 20.0,
+        /// Membership `coord_flood_spacing` (s; SPEC.md §7.5); negative: the proxies' default. 0 turns the
+        /// overlay-wide limit of coordinate re-floods off (to see what the RTT filter alone does).
+        coord_flood_spacing_s: f64 = -1.0,
     }
 }
 
@@ -111,7 +114,12 @@ fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
     let wall = std::time::Instant::now();
     let topo = make_topology(p.seed, &p.topo)?;
     let mut rng = Rng::new(p.seed ^ n as u64);
-    let mut sim = world(p.seed, topo.clone(), n, &mut rng, |_| {});
+    let spacing = p.coord_flood_spacing_s;
+    let mut sim = world(p.seed, topo.clone(), n, &mut rng, |c| {
+        if spacing >= 0.0 {
+            c.membership.coord_flood_spacing = Duration::from_secs_f64(spacing);
+        }
+    });
     let join_t =
         join(&mut sim, Duration::from_secs(300)).ok_or(format!("{n} proxies did not join in 300 s"))?;
     let settle = (p.settle_s - join_t.as_secs_f64()).max(5.0);
@@ -343,7 +351,8 @@ pub fn membership(p: &MembershipParams, log: &mut dyn FnMut(&str)) -> Result<Out
     let _ = writeln!(
         md,
         "## 2. Membership\n\nReal proxies on a transit-stub topology (seed {}), default membership timers \
-         (probe 200 ms, suspect after 3 misses + 1 s); measured from {} s after the proxies started (at least 5 s after the join). Messages are every overlay datagram a proxy sends (probes, \
+         (one neighbour probed per 250 ms tick in turn; suspect after 3 misses; Down when another monitor \
+         confirms, else 1 s later); measured from {} s after the proxies started (at least 5 s after the join). Messages are every overlay datagram a proxy sends (probes, \
          acks, floods, anti-entropy, reports). Churn: {} crash(es) per second, each restarting 2 s later. The \
          partition cuts the overlay between the two halves of the transit domains for {} s.\n\n\
          | proxies | join (s) | neighbours | steady msgs/proxy/s | steady bytes/proxy/s | churn msgs/proxy/s | crash: first Down (s) | crash: all Down (s) | partition heal (s) |\n\
