@@ -54,8 +54,15 @@ fn membership_scale_bounds_hold() {
         let r = row(&small(seed));
         eprintln!("seed {seed}: {r:?}");
         let at_rest = get(&r, "steady_bytes_per_proxy_s");
-        assert!(at_rest <= 1000.0, "seed {seed}: {at_rest} bytes/s per proxy at rest");
-        assert_eq!(get(&r, "steady_suspects_per_proxy_s"), 0.0, "seed {seed}: false suspicion at rest");
+        assert!(
+            at_rest <= 1000.0,
+            "seed {seed}: {at_rest} bytes/s per proxy at rest"
+        );
+        assert_eq!(
+            get(&r, "steady_suspects_per_proxy_s"),
+            0.0,
+            "seed {seed}: false suspicion at rest"
+        );
         let crash = get(&r, "crash_converge_s");
         assert!(crash <= 2.0, "seed {seed}: crash known by all after {crash} s");
         let heal = get(&r, "heal_converge_s");
@@ -63,9 +70,15 @@ fn membership_scale_bounds_hold() {
         for phase in ["jitter", "tail"] {
             // At most one coordinate re-flood per coord_flood_spacing (10 s) in the whole overlay.
             let recs = get(&r, &format!("{phase}_records_per_proxy_s"));
-            assert!(recs <= 0.1, "seed {seed}: {recs} records/s per proxy under {phase} jitter");
+            assert!(
+                recs <= 0.1,
+                "seed {seed}: {recs} records/s per proxy under {phase} jitter"
+            );
             let bytes = get(&r, &format!("{phase}_bytes_per_proxy_s"));
-            assert!(bytes <= 1000.0, "seed {seed}: {bytes} bytes/s per proxy under {phase} jitter");
+            assert!(
+                bytes <= 1000.0,
+                "seed {seed}: {bytes} bytes/s per proxy under {phase} jitter"
+            );
         }
     }
 }

@@ -260,6 +260,9 @@ fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
         for _ in 0..240 {
             sim.run_for(Duration::from_millis(250));
             apply(&mut bad, &mut sim);
+            if std::env::var_os("PIAS_SIM_DEBUG").is_some() {
+                eprintln!("heal +{:?}: {} pairs bad", sim.now() - t0, bad.len());
+            }
             if bad.is_empty() {
                 row.heal_s = (sim.now() - t0).as_secs_f64();
                 break;

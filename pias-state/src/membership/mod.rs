@@ -297,6 +297,8 @@ pub struct Membership {
     /// When a joined proxy next checks that its seeds are members (§7.6).
     next_seed_check: Instant,
     next_reconnect: Instant,
+    /// The last burst of reconnect probes (§7.2).
+    last_burst: Option<Instant>,
     left_at: Option<Instant>,
     /// When this machine was created (the coordinate's start-up phase, §7.5).
     started: Instant,
@@ -336,6 +338,10 @@ impl Membership {
         let probe_interval = cfg.probe_interval.max(Duration::from_millis(1));
         // Spread probe ticks of proxies started together.
         let phase = Duration::from_micros(rng.next_u64() % (probe_interval.as_micros() as u64).max(1));
+        // Spread the reconnect probes too: proxies started together would otherwise all probe their
+        // tombstones at the same instants, and a healed partition would wait for the next such instant.
+        let ae_interval = cfg.ae_interval.max(Duration::from_millis(1));
+        let reconnect_phase = Duration::from_micros(rng.next_u64() % (ae_interval.as_micros() as u64).max(1));
         let joining = cfg.seeds.iter().any(|s| *s != me.addr);
         Membership {
             strangers: Strangers {
@@ -348,7 +354,8 @@ impl Membership {
             next_tick: None,
             next_join: joining.then_some(now),
             next_seed_check: now,
-            next_reconnect: now + cfg.ae_interval,
+            next_reconnect: now + reconnect_phase,
+            last_burst: None,
             cfg,
             ring_key,
             me,

@@ -198,6 +198,19 @@ impl Membership {
         }
     }
 
+    /// A member held Down is talking to us: the partition that cut it off has probably healed, so probe
+    /// up to `CHOSEN` more Down tombstones now rather than one per `ae_interval` (at most one burst per
+    /// `ae_interval`). Each answered probe makes both ends refute, so the heal spreads geometrically (§7.2).
+    fn reconnect_burst(&mut self, now: Instant) {
+        if self.last_burst.is_some_and(|t| now < t + self.cfg.ae_interval) {
+            return;
+        }
+        self.last_burst = Some(now);
+        for _ in 0..CHOSEN {
+            self.reconnect_probe();
+        }
+    }
+
     /// A fresh probe nonce: a keyed PRF of a counter (SPEC.md §8.1). Nonces travel in plaintext, so they
     /// must not be outputs of the seeded generator (a SplitMix64 output gives its state, hence every later
     /// choice, away). Never 0: an ack with nonce 0 answers nothing.
@@ -265,10 +278,14 @@ impl Membership {
         if matches!(m.record.status, MemberStatus::Suspect | MemberStatus::Down)
             && (p.incarnation, p.version) <= (m.record.incarnation, m.record.version)
         {
+            let down = m.record.status == MemberStatus::Down;
             self.push_out(Out::Tell {
                 addr: from,
                 ids: [sender, 0],
             });
+            if down {
+                self.reconnect_burst(now);
+            }
         }
         let mine = self.table.digest();
         let ae_interval = self.cfg.ae_interval;
