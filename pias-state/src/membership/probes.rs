@@ -17,6 +17,10 @@ use super::{
 use crate::coords::Coord;
 use crate::time::Instant;
 
+/// Ticks a confirming monitor's probes must stay unanswered (§7.2): two, so that a monitor whose round trip
+/// to the suspect is longer than one tick does not confirm a suspicion of a live member.
+const CONFIRM_MISSES: u32 = 2;
+
 impl Membership {
     pub(super) fn peer(&mut self, id: u32) -> Option<&mut Peer> {
         peer_entry(
@@ -120,7 +124,7 @@ impl Membership {
             };
             if p.outstanding {
                 p.missed = p.missed.saturating_add(1);
-                if status == Some(MemberStatus::Suspect) && p.confirming {
+                if status == Some(MemberStatus::Suspect) && p.confirming && p.missed >= CONFIRM_MISSES {
                     verdict = Some(MemberStatus::Down);
                 } else if status == Some(MemberStatus::Alive) && p.missed >= self.cfg.suspect_after {
                     verdict = Some(MemberStatus::Suspect);
@@ -158,7 +162,8 @@ impl Membership {
     }
 
     /// Another proxy reports chosen neighbour `id` Suspect (§7.2): unless the suspicion is ours, confirm it
-    /// — at once if our own last probe to it is unanswered, else with the probe sent at the next tick.
+    /// — at once if our own probes to it have missed `CONFIRM_MISSES` ticks, else with the probes sent from
+    /// the next tick on.
     pub(super) fn suspicion_reported(&mut self, now: Instant, id: u32) {
         if !self
             .table
@@ -173,7 +178,7 @@ impl Membership {
             return;
         }
         p.confirming = true;
-        if p.missed >= 1 {
+        if p.missed >= CONFIRM_MISSES {
             self.verdict(now, id, MemberStatus::Down);
         } else {
             p.urgent = true;
