@@ -165,10 +165,10 @@ impl Membership {
     /// — at once if our own probes to it have missed `CONFIRM_MISSES` ticks, else with the probes sent from
     /// the next tick on.
     pub(super) fn suspicion_reported(&mut self, now: Instant, id: u32) {
-        if !self
+        if self
             .table
             .get(id)
-            .is_some_and(|m| m.record.status == MemberStatus::Suspect)
+            .is_none_or(|m| m.record.status != MemberStatus::Suspect)
         {
             return;
         }
