@@ -975,7 +975,7 @@ fn islands_formed_through_a_joining_seed_merge() {
 
 #[test]
 fn members_across_a_long_round_trip_are_not_suspected() {
-    // 160 ms one way: the round trip (320 ms) is longer than the 200 ms probe interval.
+    // 160 ms one way: the round trip (320 ms) is longer than the 250 ms probe tick.
     let mut sim = Sim::new(SimConfig::default(), master());
     sim.add_proxy((0.0, 0.0), |_| {});
     sim.add_proxy((160.0, 0.0), |_| {});
