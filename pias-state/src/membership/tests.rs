@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use pias_proto::ProxyId;
 use pias_proto::auth::MacKey;
-use pias_proto::control::{ControlPacket, MemberStatus, Message, ProxyRecord, Records, kind};
+use pias_proto::control::{ControlPacket, MemberStatus, Message, Probe, ProxyRecord, Records, kind};
 use pias_proto::tunnel::Frame;
 
 use super::sim::{Net, RING_KEY, addr_of, record};
@@ -374,6 +374,154 @@ fn suspect_then_down_then_tombstone_expiry() {
     assert!(m.get(ProxyId(2)).is_none());
     assert_eq!(m.counters().tombstones_expired, 1);
     m.table.check_invariants();
+}
+
+/// Runs `m`'s timers from `from` to `to`, draining its output; the first instant at which `id` had `status`.
+fn run_solo(
+    m: &mut Membership,
+    from: Instant,
+    to: Instant,
+    id: u32,
+    status: MemberStatus,
+) -> Option<Instant> {
+    let mut t = from;
+    let mut seen = None;
+    while t < to {
+        m.handle_timeout(t);
+        let _ = drain(m, t);
+        if seen.is_none() && m.get(ProxyId(id)).is_some_and(|x| x.status() == status) {
+            seen = Some(t);
+        }
+        t = m.poll_timeout().unwrap().max(t + Duration::from_millis(1));
+    }
+    seen
+}
+
+#[test]
+fn a_reported_suspicion_is_confirmed_after_two_unanswered_ticks() {
+    let cfg = MembershipConfig::default();
+    let mut m = solo(cfg.clone());
+    let t0 = Instant::ZERO;
+    m.apply_record_for_test(t0, rec(2, 1, 1, MemberStatus::Alive));
+    m.apply_record_for_test(t0, rec(3, 1, 1, MemberStatus::Alive));
+    // Neither answers. Run one tick, then proxy 3 reports proxy 2 Suspect.
+    let t1 = t0 + cfg.probe_interval + Duration::from_millis(1);
+    run_solo(&mut m, t0, t1, 2, MemberStatus::Suspect);
+    let from = SocketAddr::from(([10, 0, 0, 3], 6081));
+    m.handle(
+        t1,
+        from,
+        ProxyId(3),
+        &Message::Records(Records::Slice(&[rec(2, 1, 1, MemberStatus::Suspect)])),
+    );
+    assert_eq!(m.get(ProxyId(2)).unwrap().status(), MemberStatus::Suspect);
+    let down = run_solo(&mut m, t1, t1 + Duration::from_secs(3), 2, MemberStatus::Down).expect("Down");
+    // Probed at the next tick (out of turn), unanswered at the two ticks after: about three ticks, well
+    // before suspect_timeout.
+    assert!(down - t1 <= cfg.probe_interval * 3, "{:?}", down - t1);
+    assert!(down - t1 < cfg.suspect_timeout);
+    assert_eq!(m.counters().confirmations, 1);
+}
+
+#[test]
+fn the_echo_of_an_own_suspicion_is_no_confirmation() {
+    let cfg = MembershipConfig::default();
+    let mut m = solo(cfg.clone());
+    let t0 = Instant::ZERO;
+    m.apply_record_for_test(t0, rec(2, 1, 1, MemberStatus::Alive));
+    m.apply_record_for_test(t0, rec(3, 1, 1, MemberStatus::Alive));
+    let suspected = run_solo(&mut m, t0, Instant::from_secs(5), 2, MemberStatus::Suspect).expect("suspected");
+    let mut m2 = solo(cfg.clone());
+    m2.apply_record_for_test(t0, rec(2, 1, 1, MemberStatus::Alive));
+    m2.apply_record_for_test(t0, rec(3, 1, 1, MemberStatus::Alive));
+    run_solo(
+        &mut m2,
+        t0,
+        suspected + Duration::from_millis(1),
+        2,
+        MemberStatus::Suspect,
+    );
+    assert_eq!(m2.get(ProxyId(2)).unwrap().status(), MemberStatus::Suspect);
+    // Our own suspicion comes back from proxy 3 (flooding echoes it): it must not count as a confirmation.
+    let from = SocketAddr::from(([10, 0, 0, 3], 6081));
+    let echo_at = suspected + Duration::from_millis(20);
+    m2.handle_timeout(echo_at);
+    m2.handle(
+        echo_at,
+        from,
+        ProxyId(3),
+        &Message::Records(Records::Slice(&[rec(2, 1, 1, MemberStatus::Suspect)])),
+    );
+    let down = run_solo(
+        &mut m2,
+        echo_at,
+        echo_at + Duration::from_secs(3),
+        2,
+        MemberStatus::Down,
+    )
+    .expect("Down at the timeout");
+    assert!(down - suspected >= cfg.suspect_timeout, "{:?}", down - suspected);
+    assert_eq!(m2.counters().confirmations, 0);
+}
+
+#[test]
+fn rtt_samples_pass_a_minimum_filter() {
+    let mut m = solo(MembershipConfig::default());
+    let t0 = Instant::ZERO;
+    m.apply_record_for_test(t0, rec(2, 1, 1, MemberStatus::Alive));
+    let peer = m.peers.get_mut(&2).expect("chosen neighbour");
+    peer.outstanding = true;
+    let remote = Coord::new().to_bytes();
+    // Feed acks by hand: a 20 ms sample, then three very late ones; the filter keeps feeding 20 ms.
+    let mut at = Instant::from_secs(1);
+    for (i, rtt_ms) in [20u64, 900, 800, 700].into_iter().enumerate() {
+        let nonce = 100 + i as u64;
+        let p = m.peers.get_mut(&2).unwrap();
+        p.outstanding = true;
+        p.probes[0] = (nonce, Some(at));
+        at += Duration::from_millis(rtt_ms);
+        let body = Probe {
+            nonce,
+            incarnation: 1,
+            version: 1,
+            digest: 0,
+            coord: remote,
+        };
+        m.on_ack(at, addr_of(2), 2, &body);
+        at += Duration::from_millis(250);
+    }
+    let p = m.peers.get(&2).unwrap();
+    let kept: Vec<u64> = p.rtts.iter().map(|d| d.as_millis() as u64).collect();
+    assert!(kept.contains(&20) && kept.contains(&900), "{kept:?}");
+    // The coordinate saw only ~20 ms samples: its distance to the (origin) neighbour stays near 20 ms.
+    let d = m.my_coord().distance_ms(&Coord::from_bytes(&remote).unwrap());
+    assert!(d < 100.0, "coordinate pulled by late samples: {d} ms");
+}
+
+#[test]
+fn coordinate_refloods_are_capped_for_the_whole_overlay() {
+    let cfg = MembershipConfig::default();
+    let mut m = solo(cfg.clone());
+    let t0 = Instant::ZERO;
+    for id in 2..=100u32 {
+        m.apply_record_for_test(t0, rec(id, 1, 1, MemberStatus::Alive));
+    }
+    let nbr = m.neighbours().next().expect("a neighbour").0;
+    let far = Coord::from_bytes(&[0x43, 0x48, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x3f, 0, 0, 0]).unwrap();
+    // After the start-up phase, samples that move the coordinate a lot, every second for 2,000 s.
+    let start = t0 + cfg.coord_flood_interval + Duration::from_secs(1);
+    let mut t = start;
+    let mut flip = false;
+    while t < start + Duration::from_secs(2000) {
+        flip = !flip;
+        let rtt = Duration::from_millis(if flip { 5 } else { 400 });
+        m.coord_sample(t, nbr, &far.to_bytes(), rtt);
+        t += Duration::from_secs(1);
+    }
+    // 100 members × 10 s: at most one re-flood per 1,000 s (plus the first).
+    let floods = m.counters().coord_floods;
+    assert!((1..=3).contains(&floods), "{floods} coordinate floods in 2,000 s");
+    assert!(m.counters().coord_floods_deferred > 0);
 }
 
 #[test]
