@@ -112,6 +112,15 @@ fn live(sim: &Sim) -> usize {
 
 fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
     let wall = std::time::Instant::now();
+    let debug = std::env::var_os("PIAS_SIM_DEBUG").is_some();
+    let phase = |what: &str| {
+        if debug {
+            eprintln!(
+                "membership {n}: {what} done at {:.1} s wall",
+                wall.elapsed().as_secs_f64()
+            );
+        }
+    };
     let topo = make_topology(p.seed, &p.topo)?;
     let mut rng = Rng::new(p.seed ^ n as u64);
     let spacing = p.coord_flood_spacing_s;
@@ -134,6 +143,7 @@ fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
         .map(|x| x.membership().neighbours().count())
         .sum::<usize>() as f64
         / n as f64;
+    phase("join and settle");
     // Steady state.
     let (m0, b0) = sent(&sim);
     let k0 = kinds(&sim);
@@ -163,6 +173,7 @@ fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
     }
     sim.set_jitter(Jitter::None);
     sim.run_for(Duration::from_secs(5));
+    phase("steady and jitter");
     // Crash.
     sim.watch_members(true);
     let victim = 1 + rng.below(n - 1);
@@ -193,6 +204,7 @@ fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
     };
     sim.restart_proxy(victim);
     sim.run_for(Duration::from_secs(5));
+    phase("crash");
     // Churn: a crash every 1/rate s, each crashed proxy restarting 2 s later.
     let (m0, _) = sent(&sim);
     let steps = (p.churn_s * 10.0).round() as usize;
@@ -222,6 +234,7 @@ fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
     }
     sim.run_for(Duration::from_secs(10));
     sim.take_member_log();
+    phase("churn");
     // Partition between transit domains, then heal.
     row.heal_s = f64::NAN;
     if n <= p.partition_max {
@@ -269,6 +282,7 @@ fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
             }
         }
     }
+    phase("partition and heal");
     row.wall_s = wall.elapsed().as_secs_f64();
     Ok(row)
 }
