@@ -525,6 +525,44 @@ fn coordinate_refloods_are_capped_for_the_whole_overlay() {
 }
 
 #[test]
+fn a_down_member_heard_from_starts_one_burst_of_reconnect_probes() {
+    let cfg = MembershipConfig::default();
+    let mut m = solo(cfg.clone());
+    let t0 = Instant::ZERO;
+    for id in 2..=30u32 {
+        m.apply_record_for_test(t0, rec(id, 1, 1, MemberStatus::Alive));
+        m.apply_record_for_test(t0, rec(id, 1, 1, MemberStatus::Down));
+    }
+    let _ = drain(&mut m, t0);
+    let probes_to_down =
+        |out: &[(SocketAddr, u8, Vec<ProxyRecord>)]| out.iter().filter(|(_, k, _)| *k == kind::PROBE).count();
+    // Proxy 2, held Down, probes us: a partition healed. We tell it, and probe up to 8 more tombstones.
+    let t1 = Instant::from_millis(10);
+    let body = |nonce| Probe {
+        nonce,
+        incarnation: 1,
+        version: 1,
+        digest: 0,
+        coord: Coord::new().to_bytes(),
+    };
+    m.handle(t1, addr_of(2), ProxyId(2), &Message::Probe(body(7)));
+    let out = drain(&mut m, t1);
+    let burst = probes_to_down(&out);
+    assert!((4..=8).contains(&burst), "{burst} reconnect probes");
+    assert!(
+        out.iter()
+            .any(|(a, k, r)| *a == addr_of(2) && *k == kind::RECORDS && r.len() == 1)
+    );
+    // Another one soon after: no second burst within ae_interval.
+    let t2 = t1 + Duration::from_millis(100);
+    m.handle(t2, addr_of(3), ProxyId(3), &Message::Probe(body(8)));
+    assert_eq!(probes_to_down(&drain(&mut m, t2)), 0);
+    let t3 = t1 + cfg.ae_interval;
+    m.handle(t3, addr_of(4), ProxyId(4), &Message::Probe(body(9)));
+    assert!(probes_to_down(&drain(&mut m, t3)) >= 4);
+}
+
+#[test]
 fn config_validation_names_field() {
     assert_eq!(MembershipConfig::default().validate(), Ok(()));
     let e = MembershipConfig {
