@@ -1,7 +1,8 @@
-//! Experiment 2: membership at growing overlay sizes. For each size: join, steady-state messages per proxy
-//! per second, convergence after a crash (every live proxy marks it Down), messages under churn (crashes and
-//! restarts), and convergence after a partition between transit domains heals (every proxy sees every
-//! live proxy usable again). Growth laws are fitted by least squares and extrapolated to 10^5.
+//! Experiment 2: membership at growing overlay sizes. For each size: join, steady-state messages and bytes
+//! per proxy per second, the same at rest under uniform and heavy-tailed latency jitter (records applied,
+//! bytes, false suspicions), convergence after a crash (every live proxy marks it Down), messages under churn
+//! (crashes and restarts), and convergence after a partition between transit domains heals (every proxy sees
+//! every live proxy usable again). Growth laws are fitted by least squares and extrapolated to 10^5.
 
 use core::fmt::Write as _;
 use core::time::Duration;
