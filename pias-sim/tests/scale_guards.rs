@@ -79,6 +79,8 @@ fn membership_scale_bounds_hold() {
                 bytes <= 1000.0,
                 "seed {seed}: {bytes} bytes/s per proxy under {phase} jitter"
             );
+            let suspects = get(&r, &format!("{phase}_suspects_per_proxy_s"));
+            assert_eq!(suspects, 0.0, "seed {seed}: false suspicion under {phase} jitter");
         }
     }
 }
