@@ -253,7 +253,12 @@ impl Sim {
             } else {
                 Duration::from_micros(self.rand() % (self.cfg.jitter.as_micros() as u64 + 1))
             };
-            let at = self.now + self.proxy_latency(from, to) + jitter;
+            let mut lat = self.proxy_latency(from, to);
+            if self.cfg.jitter_model != Jitter::None {
+                let u = self.rng.unit_f64();
+                lat = self.cfg.jitter_model.apply(lat, u);
+            }
+            let at = self.now + lat + jitter;
             self.schedule(
                 at,
                 Delivery::Overlay {

@@ -69,6 +69,65 @@ pub struct SimConfig {
     pub duplicate: f64,
     /// Extra uniform random delay per overlay datagram, up to this (reorders datagrams).
     pub jitter: Duration,
+    /// Per-datagram delay jitter proportional to the path's latency (real-world RTT noise; see [`Jitter`]).
+    pub jitter_model: Jitter,
+}
+
+/// Per-datagram latency jitter, relative to the path's one-way latency, drawn from the seeded generator
+/// (deterministic for a seed). Real round-trip times are noisy (queueing, scheduling); this is what makes
+/// network coordinates move at rest.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Jitter {
+    /// Latency exactly as the topology gives it.
+    #[default]
+    None,
+    /// Latency × (1 + u), u uniform in [-frac, +frac] (frac clamped to 0..=0.9).
+    Uniform { frac: f64 },
+    /// Latency × (1 + frac × (X − 1)), X Pareto with scale 1 and shape `alpha` (> 1): most datagrams see a
+    /// little extra delay, a few see many times the latency (heavy tail; the extra delay is capped at 1 s).
+    Pareto { frac: f64, alpha: f64 },
+}
+
+impl Jitter {
+    /// Parses `none`, `uniform:FRAC` or `pareto:FRAC:ALPHA` (as in scenario files).
+    pub fn parse(s: &str) -> Result<Jitter, String> {
+        let parts: Vec<&str> = s.trim().split(':').map(str::trim).collect();
+        let num = |x: &str| -> Result<f64, String> {
+            x.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| format!("jitter: `{x}` is not a non-negative number"))
+        };
+        match parts.as_slice() {
+            ["none"] | [""] => Ok(Jitter::None),
+            ["uniform", f] => Ok(Jitter::Uniform { frac: num(f)? }),
+            ["pareto", f, a] => {
+                let alpha = num(a)?;
+                if alpha <= 1.0 {
+                    return Err("jitter: pareto alpha must be above 1".into());
+                }
+                Ok(Jitter::Pareto { frac: num(f)?, alpha })
+            }
+            _ => Err(format!(
+                "jitter: `{s}` is not none, uniform:FRAC or pareto:FRAC:ALPHA"
+            )),
+        }
+    }
+
+    /// The jittered latency for base latency `d`, using uniform draw `u` in [0, 1).
+    pub fn apply(self, d: Duration, u: f64) -> Duration {
+        let base = d.as_secs_f64();
+        let t = match self {
+            Jitter::None => return d,
+            Jitter::Uniform { frac } => base * (1.0 + frac.min(0.9) * (2.0 * u - 1.0)),
+            Jitter::Pareto { frac, alpha } => {
+                // Inverse CDF: X = (1 − u)^(−1/α) ≥ 1.
+                let x = (1.0 - u).max(1e-12).powf(-1.0 / alpha);
+                base + (frac * (x - 1.0) * base).min(1.0)
+            }
+        };
+        Duration::from_secs_f64(t.max(0.0))
+    }
 }
 
 impl Default for SimConfig {
@@ -78,6 +137,7 @@ impl Default for SimConfig {
             loss: 0.0,
             duplicate: 0.0,
             jitter: Duration::ZERO,
+            jitter_model: Jitter::None,
         }
     }
 }
@@ -303,6 +363,11 @@ impl Sim {
     }
 
     /// Turns the per-packet path trace ([`Sim::path`]) on or off (off saves memory in long runs).
+    /// Changes the latency jitter model from now on (datagrams already in flight keep their delay).
+    pub fn set_jitter(&mut self, j: Jitter) {
+        self.cfg.jitter_model = j;
+    }
+
     pub fn set_tracing(&mut self, on: bool) {
         self.tracing = on;
     }

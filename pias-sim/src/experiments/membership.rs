@@ -1,7 +1,8 @@
-//! Experiment 2: membership at growing overlay sizes. For each size: join, steady-state messages per proxy
-//! per second, convergence after a crash (every live proxy marks it Down), messages under churn (crashes and
-//! restarts), and convergence after a partition between transit domains heals (every proxy sees every
-//! live proxy usable again). Growth laws are fitted by least squares and extrapolated to 10^5.
+//! Experiment 2: membership at growing overlay sizes. For each size: join, steady-state messages and bytes
+//! per proxy per second, the same at rest under uniform and heavy-tailed latency jitter (records applied,
+//! bytes, false suspicions), convergence after a crash (every live proxy marks it Down), messages under churn
+//! (crashes and restarts), and convergence after a partition between transit domains heals (every proxy sees
+//! every live proxy usable again). Growth laws are fitted by least squares and extrapolated to 10^5.
 
 use core::fmt::Write as _;
 use core::time::Duration;
@@ -11,7 +12,7 @@ use super::fit::{Fit, fit_all};
 use super::plot::{Chart, Series, Style};
 use super::{Output, csv_line, f3, join, make_topology, params, world};
 use crate::topology::Rng;
-use crate::{MemberNews, Sim};
+use crate::{Jitter, MemberNews, Sim};
 
 params! {
     /// Parameters of the membership experiment.
@@ -33,6 +34,15 @@ params! {
         /// How long the partition lasts (s).
         partition_s: f64 = 6.0,
         topo: String = String::new(),
+        /// Latency jitter of the first jitter phase (`none`, `uniform:FRAC`, `pareto:FRAC:ALPHA`).
+        jitter: String = "uniform:0.2".to_string(),
+        /// Latency jitter of the second, heavy-tailed phase.
+        jitter_tail: String = "pareto:0.1:1.5".to_string(),
+        /// Each jitter phase runs this long before its measurement window (`steady_s`) starts (s).
+        jitter_settle_s: f64 = 20.0,
+        /// Membership `coord_flood_spacing` (s; SPEC.md §7.5); negative: the proxies' default. 0 turns the
+        /// overlay-wide limit of coordinate re-floods off (to see what the RTT filter alone does).
+        coord_flood_spacing_s: f64 = -1.0,
     }
 }
 
@@ -45,6 +55,7 @@ impl MembershipParams {
             settle_s: 2.0,
             churn_s: 2.0,
             partition_s: 4.0,
+            jitter_settle_s: 2.0,
             ..Self::default()
         }
     }
@@ -63,6 +74,11 @@ struct Row {
     nbrs: f64,
     /// Steady state per proxy per second: probes+acks, flood messages, anti-entropy messages, records applied.
     kinds: [f64; 4],
+    /// Suspicions raised per proxy per second at rest (all false: nobody crashed).
+    steady_suspects: f64,
+    /// Per jitter phase (uniform, heavy-tailed): records applied, bytes sent and suspicions raised, each
+    /// per proxy per second.
+    jit: [[f64; 3]; 2],
     wall_s: f64,
 }
 
@@ -84,15 +100,36 @@ fn kinds(sim: &Sim) -> [u64; 4] {
     k
 }
 
+fn suspects(sim: &Sim) -> u64 {
+    (0..sim.proxy_count())
+        .filter_map(|i| sim.proxy(i))
+        .map(|p| p.membership().counters().suspects)
+        .sum()
+}
+
 fn live(sim: &Sim) -> usize {
     (0..sim.proxy_count()).filter(|&i| sim.proxy(i).is_some()).count()
 }
 
 fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
     let wall = std::time::Instant::now();
+    let debug = std::env::var_os("PIAS_SIM_DEBUG").is_some();
+    let phase = |what: &str| {
+        if debug {
+            eprintln!(
+                "membership {n}: {what} done at {:.1} s wall",
+                wall.elapsed().as_secs_f64()
+            );
+        }
+    };
     let topo = make_topology(p.seed, &p.topo)?;
     let mut rng = Rng::new(p.seed ^ n as u64);
-    let mut sim = world(p.seed, topo.clone(), n, &mut rng, |_| {});
+    let spacing = p.coord_flood_spacing_s;
+    let mut sim = world(p.seed, topo.clone(), n, &mut rng, |c| {
+        if spacing >= 0.0 {
+            c.membership.coord_flood_spacing = Duration::from_secs_f64(spacing);
+        }
+    });
     let join_t =
         join(&mut sim, Duration::from_secs(300)).ok_or(format!("{n} proxies did not join in 300 s"))?;
     let settle = (p.settle_s - join_t.as_secs_f64()).max(5.0);
@@ -107,9 +144,11 @@ fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
         .map(|x| x.membership().neighbours().count())
         .sum::<usize>() as f64
         / n as f64;
+    phase("join and settle");
     // Steady state.
     let (m0, b0) = sent(&sim);
     let k0 = kinds(&sim);
+    let s0 = suspects(&sim);
     sim.run_for(Duration::from_secs_f64(p.steady_s));
     let (m1, b1) = sent(&sim);
     let k1 = kinds(&sim);
@@ -118,6 +157,24 @@ fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
     }
     row.steady = (m1 - m0) as f64 / n as f64 / p.steady_s;
     row.steady_bytes = (b1 - b0) as f64 / n as f64 / p.steady_s;
+    row.steady_suspects = (suspects(&sim) - s0) as f64 / n as f64 / p.steady_s;
+    // Jitter: the same world at rest with noisy latencies, first uniform then heavy-tailed. Coordinates move
+    // with every noisy sample; what matters is how many records that re-floods.
+    for (j, model) in [&p.jitter, &p.jitter_tail].into_iter().enumerate() {
+        sim.set_jitter(Jitter::parse(model)?);
+        sim.run_for(Duration::from_secs_f64(p.jitter_settle_s));
+        let (_, b0) = sent(&sim);
+        let k0 = kinds(&sim);
+        let s0 = suspects(&sim);
+        sim.run_for(Duration::from_secs_f64(p.steady_s));
+        let (_, b1) = sent(&sim);
+        let k1 = kinds(&sim);
+        let per = |x: u64| x as f64 / n as f64 / p.steady_s;
+        row.jit[j] = [per(k1[3] - k0[3]), per(b1 - b0), per(suspects(&sim) - s0)];
+    }
+    sim.set_jitter(Jitter::None);
+    sim.run_for(Duration::from_secs(5));
+    phase("steady and jitter");
     // Crash.
     sim.watch_members(true);
     let victim = 1 + rng.below(n - 1);
@@ -148,6 +205,7 @@ fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
     };
     sim.restart_proxy(victim);
     sim.run_for(Duration::from_secs(5));
+    phase("crash");
     // Churn: a crash every 1/rate s, each crashed proxy restarting 2 s later.
     let (m0, _) = sent(&sim);
     let steps = (p.churn_s * 10.0).round() as usize;
@@ -177,6 +235,7 @@ fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
     }
     sim.run_for(Duration::from_secs(10));
     sim.take_member_log();
+    phase("churn");
     // Partition between transit domains, then heal.
     row.heal_s = f64::NAN;
     if n <= p.partition_max {
@@ -215,12 +274,16 @@ fn one_size(p: &MembershipParams, n: usize) -> Result<Row, String> {
         for _ in 0..240 {
             sim.run_for(Duration::from_millis(250));
             apply(&mut bad, &mut sim);
+            if std::env::var_os("PIAS_SIM_DEBUG").is_some() {
+                eprintln!("heal +{:?}: {} pairs bad", sim.now() - t0, bad.len());
+            }
             if bad.is_empty() {
                 row.heal_s = (sim.now() - t0).as_secs_f64();
                 break;
             }
         }
     }
+    phase("partition and heal");
     row.wall_s = wall.elapsed().as_secs_f64();
     Ok(row)
 }
@@ -268,7 +331,7 @@ pub fn membership(p: &MembershipParams, log: &mut dyn FnMut(&str)) -> Result<Out
         rows.push(r);
     }
     let mut csv = String::from(
-        "proxies,join_s,neighbours,steady_msgs_per_proxy_s,steady_bytes_per_proxy_s,steady_probe_ack_msgs,steady_flood_msgs,steady_ae_msgs,steady_records_applied,churn_msgs_per_proxy_s,crash_detect_s,crash_converge_s,heal_converge_s\n",
+        "proxies,join_s,neighbours,steady_msgs_per_proxy_s,steady_bytes_per_proxy_s,steady_probe_ack_msgs,steady_flood_msgs,steady_ae_msgs,steady_records_applied,steady_suspects_per_proxy_s,jitter_records_per_proxy_s,jitter_bytes_per_proxy_s,jitter_suspects_per_proxy_s,tail_records_per_proxy_s,tail_bytes_per_proxy_s,tail_suspects_per_proxy_s,churn_msgs_per_proxy_s,crash_detect_s,crash_converge_s,heal_converge_s\n",
     );
     let mut timing = String::from("proxies,wall_s\n");
     for r in &rows {
@@ -282,6 +345,13 @@ pub fn membership(p: &MembershipParams, log: &mut dyn FnMut(&str)) -> Result<Out
             f3(r.kinds[1]),
             f3(r.kinds[2]),
             f3(r.kinds[3]),
+            format!("{:.5}", r.steady_suspects),
+            f3(r.jit[0][0]),
+            f3(r.jit[0][1]),
+            format!("{:.5}", r.jit[0][2]),
+            f3(r.jit[1][0]),
+            f3(r.jit[1][1]),
+            format!("{:.5}", r.jit[1][2]),
             f3(r.churn),
             f3(r.detect_s),
             f3(r.converge_s),
@@ -299,7 +369,8 @@ pub fn membership(p: &MembershipParams, log: &mut dyn FnMut(&str)) -> Result<Out
     let _ = writeln!(
         md,
         "## 2. Membership\n\nReal proxies on a transit-stub topology (seed {}), default membership timers \
-         (probe 200 ms, suspect after 3 misses + 1 s); measured from {} s after the proxies started (at least 5 s after the join). Messages are every overlay datagram a proxy sends (probes, \
+         (one neighbour probed per 250 ms tick in turn; suspect after 3 misses; Down when another monitor \
+         confirms, else 1 s later); measured from {} s after the proxies started (at least 5 s after the join). Messages are every overlay datagram a proxy sends (probes, \
          acks, floods, anti-entropy, reports). Churn: {} crash(es) per second, each restarting 2 s later. The \
          partition cuts the overlay between the two halves of the transit domains for {} s.\n\n\
          | proxies | join (s) | neighbours | steady msgs/proxy/s | steady bytes/proxy/s | churn msgs/proxy/s | crash: first Down (s) | crash: all Down (s) | partition heal (s) |\n\
@@ -335,6 +406,29 @@ pub fn membership(p: &MembershipParams, log: &mut dyn FnMut(&str)) -> Result<Out
             md,
             "| {} | {:.1} | {:.1} | {:.1} | {:.1} |",
             r.n, r.kinds[0], r.kinds[1], r.kinds[2], r.kinds[3]
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nAt rest with latency jitter (each phase {} s after the jitter starts, {} s window): per proxy per \
+         second, records applied, bytes sent and suspicions raised (all false: nobody crashed). `{}` then `{}` \
+         (uniform: latency × (1 ± u); pareto: latency × (1 + f·(X − 1)), X Pareto(1, α), extra capped at 1 s).\n\n\
+         | proxies | suspicions at rest | records (uniform) | bytes (uniform) | suspicions (uniform) | records (tail) | bytes (tail) | suspicions (tail) |\n\
+         |---|---|---|---|---|---|---|---|",
+        p.jitter_settle_s, p.steady_s, p.jitter, p.jitter_tail
+    );
+    for r in &rows {
+        let _ = writeln!(
+            md,
+            "| {} | {:.4} | {:.2} | {:.0} | {:.4} | {:.2} | {:.0} | {:.4} |",
+            r.n,
+            r.steady_suspects,
+            r.jit[0][0],
+            r.jit[0][1],
+            r.jit[0][2],
+            r.jit[1][0],
+            r.jit[1][1],
+            r.jit[1][2]
         );
     }
     let lo = p.sizes.iter().copied().min().unwrap_or(100) as f64;

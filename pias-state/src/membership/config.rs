@@ -6,11 +6,14 @@ use core::time::Duration;
 /// Membership configuration. [`Default`] gives the SPEC.md §14 values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MembershipConfig {
-    /// Probe each chosen neighbour this often (§7.2).
+    /// The probe tick: each tick probes the next chosen neighbour in turn, plus any that has not answered
+    /// its last probe (§7.2).
     pub probe_interval: Duration,
-    /// Consecutive missed probes before a neighbour is Suspect (§7.2).
+    /// Consecutive missed probes (ticks with the last probe unanswered) before a neighbour is Suspect
+    /// (§7.2).
     pub suspect_after: u32,
-    /// How long a Suspect record stays Suspect before it is marked Down (§7.2).
+    /// How long a Suspect record stays Suspect before it is marked Down, unless a monitor confirms the
+    /// suspicion sooner (§7.2).
     pub suspect_timeout: Duration,
     /// Flooding tick: accepted records go out at the next tick, batched (§7.3). Also the anti-entropy
     /// pacing tick (`ae_budget` messages per tick).
@@ -36,6 +39,9 @@ pub struct MembershipConfig {
     pub ae_budget: usize,
     /// At most one re-flood of the own record for a coordinate change this often (§7.5).
     pub coord_flood_interval: Duration,
+    /// …and not more often than once per `members × coord_flood_spacing`: the whole overlay re-floods at
+    /// most one coordinate change per `coord_flood_spacing`, whatever its size (§7.5). Zero: no such limit.
+    pub coord_flood_spacing: Duration,
     /// Most peers (chosen and reverse neighbours, anti-entropy partners) tracked at once.
     pub max_peers: usize,
     /// Record ids queued per peer for flooding; beyond it the oldest are dropped (anti-entropy repairs).
@@ -49,7 +55,7 @@ pub struct MembershipConfig {
 impl Default for MembershipConfig {
     fn default() -> Self {
         MembershipConfig {
-            probe_interval: Duration::from_millis(200),
+            probe_interval: Duration::from_millis(250),
             suspect_after: 3,
             suspect_timeout: Duration::from_secs(1),
             flood_interval: Duration::from_millis(20),
@@ -63,6 +69,7 @@ impl Default for MembershipConfig {
             ae_pending: 64,
             ae_budget: 32,
             coord_flood_interval: Duration::from_secs(60),
+            coord_flood_spacing: Duration::from_secs(10),
             max_peers: 512,
             flood_queue: 1024,
             out_queue: 1024,
@@ -89,7 +96,7 @@ impl MembershipConfig {
             return err(
                 "probe_interval",
                 "is below 1 ms",
-                "use at least 1 ms (default 200 ms)",
+                "use at least 1 ms (default 250 ms)",
             );
         }
         if self.suspect_after == 0 {

@@ -12,7 +12,7 @@ use crate::time::Instant;
 impl Membership {
     /// Queues record `id` for every neighbour (chosen and reverse) except `except` (§7.3).
     pub(super) fn flood(&mut self, now: Instant, id: u32, except: Option<u32>) {
-        let recent = self.cfg.probe_interval.saturating_mul(3);
+        let recent = self.reverse_window();
         let cap = self.cfg.flood_queue;
         let mut queued = false;
         for (&pid, p) in self.peers.iter_mut() {

@@ -1,8 +1,10 @@
 //! Membership (SPEC.md §7): who is in the overlay, who is alive, and their coordinates.
 //!
 //! Every proxy keeps every proxy's 48-byte record. Changes are flooded over a sparse neighbour graph
-//! (2 successors, 2 predecessors, 4 hashed chords, plus reverse neighbours); neighbours probe each other
-//! every `probe_interval` to detect failures and to sample RTTs for Vivaldi coordinates; the table digest
+//! (2 successors, 2 predecessors, 4 hashed chords, plus reverse neighbours); each proxy probes one chosen
+//! neighbour per `probe_interval`, in turn, to detect failures and to sample RTTs for Vivaldi coordinates;
+//! a silent neighbour is re-probed every tick, suspected after `suspect_after` misses, and marked Down as
+//! soon as another of its monitors confirms the suspicion with an unanswered probe of its own; the table digest
 //! rides on every probe, and two consecutive mismatches start an anti-entropy descent of the 16-ary digest
 //! tree that repairs whatever flooding lost (joins, partitions, loss).
 //!
@@ -18,8 +20,9 @@
 //!
 //! The member table holds at most `max_members` records (new ids refused, counted); stranger replay
 //! windows, peers, per-peer flood and anti-entropy queues, the outbox and the event queue are bounded and
-//! count what they drop. Steady-state traffic per proxy is a constant: a probe and an ack per chosen
-//! neighbour per `probe_interval`, whatever the overlay's size.
+//! count what they drop. Steady-state traffic per proxy is a constant: one probe sent and, on average, one
+//! received per `probe_interval` (the chosen neighbours in turn), each answered by an ack, whatever the
+//! overlay's size; coordinate re-floods are rate-limited so that their total stays constant too.
 //!
 //! # Layout
 //!
@@ -88,8 +91,15 @@ pub enum Reject {
     BadSender,
 }
 
-/// Probes per neighbour whose acks are still accepted: an ack up to this many probe intervals late counts.
+/// Probes per neighbour whose acks are still accepted: an ack up to this many probes late counts.
 const PROBE_RING: usize = 4;
+
+/// RTT samples kept per neighbour; the coordinate update uses their minimum (§7.5).
+const RTT_WINDOW: usize = 4;
+
+/// A proxy that probed this one within `REVERSE_CYCLES` probe cycles (`CHOSEN × probe_interval` each) is a
+/// reverse neighbour (§7.2): each prober reaches a given neighbour once per cycle.
+const REVERSE_CYCLES: u32 = 3;
 
 /// A joined proxy re-checks its seeds every `SEED_CHECK_RETRIES × join_retry` (10 s by default).
 const SEED_CHECK_RETRIES: u32 = 10;
@@ -125,6 +135,8 @@ counters! {
         acks_unmatched,
         suspects,
         downs,
+        /// Down verdicts reached by confirming another proxy's suspicion with an own unanswered probe.
+        confirmations,
         refutations,
         /// Records received (in Records and Join messages).
         records_in,
@@ -169,6 +181,8 @@ counters! {
         timers_dropped,
         /// Re-floods of the own record for a coordinate change.
         coord_floods,
+        /// Coordinate re-floods that moved enough but were held back by the rate limit (§7.5).
+        coord_floods_deferred,
         /// Frames handed to the driver.
         frames_sent,
     }
@@ -191,6 +205,15 @@ struct Peer {
     ae: VecDeque<AeJob>,
     in_ae_ring: bool,
     in_flush: bool,
+    /// Probe it at the next tick whatever the round robin says: newly chosen, a digest to re-check, or a
+    /// suspicion to confirm (§7.2).
+    urgent: bool,
+    /// Another proxy reported it Suspect while it is our chosen neighbour: one unanswered probe of ours
+    /// confirms the suspicion (§7.2).
+    confirming: bool,
+    /// The last RTT samples (zero: none), for the minimum filter of §7.5.
+    rtts: [Duration; RTT_WINDOW],
+    rtt_at: usize,
 }
 
 impl Peer {
@@ -208,6 +231,10 @@ impl Peer {
             ae: VecDeque::new(),
             in_ae_ring: false,
             in_flush: false,
+            urgent: false,
+            confirming: false,
+            rtts: [Duration::ZERO; RTT_WINDOW],
+            rtt_at: 0,
         }
     }
 }
@@ -253,6 +280,8 @@ pub struct Membership {
     strangers: Strangers,
     peers: HashMap<u32, Peer>,
     chosen: SmallVec<[u32; CHOSEN]>,
+    /// Round-robin position in `chosen`: one neighbour is probed per tick (§7.2).
+    rr: usize,
     nbr_dirty: bool,
     out: VecDeque<Out>,
     flush: Vec<u32>,
@@ -268,7 +297,11 @@ pub struct Membership {
     /// When a joined proxy next checks that its seeds are members (§7.6).
     next_seed_check: Instant,
     next_reconnect: Instant,
+    /// The last burst of reconnect probes (§7.2).
+    last_burst: Option<Instant>,
     left_at: Option<Instant>,
+    /// When this machine was created (the coordinate's start-up phase, §7.5).
+    started: Instant,
     coord: Coord,
     published: Coord,
     last_coord_flood: Option<Instant>,
@@ -305,6 +338,10 @@ impl Membership {
         let probe_interval = cfg.probe_interval.max(Duration::from_millis(1));
         // Spread probe ticks of proxies started together.
         let phase = Duration::from_micros(rng.next_u64() % (probe_interval.as_micros() as u64).max(1));
+        // Spread the reconnect probes too: proxies started together would otherwise all probe their
+        // tombstones at the same instants, and a healed partition would wait for the next such instant.
+        let ae_interval = cfg.ae_interval.max(Duration::from_millis(1));
+        let reconnect_phase = Duration::from_micros(rng.next_u64() % (ae_interval.as_micros() as u64).max(1));
         let joining = cfg.seeds.iter().any(|s| *s != me.addr);
         Membership {
             strangers: Strangers {
@@ -317,13 +354,15 @@ impl Membership {
             next_tick: None,
             next_join: joining.then_some(now),
             next_seed_check: now,
-            next_reconnect: now + cfg.ae_interval,
+            next_reconnect: now + reconnect_phase,
+            last_burst: None,
             cfg,
             ring_key,
             me,
             table,
             peers: HashMap::with_hasher(Keyed::new(&ring_key)),
             chosen: SmallVec::new(),
+            rr: 0,
             nbr_dirty: true,
             out: VecDeque::new(),
             flush: Vec::new(),
@@ -333,6 +372,7 @@ impl Membership {
             suspicions: VecDeque::new(),
             tombstones: VecDeque::new(),
             left_at: None,
+            started: now,
             coord,
             published: coord,
             last_coord_flood: None,
@@ -508,6 +548,9 @@ impl Membership {
                 for r in rs.iter() {
                     self.counters.records_in += 1;
                     self.apply(now, r, Some(sender.0));
+                    if r.status == MemberStatus::Suspect && r.id != sender {
+                        self.suspicion_reported(now, r.id.0);
+                    }
                 }
                 if self.next_join.take().is_some() {
                     // Joined: the seed's answer arrived.

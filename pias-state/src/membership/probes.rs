@@ -11,9 +11,15 @@ use smallvec::SmallVec;
 use super::anti_entropy::AeJob;
 use super::outbox::Out;
 use super::table::{chord_position, ring_position};
-use super::{CHORDS, CHOSEN, Membership, PROBE_RING, Peer, peer_entry, supersedes};
+use super::{
+    CHORDS, CHOSEN, Membership, PROBE_RING, Peer, REVERSE_CYCLES, RTT_WINDOW, peer_entry, supersedes,
+};
 use crate::coords::Coord;
 use crate::time::Instant;
+
+/// Ticks a confirming monitor's probes must stay unanswered (§7.2): two, so that a monitor whose round trip
+/// to the suspect is longer than one tick does not confirm a suspicion of a live member.
+const CONFIRM_MISSES: u32 = 2;
 
 impl Membership {
     pub(super) fn peer(&mut self, id: u32) -> Option<&mut Peer> {
@@ -23,6 +29,13 @@ impl Membership {
             &mut self.counters.peers_full,
             id,
         )
+    }
+
+    /// How long a proxy that probed this one stays a reverse neighbour (§7.2).
+    pub(super) fn reverse_window(&self) -> Duration {
+        self.cfg
+            .probe_interval
+            .saturating_mul(CHOSEN as u32 * REVERSE_CYCLES)
     }
 
     /// Recomputes the chosen neighbours if membership changed (§7.2): O(log n).
@@ -67,11 +80,17 @@ impl Membership {
                 p.chosen = false;
                 p.outstanding = false;
                 p.missed = 0;
+                p.confirming = false;
             }
         }
         let mut kept: SmallVec<[u32; CHOSEN]> = SmallVec::new();
         for &id in &chosen {
             if let Some(p) = self.peer(id) {
+                // A new neighbour is probed at the next tick, not when its turn comes: after a heal or a
+                // join this is what spreads refutations and starts anti-entropy quickly.
+                if !p.chosen {
+                    p.urgent = true;
+                }
                 p.chosen = true;
                 kept.push(id);
             }
@@ -79,8 +98,11 @@ impl Membership {
         self.chosen = kept;
     }
 
+    /// The probe tick (§7.2): count a miss for every chosen neighbour whose last probe is unanswered (it
+    /// is re-probed, and suspected after `suspect_after` misses, or marked Down at once if another proxy
+    /// already suspects it), then probe the next neighbour in turn and every urgent one.
     pub(super) fn probe_tick(&mut self, now: Instant) {
-        let recent = self.cfg.probe_interval.saturating_mul(3);
+        let recent = self.reverse_window();
         // Forget peers with nothing left to do.
         self.peers.retain(|_, p| {
             p.chosen
@@ -88,32 +110,78 @@ impl Membership {
                 || !p.flood.is_empty()
                 || !p.ae.is_empty()
         });
-        if self.left_at.is_some() {
+        if self.left_at.is_some() || self.chosen.is_empty() {
             return;
         }
+        let turn = self.chosen[self.rr % self.chosen.len()];
+        self.rr = self.rr.wrapping_add(1);
         for i in 0..self.chosen.len() {
             let id = self.chosen[i];
-            let nonce = self.next_nonce();
-            let mut suspect = false;
-            if let Some(p) = self.peers.get_mut(&id) {
-                if p.outstanding {
-                    p.missed = p.missed.saturating_add(1);
-                    suspect = p.missed >= self.cfg.suspect_after;
+            let status = self.table.get(id).map(|m| m.record.status);
+            let mut verdict = None;
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if p.outstanding {
+                p.missed = p.missed.saturating_add(1);
+                if status == Some(MemberStatus::Suspect) && p.confirming && p.missed >= CONFIRM_MISSES {
+                    verdict = Some(MemberStatus::Down);
+                } else if status == Some(MemberStatus::Alive) && p.missed >= self.cfg.suspect_after {
+                    verdict = Some(MemberStatus::Suspect);
                 }
-                p.outstanding = true;
-                p.probe_at = (p.probe_at + 1) % PROBE_RING;
+            }
+            if !(id == turn || p.outstanding || p.urgent) {
+                continue;
+            }
+            p.urgent = false;
+            p.outstanding = true;
+            p.probe_at = (p.probe_at + 1) % PROBE_RING;
+            let nonce = self.next_nonce();
+            if let Some(p) = self.peers.get_mut(&id) {
                 p.probes[p.probe_at] = (nonce, None);
             }
-            if suspect
-                && let Some(m) = self.table.get(id)
-                && m.record.status == MemberStatus::Alive
-            {
-                let mut r = m.record;
-                r.status = MemberStatus::Suspect;
-                self.counters.suspects += 1;
-                self.apply_local(now, r);
+            if let Some(v) = verdict {
+                self.verdict(now, id, v);
             }
             self.push_out(Out::Probe { to: id, nonce });
+        }
+    }
+
+    /// Marks chosen neighbour `id` Suspect (its own misses) or Down (a confirmed suspicion), and floods it.
+    fn verdict(&mut self, now: Instant, id: u32, status: MemberStatus) {
+        let Some(m) = self.table.get(id) else { return };
+        let mut r = m.record;
+        r.status = status;
+        if status == MemberStatus::Down {
+            self.counters.downs += 1;
+            self.counters.confirmations += 1;
+        } else {
+            self.counters.suspects += 1;
+        }
+        self.apply_local(now, r);
+    }
+
+    /// Another proxy reports chosen neighbour `id` Suspect (§7.2): unless the suspicion is ours, confirm it
+    /// — at once if our own probes to it have missed `CONFIRM_MISSES` ticks, else with the probes sent from
+    /// the next tick on.
+    pub(super) fn suspicion_reported(&mut self, now: Instant, id: u32) {
+        if self
+            .table
+            .get(id)
+            .is_none_or(|m| m.record.status != MemberStatus::Suspect)
+        {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        if !p.chosen || p.confirming || p.missed >= self.cfg.suspect_after {
+            // Not our neighbour, already confirming, or the suspicion is ours (its echo is no confirmation).
+            return;
+        }
+        p.confirming = true;
+        if p.missed >= CONFIRM_MISSES {
+            self.verdict(now, id, MemberStatus::Down);
+        } else {
+            p.urgent = true;
         }
     }
 
@@ -132,6 +200,19 @@ impl Membership {
         {
             let nonce = self.next_nonce();
             self.push_out(Out::Probe { to: id, nonce });
+        }
+    }
+
+    /// A member held Down is talking to us: the partition that cut it off has probably healed, so probe
+    /// up to `CHOSEN` more Down tombstones now rather than one per `ae_interval` (at most one burst per
+    /// `ae_interval`). Each answered probe makes both ends refute, so the heal spreads geometrically (§7.2).
+    fn reconnect_burst(&mut self, now: Instant) {
+        if self.last_burst.is_some_and(|t| now < t + self.cfg.ae_interval) {
+            return;
+        }
+        self.last_burst = Some(now);
+        for _ in 0..CHOSEN {
+            self.reconnect_probe();
         }
     }
 
@@ -166,6 +247,7 @@ impl Membership {
         {
             peer.outstanding = false;
             peer.missed = 0;
+            peer.confirming = false;
             rtt = slot.1.map(|t| now - t);
             // Each nonce answers once.
             slot.0 = 0;
@@ -173,8 +255,22 @@ impl Membership {
         } else {
             self.counters.acks_unmatched += 1;
         }
-        if let Some(rtt) = rtt {
-            self.coord_sample(now, sender, &p.coord, rtt);
+        if let Some(rtt) = rtt
+            && let Some(peer) = self.peers.get_mut(&sender)
+        {
+            // Minimum filter (Ledlie et al., NSDI 2007): queueing only ever adds delay, so the smallest of
+            // the last few samples is the best estimate of the path's RTT; jitter then barely moves the
+            // coordinate (§7.5).
+            peer.rtt_at = (peer.rtt_at + 1) % RTT_WINDOW;
+            peer.rtts[peer.rtt_at] = rtt.max(Duration::from_micros(1));
+            let filtered = peer
+                .rtts
+                .iter()
+                .copied()
+                .filter(|d| !d.is_zero())
+                .min()
+                .unwrap_or(rtt);
+            self.coord_sample(now, sender, &p.coord, filtered);
         }
         self.after_exchange(now, from, sender, p);
     }
@@ -187,10 +283,14 @@ impl Membership {
         if matches!(m.record.status, MemberStatus::Suspect | MemberStatus::Down)
             && (p.incarnation, p.version) <= (m.record.incarnation, m.record.version)
         {
+            let down = m.record.status == MemberStatus::Down;
             self.push_out(Out::Tell {
                 addr: from,
                 ids: [sender, 0],
             });
+            if down {
+                self.reconnect_burst(now);
+            }
         }
         let mine = self.table.digest();
         let ae_interval = self.cfg.ae_interval;
@@ -200,6 +300,9 @@ impl Membership {
             return;
         }
         peer.mismatches = peer.mismatches.saturating_add(1);
+        // Neighbours are probed in turn, so the next exchange with this one could be a cycle away: probe
+        // it at the next tick to see whether the difference persists (it costs nothing while tables agree).
+        peer.urgent |= peer.mismatches == 1 && peer.chosen;
         if peer.mismatches >= 2 && peer.ae_last.is_none_or(|t| now >= t + ae_interval) {
             peer.mismatches = 0;
             peer.ae_last = Some(now);
@@ -214,13 +317,24 @@ impl Membership {
         if self.coord.update(&rc, rtt, u64::from(sender)).is_err() {
             return;
         }
-        // The first floods come quickly (1 s, 2 s, 4 s, … apart) so that proximity works soon after a proxy
-        // starts, when its coordinate moves most; then at most once per `coord_flood_interval` (§7.5).
-        let interval = Duration::from_secs(1u64 << self.counters.coord_floods.min(16))
-            .min(self.cfg.coord_flood_interval);
-        if self.left_at.is_some() || self.last_coord_flood.is_some_and(|t| now < t + interval) {
+        // The first floods come quickly (1 s, 2 s, 4 s, … apart, during the first `coord_flood_interval` after
+        // start) so that proximity works soon after a proxy starts, when its coordinate moves most; then at
+        // most once per `coord_flood_interval` or per
+        // `members × coord_flood_spacing`, whichever is longer, so that the whole overlay re-floods at most
+        // one record per `coord_flood_spacing` and the records each proxy receives do not grow with n (§7.5).
+        let startup = Duration::from_secs(1u64 << self.counters.coord_floods.min(16));
+        let interval = if now < self.started + self.cfg.coord_flood_interval {
+            startup.min(self.cfg.coord_flood_interval)
+        } else {
+            let members = u32::try_from(self.table.ring().len()).unwrap_or(u32::MAX);
+            self.cfg
+                .coord_flood_interval
+                .max(self.cfg.coord_flood_spacing.saturating_mul(members))
+        };
+        if self.left_at.is_some() {
             return;
         }
+        let held = self.last_coord_flood.is_some_and(|t| now < t + interval);
         let (a, b) = (self.coord.position(), self.published.position());
         let moved = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
             + (self.coord.height() - self.published.height()).abs();
@@ -231,6 +345,10 @@ impl Membership {
             .map(|m| self.coord.distance_ms(&m.coord()))
             .fold(f64::INFINITY, f64::min);
         if nearest.is_finite() && moved > 0.25 * nearest {
+            if held {
+                self.counters.coord_floods_deferred += 1;
+                return;
+            }
             self.last_coord_flood = Some(now);
             self.published = self.coord;
             self.counters.coord_floods += 1;

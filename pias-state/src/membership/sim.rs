@@ -64,6 +64,8 @@ pub(super) struct Net {
     pub(super) sides: Option<Vec<u8>>,
     /// Nodes whose every frame (in and out) is lost.
     pub(super) isolated: Vec<bool>,
+    /// Links (node index pairs, either order) whose frames are lost both ways.
+    pub(super) cut: Vec<(usize, usize)>,
     pub(super) delivered: u64,
 }
 
@@ -81,6 +83,7 @@ impl Net {
             dup: 0.0,
             sides: None,
             isolated: vec![false; n],
+            cut: Vec::new(),
             delivered: 0,
         };
         for i in 0..n {
@@ -154,7 +157,7 @@ impl Net {
                 panic!("membership sends to the overlay only")
             };
             let Some(&j) = self.by_addr.get(&to) else { continue };
-            if self.isolated[i] || self.isolated[j] {
+            if self.isolated[i] || self.isolated[j] || self.cut.contains(&(i.min(j), i.max(j))) {
                 continue;
             }
             if let Some(s) = &self.sides
