@@ -1,4 +1,4 @@
-//! CI guards for the membership scale properties (issue 16; SPEC.md §7): a small run of the membership
+//! CI guards for the membership scale properties (SPEC.md §7.8): a small run of the membership
 //! experiment with real proxies on the transit-stub topology, with asserted bounds, so that a regression in
 //! any of them fails `cargo test`. The full-size figures are in docs/scale/membership.md; these bounds are
 //! the issue's targets, which the small world meets with the same margin as the large ones.

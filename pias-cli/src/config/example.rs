@@ -40,7 +40,7 @@ socket = "/run/pias/pias0.sock"         # `pias ctl --socket PATH`; omit to disa
 # group = "pias"                        # also this group's members (mode 0660, owned by the group)
 
 [timers]                                # SPEC.md §14; all optional
-probe_interval_ms = 200
+probe_interval_ms = 250
 suspect_timeout_ms = 1000
 drain_time_ms = 2000                    # graceful leave: Left at half, exit at the end
 refresh_ms = 200                        # told to targets
