@@ -251,6 +251,17 @@ impl MaglevTable {
         self.pick(flow_hash).and_then(|j| self.ids.get(j).copied())
     }
 
+    /// [`MaglevTable::pick_id`] with the flow hash computed only when it matters: a table of one JAP gives
+    /// that JAP every slot (a lone zero weight counts as 1), so its pick is the same for every hash, and the
+    /// flow hash — a SipHash, the largest per-packet cost of an IAP hit after the data tag — is skipped.
+    #[inline]
+    pub fn pick_id_lazy(&self, flow_hash: impl FnOnce() -> u64) -> Option<ProxyId> {
+        if self.len == 1 {
+            return Some(self.ids[0]);
+        }
+        self.pick_id(flow_hash())
+    }
+
     /// Slots held by each JAP, by index (for tests and diagnostics).
     pub fn counts(&self) -> [u16; MAX_JAPS] {
         let mut c = [0u16; MAX_JAPS];
