@@ -289,6 +289,29 @@ mod tests {
         k1: 0x0f0e_0d0c_0b0a_0908,
     };
 
+    /// The lazy pick agrees with the eager one, and asks for the hash exactly when there is a choice.
+    #[test]
+    fn lazy_pick_agrees_and_hashes_only_for_a_choice() {
+        for set in [
+            &[(ProxyId(7), 0u32)][..],
+            &[(ProxyId(7), 5)],
+            &[(ProxyId(3), 1), (ProxyId(9), 1)],
+            &[(ProxyId(3), 1), (ProxyId(9), 0), (ProxyId(12), 4)],
+        ] {
+            let t = MaglevTable::build(&KEY, set);
+            for h in (0..2000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+                let mut asked = false;
+                let lazy = t.pick_id_lazy(|| {
+                    asked = true;
+                    h
+                });
+                assert_eq!(lazy, t.pick_id(h), "{set:?} {h}");
+                assert_eq!(asked, set.len() > 1, "{set:?}");
+            }
+        }
+        assert_eq!(MaglevTable::build(&KEY, &[]).pick_id_lazy(|| 1), None);
+    }
+
     fn v4flow(s: u32, sp: u16) -> FlowKey {
         FlowKey {
             proto: IpProtocol::Tcp,
