@@ -23,17 +23,24 @@ fn fold_mul(a: u64, b: u64) -> u64 {
     (p as u64) ^ ((p >> 64) as u64)
 }
 
-/// A table's secret key: `k0` seeds the accumulator, `k1` (and a key-derived second multiplier) mix.
+/// A table's secret key: `k0` seeds the accumulator; two odd multipliers derived from `k1` mix the words
+/// and finish (odd: never zero, whatever the key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableKey {
     k0: u64,
-    k1: u64,
+    m: u64,
+    fin: u64,
 }
 
 impl TableKey {
     /// A table key from 128 secret bits (a [`pias_proto::auth::SipKey`]'s two halves).
     pub fn new(k0: u64, k1: u64) -> Self {
-        TableKey { k0, k1 }
+        TableKey {
+            k0,
+            m: (k1 ^ C0) | 1,
+            // Rotated, so that the bit the `| 1` hides in `m` still counts here.
+            fin: (k1.rotate_left(32) ^ C1) | 1,
+        }
     }
 
     /// A hasher for one key.
@@ -41,7 +48,8 @@ impl TableKey {
     pub fn hasher(&self) -> KeyHasher {
         KeyHasher {
             acc: self.k0,
-            k1: self.k1,
+            m: self.m,
+            fin: self.fin,
         }
     }
 
@@ -60,11 +68,11 @@ impl TableKey {
 #[derive(Debug, Clone, Copy)]
 pub struct KeyHasher {
     acc: u64,
-    k1: u64,
+    m: u64,
+    fin: u64,
 }
 
-/// Odd constants (from the fractional digits of π, as foldhash uses them) that keep a zero key or word from
-/// zeroing a multiply.
+/// Constants (digits of π, as foldhash uses them) that keep a zero key from giving small multipliers.
 const C0: u64 = 0x243f_6a88_85a3_08d3;
 const C1: u64 = 0x1319_8a2e_0370_7344;
 
@@ -72,7 +80,7 @@ impl KeyHasher {
     /// Mixes one 64-bit word.
     #[inline(always)]
     pub fn word(&mut self, w: u64) {
-        self.acc = fold_mul(self.acc ^ w, self.k1 ^ C0);
+        self.acc = fold_mul(self.acc ^ w, self.m);
     }
 }
 
@@ -122,7 +130,7 @@ impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
         // One more multiply under a key-derived constant, then a rotation: hashbrown takes the bucket from
         // the low bits and the control byte from the top seven, and both must depend on every input bit.
-        fold_mul(self.acc, self.k1 ^ C1).rotate_left(23)
+        fold_mul(self.acc, self.fin).rotate_left(23)
     }
 }
 
@@ -151,6 +159,10 @@ mod tests {
         assert_ne!(h(&z, &0u64), h(&z, &1u64));
         assert_ne!(z.hash2(0, 0), z.hash2(0, 1));
         assert_ne!(z.hash2(0, 1), z.hash2(1, 0));
+        // A key whose multiplier would be zero without the forced low bit still mixes.
+        let c = TableKey::new(3, C0);
+        assert_ne!(c.hash2(1, 2), c.hash2(1, 3));
+        assert_ne!(c.hash2(1, 2), c.hash2(4, 2));
     }
 
     #[test]
