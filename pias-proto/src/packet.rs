@@ -612,8 +612,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IpPacket<T> {
         self.rewrite(None, None, Some(ip), None)
     }
 
-    // Inlined so that each caller's fixed choice of fields (`Some`/`None`) folds away.
-    #[inline]
     fn rewrite(
         &mut self,
         src: Option<IpAddr>,
