@@ -103,15 +103,35 @@ pub const MARTIAN_V6: &[(Ipv6Addr, u8)] = &[
 
 /// Whether `a` can never be a client's (or a client-bound reply's) address: see [`MARTIAN_V4`] and
 /// [`MARTIAN_V6`].
+///
+/// Integer masks over the constant tables (every client packet asks, twice on the NAT path): no `IpAddr` is
+/// built per prefix.
+#[inline]
 pub fn is_martian(a: IpAddr) -> bool {
     match a {
-        IpAddr::V4(v4) => MARTIAN_V4
-            .iter()
-            .any(|(p, l)| crate::policy::prefix_match(IpAddr::V4(*p), *l, IpAddr::V4(v4))),
-        IpAddr::V6(v6) => MARTIAN_V6
-            .iter()
-            .any(|(p, l)| crate::policy::prefix_match(IpAddr::V6(*p), *l, IpAddr::V6(v6))),
+        IpAddr::V4(v4) => {
+            let x = v4.to_bits();
+            MARTIAN_V4.iter().any(|(p, l)| x & mask4(*l) == p.to_bits())
+        }
+        IpAddr::V6(v6) => {
+            let x = v6.to_bits();
+            MARTIAN_V6.iter().any(|(p, l)| x & mask6(*l) == p.to_bits())
+        }
     }
+}
+
+/// The network mask of an IPv4 prefix length (lengths beyond 32 count as 32).
+#[inline]
+fn mask4(len: u8) -> u32 {
+    let len = u32::from(len.min(32));
+    if len == 0 { 0 } else { u32::MAX << (32 - len) }
+}
+
+/// The network mask of an IPv6 prefix length (lengths beyond 128 count as 128).
+#[inline]
+fn mask6(len: u8) -> u128 {
+    let len = u32::from(len.min(128));
+    if len == 0 { 0 } else { u128::MAX << (128 - len) }
 }
 
 /// The most prefixes each list of [`OverlaySpace`]'s inputs may hold (validation enforces it): the space is
@@ -125,6 +145,9 @@ pub const MAX_PREFIXES: usize = 256;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OverlaySpace {
     prefixes: Vec<IpPrefix>,
+    /// The same prefixes as `(network, mask)` integers by family, for [`OverlaySpace::contains`].
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
 }
 
 impl OverlaySpace {
@@ -140,7 +163,15 @@ impl OverlaySpace {
                 v.push(p);
             }
         }
-        OverlaySpace { prefixes: v }
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for p in &v {
+            match p.addr {
+                IpAddr::V4(a) => v4.push((a.to_bits(), mask4(p.len))),
+                IpAddr::V6(a) => v6.push((a.to_bits(), mask6(p.len))),
+            }
+        }
+        OverlaySpace { prefixes: v, v4, v6 }
     }
 
     /// Every prefix of the space (network addresses), for a fast path's map.
@@ -149,12 +180,23 @@ impl OverlaySpace {
     }
 
     /// Whether `a` is inside the overlay's space.
+    #[inline]
     pub fn contains(&self, a: IpAddr) -> bool {
-        self.prefixes.iter().any(|p| p.contains(a))
+        match a {
+            IpAddr::V4(a) => {
+                let x = a.to_bits();
+                self.v4.iter().any(|&(n, m)| x & m == n)
+            }
+            IpAddr::V6(a) => {
+                let x = a.to_bits();
+                self.v6.iter().any(|&(n, m)| x & m == n)
+            }
+        }
     }
 
     /// Whether `a` may be a client's address: `Err` says why not. Martian is checked first (the cheaper,
     /// and the one that does not depend on configuration).
+    #[inline]
     pub fn check(&self, a: IpAddr) -> Result<(), Refusal> {
         if is_martian(a) {
             return Err(Refusal::Martian);
@@ -306,6 +348,39 @@ mod tests {
             let a = Ipv6Addr::from(a);
             prop_assume!(!(a.segments()[0] == 0xfd98 || a.segments()[0] == 0xfd99));
             prop_assert_eq!(lab_space().check(IpAddr::V6(a)), Ok(()));
+        }
+
+        /// The space's integer masks and the martian check agree with prefix-by-prefix matching on `IpAddr`s.
+        #[test]
+        fn masks_agree_with_prefix_match(
+            nets in proptest::collection::vec((any::<u32>(), 0u8..=32, any::<u128>(), 0u8..=128), 0..6),
+            a4 in any::<u32>(),
+            a6 in any::<u128>(),
+            near in any::<bool>(),
+        ) {
+            let mut ps = Vec::new();
+            for &(n4, l4, n6, l6) in &nets {
+                ps.push(IpPrefix::new(IpAddr::V4(Ipv4Addr::from(n4)), l4).unwrap());
+                ps.push(IpPrefix::new(IpAddr::V6(Ipv6Addr::from(n6)), l6).unwrap());
+            }
+            let space = OverlaySpace::new(ps.clone());
+            // Half the time, an address next to a prefix of the space (so that both answers occur).
+            let (a4, a6) = match nets.first() {
+                Some(&(n4, _, n6, _)) if near => (n4 ^ (a4 & 0xff), n6 ^ (a6 & 0xffff)),
+                _ => (a4, a6),
+            };
+            for a in [IpAddr::V4(Ipv4Addr::from(a4)), IpAddr::V6(Ipv6Addr::from(a6))] {
+                prop_assert_eq!(space.contains(a), ps.iter().any(|p| p.contains(a)));
+                let slow = match a {
+                    IpAddr::V4(_) => MARTIAN_V4
+                        .iter()
+                        .any(|(p, l)| crate::policy::prefix_match(IpAddr::V4(*p), *l, a)),
+                    IpAddr::V6(_) => MARTIAN_V6
+                        .iter()
+                        .any(|(p, l)| crate::policy::prefix_match(IpAddr::V6(*p), *l, a)),
+                };
+                prop_assert_eq!(is_martian(a), slow);
+            }
         }
 
         /// `contains` agrees with a bit-by-bit comparison of the first `len` bits.

@@ -251,6 +251,17 @@ impl MaglevTable {
         self.pick(flow_hash).and_then(|j| self.ids.get(j).copied())
     }
 
+    /// [`MaglevTable::pick_id`] with the flow hash computed only when it matters: a table of one JAP gives
+    /// that JAP every slot (a lone zero weight counts as 1), so its pick is the same for every hash, and the
+    /// flow hash — a SipHash, the largest per-packet cost of an IAP hit after the data tag — is skipped.
+    #[inline]
+    pub fn pick_id_lazy(&self, flow_hash: impl FnOnce() -> u64) -> Option<ProxyId> {
+        if self.len == 1 {
+            return Some(self.ids[0]);
+        }
+        self.pick_id(flow_hash())
+    }
+
     /// Slots held by each JAP, by index (for tests and diagnostics).
     pub fn counts(&self) -> [u16; MAX_JAPS] {
         let mut c = [0u16; MAX_JAPS];
@@ -277,6 +288,29 @@ mod tests {
         k0: 0x0706_0504_0302_0100,
         k1: 0x0f0e_0d0c_0b0a_0908,
     };
+
+    /// The lazy pick agrees with the eager one, and asks for the hash exactly when there is a choice.
+    #[test]
+    fn lazy_pick_agrees_and_hashes_only_for_a_choice() {
+        for set in [
+            &[(ProxyId(7), 0u32)][..],
+            &[(ProxyId(7), 5)],
+            &[(ProxyId(3), 1), (ProxyId(9), 1)],
+            &[(ProxyId(3), 1), (ProxyId(9), 0), (ProxyId(12), 4)],
+        ] {
+            let t = MaglevTable::build(&KEY, set);
+            for h in (0..2000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+                let mut asked = false;
+                let lazy = t.pick_id_lazy(|| {
+                    asked = true;
+                    h
+                });
+                assert_eq!(lazy, t.pick_id(h), "{set:?} {h}");
+                assert_eq!(asked, set.len() > 1, "{set:?}");
+            }
+        }
+        assert_eq!(MaglevTable::build(&KEY, &[]).pick_id_lazy(|| 1), None);
+    }
 
     fn v4flow(s: u32, sp: u16) -> FlowKey {
         FlowKey {

@@ -180,6 +180,17 @@ impl IapCache {
 
     /// Decides where a client's packet for `group` goes (per packet: one lookup, no allocation).
     pub fn route(&mut self, now: Instant, group: &TransportAddr, flow_hash: u64) -> Route {
+        self.route_lazy(now, group, || flow_hash)
+    }
+
+    /// [`IapCache::route`] with the flow hash computed on demand: only a cached JAP set of more than one JAP
+    /// needs it ([`crate::flowhash::MaglevTable::pick_id_lazy`]).
+    pub fn route_lazy(
+        &mut self,
+        now: Instant,
+        group: &TransportAddr,
+        flow_hash: impl FnOnce() -> u64,
+    ) -> Route {
         let retry = self.cfg.resolve_retry;
         let grace = self.cfg.stale_grace;
         let Some(e) = self.map.get_mut(group) else {
@@ -200,7 +211,7 @@ impl IapCache {
         let ask_due = e.last_ask.is_none_or(|t| now.saturating_since(t) >= retry);
         match &e.state {
             State::Resolved { table, .. } => {
-                let Some(jap) = table.pick_id(flow_hash) else {
+                let Some(jap) = table.pick_id_lazy(flow_hash) else {
                     return Route::ViaRap { want_answer: ask_due };
                 };
                 if now < e.expires {

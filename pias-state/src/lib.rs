@@ -18,6 +18,7 @@ pub mod flowhash;
 pub mod fuzzing;
 pub mod hysteresis;
 pub mod iap;
+pub mod keyhash;
 pub mod lru;
 pub mod membership;
 pub mod nat;

@@ -2,16 +2,25 @@
 //! keys, rate limiters).
 //!
 //! Entries live in a slab preallocated to the bound; an intrusive doubly linked list over slab indices keeps
-//! them in use order, and a `hashbrown::HashTable<u32>` indexes the slab by key under a seeded SipHash-1-3
-//! (so remote input cannot pick colliding keys). Lookups, touches, inserts into a full map (which evict) and
+//! them in use order, and a `hashbrown::HashTable<u32>` indexes the slab by key under a secret per-map key
+//! ([`crate::keyhash`]: remote input cannot pick colliding keys, and a lookup costs a few multiplies, not a
+//! SipHash). Lookups, touches, inserts into a full map (which evict) and
 //! removals allocate nothing after construction.
 
 use core::hash::{Hash, Hasher};
 
 use hashbrown::HashTable;
-use siphasher::sip::SipHasher13;
+
+use crate::keyhash::TableKey;
 
 const NIL: u32 = u32::MAX;
+
+#[inline]
+fn hash_with<K: Hash>(tk: TableKey, key: &K) -> u64 {
+    let mut h = tk.hasher();
+    key.hash(&mut h);
+    h.finish()
+}
 
 #[derive(Debug, Clone)]
 struct Node<K, V> {
@@ -30,8 +39,7 @@ pub struct LruMap<K, V> {
     head: u32,
     tail: u32,
     cap: usize,
-    k0: u64,
-    k1: u64,
+    key: TableKey,
     evictions: u64,
 }
 
@@ -49,16 +57,13 @@ impl<K: Hash + Eq + Clone, V> LruMap<K, V> {
             head: NIL,
             tail: NIL,
             cap,
-            k0: key.k0,
-            k1: key.k1,
+            key: TableKey::new(key.k0, key.k1),
             evictions: 0,
         }
     }
 
     fn hash(&self, key: &K) -> u64 {
-        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        key.hash(&mut h);
-        h.finish()
+        hash_with(self.key, key)
     }
 
     fn node(&self, i: u32) -> Option<&Node<K, V>> {
@@ -174,13 +179,11 @@ impl<K: Hash + Eq + Clone, V> LruMap<K, V> {
             });
         }
         let slab = &self.slab;
-        let (k0, k1) = (self.k0, self.k1);
+        let tk = self.key;
         self.index.insert_unique(h, i, |&j| {
-            let mut hh = SipHasher13::new_with_keys(k0, k1);
-            if let Some(n) = slab.get(j as usize).and_then(|n| n.as_ref()) {
-                n.key.hash(&mut hh);
-            }
-            hh.finish()
+            slab.get(j as usize)
+                .and_then(|n| n.as_ref())
+                .map_or(0, |n| hash_with(tk, &n.key))
         });
         self.push_front(i);
         evicted

@@ -159,7 +159,7 @@ impl NatTable {
             self.prefix_counts[s] = self.prefix_counts[s].saturating_add(1);
         }
         let e = &self.slab[i as usize];
-        let sip = self.sip;
+        let sip = self.index_key;
         let (slab, pool_ips) = (&self.slab, &self.pool_ips);
         self.fwd
             .insert_unique(fwd_hash(sip, e), i, |&x| fwd_hash(sip, &slab[x as usize]));

@@ -427,9 +427,14 @@ pub struct NatTable {
     pool_ports: Vec<[PortBitmap; 3]>,
     v4_pool: Vec<u16>,
     v6_pool: Vec<u16>,
-    /// The pool, sorted: [`NatTable::is_pool_address`] in O(log n) for a pool taken from a prefix.
-    pool_sorted: Vec<IpAddr>,
+    /// The pool's IPv4 and IPv6 addresses as integers, sorted: [`NatTable::is_pool_address`] in O(log n) for
+    /// a pool taken from a prefix, and one or two integer compares for the usual small pool (every host
+    /// packet asks; comparing `IpAddr`s is several times dearer).
+    pool_sorted_v4: Vec<u32>,
+    pool_sorted_v6: Vec<u128>,
     sip: SipKey,
+    /// The key of the two indexes' hash ([`crate::keyhash`]), derived from `sip`.
+    index_key: crate::keyhash::TableKey,
     /// Port starts drawn so far: the input of the keyed port PRF (RFC 6056 §3.3.2, with a secret key).
     port_draws: u64,
     now: u64,
@@ -483,6 +488,11 @@ impl NatTable {
             crate::rng::mix(sip.0 ^ 0x7072_6566_6978_3031),
             crate::rng::mix(sip.1 ^ 0x7072_6566_6978_3032),
         );
+        // Derived like `prefix_key`: the indexes' hash and the port PRF never share a key.
+        let index_key = crate::keyhash::TableKey::new(
+            crate::rng::mix(sip.0 ^ 0x6e61_7469_6478_3031),
+            crate::rng::mix(sip.1 ^ 0x6e61_7469_6478_3032),
+        );
         Ok(NatTable {
             timeouts,
             granularity: cfg.touch_granularity.as_micros() as u64,
@@ -497,12 +507,28 @@ impl NatTable {
             pool_ports,
             v4_pool,
             v6_pool,
-            pool_sorted: {
-                let mut v = cfg.pool.clone();
+            pool_sorted_v4: {
+                let mut v: Vec<u32> = (cfg.pool.iter())
+                    .filter_map(|a| match a {
+                        IpAddr::V4(a) => Some(a.to_bits()),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                v.sort_unstable();
+                v
+            },
+            pool_sorted_v6: {
+                let mut v: Vec<u128> = (cfg.pool.iter())
+                    .filter_map(|a| match a {
+                        IpAddr::V6(a) => Some(a.to_bits()),
+                        IpAddr::V4(_) => None,
+                    })
+                    .collect();
                 v.sort_unstable();
                 v
             },
             sip,
+            index_key,
             port_draws: 0,
             now: 0,
             events,
@@ -546,7 +572,8 @@ impl NatTable {
             + self.pool_ips.capacity() * 16
             + self.pool_ports.capacity() * 3 * PortBitmap::BYTES
             + self.events.capacity() * core::mem::size_of::<NatEvent>()
-            + self.pool_sorted.capacity() * core::mem::size_of::<IpAddr>()
+            + self.pool_sorted_v4.capacity() * core::mem::size_of::<u32>()
+            + self.pool_sorted_v6.capacity() * core::mem::size_of::<u128>()
             + self.sweeps.capacity() * core::mem::size_of::<Sweep>()
             + self.prefix_counts.len() * 4
     }
@@ -563,7 +590,10 @@ impl NatTable {
     /// dozens, and every packet from the host side asks).
     #[inline]
     pub fn is_pool_address(&self, ip: IpAddr) -> bool {
-        self.pool_sorted.binary_search(&ip).is_ok()
+        match ip {
+            IpAddr::V4(a) => self.pool_sorted_v4.binary_search(&a.to_bits()).is_ok(),
+            IpAddr::V6(a) => self.pool_sorted_v6.binary_search(&a.to_bits()).is_ok(),
+        }
     }
 
     /// The binding `id` names, if it is still live (not looking at its deadline).

@@ -2,6 +2,7 @@
 //! lists, and removal of a slot. Internals of [`NatTable`]; nothing here is public.
 
 use super::*;
+use crate::keyhash::TableKey;
 
 pub(super) fn ip_bytes(ip: &IpAddr) -> ([u8; 16], bool) {
     match ip {
@@ -22,10 +23,11 @@ pub(super) fn bytes_ip(b: &[u8; 16], v6: bool) -> IpAddr {
     }
 }
 
-/// Keyed hash of a 5-tuple in a canonical byte form (one SipHash write).
+/// Keyed hash of a 5-tuple ([`crate::keyhash`]: a per-table secret key, a few multiplies). An IPv4 tuple is
+/// two words: both addresses, then protocol, family and ports; an IPv6 one adds the addresses' other halves.
 #[inline]
 pub(super) fn tuple_hash(
-    k: SipKey,
+    k: TableKey,
     proto: u8,
     v6: bool,
     a: &[u8; 16],
@@ -33,24 +35,30 @@ pub(super) fn tuple_hash(
     b: &[u8; 16],
     bp: u16,
 ) -> u64 {
-    let mut buf = [0u8; 38];
-    buf[0] = proto;
-    buf[1] = u8::from(v6);
-    buf[2..4].copy_from_slice(&ap.to_ne_bytes());
-    buf[4..6].copy_from_slice(&bp.to_ne_bytes());
-    let n = if v6 { 16 } else { 4 };
-    buf[6..6 + n].copy_from_slice(&a[..n]);
-    buf[6 + n..6 + 2 * n].copy_from_slice(&b[..n]);
-    let mut h = SipHasher13::new_with_keys(k.0, k.1);
-    h.write(&buf[..6 + 2 * n]);
+    let word = |x: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&x[..8]);
+        u64::from_le_bytes(w)
+    };
+    let meta = u64::from(proto) | u64::from(v6) << 8 | u64::from(ap) << 16 | u64::from(bp) << 32;
+    if !v6 {
+        let lo = |x: &[u8; 16]| u64::from(u32::from_le_bytes([x[0], x[1], x[2], x[3]]));
+        return k.hash2(lo(a) | lo(b) << 32, meta);
+    }
+    let mut h = k.hasher();
+    h.word(word(&a[..8]));
+    h.word(word(&a[8..]));
+    h.word(word(&b[..8]));
+    h.word(word(&b[8..]));
+    h.word(meta);
     h.finish()
 }
 
-pub(super) fn fwd_hash(k: SipKey, e: &Entry) -> u64 {
+pub(super) fn fwd_hash(k: TableKey, e: &Entry) -> u64 {
     tuple_hash(k, e.proto, e.v6, &e.client, e.client_port, &e.group, e.group_port)
 }
 
-pub(super) fn rev_hash(k: SipKey, pool_ips: &[[u8; 16]], e: &Entry) -> u64 {
+pub(super) fn rev_hash(k: TableKey, pool_ips: &[[u8; 16]], e: &Entry) -> u64 {
     let pool = pool_ips.get(usize::from(e.pool_idx)).copied().unwrap_or([0; 16]);
     tuple_hash(k, e.proto, e.v6, &e.target, e.target_port, &pool, e.pool_port)
 }
@@ -91,7 +99,7 @@ impl RawKey {
     }
 
     #[inline]
-    pub(super) fn hash(&self, k: SipKey) -> u64 {
+    pub(super) fn hash(&self, k: TableKey) -> u64 {
         tuple_hash(
             k,
             self.proto,
@@ -114,7 +122,7 @@ impl NatTable {
     pub(super) fn find_fwd(&self, k: &RawKey) -> Option<u32> {
         let slab = &self.slab;
         self.fwd
-            .find(k.hash(self.sip), |&i| {
+            .find(k.hash(self.index_key), |&i| {
                 let e = &slab[i as usize];
                 e.client_port == k.src_port
                     && e.group_port == k.dst_port
@@ -130,7 +138,7 @@ impl NatTable {
     pub(super) fn find_rev(&self, k: &RawKey) -> Option<u32> {
         let (slab, pool_ips) = (&self.slab, &self.pool_ips);
         self.rev
-            .find(k.hash(self.sip), |&i| {
+            .find(k.hash(self.index_key), |&i| {
                 let e = &slab[i as usize];
                 e.target_port == k.src_port
                     && e.pool_port == k.dst_port
@@ -327,7 +335,7 @@ impl NatTable {
         if e.class == FREE {
             return;
         }
-        let sip = self.sip;
+        let sip = self.index_key;
         if let Ok(o) = self.fwd.find_entry(fwd_hash(sip, &e), |&x| x == i) {
             o.remove();
         }

@@ -25,9 +25,11 @@ impl Proxy {
         let Ok(mut ip) = IpPacket::new_checked(pkt.bytes_mut()) else {
             return Verdict::Drop(DropReason::Malformed);
         };
+        // One read of the flow serves the filter and the lookup (`None` for an ICMP error or a portless packet).
+        let flow = ip.flow();
         // The IAP filtered the source already; an IAP configured with less of the overlay's space (or a
         // stale one) must not make this JAP send replies back into the overlay (SPEC.md §8.5).
-        if let Err(r) = self.check_client(ip.src_addr()) {
+        if let Err(r) = self.check_client(flow.map_or_else(|| ip.src_addr(), |f| f.src)) {
             return Verdict::Drop(r);
         }
         // ICMP errors from the client about a reply: translate by the quoted flow (SPEC.md §11.5).
@@ -44,7 +46,7 @@ impl Proxy {
             self.counters.jap_delivered += 1;
             return Verdict::Host;
         }
-        let Some(flow) = ip.flow() else {
+        let Some(flow) = flow else {
             return Verdict::Drop(DropReason::Unsupported);
         };
         let group = flow.dst_ta();

@@ -36,8 +36,10 @@ impl Proxy {
         {
             self.counters.mss_clamped += 1;
         }
-        let fh = flow_hash(&self.flow_key, &flow);
-        match self.iap.route(now, &group, fh) {
+        // The flow hash is computed only when a choice needs it (a JAP set of several, or a RAP's pick).
+        let key = self.flow_key;
+        let fh = move || flow_hash(&key, &flow);
+        match self.iap.route_lazy(now, &group, fh) {
             Route::Jap { jap, resolve } => {
                 if resolve && let Some(rap) = self.pick_rap(&group) {
                     if rap == self.me {
@@ -71,7 +73,7 @@ impl Proxy {
                 if rap == self.me {
                     // We are the RAP: answer ourselves and relay directly.
                     let (set, n) = self.answer(now, self.me, &group, true);
-                    let Some(jap) = pick(&self.flow_key, &set[..n], fh) else {
+                    let Some(jap) = pick(&self.flow_key, &set[..n], fh()) else {
                         return Verdict::Drop(DropReason::NoJap);
                     };
                     self.counters.rap_relayed += 1;
