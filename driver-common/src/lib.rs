@@ -7,6 +7,8 @@
 //! - [`tun`]: the TUN device (raw `/dev/net/tun` + `TUNSETIFF`, non-blocking, not persistent);
 //! - [`host`]: routes into it and the forwarding sysctls;
 //! - [`overlay`]: the overlay UDP socket and its options (socket2);
+//! - [`mmsg`], [`batch`]: many datagrams per system call on it (`recvmmsg`/`sendmmsg`, UDP GRO/GSO),
+//!   and the batched loop steps both drivers run around [`ProxyLoop`];
 //! - [`DriverCounters`], [`Clock`], [`ProxyDriverConfig`], [`AgentDriverConfig`], [`HealthCheck`];
 //! - [`events`]: the core's events as logs;
 //! - [`fastpath`]: the hook a kernel fast path (`driver-xdp`) plugs into a driver's loop;
@@ -16,12 +18,14 @@
 //! Nothing here holds protocol logic (that is `pias-state`) or waits for anything (that is a driver).
 
 pub mod agent_loop;
+pub mod batch;
 pub mod control;
 pub mod entropy;
 pub mod events;
 pub mod fastpath;
 pub mod host;
 pub mod metrics;
+pub mod mmsg;
 pub mod overlay;
 pub mod proxy_loop;
 pub mod tun;

@@ -12,7 +12,7 @@
 //! is full (the driver drops and counts: it never waits to send).
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -38,6 +38,11 @@ impl Tun {
     /// The device's name (as the kernel confirmed it).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The descriptor (for writes and the shared batch code, which never wait).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
     }
 
     /// Waits until a read may succeed. The returned guard's readiness is cleared by [`Tun::try_recv`] only
