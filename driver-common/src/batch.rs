@@ -4,6 +4,10 @@
 //! closure that performs the read through its reactor's readiness (tokio's `try_io`; mio calls straight
 //! through).
 //!
+//! With TUN offloads a read may be a train of up to 64 kB of segments; it is cut into ordinary packets
+//! right after the read ([`crate::gso`]), so the core never sees anything else, and the train's
+//! encapsulated segments leave together as one `UDP_SEGMENT` message.
+//!
 //! Per step, up to [`CHUNK`] packets are read into fixed slots at `HEADROOM`, handed to the core in place,
 //! and forwarded from the same bytes: host-bound results written to the TUN at once, overlay-bound ones
 //! gathered and sent together at the end of the step — where consecutive frames to one peer of one size
@@ -17,8 +21,12 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use pias_state::proxy::{HEADROOM, Verdict};
 
+use crate::gso::{self, Segments, VNET_HDR_LEN, VnetHdr};
 use crate::mmsg::{self, CHUNK, Got, Offloads, Out};
 use crate::{MAX_PACKET, ProxyLoop, Side};
+
+// A `virtio_net_hdr` is read into the headroom, right in front of its packet.
+const _: () = assert!(HEADROOM >= VNET_HDR_LEN);
 
 /// The batch buffers and the overlay socket's negotiated offloads.
 #[derive(Debug)]
@@ -31,21 +39,32 @@ pub struct Batch {
     outs: Vec<Out>,
     /// Where one datagram of a coalesced receive is handled.
     scratch: Vec<u8>,
+    /// Where a TUN read that is a train of segments waits while it is cut into the slots.
+    train: Vec<u8>,
     offloads: Offloads,
+    /// The TUN has offloads: reads and writes carry a `virtio_net_hdr`.
+    vnet: bool,
 }
 
 impl Batch {
     /// Buffers for steps of up to `min(batch, CHUNK)` packets; negotiates the overlay socket's UDP
-    /// offloads (logged once).
-    pub fn new(batch: usize, overlay: BorrowedFd<'_>) -> Batch {
+    /// offloads (logged once). `vnet`: the TUN was opened with offloads ([`crate::tun::open_offload`]).
+    pub fn new(batch: usize, overlay: BorrowedFd<'_>, vnet: bool) -> Batch {
         let n = batch.clamp(1, CHUNK);
         Batch {
             slots: (0..n).map(|_| vec![0u8; HEADROOM + MAX_PACKET]).collect(),
             got: vec![Got::default(); n],
             outs: Vec::with_capacity(n),
             scratch: vec![0u8; HEADROOM + MAX_PACKET],
+            train: vec![0u8; HEADROOM + MAX_PACKET],
             offloads: Offloads::negotiate(overlay.as_raw_fd()),
+            vnet,
         }
+    }
+
+    /// Whether the TUN's reads and writes carry a `virtio_net_hdr`.
+    pub fn vnet(&self) -> bool {
+        self.vnet
     }
 
     /// The overlay socket's offloads (`gso` turns off if a path refuses it).
@@ -53,9 +72,11 @@ impl Batch {
         self.offloads
     }
 
-    /// Up to [`ProxyLoop::batch`] packets from the TUN, each by `read` (into the slice it is given;
+    /// Up to [`ProxyLoop::batch`] reads from the TUN, each by `read` (into the slice it is given;
     /// `WouldBlock` when the queue is empty). Another error is counted and ends the batch (a persistent
-    /// one must not spin the loop). Returns whether the batch filled up (packets may be left).
+    /// one must not spin the loop). With offloads, a read that is a train of segments is cut into its
+    /// packets ([`crate::gso`]), each handed to the core like any other. Returns whether the batch filled
+    /// up (packets may be left).
     pub fn tun(
         &mut self,
         core: &mut ProxyLoop,
@@ -64,37 +85,84 @@ impl Batch {
         mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
     ) -> bool {
         let now = core.now();
-        let mut left = core.batch();
-        let mut got = 0;
+        let at = if self.vnet {
+            HEADROOM - VNET_HDR_LEN
+        } else {
+            HEADROOM
+        };
+        let (mut reads, mut got, mut used) = (0, 0, 0);
         let mut more = false;
-        'outer: while left > 0 {
-            let step = left.min(self.slots.len());
-            self.outs.clear();
-            let mut read_n = 0;
-            while read_n < step {
-                let slot = read_n;
-                let n = match read(&mut self.slots[slot][HEADROOM..]) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.flush(core, overlay);
-                        break 'outer;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        core.on_read_error(Side::Tun, &e);
-                        self.flush(core, overlay);
-                        break 'outer;
-                    }
-                };
-                read_n += 1;
-                got += 1;
-                let (v, r) = core.on_host(now, &mut self.slots[slot], n);
-                self.route(core, tun, v, slot, r.start, r.end);
+        self.outs.clear();
+        loop {
+            if reads == core.batch() {
+                more = true;
+                break;
             }
-            self.flush(core, overlay);
-            left -= read_n;
-            more = left == 0;
+            if used == self.slots.len() {
+                self.flush(core, overlay);
+                used = 0;
+            }
+            let n = match read(&mut self.slots[used][at..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    core.on_read_error(Side::Tun, &e);
+                    break;
+                }
+            };
+            reads += 1;
+            if !self.vnet {
+                got += 1;
+                let (v, r) = core.on_host(now, &mut self.slots[used], n);
+                self.route(core, tun, v, used, r.start, r.end);
+                used += 1;
+                continue;
+            }
+            let Some(n) = n.checked_sub(VNET_HDR_LEN) else {
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TUN read shorter than its virtio-net header",
+                );
+                core.on_read_error(Side::Tun, &e);
+                continue;
+            };
+            let mut h = [0u8; VNET_HDR_LEN];
+            h.copy_from_slice(&self.slots[used][at..HEADROOM]);
+            let h = VnetHdr::parse(&h);
+            if !h.is_gso() {
+                if let Err(e) = gso::complete_checksum(&h, &mut self.slots[used][HEADROOM..HEADROOM + n]) {
+                    core.on_read_error(Side::Tun, &io::Error::new(io::ErrorKind::InvalidData, e));
+                    continue;
+                }
+                got += 1;
+                let (v, r) = core.on_host(now, &mut self.slots[used], n);
+                self.route(core, tun, v, used, r.start, r.end);
+                used += 1;
+                continue;
+            }
+            // A train: move its buffer aside (a swap, no copy) and cut it into the slots.
+            core::mem::swap(&mut self.slots[used], &mut self.train);
+            let train = core::mem::take(&mut self.train);
+            match Segments::new(&h, &train[HEADROOM..HEADROOM + n]) {
+                Err(e) => core.on_read_error(Side::Tun, &io::Error::new(io::ErrorKind::InvalidData, e)),
+                Ok(segs) => {
+                    for i in 0..segs.count() {
+                        if used == self.slots.len() {
+                            self.flush(core, overlay);
+                            used = 0;
+                        }
+                        let len = segs.write(i, &mut self.slots[used][HEADROOM..]);
+                        got += 1;
+                        let (v, r) = core.on_host(now, &mut self.slots[used], len);
+                        self.route(core, tun, v, used, r.start, r.end);
+                        used += 1;
+                    }
+                }
+            }
+            self.train = train;
         }
+        self.flush(core, overlay);
         core.on_batch(got);
         more
     }
@@ -147,7 +215,7 @@ impl Batch {
                     let bytes = &self.scratch[r];
                     match v {
                         Verdict::Host => {
-                            let r = crate::tun::write(tun, bytes);
+                            let r = crate::tun::send(tun, bytes, self.vnet);
                             core.on_sent(Side::Tun, r, None);
                         }
                         Verdict::Overlay(to) => {
@@ -183,7 +251,7 @@ impl Batch {
         match v {
             Verdict::Overlay(to) => self.outs.push(Out { slot, start, end, to }),
             Verdict::Host => {
-                let r = crate::tun::write(tun, &self.slots[slot][start..end]);
+                let r = crate::tun::send(tun, &self.slots[slot][start..end], self.vnet);
                 core.on_sent(Side::Tun, r, None);
             }
             Verdict::Consumed | Verdict::Drop(_) => {}

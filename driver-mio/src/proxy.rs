@@ -90,7 +90,7 @@ struct MioIo {
 
 impl Wire for MioIo {
     fn send_host(&mut self, pkt: &[u8]) -> io::Result<usize> {
-        driver_common::tun::write(self.tun.as_fd(), pkt)
+        driver_common::tun::send(self.tun.as_fd(), pkt, self.batch.vnet())
     }
 
     fn send_overlay(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
@@ -102,7 +102,7 @@ impl MioProxy {
     /// Creates the TUN and its routes, binds the overlay socket, and starts the core. As root (or with
     /// `CAP_NET_ADMIN`). Register the sources with [`MioProxy::register`] before polling.
     pub fn bind(cfg: ProxyDriverConfig) -> io::Result<MioProxy> {
-        let (tun, tun_name) = driver_common::tun::open(&cfg.host.tun)?;
+        let (tun, tun_name, vnet) = driver_common::tun::open_offload(&cfg.host.tun)?;
         let mut host = cfg.host.clone();
         host.tun = tun_name;
         host.apply()?;
@@ -111,7 +111,7 @@ impl MioProxy {
             cfg.socket_buffer,
         )?);
         let core = ProxyLoop::new(&cfg, host, "mio")?;
-        let batch = Batch::new(core.batch(), overlay.as_fd());
+        let batch = Batch::new(core.batch(), overlay.as_fd(), vnet);
         Ok(MioProxy {
             core,
             io: MioIo { tun, overlay, batch },

@@ -143,7 +143,7 @@ impl ProxyDriver {
             tun: &tun,
             overlay: &overlay,
         };
-        let mut batch = Batch::new(core.batch(), overlay.as_fd());
+        let mut batch = Batch::new(core.batch(), overlay.as_fd(), tun.vnet());
         let mut timer = pin!(tokio::time::sleep_until(deadline(core.deadline())));
         loop {
             tokio::select! {
