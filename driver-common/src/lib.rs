@@ -23,6 +23,7 @@ pub mod control;
 pub mod entropy;
 pub mod events;
 pub mod fastpath;
+pub mod gro;
 pub mod gso;
 pub mod host;
 pub mod metrics;
