@@ -1,26 +1,27 @@
 //! Batched packet I/O around [`ProxyLoop`], shared by the drivers: many packets per system call on the
-//! overlay socket ([`crate::mmsg`]: `recvmmsg`, `sendmmsg`, UDP GRO and GSO), one `read`/`write` per
-//! packet on the TUN. A driver keeps only how it waits: it passes the descriptors and, for reads, a
-//! closure that performs the read through its reactor's readiness (tokio's `try_io`; mio calls straight
-//! through).
-//!
-//! With TUN offloads a read may be a train of up to 64 kB of segments; it is cut into ordinary packets
-//! right after the read ([`crate::gso`]), so the core never sees anything else, and the train's
-//! encapsulated segments leave together as one `UDP_SEGMENT` message.
+//! overlay socket ([`crate::mmsg`]: `recvmmsg`, `sendmmsg`, UDP GRO and GSO) and, with TUN offloads,
+//! many segments per `read`/`write` on the TUN ([`crate::gso`], [`crate::gro`]). A driver keeps only how
+//! it waits: it passes the descriptors and, for reads, a closure that performs the read through its
+//! reactor's readiness (tokio's `try_io`; mio calls straight through).
 //!
 //! Per step, up to [`CHUNK`] packets are read into fixed slots at `HEADROOM`, handed to the core in place,
-//! and forwarded from the same bytes: host-bound results written to the TUN at once, overlay-bound ones
-//! gathered and sent together at the end of the step — where consecutive frames to one peer of one size
-//! (a bulk flow's full-size segments) leave as one `UDP_SEGMENT` message. A coalesced receive (`UDP_GRO`)
-//! is split back into its datagrams, each copied into a scratch slot at `HEADROOM` for the core (a copy of
-//! one datagram costs far less than the system calls coalescing saves); what those produce for the
-//! overlay (rare: overlay-to-overlay forwarding) is sent at once. Buffers are allocated once.
+//! and what it returns is gathered and sent together at the end of the step ([`Batch::flush`]):
+//! - overlay-bound frames with `sendmmsg`, where consecutive frames to one peer of one size (a bulk
+//!   flow's full-size segments) leave as one `UDP_SEGMENT` message;
+//! - host-bound packets to the TUN, where (with offloads) consecutive in-order TCP segments of one flow
+//!   leave as one write with a GSO `virtio_net_hdr`, the rest one write each.
+//!
+//! A TUN read that is a train of segments is cut into ordinary packets right after the read, so the core
+//! never sees anything else. A coalesced overlay receive (`UDP_GRO`) is split back into its datagrams,
+//! each copied into a spill slot at `HEADROOM` for the core (a copy of one datagram costs far less than
+//! the system calls coalescing saves). Buffers are allocated once.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use pias_state::proxy::{HEADROOM, Verdict};
 
+use crate::gro::{MAX_SEGMENTS, Train};
 use crate::gso::{self, Segments, VNET_HDR_LEN, VnetHdr};
 use crate::mmsg::{self, CHUNK, Got, Offloads, Out};
 use crate::{MAX_PACKET, ProxyLoop, Side};
@@ -37,8 +38,10 @@ pub struct Batch {
     got: Vec<Got>,
     /// Overlay-bound datagrams of the current step.
     outs: Vec<Out>,
-    /// Where one datagram of a coalesced receive is handled.
-    scratch: Vec<u8>,
+    /// How many of `slots` a receive fills; the rest take the datagrams of coalesced receives.
+    recv_slots: usize,
+    /// Host-bound packets of the current step: `slots[slot][start..end]`.
+    hosts: Vec<(usize, usize, usize)>,
     /// Where a TUN read that is a train of segments waits while it is cut into the slots.
     train: Vec<u8>,
     offloads: Offloads,
@@ -52,10 +55,11 @@ impl Batch {
     pub fn new(batch: usize, overlay: BorrowedFd<'_>, vnet: bool) -> Batch {
         let n = batch.clamp(1, CHUNK);
         Batch {
-            slots: (0..n).map(|_| vec![0u8; HEADROOM + MAX_PACKET]).collect(),
+            slots: (0..2 * n).map(|_| vec![0u8; HEADROOM + MAX_PACKET]).collect(),
+            recv_slots: n,
+            hosts: Vec::with_capacity(2 * n),
             got: vec![Got::default(); n],
-            outs: Vec::with_capacity(n),
-            scratch: vec![0u8; HEADROOM + MAX_PACKET],
+            outs: Vec::with_capacity(2 * n),
             train: vec![0u8; HEADROOM + MAX_PACKET],
             offloads: Offloads::negotiate(overlay.as_raw_fd()),
             vnet,
@@ -99,7 +103,7 @@ impl Batch {
                 break;
             }
             if used == self.slots.len() {
-                self.flush(core, overlay);
+                self.flush(core, tun, overlay);
                 used = 0;
             }
             let n = match read(&mut self.slots[used][at..]) {
@@ -115,7 +119,7 @@ impl Batch {
             if !self.vnet {
                 got += 1;
                 let (v, r) = core.on_host(now, &mut self.slots[used], n);
-                self.route(core, tun, v, used, r.start, r.end);
+                self.route(v, used, r.start, r.end);
                 used += 1;
                 continue;
             }
@@ -137,7 +141,7 @@ impl Batch {
                 }
                 got += 1;
                 let (v, r) = core.on_host(now, &mut self.slots[used], n);
-                self.route(core, tun, v, used, r.start, r.end);
+                self.route(v, used, r.start, r.end);
                 used += 1;
                 continue;
             }
@@ -149,20 +153,20 @@ impl Batch {
                 Ok(segs) => {
                     for i in 0..segs.count() {
                         if used == self.slots.len() {
-                            self.flush(core, overlay);
+                            self.flush(core, tun, overlay);
                             used = 0;
                         }
                         let len = segs.write(i, &mut self.slots[used][HEADROOM..]);
                         got += 1;
                         let (v, r) = core.on_host(now, &mut self.slots[used], len);
-                        self.route(core, tun, v, used, r.start, r.end);
+                        self.route(v, used, r.start, r.end);
                         used += 1;
                     }
                 }
             }
             self.train = train;
         }
-        self.flush(core, overlay);
+        self.flush(core, tun, overlay);
         core.on_batch(got);
         more
     }
@@ -183,7 +187,7 @@ impl Batch {
         let mut more = false;
         let fd = overlay.as_raw_fd();
         while left > 0 {
-            let want = left.min(self.slots.len());
+            let want = left.min(self.recv_slots);
             let (slots, gots) = (&mut self.slots[..want], &mut self.got[..want]);
             let n = match io(&mut || mmsg::recv(fd, slots, HEADROOM, gots)) {
                 Ok(n) => n,
@@ -196,37 +200,33 @@ impl Batch {
                     continue;
                 }
             };
-            self.outs.clear();
+            let mut spill = 0;
             for slot in 0..n {
                 let g = self.got[slot];
                 if g.seg >= g.len {
                     got += 1;
                     let (v, r) = core.on_overlay(now, g.from, &mut self.slots[slot], g.len);
-                    self.route(core, tun, v, slot, r.start, r.end);
+                    self.route(v, slot, r.start, r.end);
                     continue;
                 }
-                // Coalesced by UDP_GRO: each datagram through the scratch slot.
+                // Coalesced by UDP_GRO: each datagram copied into a spill slot, handled there.
                 for d in g.datagrams() {
+                    if spill == self.recv_slots {
+                        self.flush(core, tun, overlay);
+                        spill = 0;
+                    }
+                    let at = self.recv_slots + spill;
+                    spill += 1;
                     got += 1;
                     let len = d.len();
-                    let src = &self.slots[slot][HEADROOM + d.start..HEADROOM + d.end];
-                    self.scratch[HEADROOM..HEADROOM + len].copy_from_slice(src);
-                    let (v, r) = core.on_overlay(now, g.from, &mut self.scratch, len);
-                    let bytes = &self.scratch[r];
-                    match v {
-                        Verdict::Host => {
-                            let r = crate::tun::send(tun, bytes, self.vnet);
-                            core.on_sent(Side::Tun, r, None);
-                        }
-                        Verdict::Overlay(to) => {
-                            let r = crate::overlay::send_to(overlay, bytes, to);
-                            core.on_sent(Side::Overlay, r, Some(to));
-                        }
-                        Verdict::Consumed | Verdict::Drop(_) => {}
-                    }
+                    let (rx, sp) = self.slots.split_at_mut(at);
+                    sp[0][HEADROOM..HEADROOM + len]
+                        .copy_from_slice(&rx[slot][HEADROOM + d.start..HEADROOM + d.end]);
+                    let (v, r) = core.on_overlay(now, g.from, &mut self.slots[at], len);
+                    self.route(v, at, r.start, r.end);
                 }
             }
-            self.flush(core, overlay);
+            self.flush(core, tun, overlay);
             left = left.saturating_sub(n);
             if n < want {
                 // The queue was empty before the step filled: a later datagram brings a new edge.
@@ -238,27 +238,20 @@ impl Batch {
         more
     }
 
-    /// Where slot `slot`'s bytes `start..end` go: the TUN at once, the overlay with the step.
-    fn route(
-        &mut self,
-        core: &mut ProxyLoop,
-        tun: BorrowedFd<'_>,
-        v: Verdict,
-        slot: usize,
-        start: usize,
-        end: usize,
-    ) {
+    /// Where slot `slot`'s bytes `start..end` go: gathered for the TUN or the overlay, sent by
+    /// [`Batch::flush`] at the end of the step.
+    fn route(&mut self, v: Verdict, slot: usize, start: usize, end: usize) {
         match v {
             Verdict::Overlay(to) => self.outs.push(Out { slot, start, end, to }),
-            Verdict::Host => {
-                let r = crate::tun::send(tun, &self.slots[slot][start..end], self.vnet);
-                core.on_sent(Side::Tun, r, None);
-            }
+            Verdict::Host => self.hosts.push((slot, start, end)),
             Verdict::Consumed | Verdict::Drop(_) => {}
         }
     }
 
-    fn flush(&mut self, core: &mut ProxyLoop, overlay: BorrowedFd<'_>) {
+    /// Sends what the step gathered: host-bound packets (coalesced where [`crate::gro`] allows, with
+    /// offloads), then overlay-bound datagrams in `sendmmsg` batches.
+    fn flush(&mut self, core: &mut ProxyLoop, tun: BorrowedFd<'_>, overlay: BorrowedFd<'_>) {
+        self.flush_hosts(core, tun);
         if self.outs.is_empty() {
             return;
         }
@@ -270,5 +263,53 @@ impl Batch {
         );
         core.on_sent_batch(Side::Overlay, sent, full, failed);
         self.outs.clear();
+    }
+
+    fn flush_hosts(&mut self, core: &mut ProxyLoop, tun: BorrowedFd<'_>) {
+        let hosts = &self.hosts;
+        let mut i = 0;
+        while i < hosts.len() {
+            let (s, a, b) = hosts[i];
+            let first = &self.slots[s][a..b];
+            if self.vnet
+                && let Some(mut t) = Train::start(first)
+            {
+                let mut j = i + 1;
+                while j < hosts.len() {
+                    let (s2, a2, b2) = hosts[j];
+                    if !t.push(first, &self.slots[s2][a2..b2]) {
+                        break;
+                    }
+                    j += 1;
+                }
+                if t.count() > 1 {
+                    let hl = t.header_len();
+                    let mut vnet = [0u8; VNET_HDR_LEN];
+                    let mut head = [0u8; 128];
+                    t.headers(first, &mut vnet, &mut head[..hl]);
+                    let mut parts: [&[u8]; MAX_SEGMENTS + 2] = [&[]; MAX_SEGMENTS + 2];
+                    parts[0] = &vnet;
+                    parts[1] = &head[..hl];
+                    for (k, &(s2, a2, b2)) in hosts[i..j].iter().enumerate() {
+                        parts[2 + k] = &self.slots[s2][a2 + hl..b2];
+                    }
+                    let n = j - i;
+                    match crate::tun::writev(tun, &parts[..2 + n]) {
+                        Ok(_) => core.on_sent_batch(Side::Tun, n, 0, 0),
+                        Err(e) if crate::proxy_loop::is_full(&e) => core.on_sent_batch(Side::Tun, 0, n, 0),
+                        Err(e) => {
+                            tracing::debug!(error = %e, segments = n, "coalesced TUN write failed");
+                            core.on_sent_batch(Side::Tun, 0, 0, n);
+                        }
+                    }
+                    i = j;
+                    continue;
+                }
+            }
+            let r = crate::tun::send(tun, first, self.vnet);
+            core.on_sent(Side::Tun, r, None);
+            i += 1;
+        }
+        self.hosts.clear();
     }
 }

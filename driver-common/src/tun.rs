@@ -152,12 +152,12 @@ pub fn send(fd: BorrowedFd<'_>, pkt: &[u8], vnet: bool) -> io::Result<usize> {
     writev(fd, &[&hdr, pkt]).map(|n| n.saturating_sub(hdr.len()))
 }
 
-/// Writes `parts` as one packet (`writev`).
+/// Writes `parts` (at most [`crate::gro::MAX_SEGMENTS`] + 2; more are ignored) as one packet (`writev`).
 pub fn writev(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<usize> {
     let mut iov = [libc::iovec {
         iov_base: core::ptr::null_mut(),
         iov_len: 0,
-    }; 4];
+    }; crate::gro::MAX_SEGMENTS + 2];
     let n = parts.len().min(iov.len());
     for (v, p) in iov.iter_mut().zip(parts) {
         *v = libc::iovec {
