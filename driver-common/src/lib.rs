@@ -4,7 +4,9 @@
 //! - [`proxy_loop`], [`agent_loop`]: the loop bodies — what a wake-up does with the core (input, the drain
 //!   order, timers, counters, the fast path's tick, the graceful stop, the one overload policy: a full
 //!   queue drops and counts, a send never waits);
-//! - [`tun`]: the TUN device (raw `/dev/net/tun` + `TUNSETIFF`, non-blocking, not persistent);
+//! - [`tun`]: the TUN device (raw `/dev/net/tun` + `TUNSETIFF`, non-blocking, not persistent; with
+//!   offloads where the kernel has them), [`gso`] cutting the trains of segments it then hands over, and
+//!   [`gro`] coalescing segments written back into it;
 //! - [`host`]: routes into it and the forwarding sysctls;
 //! - [`overlay`]: the overlay UDP socket and its options (socket2);
 //! - [`mmsg`], [`batch`]: many datagrams per system call on it (`recvmmsg`/`sendmmsg`, UDP GRO/GSO),
