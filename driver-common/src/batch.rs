@@ -5,7 +5,7 @@
 //! reactor's readiness (tokio's `try_io`; mio calls straight through).
 //!
 //! Per step, up to [`CHUNK`] packets are read into fixed slots at `HEADROOM`, handed to the core in place,
-//! and what it returns is gathered and sent together at the end of the step ([`Batch::flush`]):
+//! and what it returns is gathered and sent together at the end of the step:
 //! - overlay-bound frames with `sendmmsg`, where consecutive frames to one peer of one size (a bulk
 //!   flow's full-size segments) leave as one `UDP_SEGMENT` message;
 //! - host-bound packets to the TUN, where (with offloads) consecutive in-order TCP segments of one flow
