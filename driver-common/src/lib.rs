@@ -4,9 +4,13 @@
 //! - [`proxy_loop`], [`agent_loop`]: the loop bodies — what a wake-up does with the core (input, the drain
 //!   order, timers, counters, the fast path's tick, the graceful stop, the one overload policy: a full
 //!   queue drops and counts, a send never waits);
-//! - [`tun`]: the TUN device (raw `/dev/net/tun` + `TUNSETIFF`, non-blocking, not persistent);
+//! - [`tun`]: the TUN device (raw `/dev/net/tun` + `TUNSETIFF`, non-blocking, not persistent; with
+//!   offloads where the kernel has them), [`gso`] cutting the trains of segments it then hands over, and
+//!   [`gro`] coalescing segments written back into it;
 //! - [`host`]: routes into it and the forwarding sysctls;
 //! - [`overlay`]: the overlay UDP socket and its options (socket2);
+//! - [`mmsg`], [`batch`]: many datagrams per system call on it (`recvmmsg`/`sendmmsg`, UDP GRO/GSO),
+//!   and the batched loop steps both drivers run around [`ProxyLoop`];
 //! - [`DriverCounters`], [`Clock`], [`ProxyDriverConfig`], [`AgentDriverConfig`], [`HealthCheck`];
 //! - [`events`]: the core's events as logs;
 //! - [`fastpath`]: the hook a kernel fast path (`driver-xdp`) plugs into a driver's loop;
@@ -16,12 +20,16 @@
 //! Nothing here holds protocol logic (that is `pias-state`) or waits for anything (that is a driver).
 
 pub mod agent_loop;
+pub mod batch;
 pub mod control;
 pub mod entropy;
 pub mod events;
 pub mod fastpath;
+pub mod gro;
+pub mod gso;
 pub mod host;
 pub mod metrics;
+pub mod mmsg;
 pub mod overlay;
 pub mod proxy_loop;
 pub mod tun;

@@ -14,7 +14,9 @@
 //! Per wake-up each readable source is drained up to the configured batch: the overlay socket with
 //! `recvmmsg` into fixed slots (each with [`pias_state::proxy::HEADROOM`] in front), the TUN with one
 //! `read` per packet; datagrams the core sends to the overlay are gathered per chunk and sent with one
-//! `sendmmsg`. Buffers are allocated once; nothing is allocated per packet. Everything that is not about
+//! `sendmmsg`, same-size runs to one peer as one UDP GSO message, coalesced (UDP GRO) receives split
+//! again (`driver_common::batch`, shared with the tokio driver). Buffers are allocated once; nothing is
+//! allocated per packet. Everything that is not about
 //! waiting or moving bytes — what a wake-up does with the core (`driver_common::{ProxyLoop, AgentLoop}`:
 //! the drain order, timers, counters, the fast path's tick, the graceful stop, the overload policy), TUN
 //! creation, routes, sysctls, socket options, metrics and control answers — is in `driver-common`, shared
@@ -22,7 +24,6 @@
 
 mod admin;
 pub mod agent;
-mod mmsg;
 pub mod proxy;
 pub mod signals;
 

@@ -32,10 +32,12 @@
 //!
 //! # Per wake-up
 //! What a wake-up does with the core is `driver_common::ProxyLoop`'s, shared with the tokio driver; what is
-//! here is how mio waits and how the bytes move. The TUN: up to `batch` packets, one `read` each into a
-//! slot at `HEADROOM`, handed to the core in place; host-bound results are written back at once,
-//! overlay-bound ones gathered and sent with `sendmmsg` per chunk of 64. The overlay socket: `recvmmsg` of
-//! up to 64 datagrams per call, up to `batch` per wake-up, likewise. Then the drain order of
+//! here is how mio waits; how the bytes move is `driver_common::batch`'s, also shared. The TUN: up to
+//! `batch` packets, one `read` each into a slot at `HEADROOM`, handed to the core in place; host-bound
+//! results are written back at once, overlay-bound ones gathered and sent with `sendmmsg` per chunk of 64
+//! (same-size runs to one peer as one UDP GSO message). The overlay socket: `recvmmsg` of up to 64
+//! messages per call (UDP GRO may coalesce several datagrams into one; they are split again), up to
+//! `batch` per wake-up, likewise. Then the drain order of
 //! `pias_state::proxy`: `poll_transmit` (sent one by one: control traffic), `poll_event` (logs), and the
 //! next deadline from `poll_timeout`. A full socket or TUN queue drops the packet and counts it
 //! (`driver_*_tx_full`): a UDP data path sheds load, it does not stall.
@@ -46,15 +48,15 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::time::Instant as StdInstant;
 
-use driver_common::{DriverCounters, FastPath, MAX_PACKET, ProxyDriverConfig, ProxyLoop, Side, Wire};
+use driver_common::batch::Batch;
+use driver_common::{DriverCounters, FastPath, ProxyDriverConfig, ProxyLoop, Wire};
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
-use pias_state::proxy::{HEADROOM, Proxy, Verdict};
+use pias_state::proxy::Proxy;
 use tracing::info;
 
 use crate::admin::Admin;
-use crate::mmsg::{self, CHUNK, Out};
 use crate::signals::Signals;
 use crate::timeout_until;
 
@@ -82,17 +84,13 @@ pub struct MioProxy {
 struct MioIo {
     tun: OwnedFd,
     overlay: UdpSocket,
-    /// Receive slots: packets are read at `HEADROOM`, handled and forwarded in place.
-    slots: Vec<Vec<u8>>,
-    /// Lengths and senders of the last `recvmmsg`.
-    got: Vec<(usize, SocketAddr)>,
-    /// Overlay-bound datagrams of the current chunk.
-    outs: Vec<Out>,
+    /// The batch buffers (`driver_common::batch`, shared with the tokio driver).
+    batch: Batch,
 }
 
 impl Wire for MioIo {
     fn send_host(&mut self, pkt: &[u8]) -> io::Result<usize> {
-        driver_common::tun::write(self.tun.as_fd(), pkt)
+        driver_common::tun::send(self.tun.as_fd(), pkt, self.batch.vnet())
     }
 
     fn send_overlay(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
@@ -104,7 +102,7 @@ impl MioProxy {
     /// Creates the TUN and its routes, binds the overlay socket, and starts the core. As root (or with
     /// `CAP_NET_ADMIN`). Register the sources with [`MioProxy::register`] before polling.
     pub fn bind(cfg: ProxyDriverConfig) -> io::Result<MioProxy> {
-        let (tun, tun_name) = driver_common::tun::open(&cfg.host.tun)?;
+        let (tun, tun_name, vnet) = driver_common::tun::open_offload(&cfg.host.tun)?;
         let mut host = cfg.host.clone();
         host.tun = tun_name;
         host.apply()?;
@@ -113,16 +111,10 @@ impl MioProxy {
             cfg.socket_buffer,
         )?);
         let core = ProxyLoop::new(&cfg, host, "mio")?;
-        let nslots = core.batch().min(CHUNK);
+        let batch = Batch::new(core.batch(), overlay.as_fd(), vnet);
         Ok(MioProxy {
             core,
-            io: MioIo {
-                tun,
-                overlay,
-                slots: (0..nslots).map(|_| vec![0u8; HEADROOM + MAX_PACKET]).collect(),
-                got: vec![(0, SocketAddr::from(([0, 0, 0, 0], 0))); nslots],
-                outs: Vec::with_capacity(nslots),
-            },
+            io: MioIo { tun, overlay, batch },
             tokens: None,
             tun_more: false,
             overlay_more: false,
@@ -255,103 +247,17 @@ impl MioProxy {
 impl MioIo {
     /// Up to `batch` packets from the TUN; whether packets may be left.
     fn tun_batch(&mut self, core: &mut ProxyLoop) -> bool {
-        let now = core.now();
-        let mut left = core.batch();
-        let mut got = 0;
-        let mut more = false;
-        'outer: while left > 0 {
-            let step = left.min(self.slots.len());
-            self.outs.clear();
-            let mut read = 0;
-            while read < step {
-                let slot = read;
-                let n = match driver_common::tun::read(self.tun.as_fd(), &mut self.slots[slot][HEADROOM..]) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.flush_outs(core);
-                        break 'outer;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        // A persistent error must not spin the loop: stop this batch, wait for an event.
-                        core.on_read_error(Side::Tun, &e);
-                        self.flush_outs(core);
-                        break 'outer;
-                    }
-                };
-                read += 1;
-                got += 1;
-                let (v, r) = core.on_host(now, &mut self.slots[slot], n);
-                self.route(core, v, slot, r.start, r.end);
-            }
-            self.flush_outs(core);
-            left -= read;
-            more = left == 0;
-        }
-        core.on_batch(got);
-        more
+        let tun = self.tun.as_fd();
+        self.batch.tun(core, tun, self.overlay.as_fd(), |b| {
+            driver_common::tun::read(tun, b)
+        })
     }
 
     /// Up to `batch` datagrams from the overlay socket, `recvmmsg` per chunk; whether datagrams may be
     /// left.
     fn overlay_batch(&mut self, core: &mut ProxyLoop) -> bool {
-        let now = core.now();
-        let mut left = core.batch();
-        let mut got = 0;
-        let mut more = false;
-        let fd = self.overlay.as_raw_fd();
-        while left > 0 {
-            let want = left.min(self.slots.len());
-            let n = match mmsg::recv(fd, &mut self.slots[..want], HEADROOM, &mut self.got) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // Each error takes a place in the batch, so a stream of them cannot spin the loop.
-                    core.on_read_error(Side::Overlay, &e);
-                    left -= 1;
-                    more = left == 0;
-                    continue;
-                }
-            };
-            got += n;
-            self.outs.clear();
-            for slot in 0..n {
-                let (len, from) = self.got[slot];
-                let (v, r) = core.on_overlay(now, from, &mut self.slots[slot], len);
-                self.route(core, v, slot, r.start, r.end);
-            }
-            self.flush_outs(core);
-            left -= n;
-            if n < want {
-                // The queue was empty before the chunk filled: a later datagram brings a new edge.
-                break;
-            }
-            more = left == 0;
-        }
-        core.on_batch(got);
-        more
-    }
-
-    /// Where slot `slot`'s bytes `start..end` go: the TUN at once, the overlay with the chunk.
-    fn route(&mut self, core: &mut ProxyLoop, v: Verdict, slot: usize, start: usize, end: usize) {
-        match v {
-            Verdict::Overlay(to) => self.outs.push(Out { slot, start, end, to }),
-            Verdict::Host => {
-                let r = driver_common::tun::write(self.tun.as_fd(), &self.slots[slot][start..end]);
-                core.on_sent(Side::Tun, r, None);
-            }
-            Verdict::Consumed | Verdict::Drop(_) => {}
-        }
-    }
-
-    fn flush_outs(&mut self, core: &mut ProxyLoop) {
-        if self.outs.is_empty() {
-            return;
-        }
-        let (sent, full, failed) = mmsg::send(self.overlay.as_raw_fd(), &self.slots, &self.outs);
-        core.on_sent_batch(Side::Overlay, sent, full, failed);
-        self.outs.clear();
+        self.batch
+            .overlay(core, self.tun.as_fd(), self.overlay.as_fd(), |recv| recv())
     }
 }
 

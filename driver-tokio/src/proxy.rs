@@ -3,9 +3,10 @@
 //! Every wake-up is one of: the TUN is readable, the overlay socket is readable, the timer fired, a signal
 //! arrived, or a [`ProxyHandle`] asked to look at the state (the metrics endpoint and the control socket,
 //! [`crate::admin`]). What a wake-up does with the core is `driver_common::ProxyLoop`'s, shared with the
-//! mio driver: reads are batched (up to `batch` packets per source per wake-up, each read into the same
-//! buffer at offset [`HEADROOM`], handled in place, forwarded from the same bytes), then the core's queues
-//! are drained and the timer re-armed. Sends never wait: a full TUN queue or socket buffer drops the
+//! mio driver, and so is how bytes move (`driver_common::batch`): reads are batched (up to `batch` packets
+//! per source per wake-up, read into slots at offset `HEADROOM`, handled in place, forwarded from the same
+//! bytes; the overlay socket with `recvmmsg`/`sendmmsg` through tokio's readiness, UDP GRO and GSO when
+//! the kernel has them), then the core's queues are drained and the timer re-armed. Sends never wait: a full TUN queue or socket buffer drops the
 //! packet and counts it.
 //!
 //! Graceful stop: the first SIGINT/SIGTERM starts the leave (SPEC.md §7.6) and the loop keeps running until
@@ -17,12 +18,14 @@ use core::pin::pin;
 use std::io;
 use std::os::fd::AsFd;
 
-use pias_state::proxy::{HEADROOM, Proxy};
+use pias_state::proxy::Proxy;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
-use driver_common::{DriverCounters, FastPath, MAX_PACKET, ProxyDriverConfig, ProxyLoop, Side, Wire};
+use driver_common::batch::Batch;
+use driver_common::{DriverCounters, FastPath, ProxyDriverConfig, ProxyLoop, Wire};
 
 use crate::tun::{ReadyGuard, Tun};
 use crate::{Signals, deadline};
@@ -150,17 +153,19 @@ impl ProxyDriver {
             tun: &tun,
             overlay: &overlay,
         };
-        let mut rx = vec![0u8; HEADROOM + MAX_PACKET];
+        let mut batch = Batch::new(core.batch(), overlay.as_fd(), tun.vnet());
         let mut timer = pin!(tokio::time::sleep_until(deadline(core.deadline())));
         loop {
             tokio::select! {
                 r = tun.readable() => {
                     let mut guard = r?;
-                    host_batch(&mut core, &mut guard, &mut rx, &mut wire);
+                    host_batch(&mut core, &mut batch, &mut guard, &tun, &overlay);
                 }
                 r = overlay.readable() => {
                     r?;
-                    core.read_batch(Side::Overlay, &mut rx, |b| overlay.try_recv_from(b), &mut wire);
+                    batch.overlay(&mut core, tun.fd(), overlay.as_fd(), |recv| {
+                        overlay.try_io(Interest::READABLE, recv)
+                    });
                 }
                 () = &mut timer => core.handle_timeout(),
                 Some(job) = jobs.recv() => job(&mut core),
@@ -182,21 +187,21 @@ impl ProxyDriver {
 
 /// A batch from the TUN through its readiness guard, which forgets the readiness when the queue is empty
 /// (and after an error, so a persistent error cannot spin the loop).
-fn host_batch(core: &mut ProxyLoop, guard: &mut ReadyGuard<'_>, rx: &mut [u8], wire: &mut TokioWire<'_>) {
+fn host_batch(
+    core: &mut ProxyLoop,
+    batch: &mut Batch,
+    guard: &mut ReadyGuard<'_>,
+    tun: &Tun,
+    overlay: &UdpSocket,
+) {
     let mut failed = false;
-    let from = driver_common::unspecified([0, 0, 0, 0].into());
-    core.read_batch(
-        Side::Tun,
-        rx,
-        |b| match guard.recv(b) {
-            None => Err(io::ErrorKind::WouldBlock.into()),
-            Some(r) => {
-                failed |= r.is_err();
-                r.map(|n| (n, from))
-            }
-        },
-        wire,
-    );
+    batch.tun(core, tun.fd(), overlay.as_fd(), |b| match guard.recv(b) {
+        None => Err(io::ErrorKind::WouldBlock.into()),
+        Some(r) => {
+            failed |= r.is_err();
+            r
+        }
+    });
     if failed {
         guard.clear();
     }

@@ -6,13 +6,15 @@
 //! through it. That is how a dead proxy withdraws its anycast prefix from routing (SPEC.md §7.6; the lab
 //! e2e suite kills a proxy and watches OSPF move its clients).
 //!
-//! Flags: `IFF_TUN | IFF_NO_PI` — every read returns exactly one IP packet with no prefix, every write takes
-//! one. The descriptor is non-blocking; [`Tun::try_recv`] returns `WouldBlock` when the queue is empty, so
+//! Flags: `IFF_TUN | IFF_NO_PI`, and `IFF_VNET_HDR` with TSO/checksum offloads where the kernel has them
+//! (`driver_common::tun::open_offload`: then a read may be a train of segments the driver cuts,
+//! `driver_common::gso`). Without offloads every read returns exactly one IP packet with no prefix, every
+//! write takes one. The descriptor is non-blocking; [`Tun::try_recv`] returns `WouldBlock` when the queue is empty, so
 //! the driver can read a bounded batch per readiness event, and [`Tun::try_send`] when the device's queue
 //! is full (the driver drops and counts: it never waits to send).
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -22,22 +24,34 @@ use tokio::io::unix::AsyncFd;
 pub struct Tun {
     fd: AsyncFd<OwnedFd>,
     name: String,
+    /// Opened with offloads: reads and writes carry a `virtio_net_hdr` (`driver_common::tun::open_offload`).
+    vnet: bool,
 }
 
 impl Tun {
     /// Creates (or attaches to) the TUN device `name`. Needs `CAP_NET_ADMIN`. Must be called inside a tokio
     /// runtime (the descriptor is registered with its reactor).
     pub fn create(name: &str) -> io::Result<Tun> {
-        let (owned, name) = driver_common::tun::open(name)?;
+        let (owned, name, vnet) = driver_common::tun::open_offload(name)?;
         // SAFETY: `OwnedFd` keeps the descriptor open, unchanged, for as long as the `AsyncFd` owns it.
         let fd = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
-        Ok(Tun { fd, name })
+        Ok(Tun { fd, name, vnet })
     }
 
     /// The device's name (as the kernel confirmed it).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether reads and writes carry a `virtio_net_hdr` (offloads on).
+    pub fn vnet(&self) -> bool {
+        self.vnet
+    }
+
+    /// The descriptor (for writes and the shared batch code, which never wait).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
     }
 
     /// Waits until a read may succeed. The returned guard's readiness is cleared by [`Tun::try_recv`] only
@@ -48,14 +62,15 @@ impl Tun {
         })
     }
 
-    /// Reads one packet into `buf` without waiting; `WouldBlock` if none is queued.
+    /// Reads one packet (with offloads: a `virtio_net_hdr` and a packet or train) into `buf` without
+    /// waiting; `WouldBlock` if none is queued.
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         read_fd(self.fd.get_ref(), buf)
     }
 
     /// Writes one IP packet without waiting; `WouldBlock` when the device's queue is full.
     pub fn try_send(&self, pkt: &[u8]) -> io::Result<usize> {
-        write_fd(self.fd.get_ref(), pkt)
+        driver_common::tun::send(self.fd.get_ref().as_fd(), pkt, self.vnet)
     }
 }
 
@@ -79,8 +94,4 @@ impl ReadyGuard<'_> {
 
 fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     driver_common::tun::read(fd.as_fd(), buf)
-}
-
-fn write_fd(fd: &OwnedFd, pkt: &[u8]) -> io::Result<usize> {
-    driver_common::tun::write(fd.as_fd(), pkt)
 }
