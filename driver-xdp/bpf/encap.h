@@ -11,42 +11,80 @@
 #include "siphash.h"
 
 /* The tag of the data frame whose Geneve header is at `g` (its 20 authenticated bytes) and whose inner
- * packet, `inner_len` bytes, starts at frame offset `inner_off` (= g + 28). The usual case, 48 inner bytes
- * or more, reads eight-byte words straight from the packet; a shorter inner packet is copied with the
- * hook's load helper into a zeroed buffer. Returns -1 (and no tag) when the bytes are not there. */
-static __always_inline int frame_tag(pias_ctx *ctx, void *end, const __u8 *g, __u32 inner_off, __u32 inner_len,
-				     __u64 k0, __u64 k1, __u64 *tag)
+ * packet, `inner_len` bytes of IP `family`, starts at g + 28, under key `k`. Every hashed byte is read
+ * straight from the packet (the caller made the whole frame directly readable): the first 16 only to pick
+ * the state to start from (SipHash's state after them is precomputed, see struct pias_tag_key), then whole
+ * words, then, for an inner packet shorter than 48 bytes, its last bytes as the top of the 8-byte word
+ * that ends with them (the bytes before are the header's or the inner packet's: in the packet). Returns -1
+ * (and no tag) when the bytes are not there; an inner packet is never shorter than an IP header. */
+static __always_inline int frame_tag(void *end, const __u8 *g, __u32 inner_len, const struct pias_tag_key *k,
+				     __u8 family, __u64 *tag)
 {
+	const struct pias_tag_prefix *p = &k->fam[family == 6];
 	const __u8 *inner = g + PIAS_DATA_HEADER_LEN;
-	__u64 b[9];
-	__u32 n;
+	__u64 v0, v1, v2, v3, w0, w1, m, last = 0;
+	__u32 n, full, r;
 	int i;
 
-	if ((void *)(inner + 4) > end)
+	if ((void *)(inner + 8) > end || inner_len < 8)
 		return -1;
+	w0 = *(const __u64 *)g;
+	w1 = *(const __u64 *)(g + 8);
+	if (w0 == p->w0 && w1 == p->w1) {
+		/* The common frame: an IAP's (flags 0, hops 2) under this key. */
+		v0 = p->s2[0];
+		v1 = p->s2[1];
+		v2 = p->s2[2];
+		v3 = p->s2[3];
+	} else {
+		if (w0 == p->w0) {
+			v0 = p->s1[0];
+			v1 = p->s1[1];
+			v2 = p->s1[2];
+			v3 = p->s1[3];
+		} else {
+			v0 = k->s0[0];
+			v1 = k->s0[1];
+			v2 = k->s0[2];
+			v3 = k->s0[3];
+			SIP_COMPRESS(w0);
+		}
+		SIP_COMPRESS(w1);
+	}
+	/* The header's last 4 bytes and the inner packet's first 4. */
+	m = (__u64)*(const __u32 *)(g + 16) | ((__u64)*(const __u32 *)inner << 32);
+	SIP_COMPRESS(m);
 	if (inner_len >= PIAS_TAG_INNER) {
 		if ((void *)(inner + PIAS_TAG_INNER) > end)
 			return -1;
-		b[0] = *(const __u64 *)g;
-		b[1] = *(const __u64 *)(g + 8);
-		b[2] = (__u64)*(const __u32 *)(g + 16) | ((__u64)*(const __u32 *)inner << 32);
 #pragma unroll
-		for (i = 0; i < 5; i++)
-			b[3 + i] = *(const __u64 *)(inner + 4 + 8 * i);
-		b[8] = *(const __u32 *)(inner + 44);
-		*tag = siphash13_tag(k0, k1, b, PIAS_TAG_OFFSET + PIAS_TAG_INNER);
-		return 0;
+		for (i = 0; i < 5; i++) {
+			m = *(const __u64 *)(inner + 4 + 8 * i);
+			SIP_COMPRESS(m);
+		}
+		last = *(const __u32 *)(inner + 44);
+		n = PIAS_TAG_INNER;
+	} else {
+		n = inner_len;
+		full = (PIAS_TAG_OFFSET + n) / 8;
+#pragma unroll
+		for (i = 0; i < 5; i++) {
+			if (3 + i < full) {
+				if ((void *)(inner + 12 + 8 * i) > end)
+					return -1;
+				m = *(const __u64 *)(inner + 4 + 8 * i);
+				SIP_COMPRESS(m);
+			}
+		}
+		r = (PIAS_TAG_OFFSET + n) % 8;
+		if (r) {
+			const __u8 *t = inner + n - 8;
+			if ((void *)(t + 8) > end)
+				return -1;
+			last = *(const __u64 *)t >> (64 - 8 * r);
+		}
 	}
-	__builtin_memset(b, 0, sizeof(b));
-	b[0] = *(const __u64 *)g;
-	b[1] = *(const __u64 *)(g + 8);
-	b[2] = *(const __u32 *)(g + 16);
-	n = inner_len;
-	if (n == 0 || n >= PIAS_TAG_INNER)
-		return -1;
-	if (hook_load_bytes(ctx, inner_off, (__u8 *)b + PIAS_TAG_OFFSET, n))
-		return -1;
-	*tag = siphash13_tag(k0, k1, b, PIAS_TAG_OFFSET + n);
+	*tag = SIP_FINISH(last, PIAS_TAG_OFFSET + n);
 	return 0;
 }
 
@@ -161,8 +199,7 @@ static __always_inline int write_encap_v4(pias_ctx *ctx, void *data, void *end, 
 		g[i] = bpf_htons(w[i]);
 		acc += w[i];
 	}
-	if (frame_tag(ctx, end, (const __u8 *)g, ETH_HLEN + PIAS_ENCAP_V4_LEN, inner_len, cfg->tag_k0, cfg->tag_k1,
-		      &tag))
+	if (frame_tag(end, (const __u8 *)g, inner_len, &cfg->tag, inner_family, &tag))
 		return -1;
 #pragma unroll
 	for (i = 0; i < 4; i++) {
