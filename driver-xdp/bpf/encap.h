@@ -11,16 +11,22 @@
 #include "siphash.h"
 
 /* The tag of the data frame whose Geneve header is at `g` (its 20 authenticated bytes) and whose inner
- * packet, `inner_len` bytes of IP `family`, starts at g + 28, under key `k`. Every hashed byte is read
- * straight from the packet (the caller made the whole frame directly readable): the first 16 only to pick
- * the state to start from (SipHash's state after them is precomputed, see struct pias_tag_key), then whole
- * words, then, for an inner packet shorter than 48 bytes, its last bytes as the top of the 8-byte word
- * that ends with them (the bytes before are the header's or the inner packet's: in the packet). Returns -1
- * (and no tag) when the bytes are not there; an inner packet is never shorter than an IP header. */
-static __always_inline int frame_tag(void *end, const __u8 *g, __u32 inner_len, const struct pias_tag_key *k,
-				     __u8 family, __u64 *tag)
+ * packet, `inner_len` bytes, starts at g + 28, under key `k`. Every hashed byte is read straight from the
+ * packet (the caller made the whole frame directly readable): the first 16 only to pick the state to start
+ * from (SipHash's state after them is precomputed per inner family, see struct pias_tag_key; the family is
+ * the protocol type's, and a frame whose words are not the precomputed ones starts from an earlier state,
+ * so the choice never changes the tag), then whole words, then, for an inner packet shorter than 48 bytes,
+ * its last bytes as the top of the 8-byte word that ends with them (the bytes before are the header's or
+ * the inner packet's: in the packet). Returns -1 (and no tag) when the bytes are not there; an inner packet
+ * is never shorter than an IP header.
+ *
+ * A function of its own, not inlined: inside the program's body only r0-r5 are free, and SipHash's four
+ * state words, its message word and a rotation's temporary then spill to the stack in every round (a store
+ * and a reload on the round's critical path); here they all stay in registers. */
+static __always_inline int frame_tag(const __u8 *g, void *end, __u32 inner_len, const struct pias_tag_key *k,
+				__u64 *tag)
 {
-	const struct pias_tag_prefix *p = &k->fam[family == 6];
+	const struct pias_tag_prefix *p;
 	const __u8 *inner = g + PIAS_DATA_HEADER_LEN;
 	__u64 v0, v1, v2, v3, w0, w1, m, last = 0;
 	__u32 n, full, r;
@@ -28,6 +34,7 @@ static __always_inline int frame_tag(void *end, const __u8 *g, __u32 inner_len, 
 
 	if ((void *)(inner + 8) > end || inner_len < 8)
 		return -1;
+	p = &k->fam[g[2] == 0x86];
 	w0 = *(const __u64 *)g;
 	w1 = *(const __u64 *)(g + 8);
 	if (w0 == p->w0 && w1 == p->w1) {
@@ -78,7 +85,13 @@ static __always_inline int frame_tag(void *end, const __u8 *g, __u32 inner_len, 
 		}
 		r = (PIAS_TAG_OFFSET + n) % 8;
 		if (r) {
-			const __u8 *t = inner + n - 8;
+			/* n is 8..47 here; the mask keeps the bound where the verifier sees it (a spilled copy of n
+			 * loses the range the checks above gave it). */
+			__u32 off = n - 8;
+			const __u8 *t;
+
+			asm volatile("" : "+r"(off));
+			t = inner + (off & 63);
 			if ((void *)(t + 8) > end)
 				return -1;
 			last = *(const __u64 *)t >> (64 - 8 * r);
@@ -199,14 +212,12 @@ static __always_inline int write_encap_v4(pias_ctx *ctx, void *data, void *end, 
 		g[i] = bpf_htons(w[i]);
 		acc += w[i];
 	}
-	if (frame_tag(end, (const __u8 *)g, inner_len, &cfg->tag, inner_family, &tag))
+	if (frame_tag((const __u8 *)g, end, inner_len, &cfg->tag, &tag))
 		return -1;
-#pragma unroll
-	for (i = 0; i < 4; i++) {
-		__u16 t = (__u16)(tag >> (48 - 16 * i));
-		g[10 + i] = bpf_htons(t);
-		acc += t;
-	}
+	/* The tag, big-endian, in one store; into the checksum by halves (2^16 is 1 in a one's complement sum,
+	 * so a 32-bit half counts as its two 16-bit words). */
+	*(__u64 *)(g + 10) = bpf_cpu_to_be64(tag);
+	acc += (tag >> 32) + (tag & 0xffffffff);
 	uh->source = cfg->overlay_port;
 	uh->dest = dst_port;
 	uh->len = bpf_htons(udp_len);

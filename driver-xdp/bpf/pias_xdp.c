@@ -178,7 +178,7 @@ static __always_inline int jap_forward(pias_ctx *ctx, const struct pias_cfg *cfg
 			k = &cfg->tag;
 		else if (cfg->has_prev && epoch == cfg->prev_epoch)
 			k = &cfg->prev;
-		bad = !k || frame_tag(end, g, pi.ip_len, k, pi.family, &want);
+		bad = !k || frame_tag(g, end, pi.ip_len, k, &want);
 		__builtin_memcpy(&tag, g + PIAS_TAG_OFFSET, 8);
 		if (bad || bpf_be64_to_cpu(tag) != want) {
 			count(C_DROP_BAD_TAG);
