@@ -20,11 +20,11 @@
  * the inner packet's: in the packet). Returns -1 (and no tag) when the bytes are not there; an inner packet
  * is never shorter than an IP header.
  *
- * A function of its own, not inlined: inside the program's body only r0-r5 are free, and SipHash's four
- * state words, its message word and a rotation's temporary then spill to the stack in every round (a store
- * and a reload on the round's critical path); here they all stay in registers. */
+ * Inlined: inside the program's body few registers are free and SipHash's state spills to the stack in
+ * every round, but a BPF-to-BPF call that keeps it in registers measured no faster (BENCHMARKS.md: a
+ * SipRound is some 38 instructions, 24 of them its six rotations, which BPF has no instruction for). */
 static __always_inline int frame_tag(const __u8 *g, void *end, __u32 inner_len, const struct pias_tag_key *k,
-				__u64 *tag)
+				     __u64 *tag)
 {
 	const struct pias_tag_prefix *p;
 	const __u8 *inner = g + PIAS_DATA_HEADER_LEN;
