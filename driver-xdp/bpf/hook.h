@@ -26,8 +26,6 @@ typedef struct __sk_buff pias_ctx;
 #define ACT_PASS TC_ACT_OK
 #define ACT_DROP TC_ACT_SHOT
 #define ACT_ABORTED TC_ACT_SHOT
-/* Copies `len` bytes from `off` (from the Ethernet header) into `to`. */
-#define hook_load_bytes bpf_skb_load_bytes
 #define PIAS_SECTION "classifier"
 #define PIAS_PROGRAM pias_tc
 
@@ -105,7 +103,6 @@ typedef struct xdp_md pias_ctx;
 #define ACT_PASS XDP_PASS
 #define ACT_DROP XDP_DROP
 #define ACT_ABORTED XDP_ABORTED
-#define hook_load_bytes bpf_xdp_load_bytes
 #define PIAS_SECTION "xdp"
 #define PIAS_PROGRAM pias_xdp
 

@@ -169,18 +169,16 @@ static __always_inline int jap_forward(pias_ctx *ctx, const struct pias_cfg *cfg
 	/* The tag before anything else (SPEC.md §4.1): under the key of the frame's epoch, current or previous.
 	 * A forged or altered frame never reaches the slow path. */
 	{
+		const struct pias_tag_key *k = 0;
 		__u8 epoch = g[14];
 		__u64 tag, want;
 		int bad;
 
 		if (epoch == cfg->tag_epoch)
-			bad = frame_tag(ctx, end, g, ETH_HLEN + PIAS_ENCAP_V4_LEN, pi.ip_len, cfg->tag_k0,
-					cfg->tag_k1, &want);
+			k = &cfg->tag;
 		else if (cfg->has_prev && epoch == cfg->prev_epoch)
-			bad = frame_tag(ctx, end, g, ETH_HLEN + PIAS_ENCAP_V4_LEN, pi.ip_len, cfg->prev_k0,
-					cfg->prev_k1, &want);
-		else
-			bad = 1;
+			k = &cfg->prev;
+		bad = !k || frame_tag(g, end, pi.ip_len, k, &want);
 		__builtin_memcpy(&tag, g + PIAS_TAG_OFFSET, 8);
 		if (bad || bpf_be64_to_cpu(tag) != want) {
 			count(C_DROP_BAD_TAG);

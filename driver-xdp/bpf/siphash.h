@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (Apache-2.0 OR MIT) */
-/* SipHash-1-3 over the 37-byte flow layout (SPEC.md §13.2) and over a data frame's tagged bytes (SPEC.md
- * §4.1), both equal to the Rust `siphasher::SipHasher13`. */
+/* SipHash-1-3 over the 37-byte flow layout (SPEC.md §13.2), equal to the Rust `siphasher::SipHasher13`, and
+ * its pieces for the data tag (SPEC.md §4.1, computed in encap.h from a precomputed state). */
 #ifndef PIAS_SIPHASH_H
 #define PIAS_SIPHASH_H
 
@@ -43,38 +43,25 @@ static __always_inline __u64 siphash13_flow(__u64 k0, __u64 k1, const __u64 m[5]
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* The data tag: SipHash-1-3 over `len` bytes (28..68: the frame's 20 header bytes, then up to 48 inner
- * bytes) held in `b` as little-endian words, every byte from `len` on zero. The words are compressed in
- * one unrolled pass: those below len / 8 fully, the next one as SipHash's last block with the length. */
-static __always_inline __u64 siphash13_tag(__u64 k0, __u64 k1, const __u64 b[9], __u32 len)
-{
-	__u64 v0 = k0 ^ 0x736f6d6570736575ULL;
-	__u64 v1 = k1 ^ 0x646f72616e646f6dULL;
-	__u64 v2 = k0 ^ 0x6c7967656e657261ULL;
-	__u64 v3 = k1 ^ 0x7465646279746573ULL;
-	__u32 full = len / 8;
-	__u64 last = 0;
-	int i;
+/* One message word `m` (8 bytes, little-endian) compressed into the state v0..v3 (the caller's locals). */
+#define SIP_COMPRESS(m)                                                                                     \
+	do {                                                                                                \
+		v3 ^= (m);                                                                                  \
+		SIPROUND;                                                                                   \
+		v0 ^= (m);                                                                                  \
+	} while (0)
 
-#pragma unroll
-	for (i = 0; i < 9; i++) {
-		if (i < full) {
-			v3 ^= b[i];
-			SIPROUND;
-			v0 ^= b[i];
-		} else if (i == full) {
-			last = b[i];
-		}
-	}
-	last |= (__u64)len << 56;
-	v3 ^= last;
-	SIPROUND;
-	v0 ^= last;
-	v2 ^= 0xff;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
-}
+/* The hash of a message after its whole words: `last` holds its remaining bytes (fewer than 8, zero
+ * padded) and `len` its length. */
+#define SIP_FINISH(last, len)                                                                               \
+	({                                                                                                  \
+		__u64 b_ = (last) | ((__u64)(len) << 56);                                                   \
+		SIP_COMPRESS(b_);                                                                           \
+		v2 ^= 0xff;                                                                                 \
+		SIPROUND;                                                                                   \
+		SIPROUND;                                                                                   \
+		SIPROUND;                                                                                   \
+		v0 ^ v1 ^ v2 ^ v3;                                                                          \
+	})
 
 #endif

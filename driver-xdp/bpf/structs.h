@@ -34,6 +34,24 @@
  * (bpf_redirect_peer) instead of being transmitted. */
 #define CFG_PEER 0x04
 
+/* A data tag key as the program uses it (SPEC.md §4.1, §8.1): SipHash-1-3's state (v0..v3) after keying,
+ * and, per inner family, after the frame's first 8 bytes (the Geneve header, the same in every data frame
+ * of that family and VNI) and after its first 16 when they are what an IAP encapsulation writes (option
+ * class, type and length, flags 0, hops 2, this key's epoch). User space computes them when the keys are
+ * loaded; a frame starts from the latest state whose words it begins with, one SipRound fewer per word,
+ * and its tag is the same as from the key. */
+struct pias_tag_prefix {
+	__u64 w0;    /* the first 8 bytes, as SipHash reads them (little-endian) */
+	__u64 w1;    /* the next 8 */
+	__u64 s1[4]; /* the state after w0 */
+	__u64 s2[4]; /* the state after w0, w1 */
+};
+
+struct pias_tag_key {
+	__u64 s0[4];                   /* the state after keying */
+	struct pias_tag_prefix fam[2]; /* inner IPv4, inner IPv6 */
+};
+
 /* The one configuration entry (ARRAY map "pias_cfg", key 0). */
 struct pias_cfg {
 	__u64 sip_k0;          /* flow hash key (SPEC.md §13.2) */
@@ -46,14 +64,12 @@ struct pias_cfg {
 	__u8 flags;            /* CFG_* */
 	__u16 inner_mtu;       /* largest client packet sent on the overlay (SPEC.md §12) */
 	__u16 pad;
-	__u64 tag_k0;          /* data tag key of the configured epoch (SPEC.md §8.1): frames are sent under it */
-	__u64 tag_k1;
-	__u64 prev_k0;         /* the previous epoch's key, accepted too (if has_prev) */
-	__u64 prev_k1;
 	__u8 tag_epoch;        /* the epoch byte frames are sent with */
 	__u8 prev_epoch;
 	__u8 has_prev;
 	__u8 pad2[5];
+	struct pias_tag_key tag;  /* data tag key of the configured epoch (SPEC.md §8.1): frames are sent under it */
+	struct pias_tag_key prev; /* the previous epoch's key, accepted too (if has_prev) */
 };
 
 /* A group: its transport address as SPEC.md §3 encodes it (20 bytes). */

@@ -51,18 +51,77 @@ pub struct Config {
     pub flags: u8,
     pub inner_mtu: u16,
     pub pad: u16,
-    /// The data tag key frames are sent (and accepted) under (SPEC.md §8.1).
-    pub tag_k0: u64,
-    pub tag_k1: u64,
-    /// The previous epoch's data tag key, accepted too when `has_prev` is 1.
-    pub prev_k0: u64,
-    pub prev_k1: u64,
-    /// The epoch byte of `tag_k*`.
+    /// The epoch byte of `tag`.
     pub tag_epoch: u8,
-    /// The epoch byte of `prev_k*`.
+    /// The epoch byte of `prev`.
     pub prev_epoch: u8,
     pub has_prev: u8,
     pub pad2: [u8; 5],
+    /// The data tag key frames are sent (and accepted) under (SPEC.md §8.1).
+    pub tag: TagKey,
+    /// The previous epoch's data tag key, accepted too when `has_prev` is 1.
+    pub prev: TagKey,
+}
+
+/// `struct pias_tag_prefix`: SipHash-1-3's state after a data frame's first word and after its first two,
+/// for one inner family (see [`TagKey`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TagPrefix {
+    /// The frame's first 8 bytes (Geneve header), little-endian as SipHash reads them.
+    pub w0: u64,
+    /// The next 8 (option header, flags 0, hops 2, the key's epoch, reserved).
+    pub w1: u64,
+    /// The state after `w0`.
+    pub s1: [u64; 4],
+    /// The state after `w0`, `w1`.
+    pub s2: [u64; 4],
+}
+
+/// `struct pias_tag_key`: a data tag key as the program uses it (SPEC.md §4.1, §8.1). Every data frame of
+/// one inner family and VNI starts with the same 8 bytes, and every frame an IAP encapsulates with the same
+/// 16, so SipHash's state after them is computed here once, when the keys are loaded, and the program starts
+/// from it: one SipRound fewer per word, the same tag. A frame whose first words differ starts from an
+/// earlier state.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TagKey {
+    /// The state after keying.
+    pub s0: [u64; 4],
+    /// Inner IPv4, inner IPv6.
+    pub fam: [TagPrefix; 2],
+}
+
+impl TagKey {
+    /// The prepared form of `key`, sent with epoch byte `epoch` on overlay `vni`.
+    pub fn new(key: &pias_proto::auth::SipKey, vni: u32, epoch: u8) -> TagKey {
+        use pias_proto::tunnel::{DATA_HEADER_LEN, DataHeader, INITIAL_HOPS, TagState};
+        let s0 = TagState::new(key);
+        let fam = [4u8, 6].map(|version| {
+            let mut h = [0u8; DATA_HEADER_LEN];
+            DataHeader {
+                vni,
+                flags: 0,
+                hops: INITIAL_HOPS,
+                epoch,
+                ingress: pias_proto::ProxyId(0),
+            }
+            .emit(version, &mut h)
+            .expect("a whole header's room, IP version 4 or 6");
+            let word = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&h[8 * i..8 * i + 8]);
+                u64::from_le_bytes(b)
+            };
+            TagPrefix {
+                w0: word(0),
+                w1: word(1),
+                s1: s0.after(&h[..8]).words(),
+                s2: s0.after(&h[..16]).words(),
+            }
+        });
+        TagKey { s0: s0.words(), fam }
+    }
 }
 
 impl Config {
@@ -79,10 +138,10 @@ impl Config {
         let (addr, family) = ip16(overlay.ip());
         let prev = data.previous().copied();
         Config {
-            tag_k0: data.current().k0,
-            tag_k1: data.current().k1,
-            prev_k0: prev.map_or(0, |k| k.k0),
-            prev_k1: prev.map_or(0, |k| k.k1),
+            tag: TagKey::new(data.current(), vni, data.wire_epoch()),
+            prev: prev.map_or(TagKey::default(), |k| {
+                TagKey::new(&k, vni, data.epoch().wrapping_sub(1) as u8)
+            }),
             tag_epoch: data.wire_epoch(),
             prev_epoch: data.epoch().wrapping_sub(1) as u8,
             has_prev: u8::from(prev.is_some()),
@@ -360,7 +419,7 @@ mod tests {
 
     #[test]
     fn layouts_match_structs_h() {
-        assert_eq!(size_of::<Config>(), 88);
+        assert_eq!(size_of::<Config>(), 440);
         assert_eq!(size_of::<Ta>(), 20);
         assert_eq!(size_of::<Jap>(), 20);
         assert_eq!(size_of::<Group>(), 608);

@@ -892,7 +892,7 @@ fn jap_drops_bad_tags(hook: Hook) {
     let member = jap_addr(ProxyId(2));
     rig.sync.member_up(ProxyId(2), member);
     let master = MasterKey::from_bytes([0x33; 32]);
-    // Inner packets long and short of the 48 tagged bytes (the short ones go through the load helper).
+    // Inner packets long and short of the 48 tagged bytes (a short one ends in a partial word).
     let long = udp(
         sa("198.51.100.7:40000"),
         sa("192.0.2.10:53"),
@@ -945,6 +945,73 @@ fn jap_drops_bad_tags(hook: Hook) {
     }
     assert_eq!(rig.counter("xdp_pass_stranger"), 2);
     assert_eq!(rig.counter("xdp_jap_forward_hit"), 4);
+}
+
+/// The tag from each state the program may start from (`struct pias_tag_key`): a frame as an IAP sends it
+/// (flags 0, hops 2: SipHash's state after its first 16 bytes), one a RAP relayed (VIA_RAP, hops 1: the
+/// state after 8), one whose Geneve header has a reserved bit set (from the key), under the current and
+/// the previous epoch's keys, on inner packets of every length around the 48 tagged bytes (every tail a
+/// short packet's last word can have). Each is a hit byte-identical to the core's; with its last tagged
+/// byte flipped, a drop.
+fn jap_tag_from_every_start_state(hook: Hook) {
+    let mut rig = Rig::new(hook);
+    let mut jap = Jap::new();
+    let member = jap_addr(ProxyId(2));
+    rig.sync.member_up(ProxyId(2), member);
+    let keys = data_keys();
+    let prev = *keys.previous().unwrap();
+    let (mut hits, mut drops) = (0, 0);
+    for v6 in [false, true] {
+        for len in 0u16..30 {
+            let (c, g) = if v6 {
+                (sa("[2001:db8:1::7]:30000"), sa("[2001:db8::10]:53"))
+            } else {
+                (sa("198.51.100.7:30000"), sa("192.0.2.10:53"))
+            };
+            let c = SocketAddr::new(c.ip(), c.port() + len);
+            let payload: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(37) ^ 0x5a).collect();
+            let ip = udp(c, g, &payload);
+            assert!(!partial_suspect(&ip));
+            let target = if v6 {
+                sa("[fd00:1::5]:8000")
+            } else {
+                sa("10.1.0.5:8000")
+            };
+            jap.bind(&mut rig, &flow_of(&ip), target);
+            let want = jap.expect_forward(&ip);
+            for (fl, hops, reserved) in [(0, 2, 0), (flags::VIA_RAP, 1, 0), (0, 2, 1)] {
+                for (epoch, key) in [
+                    (keys.wire_epoch(), keys.current()),
+                    (keys.wire_epoch() - 1, &prev),
+                ] {
+                    let h = DataHeader {
+                        vni: VNI,
+                        flags: fl,
+                        hops,
+                        epoch,
+                        ingress: ProxyId(2),
+                    };
+                    let mut f = vec![0u8; ip.len() + DATA_HEADER_LEN];
+                    h.encapsulate(&ip, &mut f).unwrap();
+                    f[7] = reserved; // the Geneve header's reserved byte: covered, not checked
+                    pias_proto::tunnel::write_tag(key, &mut f).unwrap();
+                    match Frame::parse(&f[..]).unwrap() {
+                        Frame::Data(d) => assert!(d.verify_tag(&keys).is_ok(), "the core accepts it"),
+                        Frame::Control(_) => panic!("not control"),
+                    }
+                    let frame = eth(&udp(member, me_addr(), &f));
+                    check_nat(&rig.run(&frame), &want);
+                    hits += 1;
+                    let mut bad = frame.clone();
+                    bad[ETH_LEN + 28 + DATA_HEADER_LEN + ip.len().min(48) - 1] ^= 0x80;
+                    assert_eq!(rig.run(&bad).verdict, verdict::DROP, "{} bytes", ip.len());
+                    drops += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(rig.counter("xdp_jap_forward_hit"), hits);
+    assert_eq!(rig.counter("xdp_drop_bad_tag"), drops);
 }
 
 fn full_maps_degrade_to_the_slow_path_counted(hook: Hook) {
@@ -1306,6 +1373,7 @@ on_each_hook!(
     jap_forward_and_reverse_hits,
     jap_passes_what_is_not_a_hit,
     jap_drops_bad_tags,
+    jap_tag_from_every_start_state,
     full_maps_degrade_to_the_slow_path_counted,
     garbage_passes_unchanged,
     differential_iap_and_jap_against_the_core,

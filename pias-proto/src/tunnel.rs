@@ -25,6 +25,9 @@
 
 use siphasher::sip::SipHasher13;
 
+mod prefix;
+pub use prefix::TagState;
+
 use crate::addr::ProxyId;
 use crate::auth::{MasterKey, SipKey, ct_eq};
 use crate::error::{Result, WireError, room};
