@@ -36,5 +36,7 @@ pub fn log_agent_event(ev: &AgentEvent) {
         AgentEvent::Answered { after_attempts } => {
             info!(after_attempts, "registration answered: a proxy authenticated it")
         }
+        AgentEvent::ServiceDown => warn!("service down (health check failed): deregistering"),
+        AgentEvent::ServiceUp => info!("service up (health check passes): registering"),
     }
 }
