@@ -12,6 +12,11 @@ pub fn log_proxy_event(ev: &Event) {
         Event::MemberDown { id } => warn!(member = %id, "member down or left"),
         Event::TargetUp { group, service } => info!(%group, %service, "target registered"),
         Event::TargetDown { group, service } => info!(%group, %service, "target gone"),
+        Event::TargetSuspected { group, service } => warn!(
+            %group,
+            %service,
+            "target suspect: its new flows go unanswered; no new flows for a back-off"
+        ),
         Event::CacheInstalled { group } => debug!(%group, "IAP cache entry installed"),
         Event::CacheRemoved { group } => debug!(%group, "IAP cache entry removed"),
         Event::NatCreated {

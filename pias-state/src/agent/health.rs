@@ -118,12 +118,14 @@ mod tests {
         let mut buf = [0u8; 256];
         let mut v = Vec::new();
         while let Some(n) = a.poll_transmit(now, &mut buf) {
-            v.push(match ControlPacket::new_checked(&buf[..n]).unwrap().message().unwrap() {
-                Message::Register(_) => "Register",
-                Message::Refresh(_) => "Refresh",
-                Message::Deregister(_) => "Deregister",
-                _ => "other",
-            });
+            v.push(
+                match ControlPacket::new_checked(&buf[..n]).unwrap().message().unwrap() {
+                    Message::Register(_) => "Register",
+                    Message::Refresh(_) => "Refresh",
+                    Message::Deregister(_) => "Deregister",
+                    _ => "other",
+                },
+            );
         }
         v
     }
@@ -171,7 +173,10 @@ mod tests {
         assert_eq!(a.state(), AgentState::Idle);
         assert!(sent(&mut a, ms(0)).is_empty(), "nothing before a passing check");
         a.set_health(ms(10), false);
-        assert!(sent(&mut a, ms(10)).is_empty(), "a failing service is not registered");
+        assert!(
+            sent(&mut a, ms(10)).is_empty(),
+            "a failing service is not registered"
+        );
         a.set_health(ms(20), true);
         assert!(a.is_healthy(), "at start one pass suffices");
         assert_eq!(sent(&mut a, ms(20)), vec!["Register"]);

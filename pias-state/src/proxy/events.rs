@@ -112,6 +112,12 @@ pub enum Event {
         group: TransportAddr,
         service: TransportAddr,
     },
+    /// The passive watch saw a target's new flows go unanswered and gives it no new flows for a back-off
+    /// (SPEC.md §10.4); it stays registered.
+    TargetSuspected {
+        group: TransportAddr,
+        service: TransportAddr,
+    },
 }
 
 /// How the JAP delivers the client packets of a NAT binding. Decided in one place (the proxy's `delivery`),

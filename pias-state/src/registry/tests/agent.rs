@@ -133,5 +133,9 @@ fn a_checked_agent_registers_only_while_healthy() {
     assert_eq!(p.regs[0].group_count(&group()), 0, "one pass is not enough");
     p.agent.set_health(p.now, true);
     p.run_until(t(1100));
-    assert_eq!(p.regs[0].group_count(&group()), 1, "back after two passing checks");
+    assert_eq!(
+        p.regs[0].group_count(&group()),
+        1,
+        "back after two passing checks"
+    );
 }
