@@ -143,9 +143,9 @@ impl Registry {
         // The passive watch: a suspect target gets no new flow while another qualifies.
         let mut suspected = None;
         if let (Some(p), Some(now)) = (primary, now) {
-            let watch = &self.watch;
-            if watch::suspect_in(watch, p, now) {
-                let healthy = |s: u32| eligible(s) && !watch::suspect_in(watch, s, now);
+            let (watch, window) = (&self.watch, self.watch_window());
+            if watch::suspect_in(watch, p, now, window) {
+                let healthy = |s: u32| eligible(s) && !watch::suspect_in(watch, s, now, window);
                 match best_hrw(&g.members, h, regs, &healthy, &[]) {
                     Some(alt) => {
                         self.counters.suspect_avoided += 1;

@@ -18,7 +18,7 @@
 //! **Cheap removal is refused.** One client (or one prefix) sending flows a service ignores, whatever
 //! their number, is not evidence: it takes several prefixes. Any answered flow of any client clears the
 //! evidence, so spoofed flows must outnumber the real ones between two answers. Evidence older than
-//! `window_ms` (10 s) is forgotten. And the watch never takes the last target out: when every eligible
+//! `window_ms` (10 s) is forgotten (also a probe flow's, judged only when the next new flow comes). And the watch never takes the last target out: when every eligible
 //! target of a group is suspect, the choice ignores the watch (counted `reg_suspect_ignored`) — a group
 //! whose every target seems dead is served as if the watch did not exist, since refusing every flow would
 //! turn an attacker's success into a total outage.
@@ -99,11 +99,13 @@ fn prefix_of(ip: IpAddr) -> u32 {
     }
 }
 
-/// [`Registry::is_suspect`] on the watch states alone (for use while other fields are borrowed).
-pub(super) fn suspect_in(watch: &[Watch], slot: u32, now: Instant) -> bool {
-    watch
-        .get(slot as usize)
-        .is_some_and(|w| now < w.suspect_until || (w.ripe_at != Instant::ZERO && now >= w.ripe_at))
+/// [`Registry::is_suspect`] on the watch states alone (for use while other fields are borrowed): in a
+/// back-off, or with ripe evidence not older than `window`.
+pub(super) fn suspect_in(watch: &[Watch], slot: u32, now: Instant, window: Duration) -> bool {
+    watch.get(slot as usize).is_some_and(|w| {
+        now < w.suspect_until
+            || (w.ripe_at != Instant::ZERO && now >= w.ripe_at && now.saturating_since(w.since) <= window)
+    })
 }
 
 impl Registry {
@@ -183,21 +185,26 @@ impl Registry {
     /// Whether the target in `slot` is out of the choice for new flows at `now` (read-only: a target
     /// whose evidence just ripened counts as suspect; the choice records it).
     pub fn is_suspect(&self, slot: u32, now: Instant) -> bool {
-        suspect_in(&self.watch, slot, now)
+        suspect_in(&self.watch, slot, now, self.watch_window())
+    }
+
+    /// Evidence older than this is forgotten (`window_ms`).
+    pub(super) fn watch_window(&self) -> Duration {
+        Duration::from_millis(u64::from(self.cfg.watch.window_ms))
     }
 
     /// Records that the target in `slot` is suspect, if its evidence ripened: the back-off starts, counted,
     /// with an event. Returns whether it is suspect now.
     pub(super) fn watch_suspect(&mut self, slot: u32, now: Instant) -> bool {
         let base = u64::from(self.cfg.watch.backoff_ms);
+        if !suspect_in(&self.watch, slot, now, self.watch_window()) {
+            return false;
+        }
         let Some(w) = self.watch.get_mut(slot as usize) else {
             return false;
         };
         if now < w.suspect_until {
             return true;
-        }
-        if w.ripe_at == Instant::ZERO || now < w.ripe_at {
-            return false;
         }
         w.suspect_until = now + Duration::from_millis(base << w.backoff_shift);
         w.backoff_shift = (w.backoff_shift + 1).min(MAX_BACKOFF_SHIFT);
