@@ -325,6 +325,9 @@ fn tour(lab: &Lab) -> Result<()> {
     head("7. maintenance: SIGTERM a proxy (graceful leave: routes withdrawn, targets sent elsewhere, drain)");
     graceful_leave(lab, c1, g, &mut results)?;
 
+    head("8. hang a service (SIGSTOP a dnsmasq, its agent alive): the agent's health check deregisters it");
+    hung_service(lab, c1, g, &mut results)?;
+
     head(
         "summary: until every query is answered again, and queries lost (one every 20 ms, 100 ms timeout, new flow each)",
     );
@@ -335,6 +338,51 @@ fn tour(lab: &Lab) -> Result<()> {
         }
     }
     services::up(lab, true)?;
+    Ok(())
+}
+
+/// Step 8: a hung service behind a live agent (SPEC.md §10.3). The dnsmasq answering `c` is stopped, its
+/// agent keeps running: its DNS health check times out twice, it deregisters, queries go to the other
+/// target; SIGCONT, and it registers again.
+fn hung_service(
+    lab: &Lab,
+    c: &Node,
+    g: &Group,
+    results: &mut Vec<(String, Option<u64>, usize, &str)>,
+) -> Result<()> {
+    let (victim, _) = traced_dig(lab, c, g)?;
+    let vip = site_ip(lab, &victim);
+    let d = services::daemon(lab, &victim, "dnsmasq")?;
+    let (probes, at) = watch_around(
+        lab,
+        c,
+        g.addr,
+        Duration::from_secs(4),
+        Duration::from_millis(800),
+        || {
+            d.signal("STOP");
+            Ok(())
+        },
+    )?;
+    d.signal("CONT");
+    let outage = tools::outage_ms(&probes, at, |a| Some(a) != vip);
+    results.push((
+        "service hung".into(),
+        outage,
+        lost(&probes, at),
+        "health check 2 x 300 ms; goal < 1 s",
+    ));
+    match outage {
+        Some(ms) => println!(
+            "    {} was answered by {victim}; with its dnsmasq stopped, every query is answered by the other target from +{ms} ms ({}); SIGCONT: it registers again",
+            c.name,
+            summary(&probes, at, "stop")
+        ),
+        None => println!(
+            "    service did NOT come back within 4 s ({})",
+            summary(&probes, at, "stop")
+        ),
+    }
     Ok(())
 }
 
