@@ -1205,6 +1205,22 @@ fn a_hung_service_behind_a_live_agent_is_avoided_by_the_passive_watch() {
         sim.proxy(4).unwrap()
     }
     assert_eq!(jap(&w.sim).registry().group_count(&w.group), 2);
+    // Both serve for a while (the watch only watches a service that answered once).
+    for k in 0..20u64 {
+        w.sim.send_udp(
+            [w.client, c2][(k % 2) as usize],
+            41000 + k as u16,
+            w.group,
+            300 + k,
+            b"w",
+        );
+        w.sim.run_for(Duration::from_millis(20));
+    }
+    w.sim.run_for(Duration::from_millis(300));
+    assert!(
+        (0..20u64).any(|k| replies_from(&w.sim, [w.client, c2][(k % 2) as usize], 300 + k) == vec!["w@t2"]),
+        "t2 served before it hung"
+    );
     w.sim.hang_service(t2, true);
     // A new flow every 50 ms, alternating clients; who answered each.
     let clients = [w.client, c2];

@@ -10,7 +10,8 @@
 //!
 //! **Suspect** when `udp_flows` (3) new UDP flows, or `tcp_flows` (2) TCP SYNs, from at least
 //! `min_clients` (2) distinct client prefixes got no answer, the last of them `answer_ms` (500 ms) old,
-//! and nothing answered since the first. Then the target is out of the choice for new flows for
+//! and nothing answered since the first — provided some flow of the target was answered once since it
+//! registered (a one-way service, which never answers, is not watched). Then the target is out of the choice for new flows for
 //! `backoff_ms` (2 s); flows already bound to it stay. Afterwards it is on probation: the next new flow may
 //! go to it; answered, it is back for good; unanswered after `answer_ms`, it is suspect again for twice
 //! the back-off (at most 8×). Counted (`reg_target_suspected`), and an event for the logs.
@@ -78,6 +79,9 @@ pub(super) struct Watch {
     /// After a back-off: one unanswered flow is enough to make it suspect again.
     probation: bool,
     backoff_shift: u8,
+    /// Whether any of its flows was ever answered: a service that never answers (one-way UDP: syslog,
+    /// metrics, a benchmark's blast) gives no evidence by its silence and is not watched.
+    answered_once: bool,
 }
 
 impl Watch {
@@ -162,11 +166,8 @@ impl Registry {
             w.prefixes[n] = p;
             w.nprefixes += 1;
         }
-        let complete = if w.probation {
-            true
-        } else {
-            w.unanswered >= need && usize::from(w.nprefixes) >= min_clients
-        };
+        let complete = w.answered_once
+            && (w.probation || w.unanswered >= need && usize::from(w.nprefixes) >= min_clients);
         if complete && w.ripe_at == Instant::ZERO {
             w.ripe_at = now + answer;
         }
@@ -175,10 +176,11 @@ impl Registry {
     /// A NAT binding towards the target in `slot` got its first reply (not an ICMP error or a TCP RST):
     /// the service answers; any evidence against it is void.
     pub fn watch_answered(&mut self, slot: u32) {
-        if let Some(w) = self.watch.get_mut(slot as usize) {
+        if let Some(w) = self.watch_slot(slot) {
             w.forget_evidence();
             w.probation = false;
             w.backoff_shift = 0;
+            w.answered_once = true;
         }
     }
 

@@ -23,6 +23,10 @@ fn two_targets() -> Registry {
         .unwrap();
     }
     events(&mut reg);
+    // Both services answered a flow once (a one-way service, never answering, is not watched).
+    for slot in reg.targets(&group()).map(|t| t.slot).collect::<Vec<_>>() {
+        reg.watch_answered(slot);
+    }
     reg
 }
 
@@ -171,6 +175,7 @@ fn old_evidence_is_forgotten_and_a_new_registration_starts_clean() {
         .unwrap();
     }
     let (v, _) = slots(&off);
+    off.watch_answered(v);
     for i in 0..10u8 {
         off.watch_flow(v, IpAddr::from([10 + i, 0, 0, 1]), IpProtocol::Udp, t(0));
     }
@@ -205,4 +210,43 @@ proptest! {
         }
         prop_assert!(gets_flows(&mut reg, t(now), a) || gets_flows(&mut reg, t(now), b));
     }
+}
+
+#[test]
+fn a_service_that_never_answered_is_not_watched() {
+    // One-way UDP (syslog, metrics): no flow of the target was ever answered, so silence is no evidence.
+    let mut reg = registry(1);
+    let key = MasterKey::from_bytes(MASTER).group_key(&group());
+    for last in [1u8, 2] {
+        let a = IpAddr::from([10, 0, 0, last]);
+        let s = TransportAddr::new(a, 5353, IpProtocol::Udp);
+        register_direct(
+            &mut reg,
+            t(0),
+            SocketAddr::new(a, 40000),
+            &key,
+            &group(),
+            &s,
+            1,
+            10,
+        )
+        .unwrap();
+    }
+    let (a, _) = slots(&reg);
+    for i in 0..20u8 {
+        reg.watch_flow(
+            a,
+            IpAddr::from([10 + i, 0, 0, 1]),
+            IpProtocol::Udp,
+            t(u64::from(i)),
+        );
+    }
+    assert!(!reg.is_suspect(a, t(5000)));
+    assert!(gets_flows(&mut reg, t(5000), a));
+    // Once it answered, the same silence is evidence.
+    reg.watch_answered(a);
+    for i in 0..3u8 {
+        reg.watch_flow(a, IpAddr::from([10 + i, 0, 0, 1]), IpProtocol::Udp, t(6000));
+    }
+    assert!(reg.is_suspect(a, t(6500)));
 }
