@@ -29,6 +29,10 @@ pub fn http_verdict(head: &[u8], eof: bool, want: u16) -> Option<bool> {
     Some(version.starts_with("HTTP/") && status == Some(want))
 }
 
+/// Most bytes of an HTTP response a check reads to its end (so the server is not cut off mid-write and
+/// logs no error); beyond, the connection is closed with the verdict already known.
+pub const HTTP_DRAIN_LIMIT: usize = 64 * 1024;
+
 /// Whether a UDP answer passes: it begins with `expect` (any answer, without one).
 pub fn udp_answer_ok(answer: &[u8], expect: Option<&[u8]>) -> bool {
     expect.is_none_or(|e| answer.starts_with(e))

@@ -45,6 +45,10 @@ enum Probe {
         written: usize,
         head: Vec<u8>,
         status: u16,
+        /// Known once the status line is in; the check ends when the response does (or its time is up).
+        verdict: Option<bool>,
+        /// Response bytes read.
+        read: usize,
     },
     Command(health::CommandProbe),
 }
@@ -52,13 +56,11 @@ enum Probe {
 impl Probe {
     /// The verdict when its time is up: only the UDP port check passes on silence.
     fn timed_out(&self) -> bool {
-        matches!(
-            self,
-            Probe::Udp {
-                silence_passes: true,
-                ..
-            }
-        )
+        match self {
+            Probe::Udp { silence_passes, .. } => *silence_passes,
+            Probe::Http { verdict, .. } => verdict.unwrap_or(false),
+            _ => false,
+        }
     }
 }
 
@@ -232,6 +234,8 @@ impl MioAgent {
                     written: 0,
                     head: Vec::with_capacity(256),
                     status,
+                    verdict: None,
+                    read: 0,
                 })
             }
             HealthCheck::Command { command } => Ok(Probe::Command(health::CommandProbe::start(
@@ -271,9 +275,11 @@ impl MioAgent {
                     written,
                     head,
                     status,
+                    verdict,
+                    read,
                 },
                 _,
-            )) => http_progress(stream, request, written, head, *status),
+            )) => http_progress(stream, request, written, head, *status, verdict, read),
         };
         if let Some(ok) = verdict {
             self.finish_probe(ok);
@@ -313,14 +319,18 @@ fn tcp_connected(s: &TcpStream) -> Option<bool> {
     }
 }
 
-/// Moves an HTTP check on: once connected, writes the request, then reads the response until its status
-/// line is complete (the verdict), the peer closes, or the socket would block (`None`).
+/// Moves an HTTP check on: once connected, writes the request, then reads the response: the verdict comes
+/// with the status line, and is returned once the response ended (the peer closed, or
+/// `health::HTTP_DRAIN_LIMIT` bytes were read: a server cut off mid-write logs errors); `None` while the
+/// socket would block.
 fn http_progress(
     s: &mut TcpStream,
     request: &[u8],
     written: &mut usize,
     head: &mut Vec<u8>,
     status: u16,
+    verdict: &mut Option<bool>,
+    read: &mut usize,
 ) -> Option<bool> {
     use std::io::{Read as _, Write as _};
     if *written < request.len() {
@@ -336,17 +346,21 @@ fn http_progress(
             }
         }
     }
-    let mut b = [0u8; 512];
+    let mut b = [0u8; 4096];
     loop {
         match s.read(&mut b) {
             Ok(n) => {
-                head.extend_from_slice(&b[..n]);
-                if let Some(v) = health::http_verdict(head, n == 0, status) {
-                    return Some(v);
+                *read += n;
+                if verdict.is_none() {
+                    head.extend_from_slice(&b[..n]);
+                    *verdict = health::http_verdict(head, n == 0, status);
+                }
+                if n == 0 || verdict.is_some() && *read >= health::HTTP_DRAIN_LIMIT {
+                    return Some(verdict.unwrap_or(false));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-            Err(_) => return Some(false),
+            Err(_) => return Some(verdict.unwrap_or(false)),
         }
     }
 }

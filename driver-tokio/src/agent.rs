@@ -62,15 +62,32 @@ pub async fn check_health(h: &HealthCheck, timeout: Duration) -> bool {
                 s.write_all(&health::http_request(host, path)).await?;
                 let mut head = Vec::with_capacity(256);
                 let mut buf = [0u8; 512];
-                loop {
+                let verdict = loop {
                     let n = s.read(&mut buf).await?;
                     head.extend_from_slice(&buf[..n]);
                     if let Some(v) = health::http_verdict(&head, n == 0, *status) {
-                        return io::Result::Ok(v);
+                        break v;
+                    }
+                };
+                io::Result::Ok((s, head.len(), verdict))
+            };
+            let start = tokio::time::Instant::now();
+            let Ok(Ok((mut s, mut read, verdict))) = tokio::time::timeout(timeout, probe).await else {
+                return false;
+            };
+            // Read the rest (bounded, within what is left of the timeout) so the server is not cut off
+            // mid-write: a health check should not fill its logs with broken pipes.
+            let rest = async {
+                let mut buf = [0u8; 4096];
+                while read < health::HTTP_DRAIN_LIMIT {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => read += n,
                     }
                 }
             };
-            matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(true)))
+            let _ = tokio::time::timeout(timeout.saturating_sub(start.elapsed()), rest).await;
+            verdict
         }
         HealthCheck::Command { command } => {
             let until = std::time::Instant::now() + timeout;
