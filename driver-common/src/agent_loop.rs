@@ -63,7 +63,7 @@ impl AgentLoop {
             service = %c.service,
             registration = %c.registration,
             %local,
-            surrogate = c.surrogate,
+            health = self.health.as_ref().map_or("none", HealthCheck::kind),
             driver,
             "target agent started"
         );
@@ -79,7 +79,7 @@ impl AgentLoop {
         self.agent.counters()
     }
 
-    /// The last health check's result (surrogate mode); `None` before the first.
+    /// The last health check's result; `None` before the first (or without a health check).
     pub fn last_health(&self) -> Option<bool> {
         self.last_health
     }
@@ -163,8 +163,8 @@ impl AgentLoop {
         }
     }
 
-    /// The health check to start now, and the time it is given before it counts as failed (surrogate mode
-    /// with a check configured; the agent keeps the schedule).
+    /// The health check to start now, and the time it is given before it counts as failed (with a check
+    /// configured; the agent keeps the schedule).
     pub fn poll_health_check(&mut self) -> Option<(HealthCheck, Duration)> {
         let h = self.health.clone()?;
         let limit = self.agent.poll_health_check(self.clock.now())?;
@@ -189,13 +189,13 @@ mod tests {
     use pias_proto::{IpProtocol, TransportAddr};
     use pias_state::agent::AgentConfig;
 
-    fn agent_loop(surrogate: bool) -> AgentLoop {
+    fn agent_loop(checked: bool) -> AgentLoop {
         let ta = |ip: &str| TransportAddr::new(ip.parse().unwrap(), 53, IpProtocol::Udp);
         let (g, svc) = (ta("10.99.0.1"), ta("127.0.0.1"));
         let key = pias_proto::auth::MasterKey::from_bytes([3; 32]).group_key(&g);
         let reg = "127.0.0.1:9".parse().unwrap();
         let mut agent = AgentConfig::new(g, svc, DeliveryMode::Nat, reg, key, 1, 1);
-        agent.surrogate = surrogate;
+        agent.health = checked.then(pias_state::agent::HealthSchedule::default);
         let addr = "127.0.0.1:53".parse().unwrap();
         let health = Some(HealthCheck::Tcp { addr });
         AgentLoop::new(&AgentDriverConfig {
@@ -207,7 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn a_surrogate_checks_before_it_registers_and_stops_on_signals() {
+    fn a_checked_agent_checks_before_it_registers_and_stops_on_signals() {
         let mut l = agent_loop(true);
         let mut sent = 0;
         l.drain(|_, _| {
@@ -217,7 +217,7 @@ mod tests {
         assert_eq!(sent, 0, "nothing before a passing check");
         let (h, limit) = l.poll_health_check().expect("a check is due at once");
         assert!(matches!(h, HealthCheck::Tcp { .. }));
-        assert_eq!(limit, Duration::from_millis(200));
+        assert_eq!(limit, Duration::from_millis(300));
         assert!(l.poll_health_check().is_none(), "one at a time");
         l.on_health(true);
         assert_eq!(l.last_health(), Some(true));
@@ -235,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_agent_runs_no_check() {
+    fn an_agent_without_a_health_check_runs_none() {
         let mut l = agent_loop(false);
         assert!(l.poll_health_check().is_none());
     }

@@ -12,6 +12,11 @@ pub fn log_proxy_event(ev: &Event) {
         Event::MemberDown { id } => warn!(member = %id, "member down or left"),
         Event::TargetUp { group, service } => info!(%group, %service, "target registered"),
         Event::TargetDown { group, service } => info!(%group, %service, "target gone"),
+        Event::TargetSuspected { group, service } => warn!(
+            %group,
+            %service,
+            "target suspect: its new flows go unanswered; no new flows for a back-off"
+        ),
         Event::CacheInstalled { group } => debug!(%group, "IAP cache entry installed"),
         Event::CacheRemoved { group } => debug!(%group, "IAP cache entry removed"),
         Event::NatCreated {
@@ -42,5 +47,7 @@ pub fn log_agent_event(ev: &AgentEvent) {
         AgentEvent::Answered { after_attempts } => {
             info!(after_attempts, "registration answered: a proxy authenticated it")
         }
+        AgentEvent::ServiceDown => warn!("service down (health check failed): deregistering"),
+        AgentEvent::ServiceUp => info!("service up (health check passes): registering"),
     }
 }

@@ -12,6 +12,7 @@
 //! - [`mmsg`], [`batch`]: many datagrams per system call on it (`recvmmsg`/`sendmmsg`, UDP GRO/GSO),
 //!   and the batched loop steps both drivers run around [`ProxyLoop`];
 //! - [`DriverCounters`], [`Clock`], [`ProxyDriverConfig`], [`AgentDriverConfig`], [`HealthCheck`];
+//! - [`health`]: what the drivers' health checks share (the HTTP request and status line, the command);
 //! - [`events`]: the core's events as logs;
 //! - [`fastpath`]: the hook a kernel fast path (`driver-xdp`) plugs into a driver's loop;
 //! - [`metrics`]: Prometheus text of every counter, and the answer to an HTTP request for it;
@@ -27,6 +28,7 @@ pub mod events;
 pub mod fastpath;
 pub mod gro;
 pub mod gso;
+pub mod health;
 pub mod host;
 pub mod metrics;
 pub mod mmsg;
@@ -76,13 +78,46 @@ impl ProxyDriverConfig {
     }
 }
 
-/// How a surrogate checks the legacy service it registers (each driver runs it its own way).
+/// How an agent checks its service (SPEC.md §10.3; each driver runs it its own way, `health` has what
+/// they share). Each check is given the agent's `timeout_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthCheck {
-    /// Passes when a TCP connection to `addr` opens within the refresh interval.
+    /// Passes when a TCP connection to `addr` opens.
     Tcp { addr: SocketAddr },
-    /// Passes when a UDP datagram `payload` sent to `addr` draws any answer within the refresh interval.
-    Udp { addr: SocketAddr, payload: Vec<u8> },
+    /// Sends `payload` in a UDP datagram to `addr`. With `silence_passes` unset it passes on an answer
+    /// (beginning with `expect`, if set); with it set (the port check: the service's port is open, as far
+    /// as the host can tell) it fails only when the host refuses (ICMP port unreachable), and passes on
+    /// an answer or on silence until the timeout.
+    Udp {
+        addr: SocketAddr,
+        payload: Vec<u8>,
+        expect: Option<Vec<u8>>,
+        silence_passes: bool,
+    },
+    /// Passes when `GET path` (HTTP/1.0, `Host: host`) to `addr` draws a response with status `status`.
+    Http {
+        addr: SocketAddr,
+        host: String,
+        path: String,
+        status: u16,
+    },
+    /// Passes when `sh -c command` exits with status 0 (it is killed at the timeout).
+    Command { command: String },
+}
+
+impl HealthCheck {
+    /// The check's kind, for logs: `tcp`, `udp`, `udp-port`, `http` or `command`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HealthCheck::Tcp { .. } => "tcp",
+            HealthCheck::Udp {
+                silence_passes: true, ..
+            } => "udp-port",
+            HealthCheck::Udp { .. } => "udp",
+            HealthCheck::Http { .. } => "http",
+            HealthCheck::Command { .. } => "command",
+        }
+    }
 }
 
 /// What an agent driver needs beyond the agent's configuration.
@@ -91,7 +126,7 @@ pub struct AgentDriverConfig {
     pub agent: AgentConfig,
     /// Local address of the agent's socket; default: any address of the registration's family, any port.
     pub bind: Option<SocketAddr>,
-    /// Surrogate mode's check (needs `agent.surrogate`).
+    /// The service's health check (needs `agent.health`, the schedule).
     pub health: Option<HealthCheck>,
 }
 

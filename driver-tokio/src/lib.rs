@@ -7,7 +7,7 @@
 //! (one `select!` per wake-up over the sources, the timer, signals and [`ProxyHandle`] requests) and moves
 //! bytes.
 //!
-//! Modules: [`proxy`] (the proxy's task), [`agent`] (the target agent's, with the surrogate's health check
+//! Modules: [`proxy`] (the proxy's task), [`agent`] (the target agent's, with the service's health check
 //! on a task), [`admin`] (the metrics endpoint and the control socket, on tasks of the same runtime),
 //! [`tun`] (the TUN device on tokio's reactor). TUN creation, routes and sysctls, the overlay socket's
 //! options, counters, metrics and control answers are `driver-common`'s.

@@ -36,7 +36,7 @@ enum Cmd {
     /// Run a proxy from a TOML configuration (TUN device, overlay socket, metrics, control socket).
     Proxy(proxy::Args),
     /// Run the target agent for a local service (or, with --surrogate, for a legacy server).
-    Target(target::Args),
+    Target(Box<target::Args>),
     /// Make a master key, or derive a group's registration key from it.
     Key(key::Args),
     /// Show a running proxy's state (members, groups, registrations, cache, NAT, counters).
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Decode(a) => decode::run(a),
         Cmd::Proxy(a) => proxy::run(a),
-        Cmd::Target(a) => target::run(a),
+        Cmd::Target(a) => target::run(*a),
         Cmd::Key(a) => key::run(a),
         Cmd::Ctl(a) => ctl::run(a),
         Cmd::Lab(a) => lab::run(a),

@@ -159,6 +159,16 @@ impl Sim {
         self.drain_agent(h.0);
     }
 
+    /// Hangs a target's service (`true`: it receives and never answers, its agent keeps refreshing, as a
+    /// service that checks nothing) or lets it answer again.
+    pub fn hang_service(&mut self, h: HostId, hung: bool) {
+        if hung {
+            self.hung.insert(h.0);
+        } else {
+            self.hung.remove(&h.0);
+        }
+    }
+
     /// Whether a target host is alive.
     pub fn target_alive(&self, h: HostId) -> bool {
         matches!(
@@ -268,6 +278,7 @@ impl Sim {
         };
         let Some(flow) = ip.flow() else { return };
         let name = self.hosts[h.0].name.clone();
+        let hung = self.hung.contains(&h.0);
         let host = &mut self.hosts[h.0];
         match &mut host.kind {
             HostKind::Client => {
@@ -295,7 +306,7 @@ impl Sim {
                 agent,
                 alive,
             } => {
-                if !*alive {
+                if !*alive || hung && flow.dst_port != AGENT_PORT {
                     return;
                 }
                 if flow.dst_port == OVERLAY_PORT && flow.proto == IpProtocol::Udp {

@@ -273,6 +273,8 @@ pub struct Sim {
     capture: Option<Vec<Captured>>,
     topology: Option<Arc<Topology>>,
     by_overlay: HashMap<SocketAddr, usize>,
+    /// Target hosts whose service hangs (receives, never answers) while their agent runs.
+    hung: std::collections::BTreeSet<usize>,
     by_pool: HashMap<IpAddr, usize>,
     by_host_ip: HashMap<IpAddr, usize>,
     /// Timer heap: (deadline, kind 0 = proxy / 1 = agent, index); an entry is live while it equals the armed
@@ -330,6 +332,7 @@ impl Sim {
             capture: None,
             topology: None,
             by_overlay: HashMap::new(),
+            hung: std::collections::BTreeSet::new(),
             by_pool: HashMap::new(),
             by_host_ip: HashMap::new(),
             timers: BinaryHeap::new(),

@@ -1194,3 +1194,88 @@ fn recorded_control_frames_replayed_to_any_proxy_change_nothing() {
         "a departed proxy's frames brought it back"
     );
 }
+
+#[test]
+fn a_hung_service_behind_a_live_agent_is_avoided_by_the_passive_watch() {
+    // Two targets at one JAP (p5), their agents refreshing and checking nothing; two clients in distinct
+    // prefixes (the watch wants evidence from more than one, SPEC.md §10.4).
+    let mut w = world(SimConfig::default());
+    let t2 = w.sim.add_target(
+        "t2",
+        SocketAddr::new(ip("10.2.0.2"), w.group.port),
+        w.group,
+        (41.0, 2.0),
+    );
+    let c2 = w.sim.add_client(ip("10.3.0.10"), (-1.0, 2.0));
+    w.sim.run_for(Duration::from_secs(2));
+    fn jap(sim: &Sim) -> &pias_state::proxy::Proxy {
+        sim.proxy(4).unwrap()
+    }
+    assert_eq!(jap(&w.sim).registry().group_count(&w.group), 2);
+    // Both serve for a while (the watch only watches a service that answered once).
+    for k in 0..20u64 {
+        w.sim.send_udp(
+            [w.client, c2][(k % 2) as usize],
+            41000 + k as u16,
+            w.group,
+            300 + k,
+            b"w",
+        );
+        w.sim.run_for(Duration::from_millis(20));
+    }
+    w.sim.run_for(Duration::from_millis(300));
+    assert!(
+        (0..20u64).any(|k| replies_from(&w.sim, [w.client, c2][(k % 2) as usize], 300 + k) == vec!["w@t2"]),
+        "t2 served before it hung"
+    );
+    w.sim.hang_service(t2, true);
+    // A new flow every 50 ms, alternating clients; who answered each.
+    let clients = [w.client, c2];
+    let mut sent = Vec::new();
+    for k in 0..60u64 {
+        let c = clients[(k % 2) as usize];
+        w.sim.send_udp(c, 42000 + k as u16, w.group, 500 + k, b"q");
+        sent.push((c, 500 + k));
+        w.sim.run_for(Duration::from_millis(50));
+    }
+    w.sim.run_for(Duration::from_millis(300));
+    let answered: Vec<bool> = sent
+        .iter()
+        .map(|&(c, id)| replies_from(&w.sim, c, id) == vec!["q@t1".to_string()])
+        .collect();
+    let lost_before = answered.iter().take(30).filter(|a| !**a).count();
+    assert!(
+        lost_before >= 2,
+        "some flows went to the hung service at first: {answered:?}"
+    );
+    // From 1.5 s on (30 flows), every new flow goes to t1, though t2 is still registered — but for the one
+    // probe flow t2 gets at the end of its 2 s back-off (on probation, it is then out for 4 s).
+    let lost_after = answered[30..].iter().filter(|a| !**a).count();
+    assert!(
+        lost_after <= 1,
+        "after the watch caught it, only a probe flow goes to the hung service: {answered:?}"
+    );
+    let mut suspected = 0;
+    jap(&w.sim).for_each_counter(|n, v| {
+        if n == "reg_target_suspected" {
+            suspected = v;
+        }
+    });
+    assert!(suspected >= 1, "counted");
+    assert_eq!(
+        jap(&w.sim).registry().group_count(&w.group),
+        2,
+        "still registered"
+    );
+    // The service answers again: after a back-off (at most 16 s), a probe flow finds it and it is back.
+    w.sim.hang_service(t2, false);
+    w.sim.run_for(Duration::from_secs(17));
+    for k in 0..40u64 {
+        let c = clients[(k % 2) as usize];
+        w.sim.send_udp(c, 43000 + k as u16, w.group, 900 + k, b"r");
+        w.sim.run_for(Duration::from_millis(50));
+    }
+    w.sim.run_for(Duration::from_millis(300));
+    let back = (0..40u64).any(|k| replies_from(&w.sim, clients[(k % 2) as usize], 900 + k) == vec!["r@t2"]);
+    assert!(back, "t2 gets new flows again once it answers");
+}

@@ -420,6 +420,12 @@ fn build(
     cfg.incarnation = driver_common::wall_clock_incarnation();
     cfg.seed = seed;
     cfg.registry.incarnation = cfg.incarnation;
+    if xdp.is_some() {
+        // The fast path translates targets' replies in the kernel, so the core never sees a binding's
+        // first reply: the passive watch (SPEC.md §10.4) would take every target for dead.
+        cfg.registry.watch.udp_flows = 0;
+        cfg.registry.watch.tcp_flows = 0;
+    }
     cfg.membership.seeds = seeds;
     // The filters' overlay space (SPEC.md §8.5): the prefixes routed into the TUN are the proxy's own; the
     // registration addresses and the pool the core adds itself.

@@ -341,11 +341,15 @@ fn tour(lab: &Lab, compare: Option<&Lab>) -> Result<()> {
 
     let own = proxy_failovers(lab, c1, g, 6)?;
     results.extend(own.iter().cloned());
+
+    head("9. hang a service (SIGSTOP a dnsmasq, its agent alive): the agent's health check deregisters it");
+    hung_service(lab, c1, g, &mut results)?;
+
     let other = match compare {
         None => None,
         Some(o) => {
             head(&format!(
-                "compare: the same proxy failovers (steps 9-11) under {}, on its built-in lab, measured now",
+                "compare: the same proxy failovers (steps 10-12) under {}, on its built-in lab, measured now",
                 o.plan.routing().name()
             ));
             services::down(lab)?;
@@ -355,7 +359,7 @@ fn tour(lab: &Lab, compare: Option<&Lab>) -> Result<()> {
                 .plan
                 .group(Service::Dns, true, true)
                 .context("no IPv4 DNS group")?;
-            let r = proxy_failovers(o, c, og, 9);
+            let r = proxy_failovers(o, c, og, 10);
             services::down(o)?;
             services::up(lab, true)?;
             Some(r?)
@@ -480,6 +484,51 @@ fn kill_ingress(lab: &Lab, c: &Node, g: &Group, host: bool, results: &mut Vec<Me
         "    {ing} restarted; `pias lab status` shows {} back on it",
         c.name
     );
+    Ok(())
+}
+
+/// Step 9: a hung service behind a live agent (SPEC.md §10.3). The dnsmasq answering `c` is stopped, its
+/// agent keeps running: its DNS health check times out twice, it deregisters, queries go to the other
+/// target; SIGCONT, and it registers again.
+fn hung_service(
+    lab: &Lab,
+    c: &Node,
+    g: &Group,
+    results: &mut Vec<(String, Option<u64>, usize, &str)>,
+) -> Result<()> {
+    let (victim, _) = traced_dig(lab, c, g)?;
+    let vip = site_ip(lab, &victim);
+    let d = services::daemon(lab, &victim, "dnsmasq")?;
+    let (probes, at) = watch_around(
+        lab,
+        c,
+        g.addr,
+        Duration::from_secs(4),
+        Duration::from_millis(800),
+        || {
+            d.signal("STOP");
+            Ok(())
+        },
+    )?;
+    d.signal("CONT");
+    let outage = tools::outage_ms(&probes, at, |a| Some(a) != vip);
+    results.push((
+        "service hung".into(),
+        outage,
+        lost(&probes, at),
+        "health check 2 x 300 ms; goal < 1 s",
+    ));
+    match outage {
+        Some(ms) => println!(
+            "    {} was answered by {victim}; with its dnsmasq stopped, every query is answered by the other target from +{ms} ms ({}); SIGCONT: it registers again",
+            c.name,
+            summary(&probes, at, "stop")
+        ),
+        None => println!(
+            "    service did NOT come back within 4 s ({})",
+            summary(&probes, at, "stop")
+        ),
+    }
     Ok(())
 }
 

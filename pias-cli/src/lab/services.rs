@@ -228,10 +228,48 @@ pub(crate) fn agent_daemon(lab: &Lab, site: &Node, g: &Group) -> Daemon {
 
 pub(crate) fn start_agents(lab: &Lab, s: &Node) -> Result<()> {
     for g in lab.plan.groups.iter().filter(|g| g.sites.contains(&s.name)) {
-        let argv = piascfg::agent_argv(lab, s, g, None)?;
+        let mut argv = piascfg::agent_argv(lab, s, g, None)?;
+        argv.extend(health_args(g));
         agent_daemon(lab, s, g).start(&argv)?;
     }
     Ok(())
+}
+
+/// How a site's agent checks its service (SPEC.md §10.3). Every agent checks; `pias target`'s default
+/// (which follows the service) is kept where it sees what matters, and replaced where it cannot:
+/// - DNS: the default, a DNS query for ". NS" (dnsmasq answers it, REFUSED or not);
+/// - HTTP: a TCP connect would pass on a hung server (the kernel completes the handshake for a stopped
+///   process), so `GET /whoami` must answer 200 — every 200 ms, so a hung server is out within 0.6 s;
+/// - the UDP echo: a request must come back (the default port check would not see it hang);
+/// - iperf3: its listening socket must exist (a test connection to its control port would disturb a
+///   running benchmark, and its UDP port is bound only during a test).
+fn health_args(g: &Group) -> Vec<String> {
+    let v: &[&str] = match g.service {
+        Service::Dns => &[],
+        Service::Http => &[
+            "--health",
+            "http",
+            "--health-http-path",
+            "/whoami",
+            "--health-interval-ms",
+            "200",
+            "--health-timeout-ms",
+            "200",
+        ],
+        Service::Echo => &[
+            "--health",
+            "udp",
+            "--health-udp-payload",
+            "7069617320686561746820636865636b",
+        ],
+        Service::Iperf => &[
+            "--health",
+            "command",
+            "--health-command",
+            "ss -Hltn 'sport = :5201' | grep -q .",
+        ],
+    };
+    v.iter().map(|s| s.to_string()).collect()
 }
 
 /// Waits until OSPF gives every proxy a route to every other proxy's overlay address. Proxies start only

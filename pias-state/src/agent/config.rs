@@ -21,10 +21,9 @@ pub struct AgentConfig {
     pub hold_ms: u32,
     /// Wait after a Full answer before registering again (default 5 s).
     pub full_backoff_ms: u32,
-    /// Register only while [`TargetAgent::set_health`] reports a passing check.
-    pub surrogate: bool,
-    /// Consecutive failed checks after which a surrogate deregisters (default 2).
-    pub health_failures: u32,
+    /// The service's health check (SPEC.md §10.3): register only while it passes, as reported by
+    /// [`TargetAgent::set_health`]. `None` registers unconditionally (`--no-health-check`, `--check`).
+    pub health: Option<HealthSchedule>,
     /// The agent's incarnation (SPEC.md §3): larger at every start, so the JAP's windows accept it.
     pub incarnation: u32,
     /// Seeds the back-off jitter.
@@ -32,6 +31,32 @@ pub struct AgentConfig {
     /// Check mode (`pias target --check`): register once, then deregister and stop; stop at once when the
     /// registration goes unanswered or is refused. See [`TargetAgent::check_outcome`].
     pub check: bool,
+}
+
+/// When the agent checks its service and how many results change its mind (SPEC.md §10.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSchedule {
+    /// A check starts this often (default 300 ms); one at a time, so a slow one delays the next.
+    pub interval_ms: u32,
+    /// A check that has not passed after this long fails (default 300 ms).
+    pub timeout_ms: u32,
+    /// Consecutive passing checks that bring a failed service back (default 2). At start one suffices.
+    pub rise: u32,
+    /// Consecutive failing checks after which the agent deregisters (default 2).
+    pub fall: u32,
+}
+
+impl Default for HealthSchedule {
+    /// 300 ms, 300 ms, rise 2, fall 2: a dead service is deregistered 0.6–0.9 s after it died, a
+    /// flapping one changes state at most once per 600 ms.
+    fn default() -> Self {
+        HealthSchedule {
+            interval_ms: 300,
+            timeout_ms: 300,
+            rise: 2,
+            fall: 2,
+        }
+    }
 }
 
 /// A configuration value that cannot work: the field and how to fix it.
@@ -43,7 +68,8 @@ pub struct AgentConfigError {
 }
 
 impl AgentConfig {
-    /// A configuration with the defaults of SPEC.md §14.
+    /// A configuration with the defaults of SPEC.md §14, without a health check (the core cannot run one;
+    /// `pias target` sets [`AgentConfig::health`] unless told not to).
     pub fn new(
         group: TransportAddr,
         service: TransportAddr,
@@ -63,8 +89,7 @@ impl AgentConfig {
             refresh_ms: 200,
             hold_ms: 700,
             full_backoff_ms: 5000,
-            surrogate: false,
-            health_failures: 2,
+            health: None,
             incarnation,
             seed,
             check: false,
@@ -89,8 +114,19 @@ impl AgentConfig {
         if self.hold_ms <= self.refresh_ms {
             return e("hold_ms", "must exceed refresh_ms (default 700)");
         }
-        if self.health_failures == 0 {
-            return e("health_failures", "must be at least 1 (default 2)");
+        if let Some(h) = self.health {
+            if h.interval_ms == 0 {
+                return e("health.interval_ms", "must be at least 1 (default 300)");
+            }
+            if h.timeout_ms == 0 {
+                return e("health.timeout_ms", "must be at least 1 (default 300)");
+            }
+            if h.rise == 0 {
+                return e("health.rise", "must be at least 1 (default 2)");
+            }
+            if h.fall == 0 {
+                return e("health.fall", "must be at least 1 (default 2)");
+            }
         }
         Ok(())
     }

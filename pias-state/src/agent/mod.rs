@@ -4,10 +4,10 @@
 //! The agent is sans-IO like the rest of the core: the driver sends what [`TargetAgent::poll_transmit`]
 //! writes as the payload of a UDP datagram to [`AgentConfig::registration`] (port 6082 of an anycast
 //! address), passes every datagram received from there to [`TargetAgent::handle_datagram`], and calls
-//! [`TargetAgent::handle_timeout`] at [`TargetAgent::poll_timeout`]. In surrogate mode the agent keeps the
-//! health check's schedule: [`TargetAgent::poll_health_check`] says when the driver must run one (a TCP
-//! connect or UDP request, every `refresh_ms`, given at most `refresh_ms`), and the driver reports each
-//! result with [`TargetAgent::set_health`].
+//! [`TargetAgent::handle_timeout`] at [`TargetAgent::poll_timeout`]. With a health check
+//! ([`AgentConfig::health`]) the agent keeps its schedule: [`TargetAgent::poll_health_check`] says when the
+//! driver must run one (a TCP connect, a UDP request, an HTTP GET or a command, every `interval_ms`, given
+//! `timeout_ms`), and the driver reports each result with [`TargetAgent::set_health`].
 //!
 //! # Behaviour
 //!
@@ -20,10 +20,11 @@
 //!   jitter), event [`AgentEvent::Refused`].
 //! - **Dead JAP**: no RegisterAck for `hold_ms` while registered → event [`AgentEvent::JapLost`] and register
 //!   again through anycast from scratch (fresh cookie exchange), retrying every `refresh_ms`.
-//! - **Surrogate**: a health check is due every `refresh_ms` from the start (one at a time: the next is due
-//!   `refresh_ms` after the previous started, or at its result if that came later), none once shutting
-//!   down. Register and Refresh are sent only while the last health check passed; after
-//!   `health_failures` consecutive failures the agent deregisters and waits for a passing check.
+//! - **Health** (SPEC.md §10.3): with a health check, one is due every `interval_ms` from the start (one
+//!   at a time: the next is due `interval_ms` after the previous started, or at its result if that came
+//!   later), none once shutting down. The agent registers after the first passing check, deregisters
+//!   (Deregister, so the JAP drops the target at once) after `fall` consecutive failures, and registers
+//!   again after `rise` consecutive passes; events [`AgentEvent::ServiceDown`] / [`AgentEvent::ServiceUp`].
 //! - **Shutdown**: Deregister, repeated every `refresh_ms` until Gone or `hold_ms` passed, then
 //!   [`AgentEvent::Deregistered`].
 //! - **Unanswered**: a JAP ignores a registration it cannot authenticate and says nothing (no reject an
@@ -45,19 +46,19 @@
 //! # Drain order
 //!
 //! After any `handle_*`/`set_health`/`shutdown` call: `while let Some(n) = agent.poll_transmit(now, buf)`,
-//! then `while let Some(ev) = agent.poll_event()`, then (surrogate) start a check if
+//! then `while let Some(ev) = agent.poll_event()`, then (with a health check) start one if
 //! `poll_health_check(now)` says so, then re-arm the timer on `poll_timeout()`.
 //!
 //! # Modules
 //!
-//! `config.rs`: the configuration and its validation; `health.rs`: the surrogate's health-check schedule;
+//! `config.rs`: the configuration and its validation; `health.rs`: the health check's schedule and thresholds;
 //! `unanswered.rs`: the Unanswered / Answered warnings and the end of a check-mode run.
 
 mod config;
 mod health;
 mod unanswered;
 
-pub use config::{AgentConfig, AgentConfigError};
+pub use config::{AgentConfig, AgentConfigError, HealthSchedule};
 
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -107,7 +108,7 @@ pub enum AgentEvent {
     Registered { jap: ProxyId },
     /// The registration with this JAP is lost; the agent registers again.
     JapLost { jap: ProxyId, reason: LostReason },
-    /// Deregistration finished (shutdown, or a surrogate's failed health checks).
+    /// Deregistration finished (shutdown, or the service went down).
     Deregistered,
     /// A JAP refused the registration (Full or Draining).
     Refused { jap: ProxyId, status: RegAckStatus },
@@ -116,6 +117,10 @@ pub enum AgentEvent {
     Unanswered { attempts: u32, waited: Duration },
     /// An authenticated reply arrived after an [`AgentEvent::Unanswered`].
     Answered { after_attempts: u32 },
+    /// The health check failed `fall` times in a row: the agent deregisters (SPEC.md §10.3).
+    ServiceDown,
+    /// The health check passed (`rise` times in a row, or once at start): the agent registers.
+    ServiceUp,
 }
 
 /// How a check-mode agent ([`AgentConfig::check`]) ended.
@@ -170,12 +175,20 @@ counters! {
         events_dropped,
         /// [`AgentEvent::Unanswered`] warnings emitted.
         unanswered_warnings,
+        /// Health checks that passed.
+        health_passed,
+        /// Health checks that failed (or timed out).
+        health_failed,
+        /// Times the service went down (`fall` failures in a row): deregistrations for health.
+        health_down,
+        /// Times the service came up (`rise` passes in a row, or the first at start).
+        health_up,
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Not registering (surrogate waiting for a passing check).
+    /// Not registering (waiting for the health check to pass).
     Idle,
     /// Registering: `cookie` from a Challenge, `cookie_sent` once the Register carrying it went out.
     Registering {
@@ -189,7 +202,7 @@ enum Phase {
     BackingOff {
         until: Instant,
     },
-    /// Deregistering since `since`; afterwards Idle (surrogate) or Stopped (shutdown).
+    /// Deregistering since `since`; afterwards Idle (service down) or Stopped (shutdown).
     Leaving {
         since: Instant,
         then_idle: bool,
@@ -216,8 +229,12 @@ pub struct TargetAgent {
     next_send: Instant,
     refresh: Duration,
     hold: Duration,
+    /// Whether the service counts as up (always, without a health check); the consecutive failed and
+    /// passed checks behind it; whether it was ever up (at start one pass suffices).
     healthy: bool,
     failures: u32,
+    passes: u32,
+    ever_healthy: bool,
     seq: SeqCounter,
     /// Window for Challenges (they name no JAP): reset when a registration starts from scratch.
     challenge_window: ReplayWindow,
@@ -234,17 +251,17 @@ pub struct TargetAgent {
     /// Whether an [`AgentEvent::Unanswered`] is outstanding (an [`AgentEvent::Answered`] then follows).
     warned: bool,
     outcome: Option<CheckOutcome>,
-    /// Surrogate: when the next health check is due, and whether one runs (its result not reported yet).
+    /// When the next health check is due, and whether one runs (its result not reported yet).
     next_check: Instant,
     checking: bool,
 }
 
 impl TargetAgent {
-    /// An agent that starts registering at the first `poll_transmit` (a surrogate: at the first passing
-    /// check).
+    /// An agent that starts registering at the first `poll_transmit` (with a health check: at the first
+    /// passing check).
     pub fn new(cfg: AgentConfig) -> Result<Self, AgentConfigError> {
         cfg.validate()?;
-        let phase = if cfg.surrogate {
+        let phase = if cfg.health.is_some() {
             Phase::Idle
         } else {
             Phase::Registering {
@@ -257,8 +274,10 @@ impl TargetAgent {
             next_send: Instant::ZERO,
             refresh: Duration::from_millis(u64::from(cfg.refresh_ms)),
             hold: Duration::from_millis(u64::from(cfg.hold_ms)),
-            healthy: !cfg.surrogate,
+            healthy: cfg.health.is_none(),
             failures: 0,
+            passes: 0,
+            ever_healthy: false,
             seq: SeqCounter::new(cfg.incarnation),
             challenge_window: ReplayWindow::default(),
             ack_windows: [(ProxyId::NONE, ReplayWindow::default(), Instant::ZERO); JAP_WINDOWS],
@@ -635,7 +654,7 @@ impl TargetAgent {
 
     // ----- output -----
 
-    /// When [`TargetAgent::handle_timeout`], [`TargetAgent::poll_transmit`] or (surrogate)
+    /// When [`TargetAgent::handle_timeout`], [`TargetAgent::poll_transmit`] or (with a health check)
     /// [`TargetAgent::poll_health_check`] has work. `None` when the agent waits only for input (a running
     /// health check's result, a reply) or has stopped.
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -686,6 +686,14 @@ impl NatTable {
         })
     }
 
+    /// Whether the binding `id` has seen exactly one packet from its target: asked right after the
+    /// [`NatTable::lookup_reverse`] that returned `id`, whether that packet was the binding's first reply
+    /// (the hook of the registry's passive watch, SPEC.md §10.4). `false` for a stale `id`.
+    pub fn first_reply(&self, id: BindingId) -> bool {
+        self.live(id)
+            .is_some_and(|i| self.slab[i as usize].rev_packets == 1)
+    }
+
     /// Feeds one TCP segment's flags (after a lookup returned `id`) to the binding's state machine; moves it to
     /// the matching timeout class and refreshes its timer. Returns the new state, or `None` if `id` is stale or
     /// not TCP. Like a lookup, it expires a binding past its deadline (or of a target being swept) on the spot.

@@ -51,12 +51,13 @@ impl Proxy {
         };
         let group = flow.dst_ta();
         let tcp = ip.tcp_flags().map(|f| TcpFlags(f.bits() as u8));
+        let mut created = false;
         let tr = match self.nat.lookup_forward(&flow, len, now) {
             Some(tr) => tr,
             None => {
                 let opts = self.cfg.policies.lookup(&group).target;
                 let fh = flow_hash(&self.flow_key, &flow);
-                let Some(choice) = self.registry.choose_target(&group, &flow, fh, &opts) else {
+                let Some(choice) = self.registry.choose_target_at(now, &group, &flow, fh, &opts) else {
                     self.invalidate(now, ingress, &group);
                     return Verdict::Drop(DropReason::NoTarget);
                 };
@@ -70,7 +71,10 @@ impl Proxy {
                     .nat
                     .create(&flow, (t.service.ip, t.service.port), t.slot, now)
                 {
-                    Ok(tr) => tr,
+                    Ok(tr) => {
+                        created = true;
+                        tr
+                    }
                     Err(_) => return Verdict::Drop(DropReason::PortsExhausted),
                 }
             }
@@ -79,6 +83,12 @@ impl Proxy {
             self.nat.observe_tcp(tr.id, f, Direction::Forward, now);
         }
         let delivery = self.delivery(tr.tag, &flow, tr.dst);
+        // The passive watch (SPEC.md §10.4) counts new flows whose replies come back through this NAT: UDP,
+        // and TCP by its SYN (a binding made by a mid-flow segment proves nothing either way).
+        let opening = tcp.is_none_or(|f| f.0 & (TcpFlags::SYN.0 | TcpFlags::ACK.0) == TcpFlags::SYN.0);
+        if created && opening && !matches!(delivery, Delivery::Tunnel(_)) {
+            self.registry.watch_flow(tr.tag, flow.src, flow.proto, now);
+        }
         // A tunnel-mode target gets the client's packet unchanged, in a data frame (SPEC.md §11.6); the
         // binding still pins the flow to it.
         if let Delivery::Tunnel(to) = delivery {
@@ -266,6 +276,11 @@ impl Proxy {
         let Some(tr) = self.nat.lookup_reverse(&flow, len, now) else {
             return Verdict::Drop(DropReason::NoBinding);
         };
+        // The passive watch: a binding's first reply shows the service answers — unless it is a RST, which
+        // the target's host sends for a dead service (an ICMP error, above, is no answer either).
+        if !ip.tcp_flags().is_some_and(|f| f.rst()) && self.nat.first_reply(tr.id) {
+            self.registry.watch_answered(tr.tag);
+        }
         // Egress filtering (SPEC.md §8.5): a reply to an address in the overlay's space (say `G:7 → G:7`
         // after reverse translation) would be routed back into the TUN and loop; never write it.
         if self.check_client(tr.dst).is_err() {

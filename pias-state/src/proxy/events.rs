@@ -115,6 +115,12 @@ pub enum Event {
     /// Whether to announce the anycast prefixes and registration addresses changed (SPEC.md §7.7): the
     /// driver adds (`up`) or withdraws their routes; the NAT pool's stay. [`Proxy::announce`] says the same.
     AnnounceChanged { up: bool, reason: AnnounceReason },
+    /// The passive watch saw a target's new flows go unanswered and gives it no new flows for a back-off
+    /// (SPEC.md §10.4); it stays registered.
+    TargetSuspected {
+        group: TransportAddr,
+        service: TransportAddr,
+    },
 }
 
 /// How the JAP delivers the client packets of a NAT binding. Decided in one place (the proxy's `delivery`),

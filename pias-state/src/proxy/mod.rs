@@ -512,6 +512,9 @@ impl Proxy {
                     self.nat.remove_where_target(service.ip, Some(service.port));
                     self.push_event(Event::TargetDown { group, service });
                 }
+                RegistryEvent::TargetSuspected { group, service, .. } => {
+                    self.push_event(Event::TargetSuspected { group, service });
+                }
             }
         }
         while let Some(ev) = self.nat.poll_event() {

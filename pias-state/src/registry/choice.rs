@@ -81,6 +81,32 @@ impl Registry {
         flow_hash: u64,
         opts: &TargetOptions,
     ) -> Option<TargetChoice> {
+        self.choose(None, group, flow, flow_hash, opts)
+    }
+
+    /// [`Registry::choose_target`] for a new flow at `now`, heeding the passive watch (SPEC.md §10.4): when
+    /// the choice falls on a suspect target, the qualifying target of highest rendezvous score that is not
+    /// suspect is chosen instead (counted `suspect_avoided`); when every qualifying target is suspect, the
+    /// watch is ignored (counted `suspect_ignored`): it never takes the last target out.
+    pub fn choose_target_at(
+        &mut self,
+        now: Instant,
+        group: &TransportAddr,
+        flow: &FlowKey,
+        flow_hash: u64,
+        opts: &TargetOptions,
+    ) -> Option<TargetChoice> {
+        self.choose(Some(now), group, flow, flow_hash, opts)
+    }
+
+    fn choose(
+        &mut self,
+        now: Option<Instant>,
+        group: &TransportAddr,
+        flow: &FlowKey,
+        flow_hash: u64,
+        opts: &TargetOptions,
+    ) -> Option<TargetChoice> {
         let h = if opts.random {
             self.rng.next_u64()
         } else {
@@ -110,10 +136,26 @@ impl Registry {
             })
         };
 
-        let primary = match g.table.pick(h).filter(|&s| eligible(s)) {
+        let mut primary = match g.table.pick(h).filter(|&s| eligible(s)) {
             Some(s) => Some(s),
             None => best_hrw(&g.members, h, regs, &eligible, &[]),
         };
+        // The passive watch: a suspect target gets no new flow while another qualifies.
+        let mut suspected = None;
+        if let (Some(p), Some(now)) = (primary, now) {
+            let (watch, window) = (&self.watch, self.watch_window());
+            if watch::suspect_in(watch, p, now, window) {
+                let healthy = |s: u32| eligible(s) && !watch::suspect_in(watch, s, now, window);
+                match best_hrw(&g.members, h, regs, &healthy, &[]) {
+                    Some(alt) => {
+                        self.counters.suspect_avoided += 1;
+                        suspected = Some((p, now));
+                        primary = Some(alt);
+                    }
+                    None => self.counters.suspect_ignored += 1,
+                }
+            }
+        }
         let Some(primary) = primary.and_then(to_ref) else {
             self.counters.no_eligible_target += 1;
             return None;
@@ -131,6 +173,9 @@ impl Registry {
                 taken[i] = next.slot;
                 choice.targets[i] = Some(next);
             }
+        }
+        if let Some((p, now)) = suspected {
+            self.watch_suspect(p, now);
         }
         Some(choice)
     }

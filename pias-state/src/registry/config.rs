@@ -36,6 +36,8 @@ pub struct RegistryConfig {
     pub reply_burst: u32,
     /// Source prefixes whose reply buckets are kept (least recently used evicted).
     pub reply_limit_prefixes: usize,
+    /// The passive watch of targets whose new flows go unanswered (SPEC.md §10.4).
+    pub watch: WatchConfig,
 }
 
 impl Default for RegistryConfig {
@@ -56,6 +58,7 @@ impl Default for RegistryConfig {
             reply_rate: 20,
             reply_burst: 64,
             reply_limit_prefixes: 4096,
+            watch: WatchConfig::default(),
         }
     }
 }
@@ -119,6 +122,15 @@ impl RegistryConfig {
         }
         if self.reply_limit_prefixes == 0 {
             return e("reply_limit_prefixes", "must be at least 1 (default 4096)");
+        }
+        if self.watch.answer_ms == 0 || self.watch.backoff_ms == 0 || self.watch.backoff_ms > 600_000 {
+            return e(
+                "watch",
+                "answer_ms must be at least 1, backoff_ms between 1 and 600000 (defaults 500, 2000)",
+            );
+        }
+        if self.watch.min_clients == 0 || usize::from(self.watch.min_clients) > WATCH_PREFIXES {
+            return e("watch.min_clients", "must be between 1 and 4 (default 2)");
         }
         Ok(())
     }

@@ -84,6 +84,8 @@ impl Registry {
             g.tunnel += 1;
         }
         g.table_stale = true;
+        // A new registration in this slot starts with a clean record (the passive watch, `watch.rs`).
+        self.watch_reset(slot);
         self.check_report(group);
     }
 

@@ -50,7 +50,8 @@
 //! `config.rs`: the configuration and its validation; `handshake.rs`: cookies, keys, Register / Refresh /
 //! Deregister and the replies; `limit.rs`: the per-prefix rate limit of unverified replies; `liveness.rs`: the liveness list, membership, tombstones and expiry;
 //! `reports.rs`: the per-group counts for the RAPs; `choice.rs`: how the JAP chooses a target for a flow;
-//! `table.rs`: the weighted slot table that choice and the XDP sync share.
+//! `table.rs`: the weighted slot table that choice and the XDP sync share; `watch.rs`: the passive watch of
+//! targets whose new flows go unanswered (§10.4).
 
 mod choice;
 mod config;
@@ -61,12 +62,15 @@ mod reports;
 mod table;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 pub use config::{RegistryConfig, RegistryConfigError};
 pub use table::{MAX_TABLE_MEMBERS, SIZES as TABLE_SIZES};
+pub use watch::{WATCH_PREFIXES, WatchConfig};
 
 use core::hash::{Hash, Hasher};
 use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
 use std::collections::VecDeque;
 
 use hashbrown::HashTable;
@@ -180,6 +184,12 @@ counters! {
         no_eligible_target,
         tables_built,
         reports_committed,
+        /// Targets the passive watch found unanswering and took out of the choice for a back-off (§10.4).
+        target_suspected,
+        /// New flows sent to another target than their choice because it was suspect.
+        suspect_avoided,
+        /// New flows sent to a suspect target anyway, every qualifying target being suspect.
+        suspect_ignored,
     }
 }
 
@@ -209,6 +219,12 @@ pub enum RegistryEvent {
         group: TransportAddr,
         service: TransportAddr,
         reason: DownReason,
+    },
+    /// The passive watch took a target out of the choice for new flows for a back-off (SPEC.md §10.4).
+    TargetSuspected {
+        slot: u32,
+        group: TransportAddr,
+        service: TransportAddr,
     },
 }
 
@@ -414,6 +430,8 @@ pub struct Registry {
     reply_limit: LruMap<limit::Prefix, limit::Bucket>,
     scratch: Scratch,
     weights: Vec<(u32, u32)>,
+    /// The passive watch, per registration index (grown on first use; `watch.rs`).
+    watch: Vec<watch::Watch>,
 
     replies: VecDeque<Reply>,
     events: VecDeque<RegistryEvent>,
@@ -463,6 +481,7 @@ impl Registry {
             ),
             scratch: Scratch::default(),
             weights: Vec::new(),
+            watch: Vec::new(),
             replies: VecDeque::with_capacity(cfg.reply_queue),
             events: VecDeque::with_capacity(cfg.event_queue.min(65_536)),
             reports: VecDeque::new(),

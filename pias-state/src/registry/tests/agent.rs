@@ -1,4 +1,4 @@
-//! What the agent tells its user: unanswered registrations (wrong key), check mode, and surrogate health.
+//! What the agent tells its user: unanswered registrations (wrong key), check mode, and the service's health.
 
 use super::*;
 
@@ -100,10 +100,14 @@ fn check_mode_ends_registered_then_deregistered_or_unanswered() {
     assert_eq!(p.agent.poll_timeout(), None);
 }
 
+fn pias_state_health() -> crate::agent::HealthSchedule {
+    crate::agent::HealthSchedule::default()
+}
+
 #[test]
-fn surrogate_registers_only_while_healthy() {
+fn a_checked_agent_registers_only_while_healthy() {
     let mut cfg = agent_cfg(group(), service(5), reg_addr());
-    cfg.surrogate = true;
+    cfg.health = Some(pias_state_health());
     let mut p = Pair::new(reg_addr(), agent_addr(5));
     p.agent = TargetAgent::new(cfg).unwrap();
     p.run_until(t(500));
@@ -112,17 +116,26 @@ fn surrogate_registers_only_while_healthy() {
     p.agent.set_health(p.now, true);
     p.run_until(t(600));
     assert_eq!(p.agent.state(), AgentState::Registered { jap: ProxyId(1) });
-    // One failure: refreshes stop; two: deregistered at once.
+    // One failure: still registered, refreshing; two in a row: deregistered at once.
     p.agent.set_health(p.now, false);
     let sent = p.agent.counters().sent_refresh;
     p.run_until(t(900));
-    assert_eq!(p.agent.counters().sent_refresh, sent);
+    assert!(p.agent.counters().sent_refresh > sent);
+    assert_eq!(p.regs[0].group_count(&group()), 1);
     p.agent.set_health(p.now, false);
     p.run_until(t(910));
     assert_eq!(p.regs[0].group_count(&group()), 0);
     assert_eq!(p.agent.state(), AgentState::Idle);
     assert!(agent_events(&mut p.agent).contains(&AgentEvent::Deregistered));
+    // `rise` (2) passes in a row bring it back.
     p.agent.set_health(p.now, true);
     p.run_until(t(1000));
-    assert_eq!(p.regs[0].group_count(&group()), 1, "back after a passing check");
+    assert_eq!(p.regs[0].group_count(&group()), 0, "one pass is not enough");
+    p.agent.set_health(p.now, true);
+    p.run_until(t(1100));
+    assert_eq!(
+        p.regs[0].group_count(&group()),
+        1,
+        "back after two passing checks"
+    );
 }

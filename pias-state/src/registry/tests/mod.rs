@@ -13,6 +13,7 @@ mod choice;
 mod hysteresis;
 mod registration;
 mod security;
+mod watch;
 
 const MASTER: [u8; 32] = [9; 32];
 const MS: u64 = 1000;
