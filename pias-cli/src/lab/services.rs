@@ -272,7 +272,7 @@ fn health_args(g: &Group) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-/// Waits until OSPF gives every proxy a route to every other proxy's overlay address. Proxies start only
+/// Waits until the lab's routing (OSPF or BGP) gives every proxy a route to every other proxy's overlay address. Proxies start only
 /// then: a proxy that cannot reach its seeds when it starts stays outside the overlay.
 fn wait_unicast(lab: &Lab, t: Duration) -> Result<()> {
     let proxies: Vec<&Node> = lab.plan.of(Kind::Proxy).collect();
@@ -286,7 +286,8 @@ fn wait_unicast(lab: &Lab, t: Duration) -> Result<()> {
     });
     if !ok {
         anyhow::bail!(
-            "OSPF gave the proxies no routes to each other in {t:?}: see {}/*/bird.log",
+            "{} gave the proxies no routes to each other in {t:?}: see {}/*/bird.log",
+            lab.plan.routing().name(),
             lab.dir.display()
         );
     }
