@@ -126,7 +126,12 @@ impl Membership {
             }
             Alive => {}
         }
+        // A higher incarnation is a restart (drivers use wall-clock seconds, SPEC.md §3): the member lost its
+        // state (the reports it held as a RAP, its registrations as a JAP), so it is news even when it was
+        // Alive before and comes back Alive — the proxy re-sends it what it must hold.
+        let restarted = old.is_some_and(|o| new.incarnation > o.incarnation);
         let ev = match (old_status, new.status) {
+            (Some(Alive | Suspect), Alive) if restarted => Some(MemberEvent::Up { id, addr: new.addr }),
             (Some(Alive), Alive) | (Some(Suspect), Suspect) => {
                 if old.is_some_and(|o| o.addr != new.addr) {
                     Some(MemberEvent::AddrChanged { id, addr: new.addr })

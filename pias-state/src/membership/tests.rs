@@ -1031,3 +1031,36 @@ fn probe_nonces_are_keyed_not_seeded() {
     let seeded: Vec<u64> = (0..64).map(|_| g.next_u64()).collect();
     assert!(a.iter().all(|n| !seeded.contains(n) && *n != 0));
 }
+
+#[test]
+fn a_restart_is_news_even_from_alive_to_alive() {
+    // A restarted member lost what it held (reports as a RAP, registrations as a JAP): the proxy must hear of
+    // it to send that again, even when the member never looked dead in between.
+    use MemberStatus::*;
+    let mut m = solo(MembershipConfig::default());
+    let t = Instant::from_secs(1);
+    let up = Some(MemberEvent::Up {
+        id: ProxyId(2),
+        addr: addr_of(2),
+    });
+    m.apply_record_for_test(t, rec(2, 1, 3, Alive));
+    assert_eq!(m.poll_event(), up);
+    m.apply_record_for_test(t, rec(2, 1, 5, Alive));
+    assert_eq!(
+        m.poll_event(),
+        None,
+        "a new version of an Alive record is no news"
+    );
+    m.apply_record_for_test(t, rec(2, 7, 1, Alive));
+    assert_eq!(m.poll_event(), up, "a higher incarnation of an Alive member is");
+    m.apply_record_for_test(t, rec(2, 7, 1, Suspect));
+    assert_eq!(m.poll_event(), Some(MemberEvent::Suspect { id: ProxyId(2) }));
+    m.apply_record_for_test(t, rec(2, 8, 1, Alive));
+    assert_eq!(
+        m.poll_event(),
+        up,
+        "a restart of a suspected member is Up, not Alive"
+    );
+    m.apply_record_for_test(t, rec(2, 8, 4, Alive));
+    assert_eq!(m.poll_event(), None);
+}
