@@ -18,6 +18,14 @@ pub fn log_proxy_event(ev: &Event) {
             forward, delivery, ..
         } => debug!(flow = ?forward, ?delivery, "NAT binding created"),
         Event::NatRemoved { forward, reason, .. } => debug!(flow = ?forward, ?reason, "NAT binding removed"),
+        Event::LoadChanged {
+            flows_per_s,
+            load_per_mille,
+        } => info!(
+            flows_per_s,
+            load_per_mille,
+            "JAP load changed (1000 = capacity; above it new flows are shed)"
+        ),
     }
 }
 

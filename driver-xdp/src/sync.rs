@@ -147,7 +147,7 @@ impl MapSync {
             Event::MemberUp { id, addr } => self.member_up(id, addr),
             Event::MemberSuspect { .. } => {} // its frames are still accepted (SPEC.md §4.1): stays
             Event::MemberDown { id } => self.member_down(id),
-            Event::TargetUp { .. } | Event::TargetDown { .. } => {}
+            Event::TargetUp { .. } | Event::TargetDown { .. } | Event::LoadChanged { .. } => {}
         }
     }
 

@@ -27,6 +27,12 @@ pub struct IapConfig {
     pub resolve_retry: Duration,
     /// Longest validity an Answer's `ttl_ms` may give an entry (SPEC.md §9.3); longer ones are capped.
     pub max_ttl: Duration,
+    /// How long after a JAP's Invalidate(draining) the flows it may already serve stay pinned to it
+    /// (SPEC.md §9.6). Each further draining Invalidate from it extends the hold.
+    pub drain_hold: Duration,
+    /// Groups with a draining JAP remembered at once; beyond it the least recently drained is forgotten
+    /// (counted `iap_drains_evicted`: its established flows then follow the new answer).
+    pub max_drains: usize,
 }
 
 impl Default for IapConfig {
@@ -36,6 +42,8 @@ impl Default for IapConfig {
             stale_grace: Duration::from_secs(10),
             resolve_retry: Duration::from_millis(250),
             max_ttl: Duration::from_secs(300),
+            drain_hold: Duration::from_secs(120),
+            max_drains: 256,
         }
     }
 }
@@ -63,6 +71,20 @@ impl IapConfig {
                 Iap,
                 "max_ttl",
                 "must be at least 1 ms (default 300 s)",
+            ));
+        }
+        if self.drain_hold.is_zero() {
+            return Err(ConfigError::field(
+                Iap,
+                "drain_hold",
+                "must be at least 1 ms (default 120 s)",
+            ));
+        }
+        if self.max_drains == 0 {
+            return Err(ConfigError::field(
+                Iap,
+                "max_drains",
+                "must be at least 1 (default 256)",
             ));
         }
         Ok(())
@@ -154,7 +176,30 @@ counters! {
         ttls_capped,
         invalidations,
         evictions,
+        /// Invalidate(draining) received: a JAP over capacity asked for new flows to go elsewhere.
+        drains,
+        /// Packets of established flows sent to their draining JAP rather than by the entry's table.
+        drain_pinned,
+        /// New flows steered away from a draining JAP before the RAP's new answer arrived.
+        drain_steered,
+        drains_expired,
+        drains_evicted,
     }
+}
+
+/// A JAP that asked this IAP to send a group's new flows elsewhere (Invalidate with reason draining,
+/// SPEC.md §9.6), while the flows it already serves stay with it.
+#[derive(Debug, Clone)]
+struct Drain {
+    jap: ProxyId,
+    /// The entry's slot table when the first drain came: a flow it maps to `jap` may have a binding there.
+    before: MaglevTable,
+    /// The table without `jap` (`None` if it was the only JAP): new flows use it until the RAP answers.
+    rest: Option<MaglevTable>,
+    /// Whether an answer was installed since: then new flows follow the entry (the RAP's load-aware
+    /// choice), and `rest` is no longer used.
+    answered: bool,
+    until: Instant,
 }
 
 /// The IAP cache.
@@ -163,6 +208,9 @@ pub struct IapCache {
     cfg: IapConfig,
     key: SipKey,
     map: LruMap<TransportAddr, CacheEntry>,
+    /// Groups with a draining JAP (bounded by `max_drains`); empty in the common case, which keeps the
+    /// per-packet cost to one `is_empty` check.
+    drains: LruMap<TransportAddr, Drain>,
     counters: IapCounters,
 }
 
@@ -174,12 +222,42 @@ impl IapCache {
             cfg,
             key: flow_key,
             map: LruMap::new(cfg.cache_entries, table_key),
+            drains: LruMap::new(cfg.max_drains, table_key),
             counters: IapCounters::default(),
         }
     }
 
     /// Decides where a client's packet for `group` goes (per packet: one lookup, no allocation).
-    pub fn route(&mut self, now: Instant, group: &TransportAddr, flow_hash: u64) -> Route {
+    /// `established`: the packet cannot start a flow (a TCP segment without SYN), so while a JAP of the
+    /// group drains it keeps going to that JAP if the JAP may hold its binding (SPEC.md §9.6).
+    pub fn route(&mut self, now: Instant, group: &TransportAddr, flow_hash: u64, established: bool) -> Route {
+        let route = self.route_entry(now, group, flow_hash);
+        if self.drains.is_empty() {
+            return route;
+        }
+        let Route::Jap { jap, resolve } = route else {
+            return route;
+        };
+        let Some(d) = self.drains.peek(group).filter(|d| now < d.until) else {
+            return route;
+        };
+        let was = d.before.pick_id(flow_hash);
+        if established {
+            if was == Some(d.jap) && jap != d.jap {
+                self.counters.drain_pinned += 1;
+                return Route::Jap { jap: d.jap, resolve };
+            }
+        } else if jap == d.jap
+            && !d.answered
+            && let Some(other) = d.rest.as_ref().and_then(|t| t.pick_id(flow_hash))
+        {
+            self.counters.drain_steered += 1;
+            return Route::Jap { jap: other, resolve };
+        }
+        route
+    }
+
+    fn route_entry(&mut self, now: Instant, group: &TransportAddr, flow_hash: u64) -> Route {
         let retry = self.cfg.resolve_retry;
         let grace = self.cfg.stale_grace;
         let Some(e) = self.map.get_mut(group) else {
@@ -286,6 +364,9 @@ impl IapCache {
             resolved(&self.key, &list[..n])
         };
         self.counters.answers_installed += 1;
+        if let Some(d) = self.drains.peek_mut(&answer.group) {
+            d.answered = true;
+        }
         if self
             .map
             .insert(
@@ -306,7 +387,87 @@ impl IapCache {
     /// A JAP said it has no target for `group`: drop it from the entry (the whole entry if it was the last).
     pub fn invalidate(&mut self, group: &TransportAddr, jap: ProxyId) -> Option<CacheChange> {
         self.counters.invalidations += 1;
+        if self.drains.peek(group).is_some_and(|d| d.jap == jap) {
+            self.drains.remove(group);
+        }
         self.remove_jap_from(group, jap)
+    }
+
+    /// A JAP over its capacity asked for `group`'s new flows to go elsewhere (Invalidate, draining; SPEC.md
+    /// §9.6). The entry stays, so established flows keep their JAP, but is made due for a Resolve at its
+    /// next use; until the answer, new flows that the table maps to `jap` go to the others. Returns
+    /// [`CacheChange::Removed`] when a drain starts (a fast path must hand the group's packets to the core
+    /// while it lasts, as only the core tells established flows from new ones) and `None` otherwise.
+    pub fn drain(&mut self, now: Instant, group: &TransportAddr, jap: ProxyId) -> Option<CacheChange> {
+        self.counters.drains += 1;
+        let until = now + self.cfg.drain_hold;
+        let e = self.map.peek_mut(group)?;
+        let State::Resolved { table, weights } = &e.state else {
+            return None;
+        };
+        if !table.ids().contains(&jap) {
+            return None;
+        }
+        // Due for a Resolve at the next packet (the stale path keeps using the entry meanwhile).
+        e.expires = e.expires.min(now);
+        if let Some(d) = self.drains.peek_mut(group)
+            && d.jap == jap
+        {
+            d.until = until;
+            return None;
+        }
+        let mut list = [(ProxyId::NONE, 0u32); MAX_JAPS];
+        let mut n = 0;
+        for (id, w) in table.ids().iter().zip(weights.iter()) {
+            if *id != jap {
+                list[n] = (*id, *w);
+                n += 1;
+            }
+        }
+        let d = Drain {
+            jap,
+            before: table.clone(),
+            rest: (n > 0).then(|| MaglevTable::build(&self.key, &list[..n])),
+            answered: false,
+            until,
+        };
+        if self.drains.insert(*group, d).is_some() {
+            self.counters.drains_evicted += 1;
+        }
+        Some(CacheChange::Removed(*group))
+    }
+
+    /// Whether `group` has a draining JAP now (its packets must take the core's path).
+    pub fn draining(&self, group: &TransportAddr) -> bool {
+        self.drains.peek(group).is_some()
+    }
+
+    /// Ends the drains whose hold is over; `f` gets the change for each group still cached (the fast path
+    /// may serve it again).
+    pub fn expire_drains(&mut self, now: Instant, mut f: impl FnMut(CacheChange)) {
+        if self.next_drain_end().is_none_or(|t| now < t) {
+            return;
+        }
+        let mut ended: smallvec::SmallVec<[TransportAddr; 16]> = smallvec::SmallVec::new();
+        let budget = self.drains.len();
+        self.drains.retain_budgeted(budget, |g, d| {
+            let keep = now < d.until;
+            if !keep {
+                ended.push(*g);
+            }
+            keep
+        });
+        self.counters.drains_expired += ended.len() as u64;
+        for g in ended {
+            if self.map.peek(&g).is_some() {
+                f(CacheChange::Installed(g));
+            }
+        }
+    }
+
+    /// When the next drain ends.
+    pub fn next_drain_end(&self) -> Option<Instant> {
+        self.drains.iter().map(|(_, d)| d.until).min()
     }
 
     fn remove_jap_from(&mut self, group: &TransportAddr, jap: ProxyId) -> Option<CacheChange> {
@@ -337,6 +498,10 @@ impl IapCache {
     /// A member became unusable: rebuild every entry naming it. Calls `f` for each change. O(entries); runs
     /// only on membership changes, which are rare (proxies are stable boxes).
     pub fn remove_jap(&mut self, jap: ProxyId, mut f: impl FnMut(CacheChange)) {
+        if !self.drains.is_empty() {
+            let budget = self.drains.len();
+            self.drains.retain_budgeted(budget, |_, d| d.jap != jap);
+        }
         let mut groups = smallvec::SmallVec::<[TransportAddr; 16]>::new();
         loop {
             groups.clear();
@@ -369,6 +534,7 @@ impl IapCache {
 
     /// Forgets a group.
     pub fn remove(&mut self, group: &TransportAddr) -> bool {
+        self.drains.remove(group);
         self.map.remove(group).is_some()
     }
 
@@ -439,18 +605,18 @@ mod tests {
             crate::secrets::table_key_for_tests(1),
         );
         let t0 = Instant::from_secs(1);
-        assert_eq!(c.route(t0, &g(), 5), Route::ViaRap { want_answer: true });
+        assert_eq!(c.route(t0, &g(), 5, false), Route::ViaRap { want_answer: true });
         assert_eq!(
-            c.route(t0 + Duration::from_millis(10), &g(), 5),
+            c.route(t0 + Duration::from_millis(10), &g(), 5, false),
             Route::ViaRap { want_answer: false }
         );
         assert_eq!(
-            c.route(t0 + Duration::from_millis(300), &g(), 5),
+            c.route(t0 + Duration::from_millis(300), &g(), 5, false),
             Route::ViaRap { want_answer: true }
         );
         c.install(t0, &answer(&[(7, 1)], 1000), |_| true);
         assert_eq!(
-            c.route(t0 + Duration::from_millis(500), &g(), 5),
+            c.route(t0 + Duration::from_millis(500), &g(), 5, false),
             Route::Jap {
                 jap: ProxyId(7),
                 resolve: false
@@ -459,14 +625,14 @@ mod tests {
         // Past the TTL: still used, and a Resolve is due once per retry interval.
         let t1 = t0 + Duration::from_millis(1500);
         assert_eq!(
-            c.route(t1, &g(), 5),
+            c.route(t1, &g(), 5, false),
             Route::Jap {
                 jap: ProxyId(7),
                 resolve: true
             }
         );
         assert_eq!(
-            c.route(t1 + Duration::from_millis(1), &g(), 5),
+            c.route(t1 + Duration::from_millis(1), &g(), 5, false),
             Route::Jap {
                 jap: ProxyId(7),
                 resolve: false
@@ -474,7 +640,7 @@ mod tests {
         );
         // Past the grace: back to the RAP.
         assert_eq!(
-            c.route(t0 + Duration::from_secs(12), &g(), 5),
+            c.route(t0 + Duration::from_secs(12), &g(), 5, false),
             Route::ViaRap { want_answer: true }
         );
         assert_eq!(c.counters().hits, 1);
@@ -489,9 +655,9 @@ mod tests {
         );
         let t0 = Instant::from_secs(1);
         c.install(t0, &answer(&[], 2000), |_| true);
-        assert_eq!(c.route(t0 + Duration::from_secs(1), &g(), 1), Route::NoJap);
+        assert_eq!(c.route(t0 + Duration::from_secs(1), &g(), 1, false), Route::NoJap);
         assert_eq!(
-            c.route(t0 + Duration::from_secs(3), &g(), 1),
+            c.route(t0 + Duration::from_secs(3), &g(), 1, false),
             Route::ViaRap { want_answer: true }
         );
     }
@@ -511,7 +677,7 @@ mod tests {
         assert_eq!(ids, vec![1, 3]);
         for h in 0..1000u64 {
             assert_ne!(
-                c.route(t0, &g(), h),
+                c.route(t0, &g(), h, false),
                 Route::Jap {
                     jap: ProxyId(2),
                     resolve: false
@@ -521,7 +687,7 @@ mod tests {
         assert_eq!(c.invalidate(&g(), ProxyId(1)), Some(CacheChange::Installed(g())));
         for h in 0..1000u64 {
             assert_eq!(
-                c.route(t0, &g(), h),
+                c.route(t0, &g(), h, false),
                 Route::Jap {
                     jap: ProxyId(3),
                     resolve: false
@@ -554,8 +720,8 @@ mod tests {
         c2.install(t, &b, |_| true);
         for h in 0..5000u64 {
             assert_eq!(
-                c1.route(t, &g(), h.wrapping_mul(0x9e3779b97f4a7c15)),
-                c2.route(t, &g(), h.wrapping_mul(0x9e3779b97f4a7c15))
+                c1.route(t, &g(), h.wrapping_mul(0x9e3779b97f4a7c15), false),
+                c2.route(t, &g(), h.wrapping_mul(0x9e3779b97f4a7c15), false)
             );
         }
     }
@@ -573,7 +739,7 @@ mod tests {
         let t = Instant::from_secs(1);
         for p in 0..100u16 {
             let grp = TransportAddr::new("10.99.0.1".parse().unwrap(), p, IpProtocol::Udp);
-            c.route(t, &grp, 1);
+            c.route(t, &grp, 1, false);
             assert!(c.len() <= 8);
         }
         assert_eq!(c.counters().evictions, 92);
@@ -592,7 +758,7 @@ mod tests {
         assert!(c.get(&g()).is_none());
         assert_eq!(c.counters().answers_ignored, 1);
         // Asked (a miss): accepted once; a second answer to the same question is ignored.
-        assert_eq!(c.route(t0, &g(), 5), Route::ViaRap { want_answer: true });
+        assert_eq!(c.route(t0, &g(), 5, false), Route::ViaRap { want_answer: true });
         let huge = answer(&[(7, 1)], u32::MAX);
         assert_eq!(
             c.accept_answer(t0, &huge, |_| true),
@@ -606,7 +772,7 @@ mod tests {
         // Stale and asking again (a Resolve went out): the answer is taken.
         let t1 = t0 + IapConfig::default().max_ttl + Duration::from_secs(1);
         assert_eq!(
-            c.route(t1, &g(), 5),
+            c.route(t1, &g(), 5, false),
             Route::Jap {
                 jap: ProxyId(7),
                 resolve: true

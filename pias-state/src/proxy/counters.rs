@@ -24,6 +24,10 @@ counters! {
         answers_sent,
         answers_rate_limited,
         invalidations_sent,
+        /// Of `invalidations_sent`, those with reason draining: this JAP was over its capacity (SPEC.md §9.6).
+        drain_invalidations_sent,
+        /// New flows this JAP took while over its capacity (served all the same).
+        jap_over_capacity,
         icmp_too_big_sent,
         icmp_rate_limited,
         mss_clamped,

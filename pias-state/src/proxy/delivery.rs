@@ -55,7 +55,7 @@ impl Proxy {
                 let opts = self.cfg.policies.lookup(&group).target;
                 let fh = flow_hash(&self.flow_key, &flow);
                 let Some(choice) = self.registry.choose_target(&group, &flow, fh, &opts) else {
-                    self.invalidate(now, ingress, &group);
+                    self.invalidate(now, ingress, &group, Invalidate::REASON_NO_TARGETS);
                     return Verdict::Drop(DropReason::NoTarget);
                 };
                 let t = choice.first();
@@ -68,7 +68,10 @@ impl Proxy {
                     .nat
                     .create(&flow, (t.service.ip, t.service.port), t.slot, now)
                 {
-                    Ok(tr) => tr,
+                    Ok(tr) => {
+                        self.note_new_flow(now, ingress, &group);
+                        tr
+                    }
                     Err(_) => return Verdict::Drop(DropReason::PortsExhausted),
                 }
             }
@@ -211,9 +214,28 @@ impl Proxy {
             || self.iap.get(&dst_ta).is_some()
     }
 
-    fn invalidate(&mut self, now: Instant, ingress: ProxyId, group: &TransportAddr) {
+    /// A new flow got its binding here: it counts towards the load (SPEC.md §9.6). Over capacity, the JAP
+    /// still serves the flow — shedding never drops a packet — but asks the IAP it came from to send the
+    /// group's new flows elsewhere. The IAPs asked are exactly those still sending new flows, so no list
+    /// of IAPs is kept beyond the bounded rate limiter.
+    fn note_new_flow(&mut self, now: Instant, ingress: ProxyId, group: &TransportAddr) {
+        self.load.note_new_flow(now);
+        if self.load.over() {
+            self.counters.jap_over_capacity += 1;
+            self.invalidate(now, ingress, group, Invalidate::REASON_DRAINING);
+        }
+    }
+
+    /// Sends Invalidate(`reason`) for `group` to the IAP `ingress`, at most one per IAP and group per
+    /// `invalidate_interval` (SPEC.md §9.4); when this proxy is the IAP, applies it directly.
+    fn invalidate(&mut self, now: Instant, ingress: ProxyId, group: &TransportAddr, reason: u8) {
         if ingress == self.me {
-            if self.iap.invalidate(group, self.me).is_some() {
+            let change = if reason == Invalidate::REASON_DRAINING {
+                self.iap.drain(now, group, self.me)
+            } else {
+                self.iap.invalidate(group, self.me)
+            };
+            if change.is_some() {
                 self.push_event(Event::CacheRemoved { group: *group });
             }
             return;
@@ -228,10 +250,13 @@ impl Proxy {
         }
         self.invalidate_limit.insert(key, now);
         self.counters.invalidations_sent += 1;
+        if reason == Invalidate::REASON_DRAINING {
+            self.counters.drain_invalidations_sent += 1;
+        }
         self.push_out(Out::Invalidate {
             to: ingress,
             group: *group,
-            reason: Invalidate::REASON_NO_TARGETS,
+            reason,
         });
     }
 

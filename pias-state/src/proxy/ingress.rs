@@ -5,7 +5,7 @@ use core::time::Duration;
 
 use pias_proto::packet::{IpPacket, emit_packet_too_big};
 use pias_proto::tunnel::{DataHeader, INITIAL_HOPS, flags};
-use pias_proto::{FlowKey, ProxyId, TransportAddr};
+use pias_proto::{FlowKey, IpProtocol, ProxyId, TransportAddr};
 
 use crate::flowhash::flow_hash;
 use crate::iap::Route;
@@ -37,7 +37,9 @@ impl Proxy {
             self.counters.mss_clamped += 1;
         }
         let fh = flow_hash(&self.flow_key, &flow);
-        match self.iap.route(now, &group, fh) {
+        // A TCP segment without SYN cannot start a flow: it keeps its JAP while that one drains (§9.6).
+        let established = flow.proto == IpProtocol::Tcp && !syn;
+        match self.iap.route(now, &group, fh, established) {
             Route::Jap { jap, resolve } => {
                 if resolve && let Some(rap) = self.pick_rap(&group) {
                     if rap == self.me {

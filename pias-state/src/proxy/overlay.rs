@@ -125,7 +125,14 @@ impl Proxy {
                 }
             }
             Message::Invalidate(inv) => {
-                if let Some(c) = self.iap.invalidate(&inv.group, sender) {
+                // Draining: the JAP keeps its flows but wants no new ones (SPEC.md §9.6); any other reason
+                // (and unknown ones, conservatively) removes it from the entry (§9.4).
+                let c = if inv.reason == Invalidate::REASON_DRAINING {
+                    self.iap.drain(now, &inv.group, sender)
+                } else {
+                    self.iap.invalidate(&inv.group, sender)
+                };
+                if let Some(c) = c {
                     self.push_cache_event(c);
                 }
             }

@@ -562,7 +562,7 @@ fn a_jap_changing_address_re_announces_the_groups_naming_it() {
         assert!(l.p.cache_entry(&g).is_none());
         assert_eq!(l.p.iap().counters().answers_ignored, before + 1);
         // The IAP asked (a client packet missed): only then is an Answer taken (SPEC.md §9.3).
-        l.p.iap.route(l.now, &g, 0);
+        l.p.iap.route(l.now, &g, 0, false);
         let ev = send(&mut l, Message::Answer(answer), a);
         assert_eq!(ev, [Event::CacheInstalled { group: g }]);
     }
