@@ -154,6 +154,16 @@ pub enum Route {
     NoJap,
 }
 
+impl Route {
+    /// The JAP the packet goes to directly, if any.
+    pub fn jap(&self) -> Option<ProxyId> {
+        match self {
+            Route::Jap { jap, .. } => Some(*jap),
+            _ => None,
+        }
+    }
+}
+
 /// Changes of the cache, for events and XDP map sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheChange {
@@ -401,6 +411,18 @@ impl IapCache {
     pub fn drain(&mut self, now: Instant, group: &TransportAddr, jap: ProxyId) -> Option<CacheChange> {
         self.counters.drains += 1;
         let until = now + self.cfg.drain_hold;
+        // A JAP still over capacity extends its hold; the flows of before stay as they were.
+        if let Some(d) = self.drains.peek_mut(group)
+            && d.jap == jap
+        {
+            d.until = until;
+            if let Some(e) = self.map.peek_mut(group)
+                && e.table().is_some_and(|t| t.ids().contains(&jap))
+            {
+                e.expires = e.expires.min(now);
+            }
+            return None;
+        }
         let e = self.map.peek_mut(group)?;
         let State::Resolved { table, weights } = &e.state else {
             return None;
@@ -410,12 +432,6 @@ impl IapCache {
         }
         // Due for a Resolve at the next packet (the stale path keeps using the entry meanwhile).
         e.expires = e.expires.min(now);
-        if let Some(d) = self.drains.peek_mut(group)
-            && d.jap == jap
-        {
-            d.until = until;
-            return None;
-        }
         let mut list = [(ProxyId::NONE, 0u32); MAX_JAPS];
         let mut n = 0;
         for (id, w) in table.ids().iter().zip(weights.iter()) {
@@ -780,5 +796,90 @@ mod tests {
         );
         assert!(c.accept_answer(t1, &answer(&[(8, 1)], 1000), |_| true).is_some());
         assert_eq!(c.get(&g()).unwrap().japs().next(), Some((ProxyId(8), 1)));
+    }
+
+    /// SPEC.md §9.6: a draining JAP keeps the established flows it may hold, new flows go to the others at
+    /// once and then by the RAP's new answer, and the hold ends after `drain_hold`.
+    #[test]
+    fn draining_jap_keeps_established_flows_only() {
+        let mut c = IapCache::new(
+            IapConfig::default(),
+            key(),
+            crate::secrets::table_key_for_tests(1),
+        );
+        let t0 = Instant::from_secs(1);
+        c.install(t0, &answer(&[(7, 1), (8, 1)], 60_000), |_| true);
+        let on = |c: &mut IapCache, jap: u32| {
+            (0u64..)
+                .map(|h| h.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .find(|&h| c.route(t0, &g(), h, false) == Route::Jap { jap: ProxyId(jap), resolve: false })
+                .unwrap()
+        };
+        let (h7, h8) = (on(&mut c, 7), on(&mut c, 8));
+        // A drain from a JAP not in the entry changes nothing.
+        assert_eq!(c.drain(t0, &g(), ProxyId(9)), None);
+        assert!(!c.draining(&g()));
+        assert_eq!(c.drain(t0, &g(), ProxyId(7)), Some(CacheChange::Removed(g())));
+        assert!(c.draining(&g()));
+        let t1 = t0 + Duration::from_millis(10);
+        // New flows of JAP 7 go to 8 now, and the entry asks the RAP again.
+        assert_eq!(c.route(t1, &g(), h7, false), Route::Jap { jap: ProxyId(8), resolve: true });
+        assert_eq!(c.counters().drain_steered, 1);
+        // An established flow stays at 7; JAP 8's flows are untouched.
+        assert_eq!(c.route(t1, &g(), h7, true).jap(), Some(ProxyId(7)));
+        assert_eq!(c.route(t1, &g(), h8, true).jap(), Some(ProxyId(8)));
+        // The RAP answers without 7: established flows it held stay pinned, new ones follow the answer.
+        c.install(t1, &answer(&[(8, 1)], 60_000), |_| true);
+        assert_eq!(c.route(t1, &g(), h7, true).jap(), Some(ProxyId(7)));
+        assert_eq!(c.route(t1, &g(), h7, false).jap(), Some(ProxyId(8)));
+        assert_eq!(c.counters().drain_pinned, 1);
+        // A second drain within the hold extends it without forgetting the flows of before.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!(c.drain(t2, &g(), ProxyId(7)), None);
+        let mut changes = Vec::new();
+        c.expire_drains(t2 + Duration::from_secs(119), |ch| changes.push(ch));
+        assert!(changes.is_empty());
+        assert_eq!(c.next_drain_end(), Some(t2 + Duration::from_secs(120)));
+        c.expire_drains(t2 + Duration::from_secs(120), |ch| changes.push(ch));
+        assert_eq!(changes, vec![CacheChange::Installed(g())]);
+        assert!(!c.draining(&g()));
+        assert_eq!(c.counters().drains_expired, 1);
+        assert_eq!(c.route(t2, &g(), h7, true).jap(), Some(ProxyId(8)));
+    }
+
+    /// A JAP that goes down, or says it has no targets, ends its drains.
+    #[test]
+    fn drains_end_with_their_jap() {
+        let mut c = IapCache::new(
+            IapConfig::default(),
+            key(),
+            crate::secrets::table_key_for_tests(1),
+        );
+        let t0 = Instant::from_secs(1);
+        c.install(t0, &answer(&[(7, 1), (8, 1)], 60_000), |_| true);
+        c.drain(t0, &g(), ProxyId(7));
+        c.remove_jap(ProxyId(7), |_| {});
+        assert!(!c.draining(&g()));
+        c.install(t0, &answer(&[(7, 1), (8, 1)], 60_000), |_| true);
+        c.drain(t0, &g(), ProxyId(7));
+        c.invalidate(&g(), ProxyId(7));
+        assert!(!c.draining(&g()));
+        // Bounded: more groups than `max_drains` forget the oldest, counted.
+        let mut c = IapCache::new(
+            IapConfig {
+                max_drains: 2,
+                ..IapConfig::default()
+            },
+            key(),
+            crate::secrets::table_key_for_tests(1),
+        );
+        for port in 1..=3u16 {
+            let grp = TransportAddr::new("10.99.0.1".parse().unwrap(), port, IpProtocol::Udp);
+            let mut a = answer(&[(7, 1), (8, 1)], 60_000);
+            a.group = grp;
+            c.install(t0, &a, |_| true);
+            c.drain(t0, &grp, ProxyId(7));
+        }
+        assert_eq!(c.counters().drains_evicted, 1);
     }
 }
