@@ -23,8 +23,7 @@ pub fn log_proxy_event(ev: &Event) {
             load_per_mille,
         } => info!(
             flows_per_s,
-            load_per_mille,
-            "JAP load changed (1000 = capacity; above it new flows are shed)"
+            load_per_mille, "JAP load changed (1000 = capacity; above it new flows are shed)"
         ),
     }
 }

@@ -33,6 +33,9 @@ pub struct IapConfig {
     /// Groups with a draining JAP remembered at once; beyond it the least recently drained is forgotten
     /// (counted `iap_drains_evicted`: its established flows then follow the new answer).
     pub max_drains: usize,
+    /// Flows started during drains whose first JAP the IAP remembers (SPEC.md §9.6). When full, further
+    /// new flows are not steered (counted `iap_drain_fresh_full`): they stay at the draining JAP.
+    pub max_drain_flows: usize,
 }
 
 impl Default for IapConfig {
@@ -44,6 +47,7 @@ impl Default for IapConfig {
             max_ttl: Duration::from_secs(300),
             drain_hold: Duration::from_secs(120),
             max_drains: 256,
+            max_drain_flows: 16_384,
         }
     }
 }
@@ -85,6 +89,13 @@ impl IapConfig {
                 Iap,
                 "max_drains",
                 "must be at least 1 (default 256)",
+            ));
+        }
+        if self.max_drain_flows == 0 {
+            return Err(ConfigError::field(
+                Iap,
+                "max_drain_flows",
+                "must be at least 1 (default 16384)",
             ));
         }
         Ok(())
@@ -192,6 +203,8 @@ counters! {
         drain_pinned,
         /// New flows steered away from a draining JAP before the RAP's new answer arrived.
         drain_steered,
+        /// New flows left at a draining JAP because the table of flows started during drains was full.
+        drain_fresh_full,
         drains_expired,
         drains_evicted,
     }
@@ -221,6 +234,13 @@ pub struct IapCache {
     /// Groups with a draining JAP (bounded by `max_drains`); empty in the common case, which keeps the
     /// per-packet cost to one `is_empty` check.
     drains: LruMap<TransportAddr, Drain>,
+    /// Flows (by flow hash) started during a drain that the table's old choice sent to the draining JAP,
+    /// and the JAP their first packet went to instead (bounded by `max_drain_flows`, cleared when the
+    /// last drain ends).
+    /// Allocated at the first drain, freed when the last one ends.
+    fresh: Option<LruMap<u64, ProxyId>>,
+    /// The key `fresh` is built with.
+    fresh_key: SipKey,
     counters: IapCounters,
 }
 
@@ -233,6 +253,8 @@ impl IapCache {
             key: flow_key,
             map: LruMap::new(cfg.cache_entries, table_key),
             drains: LruMap::new(cfg.max_drains, table_key),
+            fresh: None,
+            fresh_key: table_key,
             counters: IapCounters::default(),
         }
     }
@@ -251,20 +273,50 @@ impl IapCache {
         let Some(d) = self.drains.peek(group).filter(|d| now < d.until) else {
             return route;
         };
-        let was = d.before.pick_id(flow_hash);
-        if established {
-            if was == Some(d.jap) && jap != d.jap {
-                self.counters.drain_pinned += 1;
-                return Route::Jap { jap: d.jap, resolve };
-            }
-        } else if jap == d.jap
-            && !d.answered
-            && let Some(other) = d.rest.as_ref().and_then(|t| t.pick_id(flow_hash))
-        {
-            self.counters.drain_steered += 1;
-            return Route::Jap { jap: other, resolve };
+        // Only flows the table mapped to the draining JAP when the drain came can be its connections.
+        if d.before.pick_id(flow_hash) != Some(d.jap) {
+            return route;
         }
-        route
+        let drained = d.jap;
+        // A flow started during the drain goes where its first packet went.
+        let fresh = self
+            .fresh
+            .get_or_insert_with(|| LruMap::new(self.cfg.max_drain_flows, self.fresh_key));
+        if let Some(to) = fresh.get_mut(&flow_hash).map(|j| *j) {
+            return Route::Jap { jap: to, resolve };
+        }
+        if established {
+            // A connection that may have its binding at the draining JAP stays there.
+            if jap != drained {
+                self.counters.drain_pinned += 1;
+            }
+            return Route::Jap {
+                jap: drained,
+                resolve,
+            };
+        }
+        // A new flow: away from the draining JAP until the RAP answers, then as the answer says.
+        let to = match d.rest.as_ref().and_then(|t| t.pick_id(flow_hash)) {
+            Some(other) if jap == drained && !d.answered => other,
+            _ => jap,
+        };
+        if to == drained {
+            return route;
+        }
+        // Remember where it went, so its later packets (which do not start a flow) follow; with no room
+        // left, the flow stays at the draining JAP rather than risk being split later.
+        if fresh.len() >= fresh.capacity() {
+            self.counters.drain_fresh_full += 1;
+            return Route::Jap {
+                jap: drained,
+                resolve,
+            };
+        }
+        fresh.insert(flow_hash, to);
+        if to != jap {
+            self.counters.drain_steered += 1;
+        }
+        Route::Jap { jap: to, resolve }
     }
 
     fn route_entry(&mut self, now: Instant, group: &TransportAddr, flow_hash: u64) -> Route {
@@ -399,13 +451,14 @@ impl IapCache {
         self.counters.invalidations += 1;
         if self.drains.peek(group).is_some_and(|d| d.jap == jap) {
             self.drains.remove(group);
+            self.forget_fresh_if_idle();
         }
         self.remove_jap_from(group, jap)
     }
 
     /// A JAP over its capacity asked for `group`'s new flows to go elsewhere (Invalidate, draining; SPEC.md
-    /// §9.6). The entry stays, so established flows keep their JAP, but is made due for a Resolve at its
-    /// next use; until the answer, new flows that the table maps to `jap` go to the others. Returns
+    /// §9.6). The entry stays, so established flows keep their JAP, but is made due for a Resolve after
+    /// `resolve_retry`; until the answer, new flows that the table maps to `jap` go to the others. Returns
     /// [`CacheChange::Removed`] when a drain starts (a fast path must hand the group's packets to the core
     /// while it lasts, as only the core tells established flows from new ones) and `None` otherwise.
     pub fn drain(&mut self, now: Instant, group: &TransportAddr, jap: ProxyId) -> Option<CacheChange> {
@@ -419,7 +472,7 @@ impl IapCache {
             if let Some(e) = self.map.peek_mut(group)
                 && e.table().is_some_and(|t| t.ids().contains(&jap))
             {
-                e.expires = e.expires.min(now);
+                e.expires = e.expires.min(now + self.cfg.resolve_retry);
             }
             return None;
         }
@@ -430,8 +483,10 @@ impl IapCache {
         if !table.ids().contains(&jap) {
             return None;
         }
-        // Due for a Resolve at the next packet (the stale path keeps using the entry meanwhile).
-        e.expires = e.expires.min(now);
+        // Due for a Resolve one `resolve_retry` from now (the stale path keeps using the entry meanwhile):
+        // the JAP reports its load to the RAPs as it sends this, so asking at once would often get the
+        // answer of before. New flows are steered away from the JAP until the answer comes.
+        e.expires = e.expires.min(now + self.cfg.resolve_retry);
         let mut list = [(ProxyId::NONE, 0u32); MAX_JAPS];
         let mut n = 0;
         for (id, w) in table.ids().iter().zip(weights.iter()) {
@@ -442,7 +497,7 @@ impl IapCache {
         }
         let d = Drain {
             jap,
-            before: table.clone(),
+            before: *table,
             rest: (n > 0).then(|| MaglevTable::build(&self.key, &list[..n])),
             answered: false,
             until,
@@ -474,10 +529,20 @@ impl IapCache {
             keep
         });
         self.counters.drains_expired += ended.len() as u64;
+        self.forget_fresh_if_idle();
         for g in ended {
             if self.map.peek(&g).is_some() {
                 f(CacheChange::Installed(g));
             }
+        }
+    }
+
+    /// The flows started during drains are forgotten once no drain is left (they then follow the entry's
+    /// table like every flow). Until then they are kept whole: a drain's flows cannot be told apart by
+    /// group from their hash alone, and the table is bounded anyway.
+    fn forget_fresh_if_idle(&mut self) {
+        if self.drains.is_empty() {
+            self.fresh = None;
         }
     }
 
@@ -517,6 +582,7 @@ impl IapCache {
         if !self.drains.is_empty() {
             let budget = self.drains.len();
             self.drains.retain_budgeted(budget, |_, d| d.jap != jap);
+            self.forget_fresh_if_idle();
         }
         let mut groups = smallvec::SmallVec::<[TransportAddr; 16]>::new();
         loop {
@@ -550,7 +616,9 @@ impl IapCache {
 
     /// Forgets a group.
     pub fn remove(&mut self, group: &TransportAddr) -> bool {
-        self.drains.remove(group);
+        if self.drains.remove(group).is_some() {
+            self.forget_fresh_if_idle();
+        }
         self.map.remove(group).is_some()
     }
 
@@ -809,30 +877,60 @@ mod tests {
         );
         let t0 = Instant::from_secs(1);
         c.install(t0, &answer(&[(7, 1), (8, 1)], 60_000), |_| true);
-        let on = |c: &mut IapCache, jap: u32| {
+        let on = |c: &mut IapCache, jap: u32, skip: usize| {
             (0u64..)
                 .map(|h| h.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-                .find(|&h| c.route(t0, &g(), h, false) == Route::Jap { jap: ProxyId(jap), resolve: false })
+                .filter(|&h| {
+                    c.route(t0, &g(), h, false)
+                        == Route::Jap {
+                            jap: ProxyId(jap),
+                            resolve: false,
+                        }
+                })
+                .nth(skip)
                 .unwrap()
         };
-        let (h7, h8) = (on(&mut c, 7), on(&mut c, 8));
+        let (new7, old7, later7, h8) = (
+            on(&mut c, 7, 0),
+            on(&mut c, 7, 1),
+            on(&mut c, 7, 2),
+            on(&mut c, 8, 0),
+        );
         // A drain from a JAP not in the entry changes nothing.
         assert_eq!(c.drain(t0, &g(), ProxyId(9)), None);
         assert!(!c.draining(&g()));
         assert_eq!(c.drain(t0, &g(), ProxyId(7)), Some(CacheChange::Removed(g())));
         assert!(c.draining(&g()));
         let t1 = t0 + Duration::from_millis(10);
-        // New flows of JAP 7 go to 8 now, and the entry asks the RAP again.
-        assert_eq!(c.route(t1, &g(), h7, false), Route::Jap { jap: ProxyId(8), resolve: true });
+        // A new flow of JAP 7 goes to 8 now, and the entry asks the RAP again.
+        assert_eq!(
+            c.route(t1, &g(), new7, false),
+            Route::Jap {
+                jap: ProxyId(8),
+                resolve: false
+            }
+        );
         assert_eq!(c.counters().drain_steered, 1);
-        // An established flow stays at 7; JAP 8's flows are untouched.
-        assert_eq!(c.route(t1, &g(), h7, true).jap(), Some(ProxyId(7)));
+        // Its later packets follow it; a connection of before stays at 7; JAP 8's flows are untouched.
+        assert_eq!(c.route(t1, &g(), new7, true).jap(), Some(ProxyId(8)));
+        assert_eq!(c.route(t1, &g(), old7, true).jap(), Some(ProxyId(7)));
         assert_eq!(c.route(t1, &g(), h8, true).jap(), Some(ProxyId(8)));
-        // The RAP answers without 7: established flows it held stay pinned, new ones follow the answer.
+        // The Resolve waits a `resolve_retry`, for the RAP to hear the JAP's load first.
+        let ask = t0 + IapConfig::default().resolve_retry;
+        assert_eq!(
+            c.route(ask, &g(), h8, false),
+            Route::Jap {
+                jap: ProxyId(8),
+                resolve: true
+            }
+        );
+        // The RAP answers without 7: the connection of before stays pinned, new flows follow the answer.
         c.install(t1, &answer(&[(8, 1)], 60_000), |_| true);
-        assert_eq!(c.route(t1, &g(), h7, true).jap(), Some(ProxyId(7)));
-        assert_eq!(c.route(t1, &g(), h7, false).jap(), Some(ProxyId(8)));
+        assert_eq!(c.route(t1, &g(), old7, true).jap(), Some(ProxyId(7)));
         assert_eq!(c.counters().drain_pinned, 1);
+        assert_eq!(c.route(t1, &g(), later7, false).jap(), Some(ProxyId(8)));
+        assert_eq!(c.route(t1, &g(), later7, true).jap(), Some(ProxyId(8)));
+        assert_eq!(c.route(t1, &g(), new7, true).jap(), Some(ProxyId(8)));
         // A second drain within the hold extends it without forgetting the flows of before.
         let t2 = t1 + Duration::from_secs(60);
         assert_eq!(c.drain(t2, &g(), ProxyId(7)), None);
@@ -844,7 +942,7 @@ mod tests {
         assert_eq!(changes, vec![CacheChange::Installed(g())]);
         assert!(!c.draining(&g()));
         assert_eq!(c.counters().drains_expired, 1);
-        assert_eq!(c.route(t2, &g(), h7, true).jap(), Some(ProxyId(8)));
+        assert_eq!(c.route(t2, &g(), old7, true).jap(), Some(ProxyId(8)));
     }
 
     /// A JAP that goes down, or says it has no targets, ends its drains.

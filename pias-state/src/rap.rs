@@ -685,7 +685,10 @@ mod tests {
         // Implausible loads are capped, still "full".
         t.handle_report(now, ProxyId(3), &rep_load(100, u16::MAX));
         assert_eq!(t.counters().loads_capped, 1);
-        assert_eq!(t.japs(&g()).iter().find(|j| j.jap == ProxyId(3)).unwrap().load, 10_000);
+        assert_eq!(
+            t.japs(&g()).iter().find(|j| j.jap == ProxyId(3)).unwrap().load,
+            10_000
+        );
     }
 
     proptest::proptest! {

@@ -93,13 +93,11 @@ fn any_digest() -> impl Strategy<Value = Digest> {
 }
 
 fn any_report() -> impl Strategy<Value = ReportEntry> {
-    (any_ta(), any::<u32>(), any::<u8>(), any::<u16>()).prop_map(|(group, count, flags, load)| {
-        ReportEntry {
-            group,
-            count,
-            flags,
-            load,
-        }
+    (any_ta(), any::<u32>(), any::<u8>(), any::<u16>()).prop_map(|(group, count, flags, load)| ReportEntry {
+        group,
+        count,
+        flags,
+        load,
     })
 }
 

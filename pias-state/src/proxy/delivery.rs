@@ -4,7 +4,7 @@
 
 use core::net::{IpAddr, SocketAddr};
 
-use pias_proto::control::{DeliveryMode, Invalidate};
+use pias_proto::control::{DeliveryMode, Invalidate, ReportEntry};
 use pias_proto::geneve::UDP_PORT as OVERLAY_PORT;
 use pias_proto::packet::IpPacket;
 use pias_proto::tunnel::{DataHeader, flags};
@@ -222,6 +222,9 @@ impl Proxy {
         self.load.note_new_flow(now);
         if self.load.over() {
             self.counters.jap_over_capacity += 1;
+            if self.reporter.load() < ReportEntry::LOAD_FULL {
+                self.load.report_soon(now);
+            }
             self.invalidate(now, ingress, group, Invalidate::REASON_DRAINING);
         }
     }

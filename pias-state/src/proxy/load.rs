@@ -42,6 +42,9 @@ pub(super) struct LoadMeter {
     in_window: u32,
     /// Smoothed new flows per second over complete windows.
     rate: u32,
+    /// The JAP went over its capacity at this time and RAPs have not been told: `handle_timeout` is due
+    /// now rather than at the window's end, so the report goes out with the first Invalidate.
+    report_due: Option<Instant>,
 }
 
 impl LoadMeter {
@@ -51,6 +54,7 @@ impl LoadMeter {
             window_start: now,
             in_window: 0,
             rate: 0,
+            report_due: None,
         }
     }
 
@@ -64,7 +68,7 @@ impl LoadMeter {
                 self.rate = 0;
             }
             self.in_window = 0;
-            self.window_start = self.window_start + LOAD_WINDOW;
+            self.window_start += LOAD_WINDOW;
             steps += 1;
             if steps >= 32 {
                 self.rate = 0;
@@ -99,10 +103,22 @@ impl LoadMeter {
         u16::try_from(pm).unwrap_or(u16::MAX)
     }
 
-    /// When the current window ends, while there is a load to let decay (a capacity and a non-zero rate).
+    /// Asks for `handle_timeout` at once (the JAP just went over capacity and has not reported it).
+    pub(super) fn report_soon(&mut self, now: Instant) {
+        self.report_due.get_or_insert(now);
+    }
+
+    /// `handle_timeout` took the load.
+    pub(super) fn reported(&mut self) {
+        self.report_due = None;
+    }
+
+    /// When the current window ends, while there is a load to let decay (a capacity and a non-zero rate);
+    /// sooner if a report is due.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        (self.capacity.is_some() && (self.rate > 0 || self.in_window > 0))
-            .then(|| self.window_start + LOAD_WINDOW)
+        let end = (self.capacity.is_some() && (self.rate > 0 || self.in_window > 0))
+            .then(|| self.window_start + LOAD_WINDOW);
+        [end, self.report_due].into_iter().flatten().min()
     }
 }
 
@@ -168,7 +184,7 @@ mod tests {
             let mut now = Instant::from_secs(1);
             let mut m = LoadMeter::new(cap, now);
             for (dt, n) in steps {
-                now = now + Duration::from_millis(dt);
+                now += Duration::from_millis(dt);
                 m.roll(now);
                 for _ in 0..n {
                     m.note_new_flow(now);

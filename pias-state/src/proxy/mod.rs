@@ -325,6 +325,7 @@ impl Proxy {
             self.rap_sweep_at = now + RAP_SWEEP_INTERVAL;
         }
         self.load.roll(now);
+        self.load.reported();
         if self.reporter.set_load(self.load.per_mille()) {
             self.push_event(Event::LoadChanged {
                 flows_per_s: self.load.flows_per_s(),
