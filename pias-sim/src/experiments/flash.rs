@@ -186,7 +186,10 @@ pub fn flash(p: &FlashParams, log: &mut dyn FnMut(&str)) -> Result<Output, Strin
             md,
             "\nThe same crowd (same seed) with every proxy's `capacity_flows_per_s` = {}: a JAP over it asks the IAPs \
              sending it new flows to send them elsewhere (Invalidate, draining) and reports itself full, so RAPs \
-             answer the JAPs with spare capacity (SPEC.md §9.6). Flows keep their JAP once bound.\n",
+             answer the JAPs with spare capacity (SPEC.md §9.6). These clients' flows are UDP, which has no start an \
+             IAP can see, so some flows bound at a draining JAP move with its IAPs' new answers (served by a new \
+             binding elsewhere; no packet is lost): that is why the busiest JAP still sheds after the ramp. TCP \
+             connections would stay (§9.6).\n",
             p.capacity
         );
         table(&mut md, &s.rows);
