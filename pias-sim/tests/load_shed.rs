@@ -22,6 +22,12 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn world() -> (Sim, TransportAddr, HostId) {
+    let (sim, group, client, _) = world_with_targets();
+    (sim, group, client)
+}
+
+/// The world, with the targets' host ids (t4, t5).
+fn world_with_targets() -> (Sim, TransportAddr, HostId, [HostId; 2]) {
     let mut sim = Sim::new(SimConfig::default(), MasterKey::from_bytes([0x5a; 32]));
     for i in 0..5 {
         sim.add_proxy((10.0 * i as f64, 0.0), |c| {
@@ -39,11 +45,10 @@ fn world() -> (Sim, TransportAddr, HostId) {
         .find(|g| matches!(p1.raps_of(g).first(), Some(r) if r.0 == 2 || r.0 == 3))
         .unwrap();
     let client = sim.add_client(ip("10.1.0.10"), (-1.0, 1.0));
-    for (name, addr, x) in [("t4", "10.2.0.4", 30.0), ("t5", "10.2.0.5", 40.0)] {
-        sim.add_target(name, SocketAddr::new(ip(addr), group.port), group, (x, 1.0));
-    }
+    let targets = [("t4", "10.2.0.4", 30.0), ("t5", "10.2.0.5", 40.0)]
+        .map(|(name, addr, x)| sim.add_target(name, SocketAddr::new(ip(addr), group.port), group, (x, 1.0)));
     sim.run_for(Duration::from_secs(3));
-    (sim, group, client)
+    (sim, group, client, targets)
 }
 
 fn syn() -> Segment {
@@ -171,4 +176,54 @@ fn a_jap_over_capacity_sheds_new_flows_and_keeps_its_connections() {
     // The cached answer may still be the one from the crowd (cache_ttl): what matters is that p5 is
     // answered again once the IAP asks.
     assert!(later.iter().all(Option::is_some), "{later:?}");
+}
+
+/// SPEC.md §9.4 over the overlay: a JAP whose last target of the group is gone answers a new flow the IAP
+/// still maps to it with Invalidate (no targets); the IAP takes it out of its entry, and the group's next
+/// new flows go to the other JAP. (Not a drain: nothing is pinned to a JAP that has no target.)
+#[test]
+fn a_jap_without_targets_invalidates_the_iap_over_the_overlay() {
+    let (mut sim, group, client, [_, t5]) = world_with_targets();
+    // The IAP caches both JAPs.
+    let mut japs = Vec::new();
+    for k in 0..10u16 {
+        sim.send_tcp(client, 47_000 + k, group, syn(), 0);
+        sim.send_tcp(client, 47_000 + k, group, data(), 50_000 + u64::from(k));
+        sim.run_for(Duration::from_millis(200));
+        japs.push(jap_of(&sim, 50_000 + u64::from(k)));
+    }
+    assert!(japs.contains(&Some(5)) && japs.contains(&Some(4)), "{japs:?}");
+    let p5_before = *sim.proxy(4).unwrap().counters();
+    let iap_before = *sim.proxy(0).unwrap().iap().counters();
+    // t5 dies; p5 forgets it after its hold time (700 ms) and reports the group gone.
+    sim.kill_target(t5);
+    sim.run_for(Duration::from_secs(2));
+    let mut after = Vec::new();
+    for k in 0..20u16 {
+        let id = 60_000 + u64::from(k);
+        sim.send_tcp(client, 48_000 + k, group, syn(), 0);
+        sim.send_tcp(client, 48_000 + k, group, data(), id);
+        sim.run_for(Duration::from_millis(200));
+        after.push(jap_of(&sim, id));
+    }
+    let p5 = sim.proxy(4).unwrap().counters();
+    let iap = sim.proxy(0).unwrap().iap().counters();
+    assert!(
+        p5.invalidations_sent > p5_before.invalidations_sent,
+        "p5 invalidated the IAP: {p5:?}"
+    );
+    assert_eq!(p5.drain_invalidations_sent, 0);
+    assert!(iap.invalidations > iap_before.invalidations, "{iap:?}");
+    assert_eq!(iap.drains, 0);
+    assert!(
+        sim.proxy(0)
+            .unwrap()
+            .iap()
+            .get(&group)
+            .is_some_and(|e| e.japs().all(|(j, _)| j != ProxyId(5)))
+    );
+    // Every flow after the first one p5 refused (at most one per `invalidate_interval`) is served by p4.
+    let lost = after.iter().filter(|j| j.is_none()).count();
+    assert!(lost <= 1, "{after:?}");
+    assert!(after.iter().flatten().all(|j| *j == 4), "{after:?}");
 }

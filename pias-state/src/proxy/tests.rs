@@ -87,6 +87,27 @@ fn validate_runs_every_sub_check() {
             "iap.cache_entries",
         ),
         (
+            |c| c.capacity_flows_per_s = Some(0),
+            ConfigPart::Proxy,
+            "capacity_flows_per_s",
+            None,
+            "capacity_flows_per_s",
+        ),
+        (
+            |c| c.iap.max_drain_flows = 0,
+            ConfigPart::Iap,
+            "max_drain_flows",
+            None,
+            "iap.max_drain_flows",
+        ),
+        (
+            |c| c.rap.max_load = 999,
+            ConfigPart::Rap,
+            "max_load",
+            None,
+            "rap.max_load",
+        ),
+        (
             |c| c.rap.negative_ttl = Duration::ZERO,
             ConfigPart::Rap,
             "negative_ttl",
