@@ -35,9 +35,28 @@ fn lab_load_shed_mio() {
     load_shed("mio");
 }
 
+/// A process the test started that `pias lab down` stops (through its pid file): reaped when dropped, after
+/// the lab (declare it before the [`Lab`]), killed if it outlived the lab by a few seconds.
+struct Reaped(Option<Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let Some(mut c) = self.0.take() else { return };
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if c.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// Restarts `proxy` with its lab configuration plus a capacity, under the lab's pid file (so `pias lab down`
 /// stops it like any lab process).
-fn restart_with_capacity(proxy: &str, capacity: u32) {
+fn restart_with_capacity(proxy: &str, capacity: u32) -> Child {
     kill9(proxy, "proxy");
     let dir = format!("{DIR}/{proxy}");
     let base = std::fs::read_to_string(format!("{dir}/proxy.toml")).expect("proxy.toml");
@@ -72,6 +91,7 @@ fn restart_with_capacity(proxy: &str, capacity: u32) {
         .spawn()
         .expect("starting the proxy");
     std::fs::write(format!("{dir}/proxy.pid"), format!("{}\n", child.id())).expect("pid file");
+    child
 }
 
 /// `curl` of `path` on the HTTP group from c2, one new connection.
@@ -129,9 +149,10 @@ fn start_downloads() -> Vec<(Child, String)> {
 }
 
 fn load_shed(driver: &str) {
+    let mut p3 = Reaped(None);
     let _lab = Lab::up(driver);
     assert_eq!(ingress("c2"), "p2", "c2 enters at p2");
-    restart_with_capacity("p3", CAPACITY);
+    p3.0 = Some(restart_with_capacity("p3", CAPACITY));
     // p3 is back once the group's connections from c2 reach t3 through it again. While p3 was down, t3's
     // agents registered with p2, and when they went back to p3, p2 (as its own IAP) took itself out of its
     // cache entry, which then names p1 alone until it expires (`cache_ttl`, 60 s). Probing at 2 new

@@ -146,7 +146,7 @@ pub fn flash(p: &FlashParams, log: &mut dyn FnMut(&str)) -> Result<Output, Strin
     ));
     if let Some(s) = &shed {
         c.series.push(Series::new(
-            &format!("busiest JAP packets, capacity {} new flows/s", p.capacity),
+            format!("busiest JAP packets, capacity {} new flows/s", p.capacity),
             ser(&s.rows, &|r| r.6 as f64),
             Style::LinePoints,
         ));
