@@ -354,6 +354,23 @@ impl RapTable {
         topo: &impl Topology,
         out: &mut [AnswerEntry; MAX_ANSWER_ENTRIES],
     ) -> usize {
+        self.select_excluding(now, group, iap, policy, topo, None, out)
+    }
+
+    /// [`RapTable::select`] as if `exclude` were not a JAP of the group: for a flow that JAP handed off
+    /// because its only targets are the client (SPEC.md §9.5), the set the policy would choose among the
+    /// others — with `proximity`, the ones nearest the IAP after it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn select_excluding(
+        &mut self,
+        now: Instant,
+        group: &TransportAddr,
+        iap: ProxyId,
+        policy: RapPolicy,
+        topo: &impl Topology,
+        exclude: Option<ProxyId>,
+        out: &mut [AnswerEntry; MAX_ANSWER_ENTRIES],
+    ) -> usize {
         self.counters.answers += 1;
         let expiry = self.cfg.report_expiry;
         let Some(list) = self.groups.peek(group) else {
@@ -363,10 +380,9 @@ impl RapTable {
         // Candidates: usable, fresh JAPs, largest count first (ties by id, so every RAP and IAP agrees).
         let mut cand: SmallVec<[JapInfo; 32]> = SmallVec::new();
         let rank = |c: &JapInfo| (c.count, core::cmp::Reverse(c.jap));
-        for j in list
-            .iter()
-            .filter(|j| topo.usable(j.jap) && now.saturating_since(j.last_report) < expiry)
-        {
+        for j in list.iter().filter(|j| {
+            topo.usable(j.jap) && now.saturating_since(j.last_report) < expiry && Some(j.jap) != exclude
+        }) {
             if cand.len() < cand.inline_size() {
                 cand.push(*j);
             } else if let Some((i, m)) = cand.iter().enumerate().min_by_key(|(_, c)| rank(c))

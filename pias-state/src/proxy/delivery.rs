@@ -20,7 +20,14 @@ use super::{Delivery, DropReason, Event, HOST_OUT_CAPACITY, PacketBuf, Proxy, Ve
 
 impl Proxy {
     /// Delivers a client packet (already stripped of its overlay header) to a target of this JAP.
-    pub(super) fn jap_deliver(&mut self, now: Instant, ingress: ProxyId, pkt: &mut PacketBuf<'_>) -> Verdict {
+    /// `handed_off`: the frame was handed off by another JAP (HANDOFF), so it is not handed off again.
+    pub(super) fn jap_deliver(
+        &mut self,
+        now: Instant,
+        ingress: ProxyId,
+        pkt: &mut PacketBuf<'_>,
+        handed_off: bool,
+    ) -> Verdict {
         let len = pkt.len() as u32;
         let Ok(mut ip) = IpPacket::new_checked(pkt.bytes_mut()) else {
             return Verdict::Drop(DropReason::Malformed);
@@ -55,6 +62,14 @@ impl Proxy {
                 let opts = self.cfg.policies.lookup(&group).target;
                 let fh = flow_hash(&self.flow_key, &flow);
                 let Some(choice) = self.registry.choose_target(&group, &flow, fh, &opts) else {
+                    // Targets here, but none the policy allows for this client (exclude_sender: the client
+                    // is the only one): another JAP of the group may have one (SPEC.md §9.5).
+                    if self.registry.group_count(&group) > 0 {
+                        if handed_off {
+                            return Verdict::Drop(DropReason::NoTarget);
+                        }
+                        return self.hand_off(now, ingress, &group, fh, pkt);
+                    }
                     self.invalidate(now, ingress, &group, Invalidate::REASON_NO_TARGETS);
                     return Verdict::Drop(DropReason::NoTarget);
                 };

@@ -50,7 +50,7 @@ impl Proxy {
                 }
                 self.counters.iap_to_jap += 1;
                 if jap == self.me {
-                    return self.jap_deliver(now, self.me, pkt);
+                    return self.jap_deliver(now, self.me, pkt, false);
                 }
                 let Some(addr) = self.addr_of(jap) else {
                     return Verdict::Drop(DropReason::NoRoute);
@@ -78,7 +78,7 @@ impl Proxy {
                     };
                     self.counters.rap_relayed += 1;
                     if jap == self.me {
-                        return self.jap_deliver(now, self.me, pkt);
+                        return self.jap_deliver(now, self.me, pkt, false);
                     }
                     let Some(addr) = self.addr_of(jap) else {
                         return Verdict::Drop(DropReason::NoRoute);
@@ -112,7 +112,7 @@ impl Proxy {
     }
 
     /// The first Alive RAP of the group, else the first usable one.
-    fn pick_rap(&self, group: &TransportAddr) -> Option<ProxyId> {
+    pub(super) fn pick_rap(&self, group: &TransportAddr) -> Option<ProxyId> {
         let raps = self.raps_of(group);
         raps.iter()
             .copied()
