@@ -153,18 +153,24 @@ fn load_shed(driver: &str) {
     let _lab = Lab::up(driver);
     assert_eq!(ingress("c2"), "p2", "c2 enters at p2");
     p3.0 = Some(restart_with_capacity("p3", CAPACITY));
-    // p3 is back once the group's connections from c2 reach t3 through it again. While p3 was down, t3's
-    // agents registered with p2, and when they went back to p3, p2 (as its own IAP) took itself out of its
-    // cache entry, which then names p1 alone until it expires (`cache_ttl`, 60 s). Probing at 2 new
-    // flows/s keeps p3 under its capacity.
-    let deadline = Instant::now() + Duration::from_secs(100);
-    loop {
-        if whoami().as_deref() == Some("t3") {
-            break;
+    // p3 is back once c2's connections reach t1 and, through p3, t3: p2's cache entry for the group must
+    // name both JAPs. While p3 was down, t3's agents registered with p2 and p2 (as its own IAP) took itself out of
+    // its entry when they went back; and a restarted RAP knows only the JAPs that reported to it since. An
+    // entry that names one JAP lasts until it expires (`cache_ttl`, 60 s). Probing at 2 new flows/s keeps p3
+    // under its capacity.
+    let deadline = Instant::now() + Duration::from_secs(130);
+    let (mut t1, mut t3) = (false, false);
+    while !(t1 && t3) {
+        // t3 counts only when p3 delivered it: right after the restart t3 is registered with p2 for a while.
+        let a = counters();
+        match whoami().as_deref() {
+            Some("t1") => t1 = true,
+            Some("t3") => t3 |= delta(&a, &counters(), "p3", "jap_delivered") > 0,
+            _ => {}
         }
         assert!(
             Instant::now() < deadline,
-            "p3 does not serve the HTTP group after its restart:\n{}",
+            "c2 does not reach both sites after p3's restart (t1 {t1}, t3 {t3}):\n{}",
             logs()
         );
         std::thread::sleep(Duration::from_millis(500));
