@@ -29,6 +29,13 @@ pub fn log_proxy_event(ev: &Event) {
         Event::AnnounceChanged { up: false, reason } => {
             warn!(reason = reason.word(), "announcement: anycast prefixes withdrawn")
         }
+        Event::LoadChanged {
+            flows_per_s,
+            load_per_mille,
+        } => info!(
+            flows_per_s,
+            load_per_mille, "JAP load changed (1000 = capacity; above it new flows are shed)"
+        ),
     }
 }
 

@@ -147,7 +147,10 @@ impl MapSync {
             Event::MemberUp { id, addr } => self.member_up(id, addr),
             Event::MemberSuspect { .. } => {} // its frames are still accepted (SPEC.md §4.1): stays
             Event::MemberDown { id } => self.member_down(id),
-            Event::TargetUp { .. } | Event::TargetDown { .. } | Event::TargetSuspected { .. } => {}
+            Event::TargetUp { .. }
+            | Event::TargetDown { .. }
+            | Event::TargetSuspected { .. }
+            | Event::LoadChanged { .. } => {}
             // The routes into the TUN steer what reaches the program; the loop moves them (SPEC.md §7.7).
             Event::AnnounceChanged { .. } => {}
         }

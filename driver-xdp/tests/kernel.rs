@@ -193,7 +193,7 @@ impl Iap {
     fn expect(&mut self, ip: &[u8]) -> Option<(SocketAddr, Vec<u8>)> {
         let flow = flow_of(ip);
         let fh = flow_hash(&KEY, &flow);
-        let Route::Jap { jap, resolve: false } = self.cache.route(self.now, &flow.dst_ta(), fh) else {
+        let Route::Jap { jap, resolve: false } = self.cache.route(self.now, &flow.dst_ta(), fh, false) else {
             panic!("the core has no fresh entry");
         };
         if jap == ME {

@@ -397,9 +397,9 @@ fn lab_traffic(driver: &str, routing: &str) {
     );
 
     // 6. exclude_sender (policy of 10.99.0.53): a target that queries its own group is never sent its own
-    //    query. Its JAP has no other target for the group, so the query is dropped there (SPEC §9.5: "if it
-    //    is the only target, the packet is dropped (counted)") or, when another JAP is chosen, answered by
-    //    the other target — never by itself. Its dnsmasq logs no query meanwhile.
+    //    query. Its JAP has no other target for the group, so it hands the query off to another JAP (SPEC
+    //    §9.5; lab_exclude_sender checks the handoff), and the other target answers — never itself. Its
+    //    dnsmasq logs no query meanwhile.
     for (site, me) in [("t1", t1.0.as_str()), ("t3", t3.0.as_str())] {
         let qlog = format!("{DIR}/{site}/dns-queries.log");
         let lines = || {

@@ -225,6 +225,7 @@ fn reports(groups: &[TransportAddr]) -> &'static [ReportEntry] {
             group,
             count: i as u32 + 1,
             flags: if i == 0 { ReportEntry::FLAG_TUNNEL } else { 0 },
+            load: if i == 1 { ReportEntry::LOAD_FULL + 1 } else { 0 },
         })
         .collect();
     v.leak()

@@ -64,8 +64,12 @@ pub mod flags {
     /// The receiver is addressed as the group's RAP: it must relay the frame to a JAP (and answer if
     /// WANT_ANSWER is set). Without it the receiver is addressed as a JAP and delivers to a target.
     pub const TO_RAP: u8 = 0x08;
+    /// The JAP that received this frame cannot serve its flow under the group's target policy
+    /// (`exclude_sender`: its only targets are the client): with TO_RAP, the receiving RAP relays it to a JAP
+    /// of the group other than the frame's sender; a JAP never hands off a frame that carries it.
+    pub const HANDOFF: u8 = 0x10;
     /// Bits a receiver understands; others are ignored on receipt and sent as zero.
-    pub const KNOWN: u8 = VIA_RAP | WANT_ANSWER | TO_TARGET | TO_RAP;
+    pub const KNOWN: u8 = VIA_RAP | WANT_ANSWER | TO_TARGET | TO_RAP | HANDOFF;
 }
 
 /// The data-tag keys a proxy holds: its configured key epoch's and the previous epoch's, so that operators

@@ -130,6 +130,7 @@ fn control(
         group: g,
         count: u32::from(inp.u8() % 5),
         flags: inp.u8() & 1,
+        load: u16::from(inp.u8()) * 8,
     }];
     let japs = [
         AnswerEntry {

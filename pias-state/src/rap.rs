@@ -65,6 +65,10 @@ pub struct RapConfig {
     /// Largest target count a report may claim: what one JAP can hold for one group (`targets_per_group`,
     /// at most 4095). Larger counts are capped (counted), so one member cannot outweigh every other JAP.
     pub max_count: u32,
+    /// Largest `load` a report may claim (per-mille of the JAP's capacity, SPEC.md §9.1); larger loads are
+    /// capped (counted). Anything at or above 1000 already means "full", so the cap only keeps the figure
+    /// in a range state dumps can show meaningfully.
+    pub max_load: u16,
 }
 
 impl Default for RapConfig {
@@ -79,6 +83,7 @@ impl Default for RapConfig {
             proximity_max: 4,
             max_groups_per_jap: 65_536,
             max_count: crate::registry::MAX_TABLE_MEMBERS as u32,
+            max_load: 10_000,
         }
     }
 }
@@ -152,6 +157,13 @@ impl RapConfig {
                 "must be at least 1 (default 4095)",
             ));
         }
+        if self.max_load < ReportEntry::LOAD_FULL {
+            return Err(ConfigError::field(
+                Rap,
+                "max_load",
+                "must be at least 1000, a JAP at capacity (default 10000)",
+            ));
+        }
         Ok(())
     }
 }
@@ -162,7 +174,28 @@ pub struct JapInfo {
     pub jap: ProxyId,
     pub count: u32,
     pub flags: u8,
+    /// The JAP's last reported load, per-mille of its capacity (0: not loaded or no capacity set).
+    pub load: u16,
     pub last_report: Instant,
+}
+
+impl JapInfo {
+    /// Whether the JAP reported itself at or over its capacity for new flows.
+    pub fn full(&self) -> bool {
+        self.load >= ReportEntry::LOAD_FULL
+    }
+
+    /// The JAP's weight in an answer: its target count scaled by its spare capacity,
+    /// `count × (1000 − load) / 1000`, at least 1 (SPEC.md §9.5). A full JAP gets its bare count: it is
+    /// answered only when every candidate is full, and then the counts are all there is to go by.
+    pub fn weight(&self) -> u32 {
+        if self.full() {
+            return self.count;
+        }
+        let spare = u64::from(ReportEntry::LOAD_FULL - self.load);
+        let w = u64::from(self.count) * spare / u64::from(ReportEntry::LOAD_FULL);
+        (w as u32).max(1)
+    }
 }
 
 type JapList = SmallVec<[JapInfo; 4]>;
@@ -179,6 +212,10 @@ counters! {
         jap_groups_refused,
         /// Report entries whose count was above `max_count` (applied capped).
         counts_capped,
+        /// Report entries whose load was above `max_load` (applied capped).
+        loads_capped,
+        /// Answers that left out JAPs at or over capacity (some candidate still had spare capacity).
+        full_japs_skipped,
         expired,
         answers,
         empty_answers,
@@ -245,10 +282,17 @@ impl RapTable {
         } else {
             e.count
         };
+        let load = if e.load > self.cfg.max_load {
+            self.counters.loads_capped += 1;
+            self.cfg.max_load
+        } else {
+            e.load
+        };
         let info = JapInfo {
             jap,
             count,
             flags: e.flags,
+            load,
             last_report: now,
         };
         let known = self
@@ -310,6 +354,23 @@ impl RapTable {
         topo: &impl Topology,
         out: &mut [AnswerEntry; MAX_ANSWER_ENTRIES],
     ) -> usize {
+        self.select_excluding(now, group, iap, policy, topo, None, out)
+    }
+
+    /// [`RapTable::select`] as if `exclude` were not a JAP of the group: for a flow that JAP handed off
+    /// because its only targets are the client (SPEC.md §9.5), the set the policy would choose among the
+    /// others — with `proximity`, the ones nearest the IAP after it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn select_excluding(
+        &mut self,
+        now: Instant,
+        group: &TransportAddr,
+        iap: ProxyId,
+        policy: RapPolicy,
+        topo: &impl Topology,
+        exclude: Option<ProxyId>,
+        out: &mut [AnswerEntry; MAX_ANSWER_ENTRIES],
+    ) -> usize {
         self.counters.answers += 1;
         let expiry = self.cfg.report_expiry;
         let Some(list) = self.groups.peek(group) else {
@@ -319,10 +380,9 @@ impl RapTable {
         // Candidates: usable, fresh JAPs, largest count first (ties by id, so every RAP and IAP agrees).
         let mut cand: SmallVec<[JapInfo; 32]> = SmallVec::new();
         let rank = |c: &JapInfo| (c.count, core::cmp::Reverse(c.jap));
-        for j in list
-            .iter()
-            .filter(|j| topo.usable(j.jap) && now.saturating_since(j.last_report) < expiry)
-        {
+        for j in list.iter().filter(|j| {
+            topo.usable(j.jap) && now.saturating_since(j.last_report) < expiry && Some(j.jap) != exclude
+        }) {
             if cand.len() < cand.inline_size() {
                 cand.push(*j);
             } else if let Some((i, m)) = cand.iter().enumerate().min_by_key(|(_, c)| rank(c))
@@ -332,6 +392,12 @@ impl RapTable {
                 cand[i] = *j;
             }
         }
+        // Load (SPEC.md §9.5): JAPs at or over capacity are left out while any candidate has spare capacity,
+        // so new flows go where there is room; the rest are weighted by spare capacity below.
+        if cand.iter().any(|c| !c.full()) && cand.iter().any(|c| c.full()) {
+            cand.retain(|c| !c.full());
+            self.counters.full_japs_skipped += 1;
+        }
         cand.sort_unstable_by(|a, b| b.count.cmp(&a.count).then(a.jap.cmp(&b.jap)));
         let n = match policy {
             RapPolicy::Load | RapPolicy::Affinity => {
@@ -339,7 +405,7 @@ impl RapTable {
                 for (o, c) in out.iter_mut().zip(&cand[..n]) {
                     *o = AnswerEntry {
                         jap: c.jap,
-                        weight: c.count,
+                        weight: c.weight(),
                     };
                 }
                 n
@@ -374,7 +440,7 @@ impl RapTable {
                     }
                     out[n] = AnswerEntry {
                         jap: c.jap,
-                        weight: c.count,
+                        weight: c.weight(),
                     };
                     n += 1;
                 }
@@ -465,6 +531,7 @@ mod tests {
             group: g(),
             count,
             flags: 0,
+            load: 0,
         }
     }
 
@@ -530,6 +597,7 @@ mod tests {
                 group: TransportAddr::new("10.0.0.1".parse().unwrap(), port, IpProtocol::Udp),
                 count: 1,
                 flags: 0,
+                load: 0,
             };
             t.handle_report(now, ProxyId(1), &e);
         }
@@ -569,6 +637,7 @@ mod tests {
             group: grp(p),
             count,
             flags: 0,
+            load: 0,
         };
         // A count above what one JAP can hold is capped.
         t.handle_report(now, ProxyId(5), &entry(1, u32::MAX));
@@ -599,6 +668,45 @@ mod tests {
         assert!(t.is_empty());
     }
 
+    fn rep_load(count: u32, load: u16) -> ReportEntry {
+        ReportEntry { load, ..rep(count) }
+    }
+
+    /// SPEC.md §9.5: weights follow spare capacity; a full JAP is left out while another has room, and
+    /// answered again (by count) when every JAP is full.
+    #[test]
+    fn answers_weight_spare_capacity_and_skip_full_japs() {
+        let mut t = RapTable::new(RapConfig::default(), crate::secrets::table_key_for_tests(1));
+        let now = Instant::from_secs(10);
+        t.handle_report(now, ProxyId(1), &rep_load(100, 0));
+        t.handle_report(now, ProxyId(2), &rep_load(100, 750));
+        t.handle_report(now, ProxyId(3), &rep_load(100, 999));
+        assert_eq!(
+            sel(&mut t, now, 1, RapPolicy::Load),
+            vec![(1, 100), (2, 25), (3, 1)]
+        );
+        assert_eq!(t.counters().full_japs_skipped, 0);
+        t.handle_report(now, ProxyId(1), &rep_load(100, 1000));
+        assert_eq!(sel(&mut t, now, 1, RapPolicy::Load), vec![(2, 25), (3, 1)]);
+        assert_eq!(t.counters().full_japs_skipped, 1);
+        // Proximity chooses among the JAPs with room: from IAP 1, JAP 2 is now the nearest.
+        assert_eq!(sel(&mut t, now, 1, RapPolicy::Proximity), vec![(2, 25)]);
+        for jap in [2, 3] {
+            t.handle_report(now, ProxyId(jap), &rep_load(100, 5000));
+        }
+        assert_eq!(
+            sel(&mut t, now, 1, RapPolicy::Load),
+            vec![(1, 100), (2, 100), (3, 100)]
+        );
+        // Implausible loads are capped, still "full".
+        t.handle_report(now, ProxyId(3), &rep_load(100, u16::MAX));
+        assert_eq!(t.counters().loads_capped, 1);
+        assert_eq!(
+            t.japs(&g()).iter().find(|j| j.jap == ProxyId(3)).unwrap().load,
+            10_000
+        );
+    }
+
     proptest::proptest! {
         /// Whatever the reports, each JAP's group count equals the groups that list it, and stays within
         /// the bound.
@@ -616,6 +724,7 @@ mod tests {
                     group: TransportAddr::new("10.99.0.1".parse().unwrap(), port, IpProtocol::Udp),
                     count,
                     flags: 0,
+                    load: 0,
                 };
                 t.handle_report(now, ProxyId(jap), &e);
                 for j in 1..5 {

@@ -31,6 +31,7 @@ pub(super) fn apply_timers(t: &RawTimers, cfg: &mut ProxyConfig) {
     set(&mut cfg.iap.resolve_retry, t.resolve_retry_ms);
     set(&mut cfg.answer_interval, t.answer_interval_ms);
     set(&mut cfg.invalidate_interval, t.invalidate_interval_ms);
+    set(&mut cfg.iap.drain_hold, t.drain_hold_ms);
     if let Some(v) = t.refresh_ms {
         cfg.registry.refresh_ms = v;
     }
@@ -105,6 +106,9 @@ pub(super) fn apply_limits(l: &RawLimits, cfg: &mut ProxyConfig) {
     }
     if let Some(v) = l.targets_per_group {
         cfg.registry.max_targets_per_group = v;
+    }
+    if let Some(v) = l.capacity_flows_per_s {
+        cfg.capacity_flows_per_s = Some(v);
     }
 }
 

@@ -160,6 +160,8 @@ struct RawTimers {
     answer_interval_ms: Option<u64>,
     resolve_retry_ms: Option<u64>,
     invalidate_interval_ms: Option<u64>,
+    /// How long an IAP keeps a draining JAP's connections pinned to it (SPEC.md §9.6).
+    drain_hold_ms: Option<u64>,
     refresh_ms: Option<u32>,
     hold_ms: Option<u32>,
     cookie_period_ms: Option<u32>,
@@ -196,6 +198,9 @@ struct RawLimits {
     rap_groups_per_jap: Option<usize>,
     registrations: Option<usize>,
     targets_per_group: Option<usize>,
+    /// New flows per second this proxy takes as JAP before it sheds them (SPEC.md §9.6); unset: no
+    /// capacity.
+    capacity_flows_per_s: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -268,6 +268,16 @@ fn core_errors_name_the_toml_key() {
             "timers.resolve_retry_ms",
             "at least 1 ms",
         ),
+        (
+            format!("{m}[timers]\ndrain_hold_ms = 0\n"),
+            "timers.drain_hold_ms",
+            "at least 1 ms",
+        ),
+        (
+            format!("{m}[limits]\ncapacity_flows_per_s = 0\n"),
+            "limits.capacity_flows_per_s",
+            "at least 1 new flow per second",
+        ),
         // rap
         (
             format!("{m}[limits]\nrap_groups = 0\n"),

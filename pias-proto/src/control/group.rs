@@ -6,22 +6,29 @@ use crate::error::{Result, WireError, need, room};
 
 const TA: usize = TransportAddr::WIRE_LEN;
 
-/// One line of a JAP's report: "for this group I have about this many targets" (28 bytes).
+/// One line of a JAP's report: "for this group I have about this many targets, and am this loaded" (28
+/// bytes).
 ///
 /// ```text
-/// 0 group (20) | 20 approximate target count u32 | 24 flags u8 | 25 reserved (3)
+/// 0 group (20) | 20 approximate target count u32 | 24 flags u8 | 25 reserved u8 | 26 load u16
 /// ```
-/// Flag bit 0: the JAP has tunnel-mode targets for the group.
+/// Flag bit 0: the JAP has tunnel-mode targets for the group. `load` is the JAP's rate of new flows in
+/// per-mille of its configured capacity (1000 = at capacity; 0 when it has no capacity configured), so a
+/// RAP can weight JAPs by spare capacity without knowing each one's capacity (SPEC.md §9.1). It took two of
+/// the formerly reserved bytes, which older receivers ignore and older senders send as zero ("not loaded").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReportEntry {
     pub group: TransportAddr,
     pub count: u32,
     pub flags: u8,
+    pub load: u16,
 }
 
 impl ReportEntry {
     pub const LEN: usize = 28;
     pub const FLAG_TUNNEL: u8 = 0x01;
+    /// The `load` of a JAP exactly at its capacity.
+    pub const LOAD_FULL: u16 = 1000;
 
     fn parse(b: &[u8]) -> Result<Self> {
         need("report entry", b, Self::LEN)?;
@@ -29,6 +36,7 @@ impl ReportEntry {
             group: TransportAddr::parse(&b[..TA])?,
             count: rd::u32(b, 20),
             flags: b[24],
+            load: rd::u16(b, 26),
         })
     }
 
@@ -39,7 +47,8 @@ impl ReportEntry {
         out[..TA].copy_from_slice(&ta);
         out[20..24].copy_from_slice(&self.count.to_be_bytes());
         out[24] = self.flags;
-        out[25..28].fill(0);
+        out[25] = 0;
+        out[26..28].copy_from_slice(&self.load.to_be_bytes());
         Ok(())
     }
 }
@@ -261,6 +270,10 @@ impl Answer {
 }
 
 /// A JAP tells an IAP to drop its cache entry for a group (24 bytes: `0 group | 20 reason u8 | 21 rsvd`).
+///
+/// [`Invalidate::REASON_NO_TARGETS`] removes the JAP from the IAP's entry; [`Invalidate::REASON_DRAINING`]
+/// asks the IAP to send its *new* flows elsewhere while the JAP keeps the flows it already serves (SPEC.md
+/// §9.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Invalidate {
     pub group: TransportAddr,
@@ -271,7 +284,8 @@ impl Invalidate {
     pub const LEN: usize = TA + 4;
     /// The JAP has no live target for the group.
     pub const REASON_NO_TARGETS: u8 = 1;
-    /// The JAP is draining (graceful shutdown).
+    /// The JAP is over its capacity for new flows: re-resolve, send new flows elsewhere, keep established
+    /// ones at this JAP.
     pub const REASON_DRAINING: u8 = 2;
 
     pub fn parse(b: &[u8]) -> Result<Self> {

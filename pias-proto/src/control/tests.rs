@@ -93,10 +93,11 @@ fn any_digest() -> impl Strategy<Value = Digest> {
 }
 
 fn any_report() -> impl Strategy<Value = ReportEntry> {
-    (any_ta(), any::<u32>(), any::<u8>()).prop_map(|(group, count, flags)| ReportEntry {
+    (any_ta(), any::<u32>(), any::<u8>(), any::<u16>()).prop_map(|(group, count, flags, load)| ReportEntry {
         group,
         count,
         flags,
+        load,
     })
 }
 
@@ -293,6 +294,39 @@ fn golden_probe_bytes() {
         ]
     );
     assert_eq!(&buf[36..44], &[0, 0, 0, 9, 0, 0, 0, 10]);
+}
+
+/// A report entry's bytes (SPEC.md §9.1): the load sits in the last two bytes, after a reserved byte.
+#[test]
+fn golden_report_entry_bytes() {
+    let e = ReportEntry {
+        group: TransportAddr::new("10.99.0.1".parse().unwrap(), 53, IpProtocol::Udp),
+        count: 0x0102_0304,
+        flags: ReportEntry::FLAG_TUNNEL,
+        load: 0x0A0B,
+    };
+    let m = Message::Report(Reports::Slice(core::slice::from_ref(&e)));
+    let mut buf = vec![0u8; m.buffer_len()];
+    m.emit(
+        ControlHeader {
+            sender: ProxyId(1),
+            seq: 1,
+            time_ms: 1_700_000_000_000,
+        },
+        &key(),
+        B,
+        &mut buf,
+    )
+    .unwrap();
+    // Body: count u16, reserved u16, then the entry; the group's 20 bytes come first.
+    let body = &buf[28..28 + 4 + ReportEntry::LEN];
+    assert_eq!(&body[..4], &[0, 1, 0, 0]);
+    assert_eq!(&body[4 + 20..], &[1, 2, 3, 4, 0x01, 0, 0x0A, 0x0B]);
+    let p = ControlPacket::new_checked(&buf).unwrap();
+    let Ok(Message::Report(r)) = p.message() else {
+        panic!("not a report")
+    };
+    assert_eq!(r.iter().collect::<Vec<_>>(), vec![e]);
 }
 
 #[test]

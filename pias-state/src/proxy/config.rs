@@ -66,6 +66,10 @@ pub struct ProxyConfig {
     pub policies: PolicyTable,
     pub answer_interval: Duration,
     pub invalidate_interval: Duration,
+    /// New flows per second this proxy takes as JAP before it sheds (SPEC.md §9.6): above it, it asks the
+    /// IAPs sending it new flows to send them elsewhere (Invalidate, draining) and reports itself full to
+    /// the RAPs. `None` (the default): no capacity, no shedding, load reported as 0.
+    pub capacity_flows_per_s: Option<u32>,
     /// ICMP errors the proxy may generate per second.
     pub icmp_rate: u32,
     /// Bound of the event queue.
@@ -110,6 +114,7 @@ impl ProxyConfig {
             policies: PolicyTable::default(),
             answer_interval: Duration::from_millis(100),
             invalidate_interval: Duration::from_secs(1),
+            capacity_flows_per_s: None,
             icmp_rate: 100,
             event_capacity: 4096,
             outbox_capacity: 4096,
@@ -178,6 +183,13 @@ impl ProxyConfig {
                 P,
                 "ring_vnodes",
                 "must be at least 1 (16 is the default)",
+            ));
+        }
+        if self.capacity_flows_per_s == Some(0) {
+            return Err(ConfigError::field(
+                P,
+                "capacity_flows_per_s",
+                "must be at least 1 new flow per second, or unset for no capacity (the default)",
             ));
         }
         if self.event_capacity == 0 {

@@ -24,6 +24,15 @@ counters! {
         answers_sent,
         answers_rate_limited,
         invalidations_sent,
+        /// Of `invalidations_sent`, those with reason draining: this JAP was over its capacity (SPEC.md §9.6).
+        drain_invalidations_sent,
+        /// New flows this JAP took while over its capacity (served all the same).
+        jap_over_capacity,
+        /// Packets this JAP handed to another JAP of the group: its only targets were the client
+        /// (`exclude_sender`, SPEC.md §9.5).
+        jap_handoffs,
+        /// Handed-off packets this proxy relayed as RAP to another JAP.
+        rap_handoffs,
         icmp_too_big_sent,
         icmp_rate_limited,
         mss_clamped,

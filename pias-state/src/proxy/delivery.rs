@@ -4,7 +4,7 @@
 
 use core::net::{IpAddr, SocketAddr};
 
-use pias_proto::control::{DeliveryMode, Invalidate};
+use pias_proto::control::{DeliveryMode, Invalidate, ReportEntry};
 use pias_proto::geneve::UDP_PORT as OVERLAY_PORT;
 use pias_proto::packet::IpPacket;
 use pias_proto::tunnel::{DataHeader, flags};
@@ -20,7 +20,14 @@ use super::{Delivery, DropReason, Event, HOST_OUT_CAPACITY, PacketBuf, Proxy, Ve
 
 impl Proxy {
     /// Delivers a client packet (already stripped of its overlay header) to a target of this JAP.
-    pub(super) fn jap_deliver(&mut self, now: Instant, ingress: ProxyId, pkt: &mut PacketBuf<'_>) -> Verdict {
+    /// `handed_off`: the frame was handed off by another JAP (HANDOFF), so it is not handed off again.
+    pub(super) fn jap_deliver(
+        &mut self,
+        now: Instant,
+        ingress: ProxyId,
+        pkt: &mut PacketBuf<'_>,
+        handed_off: bool,
+    ) -> Verdict {
         let len = pkt.len() as u32;
         let Ok(mut ip) = IpPacket::new_checked(pkt.bytes_mut()) else {
             return Verdict::Drop(DropReason::Malformed);
@@ -58,7 +65,15 @@ impl Proxy {
                 let opts = self.cfg.policies.lookup(&group).target;
                 let fh = flow_hash(&self.flow_key, &flow);
                 let Some(choice) = self.registry.choose_target_at(now, &group, &flow, fh, &opts) else {
-                    self.invalidate(now, ingress, &group);
+                    // Targets here, but none the policy allows for this client (exclude_sender: the client
+                    // is the only one): another JAP of the group may have one (SPEC.md §9.5).
+                    if self.registry.group_count(&group) > 0 {
+                        if handed_off {
+                            return Verdict::Drop(DropReason::NoTarget);
+                        }
+                        return self.hand_off(now, ingress, &group, fh, pkt);
+                    }
+                    self.invalidate(now, ingress, &group, Invalidate::REASON_NO_TARGETS);
                     return Verdict::Drop(DropReason::NoTarget);
                 };
                 let t = choice.first();
@@ -73,6 +88,7 @@ impl Proxy {
                 {
                     Ok(tr) => {
                         created = true;
+                        self.note_new_flow(now, ingress, &group);
                         tr
                     }
                     Err(_) => return Verdict::Drop(DropReason::PortsExhausted),
@@ -223,9 +239,31 @@ impl Proxy {
             || self.iap.get(&dst_ta).is_some()
     }
 
-    fn invalidate(&mut self, now: Instant, ingress: ProxyId, group: &TransportAddr) {
+    /// A new flow got its binding here: it counts towards the load (SPEC.md §9.6). Over capacity, the JAP
+    /// still serves the flow — shedding never drops a packet — but asks the IAP it came from to send the
+    /// group's new flows elsewhere. The IAPs asked are exactly those still sending new flows, so no list
+    /// of IAPs is kept beyond the bounded rate limiter.
+    fn note_new_flow(&mut self, now: Instant, ingress: ProxyId, group: &TransportAddr) {
+        self.load.note_new_flow(now);
+        if self.load.over() {
+            self.counters.jap_over_capacity += 1;
+            if self.reporter.load() < ReportEntry::LOAD_FULL {
+                self.load.report_soon(now);
+            }
+            self.invalidate(now, ingress, group, Invalidate::REASON_DRAINING);
+        }
+    }
+
+    /// Sends Invalidate(`reason`) for `group` to the IAP `ingress`, at most one per IAP and group per
+    /// `invalidate_interval` (SPEC.md §9.4); when this proxy is the IAP, applies it directly.
+    fn invalidate(&mut self, now: Instant, ingress: ProxyId, group: &TransportAddr, reason: u8) {
         if ingress == self.me {
-            if self.iap.invalidate(group, self.me).is_some() {
+            let change = if reason == Invalidate::REASON_DRAINING {
+                self.iap.drain(now, group, self.me)
+            } else {
+                self.iap.invalidate(group, self.me)
+            };
+            if change.is_some() {
                 self.push_event(Event::CacheRemoved { group: *group });
             }
             return;
@@ -240,10 +278,13 @@ impl Proxy {
         }
         self.invalidate_limit.insert(key, now);
         self.counters.invalidations_sent += 1;
+        if reason == Invalidate::REASON_DRAINING {
+            self.counters.drain_invalidations_sent += 1;
+        }
         self.push_out(Out::Invalidate {
             to: ingress,
             group: *group,
-            reason: Invalidate::REASON_NO_TARGETS,
+            reason,
         });
     }
 

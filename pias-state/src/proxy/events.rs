@@ -102,6 +102,9 @@ pub enum Event {
         reverse: FlowKey,
         reason: RemoveReason,
     },
+    /// The load this JAP reports (new flows per second, per-mille of `capacity_flows_per_s`) moved past its
+    /// hysteresis band, so every group is re-reported with it (SPEC.md §9.6). Only with a capacity set.
+    LoadChanged { flows_per_s: u32, load_per_mille: u16 },
     /// A target registered with this proxy.
     TargetUp {
         group: TransportAddr,
@@ -166,9 +169,11 @@ impl Proxy {
             })
             .flatten()
             .flatten();
+        // A group with a draining JAP stays with the core until the drain ends (SPEC.md §9.6).
         let groups = self
             .iap
             .iter()
+            .filter(|(group, _)| !self.iap.draining(group))
             .map(|(group, _)| Event::CacheInstalled { group: *group });
         let bindings = self.nat.iter().map(move |b| Event::NatCreated {
             id: b.id,
@@ -231,17 +236,23 @@ impl Proxy {
             ..
         } = self;
         for group in iap.groups_naming(jap) {
-            queue_event(
-                events,
-                cfg.event_capacity,
-                &mut counters.events_dropped,
-                Event::CacheInstalled { group },
-            );
+            // A group with a draining JAP stays with the core (SPEC.md §9.6).
+            let e = if iap.draining(&group) {
+                Event::CacheRemoved { group }
+            } else {
+                Event::CacheInstalled { group }
+            };
+            queue_event(events, cfg.event_capacity, &mut counters.events_dropped, e);
         }
     }
 
     pub(super) fn push_cache_event(&mut self, c: CacheChange) {
         match c {
+            // While a JAP of the group drains, only the core tells established flows from new ones: a fast
+            // path must not hold the entry (SPEC.md §9.6).
+            CacheChange::Installed(group) if self.iap.draining(&group) => {
+                self.push_event(Event::CacheRemoved { group })
+            }
             CacheChange::Installed(group) => self.push_event(Event::CacheInstalled { group }),
             CacheChange::Removed(group) => self.push_event(Event::CacheRemoved { group }),
         }

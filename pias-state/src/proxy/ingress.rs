@@ -5,7 +5,7 @@ use core::time::Duration;
 
 use pias_proto::packet::{IpPacket, emit_packet_too_big};
 use pias_proto::tunnel::{DataHeader, INITIAL_HOPS, flags};
-use pias_proto::{FlowKey, ProxyId, TransportAddr};
+use pias_proto::{FlowKey, IpProtocol, ProxyId, TransportAddr};
 
 use crate::flowhash::flow_hash;
 use crate::iap::Route;
@@ -36,10 +36,13 @@ impl Proxy {
         {
             self.counters.mss_clamped += 1;
         }
-        // The flow hash is computed only when a choice needs it (a JAP set of several, or a RAP's pick).
+        // A TCP segment without SYN cannot start a flow: it keeps its JAP while that one drains (§9.6).
+        let established = flow.proto == IpProtocol::Tcp && !syn;
+        // The flow hash is computed only when a choice needs it (a JAP set of several, a drain, or a RAP's
+        // pick).
         let key = self.flow_key;
         let fh = move || flow_hash(&key, &flow);
-        match self.iap.route_lazy(now, &group, fh) {
+        match self.iap.route_lazy(now, &group, fh, established) {
             Route::Jap { jap, resolve } => {
                 if resolve && let Some(rap) = self.pick_rap(&group) {
                     if rap == self.me {
@@ -50,7 +53,7 @@ impl Proxy {
                 }
                 self.counters.iap_to_jap += 1;
                 if jap == self.me {
-                    return self.jap_deliver(now, self.me, pkt);
+                    return self.jap_deliver(now, self.me, pkt, false);
                 }
                 let Some(addr) = self.addr_of(jap) else {
                     return Verdict::Drop(DropReason::NoRoute);
@@ -78,7 +81,7 @@ impl Proxy {
                     };
                     self.counters.rap_relayed += 1;
                     if jap == self.me {
-                        return self.jap_deliver(now, self.me, pkt);
+                        return self.jap_deliver(now, self.me, pkt, false);
                     }
                     let Some(addr) = self.addr_of(jap) else {
                         return Verdict::Drop(DropReason::NoRoute);
@@ -112,7 +115,7 @@ impl Proxy {
     }
 
     /// The first Alive RAP of the group, else the first usable one.
-    fn pick_rap(&self, group: &TransportAddr) -> Option<ProxyId> {
+    pub(super) fn pick_rap(&self, group: &TransportAddr) -> Option<ProxyId> {
         let raps = self.raps_of(group);
         raps.iter()
             .copied()

@@ -38,6 +38,7 @@ mod delivery;
 mod events;
 mod host;
 mod ingress;
+mod load;
 mod overlay;
 mod rendezvous;
 mod reports;
@@ -95,6 +96,8 @@ pub struct Proxy {
     registry: Registry,
     nat: NatTable,
     reporter: Reporter,
+    /// New flows per second as JAP, against `capacity_flows_per_s` (SPEC.md §9.6).
+    load: load::LoadMeter,
     outbox: VecDeque<Out>,
     /// IP packets the proxy generated for the host side (ICMP errors), bounded.
     host_out: VecDeque<Vec<u8>>,
@@ -199,6 +202,7 @@ impl Proxy {
             iap: IapCache::new(cfg.iap, flow_key, secrets.table_key("iap cache")),
             rap: RapTable::new(cfg.rap, secrets.table_key("rap groups")),
             reporter: Reporter::new(cfg.reports, me, now),
+            load: load::LoadMeter::new(cfg.capacity_flows_per_s, now),
             answer_limit: LruMap::new(4096, secrets.table_key("answer limit")),
             invalidate_limit: LruMap::new(4096, secrets.table_key("invalidate limit")),
             icmp_tokens: cfg.icmp_rate,
@@ -326,6 +330,19 @@ impl Proxy {
             self.rap.sweep(now, RAP_SWEEP_BUDGET, &topo);
             self.rap_sweep_at = now + RAP_SWEEP_INTERVAL;
         }
+        self.load.roll(now);
+        self.load.reported();
+        if self.reporter.set_load(self.load.per_mille()) {
+            self.push_event(Event::LoadChanged {
+                flows_per_s: self.load.flows_per_s(),
+                load_per_mille: self.reporter.load(),
+            });
+        }
+        let mut ended: smallvec::SmallVec<[CacheChange; 8]> = smallvec::SmallVec::new();
+        self.iap.expire_drains(now, |c| ended.push(c));
+        for c in ended {
+            self.push_cache_event(c);
+        }
         self.drain_seen |= self.is_drained(now);
         self.after_input(now);
     }
@@ -420,6 +437,8 @@ impl Proxy {
             self.registry.poll_timeout(),
             self.nat.poll_timeout(),
             self.reporter.poll_timeout(),
+            self.load.poll_timeout(),
+            self.iap.next_drain_end(),
             Some(self.rap_sweep_at),
             self.left_by,
             self.drain_end.filter(|_| !self.drain_seen),

@@ -67,14 +67,18 @@ impl Proxy {
             return Verdict::Drop(DropReason::DataFromStranger);
         }
         if hdr.flags & flags::TO_RAP != 0 {
-            return self.rap_relay(now, hdr, pkt, inner_off);
+            // A handed-off frame must not go back to the JAP that handed it off (SPEC.md §9.5).
+            let exclude = (hdr.flags & flags::HANDOFF != 0)
+                .then(|| self.membership.id_by_addr(from))
+                .flatten();
+            return self.rap_relay(now, hdr, pkt, inner_off, exclude);
         }
         if hdr.flags & flags::TO_TARGET != 0 {
             // TO_TARGET frames go to targets, not proxies: from a member they are misdirected.
             return Verdict::Drop(DropReason::Unsupported);
         }
         pkt.strip_front(inner_off);
-        self.jap_deliver(now, hdr.ingress, pkt)
+        self.jap_deliver(now, hdr.ingress, pkt, hdr.flags & flags::HANDOFF != 0)
     }
 
     fn control(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> Verdict {
@@ -125,7 +129,14 @@ impl Proxy {
                 }
             }
             Message::Invalidate(inv) => {
-                if let Some(c) = self.iap.invalidate(&inv.group, sender) {
+                // Draining: the JAP keeps its flows but wants no new ones (SPEC.md §9.6); any other reason
+                // (and unknown ones, conservatively) removes it from the entry (§9.4).
+                let c = if inv.reason == Invalidate::REASON_DRAINING {
+                    self.iap.drain(now, &inv.group, sender)
+                } else {
+                    self.iap.invalidate(&inv.group, sender)
+                };
+                if let Some(c) = c {
                     self.push_cache_event(c);
                 }
             }

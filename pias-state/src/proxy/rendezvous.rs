@@ -11,7 +11,7 @@ use crate::flowhash::{MAX_JAPS, MaglevTable, flow_hash};
 use crate::time::Instant;
 
 use super::host::packet_flow;
-use super::overlay::{Out, rewrite_header};
+use super::overlay::{Out, encapsulate, rewrite_header};
 use super::{DropReason, PacketBuf, Proxy, Topo, Verdict};
 
 impl Proxy {
@@ -54,13 +54,15 @@ impl Proxy {
         (out, n)
     }
 
-    /// As RAP: relays a frame to the JAP the IAP will pick for its flow (SPEC.md §9.2).
+    /// As RAP: relays a frame to the JAP the IAP will pick for its flow (SPEC.md §9.2), or, for a frame a
+    /// JAP handed off (HANDOFF, `exclude` its sender), to the JAP it would pick among the others (§9.5).
     pub(super) fn rap_relay(
         &mut self,
         now: Instant,
         hdr: DataHeader,
         pkt: &mut PacketBuf<'_>,
         inner_off: usize,
+        exclude: Option<ProxyId>,
     ) -> Verdict {
         if hdr.hops == 0 {
             return Verdict::Drop(DropReason::HopsExhausted);
@@ -68,22 +70,30 @@ impl Proxy {
         let Some((flow, group)) = client_flow(&pkt.bytes()[inner_off..]) else {
             return Verdict::Drop(DropReason::Unsupported);
         };
-        let want = hdr.flags & flags::WANT_ANSWER != 0;
-        let (set, n) = self.answer_for_relay(now, hdr.ingress, &group, want);
+        let handoff = hdr.flags & flags::HANDOFF != 0;
+        let want = hdr.flags & flags::WANT_ANSWER != 0 && !handoff;
+        let (set, n) = if handoff {
+            self.select_for(now, hdr.ingress, &group, exclude)
+        } else {
+            self.answer_for_relay(now, hdr.ingress, &group, want)
+        };
         let Some(jap) = pick(&self.flow_key, &set[..n], flow_hash(&self.flow_key, &flow)) else {
             return Verdict::Drop(DropReason::NoJap);
         };
         self.counters.rap_relayed += 1;
+        if handoff {
+            self.counters.rap_handoffs += 1;
+        }
         if jap == self.me {
             pkt.strip_front(inner_off);
-            return self.jap_deliver(now, hdr.ingress, pkt);
+            return self.jap_deliver(now, hdr.ingress, pkt, handoff);
         }
         let Some(addr) = self.addr_of(jap) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         let relayed = DataHeader {
             vni: hdr.vni,
-            flags: flags::VIA_RAP,
+            flags: flags::VIA_RAP | (hdr.flags & flags::HANDOFF),
             hops: hdr.hops - 1,
             epoch: self.data_keys.wire_epoch(),
             ingress: hdr.ingress,
@@ -102,14 +112,69 @@ impl Proxy {
         if want {
             return self.answer(now, iap, group, false);
         }
+        self.select_for(now, iap, group, None)
+    }
+
+    /// The JAP set this RAP would answer `iap`, without `exclude`; no Answer is sent.
+    fn select_for(
+        &mut self,
+        now: Instant,
+        iap: ProxyId,
+        group: &TransportAddr,
+        exclude: Option<ProxyId>,
+    ) -> ([AnswerEntry; MAX_ANSWER_ENTRIES], usize) {
         let mut out = [AnswerEntry::default(); MAX_ANSWER_ENTRIES];
         let policy = self.cfg.policies.lookup(group).rap;
         let topo = Topo {
             me: self.me,
             m: &self.membership,
         };
-        let n = self.rap.select(now, group, iap, policy, &topo, &mut out);
+        let n = self
+            .rap
+            .select_excluding(now, group, iap, policy, &topo, exclude, &mut out);
         (out, n)
+    }
+}
+
+impl Proxy {
+    /// As JAP: this JAP has targets for the group but none the group's policy allows for this client (the
+    /// sender is its only target, `exclude_sender`). The packet goes to the group's RAP with TO_RAP and
+    /// HANDOFF, which relays it to another JAP of the group; when this proxy is that RAP, it picks the other
+    /// JAP itself (SPEC.md §9.5). No Invalidate: the JAP serves the group's other clients.
+    pub(super) fn hand_off(
+        &mut self,
+        now: Instant,
+        ingress: ProxyId,
+        group: &TransportAddr,
+        fh: u64,
+        pkt: &mut PacketBuf<'_>,
+    ) -> Verdict {
+        let Some(rap) = self.pick_rap(group) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        self.counters.jap_handoffs += 1;
+        let (to, fl, hops) = if rap == self.me {
+            let (set, n) = self.select_for(now, ingress, group, Some(self.me));
+            let Some(jap) = pick(&self.flow_key, &set[..n], fh) else {
+                return Verdict::Drop(DropReason::NoJap);
+            };
+            self.counters.rap_relayed += 1;
+            self.counters.rap_handoffs += 1;
+            (jap, flags::VIA_RAP | flags::HANDOFF, 0)
+        } else {
+            (rap, flags::TO_RAP | flags::HANDOFF, 1)
+        };
+        let Some(addr) = self.addr_of(to) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let h = DataHeader {
+            vni: self.cfg.vni,
+            flags: fl,
+            hops,
+            epoch: self.data_keys.wire_epoch(),
+            ingress,
+        };
+        encapsulate(pkt, &h, self.data_keys.current()).map_or_else(Verdict::Drop, |()| Verdict::Overlay(addr))
     }
 }
 

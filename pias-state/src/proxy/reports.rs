@@ -98,6 +98,8 @@ counters! {
         inflight_dropped,
         pending_dropped,
         refreshes,
+        /// Re-sends of every entry because the JAP's load moved past its hysteresis band (SPEC.md §9.1).
+        load_changes as "report_load_changes",
     }
 }
 
@@ -117,6 +119,11 @@ pub(crate) struct Reporter {
     /// wire, which must be the same in every run of the same seed and inputs. Bounded by the registry's
     /// groups: an entry exists only while the group's committed count is non-zero.
     group_raps: BTreeMap<TransportAddr, Raps>,
+    /// The load figure every entry carries (SPEC.md §9.1): the JAP's, not a group's, since capacity is the
+    /// JAP's. Changed only through [`Reporter::set_load`], with hysteresis.
+    load: u16,
+    /// A load change passed the hysteresis: re-send every group's entry with it at the next `collect`.
+    load_resend: bool,
     counters: ReporterCounters,
 }
 
@@ -133,12 +140,32 @@ impl Reporter {
             next_refresh: now + cfg.refresh,
             ring_dirty: false,
             group_raps: BTreeMap::new(),
+            load: 0,
+            load_resend: false,
             counters: ReporterCounters::default(),
         }
     }
 
     pub(crate) fn counters(&self) -> &ReporterCounters {
         &self.counters
+    }
+
+    /// The JAP's current load (per-mille of its capacity). When it is far enough from the load last reported
+    /// ([`super::load::load_report_due`]), every group is re-reported with it at the next `collect`; small
+    /// moves wait, so a load hovering near one value costs no reports. Returns whether it was taken.
+    pub(crate) fn set_load(&mut self, load: u16) -> bool {
+        if !super::load::load_report_due(self.load, load) {
+            return false;
+        }
+        self.load = load;
+        self.load_resend = true;
+        self.counters.load_changes += 1;
+        true
+    }
+
+    /// The load figure the entries carry now.
+    pub(crate) fn load(&self) -> u16 {
+        self.load
     }
 
     /// Membership changed: groups may have new RAPs.
@@ -178,6 +205,7 @@ impl Reporter {
                 group: r.group,
                 count: r.count,
                 flags: r.flags,
+                load: self.load,
             };
             for &rap in raps.iter() {
                 self.queue(me, rap, e, now);
@@ -205,6 +233,7 @@ impl Reporter {
                     group: g,
                     count: e.count,
                     flags: e.flags,
+                    load: self.load,
                 };
                 for &rap in raps.iter().filter(|r| !old.contains(r)) {
                     self.queue(me, rap, e, now);
@@ -212,9 +241,14 @@ impl Reporter {
                 self.group_raps.insert(g, raps.clone());
             }
         }
-        if now >= self.next_refresh {
-            self.next_refresh = now + self.cfg.refresh;
-            self.counters.refreshes += 1;
+        let refresh = now >= self.next_refresh;
+        if refresh || self.load_resend {
+            if refresh {
+                self.next_refresh = now + self.cfg.refresh;
+                self.counters.refreshes += 1;
+            }
+            self.load_resend = false;
+            let load = self.load;
             let all: Vec<_> = registry.reported().filter(|r| r.count > 0).collect();
             for r in all {
                 ring.raps(&r.group, k, &mut raps);
@@ -226,6 +260,7 @@ impl Reporter {
                             group: r.group,
                             count: r.count,
                             flags: r.flags,
+                            load,
                         },
                         now,
                     );

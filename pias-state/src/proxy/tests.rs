@@ -90,6 +90,27 @@ fn validate_runs_every_sub_check() {
             "iap.cache_entries",
         ),
         (
+            |c| c.capacity_flows_per_s = Some(0),
+            ConfigPart::Proxy,
+            "capacity_flows_per_s",
+            None,
+            "capacity_flows_per_s",
+        ),
+        (
+            |c| c.iap.max_drain_flows = 0,
+            ConfigPart::Iap,
+            "max_drain_flows",
+            None,
+            "iap.max_drain_flows",
+        ),
+        (
+            |c| c.rap.max_load = 999,
+            ConfigPart::Rap,
+            "max_load",
+            None,
+            "rap.max_load",
+        ),
+        (
             |c| c.rap.negative_ttl = Duration::ZERO,
             ConfigPart::Rap,
             "negative_ttl",
@@ -565,7 +586,7 @@ fn a_jap_changing_address_re_announces_the_groups_naming_it() {
         assert!(l.p.cache_entry(&g).is_none());
         assert_eq!(l.p.iap().counters().answers_ignored, before + 1);
         // The IAP asked (a client packet missed): only then is an Answer taken (SPEC.md §9.3).
-        l.p.iap.route(l.now, &g, 0);
+        l.p.iap.route(l.now, &g, 0, false);
         let ev = send(&mut l, Message::Answer(answer), a);
         assert_eq!(ev, [Event::CacheInstalled { group: g }]);
     }
@@ -1000,5 +1021,57 @@ mod replay_defences {
         assert!(p.membership().get(ProxyId(2)).is_none(), "tombstone expired");
         assert_eq!(feed(&mut p, now, &join), Verdict::Drop(DropReason::Stale));
         assert!(p.membership().get(ProxyId(2)).is_none());
+    }
+}
+
+/// SPEC.md §9.6 on one proxy (its own IAP, RAP and JAP): over its capacity it keeps serving, drains its own
+/// IAP entry (which leaves the fast path), and reports its load at once; without a capacity nothing changes.
+#[test]
+fn a_jap_over_capacity_serves_drains_and_reports_its_load() {
+    let g = group_at("10.99.0.1:53", IpProtocol::Udp);
+    for cap in [None, Some(2)] {
+        let mut l = Lone::new(|c| c.capacity_flows_per_s = cap);
+        l.register(g, "10.2.0.1:53".parse().unwrap(), DeliveryMode::Nat);
+        l.p.handle_timeout(l.now);
+        l.drain_events();
+        let mut events = Vec::new();
+        for port in 5000..5004 {
+            let (v, _, ev) = l.udp(&format!("10.1.0.1:{port}"), &g);
+            assert_eq!(v, Verdict::Host, "every new flow is served");
+            events.extend(ev);
+        }
+        let over = l.p.counters().jap_over_capacity;
+        if cap.is_none() {
+            assert_eq!(over, 0);
+            assert!(!l.p.iap().draining(&g));
+            continue;
+        }
+        assert_eq!(over, 2, "flows 3 and 4 are over a capacity of 2");
+        assert!(l.p.iap().draining(&g));
+        assert_eq!(l.p.iap().counters().drains, 2);
+        assert_eq!(l.p.counters().invalidations_sent, 0, "its own IAP: no message");
+        assert!(events.contains(&Event::CacheRemoved { group: g }), "{events:?}");
+        assert!(
+            !l.p.state_events()
+                .any(|e| e == Event::CacheInstalled { group: g }),
+            "a draining group stays out of a rebuilt fast path"
+        );
+        // The report is due now, not at the window's end.
+        assert!(l.p.poll_timeout().is_some_and(|t| t <= l.now));
+        l.p.handle_timeout(l.now);
+        let ev: Vec<Event> = core::iter::from_fn(|| l.p.poll_event()).collect();
+        assert!(
+            ev.contains(&Event::LoadChanged {
+                flows_per_s: 4,
+                load_per_mille: 2000
+            }),
+            "{ev:?}"
+        );
+        // Its own RAP table (it is the group's only RAP) hears it.
+        let japs = l.p.rap().japs(&g);
+        assert!(
+            !japs.is_empty() && japs.iter().all(|j| j.load == 2000),
+            "{japs:?}"
+        );
     }
 }

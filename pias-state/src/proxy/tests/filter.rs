@@ -208,7 +208,7 @@ fn the_jap_refuses_a_client_source_its_iap_let_through() {
         raw[HEADROOM..].copy_from_slice(&pkt);
         let mut b = PacketBuf::new(&mut raw, HEADROOM, HEADROOM + pkt.len());
         assert_eq!(
-            l.p.jap_deliver(l.now, ProxyId(9), &mut b),
+            l.p.jap_deliver(l.now, ProxyId(9), &mut b, false),
             Verdict::Drop(why),
             "{from}"
         );
