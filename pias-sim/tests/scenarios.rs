@@ -1279,3 +1279,56 @@ fn a_hung_service_behind_a_live_agent_is_avoided_by_the_passive_watch() {
     let back = (0..40u64).any(|k| replies_from(&w.sim, clients[(k % 2) as usize], 900 + k) == vec!["r@t2"]);
     assert!(back, "t2 gets new flows again once it answers");
 }
+
+#[test]
+fn a_restarted_rap_is_sent_its_reports_again() {
+    // A RAP that restarts faster than anyone suspects it comes back Alive with a higher incarnation and an
+    // empty table; the ring does not move, so only the restart itself tells the JAPs to report again
+    // (SPEC.md §9.1). Without that it would answer "no JAP" until the 30 s refresh.
+    let (mut sim, group) = line(SimConfig::default(), RapPolicy::Proximity);
+    sim.add_target(
+        "t1",
+        SocketAddr::new(ip("10.2.0.1"), group.port),
+        group,
+        (41.0, 1.0),
+    );
+    sim.run_for(Duration::from_secs(3));
+    let raps = sim.proxy(0).unwrap().raps_of(&group);
+    let rap = raps.iter().copied().find(|r| {
+        let i = r.0 as usize - 1;
+        // A RAP that is not the target's JAP, so its table holds only what reports bring.
+        !sim.proxy(i).unwrap().rap().japs(&group).is_empty()
+            && sim.proxy(i).unwrap().registry().group_count(&group) == 0
+    });
+    let rap = rap.expect("a RAP of the group that is not its JAP");
+    let i = rap.0 as usize - 1;
+    sim.crash_proxy(i);
+    sim.run_for(Duration::from_millis(100));
+    sim.restart_proxy(i);
+    assert!(
+        sim.proxy(i).unwrap().rap().japs(&group).is_empty(),
+        "a restart empties the table"
+    );
+    let took = sim.run_until(Duration::from_secs(10), |s| {
+        !s.proxy(i).unwrap().rap().japs(&group).is_empty()
+    });
+    let took = took.expect("the restarted RAP learns the group's JAP again");
+    eprintln!("restarted RAP re-learned the group's JAP after {took:?}");
+    assert!(
+        took <= Duration::from_secs(2),
+        "re-learned only after {took:?} (refresh is 30 s)"
+    );
+    let resends: u64 = (0..5)
+        .filter_map(|j| sim.proxy(j))
+        .map(|p| {
+            let mut n = 0;
+            p.for_each_counter(|name, v| {
+                if name == "report_restart_resends" {
+                    n += v;
+                }
+            });
+            n
+        })
+        .sum();
+    assert!(resends > 0, "the JAP re-sent because of the restart");
+}

@@ -485,6 +485,7 @@ impl Proxy {
             match ev {
                 MemberEvent::Up { id, addr } => {
                     let _ = self.ring.insert(id);
+                    self.reporter.member_up(id);
                     self.push_event(Event::MemberUp { id, addr });
                 }
                 MemberEvent::AddrChanged { id, addr } => {

@@ -14,6 +14,9 @@ use crate::ring::{Raps, Ring};
 use crate::seal::{Dest, Sealer, Transmit};
 use crate::time::Instant;
 
+/// Members whose restart is handled by re-reporting to them alone; more at once take a full refresh.
+const MAX_RESTARTS: usize = 64;
+
 /// Report timers and bounds (SPEC.md §14).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReportConfig {
@@ -100,6 +103,8 @@ counters! {
         refreshes,
         /// Re-sends of every entry because the JAP's load moved past its hysteresis band (SPEC.md §9.1).
         load_changes as "report_load_changes",
+        /// Groups re-reported to a RAP that restarted (it lost every report it held, SPEC.md §9.1).
+        restart_resends as "report_restart_resends",
     }
 }
 
@@ -124,6 +129,9 @@ pub(crate) struct Reporter {
     load: u16,
     /// A load change passed the hysteresis: re-send every group's entry with it at the next `collect`.
     load_resend: bool,
+    /// Members that (re)started since the last `collect`: each is sent again the entries of the groups it is
+    /// a RAP of, since a restart empties its RAP table (bounded by [`MAX_RESTARTS`]; beyond, a full refresh).
+    restarted: Vec<ProxyId>,
     counters: ReporterCounters,
 }
 
@@ -142,6 +150,7 @@ impl Reporter {
             group_raps: BTreeMap::new(),
             load: 0,
             load_resend: false,
+            restarted: Vec::new(),
             counters: ReporterCounters::default(),
         }
     }
@@ -171,6 +180,21 @@ impl Reporter {
     /// Membership changed: groups may have new RAPs.
     pub(crate) fn ring_changed(&mut self) {
         self.ring_dirty = true;
+    }
+
+    /// A member came up — new, back from Down, or restarted while others still saw it Alive. A restarted
+    /// RAP lost its table and the ring does not move (its id and points are the same), so without this it
+    /// would answer "no JAP" for our groups until the next refresh (`refresh`, 30 s).
+    pub(crate) fn member_up(&mut self, id: ProxyId) {
+        if id == self.me || self.restarted.contains(&id) {
+            return;
+        }
+        if self.restarted.len() >= MAX_RESTARTS {
+            // Many at once (a whole site restarted): one full refresh costs less than many walks.
+            self.next_refresh = Instant::ZERO;
+            return;
+        }
+        self.restarted.push(id);
     }
 
     fn queue(&mut self, me: ProxyId, rap: ProxyId, e: ReportEntry, now: Instant) {
@@ -239,6 +263,30 @@ impl Reporter {
                     self.queue(me, rap, e, now);
                 }
                 self.group_raps.insert(g, raps.clone());
+            }
+        }
+        if !self.restarted.is_empty() {
+            let ids = core::mem::take(&mut self.restarted);
+            let groups: Vec<(TransportAddr, Raps)> = self
+                .group_raps
+                .iter()
+                .filter(|(_, r)| r.iter().any(|x| ids.contains(x)))
+                .map(|(g, r)| (*g, r.clone()))
+                .collect();
+            for (g, r) in groups {
+                let Some(e) = registry.reported_of(&g) else {
+                    continue;
+                };
+                let e = ReportEntry {
+                    group: g,
+                    count: e.count,
+                    flags: e.flags,
+                    load: self.load,
+                };
+                for &rap in r.iter().filter(|x| ids.contains(x)) {
+                    self.counters.restart_resends += 1;
+                    self.queue(me, rap, e, now);
+                }
             }
         }
         let refresh = now >= self.next_refresh;
