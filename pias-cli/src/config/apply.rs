@@ -32,6 +32,8 @@ pub(super) fn apply_timers(t: &RawTimers, cfg: &mut ProxyConfig) {
     set(&mut cfg.answer_interval, t.answer_interval_ms);
     set(&mut cfg.invalidate_interval, t.invalidate_interval_ms);
     set(&mut cfg.iap.drain_hold, t.drain_hold_ms);
+    set(&mut cfg.announce.hold_down, t.announce_hold_down_ms);
+    set(&mut cfg.announce.hold_up, t.announce_hold_up_ms);
     if let Some(v) = t.refresh_ms {
         cfg.registry.refresh_ms = v;
     }

@@ -46,6 +46,8 @@ drain_time_ms = 2000                    # graceful leave: Left at half, exit at 
 refresh_ms = 200                        # told to targets
 hold_ms = 700                           # a target silent this long is dead
 cache_ttl_ms = 60000
+announce_hold_down_ms = 2000            # cut off from the overlay this long: withdraw the prefixes (§7.7)
+announce_hold_up_ms = 5000              # healthy again this long: announce them again
 
 [nat]                                   # all optional
 port_min = 1024

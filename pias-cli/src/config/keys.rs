@@ -21,6 +21,7 @@ pub(super) fn toml_key(e: &CoreConfigError) -> String {
         (P::Proxy, "icmp_rate") => "timers.icmp_rate",
         (P::Proxy, "answer_interval") => "timers.answer_interval_ms",
         (P::Proxy, "invalidate_interval") => "timers.invalidate_interval_ms",
+        (P::Proxy, "announce_hold_down") => "timers.announce_hold_down_ms",
         (P::Proxy, "capacity_flows_per_s") => "limits.capacity_flows_per_s",
         (P::Proxy, "replay_skew") => "timers.replay_skew_ms",
         (P::Membership, "seeds") => return indexed("proxy.seeds"),

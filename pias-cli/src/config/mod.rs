@@ -162,6 +162,10 @@ struct RawTimers {
     invalidate_interval_ms: Option<u64>,
     /// How long an IAP keeps a draining JAP's connections pinned to it (SPEC.md §9.6).
     drain_hold_ms: Option<u64>,
+    /// How long a proxy that cannot serve waits before it withdraws its prefixes (SPEC.md §7.7).
+    announce_hold_down_ms: Option<u64>,
+    /// How long it must be healthy again before it announces them again (SPEC.md §7.7).
+    announce_hold_up_ms: Option<u64>,
     refresh_ms: Option<u32>,
     hold_ms: Option<u32>,
     cookie_period_ms: Option<u32>,

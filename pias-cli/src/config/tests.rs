@@ -43,6 +43,18 @@ fn example_parses() {
     assert_eq!(p.policies.rules[0].0.port, Some(80));
     assert_eq!(c.driver.host.routes().count(), 3);
     assert_eq!(c.driver.host.tun, "pias0");
+    assert_eq!(p.announce.hold_down, Duration::from_secs(2));
+    assert_eq!(p.announce.hold_up, Duration::from_secs(5));
+    let c = parse_str(&format!(
+        "{}[timers]\nannounce_hold_down_ms = 3000\nannounce_hold_up_ms = 9000\n",
+        minimal()
+    ))
+    .unwrap();
+    let a = c.driver.proxy.announce;
+    assert_eq!(
+        (a.hold_down, a.hold_up),
+        (Duration::from_secs(3), Duration::from_secs(9))
+    );
 }
 
 #[test]
@@ -272,6 +284,11 @@ fn core_errors_name_the_toml_key() {
             format!("{m}[timers]\ndrain_hold_ms = 0\n"),
             "timers.drain_hold_ms",
             "at least 1 ms",
+        ),
+        (
+            format!("{m}[timers]\nannounce_hold_down_ms = 500\n"),
+            "timers.announce_hold_down_ms",
+            "(suspect_after + 1) probe intervals",
         ),
         (
             format!("{m}[limits]\ncapacity_flows_per_s = 0\n"),
