@@ -56,47 +56,41 @@ impl IapConfig {
     /// Checks every field; the error names the field and the fix.
     pub fn validate(&self) -> Result<(), crate::proxy::ConfigError> {
         use crate::proxy::{ConfigError, ConfigPart::Iap};
-        if self.cache_entries == 0 {
-            return Err(ConfigError::field(
-                Iap,
+        // One table of the rules, in the order they are checked: the first broken one is the error.
+        let counts = [
+            (
                 "cache_entries",
+                self.cache_entries,
                 "must be at least 1 (default 65536)",
-            ));
-        }
-        if self.resolve_retry.is_zero() {
-            return Err(ConfigError::field(
-                Iap,
-                "resolve_retry",
-                "must be at least 1 ms (default 250 ms)",
-            ));
-        }
-        if self.max_ttl.is_zero() {
-            return Err(ConfigError::field(
-                Iap,
-                "max_ttl",
-                "must be at least 1 ms (default 300 s)",
-            ));
-        }
-        if self.drain_hold.is_zero() {
-            return Err(ConfigError::field(
-                Iap,
-                "drain_hold",
-                "must be at least 1 ms (default 120 s)",
-            ));
-        }
-        if self.max_drains == 0 {
-            return Err(ConfigError::field(
-                Iap,
-                "max_drains",
-                "must be at least 1 (default 256)",
-            ));
-        }
-        if self.max_drain_flows == 0 {
-            return Err(ConfigError::field(
-                Iap,
+            ),
+            ("max_drains", self.max_drains, "must be at least 1 (default 256)"),
+            (
                 "max_drain_flows",
+                self.max_drain_flows,
                 "must be at least 1 (default 16384)",
-            ));
+            ),
+        ];
+        let times = [
+            (
+                "resolve_retry",
+                self.resolve_retry,
+                "must be at least 1 ms (default 250 ms)",
+            ),
+            ("max_ttl", self.max_ttl, "must be at least 1 ms (default 300 s)"),
+            (
+                "drain_hold",
+                self.drain_hold,
+                "must be at least 1 ms (default 120 s)",
+            ),
+        ];
+        if let Some((field, _, fix)) = counts[..1].iter().find(|c| c.1 == 0) {
+            return Err(ConfigError::field(Iap, field, *fix));
+        }
+        if let Some((field, _, fix)) = times.iter().find(|t| t.1.is_zero()) {
+            return Err(ConfigError::field(Iap, field, *fix));
+        }
+        if let Some((field, _, fix)) = counts[1..].iter().find(|c| c.1 == 0) {
+            return Err(ConfigError::field(Iap, field, *fix));
         }
         Ok(())
     }
